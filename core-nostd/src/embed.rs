@@ -1,0 +1,145 @@
+//! Plan embedding: a fixed-length (D = 256), L2-normalised vector of a plan seen through one
+//! attention map. Layout:
+//!
+//! | range    | content |
+//! |----------|---------|
+//! | 0..32    | attention-weighted mean of node features |
+//! | 32..64   | attention-weighted standard deviation of node features |
+//! | 64..96   | maximum of each node feature over the plan |
+//! | 96..224  | tanh of a fixed seeded random-sign projection (Achlioptas 2003) of [mean; std] |
+//! | 224..240 | operator-bucket histogram (share of nodes) |
+//! | 240..256 | structure: size, edges, depth, fan-in, sharing, leaves, joins, attention entropy and peak, critical-path share, measured, root cost and rows, parallel share |
+//!
+//! Same plan and attention, same embedding, on every platform: nothing random at run time.
+
+use alloc::format;
+
+use crate::attention::{critical_path, AttentionMap};
+use crate::dag::PlanDag;
+use crate::error::{NeuralDagError, Result};
+use crate::features::{node_features, FEATURE_DIM, OP_BUCKETS};
+use crate::rng::SplitMix64;
+
+/// Width of a plan embedding.
+pub const EMBED_DIM: usize = 256;
+
+/// A plan embedding.
+pub type PlanEmbedding = [f32; EMBED_DIM];
+
+const PROJ_OUT: usize = 128;
+const PROJ_SEED: u64 = 0xE3B_ED;
+
+/// Embed `dag` pooled by `attention` (which must have one weight per node).
+pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
+    let n = dag.len();
+    if attention.alpha.len() != n {
+        return Err(NeuralDagError::AttentionComputationFailed(format!(
+            "embedding: attention has {} weights for a plan of {n} nodes",
+            attention.alpha.len()
+        )));
+    }
+    let feats = node_features(dag);
+    let alpha = &attention.alpha;
+    let mut out = [0.0f32; EMBED_DIM];
+    let (mean, rest) = out.split_at_mut(FEATURE_DIM);
+    let (std, rest) = rest.split_at_mut(FEATURE_DIM);
+    let (max, rest) = rest.split_at_mut(FEATURE_DIM);
+    let (proj, rest) = rest.split_at_mut(PROJ_OUT);
+    let (hist, stats) = rest.split_at_mut(OP_BUCKETS);
+
+    max.fill(f32::NEG_INFINITY);
+    for (x, &a) in feats.iter().zip(alpha) {
+        for k in 0..FEATURE_DIM {
+            mean[k] += a * x[k];
+            max[k] = max[k].max(x[k]);
+        }
+    }
+    for (x, &a) in feats.iter().zip(alpha) {
+        for k in 0..FEATURE_DIM {
+            let d = x[k] - mean[k];
+            std[k] += a * d * d;
+        }
+    }
+    for s in std.iter_mut() {
+        *s = libm::sqrtf(s.max(0.0));
+    }
+    // Random-sign projection of [mean; std] (64 inputs): one u64 of signs per output row.
+    let mut rng = SplitMix64::new(PROJ_SEED);
+    let scale = 1.0 / libm::sqrtf((2 * FEATURE_DIM) as f32);
+    for p in proj.iter_mut() {
+        let signs = rng.next_u64();
+        let mut z = 0.0f32;
+        for k in 0..2 * FEATURE_DIM {
+            let x = if k < FEATURE_DIM { mean[k] } else { std[k - FEATURE_DIM] };
+            z += if signs >> k & 1 == 1 { x } else { -x };
+        }
+        *p = libm::tanhf(2.0 * z * scale);
+    }
+
+    let nf = n as f32;
+    for v in 0..n {
+        hist[dag.node(v).op.bucket()] += 1.0 / nf;
+    }
+    let entropy: f32 = alpha.iter().filter(|&&a| a > 0.0).map(|&a| -a * libm::logf(a)).sum();
+    let work_total: f64 = (0..n).map(|v| dag.self_work(v)).sum();
+    let cp = critical_path(dag);
+    let root_cost: f64 = dag.roots().iter().map(|&r| dag.node(r as usize).total_cost).sum();
+    let root_rows: f64 = dag.roots().iter().map(|&r| dag.node(r as usize).est_rows).sum();
+    let ln1p = |x: f64| libm::log1p(x.max(0.0)) as f32;
+    stats[0] = ln1p(n as f64) / 10.0;
+    stats[1] = ln1p(dag.edges().len() as f64) / 10.0;
+    stats[2] = (0..n).map(|v| dag.depth(v)).max().unwrap_or(0) as f32 / 16.0;
+    stats[3] = dag.edges().len() as f32 / nf / 2.0;
+    stats[4] = (0..n).filter(|&v| dag.parents(v).len() > 1).count() as f32 / nf;
+    stats[5] = (0..n).filter(|&v| dag.is_leaf(v)).count() as f32 / nf;
+    stats[6] = (0..n).filter(|&v| dag.node(v).op.is_join()).count() as f32 / nf;
+    stats[7] = if n > 1 { entropy / libm::logf(nf) } else { 0.0 };
+    stats[8] = alpha.iter().copied().fold(0.0, f32::max);
+    stats[9] = if work_total > 0.0 { (cp.length / work_total).min(1.0) as f32 } else { 0.0 };
+    stats[10] = f32::from(u8::from(dag.has_actuals()));
+    stats[11] = ln1p(root_cost) / 20.0;
+    stats[12] = ln1p(root_rows) / 20.0;
+    stats[13] = (0..n).filter(|&v| dag.node(v).parallel_aware).count() as f32 / nf;
+
+    let norm = libm::sqrtf(out.iter().map(|x| x * x).sum());
+    if !(norm.is_finite() && norm > 0.0) {
+        return Err(NeuralDagError::AttentionComputationFailed("embedding: the vector is not finite".into()));
+    }
+    for x in &mut out {
+        *x /= norm;
+    }
+    Ok(out)
+}
+
+/// Cosine similarity of two embeddings (both L2-normalised: the dot product).
+pub fn cosine(a: &PlanEmbedding, b: &PlanEmbedding) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::{mechanism, AttentionConfig, AttentionContext, AttentionKind};
+    use crate::synth::{random_permutation, random_plan, SynthOptions};
+
+    #[test]
+    fn unit_length_deterministic_renumbering_invariant_and_discriminating() {
+        let cfg = AttentionConfig::default();
+        let ctx = AttentionContext::default();
+        let d1 = random_plan(4, 80, SynthOptions::default());
+        let d2 = random_plan(5, 80, SynthOptions::default());
+        for kind in AttentionKind::ALL {
+            let m = mechanism(kind, &cfg).unwrap();
+            let e1 = embed(&d1, &m.attend(&d1, &ctx).unwrap()).unwrap();
+            assert!((cosine(&e1, &e1) - 1.0).abs() < 1e-5);
+            assert_eq!(e1, embed(&d1, &m.attend(&d1, &ctx).unwrap()).unwrap());
+            let p = d1.permuted(&random_permutation(9, 80)).unwrap();
+            let ep = embed(&p, &m.attend(&p, &ctx).unwrap()).unwrap();
+            assert!(cosine(&e1, &ep) > 0.99999, "{kind:?}");
+            let e2 = embed(&d2, &m.attend(&d2, &ctx).unwrap()).unwrap();
+            assert!(cosine(&e1, &e2) < 0.999, "{kind:?}: {}", cosine(&e1, &e2));
+        }
+        let wrong = AttentionMap { kind: AttentionKind::Topological, alpha: alloc::vec![1.0], pairwise: None };
+        assert!(embed(&d1, &wrong).is_err());
+    }
+}

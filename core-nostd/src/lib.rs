@@ -21,20 +21,20 @@
 
 extern crate alloc;
 
-// pub mod attention;
+pub mod attention;
 pub mod dag;
-// pub mod embed;
+pub mod embed;
 pub mod error;
 #[cfg(feature = "explain-json")]
 pub mod explain;
 pub mod features;
-// pub mod hdc;
-// pub mod mincut;
+pub mod hdc;
+pub mod mincut;
 pub mod rng;
-// pub mod synth;
+pub mod synth;
 
-// pub use attention::{AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention};
+pub use attention::{AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention};
 pub use dag::{Actuals, NodeId, OpKind, PlanDag, PlanNode};
-// pub use embed::{embed, PlanEmbedding, EMBED_DIM};
+pub use embed::{embed, PlanEmbedding, EMBED_DIM};
 pub use error::{NeuralDagError, Result};
 pub use features::{FeatureVector, FEATURE_DIM};
