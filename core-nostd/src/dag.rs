@@ -103,7 +103,10 @@ op_kinds! {
 impl OpKind {
     /// Join operators.
     pub fn is_join(self) -> bool {
-        matches!(self, OpKind::NestedLoop | OpKind::HashJoin | OpKind::MergeJoin)
+        matches!(
+            self,
+            OpKind::NestedLoop | OpKind::HashJoin | OpKind::MergeJoin
+        )
     }
 
     /// Operators that read a relation or a tuple source.
@@ -219,7 +222,11 @@ pub struct PlanDag {
 }
 
 /// Compressed adjacency: for every node, its neighbours in edge-list order.
-fn csr(n: usize, edges: &[(u32, u32)], key: impl Fn(&(u32, u32)) -> (u32, u32)) -> (Vec<u32>, Vec<u32>) {
+fn csr(
+    n: usize,
+    edges: &[(u32, u32)],
+    key: impl Fn(&(u32, u32)) -> (u32, u32),
+) -> (Vec<u32>, Vec<u32>) {
     let mut start = vec![0u32; n + 1];
     for e in edges {
         start[key(e).0 as usize + 1] += 1;
@@ -246,7 +253,9 @@ impl PlanDag {
     pub fn new(nodes: Vec<PlanNode>, edges: Vec<(u32, u32)>) -> Result<Self> {
         let n = nodes.len();
         if n == 0 {
-            return Err(NeuralDagError::InvalidDagStructure("the plan has no nodes".into()));
+            return Err(NeuralDagError::InvalidDagStructure(
+                "the plan has no nodes".into(),
+            ));
         }
         if n > MAX_NODES {
             return Err(NeuralDagError::InvalidDagStructure(format!(
@@ -263,7 +272,9 @@ impl PlanDag {
                 )));
             }
             if c == p {
-                return Err(NeuralDagError::InvalidDagStructure(format!("edge {k} is a self loop on node {c}")));
+                return Err(NeuralDagError::InvalidDagStructure(format!(
+                    "edge {k} is a self loop on node {c}"
+                )));
             }
         }
         let (child_start, child_list) = csr(n, &edges, |&(c, p)| (p, c));
@@ -272,13 +283,17 @@ impl PlanDag {
             let kids = &child_list[child_start[v] as usize..child_start[v + 1] as usize];
             for (a, x) in kids.iter().enumerate() {
                 if kids[..a].contains(x) {
-                    return Err(NeuralDagError::InvalidDagStructure(format!("duplicate edge {x} -> {v}")));
+                    return Err(NeuralDagError::InvalidDagStructure(format!(
+                        "duplicate edge {x} -> {v}"
+                    )));
                 }
             }
         }
 
         // Kahn's algorithm from the leaves; leaves first, ties in index order.
-        let mut indeg: Vec<u32> = (0..n).map(|v| child_start[v + 1] - child_start[v]).collect();
+        let mut indeg: Vec<u32> = (0..n)
+            .map(|v| child_start[v + 1] - child_start[v])
+            .collect();
         let mut topo: Vec<u32> = (0..n as u32).filter(|&v| indeg[v as usize] == 0).collect();
         let mut head = 0;
         while head < topo.len() {
@@ -345,7 +360,9 @@ impl PlanDag {
         // under as an InitPlan; the CTE Scans that read it later do not include it.
         let mut self_cost: Vec<f64> = nodes.iter().map(|x| x.total_cost).collect();
         for c in 0..n {
-            if let Some(&owner) = parent_list[parent_start[c] as usize..parent_start[c + 1] as usize].first() {
+            if let Some(&owner) =
+                parent_list[parent_start[c] as usize..parent_start[c + 1] as usize].first()
+            {
                 self_cost[owner as usize] -= nodes[c].total_cost;
             }
         }
@@ -460,7 +477,9 @@ impl PlanDag {
         let mut nodes: Vec<Option<PlanNode>> = vec![None; n];
         for (v, &to) in perm.iter().enumerate() {
             if to >= n || nodes[to].is_some() {
-                return Err(NeuralDagError::InvalidDagStructure("not a permutation".into()));
+                return Err(NeuralDagError::InvalidDagStructure(
+                    "not a permutation".into(),
+                ));
             }
             nodes[to] = Some(self.nodes[v].clone());
         }
@@ -479,7 +498,9 @@ mod tests {
     use super::*;
 
     fn chain(n: usize) -> (Vec<PlanNode>, Vec<(u32, u32)>) {
-        let nodes = (0..n).map(|i| PlanNode::new(OpKind::SeqScan, 10.0, (n - i) as f64 * 10.0)).collect();
+        let nodes = (0..n)
+            .map(|i| PlanNode::new(OpKind::SeqScan, 10.0, (n - i) as f64 * 10.0))
+            .collect();
         let edges = (1..n as u32).map(|i| (i, i - 1)).collect();
         (nodes, edges)
     }
@@ -538,7 +559,11 @@ mod tests {
             assert!(msg.contains("node 1") && msg.contains("est_rows"), "{msg}");
         }
         let (mut nodes, edges) = chain(3);
-        nodes[2].actual = Some(Actuals { rows: 1.0, self_ms: f64::NAN, total_ms: 1.0 });
+        nodes[2].actual = Some(Actuals {
+            rows: 1.0,
+            self_ms: f64::NAN,
+            total_ms: 1.0,
+        });
         assert!(err_text(PlanDag::new(nodes, edges)).contains("self_ms"));
     }
 

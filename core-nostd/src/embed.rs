@@ -70,7 +70,11 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
         let signs = rng.next_u64();
         let mut z = 0.0f32;
         for k in 0..2 * FEATURE_DIM {
-            let x = if k < FEATURE_DIM { mean[k] } else { std[k - FEATURE_DIM] };
+            let x = if k < FEATURE_DIM {
+                mean[k]
+            } else {
+                std[k - FEATURE_DIM]
+            };
             z += if signs >> k & 1 == 1 { x } else { -x };
         }
         *p = libm::tanhf(2.0 * z * scale);
@@ -80,11 +84,23 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
     for v in 0..n {
         hist[dag.node(v).op.bucket()] += 1.0 / nf;
     }
-    let entropy: f32 = alpha.iter().filter(|&&a| a > 0.0).map(|&a| -a * libm::logf(a)).sum();
+    let entropy: f32 = alpha
+        .iter()
+        .filter(|&&a| a > 0.0)
+        .map(|&a| -a * libm::logf(a))
+        .sum();
     let work_total: f64 = (0..n).map(|v| dag.self_work(v)).sum();
     let cp = critical_path(dag);
-    let root_cost: f64 = dag.roots().iter().map(|&r| dag.node(r as usize).total_cost).sum();
-    let root_rows: f64 = dag.roots().iter().map(|&r| dag.node(r as usize).est_rows).sum();
+    let root_cost: f64 = dag
+        .roots()
+        .iter()
+        .map(|&r| dag.node(r as usize).total_cost)
+        .sum();
+    let root_rows: f64 = dag
+        .roots()
+        .iter()
+        .map(|&r| dag.node(r as usize).est_rows)
+        .sum();
     let ln1p = |x: f64| libm::log1p(x.max(0.0)) as f32;
     stats[0] = ln1p(n as f64) / 10.0;
     stats[1] = ln1p(dag.edges().len() as f64) / 10.0;
@@ -95,7 +111,11 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
     stats[6] = (0..n).filter(|&v| dag.node(v).op.is_join()).count() as f32 / nf;
     stats[7] = if n > 1 { entropy / libm::logf(nf) } else { 0.0 };
     stats[8] = alpha.iter().copied().fold(0.0, f32::max);
-    stats[9] = if work_total > 0.0 { (cp.length / work_total).min(1.0) as f32 } else { 0.0 };
+    stats[9] = if work_total > 0.0 {
+        (cp.length / work_total).min(1.0) as f32
+    } else {
+        0.0
+    };
     stats[10] = f32::from(u8::from(dag.has_actuals()));
     stats[11] = ln1p(root_cost) / 20.0;
     stats[12] = ln1p(root_rows) / 20.0;
@@ -103,7 +123,9 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
 
     let norm = libm::sqrtf(out.iter().map(|x| x * x).sum());
     if !(norm.is_finite() && norm > 0.0) {
-        return Err(NeuralDagError::AttentionComputationFailed("embedding: the vector is not finite".into()));
+        return Err(NeuralDagError::AttentionComputationFailed(
+            "embedding: the vector is not finite".into(),
+        ));
     }
     for x in &mut out {
         *x /= norm;
@@ -139,7 +161,11 @@ mod tests {
             let e2 = embed(&d2, &m.attend(&d2, &ctx).unwrap()).unwrap();
             assert!(cosine(&e1, &e2) < 0.999, "{kind:?}: {}", cosine(&e1, &e2));
         }
-        let wrong = AttentionMap { kind: AttentionKind::Topological, alpha: alloc::vec![1.0], pairwise: None };
+        let wrong = AttentionMap {
+            kind: AttentionKind::Topological,
+            alpha: alloc::vec![1.0],
+            pairwise: None,
+        };
         assert!(embed(&d1, &wrong).is_err());
     }
 }

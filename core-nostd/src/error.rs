@@ -40,7 +40,9 @@ impl fmt::Display for NeuralDagError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidConfig(m) => write!(f, "invalid configuration: {m}"),
-            Self::TableNotEnabled(t) => write!(f, "table {t} is not enabled for neural DAG learning"),
+            Self::TableNotEnabled(t) => {
+                write!(f, "table {t} is not enabled for neural DAG learning")
+            }
             Self::InsufficientTrajectories => f.write_str("not enough trajectories to learn from"),
             Self::PatternExtractionFailed(m) => write!(f, "pattern extraction failed: {m}"),
             Self::EwcConstraintViolation => f.write_str("EWC++ constraint could not be applied"),

@@ -44,8 +44,8 @@ pub fn parse_explain(text: &str) -> Result<PlanDag> {
 /// Parse EXPLAIN JSON text, keeping statement-level timings.
 pub fn parse_explain_full(text: &str) -> Result<ExplainedPlan> {
     // serde_json's default recursion limit (128) protects the parser itself.
-    let doc: Value =
-        serde_json::from_str(text).map_err(|e| NeuralDagError::InvalidExplain(format!("not valid JSON: {e}")))?;
+    let doc: Value = serde_json::from_str(text)
+        .map_err(|e| NeuralDagError::InvalidExplain(format!("not valid JSON: {e}")))?;
     from_value(&doc)
 }
 
@@ -54,18 +54,34 @@ pub fn from_value(doc: &Value) -> Result<ExplainedPlan> {
     let (top, prefix) = match doc {
         Value::Array(items) => match items.first() {
             Some(first) if items.len() == 1 => (first, "[0]"),
-            Some(_) => return Err(bad("", format!("expected one statement, found {}", items.len()))),
+            Some(_) => {
+                return Err(bad(
+                    "",
+                    format!("expected one statement, found {}", items.len()),
+                ))
+            }
             None => return Err(bad("", "the document is an empty array".into())),
         },
         other => (other, ""),
     };
-    let top = top
-        .as_object()
-        .ok_or_else(|| bad(prefix, format!("expected an object, found {}", type_name(top))))?;
+    let top = top.as_object().ok_or_else(|| {
+        bad(
+            prefix,
+            format!("expected an object, found {}", type_name(top)),
+        )
+    })?;
     let (plan, path) = match top.get("Plan") {
-        Some(p) => (p, format!("{prefix}{}Plan", if prefix.is_empty() { "" } else { "." })),
+        Some(p) => (
+            p,
+            format!("{prefix}{}Plan", if prefix.is_empty() { "" } else { "." }),
+        ),
         None if top.contains_key("Node Type") => (&Value::Object(top.clone()), prefix.to_string()),
-        None => return Err(bad(prefix, "no \"Plan\" field: is this EXPLAIN (FORMAT JSON) output?".into())),
+        None => {
+            return Err(bad(
+                prefix,
+                "no \"Plan\" field: is this EXPLAIN (FORMAT JSON) output?".into(),
+            ))
+        }
     };
     let planning_ms = opt_number(top, "Planning Time", prefix, MAX_MS)?;
     let execution_ms = opt_number(top, "Execution Time", prefix, MAX_MS)?;
@@ -73,7 +89,11 @@ pub fn from_value(doc: &Value) -> Result<ExplainedPlan> {
     let mut b = Builder::default();
     b.walk(plan, &path, None, 0, 1)?;
     let dag = b.finish()?;
-    Ok(ExplainedPlan { dag, planning_ms, execution_ms })
+    Ok(ExplainedPlan {
+        dag,
+        planning_ms,
+        execution_ms,
+    })
 }
 
 fn bad(path: &str, msg: String) -> NeuralDagError {
@@ -96,13 +116,21 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn opt_number(obj: &Map<String, Value>, key: &str, path: &str, max: f64) -> Result<Option<f64>> {
-    let Some(v) = obj.get(key) else { return Ok(None) };
+    let Some(v) = obj.get(key) else {
+        return Ok(None);
+    };
     let field = || format!("{path}.\"{key}\"");
-    let x = v
-        .as_f64()
-        .ok_or_else(|| bad(&field(), format!("expected a number, found {}", type_name(v))))?;
+    let x = v.as_f64().ok_or_else(|| {
+        bad(
+            &field(),
+            format!("expected a number, found {}", type_name(v)),
+        )
+    })?;
     if !x.is_finite() || x < 0.0 || x > max {
-        return Err(bad(&field(), format!("{x} is outside the plausible range [0, {max:e}]")));
+        return Err(bad(
+            &field(),
+            format!("{x} is outside the plausible range [0, {max:e}]"),
+        ));
     }
     Ok(Some(x))
 }
@@ -120,7 +148,10 @@ fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Opt
     match obj.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(bad(&format!("{path}.\"{key}\""), format!("expected a string, found {}", type_name(v)))),
+        Some(v) => Err(bad(
+            &format!("{path}.\"{key}\""),
+            format!("expected a string, found {}", type_name(v)),
+        )),
     }
 }
 
@@ -141,14 +172,28 @@ struct Builder {
 impl Builder {
     /// Adds the node at `v` and its inputs; returns its index. `participants` is the number of
     /// processes running this part of the plan at once (1 outside parallel sections).
-    fn walk(&mut self, v: &Value, path: &str, parent: Option<u32>, nesting: usize, participants: u32) -> Result<u32> {
+    fn walk(
+        &mut self,
+        v: &Value,
+        path: &str,
+        parent: Option<u32>,
+        nesting: usize,
+        participants: u32,
+    ) -> Result<u32> {
         if nesting > MAX_PLAN_NESTING {
-            return Err(bad(path, format!("plans nested deeper than {MAX_PLAN_NESTING} levels")));
+            return Err(bad(
+                path,
+                format!("plans nested deeper than {MAX_PLAN_NESTING} levels"),
+            ));
         }
-        let obj = v
-            .as_object()
-            .ok_or_else(|| bad(path, format!("expected a plan object, found {}", type_name(v))))?;
-        let node_type = opt_str(obj, "Node Type", path)?.ok_or_else(|| bad(path, "missing \"Node Type\"".into()))?;
+        let obj = v.as_object().ok_or_else(|| {
+            bad(
+                path,
+                format!("expected a plan object, found {}", type_name(v)),
+            )
+        })?;
+        let node_type = opt_str(obj, "Node Type", path)?
+            .ok_or_else(|| bad(path, "missing \"Node Type\"".into()))?;
         let op = OpKind::from_explain_name(node_type);
         let parallel_aware = match obj.get("Parallel Aware") {
             None => false,
@@ -175,7 +220,11 @@ impl Builder {
         let subplan_name = opt_str(obj, "Subplan Name", path)?;
         let loops = actual_loops.unwrap_or(1.0);
         let actual = match (actual_rows, actual_time) {
-            (Some(rows), Some(_)) => Some(Actuals { rows: rows * loops, self_ms: 0.0, total_ms: 0.0 }),
+            (Some(rows), Some(_)) => Some(Actuals {
+                rows: rows * loops,
+                self_ms: 0.0,
+                total_ms: 0.0,
+            }),
             _ => None,
         };
         let inclusive_ms = actual_time.map(|t| t * loops / f64::from(participants.max(1)));
@@ -193,15 +242,29 @@ impl Builder {
             actual,
         };
         let cte_defines = match (obj.get("Parent Relationship"), subplan_name) {
-            (Some(Value::String(rel)), Some(name)) if rel == "InitPlan" => name.strip_prefix("CTE ").map(String::from),
+            (Some(Value::String(rel)), Some(name)) if rel == "InitPlan" => {
+                name.strip_prefix("CTE ").map(String::from)
+            }
             _ => None,
         };
-        let cte_reads = if op == OpKind::CteScan { opt_str(obj, "CTE Name", path)?.map(String::from) } else { None };
+        let cte_reads = if op == OpKind::CteScan {
+            opt_str(obj, "CTE Name", path)?.map(String::from)
+        } else {
+            None
+        };
         let id = self.raw.len() as u32;
         if self.raw.len() >= crate::dag::MAX_NODES {
-            return Err(bad(path, format!("the plan has more than {} nodes", crate::dag::MAX_NODES)));
+            return Err(bad(
+                path,
+                format!("the plan has more than {} nodes", crate::dag::MAX_NODES),
+            ));
         }
-        self.raw.push(RawNode { node, inclusive_ms, cte_defines, cte_reads });
+        self.raw.push(RawNode {
+            node,
+            inclusive_ms,
+            cte_defines,
+            cte_reads,
+        });
         if let Some(p) = parent {
             self.edges.push((id, p));
         }
@@ -216,11 +279,20 @@ impl Builder {
             None => {}
             Some(Value::Array(children)) => {
                 for (k, child) in children.iter().enumerate() {
-                    self.walk(child, &format!("{path}.Plans[{k}]"), Some(id), nesting + 1, below)?;
+                    self.walk(
+                        child,
+                        &format!("{path}.Plans[{k}]"),
+                        Some(id),
+                        nesting + 1,
+                        below,
+                    )?;
                 }
             }
             Some(other) => {
-                return Err(bad(&format!("{path}.Plans"), format!("expected an array, found {}", type_name(other))))
+                return Err(bad(
+                    &format!("{path}.Plans"),
+                    format!("expected an array, found {}", type_name(other)),
+                ))
             }
         }
         Ok(id)
@@ -232,7 +304,9 @@ impl Builder {
         // CTE's cost remains charged where PostgreSQL charges it.
         let mut readers_of: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
         for def in 0..n {
-            let Some(name) = self.raw[def].cte_defines.clone() else { continue };
+            let Some(name) = self.raw[def].cte_defines.clone() else {
+                continue;
+            };
             for scan in 0..n {
                 if self.raw[scan].cte_reads.as_deref() == Some(name.as_str()) {
                     self.edges.push((def as u32, scan as u32));
@@ -245,7 +319,11 @@ impl Builder {
         // time (split evenly among them), not inside the node it hangs under.
         let measured = self.raw.iter().all(|r| r.inclusive_ms.is_some());
         if measured {
-            let mut self_ms: Vec<f64> = self.raw.iter().map(|r| r.inclusive_ms.unwrap_or(0.0)).collect();
+            let mut self_ms: Vec<f64> = self
+                .raw
+                .iter()
+                .map(|r| r.inclusive_ms.unwrap_or(0.0))
+                .collect();
             for &(c, p) in &self.edges {
                 let (c, p) = (c as usize, p as usize);
                 let inc = self.raw[c].inclusive_ms.unwrap_or(0.0);
@@ -315,8 +393,14 @@ mod tests {
         assert!(err("[1]").contains("expected an object"));
         assert!(err(r#"{"Plans": []}"#).contains("no \"Plan\" field"));
         let m = err(&SMALL.replace(r#""Total Cost": 30"#, r#""Total Cost": "thirty""#));
-        assert!(m.contains(r#"[0].Plan.Plans[1]."Total Cost""#) && m.contains("a string"), "{m}");
-        let m = err(&SMALL.replace(r#""Plan Rows": 50, "Plan Width": 8, "Actual Total Time": 1.0"#, r#""Plan Rows": -5, "Plan Width": 8, "Actual Total Time": 1.0"#));
+        assert!(
+            m.contains(r#"[0].Plan.Plans[1]."Total Cost""#) && m.contains("a string"),
+            "{m}"
+        );
+        let m = err(&SMALL.replace(
+            r#""Plan Rows": 50, "Plan Width": 8, "Actual Total Time": 1.0"#,
+            r#""Plan Rows": -5, "Plan Width": 8, "Actual Total Time": 1.0"#,
+        ));
         assert!(m.contains(r#"Plans[1].Plans[0]."Plan Rows""#), "{m}");
         let m = err(&SMALL.replace(r#""Plan Rows": 100"#, r#""Plan Rows": 1e300"#));
         assert!(m.contains("plausible"), "{m}");
@@ -324,8 +408,13 @@ mod tests {
         assert!(m.contains("Plans[0]") && m.contains("COSTS OFF"), "{m}");
         let m = err(&SMALL.replace(r#""Node Type": "Hash","#, r#""Node Type": 7,"#));
         assert!(m.contains("\"Node Type\"") && m.contains("a number"), "{m}");
-        let m = err(&SMALL.replace(r#""Plans": [{"#, r#""Plans": {"x": [{"#).replace("}]}\n        ]}", "}]}}\n        ]}"));
-        assert!(m.contains("Plans[1].Plans") && m.contains("expected an array"), "{m}");
+        let m = err(&SMALL
+            .replace(r#""Plans": [{"#, r#""Plans": {"x": [{"#)
+            .replace("}]}\n        ]}", "}]}}\n        ]}"));
+        assert!(
+            m.contains("Plans[1].Plans") && m.contains("expected an array"),
+            "{m}"
+        );
     }
 
     #[test]

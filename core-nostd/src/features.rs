@@ -42,14 +42,21 @@ fn ln1p(x: f64) -> f32 {
 
 /// Features of every node, in node order.
 pub fn node_features(dag: &PlanDag) -> Vec<FeatureVector> {
-    let plan_cost: f64 = dag.roots().iter().map(|&r| dag.node(r as usize).total_cost).sum::<f64>().max(1e-9);
+    let plan_cost: f64 = dag
+        .roots()
+        .iter()
+        .map(|&r| dag.node(r as usize).total_cost)
+        .sum::<f64>()
+        .max(1e-9);
     let plan_ms: f64 = dag
         .roots()
         .iter()
         .map(|&r| dag.node(r as usize).actual.map_or(0.0, |a| a.total_ms))
         .sum::<f64>()
         .max(1e-9);
-    (0..dag.len()).map(|v| features_of(dag, v, plan_cost, plan_ms)).collect()
+    (0..dag.len())
+        .map(|v| features_of(dag, v, plan_cost, plan_ms))
+        .collect()
 }
 
 fn features_of(dag: &PlanDag, v: NodeId, plan_cost: f64, plan_ms: f64) -> FeatureVector {
@@ -88,9 +95,17 @@ mod tests {
     fn fields_follow_the_table() {
         let mut scan = PlanNode::new(OpKind::IndexScan, 99.0, 40.0);
         scan.relation_hash = 1;
-        scan.actual = Some(Actuals { rows: 999.0, self_ms: 3.0, total_ms: 3.0 });
+        scan.actual = Some(Actuals {
+            rows: 999.0,
+            self_ms: 3.0,
+            total_ms: 3.0,
+        });
         let mut top = PlanNode::new(OpKind::HashJoin, 10.0, 100.0);
-        top.actual = Some(Actuals { rows: 10.0, self_ms: 1.0, total_ms: 4.0 });
+        top.actual = Some(Actuals {
+            rows: 10.0,
+            self_ms: 1.0,
+            total_ms: 4.0,
+        });
         let dag = PlanDag::new(vec![top, scan], vec![(1, 0)]).unwrap();
         let f = node_features(&dag);
         assert_eq!(f[1][1], 1.0);

@@ -29,14 +29,20 @@ pub struct Hypervector {
 
 impl core::fmt::Debug for Hypervector {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Hypervector({} of {HDC_BITS} bits set)", self.count_ones())
+        write!(
+            f,
+            "Hypervector({} of {HDC_BITS} bits set)",
+            self.count_ones()
+        )
     }
 }
 
 impl Hypervector {
     /// All zeros.
     pub fn zero() -> Self {
-        Hypervector { words: [0; HDC_WORDS] }
+        Hypervector {
+            words: [0; HDC_WORDS],
+        }
     }
 
     /// Dense random vector (each bit 1 with probability 1/2), deterministic in `seed`.
@@ -136,7 +142,11 @@ impl Hypervector {
 
     /// Number of differing bits.
     pub fn hamming(&self, other: &Hypervector) -> u32 {
-        self.words.iter().zip(&other.words).map(|(a, b)| (a ^ b).count_ones()).sum()
+        self.words
+            .iter()
+            .zip(&other.words)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum()
     }
 
     /// `1 - 2 * hamming / 10,000`, in [-1, 1].
@@ -191,7 +201,11 @@ impl Bundler {
 
     /// Count of bit `i` over the vectors added (for tests and inspection).
     pub fn count_of(&self, i: usize) -> u64 {
-        self.planes.iter().enumerate().map(|(p, plane)| (plane[i / 64] >> (i % 64) & 1) << p).sum()
+        self.planes
+            .iter()
+            .enumerate()
+            .map(|(p, plane)| (plane[i / 64] >> (i % 64) & 1) << p)
+            .sum()
     }
 
     /// Bit `i` is set iff more than half the vectors have it; an exact tie (even count) takes
@@ -238,14 +252,24 @@ pub struct HdcEncoder {
 impl HdcEncoder {
     /// Item vectors for every operator and position vectors for depths up to 64.
     pub fn new(seed: u64) -> Self {
-        let ops = OpKind::ALL.iter().map(|&op| Hypervector::random(seed ^ crate::rng::fnv1a64(op.name().as_bytes()))).collect();
+        let ops = OpKind::ALL
+            .iter()
+            .map(|&op| Hypervector::random(seed ^ crate::rng::fnv1a64(op.name().as_bytes())))
+            .collect();
         let pos = Hypervector::random(seed ^ 0x9051_7104);
         let positions = (0..=MAX_ENCODED_DEPTH).map(|d| pos.permute(d)).collect();
-        HdcEncoder { ops, positions, tie_break: Hypervector::random(seed ^ 0x71E) }
+        HdcEncoder {
+            ops,
+            positions,
+            tie_break: Hypervector::random(seed ^ 0x71E),
+        }
     }
 
     fn op_index(op: OpKind) -> usize {
-        OpKind::ALL.iter().position(|&o| o == op).unwrap_or(OpKind::ALL.len() - 1)
+        OpKind::ALL
+            .iter()
+            .position(|&o| o == op)
+            .unwrap_or(OpKind::ALL.len() - 1)
     }
 
     /// `bind(op, permute^depth(pos))`.
@@ -273,7 +297,11 @@ impl Default for HdcEncoder {
 /// Indices of the `k` candidates most similar to `query` by Hamming distance, closest first
 /// (ties by index). The pre-filter before exact cosine matching.
 pub fn nearest(query: &Hypervector, candidates: &[Hypervector], k: usize) -> Vec<usize> {
-    let mut scored: Vec<(u32, usize)> = candidates.iter().enumerate().map(|(i, c)| (query.hamming(c), i)).collect();
+    let mut scored: Vec<(u32, usize)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (query.hamming(c), i))
+        .collect();
     scored.sort_unstable();
     scored.truncate(k);
     scored.into_iter().map(|(_, i)| i).collect()
@@ -356,7 +384,11 @@ mod tests {
 
     #[test]
     fn odd_bundle_of_three_is_bitwise_majority() {
-        let (a, b, c) = (Hypervector::random(1), Hypervector::random(2), Hypervector::random(3));
+        let (a, b, c) = (
+            Hypervector::random(1),
+            Hypervector::random(2),
+            Hypervector::random(3),
+        );
         let mut bun = Bundler::new();
         for v in [&a, &b, &c] {
             bun.add(v);
@@ -374,7 +406,9 @@ mod tests {
         let d1 = random_plan(1, 60, SynthOptions::default());
         let d2 = random_plan(2, 60, SynthOptions::default());
         let f1 = enc.fingerprint(&d1);
-        let renumbered = d1.permuted(&crate::synth::random_permutation(5, 60)).unwrap();
+        let renumbered = d1
+            .permuted(&crate::synth::random_permutation(5, 60))
+            .unwrap();
         assert_eq!(enc.fingerprint(&renumbered), f1);
         assert!(f1.similarity(&enc.fingerprint(&d2)) < 0.9);
         let fs = [f1.clone(), enc.fingerprint(&d2), Hypervector::random(8)];

@@ -30,7 +30,11 @@ pub struct FlowNetwork {
 impl FlowNetwork {
     /// A network with `n` vertices and no arcs.
     pub fn new(n: usize) -> Self {
-        FlowNetwork { adj: vec![Vec::new(); n], to: Vec::new(), cap: Vec::new() }
+        FlowNetwork {
+            adj: vec![Vec::new(); n],
+            to: Vec::new(),
+            cap: Vec::new(),
+        }
     }
 
     /// Number of vertices.
@@ -97,7 +101,10 @@ impl FlowNetwork {
                 let mut u = s;
                 let pushed = loop {
                     if u == t {
-                        let f = path.iter().map(|&e| self.cap[e]).fold(f64::INFINITY, f64::min);
+                        let f = path
+                            .iter()
+                            .map(|&e| self.cap[e])
+                            .fold(f64::INFINITY, f64::min);
                         break Some(f);
                     }
                     let mut advanced = false;
@@ -180,7 +187,11 @@ pub fn edge_capacity(dag: &PlanDag, child: usize) -> f64 {
 pub fn plan_min_cut(dag: &PlanDag) -> PlanCut {
     let n = dag.len();
     if n == 1 {
-        return PlanCut { value: 0.0, edges: Vec::new(), source_side: vec![true] };
+        return PlanCut {
+            value: 0.0,
+            edges: Vec::new(),
+            source_side: vec![true],
+        };
     }
     let (s, t) = (n, n + 1);
     let mut net = FlowNetwork::new(n + 2);
@@ -204,7 +215,11 @@ pub fn plan_min_cut(dag: &PlanDag) -> PlanCut {
         .copied()
         .filter(|&(c, p)| side[c as usize] && !side[p as usize])
         .collect();
-    PlanCut { value, edges, source_side: side[..n].to_vec() }
+    PlanCut {
+        value,
+        edges,
+        source_side: side[..n].to_vec(),
+    }
 }
 
 /// A global minimum cut of an undirected weighted graph.
@@ -226,7 +241,9 @@ impl PartialOrd for Key {
 }
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0).then_with(|| other.1.cmp(&self.1))
+        self.0
+            .total_cmp(&other.0)
+            .then_with(|| other.1.cmp(&self.1))
     }
 }
 
@@ -254,7 +271,10 @@ pub fn stoer_wagner(n: usize, edges: &[(u32, u32, f64)]) -> Result<GlobalCut> {
     // members[v]: original vertices merged into v.
     let mut members: Vec<Vec<u32>> = (0..n as u32).map(|v| vec![v]).collect();
     let mut alive: Vec<u32> = (0..n as u32).collect();
-    let mut best = GlobalCut { value: f64::INFINITY, side: Vec::new() };
+    let mut best = GlobalCut {
+        value: f64::INFINITY,
+        side: Vec::new(),
+    };
     let mut weight = vec![0.0f64; n];
     let mut added = vec![false; n];
     while alive.len() > 1 {
@@ -293,7 +313,10 @@ pub fn stoer_wagner(n: usize, edges: &[(u32, u32, f64)]) -> Result<GlobalCut> {
             for &m in &members[last as usize] {
                 side[m as usize] = true;
             }
-            best = GlobalCut { value: cut_of_phase, side };
+            best = GlobalCut {
+                value: cut_of_phase,
+                side,
+            };
         }
         // Merge `last` into `prev`.
         let moved = core::mem::take(&mut members[last as usize]);
@@ -313,8 +336,11 @@ pub fn stoer_wagner(n: usize, edges: &[(u32, u32, f64)]) -> Result<GlobalCut> {
 
 /// Global min cut of the plan graph, undirected, edge weights = rows flowing.
 pub fn plan_global_min_cut(dag: &PlanDag) -> Result<GlobalCut> {
-    let edges: Vec<(u32, u32, f64)> =
-        dag.edges().iter().map(|&(c, p)| (c, p, edge_capacity(dag, c as usize))).collect();
+    let edges: Vec<(u32, u32, f64)> = dag
+        .edges()
+        .iter()
+        .map(|&(c, p)| (c, p, edge_capacity(dag, c as usize)))
+        .collect();
     stoer_wagner(dag.len(), &edges)
 }
 
@@ -352,12 +378,22 @@ pub fn bottleneck_report(dag: &PlanDag) -> BottleneckReport {
         .iter()
         .map(|&(c, p)| {
             let node = dag.node(c as usize);
-            Bottleneck { node: c, op: node.op, label: node.label.clone(), consumer: p, rows: edge_capacity(dag, c as usize) }
+            Bottleneck {
+                node: c,
+                op: node.op,
+                label: node.label.clone(),
+                consumer: p,
+                rows: edge_capacity(dag, c as usize),
+            }
         })
         .collect();
     bottlenecks.sort_by(|a, b| a.rows.total_cmp(&b.rows).then(a.node.cmp(&b.node)));
     let global_cut_rows = plan_global_min_cut(dag).ok().map(|g| g.value);
-    BottleneckReport { cut_rows: cut.value, bottlenecks, global_cut_rows }
+    BottleneckReport {
+        cut_rows: cut.value,
+        bottlenecks,
+        global_cut_rows,
+    }
 }
 
 #[cfg(test)]
@@ -402,7 +438,13 @@ mod tests {
             let n = 2 + rng.below(8);
             let m = rng.below(3 * n);
             let arcs: Vec<(usize, usize, f64)> = (0..m)
-                .map(|_| (rng.below(n), rng.below(n), (rng.below(20)) as f64 + rng.next_f64()))
+                .map(|_| {
+                    (
+                        rng.below(n),
+                        rng.below(n),
+                        (rng.below(20)) as f64 + rng.next_f64(),
+                    )
+                })
                 .filter(|a| a.0 != a.1)
                 .collect();
             let mut net = FlowNetwork::new(n);
@@ -411,11 +453,18 @@ mod tests {
             }
             let flow = net.max_flow(0, n - 1);
             let brute = brute_st(n, &arcs, 0, n - 1);
-            assert!((flow - brute).abs() < 1e-9 * (1.0 + brute), "flow {flow} brute {brute} arcs {arcs:?}");
+            assert!(
+                (flow - brute).abs() < 1e-9 * (1.0 + brute),
+                "flow {flow} brute {brute} arcs {arcs:?}"
+            );
             // The residual source side is a cut of exactly that capacity.
             let side = net.source_side(0);
             assert!(side[0] && !side[n - 1]);
-            let c: f64 = arcs.iter().filter(|a| side[a.0] && !side[a.1]).map(|a| a.2).sum();
+            let c: f64 = arcs
+                .iter()
+                .filter(|a| side[a.0] && !side[a.1])
+                .map(|a| a.2)
+                .sum();
             assert!((c - flow).abs() < 1e-9 * (1.0 + flow));
         }
     }
@@ -427,14 +476,28 @@ mod tests {
             let n = 2 + rng.below(8);
             let m = rng.below(3 * n);
             let edges: Vec<(u32, u32, f64)> = (0..m)
-                .map(|_| (rng.below(n) as u32, rng.below(n) as u32, rng.below(10) as f64 + rng.next_f64()))
+                .map(|_| {
+                    (
+                        rng.below(n) as u32,
+                        rng.below(n) as u32,
+                        rng.below(10) as f64 + rng.next_f64(),
+                    )
+                })
                 .collect();
             let cut = stoer_wagner(n, &edges).unwrap();
             let brute = brute_global(n, &edges);
-            assert!((cut.value - brute).abs() < 1e-9 * (1.0 + brute), "sw {} brute {brute}", cut.value);
+            assert!(
+                (cut.value - brute).abs() < 1e-9 * (1.0 + brute),
+                "sw {} brute {brute}",
+                cut.value
+            );
             let k = cut.side.iter().filter(|&&b| b).count();
             assert!(k > 0 && k < n);
-            let c: f64 = edges.iter().filter(|e| cut.side[e.0 as usize] != cut.side[e.1 as usize]).map(|e| e.2).sum();
+            let c: f64 = edges
+                .iter()
+                .filter(|e| cut.side[e.0 as usize] != cut.side[e.1 as usize])
+                .map(|e| e.2)
+                .sum();
             assert!((c - cut.value).abs() < 1e-9 * (1.0 + c));
         }
         assert!(stoer_wagner(1, &[]).is_err());

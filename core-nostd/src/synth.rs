@@ -19,13 +19,28 @@ pub struct SynthOptions {
 
 impl Default for SynthOptions {
     fn default() -> Self {
-        SynthOptions { share_probability: 0.05, with_actuals: false }
+        SynthOptions {
+            share_probability: 0.05,
+            with_actuals: false,
+        }
     }
 }
 
-const SCANS: [OpKind; 4] = [OpKind::SeqScan, OpKind::IndexScan, OpKind::BitmapHeapScan, OpKind::IndexOnlyScan];
+const SCANS: [OpKind; 4] = [
+    OpKind::SeqScan,
+    OpKind::IndexScan,
+    OpKind::BitmapHeapScan,
+    OpKind::IndexOnlyScan,
+];
 const JOINS: [OpKind; 3] = [OpKind::HashJoin, OpKind::NestedLoop, OpKind::MergeJoin];
-const UNARY: [OpKind; 6] = [OpKind::Sort, OpKind::Hash, OpKind::Aggregate, OpKind::Material, OpKind::Limit, OpKind::Gather];
+const UNARY: [OpKind; 6] = [
+    OpKind::Sort,
+    OpKind::Hash,
+    OpKind::Aggregate,
+    OpKind::Material,
+    OpKind::Limit,
+    OpKind::Gather,
+];
 
 /// A random valid plan DAG with `n >= 1` nodes; node 0 is the root. Same seed, same plan.
 pub fn random_plan(seed: u64, n: usize, opts: SynthOptions) -> PlanDag {
@@ -95,7 +110,11 @@ pub fn random_plan(seed: u64, n: usize, opts: SynthOptions) -> PlanDag {
         }
         for v in 0..n {
             let rows = libm::floor(nodes[v].est_rows * libm::exp(rng.normal()));
-            nodes[v].actual = Some(Actuals { rows, self_ms: ms[v], total_ms: total[v] });
+            nodes[v].actual = Some(Actuals {
+                rows,
+                self_ms: ms[v],
+                total_ms: total[v],
+            });
         }
     }
     match PlanDag::new(nodes, edges) {
@@ -123,9 +142,26 @@ mod tests {
     fn plans_are_valid_deterministic_and_sometimes_shared() {
         let mut shared = 0;
         for seed in 0..50 {
-            let d = random_plan(seed, 1 + (seed as usize * 7) % 200, SynthOptions { share_probability: 0.1, with_actuals: true });
+            let d = random_plan(
+                seed,
+                1 + (seed as usize * 7) % 200,
+                SynthOptions {
+                    share_probability: 0.1,
+                    with_actuals: true,
+                },
+            );
             assert_eq!(d.roots(), &[0]);
-            assert_eq!(d, random_plan(seed, 1 + (seed as usize * 7) % 200, SynthOptions { share_probability: 0.1, with_actuals: true }));
+            assert_eq!(
+                d,
+                random_plan(
+                    seed,
+                    1 + (seed as usize * 7) % 200,
+                    SynthOptions {
+                        share_probability: 0.1,
+                        with_actuals: true
+                    }
+                )
+            );
             shared += (0..d.len()).filter(|&v| d.parents(v).len() > 1).count();
         }
         assert!(shared > 0);

@@ -7,7 +7,9 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention};
+use super::{
+    normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention,
+};
 use crate::dag::PlanDag;
 use crate::error::Result;
 
@@ -33,19 +35,33 @@ pub fn critical_path(dag: &PlanDag) -> CriticalPathInfo {
     let mut up = vec![0.0f64; n];
     for &v in dag.topo_order() {
         let v = v as usize;
-        let best = dag.children(v).iter().map(|&c| up[c as usize]).fold(0.0, f64::max);
+        let best = dag
+            .children(v)
+            .iter()
+            .map(|&c| up[c as usize])
+            .fold(0.0, f64::max);
         up[v] = work[v] + best;
     }
     let mut down = vec![0.0f64; n];
     for &v in dag.topo_order().iter().rev() {
         let v = v as usize;
-        down[v] = dag.parents(v).iter().map(|&p| work[p as usize] + down[p as usize]).fold(0.0, f64::max);
+        down[v] = dag
+            .parents(v)
+            .iter()
+            .map(|&p| work[p as usize] + down[p as usize])
+            .fold(0.0, f64::max);
     }
     let length = (0..n).map(|v| up[v] + down[v]).fold(0.0, f64::max);
-    let slack: Vec<f64> = (0..n).map(|v| (length - up[v] - down[v]).max(0.0)).collect();
+    let slack: Vec<f64> = (0..n)
+        .map(|v| (length - up[v] - down[v]).max(0.0))
+        .collect();
     let tol = 1e-9 * length;
     let on_path = slack.iter().map(|&s| s <= tol).collect();
-    CriticalPathInfo { length, slack, on_path }
+    CriticalPathInfo {
+        length,
+        slack,
+        on_path,
+    }
 }
 
 /// See the module documentation.
@@ -57,7 +73,9 @@ pub struct CriticalPath {
 impl CriticalPath {
     /// From a validated configuration.
     pub fn new(cfg: &AttentionConfig) -> Self {
-        CriticalPath { sharpness: f64::from(cfg.critical_sharpness) }
+        CriticalPath {
+            sharpness: f64::from(cfg.critical_sharpness),
+        }
     }
 }
 

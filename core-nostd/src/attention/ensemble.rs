@@ -7,8 +7,9 @@ use alloc::format;
 use alloc::vec;
 
 use super::{
-    normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, CausalCone, CriticalPath, DagAttention,
-    HierarchicalLorentz, MinCutGated, ParallelBranch, TemporalBtsp, Topological,
+    normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, CausalCone,
+    CriticalPath, DagAttention, HierarchicalLorentz, MinCutGated, ParallelBranch, TemporalBtsp,
+    Topological,
 };
 use crate::dag::PlanDag;
 use crate::error::{NeuralDagError, Result};
@@ -47,12 +48,16 @@ impl DagAttention for Ensemble {
 
     fn attend(&self, dag: &PlanDag, ctx: &AttentionContext<'_>) -> Result<AttentionMap> {
         let weights = ctx.ensemble_weights.unwrap_or([1.0; 7]);
-        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f32>() <= 0.0 {
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f32>() <= 0.0
+        {
             return Err(NeuralDagError::AttentionComputationFailed(format!(
                 "ensemble: weights {weights:?} must be finite, non-negative and not all zero"
             )));
         }
-        let inner = AttentionContext { want_pairwise: false, ..*ctx };
+        let inner = AttentionContext {
+            want_pairwise: false,
+            ..*ctx
+        };
         let topo = self.topological.attend(dag, &inner)?;
         let mut alpha = vec![0.0f32; dag.len()];
         let mut add = |w: f32, map: &AttentionMap| {

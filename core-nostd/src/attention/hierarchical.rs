@@ -12,7 +12,10 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{normalised, softmax, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention};
+use super::{
+    normalised, softmax, AttentionConfig, AttentionContext, AttentionKind, AttentionMap,
+    DagAttention,
+};
 use crate::dag::PlanDag;
 use crate::error::{NeuralDagError, Result};
 
@@ -45,7 +48,12 @@ pub fn lorentz_positions(dag: &PlanDag, step: f64) -> Vec<[f64; 3]> {
     for &v in dag.topo_order().iter().rev() {
         let v = v as usize;
         let (lo, hi) = sector[v];
-        let owned: f64 = dag.children(v).iter().filter(|&&c| owner(c as usize) == Some(v)).map(|&c| size[c as usize]).sum();
+        let owned: f64 = dag
+            .children(v)
+            .iter()
+            .filter(|&&c| owner(c as usize) == Some(v))
+            .map(|&c| size[c as usize])
+            .sum();
         let mut at = lo;
         for &c in dag.children(v) {
             let c = c as usize;
@@ -76,7 +84,10 @@ pub struct HierarchicalLorentz {
 impl HierarchicalLorentz {
     /// From a validated configuration.
     pub fn new(cfg: &AttentionConfig) -> Self {
-        HierarchicalLorentz { step: f64::from(cfg.lorentz_step), tau: f64::from(cfg.lorentz_tau) }
+        HierarchicalLorentz {
+            step: f64::from(cfg.lorentz_step),
+            tau: f64::from(cfg.lorentz_tau),
+        }
     }
 }
 
@@ -91,7 +102,13 @@ impl DagAttention for HierarchicalLorentz {
         let work: Vec<f64> = (0..n).map(|v| dag.self_work(v).max(0.0)).collect();
         let total: f64 = work.iter().sum();
         // A small uniform part keeps the centroid defined when nothing costs anything.
-        let w = |v: usize| if total > 0.0 { 0.99 * work[v] / total + 0.01 / n as f64 } else { 1.0 / n as f64 };
+        let w = |v: usize| {
+            if total > 0.0 {
+                0.99 * work[v] / total + 0.01 / n as f64
+            } else {
+                1.0 / n as f64
+            }
+        };
         let mut s = [0.0f64; 3];
         for (v, xv) in x.iter().enumerate() {
             for k in 0..3 {

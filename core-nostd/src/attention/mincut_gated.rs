@@ -5,7 +5,10 @@
 
 use alloc::vec::Vec;
 
-use super::{normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention, Topological};
+use super::{
+    normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention,
+    Topological,
+};
 use crate::dag::PlanDag;
 use crate::error::Result;
 use crate::mincut::plan_min_cut;
@@ -20,17 +23,28 @@ pub struct MinCutGated {
 impl MinCutGated {
     /// From a validated configuration.
     pub fn new(cfg: &AttentionConfig) -> Self {
-        MinCutGated { base: Topological::new(cfg), threshold: cfg.mincut_threshold }
+        MinCutGated {
+            base: Topological::new(cfg),
+            threshold: cfg.mincut_threshold,
+        }
     }
 
     /// Gate already computed topological weights (the ensemble reuses them).
     pub(crate) fn gate(&self, dag: &PlanDag, base: &AttentionMap) -> Result<AttentionMap> {
         let on_cut = plan_min_cut(dag).producers(dag.len());
         let factor = |j: usize| if on_cut[j] { 1.0 } else { self.threshold };
-        let alpha: Vec<f32> = base.alpha.iter().enumerate().map(|(j, &a)| a * factor(j)).collect();
+        let alpha: Vec<f32> = base
+            .alpha
+            .iter()
+            .enumerate()
+            .map(|(j, &a)| a * factor(j))
+            .collect();
         // Pairwise rows are gated on the key side and renormalised, so they still sum to 1.
         let pairs = base.pairwise.as_ref().map(|rows| {
-            let mut out: Vec<(u32, u32, f32)> = rows.iter().map(|&(i, j, a)| (i, j, a * factor(j as usize))).collect();
+            let mut out: Vec<(u32, u32, f32)> = rows
+                .iter()
+                .map(|&(i, j, a)| (i, j, a * factor(j as usize)))
+                .collect();
             let mut start = 0;
             while start < out.len() {
                 let i = out[start].0;

@@ -8,7 +8,9 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention};
+use super::{
+    normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention,
+};
 use crate::dag::PlanDag;
 use crate::error::Result;
 
@@ -22,7 +24,10 @@ pub struct ParallelBranch {
 impl ParallelBranch {
     /// From a validated configuration.
     pub fn new(cfg: &AttentionConfig) -> Self {
-        ParallelBranch { balance: f64::from(cfg.branch_balance), keep_min: f64::from(cfg.branch_keep_min) }
+        ParallelBranch {
+            balance: f64::from(cfg.branch_balance),
+            keep_min: f64::from(cfg.branch_keep_min),
+        }
     }
 }
 

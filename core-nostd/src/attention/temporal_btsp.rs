@@ -11,7 +11,10 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention, Topological};
+use super::{
+    normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention,
+    Topological,
+};
 use crate::dag::PlanDag;
 use crate::error::Result;
 
@@ -38,7 +41,12 @@ impl TemporalBtsp {
     }
 
     /// Mix the trace into already computed topological weights (the ensemble reuses them).
-    pub(crate) fn with_base(&self, dag: &PlanDag, ctx: &AttentionContext<'_>, base: &AttentionMap) -> Result<AttentionMap> {
+    pub(crate) fn with_base(
+        &self,
+        dag: &PlanDag,
+        ctx: &AttentionContext<'_>,
+        base: &AttentionMap,
+    ) -> Result<AttentionMap> {
         let n = dag.len();
         let runs: Vec<&Vec<f32>> = ctx
             .history
@@ -56,19 +64,29 @@ impl TemporalBtsp {
                 den += w;
                 w *= self.decay;
             }
-            if den > 0.0 { num / den } else { 0.0 }
+            if den > 0.0 {
+                num / den
+            } else {
+                0.0
+            }
         };
         let mut gated = vec![0.0f32; n];
         for (i, g) in gated.iter_mut().enumerate() {
             let before = trace(earlier, i);
-            let plateau = !earlier.is_empty() && latest[i] > self.plateau * before && latest[i] > 1.0 / n as f32;
+            let plateau = !earlier.is_empty()
+                && latest[i] > self.plateau * before
+                && latest[i] > 1.0 / n as f32;
             *g = trace(runs, i) * if plateau { 1.0 + self.gain } else { 1.0 };
         }
         let sum: f32 = gated.iter().sum();
         if !(sum > 0.0 && sum.is_finite()) {
             return normalised(self.kind(), base.alpha.clone(), base.pairwise.clone());
         }
-        let alpha = gated.iter().zip(&base.alpha).map(|(g, b)| 0.9 * g / sum + 0.1 * b).collect();
+        let alpha = gated
+            .iter()
+            .zip(&base.alpha)
+            .map(|(g, b)| 0.9 * g / sum + 0.1 * b)
+            .collect();
         normalised(self.kind(), alpha, None)
     }
 }
