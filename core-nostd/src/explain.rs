@@ -315,23 +315,25 @@ impl Builder {
             }
         }
 
-        // Self time. A CTE is computed while its scans read it, so its time is inside the scans'
-        // time (split evenly among them), not inside the node it hangs under.
+        // Self time. A CTE is computed while its scans read it, so its time is inside the time
+        // of the scans that pulled its rows (usually the first one to run), not inside the node
+        // it hangs under. It is taken out of the readers in plan order, each giving up at most
+        // its own remaining time.
         let measured = self.raw.iter().all(|r| r.inclusive_ms.is_some());
         if measured {
-            let mut self_ms: Vec<f64> = self
-                .raw
-                .iter()
-                .map(|r| r.inclusive_ms.unwrap_or(0.0))
-                .collect();
+            let incl = |k: usize| self.raw[k].inclusive_ms.unwrap_or(0.0);
+            let mut self_ms: Vec<f64> = (0..n).map(incl).collect();
             for &(c, p) in &self.edges {
-                let (c, p) = (c as usize, p as usize);
-                let inc = self.raw[c].inclusive_ms.unwrap_or(0.0);
-                let readers = &readers_of[c];
-                if readers.is_empty() {
-                    self_ms[p] -= inc;
-                } else if readers.contains(&(p as u32)) {
-                    self_ms[p] -= inc / readers.len() as f64;
+                if readers_of[c as usize].is_empty() {
+                    self_ms[p as usize] -= incl(c as usize);
+                }
+            }
+            for (cte, readers) in readers_of.iter().enumerate() {
+                let mut remaining = incl(cte);
+                for &r in readers {
+                    let take = remaining.min(self_ms[r as usize].max(0.0));
+                    self_ms[r as usize] -= take;
+                    remaining -= take;
                 }
             }
             for (r, s) in self.raw.iter_mut().zip(self_ms) {

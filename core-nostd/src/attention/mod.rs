@@ -340,6 +340,8 @@ pub(crate) fn softmax(logits: &mut [f32]) {
 }
 
 /// Fixed seeded query/key projections, `dim x FEATURE_DIM` each, entries N(0, 1/FEATURE_DIM).
+/// Stored column-major so that projecting is a sequence of `axpy`s over the output, which the
+/// compiler vectorises (a row-wise dot product is a float reduction, which it may not reorder).
 #[derive(Debug, Clone)]
 pub(crate) struct Projection {
     dim: usize,
@@ -361,10 +363,21 @@ impl Projection {
         Projection { dim, wq, wk }
     }
 
-    fn apply(w: &[f32], dim: usize, x: &FeatureVector, out: &mut [f32]) {
-        for (r, o) in out.iter_mut().enumerate().take(dim) {
-            let row = &w[r * FEATURE_DIM..(r + 1) * FEATURE_DIM];
-            *o = row.iter().zip(x.iter()).map(|(a, b)| a * b).sum();
+    fn apply(w: &[f32], dim: usize, x: &FeatureVector, out: &mut [f32], scale: f32) {
+        out.fill(0.0);
+        for (c, &xc) in x.iter().enumerate() {
+            if xc == 0.0 {
+                continue;
+            }
+            let col = &w[c * dim..(c + 1) * dim];
+            for (o, &wv) in out.iter_mut().zip(col) {
+                *o += wv * xc;
+            }
+        }
+        if scale != 1.0 {
+            for o in out.iter_mut() {
+                *o *= scale;
+            }
         }
     }
 
@@ -375,11 +388,8 @@ impl Projection {
         let mut k = vec![0.0f32; feats.len() * d];
         let inv = 1.0 / libm::sqrtf(d as f32);
         for (v, x) in feats.iter().enumerate() {
-            Self::apply(&self.wq, d, x, &mut q[v * d..(v + 1) * d]);
-            Self::apply(&self.wk, d, x, &mut k[v * d..(v + 1) * d]);
-            for e in &mut k[v * d..(v + 1) * d] {
-                *e *= inv;
-            }
+            Self::apply(&self.wq, d, x, &mut q[v * d..(v + 1) * d], 1.0);
+            Self::apply(&self.wk, d, x, &mut k[v * d..(v + 1) * d], inv);
         }
         (q, k)
     }
@@ -387,6 +397,23 @@ impl Projection {
     pub(crate) fn dim(&self) -> usize {
         self.dim
     }
+}
+
+/// Dot product with four independent accumulators, so it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let chunks = a.len() / 4 * 4;
+    for (ca, cb) in a[..chunks].chunks_exact(4).zip(b[..chunks].chunks_exact(4)) {
+        for l in 0..4 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| x * y)
+        .sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Breadth-first walk down the inputs of a node, with a generation-stamped visited set so one
@@ -485,8 +512,7 @@ pub(crate) fn masked_dot_product(
         logits.clear();
         for &(j, hops) in &walk.found {
             let kj = &k[j as usize * d..(j as usize + 1) * d];
-            let dot: f32 = qi.iter().zip(kj).map(|(a, b)| a * b).sum();
-            logits.push(dot + salience[j as usize] - hop_penalty * hops as f32);
+            logits.push(dot(qi, kj) + salience[j as usize] - hop_penalty * hops as f32);
         }
         softmax(&mut logits);
         for (&(j, _), &a) in walk.found.iter().zip(&logits) {
