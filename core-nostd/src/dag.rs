@@ -494,6 +494,7 @@ impl PlanDag {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
 

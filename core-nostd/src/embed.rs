@@ -27,7 +27,7 @@ pub const EMBED_DIM: usize = 256;
 pub type PlanEmbedding = [f32; EMBED_DIM];
 
 const PROJ_OUT: usize = 128;
-const PROJ_SEED: u64 = 0xE3B_ED;
+const PROJ_SEED: u64 = 0x000E_3BED;
 
 /// Embed `dag` pooled by `attention` (which must have one weight per node).
 pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {

@@ -303,14 +303,14 @@ impl Builder {
         // Link each CTE to the CTE Scans that read it. The InitPlan edge stays first, so the
         // CTE's cost remains charged where PostgreSQL charges it.
         let mut readers_of: Vec<Vec<u32>> = (0..n).map(|_| Vec::new()).collect();
-        for def in 0..n {
-            let Some(name) = self.raw[def].cte_defines.clone() else {
+        for (def, readers) in readers_of.iter_mut().enumerate() {
+            let Some(name) = self.raw[def].cte_defines.as_deref() else {
                 continue;
             };
-            for scan in 0..n {
-                if self.raw[scan].cte_reads.as_deref() == Some(name.as_str()) {
+            for (scan, raw) in self.raw.iter().enumerate() {
+                if raw.cte_reads.as_deref() == Some(name) {
                     self.edges.push((def as u32, scan as u32));
-                    readers_of[def].push(scan as u32);
+                    readers.push(scan as u32);
                 }
             }
         }

@@ -1,6 +1,8 @@
 //! Invariants every attention mechanism keeps, checked over random valid DAGs of 1..=200 nodes
 //! (seeded generator: failures reproduce), and one semantic test per mechanism.
 
+#![allow(clippy::needless_range_loop)] // tests index several parallel arrays by node
+
 use ruvector_dag_core::attention::{critical_path, lorentz_inner, lorentz_positions, mechanism};
 use ruvector_dag_core::mincut::plan_min_cut;
 use ruvector_dag_core::rng::SplitMix64;

@@ -175,7 +175,7 @@ pub struct AttentionConfig {
 impl Default for AttentionConfig {
     fn default() -> Self {
         AttentionConfig {
-            seed: 0x5EED_DA6,
+            seed: 0x05EE_DDA6,
             proj_dim: 16,
             topo_window: 8,
             work_salience: 1.0,
@@ -265,7 +265,7 @@ pub struct AttentionMap {
     pub alpha: Vec<f32>,
     /// Sparse pairwise attention `(query i, key j, a_ij)` with rows summing to 1, when the
     /// mechanism attends pairwise and the context asked for it.
-    pub pairwise: Option<Vec<(u32, u32, f32)>>,
+    pub pairwise: Option<Pairwise>,
 }
 
 /// A DAG attention mechanism.
@@ -459,6 +459,9 @@ impl UpstreamWalk {
     }
 }
 
+/// Sparse pairwise attention `(query i, key j, a_ij)`.
+pub type Pairwise = Vec<(u32, u32, f32)>;
+
 /// Per-node salience `ln((work_j + eps) / (mean work + eps))`, eps = 1e-3 x mean work.
 /// Random projections alone give near-uniform weights on real plans (the TPC-H fixture test
 /// measured 1.5x uniform at the peak for the cone); this term makes a query prefer the inputs
@@ -485,7 +488,7 @@ pub(crate) fn masked_dot_product(
     salience_weight: f32,
     hop_penalty: f32,
     mut mask: impl FnMut(&mut UpstreamWalk, usize),
-) -> (Vec<f32>, Option<Vec<(u32, u32, f32)>>) {
+) -> (Vec<f32>, Option<Pairwise>) {
     let n = dag.len();
     let d = proj.dim();
     let (q, k) = proj.queries_keys(feats);
