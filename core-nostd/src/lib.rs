@@ -29,6 +29,7 @@ pub mod error;
 pub mod explain;
 pub mod features;
 pub mod hdc;
+pub mod learning;
 pub mod mincut;
 pub mod rng;
 pub mod synth;

@@ -1,0 +1,151 @@
+//! Trajectories, what one executed query teaches, and the fixed-capacity ring that holds them
+//! until the background cycle drains it.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use super::ArmId;
+use crate::attention::AttentionKind;
+
+/// One observed execution. Holds fingerprints and numbers, never query text or constants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    /// Fingerprint of the query's shape (same for every arm).
+    pub fingerprint: u64,
+    /// Embedding of the default plan: the key that identifies the query's shape.
+    pub key: Vec<f32>,
+    /// Embedding of the plan that actually ran.
+    pub executed: Vec<f32>,
+    /// Attention kind used for the embeddings.
+    pub attention: AttentionKind,
+    /// The arm that ran.
+    pub arm: ArmId,
+    /// What the estimator predicted, milliseconds.
+    pub predicted_ms: f32,
+    /// What it took, milliseconds.
+    pub actual_ms: f32,
+    /// Per-operator share of the measured time (empty when not instrumented).
+    pub op_shares: Vec<f32>,
+    /// How close to the best latency seen for this fingerprint, in [0, 1]; set on record.
+    pub quality: f32,
+}
+
+/// Ring buffer of trajectories: fixed capacity, drops the oldest when full and counts drops.
+/// It also remembers the best latency per fingerprint, which defines quality.
+#[derive(Debug, Clone)]
+pub struct TrajectoryBuffer {
+    ring: VecDeque<Trajectory>,
+    capacity: usize,
+    dropped: u64,
+    recorded: u64,
+    best_ms: hashbrown::HashMap<u64, f32>,
+}
+
+impl TrajectoryBuffer {
+    /// An empty buffer holding at most `capacity` (>= 1) trajectories.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        TrajectoryBuffer {
+            ring: VecDeque::with_capacity(capacity),
+            capacity,
+            dropped: 0,
+            recorded: 0,
+            best_ms: hashbrown::HashMap::new(),
+        }
+    }
+
+    /// Record one trajectory, setting its quality `best / actual` against the best latency
+    /// seen for its fingerprint (this one included). Returns the quality.
+    pub fn record(&mut self, mut t: Trajectory) -> f32 {
+        // A latency that is not a positive finite number teaches nothing about the best one.
+        t.quality = if t.actual_ms.is_finite() && t.actual_ms > 0.0 {
+            let best = self.best_ms.entry(t.fingerprint).or_insert(t.actual_ms);
+            *best = best.min(t.actual_ms);
+            (*best / t.actual_ms).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        if self.ring.len() == self.capacity {
+            self.ring.pop_front();
+            self.dropped += 1;
+        }
+        self.recorded += 1;
+        let q = t.quality;
+        self.ring.push_back(t);
+        q
+    }
+
+    /// Take everything out, oldest first.
+    pub fn drain(&mut self) -> Vec<Trajectory> {
+        self.ring.drain(..).collect()
+    }
+
+    /// Trajectories waiting.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// Trajectories dropped because the ring was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Trajectories recorded since creation.
+    pub fn recorded(&self) -> u64 {
+        self.recorded
+    }
+
+    /// Best latency seen for a fingerprint.
+    pub fn best_ms(&self, fingerprint: u64) -> Option<f32> {
+        self.best_ms.get(&fingerprint).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn t(fp: u64, ms: f32) -> Trajectory {
+        Trajectory {
+            fingerprint: fp,
+            key: vec![1.0; 4],
+            executed: vec![1.0; 4],
+            attention: AttentionKind::Topological,
+            arm: 0,
+            predicted_ms: 1.0,
+            actual_ms: ms,
+            op_shares: Vec::new(),
+            quality: 0.0,
+        }
+    }
+
+    #[test]
+    fn ring_drops_oldest_and_counts() {
+        let mut b = TrajectoryBuffer::new(3);
+        for i in 0..5 {
+            b.record(t(i, 1.0));
+        }
+        assert_eq!((b.len(), b.dropped(), b.recorded()), (3, 2, 5));
+        let fps: Vec<u64> = b.drain().iter().map(|t| t.fingerprint).collect();
+        assert_eq!(fps, vec![2, 3, 4]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn quality_is_best_over_actual_per_fingerprint() {
+        let mut b = TrajectoryBuffer::new(10);
+        assert_eq!(b.record(t(1, 10.0)), 1.0);
+        assert_eq!(b.record(t(1, 40.0)), 0.25);
+        assert_eq!(b.record(t(1, 5.0)), 1.0);
+        assert_eq!(b.record(t(2, 80.0)), 1.0);
+        assert_eq!(b.record(t(1, f32::NAN)), 0.0);
+        assert_eq!(b.best_ms(1), Some(5.0));
+    }
+}
