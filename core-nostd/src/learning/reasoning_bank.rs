@@ -281,7 +281,7 @@ impl ReasoningBank {
         seed: u64,
     ) -> usize {
         let keys: Vec<&[f32]> = trajectories.iter().map(|t| t.key.as_slice()).collect();
-        let (centroids, assign) = kmeans(&keys, clusters.min(100).max(1), 100, seed);
+        let (centroids, assign) = kmeans(&keys, clusters.clamp(1, 100), 100, seed);
         let mut created = 0;
         for (c, centroid) in centroids.iter().enumerate() {
             let members: Vec<&Trajectory> = trajectories
