@@ -4,12 +4,14 @@
 
 pub mod btsp;
 pub mod config;
+pub mod estimator;
 pub mod reasoning_bank;
 pub mod selector;
 pub mod trajectory;
 
 pub use btsp::{BtspMemory, BtspVerdict};
 pub use config::NeuralDagConfig;
+pub use estimator::CostEstimator;
 pub use reasoning_bank::{Pattern, ReasoningBank};
 pub use selector::AttentionSelector;
 pub use trajectory::{Trajectory, TrajectoryBuffer};
