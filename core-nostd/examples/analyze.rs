@@ -45,21 +45,7 @@ fn main() -> ExitCode {
     let dag = &explained.dag;
     let cfg = AttentionConfig::default();
     // With measured self times, the plan's own run is the temporal mechanism's history.
-    let history: Vec<Vec<f32>> = if dag.has_actuals() {
-        let total: f64 = dag
-            .nodes()
-            .iter()
-            .map(|n| n.actual.map_or(0.0, |a| a.self_ms))
-            .sum::<f64>()
-            .max(1e-9);
-        vec![dag
-            .nodes()
-            .iter()
-            .map(|n| (n.actual.map_or(0.0, |a| a.self_ms) / total) as f32)
-            .collect()]
-    } else {
-        Vec::new()
-    };
+    let history: Vec<Vec<f32>> = dag.measured_shares().into_iter().collect();
     let ctx = AttentionContext {
         history: &history,
         ..Default::default()

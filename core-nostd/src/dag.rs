@@ -459,6 +459,18 @@ impl PlanDag {
         }
     }
 
+    /// Each node's share of the plan's measured self time (the temporal mechanism's history
+    /// entry and a trajectory's per-operator shares); None unless every node was measured.
+    pub fn measured_shares(&self) -> Option<Vec<f32>> {
+        let ms: Vec<f64> = self
+            .nodes
+            .iter()
+            .map(|n| n.actual.map(|a| a.self_ms))
+            .collect::<Option<_>>()?;
+        let total = ms.iter().sum::<f64>().max(1e-9);
+        Some(ms.iter().map(|m| (m / total) as f32).collect())
+    }
+
     /// Whether every node carries measured values.
     pub fn has_actuals(&self) -> bool {
         self.nodes.iter().all(|n| n.actual.is_some())

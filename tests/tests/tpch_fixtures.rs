@@ -104,20 +104,9 @@ fn subplans_initplans_and_parallel_workers_are_read() {
     assert!((0..q02.len()).any(|v| q02.depth(v) > 3));
 }
 
-/// Per-node measured self-time shares of an analyzed plan: a realistic history for TemporalBtsp.
+/// Three runs like the measured one: a realistic history for TemporalBtsp.
 fn history_of(dag: &PlanDag) -> Vec<Vec<f32>> {
-    let total: f64 = dag
-        .nodes()
-        .iter()
-        .map(|n| n.actual.map_or(0.0, |a| a.self_ms))
-        .sum::<f64>()
-        .max(1e-9);
-    let shares: Vec<f32> = dag
-        .nodes()
-        .iter()
-        .map(|n| (n.actual.map_or(0.0, |a| a.self_ms) / total) as f32)
-        .collect();
-    vec![shares; 3]
+    vec![dag.measured_shares().expect("analyzed plans are measured"); 3]
 }
 
 fn ranking(alpha: &[f32]) -> Vec<usize> {
