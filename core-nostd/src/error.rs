@@ -34,6 +34,8 @@ pub enum NeuralDagError {
     MinCutComputationFailed(String),
     /// The graph is not connected.
     GraphDisconnected,
+    /// Persisted learned state is corrupt, truncated or foreign; the string says which.
+    CorruptState(String),
 }
 
 impl fmt::Display for NeuralDagError {
@@ -53,6 +55,7 @@ impl fmt::Display for NeuralDagError {
             Self::EmbeddingCacheMiss => f.write_str("embedding cache miss"),
             Self::MinCutComputationFailed(m) => write!(f, "min cut computation failed: {m}"),
             Self::GraphDisconnected => f.write_str("graph is disconnected"),
+            Self::CorruptState(m) => write!(f, "learned state cannot be read: {m}"),
         }
     }
 }

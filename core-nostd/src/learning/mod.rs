@@ -7,6 +7,7 @@ pub mod config;
 pub mod estimator;
 pub mod reasoning_bank;
 pub mod selector;
+pub mod snapshot;
 pub mod trajectory;
 
 pub use btsp::{BtspMemory, BtspVerdict};
