@@ -445,7 +445,8 @@ impl PlanDag {
         self.child_start[v] == self.child_start[v + 1]
     }
 
-    /// Estimated cost of `v` alone: total cost minus its inputs' total cost, never negative.
+    /// Estimated cost of `v` alone: total cost minus the total cost of the inputs it owns (an
+    /// input read by several consumers belongs to the first), never negative.
     pub fn self_cost(&self, v: NodeId) -> f64 {
         self.self_cost[v]
     }

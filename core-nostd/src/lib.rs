@@ -11,7 +11,9 @@
 //! - [`mincut`]: exact s-t min cut (Dinic) and global min cut (Stoer-Wagner), bottleneck reports;
 //! - [`hdc`]: 10,000-bit hypervectors and plan fingerprints;
 //! - [`embed`]: attention-pooled plan embedding (D = 256);
-//! - [`synth`]: seeded generator of random valid plan DAGs, for tests and benches.
+//! - [`synth`]: seeded generator of random valid plan DAGs, for tests and benches;
+//! - [`learning`]: SONA: config, trajectories, selector, BTSP memory, patterns, cost estimator,
+//!   snapshot envelope.
 //!
 //! Invariant: nothing here panics on data that came from outside; invalid input is a
 //! [`NeuralDagError`].

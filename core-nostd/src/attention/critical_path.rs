@@ -7,6 +7,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::floored_work;
 use super::{
     normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention,
 };
@@ -28,9 +29,7 @@ pub struct CriticalPathInfo {
 /// fall back to the longest path in hops.
 pub fn critical_path(dag: &PlanDag) -> CriticalPathInfo {
     let n = dag.len();
-    let total: f64 = (0..n).map(|v| dag.self_work(v)).sum();
-    let floor = 1e-6 * total.max(1e-6) / n as f64 + 1e-12;
-    let work: Vec<f64> = (0..n).map(|v| dag.self_work(v).max(0.0) + floor).collect();
+    let work = floored_work(dag);
     // up[v]: heaviest path from a leaf up to v (inclusive); down[v]: from above v to a root.
     let mut up = vec![0.0f64; n];
     for &v in dag.topo_order() {

@@ -459,6 +459,15 @@ impl UpstreamWalk {
     }
 }
 
+/// Each node's work (measured self time or estimated self cost) plus a tiny floor, so that
+/// zero-cost plans still have a well-defined path and split (in hops / equal parts).
+pub(crate) fn floored_work(dag: &PlanDag) -> Vec<f64> {
+    let n = dag.len();
+    let total: f64 = (0..n).map(|v| dag.self_work(v).max(0.0)).sum();
+    let floor = 1e-6 * total.max(1e-6) / n as f64 + 1e-12;
+    (0..n).map(|v| dag.self_work(v).max(0.0) + floor).collect()
+}
+
 /// Sparse pairwise attention `(query i, key j, a_ij)`.
 pub type Pairwise = Vec<(u32, u32, f32)>;
 

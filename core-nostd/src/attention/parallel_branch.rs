@@ -6,8 +6,8 @@
 //! together instead of the cheaper one vanishing; equal branches always get equal mass.
 
 use alloc::vec;
-use alloc::vec::Vec;
 
+use super::floored_work;
 use super::{
     normalised, AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention,
 };
@@ -38,9 +38,7 @@ impl DagAttention for ParallelBranch {
 
     fn attend(&self, dag: &PlanDag, _ctx: &AttentionContext<'_>) -> Result<AttentionMap> {
         let n = dag.len();
-        let total: f64 = (0..n).map(|v| dag.self_work(v).max(0.0)).sum();
-        let floor = 1e-6 * total.max(1e-6) / n as f64 + 1e-12;
-        let work: Vec<f64> = (0..n).map(|v| dag.self_work(v).max(0.0) + floor).collect();
+        let work = floored_work(dag);
         // Subtree work over the owner tree (a shared input counts under its first consumer).
         let mut subtree = work.clone();
         for &v in dag.topo_order() {

@@ -13,7 +13,7 @@ pub struct NeuralDagConfig {
     pub learning_enabled: bool,
     /// Capacity of the trajectory ring buffer.
     pub max_trajectories: usize,
-    /// Most patterns K-means++ extracts per cycle.
+    /// Most clusters K-means++ extracts per cycle (k = min(this, n), at most 100).
     pub pattern_clusters: usize,
     /// Least quality a trajectory needs to seed a new pattern.
     pub quality_threshold: f32,
@@ -41,8 +41,6 @@ pub struct NeuralDagConfig {
     pub ewc_fisher_decay: f32,
     /// Use the min-cut gate.
     pub mincut_enabled: bool,
-    /// Factor applied off the min cut.
-    pub mincut_threshold: f32,
     /// Hypervector width (only 10,000 is supported).
     pub hdc_dimensions: usize,
     /// Revert arms that regress.
@@ -51,7 +49,7 @@ pub struct NeuralDagConfig {
     pub healing_check_interval_ms: u64,
     /// A BTSP write needs the outcome to be this many times off the prediction (either way).
     pub btsp_surprise_factor: f32,
-    /// Parameters of the attention mechanisms.
+    /// Parameters of the attention mechanisms (the min-cut gate's threshold lives here).
     pub attention: AttentionConfig,
     /// Seed of every random choice in learning (exploration, initial weights).
     pub seed: u64,
@@ -76,7 +74,6 @@ impl Default for NeuralDagConfig {
             ewc_max_lambda: 15_000.0,
             ewc_fisher_decay: 0.999,
             mincut_enabled: true,
-            mincut_threshold: 0.5,
             hdc_dimensions: crate::hdc::HDC_BITS,
             healing_enabled: true,
             healing_check_interval_ms: 300_000,
@@ -111,7 +108,7 @@ impl NeuralDagConfig {
     /// Check every field; the error names the first bad one and its valid range.
     pub fn validate(&self) -> Result<()> {
         count_in("max_trajectories", self.max_trajectories, 1, 10_000_000)?;
-        count_in("pattern_clusters", self.pattern_clusters, 1, 100_000)?;
+        count_in("pattern_clusters", self.pattern_clusters, 1, 100)?;
         in_range("quality_threshold", self.quality_threshold, 0.0, 1.0)?;
         if self.background_interval_ms < 100 {
             return Err(bad(
@@ -133,7 +130,6 @@ impl NeuralDagConfig {
         in_range("ewc_lambda", self.ewc_lambda, 0.0, 1e9)?;
         in_range("ewc_max_lambda", self.ewc_max_lambda, self.ewc_lambda, 1e9)?;
         in_range("ewc_fisher_decay", self.ewc_fisher_decay, 0.0, 1.0)?;
-        in_range("mincut_threshold", self.mincut_threshold, 0.0, 1.0)?;
         if self.hdc_dimensions != crate::hdc::HDC_BITS {
             return Err(bad(
                 "hdc_dimensions",
@@ -151,15 +147,6 @@ impl NeuralDagConfig {
             ));
         }
         in_range("btsp_surprise_factor", self.btsp_surprise_factor, 1.0, 1e6)?;
-        if self.attention.mincut_threshold != self.mincut_threshold {
-            return Err(bad(
-                "mincut_threshold",
-                format!(
-                    "{} differs from attention.mincut_threshold {}",
-                    self.mincut_threshold, self.attention.mincut_threshold
-                ),
-            ));
-        }
         self.attention.validate().map_err(|e| match e {
             NeuralDagError::InvalidConfig(m) => {
                 NeuralDagError::InvalidConfig(format!("attention.{m}"))
