@@ -472,6 +472,29 @@ impl PlanDag {
         Some(ms.iter().map(|m| (m / total) as f32).collect())
     }
 
+    /// Hash of the plan's shape: operators, relations and how they connect, nothing else (no
+    /// estimates, no measurements, no constants). Independent of node numbering; inputs are
+    /// ordered (outer before inner), so swapping a join's sides changes it. Stable across
+    /// platforms and releases: it keys persisted per-query statistics.
+    pub fn shape_hash(&self) -> u64 {
+        let mut h = vec![0u64; self.len()];
+        for &v in &self.topo {
+            let v = v as usize;
+            let mut bytes = Vec::with_capacity(24 + 8 * self.children(v).len());
+            bytes.extend_from_slice(self.nodes[v].op.name().as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(&self.nodes[v].relation_hash.to_le_bytes());
+            for &c in self.children(v) {
+                bytes.extend_from_slice(&h[c as usize].to_le_bytes());
+            }
+            h[v] = crate::rng::fnv1a64(&bytes);
+        }
+        let mut roots: Vec<u64> = self.roots.iter().map(|&r| h[r as usize]).collect();
+        roots.sort_unstable();
+        let bytes: Vec<u8> = roots.iter().flat_map(|r| r.to_le_bytes()).collect();
+        crate::rng::fnv1a64(&bytes)
+    }
+
     /// Whether every node carries measured values.
     pub fn has_actuals(&self) -> bool {
         self.nodes.iter().all(|n| n.actual.is_some())
@@ -524,6 +547,45 @@ mod tests {
             Err(NeuralDagError::InvalidDagStructure(m)) => m,
             other => panic!("expected InvalidDagStructure, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn shape_hash_sees_shape_not_numbers_or_numbering() {
+        use crate::synth::{random_permutation, random_plan, SynthOptions};
+        let d = random_plan(3, 40, SynthOptions::default());
+        let h = d.shape_hash();
+        let perm = random_permutation(9, d.len());
+        assert_eq!(d.permuted(&perm).unwrap().shape_hash(), h);
+        // Other estimates, same shape.
+        let mut nodes = d.nodes().to_vec();
+        nodes.iter_mut().for_each(|n| n.est_rows *= 3.0);
+        assert_eq!(
+            PlanDag::new(nodes.clone(), d.edges().to_vec())
+                .unwrap()
+                .shape_hash(),
+            h
+        );
+        // Another operator or relation changes it.
+        nodes[5].op = if nodes[5].op == OpKind::Sort {
+            OpKind::Hash
+        } else {
+            OpKind::Sort
+        };
+        assert_ne!(
+            PlanDag::new(nodes.clone(), d.edges().to_vec())
+                .unwrap()
+                .shape_hash(),
+            h
+        );
+        let mut nodes = d.nodes().to_vec();
+        nodes[7].relation_hash ^= 1;
+        assert_ne!(
+            PlanDag::new(nodes, d.edges().to_vec())
+                .unwrap()
+                .shape_hash(),
+            h
+        );
+        assert_ne!(random_plan(4, 40, SynthOptions::default()).shape_hash(), h);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum NeuralDagError {
     MinCutComputationFailed(String),
     /// The graph is not connected.
     GraphDisconnected,
+    /// An observed execution cannot be learned from; the string says which field is wrong.
+    InvalidTrajectory(String),
     /// Persisted learned state is corrupt, truncated or foreign; the string says which.
     CorruptState(String),
 }
@@ -55,6 +57,7 @@ impl fmt::Display for NeuralDagError {
             Self::EmbeddingCacheMiss => f.write_str("embedding cache miss"),
             Self::MinCutComputationFailed(m) => write!(f, "min cut computation failed: {m}"),
             Self::GraphDisconnected => f.write_str("graph is disconnected"),
+            Self::InvalidTrajectory(m) => write!(f, "invalid trajectory: {m}"),
             Self::CorruptState(m) => write!(f, "learned state cannot be read: {m}"),
         }
     }

@@ -21,8 +21,10 @@ pub const HDC_BITS: usize = 10_000;
 pub const HDC_WORDS: usize = HDC_BITS.div_ceil(64);
 const LAST_MASK: u64 = (1u64 << (HDC_BITS % 64)) - 1;
 
-/// A 10,000-bit hypervector.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// A 10,000-bit hypervector. Serialises as its 1,256 little-endian bytes; bytes of the wrong
+/// length or with padding bits set are refused.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "Vec<u8>", try_from = "Vec<u8>")]
 pub struct Hypervector {
     words: [u64; HDC_WORDS],
 }
@@ -34,6 +36,25 @@ impl core::fmt::Debug for Hypervector {
             "Hypervector({} of {HDC_BITS} bits set)",
             self.count_ones()
         )
+    }
+}
+
+impl From<Hypervector> for Vec<u8> {
+    fn from(hv: Hypervector) -> Vec<u8> {
+        hv.to_bytes()
+    }
+}
+
+impl TryFrom<Vec<u8>> for Hypervector {
+    type Error = alloc::string::String;
+    fn try_from(bytes: Vec<u8>) -> core::result::Result<Self, Self::Error> {
+        Hypervector::from_bytes(&bytes).ok_or_else(|| {
+            alloc::format!(
+                "hypervector of {} bytes (want {}) or with padding bits set",
+                bytes.len(),
+                HDC_WORDS * 8
+            )
+        })
     }
 }
 

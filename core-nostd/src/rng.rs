@@ -2,7 +2,7 @@
 //! configuration, so the same input gives the same output on every platform.
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, passes BigCrush, seedable with any u64.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SplitMix64 {
     state: u64,
 }

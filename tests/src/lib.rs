@@ -53,3 +53,5 @@ pub fn tpch_fixture(name: &str) -> String {
     let p = tpch_fixture_dir().join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
+
+pub mod sim;

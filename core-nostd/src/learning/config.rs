@@ -47,8 +47,18 @@ pub struct NeuralDagConfig {
     pub healing_enabled: bool,
     /// Period of the self-healing check.
     pub healing_check_interval_ms: u64,
-    /// A BTSP write needs the outcome to be this many times off the prediction (either way).
+    /// A BTSP write needs an arm to run this many times slower (or faster) than the default
+    /// arm's latency for the same query shape.
     pub btsp_surprise_factor: f32,
+    /// Least cosine similarity of a plan's key to a BTSP engram for the engram to apply.
+    pub btsp_recall_similarity: f32,
+    /// Most BTSP engrams kept (the oldest is forgotten first).
+    pub btsp_capacity: usize,
+    /// Most patterns kept (the least confident is evicted first).
+    pub pattern_capacity: usize,
+    /// Without a confident pattern, a non-default arm is used only when the estimator predicts
+    /// it at least this fraction faster than the default arm (0.2 = 20% faster).
+    pub min_gain: f32,
     /// Parameters of the attention mechanisms (the min-cut gate's threshold lives here).
     pub attention: AttentionConfig,
     /// Seed of every random choice in learning (exploration, initial weights).
@@ -78,6 +88,10 @@ impl Default for NeuralDagConfig {
             healing_enabled: true,
             healing_check_interval_ms: 300_000,
             btsp_surprise_factor: 3.0,
+            btsp_recall_similarity: 0.95,
+            btsp_capacity: 4096,
+            pattern_capacity: 10_000,
+            min_gain: 0.2,
             attention: AttentionConfig::default(),
             seed: 0x50_4A,
         }
@@ -147,6 +161,15 @@ impl NeuralDagConfig {
             ));
         }
         in_range("btsp_surprise_factor", self.btsp_surprise_factor, 1.0, 1e6)?;
+        in_range(
+            "btsp_recall_similarity",
+            self.btsp_recall_similarity,
+            0.0,
+            1.0,
+        )?;
+        count_in("btsp_capacity", self.btsp_capacity, 1, 1_000_000)?;
+        count_in("pattern_capacity", self.pattern_capacity, 1, 1_000_000)?;
+        in_range("min_gain", self.min_gain, 0.0, 0.99)?;
         self.attention.validate().map_err(|e| match e {
             NeuralDagError::InvalidConfig(m) => {
                 NeuralDagError::InvalidConfig(format!("attention.{m}"))

@@ -5,7 +5,10 @@
 //! `W0 + B_base A_base + B_micro A_micro` (LoRA, Hu et al. 2021): `W0` is a fixed seeded base,
 //! BaseLoRA (rank 8) is trained in batches by [`CostEstimator::train_batch`] under EWC++, and
 //! MicroLoRA (rank 1-2) takes one SGD step per observation in [`CostEstimator::observe`].
-//! Each arm has its own linear head. Both matrices of each adapter are trained: `B` starts at
+//! Each arm has its own linear head. The heads are shared with BaseLoRA training (and protected
+//! by EWC++), so an observation does not move them at once: their gradients are accumulated and
+//! flushed as one step every [`FLUSH_EVERY`] observations (and at each background cycle), which
+//! keeps one noisy query from swinging every prediction. Both matrices of each adapter are trained: `B` starts at
 //! zero (so an untrained adapter changes nothing) and `A` at small random values, so the first
 //! step moves `B` and the next ones move both.
 //!
@@ -25,6 +28,8 @@ use crate::rng::SplitMix64;
 
 /// Hidden width.
 pub const HIDDEN: usize = 64;
+/// Observations between flushes of the accumulated head gradients.
+pub const FLUSH_EVERY: u32 = 100;
 const D: usize = EMBED_DIM;
 
 /// A low-rank adapter `B A` with `A: r x D`, `B: H x r`.
@@ -125,6 +130,10 @@ pub struct CostEstimator {
     /// Mean loss of the last training pass.
     loss_mean: f32,
     batches: u64,
+    /// Head gradients accumulated by observations since the last flush.
+    acc_heads: Vec<f32>,
+    acc_bias: Vec<f32>,
+    acc_count: u32,
     /// Task boundaries detected.
     pub boundaries: u64,
 }
@@ -159,6 +168,9 @@ impl CostEstimator {
             fisher_decay: cfg.ewc_fisher_decay,
             loss_mean: 0.0,
             batches: 0,
+            acc_heads: vec![0.0; arms * HIDDEN],
+            acc_bias: vec![0.0; arms],
+            acc_count: 0,
             boundaries: 0,
         };
         est.fisher = vec![0.0; est.ewc_params().len()];
@@ -252,7 +264,8 @@ impl CostEstimator {
         target.map_or(0.0, |t| 0.5 * (y - t) * (y - t))
     }
 
-    /// One MicroLoRA SGD step (and head step) on one observation. Returns the loss before it.
+    /// One MicroLoRA SGD step on one observation; the head gradient is accumulated and flushed
+    /// every [`FLUSH_EVERY`] observations. Returns the loss before the step.
     pub fn observe(&mut self, e: &[f32], arm: usize, actual_ms: f32) -> Option<f32> {
         if arm >= self.arms || e.len() != D || !(actual_ms.is_finite() && actual_ms > 0.0) {
             return None;
@@ -262,9 +275,106 @@ impl CostEstimator {
         let lr = self.micro_lr;
         apply(&mut self.micro.a, &g.a, lr);
         apply(&mut self.micro.b, &g.b, lr);
-        apply(&mut self.heads, &g.heads, lr);
-        apply(&mut self.head_bias, &g.head_bias, lr);
+        for (acc, x) in self.acc_heads.iter_mut().zip(&g.heads) {
+            *acc += x.clamp(-10.0, 10.0);
+        }
+        for (acc, x) in self.acc_bias.iter_mut().zip(&g.head_bias) {
+            *acc += x.clamp(-10.0, 10.0);
+        }
+        self.acc_count += 1;
+        if self.acc_count >= FLUSH_EVERY {
+            self.flush();
+        }
         Some(loss)
+    }
+
+    /// Apply the accumulated head gradients as one step (their sum at the MicroLoRA rate, as
+    /// if each observation had stepped with a gradient frozen at the last flush) and clear them.
+    pub fn flush(&mut self) {
+        if self.acc_count == 0 {
+            return;
+        }
+        let lr = self.micro_lr;
+        for (x, acc) in self.heads.iter_mut().zip(self.acc_heads.iter_mut()) {
+            *x -= lr * *acc;
+            *acc = 0.0;
+        }
+        for (x, acc) in self.head_bias.iter_mut().zip(self.acc_bias.iter_mut()) {
+            *x -= lr * *acc;
+            *acc = 0.0;
+        }
+        self.acc_count = 0;
+    }
+
+    /// Check that a restored estimator is whole: every matrix has the size its ranks and arm
+    /// count imply, every weight is finite.
+    pub fn check(&self) -> crate::error::Result<()> {
+        let bad = |what: &str, got: usize, want: usize| {
+            Err(crate::error::NeuralDagError::CorruptState(alloc::format!(
+                "cost model: {what} has {got} values, want {want}"
+            )))
+        };
+        let n_ewc = self.base.a.len() + self.base.b.len() + self.heads.len() + self.head_bias.len();
+        let sizes = [
+            ("W0", self.w0.len(), HIDDEN * D),
+            ("hidden bias", self.b0.len(), HIDDEN),
+            ("BaseLoRA A", self.base.a.len(), self.base.rank * D),
+            ("BaseLoRA B", self.base.b.len(), HIDDEN * self.base.rank),
+            ("MicroLoRA A", self.micro.a.len(), self.micro.rank * D),
+            ("MicroLoRA B", self.micro.b.len(), HIDDEN * self.micro.rank),
+            ("heads", self.heads.len(), self.arms * HIDDEN),
+            ("head biases", self.head_bias.len(), self.arms),
+            (
+                "accumulated heads",
+                self.acc_heads.len(),
+                self.arms * HIDDEN,
+            ),
+            ("accumulated biases", self.acc_bias.len(), self.arms),
+            ("Fisher", self.fisher.len(), n_ewc),
+        ];
+        for (what, got, want) in sizes {
+            if got != want {
+                return bad(what, got, want);
+            }
+        }
+        if !(self.anchor.is_empty() || self.anchor.len() == n_ewc) {
+            return bad("EWC anchor", self.anchor.len(), n_ewc);
+        }
+        let finite = [
+            &self.w0,
+            &self.b0,
+            &self.base.a,
+            &self.base.b,
+            &self.micro.a,
+            &self.micro.b,
+            &self.heads,
+            &self.head_bias,
+            &self.fisher,
+            &self.anchor,
+        ]
+        .iter()
+        .all(|v| v.iter().all(|x| x.is_finite()));
+        if !finite || !self.lambda.is_finite() {
+            return Err(crate::error::NeuralDagError::CorruptState(
+                "cost model holds a non-finite weight".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Observations whose head gradients wait for the next flush.
+    pub fn pending(&self) -> u32 {
+        self.acc_count
+    }
+
+    /// Background training passes so far (0: only MicroLoRA has learned).
+    pub fn trained_batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// Arms with a head.
+    pub fn arms(&self) -> usize {
+        self.arms
     }
 
     fn ewc_params(&self) -> Vec<f32> {
@@ -499,6 +609,16 @@ mod tests {
             "the second observation must move A"
         );
         assert!(est.observe(&data[0].0, 9, 1.0).is_none());
+        // Heads move only when the accumulated gradient is flushed, every FLUSH_EVERY.
+        let heads = est.heads.clone();
+        assert_eq!(est.pending(), 2);
+        for _ in 2..FLUSH_EVERY - 1 {
+            est.observe(&data[0].0, 0, 5.0).unwrap();
+        }
+        assert_eq!(est.heads, heads, "no head step before the flush");
+        est.observe(&data[0].0, 0, 5.0).unwrap();
+        assert_eq!(est.pending(), 0, "flushed at {FLUSH_EVERY}");
+        assert_ne!(est.heads, heads, "the flush steps the heads");
         assert!(est.observe(&data[0].0, 0, f32::NAN).is_none());
     }
 

@@ -1,10 +1,11 @@
-//! SONA, the learning layer: configuration, trajectories, the attention selector and the BTSP
-//! one-shot memory. (The cost estimator, EWC++, the ReasoningBank and the optimizer that ties
-//! them together arrive with the rest of issue 3.)
+//! SONA, the learning layer: configuration, trajectories, the attention selector, the BTSP
+//! one-shot memory, the ReasoningBank, the LoRA cost estimator with EWC++, and the
+//! [`Optimizer`] that ties them together; [`snapshot`] is the persisted form.
 
 pub mod btsp;
 pub mod config;
 pub mod estimator;
+pub mod optimizer;
 pub mod reasoning_bank;
 pub mod selector;
 pub mod snapshot;
@@ -13,6 +14,7 @@ pub mod trajectory;
 pub use btsp::{BtspMemory, BtspVerdict};
 pub use config::NeuralDagConfig;
 pub use estimator::CostEstimator;
+pub use optimizer::{CycleReport, Decision, Observed, Optimizer, OptimizerStats, Rule};
 pub use reasoning_bank::{Pattern, ReasoningBank};
 pub use selector::AttentionSelector;
 pub use trajectory::{Trajectory, TrajectoryBuffer};

@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use super::{cosine, ArmId, Trajectory};
+use crate::hdc::{Bundler, Hypervector};
 use crate::rng::SplitMix64;
 
 /// Most arms a pattern tracks.
@@ -78,6 +79,8 @@ pub struct Pattern {
     pub id: u64,
     /// Unit-length centroid of the member keys.
     pub centroid: Vec<f32>,
+    /// Majority bundle of the members' HDC plan fingerprints when the pattern was founded.
+    pub hdc: Hypervector,
     /// Per-arm latency statistics, indexed by arm.
     pub arms: Vec<ArmStats>,
     /// Trajectories merged into this pattern.
@@ -250,6 +253,9 @@ pub struct ReasoningBank {
 /// Cosine above which a new cluster is merged into an existing pattern.
 pub const MERGE_COSINE: f32 = 0.95;
 
+/// Patterns kept by the Hamming pre-filter (at least; see [`ReasoningBank::search`]).
+pub const PREFILTER_KEEP: usize = 64;
+
 impl ReasoningBank {
     /// An empty bank holding at most `capacity` patterns.
     pub fn new(capacity: usize) -> Self {
@@ -303,6 +309,9 @@ impl ReasoningBank {
             }
             let mut centroid = centroid.clone();
             normalise(&mut centroid);
+            let mut bundle = Bundler::new();
+            members.iter().for_each(|t| bundle.add(&t.hdc));
+            let hdc = bundle.majority(&members[0].hdc);
             let nearest = self
                 .patterns
                 .iter_mut()
@@ -322,6 +331,7 @@ impl ReasoningBank {
                     self.patterns.push(Pattern {
                         id: self.next_id,
                         centroid,
+                        hdc,
                         arms,
                         members: members.len() as u64,
                     });
@@ -345,16 +355,41 @@ impl ReasoningBank {
         }
     }
 
-    /// The `k` patterns most similar to `key` by cosine, most similar first.
-    pub fn search(&self, key: &[f32], k: usize) -> Vec<(f32, &Pattern)> {
-        let mut scored: Vec<(f32, &Pattern)> = self
-            .patterns
-            .iter()
+    /// The `k` patterns most similar to `key` by cosine, most similar first. With an HDC
+    /// fingerprint and more than [`PREFILTER_KEEP`] patterns, cosine is computed only for the
+    /// patterns nearest in Hamming distance: the closest [`PREFILTER_KEEP`] (or `4 k` if more),
+    /// plus every pattern tied with the last of them, so equal shapes are never cut arbitrarily.
+    pub fn search(&self, key: &[f32], hdc: Option<&Hypervector>, k: usize) -> Vec<(f32, &Pattern)> {
+        let keep = PREFILTER_KEEP.max(4 * k);
+        let candidates: Vec<&Pattern> = match hdc {
+            Some(q) if self.patterns.len() > keep => {
+                let mut d: Vec<(u32, usize)> = self
+                    .patterns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.hdc.hamming(q), i))
+                    .collect();
+                d.sort_unstable();
+                let cutoff = d[keep - 1].0;
+                d.iter()
+                    .take_while(|(dist, _)| *dist <= cutoff)
+                    .map(|&(_, i)| &self.patterns[i])
+                    .collect()
+            }
+            _ => self.patterns.iter().collect(),
+        };
+        let mut scored: Vec<(f32, &Pattern)> = candidates
+            .into_iter()
             .map(|p| (cosine(&p.centroid, key), p))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
         scored.truncate(k);
         scored
+    }
+
+    /// The pattern with this id.
+    pub fn get(&self, id: u64) -> Option<&Pattern> {
+        self.patterns.iter().find(|p| p.id == id)
     }
 
     /// Record one more observation in the pattern with this id (the optimizer's fast path).
@@ -375,9 +410,12 @@ mod tests {
     fn traj(key: Vec<f32>, arm: ArmId, ms: f32, quality: f32) -> Trajectory {
         Trajectory {
             fingerprint: 0,
+            hdc: Hypervector::zero(),
             executed: key.clone(),
+            input: key.clone(),
             key,
             attention: AttentionKind::Topological,
+            pattern: None,
             arm,
             predicted_ms: 1.0,
             actual_ms: ms,
@@ -435,7 +473,7 @@ mod tests {
         for g in 0..3 {
             let mut key = vec![0.0f32; 8];
             key[g * 2] = 1.0;
-            let (sim, p) = bank.search(&key, 1)[0];
+            let (sim, p) = bank.search(&key, None, 1)[0];
             assert!(sim > 0.95);
             assert_eq!(p.best_arm(), Some(g as ArmId + 1));
             assert!(p.confidence() > 0.8, "confidence {}", p.confidence());

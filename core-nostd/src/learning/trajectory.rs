@@ -1,24 +1,33 @@
 //! Trajectories, what one executed query teaches, and the fixed-capacity ring that holds them
 //! until the background cycle drains it.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use super::ArmId;
 use crate::attention::AttentionKind;
+use crate::hdc::Hypervector;
 
 /// One observed execution. Holds fingerprints and numbers, never query text or constants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trajectory {
-    /// Fingerprint of the query's shape (same for every arm).
+    /// Fingerprint of the query's shape (same for every arm): [`crate::PlanDag::shape_hash`]
+    /// of the default plan.
     pub fingerprint: u64,
-    /// Embedding of the default plan: the key that identifies the query's shape.
+    /// HDC fingerprint of the default plan (the pattern store's Hamming pre-filter).
+    pub hdc: Hypervector,
+    /// Embedding of the default plan under the configured default attention kind: the key that
+    /// identifies the query's shape for patterns and BTSP memory, whatever arm or kind ran.
     pub key: Vec<f32>,
-    /// Embedding of the plan that actually ran.
+    /// Embedding of the default plan under `attention`: what the estimator predicted from.
+    pub input: Vec<f32>,
+    /// Embedding of the plan that actually ran (under `attention`); empty when unknown.
     pub executed: Vec<f32>,
-    /// Attention kind used for the embeddings.
+    /// Attention kind the selector chose for `input`.
     pub attention: AttentionKind,
+    /// The pattern the decision matched closely enough to count this run in it at once.
+    pub pattern: Option<u64>,
     /// The arm that ran.
     pub arm: ArmId,
     /// What the estimator predicted, milliseconds.
@@ -32,14 +41,15 @@ pub struct Trajectory {
 }
 
 /// Ring buffer of trajectories: fixed capacity, drops the oldest when full and counts drops.
-/// It also remembers the best latency per fingerprint, which defines quality.
-#[derive(Debug, Clone)]
+/// It also remembers the best latency of up to `capacity` fingerprints, which defines quality
+/// (at that bound the smallest fingerprint is forgotten: arbitrary but deterministic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrajectoryBuffer {
     ring: VecDeque<Trajectory>,
     capacity: usize,
     dropped: u64,
     recorded: u64,
-    best_ms: hashbrown::HashMap<u64, f32>,
+    best_ms: BTreeMap<u64, f32>,
 }
 
 impl TrajectoryBuffer {
@@ -51,7 +61,7 @@ impl TrajectoryBuffer {
             capacity,
             dropped: 0,
             recorded: 0,
-            best_ms: hashbrown::HashMap::new(),
+            best_ms: BTreeMap::new(),
         }
     }
 
@@ -60,6 +70,9 @@ impl TrajectoryBuffer {
     pub fn record(&mut self, mut t: Trajectory) -> f32 {
         // A latency that is not a positive finite number teaches nothing about the best one.
         t.quality = if t.actual_ms.is_finite() && t.actual_ms > 0.0 {
+            if self.best_ms.len() >= self.capacity && !self.best_ms.contains_key(&t.fingerprint) {
+                self.best_ms.pop_first();
+            }
             let best = self.best_ms.entry(t.fingerprint).or_insert(t.actual_ms);
             *best = best.min(t.actual_ms);
             (*best / t.actual_ms).clamp(0.0, 1.0)
@@ -115,9 +128,12 @@ mod tests {
     fn t(fp: u64, ms: f32) -> Trajectory {
         Trajectory {
             fingerprint: fp,
+            hdc: Hypervector::zero(),
             key: vec![1.0; 4],
+            input: vec![1.0; 4],
             executed: vec![1.0; 4],
             attention: AttentionKind::Topological,
+            pattern: None,
             arm: 0,
             predicted_ms: 1.0,
             actual_ms: ms,

@@ -1,0 +1,284 @@
+//! A deterministic workload simulator for the optimizer (issue 3): query templates, each a
+//! family of plan DAGs with parameter noise and a hidden latency per arm. The optimizer sees
+//! only the plans and the latencies of the arms it chose; the simulator also knows what every
+//! other arm would have cost, which gives the oracle and the always-default baselines.
+
+use ruvector_dag_core::learning::{NeuralDagConfig, Optimizer, Rule};
+use ruvector_dag_core::rng::SplitMix64;
+use ruvector_dag_core::synth::{random_plan, SynthOptions};
+use ruvector_dag_core::{PlanDag, PlanNode};
+
+/// The arms, as host-pg's default `ruvector.dag_arms` names them.
+pub const ARMS: [&str; 8] = [
+    "default",
+    "enable_nestloop=off",
+    "enable_hashjoin=off",
+    "enable_mergejoin=off",
+    "enable_seqscan=off",
+    "enable_indexscan=off,enable_bitmapscan=off",
+    "enable_nestloop=off,enable_mergejoin=off",
+    "max_parallel_workers_per_gather=0",
+];
+
+/// Arm names as the optimizer wants them.
+pub fn arm_names() -> Vec<String> {
+    ARMS.iter().map(|s| s.to_string()).collect()
+}
+
+/// What a template was built to show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Family {
+    /// One non-default arm is 5-50x faster.
+    Win,
+    /// The default arm is best; the others are 1.2-4x slower.
+    DefaultBest,
+    /// One arm is 100x slower (and maybe another one faster).
+    Catastrophic,
+}
+
+/// A query template: a plan shape, its hidden per-arm latency factors.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Index, for reports.
+    pub id: usize,
+    /// What it was built to show.
+    pub family: Family,
+    /// The default plan before parameter noise.
+    pub plan: PlanDag,
+    /// Typical default-arm latency, ms.
+    pub base_ms: f64,
+    /// Latency of each arm relative to the default.
+    pub factors: [f64; 8],
+    /// The 100x arm, for catastrophic templates.
+    pub catastrophic: Option<u8>,
+}
+
+fn log_uniform(rng: &mut SplitMix64, lo: f64, hi: f64) -> f64 {
+    (lo.ln() + rng.next_f64() * (hi.ln() - lo.ln())).exp()
+}
+
+/// `count` templates: 14 in 30 with a winning arm, 8 where the default is best, 8 with a
+/// catastrophic arm (half of them with a winning arm too); same seed, same templates.
+pub fn templates(seed: u64, count: usize) -> Vec<Template> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count)
+        .map(|id| {
+            let family = match id * 30 / count {
+                0..14 => Family::Win,
+                14..22 => Family::DefaultBest,
+                _ => Family::Catastrophic,
+            };
+            let n = 8 + rng.below(40);
+            let plan = random_plan(
+                seed.wrapping_mul(1000) + id as u64,
+                n,
+                SynthOptions::default(),
+            );
+            let mut factors = [1.0; 8];
+            for f in factors.iter_mut().skip(1) {
+                *f = log_uniform(&mut rng, 1.2, 4.0);
+            }
+            let mut catastrophic = None;
+            let win = |rng: &mut SplitMix64, factors: &mut [f64; 8], not: Option<u8>| loop {
+                let a = 1 + rng.below(7) as u8;
+                if Some(a) != not {
+                    factors[a as usize] = 1.0 / log_uniform(rng, 5.0, 50.0);
+                    break;
+                }
+            };
+            match family {
+                Family::Win => win(&mut rng, &mut factors, None),
+                Family::DefaultBest => {}
+                Family::Catastrophic => {
+                    let c = 1 + rng.below(7) as u8;
+                    factors[c as usize] = 100.0;
+                    catastrophic = Some(c);
+                    if id % 2 == 0 {
+                        win(&mut rng, &mut factors, Some(c));
+                    }
+                }
+            }
+            Template {
+                id,
+                family,
+                plan,
+                base_ms: log_uniform(&mut rng, 2.0, 200.0),
+                factors,
+                catastrophic,
+            }
+        })
+        .collect()
+}
+
+/// One query of a template: its default plan (estimates moved by the parameter and by noise)
+/// and what each arm would take.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The template's index.
+    pub template: usize,
+    /// The default plan as the planner would show it.
+    pub plan: PlanDag,
+    /// Latency of every arm, ms.
+    pub ms: [f64; 8],
+}
+
+impl Query {
+    /// The fastest arm's latency.
+    pub fn oracle_ms(&self) -> f64 {
+        self.ms.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Draw one query of `t`. The parameter `p` in [0, 1) scales the estimates of the whole plan
+/// (visible) and the latency (hidden) together; each node's estimates get 5% noise, each
+/// latency 10% shared and 5% per-arm noise.
+pub fn query(t: &Template, rng: &mut SplitMix64) -> Query {
+    let p = rng.next_f64();
+    let scale = (1.5 * (p - 0.5)).exp();
+    let nodes: Vec<PlanNode> = t
+        .plan
+        .nodes()
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            let noise = (0.05 * rng.normal()).exp();
+            n.est_rows = (n.est_rows * scale * noise).max(1.0);
+            n.total_cost *= scale * noise;
+            n.startup_cost = n.startup_cost.min(n.total_cost);
+            n
+        })
+        .collect();
+    let plan = PlanDag::new(nodes, t.plan.edges().to_vec()).expect("noise keeps plans valid");
+    let common = (p - 0.5).exp() * (0.1 * rng.normal()).exp();
+    let mut ms = [0.0; 8];
+    for (a, m) in ms.iter_mut().enumerate() {
+        *m = t.base_ms * t.factors[a] * common * (0.05 * rng.normal()).exp();
+    }
+    Query {
+        template: t.id,
+        plan,
+        ms,
+    }
+}
+
+/// One query's outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    /// Template index.
+    pub template: usize,
+    /// Arm that ran.
+    pub arm: u8,
+    /// Rule that chose it.
+    pub rule: Rule,
+    /// What it took.
+    pub ms: f64,
+    /// What the default arm would have taken.
+    pub default_ms: f64,
+    /// What the best arm would have taken.
+    pub oracle_ms: f64,
+    /// Whether the arm that ran was the template's catastrophic one.
+    pub catastrophic: bool,
+}
+
+/// Held-out error: mean |ln predicted - ln actual| of the estimator over `(plan, arm, ms)`.
+pub fn held_out_error(opt: &Optimizer, samples: &[(PlanDag, u8, f64)]) -> f64 {
+    let total: f64 = samples
+        .iter()
+        .map(|(plan, arm, ms)| {
+            let p = opt.predict_ms(plan, *arm).expect("prediction");
+            (f64::from(p).ln() - ms.ln()).abs()
+        })
+        .sum();
+    total / samples.len() as f64
+}
+
+/// `n` held-out samples over `templates`, from their own seed: a fresh query of a random
+/// template under either the default arm or the template's best arm, the two predictions the
+/// decisions rest on (an arm the workload never runs cannot be learned, so it is not asked).
+pub fn held_out(templates: &[Template], n: usize, seed: u64) -> Vec<(PlanDag, u8, f64)> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|i| {
+            let t = &templates[rng.below(templates.len())];
+            let q = query(t, &mut rng);
+            let best = (0..8u8)
+                .min_by(|&a, &b| t.factors[a as usize].total_cmp(&t.factors[b as usize]))
+                .unwrap_or(0);
+            let arm = if i % 2 == 0 { 0 } else { best };
+            (q.plan, arm, q.ms[arm as usize])
+        })
+        .collect()
+}
+
+/// A simulation run in learn mode.
+pub struct Run {
+    /// The optimizer after the run.
+    pub optimizer: Optimizer,
+    /// Every query's outcome, in order.
+    pub records: Vec<Record>,
+    /// Held-out error before the first query and after each cycle.
+    pub held_out: Vec<f64>,
+}
+
+/// Run `queries` queries drawn uniformly from `templates` through `opt` (decide, execute the
+/// chosen arm, observe), with a background cycle every `cycle_every` queries.
+pub fn run_with(
+    mut opt: Optimizer,
+    templates: &[Template],
+    queries: usize,
+    cycle_every: usize,
+    seed: u64,
+    held: &[(PlanDag, u8, f64)],
+) -> Run {
+    let mut rng = SplitMix64::new(seed);
+    let mut records = Vec::with_capacity(queries);
+    let mut errors = vec![held_out_error(&opt, held)];
+    for i in 0..queries {
+        let t = &templates[rng.below(templates.len())];
+        let q = query(t, &mut rng);
+        let d = opt.decide(&q.plan).expect("decide");
+        let ms = q.ms[d.arm as usize];
+        let traj = opt
+            .trajectory(&d, d.arm, None, ms as f32)
+            .expect("trajectory");
+        opt.observe(traj).expect("observe");
+        records.push(Record {
+            template: t.id,
+            arm: d.arm,
+            rule: d.rule,
+            ms,
+            default_ms: q.ms[0],
+            oracle_ms: q.oracle_ms(),
+            catastrophic: t.catastrophic == Some(d.arm),
+        });
+        if (i + 1) % cycle_every == 0 {
+            opt.learn_cycle().expect("learn cycle");
+            errors.push(held_out_error(&opt, held));
+        }
+    }
+    Run {
+        optimizer: opt,
+        records,
+        held_out: errors,
+    }
+}
+
+/// [`run_with`] on a fresh optimizer with `cfg`.
+pub fn run(
+    cfg: NeuralDagConfig,
+    templates: &[Template],
+    queries: usize,
+    cycle_every: usize,
+    seed: u64,
+    held: &[(PlanDag, u8, f64)],
+) -> Run {
+    let opt = Optimizer::new(cfg, arm_names()).expect("optimizer");
+    run_with(opt, templates, queries, cycle_every, seed, held)
+}
+
+/// Sums over records: (chosen, default, oracle).
+pub fn totals(records: &[Record]) -> (f64, f64, f64) {
+    records.iter().fold((0.0, 0.0, 0.0), |(a, b, c), r| {
+        (a + r.ms, b + r.default_ms, c + r.oracle_ms)
+    })
+}
