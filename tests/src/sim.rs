@@ -120,6 +120,8 @@ pub struct Query {
     pub plan: PlanDag,
     /// Latency of every arm, ms.
     pub ms: [f64; 8],
+    /// The executed plan with per-node measurements, when the family simulates them.
+    pub executed: Option<PlanDag>,
 }
 
 impl Query {
@@ -158,6 +160,7 @@ pub fn query(t: &Template, rng: &mut SplitMix64) -> Query {
         template: t.id,
         plan,
         ms,
+        executed: None,
     }
 }
 
@@ -223,8 +226,21 @@ pub struct Run {
 /// Run `queries` queries drawn uniformly from `templates` through `opt` (decide, execute the
 /// chosen arm, observe), with a background cycle every `cycle_every` queries.
 pub fn run_with(
+    opt: Optimizer,
+    templates: &[Template],
+    queries: usize,
+    cycle_every: usize,
+    seed: u64,
+    held: &[(PlanDag, u8, f64)],
+) -> Run {
+    run_queries(opt, templates, query, queries, cycle_every, seed, held)
+}
+
+/// [`run_with`] with another query generator.
+pub fn run_queries(
     mut opt: Optimizer,
     templates: &[Template],
+    draw: fn(&Template, &mut SplitMix64) -> Query,
     queries: usize,
     cycle_every: usize,
     seed: u64,
@@ -232,14 +248,17 @@ pub fn run_with(
 ) -> Run {
     let mut rng = SplitMix64::new(seed);
     let mut records = Vec::with_capacity(queries);
-    let mut errors = vec![held_out_error(&opt, held)];
+    let mut errors = Vec::new();
+    if !held.is_empty() {
+        errors.push(held_out_error(&opt, held));
+    }
     for i in 0..queries {
         let t = &templates[rng.below(templates.len())];
-        let q = query(t, &mut rng);
+        let q = draw(t, &mut rng);
         let d = opt.decide(&q.plan).expect("decide");
         let ms = q.ms[d.arm as usize];
         let traj = opt
-            .trajectory(&d, d.arm, None, ms as f32)
+            .trajectory(&d, d.arm, q.executed.as_ref(), ms as f32)
             .expect("trajectory");
         opt.observe(traj).expect("observe");
         records.push(Record {
@@ -253,7 +272,9 @@ pub fn run_with(
         });
         if (i + 1) % cycle_every == 0 {
             opt.learn_cycle().expect("learn cycle");
-            errors.push(held_out_error(&opt, held));
+            if !held.is_empty() {
+                errors.push(held_out_error(&opt, held));
+            }
         }
     }
     Run {
@@ -281,4 +302,100 @@ pub fn totals(records: &[Record]) -> (f64, f64, f64) {
     records.iter().fold((0.0, 0.0, 0.0), |(a, b, c), r| {
         (a + r.ms, b + r.default_ms, c + r.oracle_ms)
     })
+}
+
+/// A template family built to favour temporal BTSP attention: the same plan shape, with the
+/// same estimates, over different tables (so each template is its own query shape), where the
+/// planner cannot see what differs: the measured time concentrates on a different operator in
+/// each template (think of a bloated table or a cold index), and the latency is the template's
+/// own (log-uniform 2-200 ms). Only the temporal mechanism reads the execution history, so only
+/// its embedding tells the templates apart; every other kind sees identical plans and can only
+/// predict the family's average.
+pub fn temporal_family(seed: u64, count: usize) -> Vec<Template> {
+    let mut rng = SplitMix64::new(seed);
+    let base = random_plan(seed ^ 0x7E4, count.max(2) + 4, SynthOptions::default());
+    (0..count)
+        .map(|id| {
+            let nodes: Vec<PlanNode> = base
+                .nodes()
+                .iter()
+                .map(|n| {
+                    let mut n = n.clone();
+                    if n.relation_hash != 0 {
+                        n.relation_hash ^= (id as u64 + 1).wrapping_mul(0x9E37_79B9);
+                    }
+                    n
+                })
+                .collect();
+            let plan = PlanDag::new(nodes, base.edges().to_vec()).expect("valid family plan");
+            let mut factors = [1.0; 8];
+            for f in factors.iter_mut().skip(1) {
+                *f = log_uniform(&mut rng, 1.5, 3.0);
+            }
+            Template {
+                id,
+                family: Family::DefaultBest,
+                plan,
+                base_ms: log_uniform(&mut rng, 2.0, 200.0),
+                factors,
+                catastrophic: None,
+            }
+        })
+        .collect()
+}
+
+/// A query of a [`temporal_family`] template: estimates with 5% noise, latency with 5% noise,
+/// and the executed plan whose node `id` (the template's hot operator) took 70% of the time.
+pub fn temporal_query(t: &Template, rng: &mut SplitMix64) -> Query {
+    let nodes: Vec<PlanNode> = t
+        .plan
+        .nodes()
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            let noise = (0.05 * rng.normal()).exp();
+            n.est_rows = (n.est_rows * noise).max(1.0);
+            n.total_cost *= noise;
+            n.startup_cost = n.startup_cost.min(n.total_cost);
+            n
+        })
+        .collect();
+    let plan = PlanDag::new(nodes.clone(), t.plan.edges().to_vec()).expect("valid family plan");
+    let common = (0.05 * rng.normal()).exp();
+    let mut ms = [0.0; 8];
+    for (a, m) in ms.iter_mut().enumerate() {
+        *m = t.base_ms * t.factors[a] * common;
+    }
+    let n = nodes.len();
+    let hot = t.id % n;
+    let share = |v: usize| if v == hot { 0.7 } else { 0.3 / (n - 1) as f64 };
+    let mut total = vec![0.0f64; n];
+    for &v in plan.topo_order() {
+        let v = v as usize;
+        total[v] = ms[0] * share(v)
+            + plan
+                .children(v)
+                .iter()
+                .map(|&c| total[c as usize])
+                .sum::<f64>();
+    }
+    let measured: Vec<PlanNode> = nodes
+        .into_iter()
+        .enumerate()
+        .map(|(v, mut node)| {
+            node.actual = Some(ruvector_dag_core::Actuals {
+                rows: node.est_rows,
+                self_ms: ms[0] * share(v),
+                total_ms: total[v],
+            });
+            node
+        })
+        .collect();
+    let executed = PlanDag::new(measured, t.plan.edges().to_vec()).ok();
+    Query {
+        template: t.id,
+        plan,
+        ms,
+        executed,
+    }
 }

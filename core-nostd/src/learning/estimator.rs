@@ -134,6 +134,8 @@ pub struct CostEstimator {
     acc_heads: Vec<f32>,
     acc_bias: Vec<f32>,
     acc_count: u32,
+    /// Heads and biases as the last background training left them (empty before it).
+    consolidated: Vec<f32>,
     /// Task boundaries detected.
     pub boundaries: u64,
 }
@@ -171,6 +173,7 @@ impl CostEstimator {
             acc_heads: vec![0.0; arms * HIDDEN],
             acc_bias: vec![0.0; arms],
             acc_count: 0,
+            consolidated: Vec::new(),
             boundaries: 0,
         };
         est.fisher = vec![0.0; est.ewc_params().len()];
@@ -290,6 +293,11 @@ impl CostEstimator {
 
     /// Apply the accumulated head gradients as one step (their sum at the MicroLoRA rate, as
     /// if each observation had stepped with a gradient frozen at the last flush) and clear them.
+    /// The heads are consolidated parameters, so the step pays the EWC++ penalty (as a proximal
+    /// step for the same number of observations) against the heads the last background
+    /// training left: heads important to earlier queries barely move, the others follow the
+    /// new queries. Without it a few hundred queries of a new workload undo the old one's heads
+    /// before any background cycle (measured: held-out error of the old workload 0.47 -> 0.75).
     pub fn flush(&mut self) {
         if self.acc_count == 0 {
             return;
@@ -303,7 +311,21 @@ impl CostEstimator {
             *x -= lr * *acc;
             *acc = 0.0;
         }
+        let steps = self.acc_count as f32;
         self.acc_count = 0;
+        if self.consolidated.len() == self.heads.len() + self.head_bias.len() {
+            let offset = self.base.a.len() + self.base.b.len();
+            let rate = lr * steps * self.lambda;
+            for (i, x) in self
+                .heads
+                .iter_mut()
+                .chain(self.head_bias.iter_mut())
+                .enumerate()
+            {
+                let k = rate * self.fisher[offset + i];
+                *x = (*x + k * self.consolidated[i]) / (1.0 + k);
+            }
+        }
     }
 
     /// Check that a restored estimator is whole: every matrix has the size its ranks and arm
@@ -332,6 +354,15 @@ impl CostEstimator {
             ("accumulated biases", self.acc_bias.len(), self.arms),
             ("Fisher", self.fisher.len(), n_ewc),
         ];
+        if !(self.consolidated.is_empty()
+            || self.consolidated.len() == self.heads.len() + self.head_bias.len())
+        {
+            return bad(
+                "consolidated heads",
+                self.consolidated.len(),
+                self.heads.len() + self.head_bias.len(),
+            );
+        }
         for (what, got, want) in sizes {
             if got != want {
                 return bad(what, got, want);
@@ -340,6 +371,7 @@ impl CostEstimator {
         if !(self.anchor.is_empty() || self.anchor.len() == n_ewc) {
             return bad("EWC anchor", self.anchor.len(), n_ewc);
         }
+
         let finite = [
             &self.w0,
             &self.b0,
@@ -397,15 +429,28 @@ impl CostEstimator {
         epochs: usize,
         ewc: bool,
     ) -> f32 {
-        let valid: Vec<&(&[f32], usize, f32)> = samples
-            .iter()
-            .filter(|s| s.0.len() == D && s.1 < self.arms && s.2.is_finite() && s.2 > 0.0)
-            .collect();
-        if valid.is_empty() {
+        self.train(samples, &[], epochs, ewc)
+    }
+
+    /// [`CostEstimator::train_batch`] on `fresh` samples mixed with `replay` (earlier samples
+    /// kept for rehearsal), shuffled (seeded) every epoch. The task-boundary test looks at the
+    /// fresh samples only.
+    pub fn train(
+        &mut self,
+        fresh: &[(&[f32], usize, f32)],
+        replay: &[(&[f32], usize, f32)],
+        epochs: usize,
+        ewc: bool,
+    ) -> f32 {
+        let ok = |s: &&(&[f32], usize, f32)| {
+            s.0.len() == D && s.1 < self.arms && s.2.is_finite() && s.2 > 0.0
+        };
+        let new: Vec<&(&[f32], usize, f32)> = fresh.iter().filter(ok).collect();
+        if new.is_empty() {
             return 0.0;
         }
         // Task-boundary test on the loss of the incoming data before training on it.
-        let incoming: f32 = valid
+        let incoming: f32 = new
             .iter()
             .map(|s| {
                 let f = self.forward(s.0);
@@ -413,16 +458,23 @@ impl CostEstimator {
                 0.5 * d * d
             })
             .sum::<f32>()
-            / valid.len() as f32;
+            / new.len() as f32;
         if ewc && self.batches >= 1 && incoming > 3.0 * self.loss_mean + 0.05 {
             self.anchor = self.ewc_params();
             self.lambda = (self.lambda * 1.5).min(self.max_lambda);
             self.boundaries += 1;
         }
+        let mut valid = new;
+        valid.extend(replay.iter().filter(ok));
+        let mut rng = SplitMix64::new(0x5EED ^ self.batches);
         let (mut first_pass, mut last_pass) = (0.0, 0.0);
         // Learning rate scaled for mini-batch means (the per-sample rate is base_lr).
         let lr = self.base_lr * 32.0;
         for epoch in 0..epochs {
+            // Fisher-Yates, so mini-batches mix fresh and replayed samples.
+            for i in (1..valid.len()).rev() {
+                valid.swap(i, rng.below(i + 1));
+            }
             let mut total = 0.0;
             for chunk in valid.chunks(32) {
                 let mut g = Grads::new(self.base.rank, self.arms);
@@ -476,6 +528,9 @@ impl CostEstimator {
         // boundary test.
         self.loss_mean = last_pass;
         self.batches += 1;
+        if ewc {
+            self.consolidated = self.heads.iter().chain(&self.head_bias).copied().collect();
+        }
         first_pass
     }
 

@@ -18,7 +18,7 @@
 //! seen [`EXPLORE_SAMPLES`] times are tried, and not those already seen twice as slow as its
 //! best: exploration stops by itself once a pattern is known.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -47,8 +47,10 @@ pub const PATTERN_RULE: f32 = 0.8;
 pub const EXPLORE_SAMPLES: u32 = 2;
 /// Executions of one query shape remembered for temporal attention.
 pub const HISTORY_LEN: usize = 8;
-/// Passes over the drained trajectories in one background cycle.
-pub const CYCLE_EPOCHS: usize = 3;
+/// Passes over the drained trajectories (and the replay samples) in one background cycle.
+pub const CYCLE_EPOCHS: usize = 5;
+/// Earlier samples the background cycle rehearses along with the fresh ones.
+pub const REPLAY: usize = 2000;
 /// Plans in the reference population whose mean embedding is subtracted from every embedding.
 pub const REFERENCE_PLANS: u64 = 64;
 /// Fraction of the reference mean subtracted.
@@ -205,6 +207,10 @@ struct LearnedState {
     history: BTreeMap<u64, Vec<Vec<f32>>>,
     rng: SplitMix64,
     stats: OptimizerStats,
+    /// The last [`REPLAY`] training samples `(input, arm, ms)`, rehearsed every cycle. A training
+    /// aid, not learned state: not in snapshots.
+    #[serde(skip)]
+    replay: VecDeque<(Vec<f32>, ArmId, f32)>,
 }
 
 /// The optimizer. See the module documentation.
@@ -247,6 +253,7 @@ impl Optimizer {
             history: BTreeMap::new(),
             rng: SplitMix64::new(cfg.seed ^ 0x0D7),
             stats: OptimizerStats::default(),
+            replay: VecDeque::new(),
             estimator,
             arms,
             cfg,
@@ -707,10 +714,14 @@ impl Optimizer {
             });
         }
         let st = &mut self.state;
-        st.selector.update(
-            t.attention,
-            AttentionSelector::reward(t.predicted_ms, t.actual_ms),
-        );
+        // An untrained model's errors say nothing about the attention kind: the selector
+        // learns from predictions made after the first background cycle.
+        if st.estimator.trained_batches() > 0 {
+            st.selector.update(
+                t.attention,
+                AttentionSelector::reward(t.predicted_ms, t.actual_ms),
+            );
+        }
         st.estimator
             .observe(&t.input, usize::from(t.arm), t.actual_ms);
         let baseline_ms = self.baseline_ms(t.pattern, t.fingerprint);
@@ -772,7 +783,18 @@ impl Optimizer {
             .iter()
             .map(|t| (t.input.as_slice(), usize::from(t.arm), t.actual_ms))
             .collect();
-        let loss_before = st.estimator.train_batch(&samples, CYCLE_EPOCHS, true);
+        let replay: Vec<(&[f32], usize, f32)> = st
+            .replay
+            .iter()
+            .map(|(e, a, ms)| (e.as_slice(), usize::from(*a), *ms))
+            .collect();
+        let loss_before = st.estimator.train(&samples, &replay, CYCLE_EPOCHS, true);
+        for t in ts.iter().rev().take(REPLAY).rev() {
+            if st.replay.len() == REPLAY {
+                st.replay.pop_front();
+            }
+            st.replay.push_back((t.input.clone(), t.arm, t.actual_ms));
+        }
         st.estimator.merge_micro();
         let fresh: Vec<Trajectory> = ts.iter().filter(|t| t.pattern.is_none()).cloned().collect();
         let created = st.bank.learn(
