@@ -27,7 +27,11 @@ fn optimizer_learns_the_simulated_workload() {
     let tail = &r.records[QUERIES * 4 / 5..];
     let mut worst = (0.0f64, 0usize);
     for t in &ts {
-        let mine: Vec<Record> = tail.iter().filter(|x| x.template == t.id).copied().collect();
+        let mine: Vec<Record> = tail
+            .iter()
+            .filter(|x| x.template == t.id)
+            .copied()
+            .collect();
         let (c, d, _) = totals(&mine);
         if c / d > worst.0 {
             worst = (c / d, t.id);
@@ -66,10 +70,24 @@ fn optimizer_learns_the_simulated_workload() {
         stats.decisions
     );
     assert!(vs_oracle <= 1.15, "last half {vs_oracle:.3}x the oracle");
-    assert!(vs_default <= 0.6, "last half {vs_default:.3}x always-default");
-    assert!(worst.0 <= 1.1, "template {} at {:.3}x its default", worst.1, worst.0);
-    assert!(catastrophes <= 1, "a catastrophic arm ran {catastrophes} times");
-    assert!(late < 0.5 * first && late < early, "held-out error {errors:?}");
+    assert!(
+        vs_default <= 0.6,
+        "last half {vs_default:.3}x always-default"
+    );
+    assert!(
+        worst.0 <= 1.1,
+        "template {} at {:.3}x its default",
+        worst.1,
+        worst.0
+    );
+    assert!(
+        catastrophes <= 1,
+        "a catastrophic arm ran {catastrophes} times"
+    );
+    assert!(
+        late < 0.5 * first && late < early,
+        "held-out error {errors:?}"
+    );
 }
 
 #[test]
@@ -133,7 +151,11 @@ fn selector_converges_to_the_kind_a_family_favours() {
         means[AttentionKind::TemporalBtsp.index()]
     );
     assert_eq!(s.best(), Some(AttentionKind::TemporalBtsp));
-    assert!(share > 0.5, "temporal_btsp got {:.0}% of pulls", 100.0 * share);
+    assert!(
+        share > 0.5,
+        "temporal_btsp got {:.0}% of pulls",
+        100.0 * share
+    );
 }
 
 #[test]
@@ -143,5 +165,8 @@ fn same_seed_same_run() {
     let b = run(NeuralDagConfig::default(), &ts, 1200, 400, 5, &[]);
     let arms = |r: &Run| r.records.iter().map(|x| x.arm).collect::<Vec<u8>>();
     assert_eq!(arms(&a), arms(&b));
-    assert_eq!(a.optimizer.snapshot().unwrap(), b.optimizer.snapshot().unwrap());
+    assert_eq!(
+        a.optimizer.snapshot().unwrap(),
+        b.optimizer.snapshot().unwrap()
+    );
 }

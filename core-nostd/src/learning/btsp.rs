@@ -138,6 +138,11 @@ impl BtspMemory {
         matches!(self.recall(key, arm), Some(BtspVerdict::Blocked { .. }))
     }
 
+    /// Most engrams held.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Engrams held.
     pub fn len(&self) -> usize {
         self.engrams.len()

@@ -282,16 +282,38 @@ impl Optimizer {
             )));
         }
         state.estimator.check()?;
+        state.bank.check()?;
+        let cfg = &state.cfg;
+        if state.buffer.capacity() != cfg.max_trajectories
+            || state.btsp.capacity() != cfg.btsp_capacity
+            || state.btsp.len() > cfg.btsp_capacity
+        {
+            return Err(NeuralDagError::CorruptState(format!(
+                "trajectory ring of {} and BTSP memory of {} ({} engrams) do not match the \
+                 configuration ({} and {})",
+                state.buffer.capacity(),
+                state.btsp.capacity(),
+                state.btsp.len(),
+                cfg.max_trajectories,
+                cfg.btsp_capacity
+            )));
+        }
         let mechanisms = AttentionKind::ALL
             .iter()
             .map(|&k| mechanism(k, &state.cfg.attention))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Optimizer {
+        let opt = Optimizer {
             encoder: HdcEncoder::default(),
             mechanisms,
             centers: Default::default(),
             state,
-        })
+        };
+        if let Some(e) = opt.state.buffer.iter().find_map(|t| opt.check(t).err()) {
+            return Err(NeuralDagError::CorruptState(format!(
+                "a pending trajectory: {e}"
+            )));
+        }
+        Ok(opt)
     }
 
     /// The configuration.
@@ -826,5 +848,224 @@ impl Optimizer {
     pub fn restore(bytes: &[u8]) -> Result<Self> {
         let state: LearnedState = snapshot::decode(bytes)?;
         Self::from_state(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learning::snapshot::{FORMAT_VERSION, MAGIC};
+    use crate::rng::fnv1a64;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    fn arms() -> Vec<String> {
+        ["default", "nestloop=off", "hashjoin=off", "seqscan=off"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn plan(seed: u64) -> PlanDag {
+        random_plan(seed, 20, SynthOptions::default())
+    }
+
+    fn optimizer() -> Optimizer {
+        Optimizer::new(
+            NeuralDagConfig {
+                attention_exploration: 0.0,
+                ..Default::default()
+            },
+            arms(),
+        )
+        .unwrap()
+    }
+
+    fn run(opt: &mut Optimizer, dag: &PlanDag, arm: ArmId, ms: f32) -> Observed {
+        let d = opt.decide(dag).unwrap();
+        let t = opt.trajectory(&d, arm, None, ms).unwrap();
+        opt.observe(t).unwrap()
+    }
+
+    #[test]
+    fn a_fresh_optimizer_keeps_the_default_and_says_why() {
+        let mut opt = optimizer();
+        let d = opt.decide(&plan(1)).unwrap();
+        assert_eq!((d.arm, d.rule, d.pattern), (0, Rule::Default, None));
+        assert!(d.reason.contains("no pattern learned yet"), "{}", d.reason);
+        assert!(
+            d.reason.contains("cost model not trained yet"),
+            "{}",
+            d.reason
+        );
+        assert_eq!((d.key.len(), d.input.len()), (EMBED_DIM, EMBED_DIM));
+        assert!(d.predicted_ms.is_finite() && d.predicted_ms > 0.0);
+        assert_eq!(opt.stats().decisions[Rule::Default as usize], 1);
+    }
+
+    #[test]
+    fn one_catastrophe_blocks_and_one_surprising_win_is_recalled() {
+        let mut opt = optimizer();
+        let (p, q) = (plan(2), plan(3));
+        for _ in 0..3 {
+            run(&mut opt, &p, 0, 100.0);
+            run(&mut opt, &q, 0, 100.0);
+        }
+        // Arm 1 is a catastrophe for p: blocked at once, before any cycle, only for p.
+        let o = run(&mut opt, &p, 1, 10_000.0);
+        assert!(o.surprising && o.baseline_ms.is_some_and(|b| (b - 100.0).abs() < 1.0));
+        let d = opt.decide(&p).unwrap();
+        assert_eq!(d.blocked, vec![1]);
+        assert!(
+            d.reason.contains("blocked by BTSP memory: nestloop=off"),
+            "{}",
+            d.reason
+        );
+        assert!(opt.decide(&q).unwrap().blocked.is_empty());
+        // Arm 3 ran 20x faster on q: the next q uses it.
+        run(&mut opt, &q, 3, 5.0);
+        let d = opt.decide(&q).unwrap();
+        assert_eq!((d.arm, d.rule), (3, Rule::Promising));
+        assert!(d.reason.contains("20.0x faster"), "{}", d.reason);
+    }
+
+    #[test]
+    fn learn_cycle_makes_confident_patterns_that_decide() {
+        let mut opt = optimizer();
+        let p = plan(4);
+        for i in 0..40 {
+            let arm = (i % 4) as ArmId;
+            let ms = if arm == 2 { 10.0 } else { 80.0 } * (1.0 + 0.01 * (i % 5) as f32);
+            run(&mut opt, &p, arm, ms);
+        }
+        let report = opt.learn_cycle().unwrap();
+        assert_eq!((report.trajectories, report.patterns_created), (40, 1));
+        assert_eq!(opt.pending(), 0);
+        let d = opt.decide(&p).unwrap();
+        assert_eq!((d.arm, d.rule), (2, Rule::Pattern), "{}", d.reason);
+        assert!(d.similarity > 0.99 && d.confidence > 0.8);
+        assert!(d.reason.starts_with("pattern "), "{}", d.reason);
+        // Runs matched to the pattern count in it at once.
+        let members = opt.bank().patterns()[0].arms[2].count;
+        run(&mut opt, &p, 2, 10.0);
+        assert_eq!(opt.bank().patterns()[0].arms[2].count, members + 1);
+    }
+
+    #[test]
+    fn bad_trajectories_are_refused_by_name_and_change_nothing() {
+        let mut opt = optimizer();
+        let d = opt.decide(&plan(5)).unwrap();
+        let before = opt.snapshot().unwrap();
+        let good = opt.trajectory(&d, 0, None, 5.0).unwrap();
+        let cases: [(&str, Trajectory); 4] = [
+            (
+                "actual_ms",
+                Trajectory {
+                    actual_ms: f32::NAN,
+                    ..good.clone()
+                },
+            ),
+            (
+                "arm 9",
+                Trajectory {
+                    arm: 9,
+                    ..good.clone()
+                },
+            ),
+            (
+                "key",
+                Trajectory {
+                    key: vec![1.0; 3],
+                    ..good.clone()
+                },
+            ),
+            (
+                "is NaN",
+                Trajectory {
+                    op_shares: vec![f32::NAN],
+                    ..good.clone()
+                },
+            ),
+        ];
+        for (what, t) in cases {
+            match opt.observe(t) {
+                Err(NeuralDagError::InvalidTrajectory(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        assert_eq!(opt.stats().rejected, 4);
+        assert_eq!(opt.pending(), 0);
+        let mut restored = Optimizer::restore(&before).unwrap();
+        restored.state.stats.rejected = 4;
+        assert_eq!(restored.snapshot().unwrap(), opt.snapshot().unwrap());
+        // An invalid configuration or arm list is refused up front.
+        assert!(matches!(
+            Optimizer::new(NeuralDagConfig::default(), Vec::new()),
+            Err(NeuralDagError::InvalidConfig(m)) if m.contains("arms")
+        ));
+        let twice = vec!["a".to_string(), "a".to_string()];
+        assert!(Optimizer::new(NeuralDagConfig::default(), twice).is_err());
+    }
+
+    #[test]
+    fn snapshot_restores_everything_and_damage_is_an_error() {
+        let mut opt = optimizer();
+        let p = plan(6);
+        for i in 0..30 {
+            run(&mut opt, &p, (i % 4) as ArmId, 10.0 + i as f32);
+        }
+        opt.learn_cycle().unwrap();
+        run(&mut opt, &p, 1, 12.0);
+        let bytes = opt.snapshot().unwrap();
+        let mut back = Optimizer::restore(&bytes).unwrap();
+        assert_eq!(back.snapshot().unwrap(), bytes);
+        assert_eq!((back.pending(), back.bank().patterns().len()), (1, 1));
+        let (a, b) = (opt.decide(&p).unwrap(), back.decide(&p).unwrap());
+        assert_eq!((a.arm, &a.reason), (b.arm, &b.reason));
+
+        // Any damage is an error, never a panic: truncation, a flipped byte, and payload
+        // bytes changed behind a recomputed checksum (what a hostile import could craft).
+        assert!(matches!(
+            Optimizer::restore(&bytes[..bytes.len() - 1]),
+            Err(NeuralDagError::CorruptState(_))
+        ));
+        let mut rng = SplitMix64::new(8);
+        let header = 20;
+        for round in 0..300 {
+            let mut payload = bytes[header..].to_vec();
+            for _ in 0..1 + round % 4 {
+                let i = rng.below(payload.len());
+                payload[i] = rng.next_u64() as u8;
+            }
+            if round % 7 == 0 {
+                payload.truncate(rng.below(payload.len()));
+            }
+            let mut forged = Vec::new();
+            forged.extend_from_slice(MAGIC);
+            forged.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            forged.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            forged.extend_from_slice(&fnv1a64(&payload).to_le_bytes());
+            forged.extend_from_slice(&payload);
+            if let Ok(mut o) = Optimizer::restore(&forged) {
+                // Whatever decoded is whole enough to use.
+                let _ = o.decide(&p);
+                let _ = o.learn_cycle();
+            }
+        }
+    }
+
+    #[test]
+    fn learning_disabled_observes_nothing() {
+        let mut opt = Optimizer::new(
+            NeuralDagConfig {
+                learning_enabled: false,
+                ..Default::default()
+            },
+            arms(),
+        )
+        .unwrap();
+        let o = run(&mut opt, &plan(7), 0, 3.0);
+        assert!(!o.learned);
+        assert_eq!((opt.pending(), opt.stats().observed), (0, 0));
     }
 }

@@ -392,6 +392,41 @@ impl ReasoningBank {
         self.patterns.iter().find(|p| p.id == id)
     }
 
+    /// Check a restored bank: every pattern has a finite unit-scale centroid of
+    /// [`crate::EMBED_DIM`] values and [`MAX_ARMS`] arm statistics with sane counts.
+    pub fn check(&self) -> crate::error::Result<()> {
+        let bad = |m: alloc::string::String| Err(crate::error::NeuralDagError::CorruptState(m));
+        for p in &self.patterns {
+            if p.centroid.len() != crate::EMBED_DIM || p.centroid.iter().any(|x| !x.is_finite()) {
+                return bad(alloc::format!(
+                    "pattern {}: centroid of {} values, want {} finite ones",
+                    p.id,
+                    p.centroid.len(),
+                    crate::EMBED_DIM
+                ));
+            }
+            if p.arms.len() != MAX_ARMS
+                || p.arms
+                    .iter()
+                    .any(|a| !(a.mean.is_finite() && a.m2.is_finite() && a.m2 >= 0.0))
+            {
+                return bad(alloc::format!(
+                    "pattern {}: {} arm statistics, want {MAX_ARMS} finite ones",
+                    p.id,
+                    p.arms.len()
+                ));
+            }
+        }
+        if self.patterns.len() > self.capacity {
+            return bad(alloc::format!(
+                "{} patterns in a bank of capacity {}",
+                self.patterns.len(),
+                self.capacity
+            ));
+        }
+        Ok(())
+    }
+
     /// Record one more observation in the pattern with this id (the optimizer's fast path).
     pub fn observe(&mut self, id: u64, arm: ArmId, ms: f64) {
         if let Some(p) = self.patterns.iter_mut().find(|p| p.id == id) {
@@ -493,6 +528,39 @@ mod tests {
         let mut small = ReasoningBank::new(2);
         small.learn(&groups(1), 3, 0.3, 7);
         assert_eq!((small.patterns().len(), small.evicted()), (2, 1));
+    }
+
+    #[test]
+    fn hamming_prefilter_finds_what_exhaustive_search_finds() {
+        // 400 patterns in 100 shapes (4 per shape); plus 100 more sharing one shape, so the
+        // pre-filter's cut falls inside a tie.
+        let mut rng = SplitMix64::new(3);
+        let mut bank = ReasoningBank::new(1000);
+        let unit = |rng: &mut SplitMix64| {
+            let mut v: Vec<f32> = (0..crate::EMBED_DIM).map(|_| rng.normal() as f32).collect();
+            normalise(&mut v);
+            v
+        };
+        for i in 0..500u64 {
+            let shape = if i < 400 { i / 4 } else { 1000 };
+            bank.patterns.push(Pattern {
+                id: i + 1,
+                centroid: unit(&mut rng),
+                hdc: Hypervector::random(shape),
+                arms: vec![ArmStats::default(); MAX_ARMS],
+                members: 1,
+            });
+        }
+        for target in [0usize, 17, 399, 450, 499] {
+            let p = &bank.patterns[target];
+            let mut q = p.centroid.clone();
+            q.iter_mut().for_each(|x| *x += 0.02 * rng.normal() as f32);
+            let fast = bank.search(&q, Some(&p.hdc), 5);
+            let slow = bank.search(&q, None, 5);
+            assert_eq!(fast[0].1.id, p.id, "pattern {target}");
+            assert_eq!(fast[0].1.id, slow[0].1.id);
+        }
+        bank.check().unwrap();
     }
 
     #[test]

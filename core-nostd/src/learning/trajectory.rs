@@ -94,6 +94,16 @@ impl TrajectoryBuffer {
         self.ring.drain(..).collect()
     }
 
+    /// The waiting trajectories, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Trajectory> {
+        self.ring.iter()
+    }
+
+    /// Most trajectories held.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Trajectories waiting.
     pub fn len(&self) -> usize {
         self.ring.len()
