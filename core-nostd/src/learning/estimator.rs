@@ -22,7 +22,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use super::NeuralDagConfig;
+use super::{dot, NeuralDagConfig};
 use crate::embed::EMBED_DIM;
 use crate::rng::SplitMix64;
 
@@ -55,13 +55,7 @@ impl LoraAdapter {
     /// `A e` (length r).
     fn project(&self, e: &[f32]) -> Vec<f32> {
         (0..self.rank)
-            .map(|r| {
-                self.a[r * D..(r + 1) * D]
-                    .iter()
-                    .zip(e)
-                    .map(|(x, y)| x * y)
-                    .sum()
-            })
+            .map(|r| dot(&self.a[r * D..(r + 1) * D], e))
             .collect()
     }
 
@@ -183,11 +177,7 @@ impl CostEstimator {
     fn forward(&self, e: &[f32]) -> Forward {
         let mut z = self.b0.clone();
         for (h, zh) in z.iter_mut().enumerate() {
-            *zh += self.w0[h * D..(h + 1) * D]
-                .iter()
-                .zip(e)
-                .map(|(w, x)| w * x)
-                .sum::<f32>();
+            *zh += dot(&self.w0[h * D..(h + 1) * D], e);
         }
         let ae_base = self.base.project(e);
         self.base.add_into(&ae_base, &mut z);
@@ -203,12 +193,7 @@ impl CostEstimator {
     }
 
     fn head(&self, arm: usize, h: &[f32]) -> f32 {
-        self.heads[arm * HIDDEN..(arm + 1) * HIDDEN]
-            .iter()
-            .zip(h)
-            .map(|(w, x)| w * x)
-            .sum::<f32>()
-            + self.head_bias[arm]
+        dot(&self.heads[arm * HIDDEN..(arm + 1) * HIDDEN], h) + self.head_bias[arm]
     }
 
     /// Predicted latency (ms) of `arm` for a plan with embedding `e`; None for an unknown arm

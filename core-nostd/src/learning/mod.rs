@@ -22,17 +22,67 @@ pub use trajectory::{Trajectory, TrajectoryBuffer};
 /// An arm: one set of planner settings, by its index in the configured arm list (0 = default).
 pub type ArmId = u8;
 
+/// Dot product over the common length, accumulated in eight independent partial sums: a fixed
+/// summation order (the same result on every platform) that the compiler can vectorise.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let mut acc = [0.0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Squared Euclidean distance over the common length, summed like [`dot`].
+pub fn dist2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let mut acc = [0.0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += (x - y) * (x - y);
+    }
+    s
+}
+
 /// Cosine similarity of two equally long vectors (0 when either is zero).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
+    let (na, nb) = (dot(a, a), dot(b, b));
     if na <= 0.0 || nb <= 0.0 {
         0.0
     } else {
-        dot / libm::sqrtf(na * nb)
+        dot(a, b) / libm::sqrtf(na * nb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dot_and_dist2_match_the_naive_sums() {
+        let a: alloc::vec::Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: alloc::vec::Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let naive_d: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((super::dot(&a, &b) - naive).abs() < 1e-4);
+        assert!((super::dist2(&a, &b) - naive_d).abs() < 1e-4);
+        assert!((super::cosine(&a, &a) - 1.0).abs() < 1e-6);
+        assert_eq!(super::cosine(&a, &[0.0; 37]), 0.0);
     }
 }

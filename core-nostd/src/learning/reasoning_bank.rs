@@ -12,7 +12,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use super::{cosine, ArmId, Trajectory};
+use super::{cosine, dist2, dot, ArmId, Trajectory};
 use crate::hdc::{Bundler, Hypervector};
 use crate::rng::SplitMix64;
 
@@ -141,16 +141,12 @@ impl Pattern {
 }
 
 fn normalise(v: &mut [f32]) {
-    let n = libm::sqrtf(v.iter().map(|x| x * x).sum());
+    let n = libm::sqrtf(dot(v, v));
     if n > 0.0 {
         for x in v.iter_mut() {
             *x /= n;
         }
     }
-}
-
-fn dist2(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 /// Seeded K-means++ with Lloyd iterations. Returns centroids and each point's cluster.
@@ -255,6 +251,8 @@ pub const MERGE_COSINE: f32 = 0.95;
 
 /// Patterns kept by the Hamming pre-filter (at least; see [`ReasoningBank::search`]).
 pub const PREFILTER_KEEP: usize = 64;
+/// 64-bit words of the hypervectors the pre-filter compares (1,024 of the 10,000 bits).
+pub const PREFILTER_WORDS: usize = 16;
 
 impl ReasoningBank {
     /// An empty bank holding at most `capacity` patterns.
@@ -357,30 +355,41 @@ impl ReasoningBank {
 
     /// The `k` patterns most similar to `key` by cosine, most similar first. With an HDC
     /// fingerprint and more than [`PREFILTER_KEEP`] patterns, cosine is computed only for the
-    /// patterns nearest in Hamming distance: the closest [`PREFILTER_KEEP`] (or `4 k` if more),
-    /// plus every pattern tied with the last of them, so equal shapes are never cut arbitrarily.
+    /// patterns nearest in (sampled, [`PREFILTER_WORDS`] words) Hamming distance: the closest
+    /// [`PREFILTER_KEEP`] (or `4 k` if more), plus every pattern tied with the last of them, so
+    /// equal shapes are never cut arbitrarily.
     pub fn search(&self, key: &[f32], hdc: Option<&Hypervector>, k: usize) -> Vec<(f32, &Pattern)> {
         let keep = PREFILTER_KEEP.max(4 * k);
         let candidates: Vec<&Pattern> = match hdc {
             Some(q) if self.patterns.len() > keep => {
-                let mut d: Vec<(u32, usize)> = self
+                let d: Vec<u32> = self
                     .patterns
                     .iter()
-                    .enumerate()
-                    .map(|(i, p)| (p.hdc.hamming(q), i))
+                    .map(|p| p.hdc.hamming_prefix(q, PREFILTER_WORDS))
                     .collect();
-                d.sort_unstable();
-                let cutoff = d[keep - 1].0;
-                d.iter()
-                    .take_while(|(dist, _)| *dist <= cutoff)
-                    .map(|&(_, i)| &self.patterns[i])
+                let mut sorted = d.clone();
+                let (_, &mut cutoff, _) = sorted.select_nth_unstable(keep - 1);
+                self.patterns
+                    .iter()
+                    .zip(&d)
+                    .filter(|(_, &dist)| dist <= cutoff)
+                    .map(|(p, _)| p)
                     .collect()
             }
             _ => self.patterns.iter().collect(),
         };
+        let key_norm = dot(key, key);
         let mut scored: Vec<(f32, &Pattern)> = candidates
             .into_iter()
-            .map(|p| (cosine(&p.centroid, key), p))
+            .map(|p| {
+                // Centroids are stored at unit length.
+                let s = if key_norm > 0.0 {
+                    dot(&p.centroid, key) / libm::sqrtf(key_norm)
+                } else {
+                    0.0
+                };
+                (s, p)
+            })
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
         scored.truncate(k);
@@ -397,9 +406,13 @@ impl ReasoningBank {
     pub fn check(&self) -> crate::error::Result<()> {
         let bad = |m: alloc::string::String| Err(crate::error::NeuralDagError::CorruptState(m));
         for p in &self.patterns {
-            if p.centroid.len() != crate::EMBED_DIM || p.centroid.iter().any(|x| !x.is_finite()) {
+            let norm = dot(&p.centroid, &p.centroid);
+            if p.centroid.len() != crate::EMBED_DIM
+                || p.centroid.iter().any(|x| !x.is_finite())
+                || !(norm == 0.0 || (norm - 1.0).abs() < 1e-3)
+            {
                 return bad(alloc::format!(
-                    "pattern {}: centroid of {} values, want {} finite ones",
+                    "pattern {}: centroid of {} values, want {} finite ones of unit length",
                     p.id,
                     p.centroid.len(),
                     crate::EMBED_DIM

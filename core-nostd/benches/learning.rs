@@ -1,0 +1,151 @@
+//! Criterion benches of the learning layer against DESIGN.md's targets: pattern match (top 5 of
+//! 1,000 patterns, < 50 us), MicroLoRA forward (< 5 us) and update, trajectory record
+//! (< 5 us), a background cycle on 1,000 trajectories (< 250 ms), `decide` end to end on a
+//! 100-node plan, and the snapshot at 1,000 patterns (size printed, encode/decode timed).
+//!
+//! `cargo bench -p ruvector-dag-core --bench learning`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use ruvector_dag_core::learning::{CostEstimator, NeuralDagConfig, Optimizer, TrajectoryBuffer};
+use ruvector_dag_core::synth::{random_plan, SynthOptions};
+use ruvector_dag_core::PlanDag;
+
+fn arms() -> Vec<String> {
+    (0..8).map(|i| format!("arm{i}")).collect()
+}
+
+fn plans(seed: u64, count: usize) -> Vec<PlanDag> {
+    (0..count as u64)
+        .map(|i| {
+            random_plan(
+                seed * 1_000_003 + i,
+                10 + (i as usize * 13) % 50,
+                SynthOptions::default(),
+            )
+        })
+        .collect()
+}
+
+/// Decide and observe every plan once (arm and latency from the plan's index).
+fn feed(opt: &mut Optimizer, plans: &[PlanDag]) {
+    for (i, p) in plans.iter().enumerate() {
+        let d = opt.decide(p).expect("decide");
+        let arm = (i % 8) as u8;
+        let t = opt
+            .trajectory(&d, arm, None, 1.0 + (i % 97) as f32)
+            .expect("trajectory");
+        opt.observe(t).expect("observe");
+    }
+}
+
+/// An optimizer whose bank holds about `patterns` patterns, learned from distinct plans.
+fn trained(patterns: usize) -> Optimizer {
+    let mut opt = Optimizer::new(NeuralDagConfig::default(), arms()).expect("optimizer");
+    let mut round = 1;
+    while opt.bank().patterns().len() < patterns && round < 40 {
+        feed(&mut opt, &plans(round, 1000));
+        opt.learn_cycle().expect("cycle");
+        round += 1;
+    }
+    opt
+}
+
+fn learning(c: &mut Criterion) {
+    let mut opt = trained(1000);
+    let n_patterns = opt.bank().patterns().len();
+    let probe = random_plan(424_242, 100, SynthOptions::default());
+    let d = opt.decide(&probe).expect("decide");
+
+    let mut g = c.benchmark_group("learning");
+    g.bench_function(
+        format!("pattern match top-5 of {n_patterns} (HDC pre-filter)"),
+        |b| b.iter(|| black_box(opt.bank().search(black_box(&d.key), Some(&d.hdc), 5).len())),
+    );
+    g.bench_function(
+        format!("pattern match top-5 of {n_patterns} (exhaustive cosine)"),
+        |b| b.iter(|| black_box(opt.bank().search(black_box(&d.key), None, 5).len())),
+    );
+
+    let cfg = NeuralDagConfig::default();
+    let mut est = CostEstimator::new(&cfg, 8);
+    g.bench_function("MicroLoRA forward (one arm)", |b| {
+        b.iter(|| black_box(est.predict_ms(black_box(&d.input), 3)))
+    });
+    g.bench_function("MicroLoRA forward (all 8 arms)", |b| {
+        b.iter(|| black_box(est.predict_all_ms(black_box(&d.input))))
+    });
+    g.bench_function("MicroLoRA update (one observation)", |b| {
+        b.iter(|| black_box(est.observe(black_box(&d.input), 3, 12.5)))
+    });
+
+    let traj = opt.trajectory(&d, 2, None, 8.0).expect("trajectory");
+    let mut ring = TrajectoryBuffer::new(10_000);
+    g.bench_function("trajectory record (ring push, incl. clone)", |b| {
+        b.iter(|| black_box(ring.record(traj.clone())))
+    });
+    g.bench_function("decide, 100-node plan", |b| {
+        b.iter(|| black_box(opt.decide(black_box(&probe)).map(|d| d.arm)))
+    });
+    let mut observer = trained(0);
+    g.bench_function("observe (selector, MicroLoRA, BTSP, pattern, ring)", |b| {
+        b.iter_batched(
+            || traj.clone(),
+            |t| black_box(observer.observe(t).map(|o| o.quality)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+
+    // A background cycle on 1,000 fresh trajectories, without and with 2,000 replayed ones.
+    let base = Optimizer::new(NeuralDagConfig::default(), arms()).expect("optimizer");
+    let fresh = base.snapshot().expect("snapshot");
+    let batch = plans(77, 1000);
+    let mut g = c.benchmark_group("learn_cycle");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("1,000 trajectories", |b| {
+        b.iter_batched(
+            || {
+                let mut o = Optimizer::restore(&fresh).expect("restore");
+                feed(&mut o, &batch);
+                o
+            },
+            |mut o| black_box(o.learn_cycle().map(|r| r.patterns)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("1,000 trajectories + 2,000 replayed", |b| {
+        b.iter_batched(
+            || {
+                let mut o = Optimizer::restore(&fresh).expect("restore");
+                feed(&mut o, &plans(78, 2000));
+                o.learn_cycle().expect("cycle");
+                feed(&mut o, &batch);
+                o
+            },
+            |mut o| black_box(o.learn_cycle().map(|r| r.patterns)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    let bytes = opt.snapshot().expect("snapshot");
+    println!(
+        "snapshot at {n_patterns} patterns: {} bytes ({:.1} KiB)",
+        bytes.len(),
+        bytes.len() as f64 / 1024.0
+    );
+    let mut g = c.benchmark_group("snapshot");
+    g.bench_function(format!("encode, {n_patterns} patterns"), |b| {
+        b.iter(|| black_box(opt.snapshot().map(|b| b.len())))
+    });
+    g.bench_function(format!("decode + check, {n_patterns} patterns"), |b| {
+        b.iter(|| black_box(Optimizer::restore(black_box(&bytes)).map(|o| o.pending())))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, learning);
+criterion_main!(benches);
