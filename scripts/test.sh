@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of ruvector_dag, from a fresh machine. Installs what is missing (rustfmt, clippy,
 # the wasm32 target), then: format check, clippy -D warnings (native and wasm32), all tests,
-# the no_std core built for wasm32-unknown-unknown, and the analyze example on a fixture.
+# the simulator's summary lines, the no_std core built for wasm32-unknown-unknown, and the
+# analyze example on a fixture.
 # Safe to run twice. CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,9 @@ cargo clippy -p ruvector-dag-core --target wasm32-unknown-unknown --no-default-f
 
 step "tests"
 cargo test --workspace --locked
+
+step "simulator summary (issue 3's learning proof; asserted in the tests above)"
+cargo test -q -p ruvector-dag-tests --test simulator --locked -- --nocapture --test-threads=1 2>&1 | grep -oE 'simulator.*|test result.*'
 
 step "no_std core for wasm32-unknown-unknown (without and with explain-json)"
 cargo build -p ruvector-dag-core --target wasm32-unknown-unknown --no-default-features --locked

@@ -185,7 +185,7 @@ pub struct OptimizerStats {
     pub observed: u64,
     /// Trajectories refused as invalid.
     pub rejected: u64,
-    /// BTSP engrams written.
+    /// Surprising outcomes written to BTSP memory (new engrams and refreshed ones).
     pub btsp_writes: u64,
     /// Background cycles run.
     pub cycles: u64,
