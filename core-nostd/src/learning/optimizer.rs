@@ -47,6 +47,8 @@ pub const PATTERN_RULE: f32 = 0.8;
 pub const EXPLORE_SAMPLES: u32 = 2;
 /// Executions of one query shape remembered for temporal attention.
 pub const HISTORY_LEN: usize = 8;
+/// Query shapes whose execution history is kept (the smallest fingerprint goes first).
+pub const HISTORY_SHAPES: usize = 1024;
 /// Passes over the drained trajectories (and the replay samples) in one background cycle.
 pub const CYCLE_EPOCHS: usize = 5;
 /// Earlier samples the background cycle rehearses along with the fresh ones.
@@ -767,9 +769,7 @@ impl Optimizer {
             st.bank.observe(id, t.arm, f64::from(t.actual_ms));
         }
         if !t.op_shares.is_empty() {
-            if st.history.len() >= st.cfg.max_trajectories
-                && !st.history.contains_key(&t.fingerprint)
-            {
+            if st.history.len() >= HISTORY_SHAPES && !st.history.contains_key(&t.fingerprint) {
                 st.history.pop_first();
             }
             let h = st.history.entry(t.fingerprint).or_default();
@@ -818,7 +818,8 @@ impl Optimizer {
             st.replay.push_back((t.input.clone(), t.arm, t.actual_ms));
         }
         st.estimator.merge_micro();
-        let fresh: Vec<Trajectory> = ts.iter().filter(|t| t.pattern.is_none()).cloned().collect();
+        let total = ts.len();
+        let fresh: Vec<Trajectory> = ts.into_iter().filter(|t| t.pattern.is_none()).collect();
         let created = st.bank.learn(
             &fresh,
             st.cfg.pattern_clusters,
@@ -827,7 +828,7 @@ impl Optimizer {
         );
         st.stats.cycles += 1;
         Ok(CycleReport {
-            trajectories: ts.len(),
+            trajectories: total,
             clustered: fresh.len(),
             patterns_created: created,
             patterns: st.bank.patterns().len(),
