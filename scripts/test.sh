@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of ruvector_dag, from a fresh machine. Installs what is missing (rustfmt, clippy,
-# the wasm32 target), then: format check, clippy -D warnings (native and wasm32), all tests,
+# the wasm32 target, PostgreSQL 15 with its server headers, clang, sudo, cargo-pgrx 0.18.1 and
+# its pg15 registration), then: format check, clippy -D warnings (native and wasm32), all tests,
 # the simulator's summary lines, the no_std core built for wasm32-unknown-unknown, and the
 # analyze example on a fixture.
 # Safe to run twice. CI runs exactly this (see .ci/run).
@@ -16,8 +17,26 @@ for c in rustfmt clippy; do
 done
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
+step "PostgreSQL 15 and cargo-pgrx 0.18.1"
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+need_apt=()
+[[ -x $PG_CONFIG && -f /usr/include/postgresql/15/server/postgres.h ]] || need_apt+=(postgresql-15 postgresql-server-dev-15)
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v clang >/dev/null || need_apt+=(clang)
+command -v sudo >/dev/null || need_apt+=(sudo)
+if ((${#need_apt[@]})); then
+  SUDO=""; [[ $EUID -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need_apt[@]}"
+fi
+if [[ "$(cargo pgrx --version 2>/dev/null)" != *"0.18.1"* ]]; then
+  cargo install cargo-pgrx --version 0.18.1 --locked
+fi
+grep -qs '^pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || cargo pgrx init --pg15 "$PG_CONFIG"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path host-pg/Cargo.toml -- --check
 
 step "clippy (native, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -25,8 +44,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "clippy (no_std core on wasm32)"
 cargo clippy -p ruvector-dag-core --target wasm32-unknown-unknown --no-default-features --locked -- -D warnings
 
+step "clippy (host-pg, the extension, with its tests)"
+cargo clippy --manifest-path host-pg/Cargo.toml --all-targets --features "pg15 pg_test" --locked -- -D warnings
+
 step "tests"
 cargo test --workspace --locked
+
+step "extension tests in PostgreSQL 15 (cargo pgrx test)"
+# initdb refuses root, so the test cluster runs as the postgres user; pgrx wants USER set.
+export USER="${USER:-$(id -un)}"
+runas=()
+[[ $EUID -eq 0 ]] && runas=(--runas postgres --pgdata "${TMPDIR:-/tmp}/ruvector_dag-pgrx-test")
+(cd host-pg && cargo pgrx test pg15 "${runas[@]}")
 
 step "simulator summary (issue 3's learning proof; asserted in the tests above)"
 cargo test -q -p ruvector-dag-tests --test simulator --locked -- --nocapture --test-threads=1 2>&1 | grep -oE 'simulator.*|test result.*'

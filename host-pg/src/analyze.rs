@@ -1,0 +1,247 @@
+//! Analysis functions: a query's plan as a DAG, each attention kind's weights, the min cut and
+//! the JSON the web demo reads. All of them plan the query (EXPLAIN, never run it) and compute
+//! every value with the core.
+
+use pgrx::prelude::*;
+use pgrx::Json;
+use ruvector_dag_core::attention::{critical_path, mechanism};
+use ruvector_dag_core::mincut::bottleneck_report;
+use ruvector_dag_core::{AttentionContext, AttentionKind, AttentionMap, PlanDag};
+use serde_json::json;
+
+use crate::{fail, guc, plan::plan_of};
+
+fn attend(dag: &PlanDag, kind: AttentionKind) -> AttentionMap {
+    let cfg = guc::attention_config();
+    let result = mechanism(kind, &cfg).and_then(|m| m.attend(dag, &AttentionContext::default()));
+    result.unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("ruvector_dag: {} attention: {e}", kind.name()),
+        )
+    })
+}
+
+fn kind_named(name: &str) -> AttentionKind {
+    AttentionKind::from_name(name.trim()).unwrap_or_else(|e| {
+        let why = match e {
+            ruvector_dag_core::NeuralDagError::InvalidConfig(m) => m,
+            other => other.to_string(),
+        };
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("ruvector_dag: {why}"),
+        )
+    })
+}
+
+fn consumers(dag: &PlanDag, v: usize) -> Vec<i32> {
+    dag.parents(v).iter().map(|&p| p as i32).collect()
+}
+
+/// The plan of `query` as a DAG: one row per operator with its consumers, estimates, weight
+/// under `ruvector.dag_attention_type`, whether it lies on the critical path, and whether its
+/// output crosses the minimum cut (a bottleneck producer).
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_analyze(
+    query: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(node, i32),
+        name!(consumers, Vec<i32>),
+        name!(operator, String),
+        name!(label, String),
+        name!(est_rows, f64),
+        name!(est_cost, f64),
+        name!(self_cost, f64),
+        name!(attention, f64),
+        name!(critical, bool),
+        name!(bottleneck, bool),
+    ),
+> {
+    let dag = plan_of(query);
+    let map = attend(&dag, guc::ATTENTION_TYPE.get().kind());
+    let cp = critical_path(&dag);
+    let report = bottleneck_report(&dag);
+    let rows: Vec<_> = (0..dag.len())
+        .map(|v| {
+            let n = dag.node(v);
+            (
+                v as i32,
+                consumers(&dag, v),
+                n.op.name().to_string(),
+                n.label.clone(),
+                n.est_rows,
+                n.total_cost,
+                dag.self_cost(v),
+                f64::from(map.alpha[v]),
+                cp.on_path[v],
+                report.bottlenecks.iter().any(|b| b.node as usize == v),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+fn scores(
+    query: &str,
+    kind: AttentionKind,
+) -> TableIterator<
+    'static,
+    (
+        name!(node, i32),
+        name!(operator, String),
+        name!(label, String),
+        name!(weight, f64),
+    ),
+> {
+    let dag = plan_of(query);
+    let map = attend(&dag, kind);
+    let rows: Vec<_> = (0..dag.len())
+        .map(|v| {
+            let n = dag.node(v);
+            (
+                v as i32,
+                n.op.name().to_string(),
+                n.label.clone(),
+                f64::from(map.alpha[v]),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Per-operator weights of attention `kind` (topological, causal_cone, critical_path,
+/// mincut_gated, hierarchical_lorentz, parallel_branch, temporal_btsp, ensemble) over the plan
+/// of `query`; they sum to 1.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_attention_scores(
+    query: &str,
+    kind: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(node, i32),
+        name!(operator, String),
+        name!(label, String),
+        name!(weight, f64),
+    ),
+> {
+    scores(query, kind_named(kind))
+}
+
+macro_rules! per_kind {
+    ($($fn_name:ident => $kind:ident, $doc:literal;)*) => {$(
+        #[doc = $doc]
+        #[pg_extern(volatile, parallel_unsafe)]
+        fn $fn_name(
+            query: &str,
+        ) -> TableIterator<
+            'static,
+            (
+                name!(node, i32),
+                name!(operator, String),
+                name!(label, String),
+                name!(weight, f64),
+            ),
+        > {
+            scores(query, AttentionKind::$kind)
+        }
+    )*};
+}
+
+per_kind! {
+    ruvector_attention_topological => Topological, "Topological attention over the plan of `query`.";
+    ruvector_attention_causal_cone => CausalCone, "Causal-cone attention over the plan of `query`.";
+    ruvector_attention_critical_path => CriticalPath, "Critical-path attention over the plan of `query`.";
+    ruvector_attention_mincut_gated => MinCutGated, "Min-cut gated attention over the plan of `query`.";
+    ruvector_attention_hierarchical_lorentz => HierarchicalLorentz, "Hierarchical Lorentz attention over the plan of `query`.";
+    ruvector_attention_parallel_branch => ParallelBranch, "Parallel-branch attention over the plan of `query`.";
+    ruvector_attention_temporal_btsp => TemporalBtsp, "Temporal BTSP attention over the plan of `query` (without history: topological).";
+    ruvector_attention_ensemble => Ensemble, "The ensemble of the seven mechanisms over the plan of `query`.";
+}
+
+/// The minimum cut of the plan's data flow (rows as capacities): one row per operator whose
+/// output crosses it, with the rows crossing, the cut's total, and the global (undirected)
+/// minimum cut when it could be computed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_mincut(
+    query: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(producer, i32),
+        name!(operator, String),
+        name!(label, String),
+        name!(consumer, i32),
+        name!(rows, f64),
+        name!(cut_rows, f64),
+        name!(global_cut_rows, Option<f64>),
+    ),
+> {
+    let dag = plan_of(query);
+    let report = bottleneck_report(&dag);
+    let rows: Vec<_> = report
+        .bottlenecks
+        .iter()
+        .map(|b| {
+            (
+                b.node as i32,
+                b.op.name().to_string(),
+                b.label.clone(),
+                b.consumer as i32,
+                b.rows,
+                report.cut_rows,
+                report.global_cut_rows,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Everything the web demo draws for the plan of `query`: nodes with estimates and the weights
+/// of every attention kind, edges, the critical path and the min cut.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_explain_json(query: &str) -> Json {
+    let dag = plan_of(query);
+    let maps: Vec<(AttentionKind, AttentionMap)> = AttentionKind::ALL
+        .iter()
+        .map(|&k| (k, attend(&dag, k)))
+        .collect();
+    let cp = critical_path(&dag);
+    let report = bottleneck_report(&dag);
+    let nodes: Vec<serde_json::Value> = (0..dag.len())
+        .map(|v| {
+            let n = dag.node(v);
+            let attention: serde_json::Map<String, serde_json::Value> = maps
+                .iter()
+                .map(|(k, m)| (k.name().to_string(), json!(m.alpha[v])))
+                .collect();
+            json!({
+                "id": v,
+                "operator": n.op.name(),
+                "label": n.label,
+                "est_rows": n.est_rows,
+                "total_cost": n.total_cost,
+                "self_cost": dag.self_cost(v),
+                "consumers": consumers(&dag, v),
+                "critical": cp.on_path[v],
+                "attention": attention,
+            })
+        })
+        .collect();
+    let edges: Vec<[u32; 2]> = dag.edges().iter().map(|&(c, p)| [c, p]).collect();
+    let cut: Vec<serde_json::Value> = report
+        .bottlenecks
+        .iter()
+        .map(|b| json!({"producer": b.node, "consumer": b.consumer, "rows": b.rows}))
+        .collect();
+    Json(json!({
+        "format": "ruvector_dag/explain/1",
+        "nodes": nodes,
+        "edges": edges,
+        "critical_path_cost": cp.length,
+        "min_cut": {"rows": report.cut_rows, "global_rows": report.global_cut_rows, "edges": cut},
+    }))
+}

@@ -1,0 +1,314 @@
+//! The `ruvector.*` settings. PostgreSQL validates ranges and enum values itself, so a wrong
+//! value is an ERROR naming the setting and the allowed values, and the old value stays.
+
+use std::ffi::{CStr, CString};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use ruvector_dag_core::learning::NeuralDagConfig;
+use ruvector_dag_core::{AttentionConfig, AttentionKind};
+
+/// `ruvector.dag_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum Mode {
+    /// Do nothing.
+    #[name = c"off"]
+    Off,
+    /// Record and show advice in EXPLAIN; change no plan.
+    #[name = c"observe"]
+    Observe,
+    /// Record, apply, explore.
+    #[name = c"learn"]
+    Learn,
+    /// Apply what was learned; record nothing.
+    #[name = c"frozen"]
+    Frozen,
+}
+
+impl Mode {
+    /// The name PostgreSQL shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Observe => "observe",
+            Mode::Learn => "learn",
+            Mode::Frozen => "frozen",
+        }
+    }
+}
+
+/// `ruvector.dag_attention_type`: the kinds of the core, by their SQL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum AttentionGuc {
+    #[name = c"topological"]
+    Topological,
+    #[name = c"causal_cone"]
+    CausalCone,
+    #[name = c"critical_path"]
+    CriticalPath,
+    #[name = c"mincut_gated"]
+    MinCutGated,
+    #[name = c"hierarchical_lorentz"]
+    HierarchicalLorentz,
+    #[name = c"parallel_branch"]
+    ParallelBranch,
+    #[name = c"temporal_btsp"]
+    TemporalBtsp,
+    #[name = c"ensemble"]
+    Ensemble,
+}
+
+impl AttentionGuc {
+    /// The core's kind.
+    pub fn kind(self) -> AttentionKind {
+        match self {
+            AttentionGuc::Topological => AttentionKind::Topological,
+            AttentionGuc::CausalCone => AttentionKind::CausalCone,
+            AttentionGuc::CriticalPath => AttentionKind::CriticalPath,
+            AttentionGuc::MinCutGated => AttentionKind::MinCutGated,
+            AttentionGuc::HierarchicalLorentz => AttentionKind::HierarchicalLorentz,
+            AttentionGuc::ParallelBranch => AttentionKind::ParallelBranch,
+            AttentionGuc::TemporalBtsp => AttentionKind::TemporalBtsp,
+            AttentionGuc::Ensemble => AttentionKind::Ensemble,
+        }
+    }
+}
+
+/// The default arm list: each arm is a `;`-separated set of `name=value` planner settings,
+/// arms separated by `|`; the first arm is the default (no change).
+pub const DEFAULT_ARMS: &CStr = c"default|enable_nestloop=off|enable_hashjoin=off|enable_mergejoin=off|enable_seqscan=off|enable_indexscan=off;enable_bitmapscan=off|enable_nestloop=off;enable_mergejoin=off|max_parallel_workers_per_gather=0";
+
+pub static NEURAL_DAG_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static MODE: GucSetting<Mode> = GucSetting::<Mode>::new(Mode::Observe);
+pub static LEARNING_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.002);
+pub static PATTERN_CLUSTERS: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static QUALITY_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
+pub static ATTENTION_TYPE: GucSetting<AttentionGuc> =
+    GucSetting::<AttentionGuc>::new(AttentionGuc::Topological);
+pub static ATTENTION_EXPLORATION: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+pub static EWC_LAMBDA: GucSetting<f64> = GucSetting::<f64>::new(2000.0);
+pub static MINCUT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static MINCUT_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.5);
+pub static ARMS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(DEFAULT_ARMS));
+pub static SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+pub static REPLAN_MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(1000.0);
+pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Register every setting (called from `_PG_init`).
+pub fn register() {
+    let user = || GucContext::Userset;
+    let suset = || GucContext::Suset;
+    let none = GucFlags::default;
+    GucRegistry::define_bool_guc(
+        c"ruvector.neural_dag_enabled",
+        c"Whether ruvector_dag looks at queries at all.",
+        c"Off: the planner hook passes every query straight through.",
+        &NEURAL_DAG_ENABLED,
+        user(),
+        none(),
+    );
+    GucRegistry::define_enum_guc(
+        c"ruvector.dag_mode",
+        c"off | observe (record, advise in EXPLAIN) | learn (record, apply, explore) | frozen (apply only).",
+        c"Only statements on tables enabled with ruvector_enable_neural_dag are in scope.",
+        &MODE,
+        user(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_learning_rate",
+        c"MicroLoRA learning rate of the cost model (one step per observed query).",
+        c"The background BaseLoRA rate is half of it, as in the seed's defaults.",
+        &LEARNING_RATE,
+        0.0,
+        1.0,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_pattern_clusters",
+        c"Most patterns K-means++ extracts per background cycle.",
+        c"",
+        &PATTERN_CLUSTERS,
+        1,
+        100,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_quality_threshold",
+        c"Least quality (best latency / this latency) a trajectory needs to found a pattern.",
+        c"",
+        &QUALITY_THRESHOLD,
+        0.0,
+        1.0,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_enum_guc(
+        c"ruvector.dag_attention_type",
+        c"Attention kind used for keys and for analysis functions.",
+        c"",
+        &ATTENTION_TYPE,
+        user(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_attention_exploration",
+        c"Probability of trying another unblocked arm in learn mode.",
+        c"",
+        &ATTENTION_EXPLORATION,
+        0.0,
+        1.0,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_ewc_lambda",
+        c"EWC++ penalty strength protecting what the cost model learned before.",
+        c"Raised by half at each detected task boundary, up to 7.5 times this value.",
+        &EWC_LAMBDA,
+        0.0,
+        1e6,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_mincut_enabled",
+        c"Whether min-cut analysis gates attention and bottleneck reports.",
+        c"",
+        &MINCUT_ENABLED,
+        user(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_mincut_threshold",
+        c"Share of the min-cut flow above which an operator counts as a bottleneck.",
+        c"",
+        &MINCUT_THRESHOLD,
+        0.0,
+        1.0,
+        user(),
+        none(),
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.dag_arms",
+        c"Planner configurations the optimizer chooses among: arms separated by |, settings by ;.",
+        c"The first arm must be 'default'. Example: default|enable_nestloop=off|max_parallel_workers_per_gather=0",
+        &ARMS,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_sample_rate",
+        c"Share of in-scope statements executed with per-node timing.",
+        c"",
+        &SAMPLE_RATE,
+        0.0,
+        1.0,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_replan_min_cost",
+        c"Estimated cost above which every unblocked arm is planned and scored.",
+        c"",
+        &REPLAN_MIN_COST,
+        0.0,
+        1e12,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_healing_repair",
+        c"Whether self-healing may REINDEX invalid indexes of enabled tables.",
+        c"Off: they are only reported by ruvector_dag_health().",
+        &HEALING_REPAIR,
+        suset(),
+        none(),
+    );
+}
+
+/// The attention parameters the settings imply.
+pub fn attention_config() -> AttentionConfig {
+    AttentionConfig {
+        mincut_threshold: MINCUT_THRESHOLD.get() as f32,
+        ..AttentionConfig::default()
+    }
+}
+
+/// The core configuration the settings imply.
+pub fn core_config() -> NeuralDagConfig {
+    let lambda = EWC_LAMBDA.get() as f32;
+    NeuralDagConfig {
+        pattern_clusters: PATTERN_CLUSTERS.get() as usize,
+        quality_threshold: QUALITY_THRESHOLD.get() as f32,
+        default_attention: ATTENTION_TYPE.get().kind(),
+        attention_exploration: ATTENTION_EXPLORATION.get() as f32,
+        micro_lora_lr: LEARNING_RATE.get() as f32,
+        base_lora_lr: LEARNING_RATE.get() as f32 / 2.0,
+        ewc_lambda: lambda,
+        ewc_max_lambda: lambda * 7.5,
+        mincut_enabled: MINCUT_ENABLED.get(),
+        attention: attention_config(),
+        ..NeuralDagConfig::default()
+    }
+}
+
+/// The arm list: `(name, [(setting, value)])`, the first being the default.
+pub fn arms() -> Result<Vec<(String, Vec<(String, String)>)>, String> {
+    let text = ARMS
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_arms(&text)
+}
+
+/// Parse `ruvector.dag_arms`; the error names what is wrong.
+pub fn parse_arms(text: &str) -> Result<Vec<(String, Vec<(String, String)>)>, String> {
+    let mut out = Vec::new();
+    for (i, arm) in text.split('|').map(str::trim).enumerate() {
+        if i == 0 {
+            if arm != "default" {
+                return Err(format!(
+                    "ruvector.dag_arms: the first arm must be 'default', not '{arm}'"
+                ));
+            }
+            out.push(("default".to_string(), Vec::new()));
+            continue;
+        }
+        let mut settings = Vec::new();
+        for kv in arm.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(format!(
+                    "ruvector.dag_arms: arm {i} '{arm}': '{kv}' is not setting=value"
+                ));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty()
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                || v.is_empty()
+            {
+                return Err(format!(
+                    "ruvector.dag_arms: arm {i} '{arm}': '{kv}' is not a valid setting=value"
+                ));
+            }
+            settings.push((k.to_string(), v.to_string()));
+        }
+        if settings.is_empty() {
+            return Err(format!("ruvector.dag_arms: arm {i} is empty"));
+        }
+        out.push((arm.to_string(), settings));
+    }
+    if out.len() > ruvector_dag_core::learning::reasoning_bank::MAX_ARMS {
+        return Err(format!(
+            "ruvector.dag_arms: {} arms, at most {}",
+            out.len(),
+            ruvector_dag_core::learning::reasoning_bank::MAX_ARMS
+        ));
+    }
+    Ok(out)
+}
