@@ -20,3 +20,50 @@ $$;
 
 GRANT USAGE ON SCHEMA ruvector_dag TO PUBLIC;
 GRANT SELECT ON enabled_tables TO PUBLIC;
+
+-- The learned state: one row, written by the learning cycle (background worker or
+-- ruvector_dag_learn()); `version` moves on every write and backends reload when it does.
+CREATE TABLE learned_state (
+    id           int         PRIMARY KEY CHECK (id = 1),
+    version      bigint      NOT NULL,
+    snapshot     bytea       NOT NULL,
+    arms         text        NOT NULL,
+    trajectories bigint      NOT NULL DEFAULT 0,
+    cycles       bigint      NOT NULL DEFAULT 0,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('learned_state', '');
+
+-- The patterns of the learned state, rewritten by every cycle (readable; the snapshot is
+-- what the optimizer loads).
+CREATE TABLE patterns (
+    id              bigint PRIMARY KEY,
+    members         bigint NOT NULL,
+    best_arm        text,
+    confidence      real   NOT NULL,
+    runs            bigint NOT NULL,
+    best_mean_ms    double precision,
+    default_mean_ms double precision
+);
+
+-- Self-healing: arms reverted and blocked because they ran slower than the default plan
+-- (the newest 10,000 are kept).
+CREATE TABLE healing_log (
+    id          bigserial   PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    fingerprint bigint      NOT NULL,
+    pattern     bigint,
+    arm         text        NOT NULL,
+    actual_ms   real        NOT NULL,
+    baseline_ms real        NOT NULL,
+    action      text        NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('healing_log', '');
+
+GRANT SELECT ON patterns, healing_log TO PUBLIC;
+-- Backends of every user read the learned state to decide (it holds numbers and fingerprints,
+-- never query text or constants); administrators change it.
+GRANT SELECT ON learned_state TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON enabled_tables, learned_state, patterns, healing_log
+    TO ruvector_dag_admin;
+GRANT USAGE ON SEQUENCE healing_log_id_seq TO ruvector_dag_admin;

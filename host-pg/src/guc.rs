@@ -94,6 +94,9 @@ pub static ARMS: GucSetting<Option<CString>> =
 pub static SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 pub static REPLAN_MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(1000.0);
 pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static BACKGROUND_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 
 /// Register every setting (called from `_PG_init`).
 pub fn register() {
@@ -212,8 +215,8 @@ pub fn register() {
     );
     GucRegistry::define_float_guc(
         c"ruvector.dag_replan_min_cost",
-        c"Estimated cost above which every unblocked arm is planned and scored.",
-        c"",
+        c"Least estimated cost of the default plan for an arm to be applied.",
+        c"Cheaper statements keep the default plan (they are still observed): re-planning them costs more than it can save.",
         &REPLAN_MIN_COST,
         0.0,
         1e12,
@@ -227,6 +230,24 @@ pub fn register() {
         &HEALING_REPAIR,
         suset(),
         none(),
+    );
+    GucRegistry::define_string_guc(
+        c"ruvector.dag_database",
+        c"Database whose trajectories the background worker learns from.",
+        c"Needs ruvector_dag in shared_preload_libraries and CREATE EXTENSION ruvector_dag in that database; other databases learn through ruvector_dag_learn().",
+        &DATABASE,
+        GucContext::Postmaster,
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_background_interval_ms",
+        c"Period of the background worker's learning cycle, in milliseconds.",
+        c"A cycle also starts early when a quarter of the trajectory ring is waiting.",
+        &BACKGROUND_INTERVAL_MS,
+        100,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
 }
 
@@ -251,6 +272,7 @@ pub fn core_config() -> NeuralDagConfig {
         ewc_lambda: lambda,
         ewc_max_lambda: lambda * 7.5,
         mincut_enabled: MINCUT_ENABLED.get(),
+        background_interval_ms: BACKGROUND_INTERVAL_MS.get().max(100) as u64,
         attention: attention_config(),
         ..NeuralDagConfig::default()
     }

@@ -7,7 +7,12 @@
 //! - [`analyze`]: `ruvector_dag_analyze`, `ruvector_attention_*`, `ruvector_dag_mincut`,
 //!   `ruvector_dag_explain_json`;
 //! - [`scope`]: the tables learning is enabled for, and who may change that;
-//! - [`status`] holds `ruvector_dag_status()`.
+//! - [`plantree`]: the planner's `PlannedStmt` -> `PlanDag`, without EXPLAIN;
+//! - [`hooks`]: planner / executor / EXPLAIN hooks and this backend's copy of the optimizer;
+//! - [`shared`]: the shared-memory trajectory ring and version counters;
+//! - [`learner`]: the learning cycle that drains the ring and persists the learned state;
+//! - [`worker`]: the background worker that runs it;
+//! - [`status`] holds `ruvector_dag_status()`, `ruvector_dag_learn()`, `ruvector_dag_patterns()`.
 //!
 //! Errors are PostgreSQL ERRORs that name the problem; nothing panics across the FFI boundary
 //! (pgrx turns a Rust panic into an ERROR, and the core does not panic on outside data).
@@ -19,19 +24,45 @@ use pgrx::prelude::*;
 
 pub mod analyze;
 pub mod guc;
+pub mod hooks;
+pub mod learner;
 pub mod plan;
+pub mod plantree;
 pub mod scope;
+pub mod shared;
 pub mod status;
+pub mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 
-/// Called when the library is loaded (at `CREATE EXTENSION`, or at server start with
-/// `shared_preload_libraries`).
+/// Called when the library is loaded. Preloaded (`shared_preload_libraries`), it also asks
+/// for shared memory, installs the hooks and registers the background worker; loaded later
+/// (by `CREATE EXTENSION` or a function call) only the analysis functions work, and the
+/// learning functions say how to preload it.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    // SAFETY: a flag PostgreSQL sets while loading shared_preload_libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        shared::request();
+        hooks::install();
+        worker::register();
+    }
+}
+
+/// ERROR unless the library was preloaded, naming the fix.
+pub(crate) fn require_preload(what: &str) {
+    if !shared::available() || !hooks::installed() {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "{what}: ruvector_dag is not in shared_preload_libraries; add it \
+                 (shared_preload_libraries = 'ruvector_dag' in postgresql.conf) and restart PostgreSQL"
+            ),
+        );
+    }
 }
 
 /// Raise an ERROR with `code` and `message`. Never returns.
@@ -52,6 +83,9 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        vec![
+            "shared_preload_libraries = 'pg_stat_statements,ruvector_dag'",
+            "ruvector.dag_background_interval_ms = 3600000",
+        ]
     }
 }

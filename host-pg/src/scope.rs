@@ -53,12 +53,15 @@ fn require_table(rel: &PgRelation) {
     }
 }
 
-fn change(sql: &str, rel: &PgRelation) -> bool {
-    Spi::connect_mut(|client| {
+fn change(sql: &str, rel: &PgRelation, enable: bool) -> bool {
+    let changed = Spi::connect_mut(|client| {
         let rows = client.update(sql, None, &[rel.oid().into()])?;
         Ok::<_, pgrx::spi::Error>(!rows.is_empty())
-    })
-    .unwrap_or_else(|e| {
+    });
+    if changed.is_ok() {
+        crate::hooks::scope_changed(rel.oid().to_u32(), enable);
+    }
+    changed.unwrap_or_else(|e| {
         fail(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             format!("ruvector_dag: cannot change enabled tables: {e}"),
@@ -71,10 +74,17 @@ fn change(sql: &str, rel: &PgRelation) -> bool {
 fn ruvector_enable_neural_dag(tbl: PgRelation) -> bool {
     require_admin("ruvector_enable_neural_dag");
     require_table(&tbl);
+    if !crate::shared::available() {
+        warning!(
+            "ruvector_dag is not in shared_preload_libraries: \"{}\" is recorded as enabled, but nothing is learned until it is preloaded and PostgreSQL restarted",
+            tbl.name()
+        );
+    }
     change(
         "INSERT INTO ruvector_dag.enabled_tables (relid) VALUES ($1::oid::regclass) \
          ON CONFLICT (relid) DO NOTHING RETURNING relid",
         &tbl,
+        true,
     )
 }
 
@@ -85,6 +95,7 @@ fn ruvector_disable_neural_dag(tbl: PgRelation) -> bool {
     change(
         "DELETE FROM ruvector_dag.enabled_tables WHERE relid = $1::oid::regclass RETURNING relid",
         &tbl,
+        false,
     )
 }
 

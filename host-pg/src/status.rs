@@ -1,15 +1,17 @@
-//! `ruvector_dag_status()`: what the extension is doing, as key / value rows.
+//! `ruvector_dag_status()`, `ruvector_dag_learn()` and `ruvector_dag_patterns()`.
 
 use pgrx::prelude::*;
 
-use crate::{guc, scope};
+use crate::{guc, hooks, learner, scope, shared};
 
-/// One row per fact: mode, whether it is enabled, the enabled tables, the arms, the attention
-/// kind, and the core configuration the settings imply (validated by the core).
+/// One row per fact: settings, scope, this backend's counters, the shared ring, the learned
+/// state. Every value is read or computed when called.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(value, String))> {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut put = |k: &str, v: String| rows.push((k.to_string(), v));
+    put("version", env!("CARGO_PKG_VERSION").to_string());
+    put("preloaded", hooks::installed().to_string());
     put("mode", guc::MODE.get().name().to_string());
     put(
         "neural_dag_enabled",
@@ -41,6 +43,124 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         },
     );
     put("is_admin", scope::is_admin().to_string());
-    put("version", env!("CARGO_PKG_VERSION").to_string());
+    let c = hooks::counters();
+    put("backend_planned_in_scope", c.planned_in_scope.to_string());
+    put("backend_arms_applied", c.applied.to_string());
+    put("backend_observed", c.observed.to_string());
+    put("backend_timed_nodes", c.timed_nodes.to_string());
+    put("backend_pushed", c.pushed.to_string());
+    put("backend_reverted", c.reverted.to_string());
+    put("backend_reloads", c.reloads.to_string());
+    put("backend_fallbacks", c.fallbacks.to_string());
+    put(
+        "backend_last_error",
+        hooks::last_error().unwrap_or_else(|| "none".into()),
+    );
+    if let Some((version, kept)) = hooks::loaded_info() {
+        put("backend_state_version", version.to_string());
+        if !kept.is_empty() {
+            put(
+                "settings_kept_as_learned",
+                format!(
+                    "{} (take effect after ruvector_dag_reset())",
+                    kept.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(r) = shared::stats() {
+        put("ring_pushed", r.pushed.to_string());
+        put("ring_taken", r.taken.to_string());
+        put("ring_dropped", r.dropped.to_string());
+        put("ring_pending", r.pending.to_string());
+        put("ring_bytes_used", r.bytes_used.to_string());
+        put("ring_bytes", shared::RING_BYTES.to_string());
+        put("worker_pid", r.worker_pid.to_string());
+        put("worker_cycles", r.worker_cycles.to_string());
+    }
+    let learned = Spi::get_three::<i64, i64, i64>(
+        "SELECT version, octet_length(snapshot)::bigint, cycles FROM ruvector_dag.learned_state WHERE id = 1",
+    );
+    if let Ok((Some(v), Some(bytes), Some(cycles))) = learned {
+        put("learned_version", v.to_string());
+        put("learned_state_bytes", bytes.to_string());
+        put("learned_cycles", cycles.to_string());
+    } else {
+        put("learned_version", "0 (nothing learned yet)".into());
+    }
     TableIterator::new(rows)
+}
+
+/// Run a learning cycle now (administrative): drain this database's trajectories from the
+/// shared ring, train the cost model, fold new patterns, and write the learned state. Returns
+/// what the cycle did.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_learn() -> TableIterator<
+    'static,
+    (
+        name!(trajectories, i64),
+        name!(rejected, i64),
+        name!(patterns_created, i64),
+        name!(patterns, i64),
+        name!(loss_before, f64),
+        name!(reverted, i64),
+        name!(state_version, i64),
+        name!(state_bytes, i64),
+    ),
+> {
+    scope::require_admin("ruvector_dag_learn");
+    crate::require_preload("ruvector_dag_learn");
+    match hooks::learn_now() {
+        Ok(o) => TableIterator::once((
+            o.drained as i64,
+            o.rejected as i64,
+            o.report.patterns_created as i64,
+            o.report.patterns as i64,
+            f64::from(o.report.loss_before),
+            o.healed.len() as i64,
+            o.version,
+            o.snapshot.len() as i64,
+        )),
+        Err(e) => crate::fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("ruvector_dag_learn: {e}"),
+        ),
+    }
+}
+
+/// The patterns of the learned state this backend uses, most members first: how many
+/// executions they hold, the arm with the best mean time, its confidence, and the mean times
+/// of that arm and of the default plan.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_patterns() -> TableIterator<
+    'static,
+    (
+        name!(pattern, i64),
+        name!(members, i64),
+        name!(best_arm, Option<String>),
+        name!(confidence, f32),
+        name!(runs, i64),
+        name!(best_mean_ms, Option<f64>),
+        name!(default_mean_ms, Option<f64>),
+    ),
+> {
+    crate::require_preload("ruvector_dag_patterns");
+    let rows = match hooks::with_optimizer(|o| learner::pattern_rows(o)) {
+        Ok(r) => r,
+        Err(e) => crate::fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("ruvector_dag_patterns: {e}"),
+        ),
+    };
+    TableIterator::new(rows.into_iter().map(|p| {
+        (
+            p.id,
+            p.members,
+            p.best_arm,
+            p.confidence,
+            p.runs,
+            p.best_mean_ms,
+            p.default_mean_ms,
+        )
+    }))
 }

@@ -197,7 +197,6 @@ fn an_admin_member_can_enable_tables() {
     Spi::run(
         "DROP ROLE IF EXISTS rv_admin_user; CREATE ROLE rv_admin_user IN ROLE ruvector_dag_admin;
          GRANT SELECT ON t_orders TO rv_admin_user;
-         GRANT INSERT, DELETE ON ruvector_dag.enabled_tables TO ruvector_dag_admin;
          SET ROLE rv_admin_user;",
     )
     .unwrap();
@@ -232,4 +231,101 @@ fn bad_mode_is_refused_by_postgres() {
 #[pg_test(error = "1.5 is outside the valid range for parameter \"ruvector.dag_attention_exploration\" (0 .. 1)")]
 fn bad_exploration_is_refused_by_postgres() {
     Spi::run("SET ruvector.dag_attention_exploration = 1.5").unwrap();
+}
+
+fn explain_lines(sql: &str) -> Vec<String> {
+    Spi::connect(|c| {
+        let rows = c.select(&format!("EXPLAIN {sql}"), None, &[])?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .expect("explain")
+}
+
+#[pg_test]
+fn explain_shows_the_decision_for_enabled_tables_only() {
+    setup();
+    let before = explain_lines(JOIN);
+    assert!(!before.iter().any(|l| l.starts_with("ruvector_dag")), "{before:?}");
+    Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')").unwrap();
+    let lines = explain_lines(JOIN);
+    let decision = lines
+        .iter()
+        .find(|l| l.starts_with("ruvector_dag: arm 'default' (the default plan; rule default)"))
+        .unwrap_or_else(|| panic!("no decision in {lines:?}"));
+    assert!(decision.contains("attention topological"), "{decision}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("ruvector_dag reason: no pattern learned yet")),
+        "{lines:?}"
+    );
+    // The plan itself is still printed, unchanged in observe mode.
+    assert_eq!(lines[0], before[0]);
+    let planned: String = one(
+        "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_planned_in_scope'",
+    );
+    assert!(planned.parse::<u64>().unwrap() >= 1);
+}
+
+#[pg_test]
+fn an_applied_arm_leaves_the_session_settings_alone_even_on_error() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
+         SET ruvector.dag_attention_exploration = 1.0;
+         SET ruvector.dag_replan_min_cost = 0;
+         SET enable_nestloop = on;",
+    )
+    .unwrap();
+    // First run: the default arm, which gives the baseline exploration waits for.
+    Spi::run(JOIN).unwrap();
+    // Now the other arm is explored, so it is applied while planning.
+    let lines = explain_lines(JOIN);
+    assert!(
+        lines.iter().any(|l| l.contains("arm 'enable_hashjoin=off;enable_mergejoin=off' (applied")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("Nested Loop")), "the arm shaped the plan: {lines:?}");
+    let hashjoin: String = one("SELECT current_setting('enable_hashjoin')");
+    assert_eq!(hashjoin, "on");
+    // A statement that fails at execution, under the applied arm, inside a subtransaction.
+    Spi::run(&format!(
+        "DO $$ BEGIN PERFORM count(*) FROM ({JOIN}) q WHERE 1 / (length(q.region) - length(q.region)) = 1;
+         EXCEPTION WHEN division_by_zero THEN NULL; END $$"
+    ))
+    .unwrap();
+    let hashjoin: String = one("SELECT current_setting('enable_hashjoin')");
+    let mergejoin: String = one("SELECT current_setting('enable_mergejoin')");
+    assert_eq!((hashjoin.as_str(), mergejoin.as_str()), ("on", "on"));
+    let applied: String = one(
+        "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_arms_applied'",
+    );
+    assert!(applied.parse::<u64>().unwrap() >= 1, "{applied}");
+}
+
+#[pg_test]
+fn executed_statements_become_trajectories_and_learn_makes_patterns() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'observe';",
+    )
+    .unwrap();
+    for _ in 0..12 {
+        let _: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    }
+    let observed: String =
+        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_observed'");
+    assert!(observed.parse::<u64>().unwrap() >= 12, "{observed}");
+    let (trajectories, patterns): (i64, i64) = Spi::get_two(
+        "SELECT trajectories, patterns FROM ruvector_dag.ruvector_dag_learn()",
+    )
+    .map(|(a, b)| (a.unwrap_or(0), b.unwrap_or(0)))
+    .unwrap();
+    assert!(trajectories >= 12, "{trajectories}");
+    assert!(patterns >= 1, "{patterns}");
 }

@@ -135,6 +135,14 @@ pub struct CostEstimator {
 }
 
 impl CostEstimator {
+    /// Set the learning rates and the EWC++ penalty strength (run-time tunables; the learned
+    /// weights are kept). The caller validates the values.
+    pub fn retune(&mut self, micro_lr: f32, base_lr: f32, lambda: f32) {
+        self.micro_lr = micro_lr;
+        self.base_lr = base_lr;
+        self.lambda = lambda.min(self.max_lambda);
+    }
+
     /// A fresh estimator for `arms` arms.
     pub fn new(cfg: &NeuralDagConfig, arms: usize) -> Self {
         let mut rng = SplitMix64::new(cfg.seed ^ 0xE57);

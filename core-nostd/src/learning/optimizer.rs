@@ -318,6 +318,61 @@ impl Optimizer {
         Ok(opt)
     }
 
+    /// Adopt the run-time tunables of `cfg` (learning on/off, exploration, min gain, clusters,
+    /// quality threshold, learning rates, EWC++ strength) and keep the learned state. Settings
+    /// the learned state is built on (capacities, ranks, attention parameters, the default
+    /// attention kind, the seed, ...) stay as they were learned: their names are returned when
+    /// `cfg` asks for something else, so a host can say they take effect only after a reset.
+    pub fn retune(&mut self, cfg: &NeuralDagConfig) -> Result<Vec<&'static str>> {
+        cfg.validate()?;
+        let old = &self.state.cfg;
+        let mut kept = Vec::new();
+        let mut differs = |name: &'static str, same: bool| {
+            if !same {
+                kept.push(name);
+            }
+        };
+        differs("max_trajectories", cfg.max_trajectories == old.max_trajectories);
+        differs("default_attention", cfg.default_attention == old.default_attention);
+        differs("ucb_exploration_c", cfg.ucb_exploration_c == old.ucb_exploration_c);
+        differs("micro_lora_rank", cfg.micro_lora_rank == old.micro_lora_rank);
+        differs("base_lora_rank", cfg.base_lora_rank == old.base_lora_rank);
+        differs("ewc_max_lambda", cfg.ewc_max_lambda == old.ewc_max_lambda);
+        differs("ewc_fisher_decay", cfg.ewc_fisher_decay == old.ewc_fisher_decay);
+        differs("hdc_dimensions", cfg.hdc_dimensions == old.hdc_dimensions);
+        differs("btsp_surprise_factor", cfg.btsp_surprise_factor == old.btsp_surprise_factor);
+        differs(
+            "btsp_recall_similarity",
+            cfg.btsp_recall_similarity == old.btsp_recall_similarity,
+        );
+        differs("btsp_capacity", cfg.btsp_capacity == old.btsp_capacity);
+        differs("pattern_capacity", cfg.pattern_capacity == old.pattern_capacity);
+        differs("attention", cfg.attention == old.attention);
+        differs("seed", cfg.seed == old.seed);
+        if cfg.micro_lora_lr != old.micro_lora_lr
+            || cfg.base_lora_lr != old.base_lora_lr
+            || cfg.ewc_lambda != old.ewc_lambda
+        {
+            self.state
+                .estimator
+                .retune(cfg.micro_lora_lr, cfg.base_lora_lr, cfg.ewc_lambda);
+        }
+        let c = &mut self.state.cfg;
+        c.learning_enabled = cfg.learning_enabled;
+        c.pattern_clusters = cfg.pattern_clusters;
+        c.quality_threshold = cfg.quality_threshold;
+        c.background_interval_ms = cfg.background_interval_ms;
+        c.attention_exploration = cfg.attention_exploration;
+        c.micro_lora_lr = cfg.micro_lora_lr;
+        c.base_lora_lr = cfg.base_lora_lr;
+        c.ewc_lambda = cfg.ewc_lambda;
+        c.mincut_enabled = cfg.mincut_enabled;
+        c.healing_enabled = cfg.healing_enabled;
+        c.healing_check_interval_ms = cfg.healing_check_interval_ms;
+        c.min_gain = cfg.min_gain;
+        Ok(kept)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &NeuralDagConfig {
         &self.state.cfg
@@ -886,6 +941,39 @@ mod tests {
         let d = opt.decide(dag).unwrap();
         let t = opt.trajectory(&d, arm, None, ms).unwrap();
         opt.observe(t).unwrap()
+    }
+
+    #[test]
+    fn retune_adopts_tunables_and_names_what_stays_as_learned() {
+        let mut opt = optimizer();
+        let p = plan(9);
+        for _ in 0..3 {
+            run(&mut opt, &p, 0, 100.0);
+        }
+        opt.learn_cycle().unwrap();
+        let patterns = opt.bank().patterns().len();
+        let cfg = NeuralDagConfig {
+            attention_exploration: 1.0,
+            default_attention: AttentionKind::CriticalPath,
+            btsp_capacity: 17,
+            ..Default::default()
+        };
+        let kept = opt.retune(&cfg).unwrap();
+        assert_eq!(kept, vec!["default_attention", "btsp_capacity"]);
+        assert_eq!(opt.config().attention_exploration, 1.0);
+        assert_eq!(opt.config().default_attention, AttentionKind::Topological);
+        assert_eq!(opt.bank().patterns().len(), patterns);
+        // Exploration at probability 1 now tries another arm once the baseline is known.
+        let d = opt.decide(&p).unwrap();
+        assert_ne!(d.arm, 0, "{}", d.reason);
+        assert_eq!(d.rule, Rule::Explore);
+        // A bad value is refused and changes nothing.
+        let bad = NeuralDagConfig {
+            attention_exploration: 2.0,
+            ..Default::default()
+        };
+        assert!(opt.retune(&bad).is_err());
+        assert_eq!(opt.config().attention_exploration, 1.0);
     }
 
     #[test]

@@ -1,0 +1,753 @@
+//! The planner, executor and EXPLAIN hooks, each chaining to whatever was installed before.
+//! Installed only when the library is preloaded (`shared_preload_libraries`).
+//!
+//! - planner: for an in-scope statement (it reads a table enabled with
+//!   `ruvector_enable_neural_dag`), plan it normally, turn the plan into the core's `PlanDag`,
+//!   ask this backend's copy of the learned optimizer for an arm, and in `learn` / `frozen`
+//!   mode plan again with the arm's settings at a new GUC nest level, restored before
+//!   returning (on error too).
+//! - ExecutorStart: in `observe` / `learn` mode, request per-node timing for sampled in-scope
+//!   statements. ExecutorEnd: read the instrumentation into a trajectory (fingerprints and
+//!   numbers only), push it to the shared ring for the learner, and observe it locally (so a
+//!   regressing arm is blocked in this backend at once).
+//! - ExplainOneQuery: EXPLAIN (text format) prints the decision and its reason.
+//!
+//! The backend's optimizer is loaded from `ruvector_dag.learned_state` and reloaded when the
+//! shared version moves. Anything that goes wrong in the learning path is counted, logged once
+//! per session, and the statement runs with the default plan.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashSet, VecDeque};
+use std::ffi::CString;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use ruvector_dag_core::learning::{Decision, NeuralDagConfig, Optimizer};
+
+use crate::guc::{self, Mode};
+use crate::plantree::{dag_from_plan, dag_with_actuals, measure};
+use crate::{learner, shared};
+
+/// Planned statements whose decision is remembered for the executor hooks.
+const REMEMBERED: usize = 64;
+
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
+static mut PREV_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What this backend counts (shown by `ruvector_dag_status()`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub planned_in_scope: u64,
+    pub applied: u64,
+    pub observed: u64,
+    pub timed_nodes: u64,
+    pub pushed: u64,
+    pub fallbacks: u64,
+    pub reloads: u64,
+    pub reverted: u64,
+}
+
+/// A planned statement the executor hooks should recognise.
+struct Planned {
+    stmt: usize,
+    tree: usize,
+    decision: Decision,
+    arm_ran: u8,
+    timed: bool,
+}
+
+/// This backend's copy of the learned optimizer.
+struct Loaded {
+    opt: Optimizer,
+    /// The shared learned version seen when it was (re)checked.
+    seen: u64,
+    /// The table version it was loaded from (0: nothing learned yet).
+    version: i64,
+    /// The arm list it was checked against.
+    arms: String,
+    /// The settings last applied with `retune`.
+    config: NeuralDagConfig,
+    /// Settings the learned state keeps as learned.
+    kept: Vec<&'static str>,
+}
+
+struct Backend {
+    loaded: Option<Loaded>,
+    /// Why loading failed, for the shared version and arm list it failed at.
+    failed: Option<(u64, String, String)>,
+    planned: VecDeque<Planned>,
+    last_explained: Option<(Decision, u8)>,
+    counters: Counters,
+    last_error: Option<String>,
+    logged_error: bool,
+}
+
+thread_local! {
+    static BACKEND: RefCell<Backend> = const { RefCell::new(Backend {
+        loaded: None,
+        failed: None,
+        planned: VecDeque::new(),
+        last_explained: None,
+        counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
+            pushed: 0, fallbacks: 0, reloads: 0, reverted: 0 },
+        last_error: None,
+        logged_error: false,
+    }) };
+    /// Set while this extension itself is planning (scope lookups, re-planning): pass through.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// Relation OIDs enabled for learning, with the shared scope version they were read at.
+    static ENABLED: RefCell<Option<(u64, HashSet<u32>)>> = const { RefCell::new(None) };
+    /// Start times of timed statements, by QueryDesc address.
+    static STARTED: RefCell<Vec<(usize, Instant)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Install the hooks (from `_PG_init`, while preloading).
+pub fn install() {
+    // SAFETY: _PG_init runs once per process, single-threaded, before any query.
+    unsafe {
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner_hook);
+        PREV_EXPLAIN = pg_sys::ExplainOneQuery_hook;
+        pg_sys::ExplainOneQuery_hook = Some(explain_hook);
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start_hook);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end_hook);
+    }
+    INSTALLED.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Whether the hooks are installed (the library was preloaded).
+pub fn installed() -> bool {
+    INSTALLED.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// This backend's counters.
+pub fn counters() -> Counters {
+    BACKEND.with(|b| b.borrow().counters)
+}
+
+/// The last learning-path error of this backend, if any.
+pub fn last_error() -> Option<String> {
+    BACKEND.with(|b| b.borrow().last_error.clone())
+}
+
+/// A table was enabled (`true`) or disabled in this transaction: this backend sees it at
+/// once; other backends after commit.
+pub fn scope_changed(relid: u32, enabled: bool) {
+    let mut set = enabled_tables();
+    if enabled {
+        set.insert(relid);
+    } else {
+        set.remove(&relid);
+    }
+    ENABLED.with(|e| *e.borrow_mut() = Some((shared::scope_version(), set)));
+    register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_scope);
+    register_xact_callback(PgXactCallbackEvent::Abort, forget_enabled);
+}
+
+fn forget_enabled() {
+    ENABLED.with(|e| *e.borrow_mut() = None);
+}
+
+/// Forget this backend's learned optimizer (it is read again from the table when needed).
+pub fn forget_learned() {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.loaded = None;
+        b.failed = None;
+    });
+}
+
+fn arms_key() -> Result<String, String> {
+    Ok(guc::arms()?
+        .iter()
+        .map(|a| a.0.as_str())
+        .collect::<Vec<_>>()
+        .join("|"))
+}
+
+/// Make sure this backend holds the current learned optimizer, tuned to the session's
+/// settings. `Err` says why it cannot (the statement then keeps the default plan).
+fn ready() -> Result<(), String> {
+    let seen = shared::learned_version();
+    let arms = arms_key()?;
+    let state = BACKEND.with(|b| {
+        let b = b.borrow();
+        if let Some((v, a, e)) = &b.failed {
+            if *v == seen && *a == arms {
+                return Some(Err(e.clone()));
+            }
+        }
+        b.loaded
+            .as_ref()
+            .filter(|l| l.seen == seen && l.arms == arms)
+            .map(|_| Ok(()))
+    });
+    let result = match state {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) => Ok(()),
+        None => reload(seen, &arms),
+    };
+    if let Err(e) = &result {
+        BACKEND.with(|b| b.borrow_mut().failed = Some((seen, arms.clone(), e.clone())));
+        return result;
+    }
+    let config = guc::core_config();
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let l = b.loaded.as_mut().expect("loaded");
+        if l.config != config {
+            l.kept = l.opt.retune(&config).map_err(|e| e.to_string())?;
+            l.config = config;
+        }
+        Ok(())
+    })
+}
+
+fn reload(seen: u64, arms: &str) -> Result<(), String> {
+    let _busy = Busy::enter();
+    let version = learner::read_state(false)?.map_or(0, |s| s.0);
+    let current = BACKEND.with(|b| {
+        b.borrow()
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.version == version && l.arms == arms)
+    });
+    if !current {
+        let snapshot = if version == 0 {
+            None
+        } else {
+            learner::read_state(true)?.and_then(|s| s.1)
+        };
+        let opt = learner::load(snapshot.as_deref())?;
+        adopt(opt, version, seen);
+    }
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.failed = None;
+        if let Some(l) = b.loaded.as_mut() {
+            l.seen = seen;
+        }
+    });
+    Ok(())
+}
+
+/// Use `opt` (learned state of table version `version`) in this backend from now on.
+pub fn adopt(opt: Optimizer, version: i64, seen: u64) {
+    let arms = opt.arms().join("|");
+    let config = opt.config().clone();
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.reloads += 1;
+        b.failed = None;
+        b.loaded = Some(Loaded {
+            opt,
+            seen,
+            version,
+            arms,
+            config,
+            kept: Vec::new(),
+        });
+    });
+}
+
+/// Run `f` on this backend's learned optimizer (loading it when needed).
+pub fn with_optimizer<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Result<R, String> {
+    ready()?;
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        Ok(f(&mut b.loaded.as_mut().expect("ready").opt))
+    })
+}
+
+/// (table version, settings kept as learned) of this backend's optimizer, once loaded.
+pub fn loaded_info() -> Option<(i64, Vec<&'static str>)> {
+    BACKEND.with(|b| {
+        b.borrow()
+            .loaded
+            .as_ref()
+            .map(|l| (l.version, l.kept.clone()))
+    })
+}
+
+fn note_error(what: &str, e: &str) {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.fallbacks += 1;
+        b.last_error = Some(format!("{what}: {e}"));
+        if !b.logged_error {
+            b.logged_error = true;
+            log!("ruvector_dag: {what} failed, using the default plan: {e} (logged once per session; see ruvector_dag_status())");
+        }
+    });
+}
+
+struct Busy;
+impl Busy {
+    fn enter() -> Busy {
+        BUSY.with(|b| b.set(true));
+        Busy
+    }
+}
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(false));
+    }
+}
+
+fn enabled_tables() -> HashSet<u32> {
+    let version = shared::scope_version();
+    if let Some(set) = ENABLED.with(|e| {
+        e.borrow()
+            .as_ref()
+            .filter(|(v, _)| *v == version)
+            .map(|(_, s)| s.clone())
+    }) {
+        return set;
+    }
+    let _busy = Busy::enter();
+    let oids = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT relid::oid FROM ruvector_dag.enabled_tables",
+            None,
+            &[],
+        )?;
+        let mut out = HashSet::new();
+        for row in rows {
+            if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
+                out.insert(oid.to_u32());
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    });
+    match oids {
+        Ok(set) => {
+            ENABLED.with(|e| *e.borrow_mut() = Some((version, set.clone())));
+            set
+        }
+        Err(e) => {
+            note_error("reading ruvector_dag.enabled_tables", &e.to_string());
+            HashSet::new()
+        }
+    }
+}
+
+/// Whether the extension is installed in this database (its table exists).
+fn extension_present() -> bool {
+    // SAFETY: catalog lookup by name.
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
+        ns != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"enabled_tables".as_ptr(), ns) != pg_sys::InvalidOid
+    }
+}
+
+/// Relations a query reads, including subqueries and CTEs in its range table.
+unsafe fn query_relations(q: *mut pg_sys::Query, out: &mut Vec<u32>, depth: usize) {
+    if q.is_null() || depth > 64 {
+        return;
+    }
+    for rte in list_ptrs::<pg_sys::RangeTblEntry>((*q).rtable) {
+        if rte.is_null() {
+            continue;
+        }
+        match (*rte).rtekind {
+            pg_sys::RTEKind::RTE_RELATION => out.push((*rte).relid.to_u32()),
+            pg_sys::RTEKind::RTE_SUBQUERY => query_relations((*rte).subquery, out, depth + 1),
+            _ => {}
+        }
+    }
+    for cte in list_ptrs::<pg_sys::CommonTableExpr>((*q).cteList) {
+        if !cte.is_null() {
+            query_relations((*cte).ctequery as *mut pg_sys::Query, out, depth + 1);
+        }
+    }
+}
+
+unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    (0..(*list).length as usize)
+        .map(|i| (*(*list).elements.add(i)).ptr_value as *mut T)
+        .collect()
+}
+
+unsafe fn in_scope(parse: *mut pg_sys::Query) -> bool {
+    if (*parse).commandType == pg_sys::CmdType::CMD_UTILITY || !extension_present() {
+        return false;
+    }
+    let mut rels = Vec::new();
+    query_relations(parse, &mut rels, 0);
+    if rels.is_empty() {
+        return false;
+    }
+    let enabled = enabled_tables();
+    rels.iter().any(|r| enabled.contains(r))
+}
+
+unsafe fn call_planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    match PREV_PLANNER {
+        Some(prev) => prev(parse, query_string, cursor_options, params),
+        None => pg_sys::standard_planner(parse, query_string, cursor_options, params),
+    }
+}
+
+/// Plan with the arm's settings at a new GUC nest level, restored on success and on error.
+unsafe fn plan_with_arm(
+    settings: &[(String, String)],
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    let nest = pg_sys::NewGUCNestLevel();
+    let planned = PgTryBuilder::new(|| {
+        for (k, v) in settings {
+            let (k, v) = (
+                CString::new(k.as_str()).unwrap_or_default(),
+                CString::new(v.as_str()).unwrap_or_default(),
+            );
+            pg_sys::set_config_option(
+                k.as_ptr(),
+                v.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                pg_sys::PGERROR as i32,
+                false,
+            );
+        }
+        call_planner(parse, query_string, cursor_options, params)
+    })
+    .finally(|| pg_sys::AtEOXact_GUC(true, nest))
+    .execute();
+    planned
+}
+
+fn remember(stmt: *mut pg_sys::PlannedStmt, decision: Decision, arm_ran: u8, timed: bool) {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.planned.len() == REMEMBERED {
+            b.planned.pop_front();
+        }
+        // SAFETY: stmt is the planner's result, valid here.
+        let tree = unsafe { (*stmt).planTree } as usize;
+        b.planned.push_back(Planned {
+            stmt: stmt as usize,
+            tree,
+            decision: decision.clone(),
+            arm_ran,
+            timed,
+        });
+        b.last_explained = Some((decision, arm_ran));
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn planner_hook(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    let mode = guc::MODE.get();
+    if mode == Mode::Off
+        || !guc::NEURAL_DAG_ENABLED.get()
+        || BUSY.with(|b| b.get())
+        || !pg_sys::IsTransactionState()
+        || parse.is_null()
+        || !in_scope(parse)
+    {
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    // The planner scribbles on its Query: keep a pristine copy for planning again under an arm.
+    let pristine = pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query;
+    let default = call_planner(parse, query_string, cursor_options, params);
+    let dag = match dag_from_plan(default) {
+        Ok(d) => d,
+        Err(e) => {
+            note_error("reading the plan", &e);
+            return default;
+        }
+    };
+    // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
+    let decided = catch_unwind(AssertUnwindSafe(|| with_optimizer(|o| o.decide(&dag))));
+    let decision = match decided {
+        Ok(Ok(Ok(d))) => d,
+        Ok(Ok(Err(e))) => {
+            note_error("decide", &e.to_string());
+            return default;
+        }
+        Ok(Err(e)) => {
+            note_error("loading the learned state", &e);
+            return default;
+        }
+        Err(_) => {
+            note_error("decide", "internal panic");
+            return default;
+        }
+    };
+    BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
+    let record = matches!(mode, Mode::Observe | Mode::Learn);
+    let timed = record && sampled();
+    let cost = (*(*default).planTree).total_cost;
+    let apply = matches!(mode, Mode::Learn | Mode::Frozen)
+        && decision.arm != 0
+        && cost >= guc::REPLAN_MIN_COST.get();
+    if !apply {
+        remember(default, decision, 0, timed);
+        return default;
+    }
+    let settings = guc::arms()
+        .ok()
+        .and_then(|a| a.get(usize::from(decision.arm)).map(|x| x.1.clone()))
+        .unwrap_or_default();
+    let chosen = {
+        let _busy = Busy::enter();
+        plan_with_arm(&settings, pristine, query_string, cursor_options, params)
+    };
+    BACKEND.with(|b| b.borrow_mut().counters.applied += 1);
+    let arm = decision.arm;
+    remember(chosen, decision, arm, timed);
+    chosen
+}
+
+fn sampled() -> bool {
+    let rate = guc::SAMPLE_RATE.get();
+    if rate >= 1.0 {
+        return true;
+    }
+    // SAFETY: PostgreSQL's per-backend PRNG.
+    let r = unsafe { pg_sys::pg_prng_double(std::ptr::addr_of_mut!(pg_sys::pg_global_prng_state)) };
+    r < rate
+}
+
+fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Decision, u8, bool)> {
+    // SAFETY: the executor passes a valid QueryDesc.
+    let (stmt, tree) = unsafe {
+        let s = (*query_desc).plannedstmt;
+        if s.is_null() {
+            return None;
+        }
+        (s as usize, (*s).planTree as usize)
+    };
+    BACKEND.with(|b| {
+        b.borrow()
+            .planned
+            .iter()
+            .rev()
+            .find(|p| p.stmt == stmt && p.tree == tree)
+            .map(|p| (p.decision.clone(), p.arm_ran, p.timed))
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
+    let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
+    let timed = !explain_only
+        && !query_desc.is_null()
+        && matches!(planned_for(query_desc), Some((_, _, true)));
+    if timed {
+        // Per-node timing, only for this statement.
+        (*query_desc).instrument_options |= (pg_sys::InstrumentOption::INSTRUMENT_TIMER
+            | pg_sys::InstrumentOption::INSTRUMENT_ROWS)
+            as i32;
+    }
+    match PREV_EXECUTOR_START {
+        Some(prev) => prev(query_desc, eflags),
+        None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+    }
+    if timed {
+        STARTED.with(|s| {
+            let mut s = s.borrow_mut();
+            s.retain(|(_, t)| t.elapsed().as_secs() < 3600);
+            s.push((query_desc as usize, Instant::now()));
+        });
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc) {
+    let started = STARTED.with(|s| {
+        let mut s = s.borrow_mut();
+        let i = s.iter().position(|(q, _)| *q == query_desc as usize)?;
+        Some(s.swap_remove(i).1)
+    });
+    if let (Some(t0), Some((decision, arm_ran, _))) = (started, planned_for(query_desc)) {
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let measured = measure(query_desc);
+        let executed = dag_with_actuals((*query_desc).plannedstmt, &measured).ok();
+        observe(&decision, arm_ran, executed.as_ref(), ms.max(1e-3) as f32);
+    }
+    match PREV_EXECUTOR_END {
+        Some(prev) => prev(query_desc),
+        None => pg_sys::standard_ExecutorEnd(query_desc),
+    }
+}
+
+fn observe(
+    decision: &Decision,
+    arm_ran: u8,
+    executed: Option<&ruvector_dag_core::PlanDag>,
+    ms: f32,
+) {
+    // SAFETY: reading the backend's database id.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        with_optimizer(|o| {
+            let t = o.trajectory(decision, arm_ran, executed, ms)?;
+            let timed_nodes = t.op_shares.len();
+            let bytes = postcard::to_allocvec(&t).map_err(|e| {
+                ruvector_dag_core::NeuralDagError::InvalidTrajectory(format!("encoding: {e}"))
+            })?;
+            let observed = o.observe(t)?;
+            Ok::<_, ruvector_dag_core::NeuralDagError>((bytes, timed_nodes, observed))
+        })
+    }));
+    match result {
+        Ok(Ok(Ok((bytes, timed_nodes, observed)))) => {
+            let pushed = shared::push(db, &bytes).is_ok();
+            let reverted =
+                observed.surprising && arm_ran != 0 && observed.baseline_ms.is_some_and(|b| ms > b);
+            BACKEND.with(|b| {
+                let mut b = b.borrow_mut();
+                b.counters.observed += 1;
+                b.counters.timed_nodes += timed_nodes as u64;
+                b.counters.pushed += u64::from(pushed);
+                b.counters.reverted += u64::from(reverted);
+            });
+            if reverted {
+                log!(
+                    "ruvector_dag: arm {arm_ran} ran {ms:.1} ms against {:.1} ms for the default plan; reverted to the default plan and blocked for this query shape",
+                    observed.baseline_ms.unwrap_or(0.0)
+                );
+            }
+        }
+        Ok(Ok(Err(e))) => note_error("observe", &e.to_string()),
+        Ok(Err(e)) => note_error("loading the learned state", &e),
+        Err(_) => note_error("observe", "internal panic"),
+    }
+}
+
+fn append(es: *mut pg_sys::ExplainState, line: &str) {
+    let text = CString::new(line.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: es->str is the EXPLAIN output buffer.
+    unsafe { pg_sys::appendStringInfoString((*es).str_, text.as_ptr()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn explain_hook(
+    query: *mut pg_sys::Query,
+    cursor_options: i32,
+    into: *mut pg_sys::IntoClause,
+    es: *mut pg_sys::ExplainState,
+    query_string: *const std::ffi::c_char,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+) {
+    BACKEND.with(|b| b.borrow_mut().last_explained = None);
+    if let Some(prev) = PREV_EXPLAIN {
+        prev(
+            query,
+            cursor_options,
+            into,
+            es,
+            query_string,
+            params,
+            query_env,
+        );
+    } else {
+        // What PostgreSQL's own ExplainOneQuery does: plan (timing it and its buffer use), then
+        // explain the plan.
+        let buffers_before = pg_sys::pgBufferUsage;
+        let t0 = Instant::now();
+        let plan = pg_sys::pg_plan_query(query, query_string, cursor_options, params);
+        let elapsed = t0.elapsed();
+        let planduration = pg_sys::instr_time {
+            tv_sec: elapsed.as_secs() as _,
+            tv_nsec: elapsed.subsec_nanos() as _,
+        };
+        let mut bufusage = pg_sys::BufferUsage::default();
+        pg_sys::BufferUsageAccumDiff(
+            &mut bufusage,
+            &raw const pg_sys::pgBufferUsage,
+            &buffers_before,
+        );
+        pg_sys::ExplainOnePlan(
+            plan,
+            into,
+            es,
+            query_string,
+            params,
+            query_env,
+            &planduration,
+            if (*es).buffers {
+                &bufusage
+            } else {
+                std::ptr::null()
+            },
+        );
+    }
+    let Some((d, arm_ran)) = BACKEND.with(|b| b.borrow_mut().last_explained.take()) else {
+        return;
+    };
+    if (*es).format != pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT {
+        return;
+    }
+    let names = guc::arms().unwrap_or_default();
+    let name = |a: u8| {
+        names
+            .get(usize::from(a))
+            .map_or_else(|| format!("arm {a}"), |x| x.0.clone())
+    };
+    let mode = guc::MODE.get();
+    let applied = if d.arm == 0 {
+        "the default plan".to_string()
+    } else if arm_ran == d.arm {
+        "applied".to_string()
+    } else if matches!(mode, Mode::Learn | Mode::Frozen) {
+        "not applied: estimated cost below ruvector.dag_replan_min_cost".to_string()
+    } else {
+        format!("advice only, mode {}", mode.name())
+    };
+    let pattern = d
+        .pattern
+        .map_or_else(|| "none".to_string(), |p| p.to_string());
+    append(
+        es,
+        &format!(
+            "ruvector_dag: arm '{}' ({applied}; rule {}), pattern {pattern}, similarity {:.3}, confidence {:.3}, attention {}, predicted {:.3} ms\n",
+            name(d.arm),
+            d.rule.name(),
+            d.similarity,
+            d.confidence,
+            d.attention.name(),
+            d.predicted_ms
+        ),
+    );
+    append(es, &format!("ruvector_dag reason: {}\n", d.reason));
+}
+
+/// Run a persisted learning cycle in this backend (`ruvector_dag_learn()`), then use its
+/// result here at once (other backends reload after commit).
+pub fn learn_now() -> Result<learner::Outcome, String> {
+    let _busy = Busy::enter();
+    let outcome = learner::cycle()?;
+    let opt = Optimizer::restore(&outcome.snapshot).map_err(|e| e.to_string())?;
+    adopt(opt, outcome.version, shared::learned_version());
+    Ok(outcome)
+}

@@ -1,0 +1,292 @@
+//! The learning cycle that persists: drain this database's trajectories from the shared ring,
+//! observe them, run the core's `learn_cycle`, and write the snapshot and the pattern table.
+//! The background worker runs it on its interval; `ruvector_dag_learn()` runs it in the
+//! caller's backend. An advisory lock makes cycles of one database take turns.
+//!
+//! The learner keeps its optimizer between cycles (its replay buffer is not in the snapshot)
+//! and reloads from the table only when someone else wrote a newer version.
+
+use std::cell::RefCell;
+
+use pgrx::prelude::*;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use ruvector_dag_core::learning::{CycleReport, Optimizer, Trajectory};
+
+use crate::{guc, shared};
+
+/// Advisory lock key of the learning cycle ("rvdag" in ASCII).
+const LOCK_KEY: i64 = 0x72_76_64_61_67;
+
+struct Learner {
+    version: i64,
+    opt: Optimizer,
+}
+
+thread_local! {
+    static LEARNER: RefCell<Option<Learner>> = const { RefCell::new(None) };
+}
+
+/// A regression the cycle reverted: the arm is blocked for the query shape.
+#[derive(Debug, Clone)]
+pub struct Healing {
+    pub fingerprint: u64,
+    pub pattern: Option<u64>,
+    pub arm: String,
+    pub actual_ms: f32,
+    pub baseline_ms: f32,
+}
+
+/// What one persisted cycle did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub report: CycleReport,
+    pub drained: usize,
+    pub rejected: usize,
+    pub version: i64,
+    /// The snapshot written.
+    pub snapshot: Vec<u8>,
+    pub healed: Vec<Healing>,
+    /// Settings the learned state keeps as learned (they differ from the session's).
+    pub kept: Vec<&'static str>,
+}
+
+/// The learned state's row: (version, snapshot) or None when nothing was learned yet.
+pub fn read_state(with_snapshot: bool) -> Result<Option<(i64, Option<Vec<u8>>)>, String> {
+    let sql = if with_snapshot {
+        "SELECT version, snapshot FROM ruvector_dag.learned_state WHERE id = 1"
+    } else {
+        "SELECT version, NULL::bytea FROM ruvector_dag.learned_state WHERE id = 1"
+    };
+    Spi::connect(|c| {
+        let mut rows = c.select(sql, Some(1), &[])?;
+        match rows.next() {
+            Some(row) => Ok(Some((
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<Vec<u8>>(2)?,
+            ))),
+            None => Ok(None),
+        }
+    })
+    .map_err(|e: pgrx::spi::Error| format!("reading ruvector_dag.learned_state: {e}"))
+}
+
+/// An optimizer from the stored snapshot, or a fresh one from the settings when there is none;
+/// refused when the stored arms are not the configured ones.
+pub fn load(snapshot: Option<&[u8]>) -> Result<Optimizer, String> {
+    let arms = guc::arms()?;
+    let names: Vec<String> = arms.iter().map(|a| a.0.clone()).collect();
+    let opt = match snapshot {
+        Some(bytes) => Optimizer::restore(bytes).map_err(|e| {
+            format!(
+                "the stored learned state cannot be read ({e}); ruvector_dag_reset() starts over"
+            )
+        })?,
+        None => Optimizer::new(guc::core_config(), names.clone()).map_err(|e| e.to_string())?,
+    };
+    if opt.arms() != names.as_slice() {
+        return Err(format!(
+            "the learned state was made for the arms '{}' but ruvector.dag_arms lists '{}'; \
+             restore the setting, or run ruvector_dag_reset() to learn the new arms from scratch",
+            opt.arms().join("|"),
+            names.join("|")
+        ));
+    }
+    Ok(opt)
+}
+
+/// Run one persisted cycle in the current transaction.
+pub fn cycle() -> Result<Outcome, String> {
+    Spi::run(&format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
+    ))
+    .map_err(|e| format!("taking the learning lock: {e}"))?;
+    let stored_version = read_state(false)?.map_or(0, |s| s.0);
+    let fresh = LEARNER.with(|l| {
+        l.borrow()
+            .as_ref()
+            .is_none_or(|l| l.version != stored_version)
+    });
+    if fresh {
+        let snapshot = read_state(true)?.and_then(|s| s.1);
+        let opt = load(snapshot.as_deref())?;
+        LEARNER.with(|l| {
+            *l.borrow_mut() = Some(Learner {
+                version: stored_version,
+                opt,
+            })
+        });
+    }
+    // If this transaction fails after the learner changed, start again from the table.
+    register_xact_callback(PgXactCallbackEvent::Abort, || {
+        LEARNER.with(|l| *l.borrow_mut() = None)
+    });
+    // SAFETY: reading the backend's database id.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let records = shared::drain(db);
+    let result = LEARNER.with(|l| {
+        let mut l = l.borrow_mut();
+        let learner = l.as_mut().expect("loaded above");
+        let opt = &mut learner.opt;
+        let kept = opt.retune(&guc::core_config()).map_err(|e| e.to_string())?;
+        let mut rejected = 0;
+        let mut healed = Vec::new();
+        for bytes in &records {
+            let Ok(t) = postcard::from_bytes::<Trajectory>(bytes) else {
+                rejected += 1;
+                continue;
+            };
+            let (fingerprint, pattern, arm, actual) =
+                (t.fingerprint, t.pattern, t.arm, t.actual_ms);
+            match opt.observe(t) {
+                Ok(o) => {
+                    if let (true, true, Some(base)) = (o.surprising, arm != 0, o.baseline_ms) {
+                        if actual > base {
+                            healed.push(Healing {
+                                fingerprint,
+                                pattern,
+                                arm: opt.arms()[usize::from(arm)].clone(),
+                                actual_ms: actual,
+                                baseline_ms: base,
+                            });
+                        }
+                    }
+                }
+                Err(_) => rejected += 1,
+            }
+        }
+        let report = opt.learn_cycle().map_err(|e| e.to_string())?;
+        let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
+        let patterns: Vec<PatternRow> = pattern_rows(opt);
+        Ok::<_, String>((report, rejected, healed, kept, snapshot, patterns))
+    })?;
+    let (report, rejected, healed, kept, snapshot, patterns) = result;
+    let version = persist(&snapshot, &patterns, &healed, records.len() as i64)?;
+    LEARNER.with(|l| {
+        if let Some(l) = l.borrow_mut().as_mut() {
+            l.version = version;
+        }
+    });
+    register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_learned);
+    Ok(Outcome {
+        report,
+        drained: records.len(),
+        rejected,
+        version,
+        snapshot,
+        healed,
+        kept,
+    })
+}
+
+/// One row of `ruvector_dag.patterns` / `ruvector_dag_patterns()`.
+#[derive(Debug, Clone)]
+pub struct PatternRow {
+    pub id: i64,
+    pub members: i64,
+    pub best_arm: Option<String>,
+    pub confidence: f32,
+    pub runs: i64,
+    pub best_mean_ms: Option<f64>,
+    pub default_mean_ms: Option<f64>,
+}
+
+/// The patterns of `opt`, most members first.
+pub fn pattern_rows(opt: &Optimizer) -> Vec<PatternRow> {
+    let mut rows: Vec<PatternRow> = opt
+        .bank()
+        .patterns()
+        .iter()
+        .map(|p| {
+            let best = p.best_arm();
+            let mean = |a: Option<u8>| {
+                a.and_then(|a| p.arms.get(usize::from(a)))
+                    .filter(|s| s.count > 0)
+                    .map(|s| s.mean)
+            };
+            PatternRow {
+                id: p.id as i64,
+                members: p.members as i64,
+                best_arm: best.map(|a| opt.arms()[usize::from(a)].clone()),
+                confidence: p.confidence(),
+                runs: p.arms.iter().map(|s| i64::from(s.count)).sum(),
+                best_mean_ms: mean(best),
+                default_mean_ms: mean(Some(0)),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.members.cmp(&a.members).then(a.id.cmp(&b.id)));
+    rows
+}
+
+fn persist(
+    snapshot: &[u8],
+    patterns: &[PatternRow],
+    healed: &[Healing],
+    drained: i64,
+) -> Result<i64, String> {
+    let arms = guc::arms()?
+        .iter()
+        .map(|a| a.0.clone())
+        .collect::<Vec<_>>()
+        .join("|");
+    Spi::connect_mut(|c| {
+        let version = c
+            .update(
+                "INSERT INTO ruvector_dag.learned_state AS s \
+                   (id, version, snapshot, arms, trajectories, cycles, updated_at) \
+                 VALUES (1, 1, $1, $2, $3, 1, now()) \
+                 ON CONFLICT (id) DO UPDATE SET version = s.version + 1, snapshot = $1, \
+                   arms = $2, trajectories = s.trajectories + $3, cycles = s.cycles + 1, \
+                   updated_at = now() \
+                 RETURNING version",
+                Some(1),
+                &[snapshot.into(), arms.into(), drained.into()],
+            )?
+            .first()
+            .get::<i64>(1)?
+            .unwrap_or(0);
+        c.update("DELETE FROM ruvector_dag.patterns", None, &[])?;
+        for p in patterns {
+            c.update(
+                "INSERT INTO ruvector_dag.patterns \
+                   (id, members, best_arm, confidence, runs, best_mean_ms, default_mean_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                None,
+                &[
+                    p.id.into(),
+                    p.members.into(),
+                    p.best_arm.clone().into(),
+                    p.confidence.into(),
+                    p.runs.into(),
+                    p.best_mean_ms.into(),
+                    p.default_mean_ms.into(),
+                ],
+            )?;
+        }
+        for h in healed {
+            c.update(
+                "INSERT INTO ruvector_dag.healing_log \
+                   (fingerprint, pattern, arm, actual_ms, baseline_ms, action) \
+                 VALUES ($1, $2, $3, $4, $5, 'reverted to the default plan; arm blocked for this query shape')",
+                None,
+                &[
+                    (h.fingerprint as i64).into(),
+                    h.pattern.map(|p| p as i64).into(),
+                    h.arm.clone().into(),
+                    h.actual_ms.into(),
+                    h.baseline_ms.into(),
+                ],
+            )?;
+        }
+        if !healed.is_empty() {
+            c.update(
+                "DELETE FROM ruvector_dag.healing_log WHERE id <= \
+                   (SELECT max(id) - 10000 FROM ruvector_dag.healing_log)",
+                None,
+                &[],
+            )?;
+        }
+        Ok::<_, pgrx::spi::Error>(version)
+    })
+    .map_err(|e| format!("writing the learned state: {e}"))
+}

@@ -1,0 +1,344 @@
+//! Shared memory (needs `shared_preload_libraries = 'ruvector_dag'`): the trajectory ring that
+//! backends write and the learner drains, and the version counters backends poll.
+//!
+//! The ring is a byte buffer of [`RING_BYTES`] holding variable-length records
+//! `[len u32][database oid u32][taken u32][reserved u32][payload]`, each 16-byte aligned.
+//! Offsets grow without bound (`head`, `tail`); a record never wraps (a padding record fills the
+//! end instead). When a new record does not fit, the oldest ones are dropped and counted. The
+//! learner of a database takes only that database's records; a record another database left
+//! behind is dropped when its space is needed. One LWLock guards the ring; the versions are
+//! atomics read without it.
+
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use pgrx::pg_sys;
+
+/// Bytes of trajectory records kept (4 MiB: about 900 trajectories of a 256-wide embedding).
+pub const RING_BYTES: usize = 4 << 20;
+/// Largest record accepted (a quarter of the ring).
+pub const MAX_RECORD: usize = RING_BYTES / 4;
+const HEADER: usize = 16;
+const PADDING_DB: u32 = u32::MAX;
+const NAME: &std::ffi::CStr = c"ruvector_dag";
+
+#[repr(C)]
+struct Shared {
+    lock: *mut pg_sys::LWLock,
+    /// Bumped (after commit) whenever the learned-state table changes.
+    learned_version: AtomicU64,
+    /// Bumped (after commit) whenever the enabled tables change.
+    scope_version: AtomicU64,
+    /// The background worker's pid while it runs, else 0.
+    worker_pid: AtomicI32,
+    /// Cycles the background worker ran.
+    worker_cycles: AtomicU64,
+    /// Guarded by `lock`.
+    ring: std::cell::UnsafeCell<RingHeader>,
+}
+
+struct RingHeader {
+    head: u64,
+    tail: u64,
+    pushed: u64,
+    dropped: u64,
+    taken: u64,
+}
+
+static mut SHARED: *mut Shared = std::ptr::null_mut();
+static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+fn total_size() -> usize {
+    std::mem::size_of::<Shared>().next_multiple_of(HEADER) + RING_BYTES
+}
+
+/// Ask for the shared memory (from `_PG_init` during `shared_preload_libraries`).
+pub fn request() {
+    // SAFETY: called once from _PG_init in the postmaster, single-threaded.
+    unsafe {
+        PREV_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(on_request);
+        PREV_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(on_startup);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_request() {
+    if let Some(prev) = PREV_REQUEST {
+        prev();
+    }
+    pg_sys::RequestAddinShmemSpace(total_size());
+    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_startup() {
+    if let Some(prev) = PREV_STARTUP {
+        prev();
+    }
+    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let mut found = false;
+    let p = pg_sys::ShmemInitStruct(NAME.as_ptr(), total_size(), &mut found).cast::<Shared>();
+    if !found {
+        p.write(Shared {
+            lock: &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock,
+            learned_version: AtomicU64::new(1),
+            scope_version: AtomicU64::new(1),
+            worker_pid: AtomicI32::new(0),
+            worker_cycles: AtomicU64::new(0),
+            ring: std::cell::UnsafeCell::new(RingHeader {
+                head: 0,
+                tail: 0,
+                pushed: 0,
+                dropped: 0,
+                taken: 0,
+            }),
+        });
+    }
+    SHARED = p;
+    pg_sys::LWLockRelease(init_lock);
+}
+
+fn shared() -> Option<&'static Shared> {
+    // SAFETY: set once at shared memory startup (inherited by every backend), never freed.
+    unsafe { SHARED.as_ref() }
+}
+
+/// Whether the shared memory exists (the library was preloaded).
+pub fn available() -> bool {
+    shared().is_some()
+}
+
+/// The learned-state version (0 without shared memory).
+pub fn learned_version() -> u64 {
+    shared().map_or(0, |s| s.learned_version.load(Ordering::Acquire))
+}
+
+/// The enabled-tables version (0 without shared memory).
+pub fn scope_version() -> u64 {
+    shared().map_or(0, |s| s.scope_version.load(Ordering::Acquire))
+}
+
+/// Tell every backend to reload the learned state.
+pub fn bump_learned() {
+    if let Some(s) = shared() {
+        s.learned_version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Tell every backend to reload the enabled tables.
+pub fn bump_scope() {
+    if let Some(s) = shared() {
+        s.scope_version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Record (or clear, with 0) the background worker's pid.
+pub fn set_worker_pid(pid: i32) {
+    if let Some(s) = shared() {
+        s.worker_pid.store(pid, Ordering::Release);
+    }
+}
+
+/// Count one cycle of the background worker.
+pub fn count_worker_cycle() {
+    if let Some(s) = shared() {
+        s.worker_cycles.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// What the ring has seen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RingStats {
+    pub pushed: u64,
+    pub dropped: u64,
+    pub taken: u64,
+    pub pending: u64,
+    pub bytes_used: u64,
+    pub worker_pid: i32,
+    pub worker_cycles: u64,
+}
+
+struct Locked(*mut pg_sys::LWLock);
+impl Locked {
+    fn exclusive(s: &Shared) -> Locked {
+        // SAFETY: the lock lives in shared memory for the server's life. PostgreSQL releases
+        // LWLocks itself if an ERROR escapes (nothing between acquire and release raises one).
+        unsafe { pg_sys::LWLockAcquire(s.lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
+        Locked(s.lock)
+    }
+}
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: acquired in `exclusive`.
+        unsafe { pg_sys::LWLockRelease(self.0) };
+    }
+}
+
+/// The ring while the exclusive lock is held: the header, and the data area after it.
+struct Ring<'a> {
+    h: &'a mut RingHeader,
+    data: *mut u8,
+}
+
+impl Ring<'_> {
+    /// # Safety
+    /// The exclusive lock must be held for the life of the result.
+    unsafe fn locked(s: &Shared) -> Ring<'_> {
+        let base = s as *const Shared as *mut u8;
+        // SAFETY: the data area follows the header in the same allocation; the lock makes
+        // this the only reference to the ring header and the data.
+        unsafe {
+            let data = base.add(std::mem::size_of::<Shared>().next_multiple_of(HEADER));
+            Ring {
+                h: &mut *s.ring.get(),
+                data,
+            }
+        }
+    }
+    fn read_u32(&self, at: usize) -> u32 {
+        debug_assert!(at + 4 <= RING_BYTES);
+        let mut b = [0u8; 4];
+        // SAFETY: at + 4 <= RING_BYTES for every header field.
+        unsafe { std::ptr::copy_nonoverlapping(self.data.add(at), b.as_mut_ptr(), 4) };
+        u32::from_ne_bytes(b)
+    }
+    fn write_u32(&mut self, at: usize, v: u32) {
+        debug_assert!(at + 4 <= RING_BYTES);
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(v.to_ne_bytes().as_ptr(), self.data.add(at), 4) };
+    }
+    /// (length, database, taken) of the record at absolute offset `off`.
+    fn record(&self, off: u64) -> (usize, u32, bool) {
+        let at = (off % RING_BYTES as u64) as usize;
+        (
+            (self.read_u32(at) as usize).max(HEADER),
+            self.read_u32(at + 4),
+            self.read_u32(at + 8) != 0,
+        )
+    }
+    fn drop_oldest(&mut self) {
+        let (len, db, taken) = self.record(self.h.tail);
+        if db != PADDING_DB && !taken {
+            self.h.dropped += 1;
+        }
+        self.h.tail += len as u64;
+    }
+    fn skip_taken(&mut self) {
+        while self.h.tail < self.h.head {
+            let (len, db, taken) = self.record(self.h.tail);
+            if !(taken || db == PADDING_DB) {
+                break;
+            }
+            self.h.tail += len as u64;
+        }
+    }
+    /// Make room for `len` more bytes after head, dropping the oldest records.
+    fn make_room(&mut self, len: usize) {
+        while self.h.head + len as u64 - self.h.tail > RING_BYTES as u64 {
+            self.drop_oldest();
+        }
+    }
+    fn put(&mut self, db: u32, payload: &[u8]) {
+        let len = (HEADER + payload.len()).next_multiple_of(HEADER);
+        let pos = (self.h.head % RING_BYTES as u64) as usize;
+        if pos + len > RING_BYTES {
+            let pad = RING_BYTES - pos;
+            self.make_room(pad);
+            self.write_u32(pos, pad as u32);
+            self.write_u32(pos + 4, PADDING_DB);
+            self.write_u32(pos + 8, 1);
+            self.h.head += pad as u64;
+        }
+        self.make_room(len);
+        let at = (self.h.head % RING_BYTES as u64) as usize;
+        self.write_u32(at, len as u32);
+        self.write_u32(at + 4, db);
+        self.write_u32(at + 8, 0);
+        self.write_u32(at + 12, payload.len() as u32);
+        // SAFETY: at + len <= RING_BYTES (a record never wraps).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.data.add(at + HEADER),
+                payload.len(),
+            )
+        };
+        self.h.head += len as u64;
+        self.h.pushed += 1;
+    }
+}
+
+/// Why a record was not pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    NoSharedMemory,
+    TooLarge(usize),
+}
+
+/// Append one record for database `db`. The oldest records make room when the ring is full.
+pub fn push(db: u32, payload: &[u8]) -> Result<(), PushError> {
+    let s = shared().ok_or(PushError::NoSharedMemory)?;
+    if payload.len() > MAX_RECORD {
+        return Err(PushError::TooLarge(payload.len()));
+    }
+    let _lock = Locked::exclusive(s);
+    // SAFETY: the lock is held.
+    unsafe { Ring::locked(s) }.put(db, payload);
+    Ok(())
+}
+
+/// Take every record of database `db`, oldest first.
+pub fn drain(db: u32) -> Vec<Vec<u8>> {
+    let Some(s) = shared() else {
+        return Vec::new();
+    };
+    let _lock = Locked::exclusive(s);
+    // SAFETY: the lock is held.
+    let mut ring = unsafe { Ring::locked(s) };
+    let mut out = Vec::new();
+    let mut off = ring.h.tail;
+    while off < ring.h.head {
+        let (len, rdb, taken) = ring.record(off);
+        if rdb == db && !taken {
+            let at = (off % RING_BYTES as u64) as usize;
+            let n = (ring.read_u32(at + 12) as usize).min(len - HEADER);
+            let mut v = vec![0u8; n];
+            // SAFETY: the record lies within the ring (written by `put`).
+            unsafe { std::ptr::copy_nonoverlapping(ring.data.add(at + HEADER), v.as_mut_ptr(), n) };
+            ring.write_u32(at + 8, 1);
+            ring.h.taken += 1;
+            out.push(v);
+        }
+        off += len as u64;
+    }
+    ring.skip_taken();
+    out
+}
+
+/// The ring's counters and the worker's state.
+pub fn stats() -> Option<RingStats> {
+    let s = shared()?;
+    let _lock = Locked::exclusive(s);
+    // SAFETY: the lock is held.
+    let ring = unsafe { Ring::locked(s) };
+    let h = &*ring.h;
+    let mut pending = 0;
+    let mut off = h.tail;
+    while off < h.head {
+        let (len, db, taken) = ring.record(off);
+        pending += u64::from(db != PADDING_DB && !taken);
+        off += len as u64;
+    }
+    Some(RingStats {
+        pushed: h.pushed,
+        dropped: h.dropped,
+        taken: h.taken,
+        pending,
+        bytes_used: h.head - h.tail,
+        worker_pid: s.worker_pid.load(Ordering::Acquire),
+        worker_cycles: s.worker_cycles.load(Ordering::Acquire),
+    })
+}
