@@ -67,3 +67,21 @@ GRANT SELECT ON learned_state TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON enabled_tables, learned_state, patterns, healing_log
     TO ruvector_dag_admin;
 GRANT USAGE ON SEQUENCE healing_log_id_seq TO ruvector_dag_admin;
+
+-- Executions the learner learned from (the newest 10,000): fingerprints and numbers, never
+-- query text or constants. node_shares: each plan node's share of the measured time, from
+-- the executor's per-node instrumentation (empty when the statement was not timed per node).
+CREATE TABLE trajectory_history (
+    id           bigserial   PRIMARY KEY,
+    at           timestamptz NOT NULL DEFAULT now(),
+    fingerprint  bigint      NOT NULL,
+    arm          text        NOT NULL,
+    actual_ms    real        NOT NULL,
+    predicted_ms real,
+    quality      real        NOT NULL,
+    timed_nodes  int         NOT NULL,
+    node_shares  real[]      NOT NULL
+);
+GRANT SELECT ON trajectory_history TO PUBLIC;
+GRANT INSERT, DELETE ON trajectory_history TO ruvector_dag_admin;
+GRANT USAGE ON SEQUENCE trajectory_history_id_seq TO ruvector_dag_admin;

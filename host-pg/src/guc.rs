@@ -195,14 +195,20 @@ pub fn register() {
         user(),
         none(),
     );
-    GucRegistry::define_string_guc(
+    // SAFETY: the check hook is #[pg_guard]ed.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
         c"ruvector.dag_arms",
         c"Planner configurations the optimizer chooses among: arms separated by |, settings by ;.",
         c"The first arm must be 'default'. Example: default|enable_nestloop=off|max_parallel_workers_per_gather=0",
         &ARMS,
         suset(),
         none(),
+        Some(check_arms),
+        None,
+        None,
     );
+    }
     GucRegistry::define_float_guc(
         c"ruvector.dag_sample_rate",
         c"Share of in-scope statements executed with per-node timing.",
@@ -249,6 +255,29 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+}
+
+/// Refuse a malformed `ruvector.dag_arms` when it is set (the ERROR's detail names the
+/// problem; the old value stays).
+#[pg_guard]
+unsafe extern "C-unwind" fn check_arms(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    let text = if newval.is_null() || (*newval).is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(*newval).to_string_lossy().into_owned()
+    };
+    match parse_arms(&text) {
+        Ok(_) => true,
+        Err(e) => {
+            let detail = CString::new(e).unwrap_or_default();
+            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+            false
+        }
+    }
 }
 
 /// The attention parameters the settings imply.

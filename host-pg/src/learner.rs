@@ -130,6 +130,7 @@ pub fn cycle() -> Result<Outcome, String> {
         let kept = opt.retune(&guc::core_config()).map_err(|e| e.to_string())?;
         let mut rejected = 0;
         let mut healed = Vec::new();
+        let mut history = Vec::new();
         for bytes in &records {
             let Ok(t) = postcard::from_bytes::<Trajectory>(bytes) else {
                 rejected += 1;
@@ -137,8 +138,17 @@ pub fn cycle() -> Result<Outcome, String> {
             };
             let (fingerprint, pattern, arm, actual) =
                 (t.fingerprint, t.pattern, t.arm, t.actual_ms);
+            let (predicted, shares) = (t.predicted_ms, t.op_shares.clone());
             match opt.observe(t) {
                 Ok(o) => {
+                    history.push(History {
+                        fingerprint,
+                        arm: opt.arms()[usize::from(arm)].clone(),
+                        actual_ms: actual,
+                        predicted_ms: predicted,
+                        quality: o.quality,
+                        node_shares: shares,
+                    });
                     if let (true, true, Some(base)) = (o.surprising, arm != 0, o.baseline_ms) {
                         if actual > base {
                             healed.push(Healing {
@@ -157,10 +167,10 @@ pub fn cycle() -> Result<Outcome, String> {
         let report = opt.learn_cycle().map_err(|e| e.to_string())?;
         let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
         let patterns: Vec<PatternRow> = pattern_rows(opt);
-        Ok::<_, String>((report, rejected, healed, kept, snapshot, patterns))
+        Ok::<_, String>((report, rejected, healed, kept, snapshot, patterns, history))
     })?;
-    let (report, rejected, healed, kept, snapshot, patterns) = result;
-    let version = persist(&snapshot, &patterns, &healed, records.len() as i64)?;
+    let (report, rejected, healed, kept, snapshot, patterns, history) = result;
+    let version = persist(&snapshot, &patterns, &healed, &history)?;
     LEARNER.with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
             l.version = version;
@@ -176,6 +186,20 @@ pub fn cycle() -> Result<Outcome, String> {
         healed,
         kept,
     })
+}
+
+/// Store `opt` as the learned state (import, reset): a new version, its patterns, and the
+/// learner of this backend continues from it. Returns the new version.
+pub fn replace(opt: &Optimizer) -> Result<i64, String> {
+    Spi::run(&format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
+    ))
+    .map_err(|e| format!("taking the learning lock: {e}"))?;
+    let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
+    let version = persist(&snapshot, &pattern_rows(opt), &[], &[])?;
+    LEARNER.with(|l| *l.borrow_mut() = None);
+    register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_learned);
+    Ok(version)
 }
 
 /// One row of `ruvector_dag.patterns` / `ruvector_dag_patterns()`.
@@ -218,12 +242,26 @@ pub fn pattern_rows(opt: &Optimizer) -> Vec<PatternRow> {
     rows
 }
 
+/// One learned-from execution, kept in `ruvector_dag.trajectory_history` (numbers only).
+struct History {
+    fingerprint: u64,
+    arm: String,
+    actual_ms: f32,
+    predicted_ms: f32,
+    quality: f32,
+    node_shares: Vec<f32>,
+}
+
+/// Rows of `trajectory_history` kept (the oldest go first).
+const HISTORY_KEPT: i64 = 10_000;
+
 fn persist(
     snapshot: &[u8],
     patterns: &[PatternRow],
     healed: &[Healing],
-    drained: i64,
+    history: &[History],
 ) -> Result<i64, String> {
+    let drained = history.len() as i64;
     let arms = guc::arms()?
         .iter()
         .map(|a| a.0.clone())
@@ -276,6 +314,33 @@ fn persist(
                     h.actual_ms.into(),
                     h.baseline_ms.into(),
                 ],
+            )?;
+        }
+        for h in history {
+            c.update(
+                "INSERT INTO ruvector_dag.trajectory_history \
+                   (fingerprint, arm, actual_ms, predicted_ms, quality, timed_nodes, node_shares) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                None,
+                &[
+                    (h.fingerprint as i64).into(),
+                    h.arm.clone().into(),
+                    h.actual_ms.into(),
+                    (h.predicted_ms.is_finite().then_some(h.predicted_ms)).into(),
+                    h.quality.into(),
+                    (h.node_shares.len() as i32).into(),
+                    h.node_shares.clone().into(),
+                ],
+            )?;
+        }
+        if !history.is_empty() {
+            c.update(
+                &format!(
+                    "DELETE FROM ruvector_dag.trajectory_history WHERE id <= \
+                       (SELECT max(id) - {HISTORY_KEPT} FROM ruvector_dag.trajectory_history)"
+                ),
+                None,
+                &[],
             )?;
         }
         if !healed.is_empty() {

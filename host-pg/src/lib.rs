@@ -22,6 +22,7 @@
 
 use pgrx::prelude::*;
 
+pub mod admin;
 pub mod analyze;
 pub mod guc;
 pub mod hooks;

@@ -218,9 +218,21 @@ fn status_reflects_settings() {
     Spi::run("SET ruvector.dag_arms = 'default|enable_seqscan=off'").unwrap();
     let arms: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'arms'");
     assert_eq!(arms, "2");
-    Spi::run("SET ruvector.dag_arms = 'seqscan_off'").unwrap();
+    // A malformed arm list is refused when set, with the reason, and the old value stays.
+    Spi::run(
+        "CREATE TEMP TABLE guc_errors (msg text, detail text);
+         DO $$ DECLARE d text; BEGIN
+           SET ruvector.dag_arms = 'seqscan_off';
+         EXCEPTION WHEN invalid_parameter_value THEN
+           GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+           INSERT INTO guc_errors VALUES (SQLERRM, d);
+         END $$;",
+    )
+    .unwrap();
+    let detail: String = one("SELECT detail FROM guc_errors");
+    assert_eq!(detail, "ruvector.dag_arms: the first arm must be 'default', not 'seqscan_off'");
     let arms: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'arms'");
-    assert!(arms.starts_with("invalid: ruvector.dag_arms: the first arm must be 'default'"), "{arms}");
+    assert_eq!(arms, "2");
 }
 
 #[pg_test(error = "invalid value for parameter \"ruvector.dag_mode\": \"sometimes\"")]
@@ -328,4 +340,274 @@ fn executed_statements_become_trajectories_and_learn_makes_patterns() {
     .unwrap();
     assert!(trajectories >= 12, "{trajectories}");
     assert!(patterns >= 1, "{patterns}");
+    // Per-node actual times: every node of the executed plan measured, shares summing to 1.
+    let timed: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.trajectory_history
+         WHERE timed_nodes >= 5 AND timed_nodes = cardinality(node_shares)
+           AND abs((SELECT sum(x) FROM unnest(node_shares) x) - 1) < 0.01
+           AND (SELECT count(*) FROM unnest(node_shares) x WHERE x > 0) >= 2",
+    );
+    assert!(timed >= 12, "{timed}");
+    // No query text or constants in what is kept.
+    let texty: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.trajectory_history WHERE arm LIKE '%t_orders%'",
+    );
+    assert_eq!(texty, 0);
+    let (members, listed): (i64, i64) = Spi::get_two(
+        "SELECT max(members), count(*) FROM ruvector_dag.ruvector_dag_patterns()",
+    )
+    .map(|(a, b)| (a.unwrap_or(0), b.unwrap_or(0)))
+    .unwrap();
+    assert!(members >= 12, "{members}");
+    let stored: i64 = one("SELECT count(*) FROM ruvector_dag.patterns");
+    assert_eq!(stored, listed);
+}
+
+#[pg_test]
+fn off_mode_ignores_and_frozen_mode_records_nothing() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'off';",
+    )
+    .unwrap();
+    let lines = explain_lines(JOIN);
+    assert!(!lines.iter().any(|l| l.starts_with("ruvector_dag")), "{lines:?}");
+    let observed = || -> u64 {
+        one::<String>(
+            "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_observed'",
+        )
+        .parse()
+        .unwrap()
+    };
+    let before = observed();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before);
+    Spi::run("SET ruvector.dag_mode = 'frozen'").unwrap();
+    let lines = explain_lines(JOIN);
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm")), "{lines:?}");
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before);
+    Spi::run("SET ruvector.dag_mode = 'observe'").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before + 1);
+}
+
+/// Orders whose region, country and city always agree (the planner multiplies their
+/// selectivities and expects 1 row where 1,000 match), joined to items through an index on a
+/// low-cardinality column: the default plan is a nested loop that probes 800 items per order;
+/// with `enable_nestloop=off` it is a hash join, tens of times faster.
+fn correlated_setup() {
+    Spi::run(
+        "CREATE TABLE IF NOT EXISTS corr_orders (id int PRIMARY KEY, region int, country int, city int, item int);
+         CREATE TABLE IF NOT EXISTS corr_items (id int, sku int, bucket int, price numeric);
+         TRUNCATE corr_orders, corr_items;
+         INSERT INTO corr_orders SELECT g, g % 50, g % 50, g % 50, g % 20000 FROM generate_series(1, 50000) g;
+         INSERT INTO corr_items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
+         CREATE INDEX IF NOT EXISTS corr_items_bucket ON corr_items (bucket);
+         ANALYZE corr_orders; ANALYZE corr_items;
+         SELECT ruvector_dag.ruvector_enable_neural_dag('corr_orders');
+         SET ruvector.dag_replan_min_cost = 0;",
+    )
+    .unwrap();
+}
+
+const CORRELATED: &str = "SELECT count(*), sum(i.price) FROM corr_orders o JOIN corr_items i \
+     ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 7 AND o.country = 7 AND o.city = 7";
+
+fn timed_run(sql: &str) -> f64 {
+    let t0 = std::time::Instant::now();
+    Spi::run(sql).unwrap();
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[pg_test]
+fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
+    setup();
+    correlated_setup();
+    Spi::run("SET ruvector.dag_mode = 'off'").unwrap();
+    let default_ms = median((0..3).map(|_| timed_run(CORRELATED)).collect());
+    let fast_ms = {
+        Spi::run("SET enable_nestloop = off").unwrap();
+        let ms = median((0..3).map(|_| timed_run(CORRELATED)).collect());
+        Spi::run("RESET enable_nestloop").unwrap();
+        ms
+    };
+    assert!(default_ms >= 5.0 * fast_ms, "dataset: default {default_ms:.1} ms, nestloop off {fast_ms:.1} ms");
+    Spi::run(
+        "SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_attention_exploration = 0.5;",
+    )
+    .unwrap();
+    let mut runs = 0;
+    for round in 0..8 {
+        for _ in 0..4 {
+            timed_run(CORRELATED);
+            runs += 1;
+        }
+        Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+        let lines = explain_lines(CORRELATED);
+        if lines.iter().any(|l| l.contains("(applied;")) && !lines.iter().any(|l| l.contains("Nested Loop")) {
+            break;
+        }
+        assert!(round < 7, "no faster arm after {runs} runs: {lines:?}");
+    }
+    // Exploration off: what was learned decides, and EXPLAIN shows it.
+    Spi::run("SET ruvector.dag_attention_exploration = 0").unwrap();
+    let lines = explain_lines(CORRELATED);
+    let decision = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
+    assert!(decision.contains("(applied;"), "{lines:?}");
+    assert!(!decision.contains("arm 'default'"), "{lines:?}");
+    let learned_ms = median((0..5).map(|_| timed_run(CORRELATED)).collect());
+    assert!(
+        learned_ms * 2.5 < default_ms,
+        "learned {learned_ms:.1} ms vs default {default_ms:.1} ms after {runs} runs"
+    );
+}
+
+#[pg_test]
+fn a_regressing_arm_is_reverted_and_blocked() {
+    setup();
+    correlated_setup();
+    // Without the correlated predicates the default is a hash join; the only other arm forces
+    // the nested loop, which is far slower.
+    let fair = "SELECT count(*), sum(i.price) FROM corr_orders o JOIN corr_items i \
+                ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 7";
+    Spi::run(
+        "SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
+    .unwrap();
+    timed_run(fair); // the default arm: the baseline
+    timed_run(fair); // exploration tries the other arm: a regression
+    let reverted: String =
+        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_reverted'");
+    assert_eq!(reverted, "1");
+    let lines = explain_lines(fair);
+    assert!(
+        lines.iter().any(|l| l.contains("blocked by BTSP memory: enable_hashjoin=off;enable_mergejoin=off")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm 'default'")), "{lines:?}");
+    // The learner records it, and the state it writes blocks the arm for every backend.
+    let healed: i64 = one("SELECT reverted FROM ruvector_dag.ruvector_dag_learn()");
+    assert_eq!(healed, 1);
+    let logged: String = one("SELECT arm FROM ruvector_dag.healing_log ORDER BY id DESC LIMIT 1");
+    assert_eq!(logged, "enable_hashjoin=off;enable_mergejoin=off");
+    let health: String = one(
+        "SELECT detail FROM ruvector_dag.ruvector_dag_health() WHERE check_name = 'regressions_reverted'",
+    );
+    assert!(health.starts_with("1 arms reverted"), "{health}");
+}
+
+#[pg_test]
+fn export_import_round_trip_and_corrupt_bytes_are_refused() {
+    setup();
+    Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')").unwrap();
+    for _ in 0..6 {
+        Spi::run(JOIN).unwrap();
+    }
+    let patterns: i64 = one("SELECT patterns FROM ruvector_dag.ruvector_dag_learn()");
+    assert!(patterns >= 1);
+    Spi::run("CREATE TEMP TABLE saved AS SELECT ruvector_dag.ruvector_dag_export() AS b").unwrap();
+    let forgotten: i64 = one("SELECT ruvector_dag.ruvector_dag_reset()");
+    assert_eq!(forgotten, patterns);
+    let now: i64 = one("SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()");
+    assert_eq!(now, 0);
+    let imported: i64 = one("SELECT ruvector_dag.ruvector_dag_import(b) FROM saved");
+    assert_eq!(imported, patterns);
+    let now: i64 = one("SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()");
+    assert_eq!(now, patterns);
+    // One flipped byte in the middle: refused, named, and the state stays.
+    Spi::run(
+        "CREATE TEMP TABLE import_errors (msg text);
+         DO $$ BEGIN
+           PERFORM ruvector_dag.ruvector_dag_import(
+             set_byte(b, length(b) / 2, get_byte(b, length(b) / 2) # 1)) FROM saved;
+         EXCEPTION WHEN data_corrupted THEN
+           INSERT INTO import_errors VALUES (SQLERRM);
+         END $$;",
+    )
+    .unwrap();
+    let err: String = one("SELECT coalesce(string_agg(msg, ' '), 'accepted') FROM import_errors");
+    assert!(err.contains("ruvector_dag_import: the bytes are not a usable learned state"), "{err}");
+    let now: i64 = one("SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()");
+    assert_eq!(now, patterns);
+}
+
+#[pg_test(
+    error = "ruvector_dag_import: the bytes are not a usable learned state: learned state cannot be read: 5 bytes is shorter than the 20-byte header"
+)]
+fn garbage_import_is_refused() {
+    Spi::run("SELECT ruvector_dag.ruvector_dag_import('\\x0102030405'::bytea)").unwrap();
+}
+
+#[pg_test(error = "invalid value for parameter \"ruvector.dag_arms\": \"nodefault|x\"")]
+fn bad_arms_are_refused_by_postgres() {
+    Spi::run("SET ruvector.dag_arms = 'nodefault|x'").unwrap();
+}
+
+#[pg_test]
+fn works_alongside_pg_stat_statements() {
+    setup();
+    Spi::run(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+         SET pg_stat_statements.track = 'all';
+         SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    let lines = explain_lines(JOIN);
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm")), "{lines:?}");
+    let observed: String =
+        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_observed'");
+    assert!(observed.parse::<u64>().unwrap() >= 3);
+    let calls: i64 = one(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%t_customers c ON c.id = o.customer%'",
+    );
+    assert!(calls >= 1, "{calls}");
+}
+
+#[pg_test]
+fn health_reports_and_repairs_an_invalid_index() {
+    setup();
+    Spi::run(
+        "CREATE INDEX IF NOT EXISTS t_orders_customer ON t_orders (customer);
+         SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         UPDATE pg_index SET indisvalid = false WHERE indexrelid = 't_orders_customer'::regclass;",
+    )
+    .unwrap();
+    let status: String = one(
+        "SELECT status FROM ruvector_dag.ruvector_dag_health() WHERE check_name = 'invalid_index' AND object = 't_orders_customer'",
+    );
+    assert_eq!(status, "warning");
+    Spi::run("SET ruvector.dag_healing_repair = on").unwrap();
+    let status: String = one(
+        "SELECT status FROM ruvector_dag.ruvector_dag_health() WHERE check_name = 'invalid_index' AND object = 't_orders_customer'",
+    );
+    assert_eq!(status, "repaired");
+    let valid: bool =
+        one("SELECT indisvalid FROM pg_index WHERE indexrelid = 't_orders_customer'::regclass");
+    assert!(valid);
+}
+
+#[pg_test(
+    error = "ruvector_dag: ruvector_dag_learn needs a superuser or a member of role ruvector_dag_admin"
+)]
+fn a_non_admin_cannot_learn() {
+    Spi::run(
+        "DROP ROLE IF EXISTS rv_plain_user2; CREATE ROLE rv_plain_user2;
+         SET ROLE rv_plain_user2;
+         SELECT * FROM ruvector_dag.ruvector_dag_learn();",
+    )
+    .unwrap();
 }

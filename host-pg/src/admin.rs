@@ -1,0 +1,217 @@
+//! Administrative SQL: `ruvector_dag_export()`, `ruvector_dag_import(bytea)`,
+//! `ruvector_dag_reset()`, and the health report `ruvector_dag_health()`.
+
+use pgrx::prelude::*;
+use ruvector_dag_core::learning::Optimizer;
+
+use crate::{fail, guc, hooks, learner, scope, shared};
+
+/// The learned state as bytes (the core's checksummed snapshot): what `ruvector_dag_import`
+/// takes, on this server or another with the same arms.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_export() -> Vec<u8> {
+    scope::require_admin("ruvector_dag_export");
+    match learner::read_state(true) {
+        Ok(Some((_, Some(bytes)))) => bytes,
+        Ok(_) => fail(
+            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            "ruvector_dag_export: nothing learned yet (run ruvector_dag_learn() after some in-scope queries)",
+        ),
+        Err(e) => fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("ruvector_dag_export: {e}")),
+    }
+}
+
+/// Replace the learned state with `state` (from `ruvector_dag_export`). The bytes are checked
+/// completely first; on any problem the ERROR names it and the current state stays. Returns
+/// the number of patterns imported.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_import(state: &[u8]) -> i64 {
+    scope::require_admin("ruvector_dag_import");
+    let opt = match Optimizer::restore(state) {
+        Ok(o) => o,
+        Err(e) => fail(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            format!("ruvector_dag_import: the bytes are not a usable learned state: {e}"),
+        ),
+    };
+    let arms =
+        guc::arms().unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e));
+    let names: Vec<String> = arms.into_iter().map(|a| a.0).collect();
+    if opt.arms() != names.as_slice() {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "ruvector_dag_import: the state was learned for the arms '{}' but ruvector.dag_arms lists '{}'",
+                opt.arms().join("|"),
+                names.join("|")
+            ),
+        );
+    }
+    let patterns = opt.bank().patterns().len() as i64;
+    let version = learner::replace(&opt).unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("ruvector_dag_import: {e}"),
+        )
+    });
+    hooks::adopt(opt, version, shared::learned_version());
+    patterns
+}
+
+/// Forget everything learned (patterns, cost model, blocked arms, the healing log stays).
+/// Returns the number of patterns forgotten.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_reset() -> i64 {
+    scope::require_admin("ruvector_dag_reset");
+    let before = learner::read_state(true)
+        .ok()
+        .flatten()
+        .and_then(|s| s.1)
+        .and_then(|b| Optimizer::restore(&b).ok())
+        .map_or(0, |o| o.bank().patterns().len() as i64);
+    let names: Vec<String> = guc::arms()
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e))
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    let fresh = Optimizer::new(guc::core_config(), names).unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("ruvector_dag_reset: {e}"),
+        )
+    });
+    let version = learner::replace(&fresh).unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("ruvector_dag_reset: {e}"),
+        )
+    });
+    hooks::adopt(fresh, version, shared::learned_version());
+    before
+}
+
+/// Health of the learning and of the enabled tables' indexes: one row per finding, each with
+/// a status (`ok`, `warning`, `repaired`) and what it is based on. Invalid indexes are
+/// rebuilt (REINDEX) only when `ruvector.dag_healing_repair` is on.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_health() -> TableIterator<
+    'static,
+    (
+        name!(check_name, String),
+        name!(object, String),
+        name!(status, String),
+        name!(detail, String),
+    ),
+> {
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+    let c = hooks::counters();
+    rows.push((
+        "learning_fallbacks".into(),
+        "this session".into(),
+        if c.fallbacks == 0 { "ok" } else { "warning" }.into(),
+        match hooks::last_error() {
+            Some(e) => format!(
+                "{} statements fell back to the default plan; last: {e}",
+                c.fallbacks
+            ),
+            None => "no statement fell back to the default plan".into(),
+        },
+    ));
+    if let Some(r) = shared::stats() {
+        rows.push((
+            "trajectory_ring".into(),
+            "shared memory".into(),
+            if r.dropped == 0 { "ok" } else { "warning" }.into(),
+            format!(
+                "{} pushed, {} learned from, {} dropped (ring full before a cycle), {} waiting",
+                r.pushed, r.taken, r.dropped, r.pending
+            ),
+        ));
+        rows.push((
+            "background_worker".into(),
+            "ruvector_dag learner".into(),
+            if r.worker_pid > 0 { "ok" } else { "warning" }.into(),
+            if r.worker_pid > 0 {
+                format!(
+                    "running as pid {}, {} cycles",
+                    r.worker_pid, r.worker_cycles
+                )
+            } else {
+                "not running (it restarts after a failure; see the server log)".into()
+            },
+        ));
+    }
+    let reverted = Spi::get_one::<i64>("SELECT count(*) FROM ruvector_dag.healing_log")
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    rows.push((
+        "regressions_reverted".into(),
+        "ruvector_dag.healing_log".into(),
+        "ok".into(),
+        format!("{reverted} arms reverted and blocked for their query shape"),
+    ));
+    let repair = guc::HEALING_REPAIR.get();
+    let indexes = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, i.indisvalid, \
+                    coalesce(s.idx_scan, 0) \
+             FROM ruvector_dag.enabled_tables e \
+             JOIN pg_catalog.pg_index i ON i.indrelid = e.relid \
+             LEFT JOIN pg_catalog.pg_stat_user_indexes s ON s.indexrelid = i.indexrelid \
+             ORDER BY 1",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<bool>(3)?.unwrap_or(true),
+                r.get::<i64>(4)?.unwrap_or(0),
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("ruvector_dag_health: {e}"),
+        )
+    });
+    for (index, table, valid, scans) in indexes {
+        if !valid {
+            if repair {
+                scope::require_admin("ruvector_dag_health with ruvector.dag_healing_repair");
+                Spi::run(&format!("REINDEX INDEX {index}")).unwrap_or_else(|e| {
+                    fail(
+                        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                        format!("REINDEX INDEX {index}: {e}"),
+                    )
+                });
+                rows.push((
+                    "invalid_index".into(),
+                    index,
+                    "repaired".into(),
+                    format!("on {table}: was invalid (a failed CREATE INDEX CONCURRENTLY?); rebuilt with REINDEX"),
+                ));
+            } else {
+                rows.push((
+                    "invalid_index".into(),
+                    index,
+                    "warning".into(),
+                    format!("on {table}: invalid (a failed CREATE INDEX CONCURRENTLY?); REINDEX it, or set ruvector.dag_healing_repair = on"),
+                ));
+            }
+        } else if scans == 0 {
+            rows.push((
+                "unused_index".into(),
+                index,
+                "warning".into(),
+                format!("on {table}: never used since statistics were last reset"),
+            ));
+        }
+    }
+    TableIterator::new(rows)
+}
