@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every test of ruvector_dag, from a fresh machine. Installs what is missing (rustfmt, clippy,
 # the wasm32 target, PostgreSQL 15 with its server headers, clang, sudo, cargo-pgrx 0.18.1 and
-# its pg15 registration), then: format check, clippy -D warnings (native and wasm32), all tests,
-# the simulator's summary lines, the no_std core built for wasm32-unknown-unknown, and the
-# analyze example on a fixture.
+# its pg15 registration), then: format check, clippy -D warnings (native, wasm32, the extension),
+# all tests, the extension's SQL tests (cargo pgrx test), the extension learning end to end in a
+# throwaway cluster with a restart (scripts/demo.sh --check), the simulator's summary lines, the
+# no_std core built for wasm32-unknown-unknown, and the analyze example on a fixture.
 # Safe to run twice. CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,21 +19,7 @@ done
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
 step "PostgreSQL 15 and cargo-pgrx 0.18.1"
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-need_apt=()
-[[ -x $PG_CONFIG && -f /usr/include/postgresql/15/server/postgres.h ]] || need_apt+=(postgresql-15 postgresql-server-dev-15)
-dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
-command -v clang >/dev/null || need_apt+=(clang)
-command -v sudo >/dev/null || need_apt+=(sudo)
-if ((${#need_apt[@]})); then
-  SUDO=""; [[ $EUID -eq 0 ]] || SUDO=sudo
-  $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need_apt[@]}"
-fi
-if [[ "$(cargo pgrx --version 2>/dev/null)" != *"0.18.1"* ]]; then
-  cargo install cargo-pgrx --version 0.18.1 --locked
-fi
-grep -qs '^pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || cargo pgrx init --pg15 "$PG_CONFIG"
+scripts/setup-pg.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -56,6 +43,9 @@ export USER="${USER:-$(id -un)}"
 runas=()
 [[ $EUID -eq 0 ]] && runas=(--runas postgres --pgdata "${TMPDIR:-/tmp}/ruvector_dag-pgrx-test")
 (cd host-pg && cargo pgrx test pg15 "${runas[@]}")
+
+step "the extension end to end in a throwaway cluster: learns, gets faster, survives a restart"
+scripts/demo.sh --check
 
 step "simulator summary (issue 3's learning proof; asserted in the tests above)"
 cargo test -q -p ruvector-dag-tests --test simulator --locked -- --nocapture --test-threads=1 2>&1 | grep -oE 'simulator.*|test result.*'

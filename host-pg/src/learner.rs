@@ -170,6 +170,18 @@ pub fn cycle() -> Result<Outcome, String> {
         Ok::<_, String>((report, rejected, healed, kept, snapshot, patterns, history))
     })?;
     let (report, rejected, healed, kept, snapshot, patterns, history) = result;
+    if records.is_empty() && report.trajectories == 0 && stored_version > 0 {
+        // Nothing new: the stored state stands (no new version, no reload anywhere).
+        return Ok(Outcome {
+            report,
+            drained: 0,
+            rejected,
+            version: stored_version,
+            snapshot,
+            healed,
+            kept,
+        });
+    }
     let version = persist(&snapshot, &patterns, &healed, &history)?;
     LEARNER.with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {

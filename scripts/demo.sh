@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 with ruvector_dag preloaded, learning on a dataset with correlated
+# columns where the default plan is tens of times slower than a hash join:
+#   1. installs the extension (cargo pgrx install) into the system PostgreSQL 15;
+#   2. starts a cluster in a temporary directory (as user postgres when run as root);
+#   3. runs the query in learn mode, printing each run's decision and time, with a learning
+#      cycle every 4 runs (the background worker also learns on its own interval);
+#   4. restarts the server and shows the learned state survived (same version, same patterns,
+#      the same arm applied in frozen mode).
+# Options: --check (exit non-zero unless it learned, got faster and survived the restart),
+#          --release (release build), --keep (leave the cluster running; prints how to stop it).
+# Called by scripts/run.sh (the main job) and scripts/test.sh (--check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+check=0 keep=0 profile=()
+for a in "$@"; do
+  case $a in
+    --check) check=1 ;;
+    --release) profile=(--release) ;;
+    --keep) keep=1 ;;
+    *) echo "unknown option $a (want --check, --release, --keep)" >&2; exit 2 ;;
+  esac
+done
+
+# shellcheck source=scripts/cluster.sh
+source scripts/cluster.sh
+install_extension "${profile[@]}"
+start_cluster "ruvector.dag_database = 'demo'" "ruvector.dag_background_interval_ms = 5000" \
+  "max_parallel_workers_per_gather = 0"
+if ((keep)); then
+  trap 'echo "cluster kept: psql -h $dir -p $port -U postgres demo; stop: runuser -u postgres -- $PG_BIN/pg_ctl -D $dir/data stop"' EXIT
+else
+  trap stop_cluster EXIT
+fi
+psql_ -d postgres -c "CREATE DATABASE demo"
+q() { psql_ -d demo -At "$@"; }
+
+echo "==> dataset: 100,000 orders whose region, country and city always agree; 40,000 items"
+q <<'SQL'
+CREATE EXTENSION ruvector_dag;
+CREATE TABLE orders (id int PRIMARY KEY, region int, country int, city int, item int);
+INSERT INTO orders SELECT g, g % 50, g % 50, g % 50, g % 20000 FROM generate_series(1, 100000) g;
+CREATE TABLE items (id int, sku int, bucket int, price numeric);
+INSERT INTO items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
+CREATE INDEX ON items (bucket);
+VACUUM ANALYZE orders;
+VACUUM ANALYZE items;
+SELECT ruvector_dag.ruvector_enable_neural_dag('orders');
+SQL
+QUERY="SELECT count(*), sum(i.price) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 7 AND o.country = 7 AND o.city = 7"
+
+# One EXPLAIN ANALYZE in a session with the given settings: "<arm>|<ms>".
+run_once() {
+  local settings=$1
+  q -c "$settings" -c "EXPLAIN (ANALYZE, TIMING OFF) $QUERY" |
+    awk -F"'" '/^ruvector_dag: arm/ {arm=$2} /^Execution Time/ {split($0, t, " "); ms=t[3]} END {print arm "|" ms}'
+}
+
+echo "==> the default plan (mode off), 3 runs"
+default_ms=()
+for _ in 1 2 3; do
+  r=$(run_once "SET ruvector.dag_mode = 'off'")
+  default_ms+=("${r#*|}")
+done
+echo "default: ${default_ms[*]} ms"
+
+echo "==> learn mode: each run's decision and time; a learning cycle every 4 runs"
+LEARN="SET ruvector.dag_mode = 'learn'; SET ruvector.dag_replan_min_cost = 0; SET ruvector.dag_attention_exploration = 0.5"
+# One session for all runs, so the backend's own observations count at once (as in production).
+script="$dir/learn.sql"
+{
+  echo "$LEARN;"
+  for i in $(seq 1 24); do
+    echo "\\echo run $i"
+    echo "EXPLAIN (ANALYZE, TIMING OFF) $QUERY;"
+    ((i % 4 == 0)) && echo "SELECT 'cycle: ' || trajectories || ' trajectories, ' || patterns || ' patterns, state v' || state_version FROM ruvector_dag.ruvector_dag_learn();"
+  done
+} >"$script"
+chmod 644 "$script"
+# EXPLAIN prints the execution time first, then the decision and its reason.
+q -f "$script" | awk '
+  /^run / {run=$2}
+  /^Execution Time/ {ms=$3}
+  /^ruvector_dag: arm/ {split($0, p, "\x27"); arm=p[2]; rule=$0; sub(/.*rule /, "", rule); sub(/\).*/, "", rule)}
+  /^ruvector_dag reason/ {printf "run %2d  %-45s %-8s %9.1f ms\n", run, arm, rule, ms}
+  /^cycle: / {print "        " $0}'
+
+echo "==> what was learned"
+q -c "SELECT pattern, members, best_arm, round(confidence::numeric, 3), round(best_mean_ms::numeric, 1) AS best_ms, round(default_mean_ms::numeric, 1) AS default_ms FROM ruvector_dag.ruvector_dag_patterns()" | head -5
+FROZEN="SET ruvector.dag_mode = 'frozen'; SET ruvector.dag_replan_min_cost = 0"
+learned_ms=()
+for _ in 1 2 3; do
+  r=$(run_once "$FROZEN")
+  learned_arm=${r%|*}
+  learned_ms+=("${r#*|}")
+done
+echo "frozen mode now applies '$learned_arm': ${learned_ms[*]} ms (default was ${default_ms[*]} ms)"
+version_before=$(q -c "SELECT version FROM ruvector_dag.learned_state")
+patterns_before=$(q -c "SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()")
+bytes=$(q -c "SELECT octet_length(snapshot) FROM ruvector_dag.learned_state")
+echo "learned state: version $version_before, $patterns_before patterns, $bytes bytes"
+
+echo "==> restart"
+restart_cluster
+version_after=$(q -c "SELECT version FROM ruvector_dag.learned_state")
+patterns_after=$(q -c "SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()")
+r=$(run_once "$FROZEN")
+echo "after restart: version $version_after, $patterns_after patterns, frozen mode applies '${r%|*}' (${r#*|} ms)"
+q -c "SELECT key || ' = ' || value FROM ruvector_dag.ruvector_dag_status() WHERE key IN ('preloaded', 'worker_pid', 'learned_version', 'learned_state_bytes')"
+
+if ((check)); then
+  median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+  d=$(median "${default_ms[@]}") l=$(median "${learned_ms[@]}")
+  fail() { echo "demo check failed: $*" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
+  [[ $learned_arm != default && -n $learned_arm ]] || fail "no arm learned (got '$learned_arm')"
+  awk -v d="$d" -v l="$l" 'BEGIN { exit !(l * 2.5 < d) }' || fail "learned plan $l ms is not clearly faster than the default $d ms"
+  [[ $version_after == "$version_before" && $patterns_after == "$patterns_before" ]] ||
+    fail "state changed over the restart: v$version_before/$patterns_before patterns -> v$version_after/$patterns_after"
+  [[ ${r%|*} == "$learned_arm" ]] || fail "after restart the arm is '${r%|*}', before '$learned_arm'"
+  echo "demo check: learned '$learned_arm' (${d} ms -> ${l} ms), state survived the restart"
+fi
