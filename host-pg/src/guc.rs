@@ -221,8 +221,8 @@ pub fn register() {
     );
     GucRegistry::define_float_guc(
         c"ruvector.dag_replan_min_cost",
-        c"Least estimated cost of the default plan for an arm to be applied.",
-        c"Cheaper statements keep the default plan (they are still observed): re-planning them costs more than it can save.",
+        c"Least estimated cost of the default plan for a statement to be considered.",
+        c"Cheaper statements are left alone (neither decided on, re-planned nor observed): re-planning them costs more than it can save.",
         &REPLAN_MIN_COST,
         0.0,
         1e12,

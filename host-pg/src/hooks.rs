@@ -289,6 +289,22 @@ fn note_error(what: &str, e: &str) {
     });
 }
 
+/// A PostgreSQL ERROR raised inside the learning path (say, SPI reading our own tables) is
+/// passed on, not swallowed: PostgreSQL must abort the (sub)transaction itself. Only Rust
+/// panics, which are bugs in pure code, become a fallback to the default plan.
+fn rust_panics_only<T>(r: std::thread::Result<T>) -> std::thread::Result<T> {
+    match r {
+        Err(payload)
+            if payload
+                .downcast_ref::<pg_sys::panic::CaughtError>()
+                .is_some() =>
+        {
+            std::panic::resume_unwind(payload)
+        }
+        other => other,
+    }
+}
+
 struct Busy;
 impl Busy {
     fn enter() -> Busy {
@@ -399,10 +415,18 @@ unsafe fn call_planner(
     cursor_options: i32,
     params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    match PREV_PLANNER {
+    let planned = match PREV_PLANNER {
         Some(prev) => prev(parse, query_string, cursor_options, params),
         None => pg_sys::standard_planner(parse, query_string, cursor_options, params),
-    }
+    };
+    // A plan now at this address means any plan remembered there was freed: forget it, or the
+    // executor hooks would take this statement for that one.
+    BACKEND.with(|b| {
+        b.borrow_mut()
+            .planned
+            .retain(|p| p.stmt != planned as usize)
+    });
+    planned
 }
 
 /// Plan with the arm's settings at a new GUC nest level, restored on success and on error.
@@ -477,6 +501,11 @@ unsafe extern "C-unwind" fn planner_hook(
     // The planner scribbles on its Query: keep a pristine copy for planning again under an arm.
     let pristine = pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query;
     let default = call_planner(parse, query_string, cursor_options, params);
+    // Statements this cheap are never re-planned, so there is nothing to decide or learn.
+    let cost = (*(*default).planTree).total_cost;
+    if cost < guc::REPLAN_MIN_COST.get() {
+        return default;
+    }
     let dag = match dag_from_plan(default) {
         Ok(d) => d,
         Err(e) => {
@@ -485,7 +514,9 @@ unsafe extern "C-unwind" fn planner_hook(
         }
     };
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
-    let decided = catch_unwind(AssertUnwindSafe(|| with_optimizer(|o| o.decide(&dag))));
+    let decided = rust_panics_only(catch_unwind(AssertUnwindSafe(|| {
+        with_optimizer(|o| o.decide(&dag))
+    })));
     let decision = match decided {
         Ok(Ok(Ok(d))) => d,
         Ok(Ok(Err(e))) => {
@@ -504,10 +535,7 @@ unsafe extern "C-unwind" fn planner_hook(
     BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
     let record = matches!(mode, Mode::Observe | Mode::Learn);
     let timed = record && sampled();
-    let cost = (*(*default).planTree).total_cost;
-    let apply = matches!(mode, Mode::Learn | Mode::Frozen)
-        && decision.arm != 0
-        && cost >= guc::REPLAN_MIN_COST.get();
+    let apply = matches!(mode, Mode::Learn | Mode::Frozen) && decision.arm != 0;
     if !apply {
         remember(default, decision, 0, timed);
         return default;
@@ -607,7 +635,7 @@ fn observe(
 ) {
     // SAFETY: reading the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    let result = rust_panics_only(catch_unwind(AssertUnwindSafe(|| {
         with_optimizer(|o| {
             let t = o.trajectory(decision, arm_ran, executed, ms)?;
             let timed_nodes = t.op_shares.len();
@@ -617,7 +645,7 @@ fn observe(
             let observed = o.observe(t)?;
             Ok::<_, ruvector_dag_core::NeuralDagError>((bytes, timed_nodes, observed))
         })
-    }));
+    })));
     match result {
         Ok(Ok(Ok((bytes, timed_nodes, observed)))) => {
             let pushed = shared::push(db, &bytes).is_ok();
@@ -719,8 +747,6 @@ unsafe extern "C-unwind" fn explain_hook(
         "the default plan".to_string()
     } else if arm_ran == d.arm {
         "applied".to_string()
-    } else if matches!(mode, Mode::Learn | Mode::Frozen) {
-        "not applied: estimated cost below ruvector.dag_replan_min_cost".to_string()
     } else {
         format!("advice only, mode {}", mode.name())
     };

@@ -10,7 +10,8 @@ fn setup() {
            ON CONFLICT DO NOTHING;
          INSERT INTO t_orders SELECT g, 1 + g % 500, g % 97 FROM generate_series(1, 5000) g
            ON CONFLICT DO NOTHING;
-         ANALYZE t_orders; ANALYZE t_customers;",
+         ANALYZE t_orders; ANALYZE t_customers;
+         SET ruvector.dag_replan_min_cost = 0;",
     )
     .expect("setup");
 }
@@ -391,6 +392,12 @@ fn off_mode_ignores_and_frozen_mode_records_nothing() {
     Spi::run("SET ruvector.dag_mode = 'observe'").unwrap();
     Spi::run(JOIN).unwrap();
     assert_eq!(observed(), before + 1);
+    // Statements cheaper than ruvector.dag_replan_min_cost are left alone.
+    Spi::run("SET ruvector.dag_replan_min_cost = 1e9").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before + 1);
+    let lines = explain_lines(JOIN);
+    assert!(!lines.iter().any(|l| l.starts_with("ruvector_dag")), "{lines:?}");
 }
 
 /// Orders whose region, country and city always agree (the planner multiplies their
