@@ -26,7 +26,7 @@ echo "==> pgbench -S (select only), scale $SCALE, $CLIENTS clients, ${SECS}s per
 # The select is far below ruvector.dag_replan_min_cost (1000), so by default it is left alone;
 # the "all" rows set the threshold to 0, so every statement is decided on and observed.
 for run in off observe learn "observe all" "learn all"; do
-  mode=${run% all} opts="-c ruvector.dag_mode=${run% all}"
+  opts="-c ruvector.dag_mode=${run% all}"
   [[ $run == *all ]] && opts+=" -c ruvector.dag_replan_min_cost=0"
   pgbench_ "$opts" -S -T 3 -c "$CLIENTS" -j "$CLIENTS" >/dev/null 2>&1 # warm-up
   tps=$(pgbench_ "$opts" -S -T "$SECS" -c "$CLIENTS" -j "$CLIENTS" 2>/dev/null |

@@ -212,6 +212,10 @@ fn ready() -> Result<(), String> {
 }
 
 fn reload(seen: u64, arms: &str) -> Result<(), String> {
+    // SAFETY: reads a backend-local flag.
+    if !unsafe { pg_sys::ActiveSnapshotSet() } {
+        return Err("no active snapshot to read ruvector_dag.learned_state with".into());
+    }
     let _busy = Busy::enter();
     let version = learner::read_state(false)?.map_or(0, |s| s.0);
     let current = BACKEND.with(|b| {
@@ -265,6 +269,12 @@ pub fn with_optimizer<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Result<R, Strin
         let mut b = b.borrow_mut();
         Ok(f(&mut b.loaded.as_mut().expect("ready").opt))
     })
+}
+
+/// Run `f` on this backend's optimizer as it is, without reloading (the executor hooks may run
+/// without a snapshot, where reading tables is not possible). None when none is loaded.
+fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
+    BACKEND.with(|b| b.borrow_mut().loaded.as_mut().map(|l| f(&mut l.opt)))
 }
 
 /// (table version, settings kept as learned) of this backend's optimizer, once loaded.
@@ -327,6 +337,16 @@ fn enabled_tables() -> HashSet<u32> {
             .map(|(_, s)| s.clone())
     }) {
         return set;
+    }
+    // SAFETY: reads a backend-local flag.
+    if !unsafe { pg_sys::ActiveSnapshotSet() } {
+        // Reading needs a snapshot; keep what is known until the next statement that has one.
+        return ENABLED.with(|e| {
+            e.borrow()
+                .as_ref()
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default()
+        });
     }
     let _busy = Busy::enter();
     let oids = Spi::connect(|c| {
@@ -636,7 +656,7 @@ fn observe(
     // SAFETY: reading the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let result = rust_panics_only(catch_unwind(AssertUnwindSafe(|| {
-        with_optimizer(|o| {
+        with_loaded(|o| {
             let t = o.trajectory(decision, arm_ran, executed, ms)?;
             let timed_nodes = t.op_shares.len();
             let bytes = postcard::to_allocvec(&t).map_err(|e| {
@@ -647,7 +667,7 @@ fn observe(
         })
     })));
     match result {
-        Ok(Ok(Ok((bytes, timed_nodes, observed)))) => {
+        Ok(Some(Ok((bytes, timed_nodes, observed)))) => {
             let pushed = shared::push(db, &bytes).is_ok();
             let reverted =
                 observed.surprising && arm_ran != 0 && observed.baseline_ms.is_some_and(|b| ms > b);
@@ -665,8 +685,9 @@ fn observe(
                 );
             }
         }
-        Ok(Ok(Err(e))) => note_error("observe", &e.to_string()),
-        Ok(Err(e)) => note_error("loading the learned state", &e),
+        Ok(Some(Err(e))) => note_error("observe", &e.to_string()),
+        // Nothing loaded (the state was forgotten since planning): nothing to observe with.
+        Ok(None) => {}
         Err(_) => note_error("observe", "internal panic"),
     }
 }
