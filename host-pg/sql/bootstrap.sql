@@ -85,3 +85,17 @@ CREATE TABLE trajectory_history (
 GRANT SELECT ON trajectory_history TO PUBLIC;
 GRANT INSERT, DELETE ON trajectory_history TO ruvector_dag_admin;
 GRANT USAGE ON SEQUENCE trajectory_history_id_seq TO ruvector_dag_admin;
+
+-- Which enabled tables each learned query shape reads, with the shape's key (its plan
+-- embedding: numbers only): what ruvector_dag_reset(regclass) forgets. The 20,000 most
+-- recently seen are kept.
+CREATE TABLE shape_tables (
+    fingerprint bigint      NOT NULL,
+    relid       oid         NOT NULL,
+    key         real[]      NOT NULL,
+    last_seen   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (fingerprint, relid)
+);
+CREATE INDEX ON shape_tables (relid);
+GRANT SELECT ON shape_tables TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON shape_tables TO ruvector_dag_admin;

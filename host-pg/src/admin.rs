@@ -2,6 +2,7 @@
 //! `ruvector_dag_reset()`, and the health report `ruvector_dag_health()`.
 
 use pgrx::prelude::*;
+use pgrx::PgRelation;
 use ruvector_dag_core::learning::Optimizer;
 
 use crate::{fail, guc, hooks, learner, scope, shared};
@@ -58,7 +59,8 @@ fn ruvector_dag_import(state: &[u8]) -> i64 {
     patterns
 }
 
-/// Forget everything learned (patterns, cost model, blocked arms, the healing log stays).
+/// Forget everything learned (patterns, cost model, blocked arms; the healing log and the
+/// trajectory history stay).
 /// Returns the number of patterns forgotten.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_reset() -> i64 {
@@ -86,8 +88,34 @@ fn ruvector_dag_reset() -> i64 {
             format!("ruvector_dag_reset: {e}"),
         )
     });
+    Spi::run("DELETE FROM ruvector_dag.shape_tables").unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("ruvector_dag_reset: {e}"),
+        )
+    });
     hooks::adopt(fresh, version, shared::learned_version());
     before
+}
+
+/// Forget what was learned about statements that read `tbl`: their query shapes' baselines,
+/// history and pending trajectories, the arms blocked or recalled for them, and the patterns
+/// that could decide for them. The cost model, shared by all statements, stays. Returns the
+/// number of patterns forgotten.
+#[pg_extern(name = "ruvector_dag_reset", volatile, parallel_unsafe)]
+fn ruvector_dag_reset_table(tbl: PgRelation) -> i64 {
+    scope::require_admin("ruvector_dag_reset");
+    match learner::forget_table(tbl.oid().to_u32()) {
+        Ok(Some((gone, version, opt))) => {
+            hooks::adopt(opt, version, shared::learned_version());
+            gone.patterns as i64
+        }
+        Ok(None) => 0,
+        Err(e) => fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("ruvector_dag_reset({}): {e}", tbl.name()),
+        ),
+    }
 }
 
 /// Health of the learning and of the enabled tables' indexes: one row per finding, each with

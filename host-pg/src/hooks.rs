@@ -20,6 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::Instant;
 
 use pgrx::pg_sys;
@@ -57,7 +58,10 @@ pub struct Counters {
 struct Planned {
     stmt: usize,
     tree: usize,
-    decision: Decision,
+    decision: Rc<Decision>,
+    /// The enabled tables the statement reads (learned with the trajectory, for
+    /// `ruvector_dag_reset(regclass)`).
+    relids: Rc<Vec<u32>>,
     arm_ran: u8,
     timed: bool,
 }
@@ -82,7 +86,7 @@ struct Backend {
     /// Why loading failed, for the shared version and arm list it failed at.
     failed: Option<(u64, String, String)>,
     planned: VecDeque<Planned>,
-    last_explained: Option<(Decision, u8)>,
+    last_explained: Option<(Rc<Decision>, u8)>,
     counters: Counters,
     last_error: Option<String>,
     logged_error: bool,
@@ -416,17 +420,21 @@ unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
         .collect()
 }
 
-unsafe fn in_scope(parse: *mut pg_sys::Query) -> bool {
+/// The enabled tables `parse` reads (none: the statement is out of scope).
+unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
     if (*parse).commandType == pg_sys::CmdType::CMD_UTILITY || !extension_present() {
-        return false;
+        return Vec::new();
     }
     let mut rels = Vec::new();
     query_relations(parse, &mut rels, 0);
     if rels.is_empty() {
-        return false;
+        return rels;
     }
     let enabled = enabled_tables();
-    rels.iter().any(|r| enabled.contains(r))
+    rels.retain(|r| enabled.contains(r));
+    rels.sort_unstable();
+    rels.dedup();
+    rels
 }
 
 unsafe fn call_planner(
@@ -482,7 +490,14 @@ unsafe fn plan_with_arm(
     planned
 }
 
-fn remember(stmt: *mut pg_sys::PlannedStmt, decision: Decision, arm_ran: u8, timed: bool) {
+fn remember(
+    stmt: *mut pg_sys::PlannedStmt,
+    decision: Decision,
+    relids: Vec<u32>,
+    arm_ran: u8,
+    timed: bool,
+) {
+    let decision = Rc::new(decision);
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         if b.planned.len() == REMEMBERED {
@@ -493,7 +508,8 @@ fn remember(stmt: *mut pg_sys::PlannedStmt, decision: Decision, arm_ran: u8, tim
         b.planned.push_back(Planned {
             stmt: stmt as usize,
             tree,
-            decision: decision.clone(),
+            decision: Rc::clone(&decision),
+            relids: Rc::new(relids),
             arm_ran,
             timed,
         });
@@ -514,8 +530,11 @@ unsafe extern "C-unwind" fn planner_hook(
         || BUSY.with(|b| b.get())
         || !pg_sys::IsTransactionState()
         || parse.is_null()
-        || !in_scope(parse)
     {
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    let relids = in_scope(parse);
+    if relids.is_empty() {
         return call_planner(parse, query_string, cursor_options, params);
     }
     // The planner scribbles on its Query: keep a pristine copy for planning again under an arm.
@@ -557,7 +576,7 @@ unsafe extern "C-unwind" fn planner_hook(
     let timed = record && sampled();
     let apply = matches!(mode, Mode::Learn | Mode::Frozen) && decision.arm != 0;
     if !apply {
-        remember(default, decision, 0, timed);
+        remember(default, decision, relids, 0, timed);
         return default;
     }
     let settings = guc::arms()
@@ -570,7 +589,7 @@ unsafe extern "C-unwind" fn planner_hook(
     };
     BACKEND.with(|b| b.borrow_mut().counters.applied += 1);
     let arm = decision.arm;
-    remember(chosen, decision, arm, timed);
+    remember(chosen, decision, relids, arm, timed);
     chosen
 }
 
@@ -584,7 +603,10 @@ fn sampled() -> bool {
     r < rate
 }
 
-fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Decision, u8, bool)> {
+/// What the planner hook remembered of the statement: (decision, tables, arm ran, timed).
+type Remembered = (Rc<Decision>, Rc<Vec<u32>>, u8, bool);
+
+fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
     // SAFETY: the executor passes a valid QueryDesc.
     let (stmt, tree) = unsafe {
         let s = (*query_desc).plannedstmt;
@@ -599,7 +621,14 @@ fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Decision, u8, bool
             .iter()
             .rev()
             .find(|p| p.stmt == stmt && p.tree == tree)
-            .map(|p| (p.decision.clone(), p.arm_ran, p.timed))
+            .map(|p| {
+                (
+                    Rc::clone(&p.decision),
+                    Rc::clone(&p.relids),
+                    p.arm_ran,
+                    p.timed,
+                )
+            })
     })
 }
 
@@ -608,7 +637,7 @@ unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDe
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
     let timed = !explain_only
         && !query_desc.is_null()
-        && matches!(planned_for(query_desc), Some((_, _, true)));
+        && matches!(planned_for(query_desc), Some((_, _, _, true)));
     if timed {
         // Per-node timing, only for this statement.
         (*query_desc).instrument_options |= (pg_sys::InstrumentOption::INSTRUMENT_TIMER
@@ -635,11 +664,17 @@ unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc
         let i = s.iter().position(|(q, _)| *q == query_desc as usize)?;
         Some(s.swap_remove(i).1)
     });
-    if let (Some(t0), Some((decision, arm_ran, _))) = (started, planned_for(query_desc)) {
+    if let (Some(t0), Some((decision, relids, arm_ran, _))) = (started, planned_for(query_desc)) {
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         let measured = measure(query_desc);
         let executed = dag_with_actuals((*query_desc).plannedstmt, &measured).ok();
-        observe(&decision, arm_ran, executed.as_ref(), ms.max(1e-3) as f32);
+        observe(
+            &decision,
+            &relids,
+            arm_ran,
+            executed.as_ref(),
+            ms.max(1e-3) as f32,
+        );
     }
     match PREV_EXECUTOR_END {
         Some(prev) => prev(query_desc),
@@ -649,6 +684,7 @@ unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc
 
 fn observe(
     decision: &Decision,
+    relids: &[u32],
     arm_ran: u8,
     executed: Option<&ruvector_dag_core::PlanDag>,
     ms: f32,
@@ -659,7 +695,7 @@ fn observe(
         with_loaded(|o| {
             let t = o.trajectory(decision, arm_ran, executed, ms)?;
             let timed_nodes = t.op_shares.len();
-            let bytes = postcard::to_allocvec(&t).map_err(|e| {
+            let bytes = postcard::to_allocvec(&(&t, relids)).map_err(|e| {
                 ruvector_dag_core::NeuralDagError::InvalidTrajectory(format!("encoding: {e}"))
             })?;
             let observed = o.observe(t)?;

@@ -131,11 +131,29 @@ pub fn cycle() -> Result<Outcome, String> {
         let mut rejected = 0;
         let mut healed = Vec::new();
         let mut history = Vec::new();
+        let mut shapes: Vec<Shape> = Vec::new();
         for bytes in &records {
-            let Ok(t) = postcard::from_bytes::<Trajectory>(bytes) else {
+            let Ok((t, relids)) = postcard::from_bytes::<(Trajectory, Vec<u32>)>(bytes) else {
                 rejected += 1;
                 continue;
             };
+            // A shape may have been read through several tables (or a table re-created).
+            let room = shapes.len() < MAX_SHAPES_PER_CYCLE;
+            match shapes.iter_mut().find(|s| s.fingerprint == t.fingerprint) {
+                Some(s) => {
+                    for r in relids {
+                        if !s.relids.contains(&r) {
+                            s.relids.push(r);
+                        }
+                    }
+                }
+                None if room => shapes.push(Shape {
+                    fingerprint: t.fingerprint,
+                    key: t.key.clone(),
+                    relids,
+                }),
+                None => {}
+            }
             let (fingerprint, pattern, arm, actual) =
                 (t.fingerprint, t.pattern, t.arm, t.actual_ms);
             let (predicted, shares) = (t.predicted_ms, t.op_shares.clone());
@@ -167,9 +185,11 @@ pub fn cycle() -> Result<Outcome, String> {
         let report = opt.learn_cycle().map_err(|e| e.to_string())?;
         let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
         let patterns: Vec<PatternRow> = pattern_rows(opt);
-        Ok::<_, String>((report, rejected, healed, kept, snapshot, patterns, history))
+        Ok::<_, String>((
+            report, rejected, healed, kept, snapshot, patterns, history, shapes,
+        ))
     })?;
-    let (report, rejected, healed, kept, snapshot, patterns, history) = result;
+    let (report, rejected, healed, kept, snapshot, patterns, history, shapes) = result;
     if records.is_empty() && report.trajectories == 0 && stored_version > 0 {
         // Nothing new: the stored state stands (no new version, no reload anywhere).
         return Ok(Outcome {
@@ -183,6 +203,7 @@ pub fn cycle() -> Result<Outcome, String> {
         });
     }
     let version = persist(&snapshot, &patterns, &healed, &history)?;
+    remember_shapes(&shapes)?;
     LEARNER.with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
             l.version = version;
@@ -212,6 +233,27 @@ pub fn replace(opt: &Optimizer) -> Result<i64, String> {
     LEARNER.with(|l| *l.borrow_mut() = None);
     register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_learned);
     Ok(version)
+}
+
+/// Forget what was learned about the statements that read table `relid` (see
+/// `Optimizer::forget`) and store the result as a new version. Returns what was forgotten, the
+/// new version and the optimizer, or None when nothing was learned yet.
+pub fn forget_table(
+    relid: u32,
+) -> Result<Option<(ruvector_dag_core::learning::Forgotten, i64, Optimizer)>, String> {
+    Spi::run(&format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
+    ))
+    .map_err(|e| format!("taking the learning lock: {e}"))?;
+    let Some(bytes) = read_state(true)?.and_then(|s| s.1) else {
+        return Ok(None);
+    };
+    let mut opt = load(Some(&bytes))?;
+    let (fingerprints, keys) = shapes_of(relid)?;
+    let gone = opt.forget(&fingerprints, &keys);
+    let version = replace(&opt)?;
+    drop_shapes(relid)?;
+    Ok(Some((gone, version, opt)))
 }
 
 /// One row of `ruvector_dag.patterns` / `ruvector_dag_patterns()`.
@@ -252,6 +294,92 @@ pub fn pattern_rows(opt: &Optimizer) -> Vec<PatternRow> {
         .collect();
     rows.sort_by(|a, b| b.members.cmp(&a.members).then(a.id.cmp(&b.id)));
     rows
+}
+
+/// A query shape seen in a cycle and the enabled tables its statement read.
+struct Shape {
+    fingerprint: u64,
+    key: Vec<f32>,
+    relids: Vec<u32>,
+}
+
+/// Distinct shapes recorded per cycle (the rest wait for a later cycle).
+const MAX_SHAPES_PER_CYCLE: usize = 1_000;
+/// Rows of `ruvector_dag.shape_tables` kept (the least recently seen go first).
+const SHAPES_KEPT: i64 = 20_000;
+
+/// Record which enabled tables each shape reads, with the shape's key, so that
+/// `ruvector_dag_reset(regclass)` can find what to forget.
+fn remember_shapes(shapes: &[Shape]) -> Result<(), String> {
+    if shapes.is_empty() {
+        return Ok(());
+    }
+    Spi::connect_mut(|c| {
+        for s in shapes {
+            for &relid in &s.relids {
+                c.update(
+                    "INSERT INTO ruvector_dag.shape_tables AS t (fingerprint, relid, key, last_seen) \
+                     VALUES ($1, $2, $3, now()) \
+                     ON CONFLICT (fingerprint, relid) DO UPDATE SET key = $3, last_seen = now()",
+                    None,
+                    &[
+                        (s.fingerprint as i64).into(),
+                        pg_sys::Oid::from(relid).into(),
+                        s.key.clone().into(),
+                    ],
+                )?;
+            }
+        }
+        // Tables dropped since: nothing left to reset for them.
+        c.update(
+            "DELETE FROM ruvector_dag.shape_tables s WHERE NOT EXISTS \
+               (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.relid)",
+            None,
+            &[],
+        )?;
+        c.update(
+            &format!(
+                "DELETE FROM ruvector_dag.shape_tables WHERE (fingerprint, relid) IN \
+                   (SELECT fingerprint, relid FROM ruvector_dag.shape_tables \
+                    ORDER BY last_seen DESC OFFSET {SHAPES_KEPT})"
+            ),
+            None,
+            &[],
+        )?;
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(|e| format!("recording query shapes: {e}"))
+}
+
+/// The (fingerprint, key) of every recorded shape that reads `relid`.
+pub fn shapes_of(relid: u32) -> Result<(Vec<u64>, Vec<Vec<f32>>), String> {
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT fingerprint, key FROM ruvector_dag.shape_tables WHERE relid = $1",
+            None,
+            &[pg_sys::Oid::from(relid).into()],
+        )?;
+        let (mut fps, mut keys) = (Vec::new(), Vec::new());
+        for r in rows {
+            fps.push(r.get::<i64>(1)?.unwrap_or(0) as u64);
+            keys.push(r.get::<Vec<f32>>(2)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::Error>((fps, keys))
+    })
+    .map_err(|e| format!("reading ruvector_dag.shape_tables: {e}"))
+}
+
+/// Forget the recorded shapes of `relid` (after `ruvector_dag_reset(regclass)`).
+pub fn drop_shapes(relid: u32) -> Result<(), String> {
+    Spi::connect_mut(|c| {
+        c.update(
+            "DELETE FROM ruvector_dag.shape_tables WHERE relid = $1",
+            None,
+            &[pg_sys::Oid::from(relid).into()],
+        )?;
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(|e| format!("writing ruvector_dag.shape_tables: {e}"))
 }
 
 /// One learned-from execution, kept in `ruvector_dag.trajectory_history` (numbers only).

@@ -618,3 +618,44 @@ fn a_non_admin_cannot_learn() {
     )
     .unwrap();
 }
+
+#[pg_test]
+fn reset_of_one_table_forgets_only_its_statements() {
+    setup();
+    let customers = "SELECT region, count(*) FROM t_customers GROUP BY region ORDER BY 2";
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SELECT ruvector_dag.ruvector_enable_neural_dag('t_customers');",
+    )
+    .unwrap();
+    for _ in 0..6 {
+        Spi::run(JOIN).unwrap();
+        Spi::run(customers).unwrap();
+    }
+    let (patterns, rejected): (i64, i64) =
+        Spi::get_two("SELECT patterns, rejected FROM ruvector_dag.ruvector_dag_learn()")
+            .map(|(a, b)| (a.unwrap_or(0), b.unwrap_or(-1)))
+            .unwrap();
+    assert!(patterns >= 2, "{patterns}");
+    let all: String = one("SELECT string_agg(relid::regclass::text || ':' || fingerprint, ', ') FROM ruvector_dag.shape_tables");
+    assert_eq!(rejected, 0, "{all}");
+    let shapes: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.shape_tables WHERE relid = 't_orders'::regclass",
+    );
+    assert_eq!(shapes, 1, "the join is the only shape reading t_orders: {all}");
+    let forgotten: i64 = one("SELECT ruvector_dag.ruvector_dag_reset('t_orders'::regclass)");
+    assert!(forgotten >= 1 && forgotten < patterns, "{forgotten} of {patterns}");
+    let left: i64 = one("SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()");
+    assert_eq!(left, patterns - forgotten);
+    let shapes: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.shape_tables WHERE relid = 't_orders'::regclass",
+    );
+    assert_eq!(shapes, 0);
+    // The customers query still finds its pattern; the join starts over.
+    let lines = explain_lines(customers);
+    let d = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
+    assert!(d.contains("similarity 1.000") || d.contains("similarity 0.99"), "{d}");
+    let lines = explain_lines(JOIN);
+    let d = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
+    assert!(!d.contains("similarity 1.000"), "{d}");
+}

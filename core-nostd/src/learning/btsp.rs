@@ -59,6 +59,20 @@ impl BtspMemory {
         }
     }
 
+    /// Forget every engram whose key is at least `min_cosine` similar to one of `keys`.
+    /// Returns how many were forgotten.
+    pub fn forget_near(&mut self, keys: &[&[f32]], min_cosine: f32) -> usize {
+        let before = self.engrams.len();
+        self.engrams
+            .retain(|e| !keys.iter().any(|k| cosine(&e.key, k) >= min_cosine));
+        before - self.engrams.len()
+    }
+
+    /// Least key similarity for an engram to apply.
+    pub fn recall_similarity(&self) -> f32 {
+        self.recall_similarity
+    }
+
     /// Offer one outcome; written only when surprising (a plateau). Returns whether it was.
     /// A new outcome for the same arm on a near-identical key replaces the old engram, so a
     /// block can also be lifted by a later good run.

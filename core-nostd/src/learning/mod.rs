@@ -14,7 +14,7 @@ pub mod trajectory;
 pub use btsp::{BtspMemory, BtspVerdict};
 pub use config::NeuralDagConfig;
 pub use estimator::CostEstimator;
-pub use optimizer::{CycleReport, Decision, Observed, Optimizer, OptimizerStats, Rule};
+pub use optimizer::{CycleReport, Decision, Forgotten, Observed, Optimizer, OptimizerStats, Rule};
 pub use reasoning_bank::{Pattern, ReasoningBank};
 pub use selector::AttentionSelector;
 pub use trajectory::{Trajectory, TrajectoryBuffer};

@@ -161,6 +161,19 @@ pub struct Observed {
     pub surprising: bool,
 }
 
+/// What [`Optimizer::forget`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Forgotten {
+    /// Query shapes whose baseline or history was known.
+    pub shapes: usize,
+    /// Pending trajectories dropped.
+    pub pending: usize,
+    /// BTSP engrams forgotten.
+    pub engrams: usize,
+    /// Patterns forgotten.
+    pub patterns: usize,
+}
+
 /// What one [`Optimizer::learn_cycle`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CycleReport {
@@ -392,6 +405,29 @@ impl Optimizer {
         c.healing_check_interval_ms = cfg.healing_check_interval_ms;
         c.min_gain = cfg.min_gain;
         Ok(kept)
+    }
+
+    /// Forget what was learned about some query shapes, given their fingerprints and keys
+    /// (`Trajectory::fingerprint`, `Trajectory::key`): their baselines, execution history and
+    /// pending trajectories, the BTSP engrams their keys recall, and their patterns (centroid
+    /// cosine at least [`MERGE_COSINE`], the similarity at which the bank itself treats two
+    /// clusters as one). The cost model is shared by every shape and stays.
+    pub fn forget(&mut self, fingerprints: &[u64], keys: &[Vec<f32>]) -> Forgotten {
+        let st = &mut self.state;
+        let mut shapes = 0;
+        for f in fingerprints {
+            let known = st.baselines.remove(f).is_some() | st.history.remove(f).is_some();
+            shapes += usize::from(known);
+        }
+        let pending = st.buffer.forget_shapes(fingerprints);
+        let keys: Vec<&[f32]> = keys.iter().map(Vec::as_slice).collect();
+        let recall = st.btsp.recall_similarity();
+        Forgotten {
+            shapes,
+            pending,
+            engrams: st.btsp.forget_near(&keys, recall),
+            patterns: st.bank.forget_near(&keys, MERGE_COSINE),
+        }
     }
 
     /// The configuration.
@@ -962,6 +998,43 @@ mod tests {
         let d = opt.decide(dag).unwrap();
         let t = opt.trajectory(&d, arm, None, ms).unwrap();
         opt.observe(t).unwrap()
+    }
+
+    #[test]
+    fn forget_removes_what_a_shape_taught_and_keeps_the_rest() {
+        let mut opt = optimizer();
+        let (p, q) = (plan(21), plan(22));
+        for i in 0..24 {
+            let (dag, arm, ms) = if i % 2 == 0 {
+                (&p, (i % 4) as ArmId, if i % 4 == 2 { 10.0 } else { 90.0 })
+            } else {
+                (&q, 0, 50.0)
+            };
+            run(&mut opt, dag, arm, ms);
+        }
+        // A catastrophe for p: an engram that blocks arm 1 for p.
+        run(&mut opt, &p, 1, 5_000.0);
+        opt.learn_cycle().unwrap();
+        let before = opt.bank().patterns().len();
+        assert!(before >= 2, "{before}");
+        let dp = opt.decide(&p).unwrap();
+        assert_eq!(dp.blocked, vec![1]);
+        let dq = opt.decide(&q).unwrap();
+        let gone = opt.forget(&[dp.fingerprint], core::slice::from_ref(&dp.key));
+        // p's two surprises: arm 2's 9x win and arm 1's catastrophe.
+        assert_eq!((gone.shapes, gone.engrams), (1, 2));
+        assert!(gone.patterns >= 1 && gone.patterns < before, "{gone:?}");
+        assert_eq!(opt.bank().patterns().len(), before - gone.patterns);
+        // p starts over; q keeps its pattern.
+        let dp = opt.decide(&p).unwrap();
+        assert!(
+            dp.blocked.is_empty() && dp.similarity < PATTERN_RULE,
+            "{}",
+            dp.reason
+        );
+        let dq2 = opt.decide(&q).unwrap();
+        assert_eq!(dq2.pattern, dq.pattern);
+        assert!(dq2.pattern.is_some());
     }
 
     #[test]

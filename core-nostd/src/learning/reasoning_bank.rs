@@ -341,6 +341,15 @@ impl ReasoningBank {
         created
     }
 
+    /// Forget every pattern whose centroid is at least `min_cosine` similar to one of `keys`.
+    /// Returns how many were forgotten.
+    pub fn forget_near(&mut self, keys: &[&[f32]], min_cosine: f32) -> usize {
+        let before = self.patterns.len();
+        self.patterns
+            .retain(|p| !keys.iter().any(|k| cosine(&p.centroid, k) >= min_cosine));
+        before - self.patterns.len()
+    }
+
     fn evict_least_confident(&mut self) {
         if let Some(i) = (0..self.patterns.len()).min_by(|&a, &b| {
             self.patterns[a]

@@ -99,6 +99,16 @@ impl TrajectoryBuffer {
         self.ring.iter()
     }
 
+    /// Drop pending trajectories of the given query shapes. Returns how many were dropped.
+    pub fn forget_shapes(&mut self, fingerprints: &[u64]) -> usize {
+        let before = self.ring.len();
+        self.ring.retain(|t| !fingerprints.contains(&t.fingerprint));
+        fingerprints.iter().for_each(|f| {
+            self.best_ms.remove(f);
+        });
+        before - self.ring.len()
+    }
+
     /// Most trajectories held.
     pub fn capacity(&self) -> usize {
         self.capacity
