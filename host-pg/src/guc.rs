@@ -270,14 +270,32 @@ unsafe extern "C-unwind" fn check_arms(
     } else {
         CStr::from_ptr(*newval).to_string_lossy().into_owned()
     };
-    match parse_arms(&text) {
-        Ok(_) => true,
+    match parse_arms(&text).and_then(|arms| unknown_setting(&arms)) {
+        Ok(()) => true,
         Err(e) => {
             let detail = CString::new(e).unwrap_or_default();
             pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
             false
         }
     }
+}
+
+/// `Err` names the first setting of an arm PostgreSQL does not know. Names with a dot belong to
+/// extensions that may load later, so they are not checked here (a refusal when an arm is
+/// applied falls back to the default plan).
+fn unknown_setting(arms: &[(String, Vec<(String, String)>)]) -> Result<(), String> {
+    for (i, (name, settings)) in arms.iter().enumerate() {
+        for (k, _) in settings.iter().filter(|(k, _)| !k.contains('.')) {
+            let c = CString::new(k.as_str()).map_err(|e| e.to_string())?;
+            // SAFETY: a catalog lookup by name; missing_ok returns NULL instead of raising.
+            if unsafe { pg_sys::GetConfigOption(c.as_ptr(), true, false) }.is_null() {
+                return Err(format!(
+                    "ruvector.dag_arms: arm {i} '{name}': unknown setting '{k}'"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The attention parameters the settings imply.

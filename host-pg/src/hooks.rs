@@ -458,32 +458,40 @@ unsafe fn call_planner(
 }
 
 /// Plan with the arm's settings at a new GUC nest level, restored on success and on error.
+/// `Err` names a setting PostgreSQL refused (unknown, bad value, not settable by this user):
+/// then nothing is planned and the caller keeps the default plan.
 unsafe fn plan_with_arm(
     settings: &[(String, String)],
     parse: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
     cursor_options: i32,
     params: pg_sys::ParamListInfo,
-) -> *mut pg_sys::PlannedStmt {
+) -> Result<*mut pg_sys::PlannedStmt, String> {
     let nest = pg_sys::NewGUCNestLevel();
     let planned = PgTryBuilder::new(|| {
         for (k, v) in settings {
-            let (k, v) = (
+            let (ck, cv) = (
                 CString::new(k.as_str()).unwrap_or_default(),
                 CString::new(v.as_str()).unwrap_or_default(),
             );
-            pg_sys::set_config_option(
-                k.as_ptr(),
-                v.as_ptr(),
+            // Reported at DEBUG1 only: a refused setting is our fallback, not the user's error.
+            let ok = pg_sys::set_config_option(
+                ck.as_ptr(),
+                cv.as_ptr(),
                 pg_sys::GucContext::PGC_USERSET,
                 pg_sys::GucSource::PGC_S_SESSION,
                 pg_sys::GucAction::GUC_ACTION_SAVE,
                 true,
-                pg_sys::PGERROR as i32,
+                pg_sys::DEBUG1 as i32,
                 false,
             );
+            if ok <= 0 {
+                return Err(format!(
+                    "PostgreSQL refused the arm's setting {k} = '{v}' (unknown, bad value, or not settable by this user)"
+                ));
+            }
         }
-        call_planner(parse, query_string, cursor_options, params)
+        Ok(call_planner(parse, query_string, cursor_options, params))
     })
     .finally(|| pg_sys::AtEOXact_GUC(true, nest))
     .execute();
@@ -586,6 +594,13 @@ unsafe extern "C-unwind" fn planner_hook(
     let chosen = {
         let _busy = Busy::enter();
         plan_with_arm(&settings, pristine, query_string, cursor_options, params)
+    };
+    let chosen = match chosen {
+        Ok(c) => c,
+        Err(e) => {
+            note_error("applying an arm", &e);
+            return default;
+        }
     };
     BACKEND.with(|b| b.borrow_mut().counters.applied += 1);
     let arm = decision.arm;

@@ -659,3 +659,44 @@ fn reset_of_one_table_forgets_only_its_statements() {
     let d = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
     assert!(!d.contains("similarity 1.000"), "{d}");
 }
+
+#[pg_test]
+fn unknown_arm_settings_are_refused_and_bad_values_fall_back_to_the_default_plan() {
+    setup();
+    Spi::run(
+        "CREATE TEMP TABLE guc_errors2 (detail text);
+         DO $$ DECLARE d text; BEGIN
+           SET ruvector.dag_arms = 'default|enable_nestlop=off';
+         EXCEPTION WHEN invalid_parameter_value THEN
+           GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+           INSERT INTO guc_errors2 VALUES (d);
+         END $$;",
+    )
+    .unwrap();
+    let detail: String = one("SELECT detail FROM guc_errors2");
+    assert_eq!(
+        detail,
+        "ruvector.dag_arms: arm 1 'enable_nestlop=off': unknown setting 'enable_nestlop'"
+    );
+    // A known setting with a value PostgreSQL refuses only shows when the arm is applied: the
+    // statement then runs with the default plan and the fallback is counted and named.
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_nestloop=maybe';
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
+    .unwrap();
+    let first: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    let second: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    assert_eq!(first, second);
+    let last: String = one(
+        "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_error'",
+    );
+    assert!(
+        last.contains("PostgreSQL refused the arm's setting enable_nestloop = 'maybe'"),
+        "{last}"
+    );
+    let nestloop: String = one("SELECT current_setting('enable_nestloop')");
+    assert_eq!(nestloop, "on");
+}
