@@ -86,8 +86,45 @@ fn learning(c: &mut Criterion) {
     g.bench_function("trajectory record (ring push, incl. clone)", |b| {
         b.iter(|| black_box(ring.record(traj.clone())))
     });
-    g.bench_function("decide, 100-node plan", |b| {
+    g.bench_function("decide, 100-node plan (embedding cached)", |b| {
         b.iter(|| black_box(opt.decide(black_box(&probe)).map(|d| d.arm)))
+    });
+    // 1,024 distinct plans cycled through a 512-entry cache: every decide misses.
+    let distinct: Vec<PlanDag> = (0..1024)
+        .map(|i| random_plan(900_000 + i, 100, SynthOptions::default()))
+        .collect();
+    let mut next = 0;
+    g.bench_function("decide, 100-node plan (not cached)", |b| {
+        b.iter(|| {
+            next = (next + 1) % distinct.len();
+            black_box(opt.decide(black_box(&distinct[next])).map(|d| d.arm))
+        })
+    });
+    // What the extension does for every statement it considers, on a small plan (the common
+    // case: a 5-node join with measured actuals).
+    let small = random_plan(4_242, 5, SynthOptions::default());
+    g.bench_function("decide, 5-node plan (embedding cached)", |b| {
+        b.iter(|| black_box(opt.decide(black_box(&small)).map(|d| d.arm)))
+    });
+    let small_distinct: Vec<PlanDag> = (0..1024)
+        .map(|i| random_plan(700_000 + i, 5, SynthOptions::default()))
+        .collect();
+    let mut next = 0;
+    g.bench_function("decide, 5-node plan (not cached)", |b| {
+        b.iter(|| {
+            next = (next + 1) % small_distinct.len();
+            black_box(opt.decide(black_box(&small_distinct[next])).map(|d| d.arm))
+        })
+    });
+    let ds = opt.decide(&small).expect("decide");
+    g.bench_function("trajectory with the executed 5-node plan", |b| {
+        b.iter(|| black_box(opt.trajectory(&ds, 0, Some(&small), 3.0).map(|t| t.quality)))
+    });
+    let ts = opt
+        .trajectory(&ds, 0, Some(&small), 3.0)
+        .expect("trajectory");
+    g.bench_function("trajectory encode (postcard, the ring record)", |b| {
+        b.iter(|| black_box(postcard::to_allocvec(black_box(&ts)).map(|v| v.len())))
     });
     let mut observer = trained(0);
     g.bench_function("observe (selector, MicroLoRA, BTSP, pattern, ring)", |b| {

@@ -495,6 +495,34 @@ impl PlanDag {
         crate::rng::fnv1a64(&bytes)
     }
 
+    /// Hash of everything the embedding sees: the node numbering, operators, relations,
+    /// estimates, measurements and edges in order. Equal plans (the same statement planned the
+    /// same way) hash equal; any changed estimate changes it. Keys caches, never persisted.
+    pub fn content_hash(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(self.nodes.len() * 96 + self.edges.len() * 8);
+        for n in &self.nodes {
+            bytes.extend_from_slice(n.op.name().as_bytes());
+            bytes.push(0);
+            for x in [n.est_rows, n.startup_cost, n.total_cost, n.width, n.loops] {
+                bytes.extend_from_slice(&x.to_bits().to_le_bytes());
+            }
+            bytes.push(u8::from(n.parallel_aware));
+            bytes.extend_from_slice(&n.workers.to_le_bytes());
+            bytes.extend_from_slice(&n.relation_hash.to_le_bytes());
+            if let Some(a) = n.actual {
+                for x in [a.rows, a.self_ms, a.total_ms] {
+                    bytes.extend_from_slice(&x.to_bits().to_le_bytes());
+                }
+            }
+            bytes.push(0xFF);
+        }
+        for &(c, p) in &self.edges {
+            bytes.extend_from_slice(&c.to_le_bytes());
+            bytes.extend_from_slice(&p.to_le_bytes());
+        }
+        crate::rng::fnv1a64(&bytes)
+    }
+
     /// Whether every node carries measured values.
     pub fn has_actuals(&self) -> bool {
         self.nodes.iter().all(|n| n.actual.is_some())

@@ -22,7 +22,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::OnceCell;
+use core::cell::{OnceCell, RefCell};
 use core::fmt::Write;
 use serde::{Deserialize, Serialize};
 
@@ -235,6 +235,49 @@ pub struct Optimizer {
     mechanisms: Vec<alloc::boxed::Box<dyn DagAttention + Send + Sync>>,
     /// Per attention kind, the centering vector (computed on first use).
     centers: [OnceCell<Vec<f32>>; AttentionKind::ALL.len()],
+    /// Embeddings and HDC fingerprints of recently seen plans (not learned state).
+    cache: RefCell<EmbedCache>,
+}
+
+/// Entries each part of [`EmbedCache`] holds.
+pub const EMBED_CACHE_ENTRIES: usize = 512;
+
+/// A bounded cache of what `decide` and `trajectory` compute from a plan alone: embeddings
+/// under the kinds that use no context (all but temporal BTSP, which reads the shape's
+/// history, and the ensemble, which reads the selector's weights), keyed by
+/// [`PlanDag::content_hash`], and HDC fingerprints, keyed by [`PlanDag::shape_hash`] (they
+/// depend on operators and depths only). The oldest entry goes first at capacity.
+#[derive(Default)]
+struct EmbedCache {
+    embeddings: hashbrown::HashMap<(u64, u8), Vec<f32>>,
+    embedding_order: VecDeque<(u64, u8)>,
+    fingerprints: hashbrown::HashMap<u64, Hypervector>,
+    fingerprint_order: VecDeque<u64>,
+    hits: u64,
+    misses: u64,
+}
+
+impl EmbedCache {
+    fn put_embedding(&mut self, key: (u64, u8), e: Vec<f32>) {
+        if self.embeddings.len() >= EMBED_CACHE_ENTRIES {
+            if let Some(old) = self.embedding_order.pop_front() {
+                self.embeddings.remove(&old);
+            }
+        }
+        if self.embeddings.insert(key, e).is_none() {
+            self.embedding_order.push_back(key);
+        }
+    }
+    fn put_fingerprint(&mut self, key: u64, h: Hypervector) {
+        if self.fingerprints.len() >= EMBED_CACHE_ENTRIES {
+            if let Some(old) = self.fingerprint_order.pop_front() {
+                self.fingerprints.remove(&old);
+            }
+        }
+        if self.fingerprints.insert(key, h).is_none() {
+            self.fingerprint_order.push_back(key);
+        }
+    }
 }
 
 impl core::fmt::Debug for Optimizer {
@@ -321,6 +364,7 @@ impl Optimizer {
             encoder: HdcEncoder::default(),
             mechanisms,
             centers: Default::default(),
+            cache: RefCell::new(EmbedCache::default()),
             state,
         };
         if let Some(e) = opt.state.buffer.iter().find_map(|t| opt.check(t).err()) {
@@ -485,6 +529,41 @@ impl Optimizer {
     /// Embed `dag` under `kind`, with this shape's execution history as temporal context,
     /// centred (see [`CENTERING`]) and unit length.
     fn embed_as(&self, dag: &PlanDag, kind: AttentionKind, fp: u64) -> Result<Vec<f32>> {
+        let cacheable = !matches!(kind, AttentionKind::TemporalBtsp | AttentionKind::Ensemble);
+        if !cacheable {
+            return self.embed_uncached(dag, kind, fp);
+        }
+        let key = (dag.content_hash(), kind.index() as u8);
+        let mut cache = self.cache.borrow_mut();
+        if let Some(e) = cache.embeddings.get(&key) {
+            let e = e.clone();
+            cache.hits += 1;
+            return Ok(e);
+        }
+        cache.misses += 1;
+        drop(cache);
+        let e = self.embed_uncached(dag, kind, fp)?;
+        self.cache.borrow_mut().put_embedding(key, e.clone());
+        Ok(e)
+    }
+
+    /// The HDC fingerprint of `dag` (shape hash `fp`), cached.
+    fn fingerprint_of(&self, dag: &PlanDag, fp: u64) -> Hypervector {
+        if let Some(h) = self.cache.borrow().fingerprints.get(&fp) {
+            return h.clone();
+        }
+        let h = self.encoder.fingerprint(dag);
+        self.cache.borrow_mut().put_fingerprint(fp, h.clone());
+        h
+    }
+
+    /// (hits, misses) of the embedding cache.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        let c = self.cache.borrow();
+        (c.hits, c.misses)
+    }
+
+    fn embed_uncached(&self, dag: &PlanDag, kind: AttentionKind, fp: u64) -> Result<Vec<f32>> {
         let history = self.state.history.get(&fp).map_or(&[][..], Vec::as_slice);
         let means = self.state.selector.mechanism_means();
         let ctx = AttentionContext {
@@ -519,7 +598,7 @@ impl Optimizer {
     /// Choose an arm for a plan (the default plan: what the planner made with no arm applied).
     pub fn decide(&mut self, dag: &PlanDag) -> Result<Decision> {
         let fp = dag.shape_hash();
-        let hdc = self.encoder.fingerprint(dag);
+        let hdc = self.fingerprint_of(dag, fp);
         let key_kind = self.state.cfg.default_attention;
         let key = self.embed_as(dag, key_kind, fp)?;
         let attention = self.state.selector.select();
@@ -1035,6 +1114,31 @@ mod tests {
         let dq2 = opt.decide(&q).unwrap();
         assert_eq!(dq2.pattern, dq.pattern);
         assert!(dq2.pattern.is_some());
+    }
+
+    #[test]
+    fn the_embedding_cache_changes_nothing_but_the_work() {
+        let mut cached = optimizer();
+        let p = plan(31);
+        let first = cached.decide(&p).unwrap();
+        let (h0, m0) = cached.cache_stats();
+        assert!(m0 >= 1, "{m0}");
+        let again = cached.decide(&p).unwrap();
+        let (h1, m1) = cached.cache_stats();
+        assert!(h1 > h0 && m1 == m0, "hits {h0}->{h1}, misses {m0}->{m1}");
+        assert_eq!((&first.key, &first.hdc), (&again.key, &again.hdc));
+        // One changed estimate is another plan: a miss, and a different embedding.
+        let mut nodes: Vec<crate::PlanNode> = (0..p.len()).map(|v| p.node(v).clone()).collect();
+        nodes[0].est_rows *= 10.0;
+        let q = PlanDag::new(nodes, p.edges().to_vec()).unwrap();
+        assert_eq!(q.shape_hash(), p.shape_hash());
+        assert_ne!(q.content_hash(), p.content_hash());
+        let dq = cached.decide(&q).unwrap();
+        assert!(cached.cache_stats().1 > m1);
+        assert_ne!(dq.key, first.key);
+        // A fresh optimizer computes the same embeddings from scratch.
+        let mut fresh = optimizer();
+        assert_eq!(fresh.decide(&q).unwrap().key, dq.key);
     }
 
     #[test]
