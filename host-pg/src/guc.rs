@@ -97,6 +97,7 @@ pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static BACKGROUND_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+pub static RING_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(4);
 
 /// Register every setting (called from `_PG_init`).
 pub fn register() {
@@ -244,6 +245,16 @@ pub fn register() {
         &DATABASE,
         GucContext::Postmaster,
         none(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_ring_size",
+        c"Shared memory for trajectories waiting for the learner, in MiB (about 230 per MiB).",
+        c"When it is full the oldest trajectories are dropped and counted (ruvector_dag_status: ring_dropped).",
+        &RING_SIZE_MB,
+        1,
+        1024,
+        GucContext::Postmaster,
+        GucFlags::UNIT_MB,
     );
     GucRegistry::define_int_guc(
         c"ruvector.dag_background_interval_ms",

@@ -1,7 +1,7 @@
 //! Shared memory (needs `shared_preload_libraries = 'ruvector_dag'`): the trajectory ring that
 //! backends write and the learner drains, and the version counters backends poll.
 //!
-//! The ring is a byte buffer of [`RING_BYTES`] holding variable-length records
+//! The ring is a byte buffer of `ruvector.dag_ring_size` MiB holding variable-length records
 //! `[len u32][database oid u32][taken u32][reserved u32][payload]`, each 16-byte aligned.
 //! Offsets grow without bound (`head`, `tail`); a record never wraps (a padding record fills the
 //! end instead). When a new record does not fit, the oldest ones are dropped and counted. The
@@ -13,10 +13,6 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
 
-/// Bytes of trajectory records kept (4 MiB: about 900 trajectories of a 256-wide embedding).
-pub const RING_BYTES: usize = 4 << 20;
-/// Largest record accepted (a quarter of the ring).
-pub const MAX_RECORD: usize = RING_BYTES / 4;
 const HEADER: usize = 16;
 const PADDING_DB: u32 = u32::MAX;
 const NAME: &std::ffi::CStr = c"ruvector_dag";
@@ -24,6 +20,8 @@ const NAME: &std::ffi::CStr = c"ruvector_dag";
 #[repr(C)]
 struct Shared {
     lock: *mut pg_sys::LWLock,
+    /// Bytes of the data area (fixed at server start).
+    size: usize,
     /// Bumped (after commit) whenever the learned-state table changes.
     learned_version: AtomicU64,
     /// Bumped (after commit) whenever the enabled tables change.
@@ -48,8 +46,13 @@ static mut SHARED: *mut Shared = std::ptr::null_mut();
 static mut PREV_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
+/// Bytes of the ring asked for at server start (`ruvector.dag_ring_size`, MiB).
+fn configured_size() -> usize {
+    (crate::guc::RING_SIZE_MB.get().clamp(1, 1024) as usize) << 20
+}
+
 fn total_size() -> usize {
-    std::mem::size_of::<Shared>().next_multiple_of(HEADER) + RING_BYTES
+    std::mem::size_of::<Shared>().next_multiple_of(HEADER) + configured_size()
 }
 
 /// Ask for the shared memory (from `_PG_init` during `shared_preload_libraries`).
@@ -84,6 +87,7 @@ unsafe extern "C-unwind" fn on_startup() {
     if !found {
         p.write(Shared {
             lock: &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock,
+            size: configured_size(),
             learned_version: AtomicU64::new(1),
             scope_version: AtomicU64::new(1),
             worker_pid: AtomicI32::new(0),
@@ -104,6 +108,11 @@ unsafe extern "C-unwind" fn on_startup() {
 fn shared() -> Option<&'static Shared> {
     // SAFETY: set once at shared memory startup (inherited by every backend), never freed.
     unsafe { SHARED.as_ref() }
+}
+
+/// Bytes of the ring (0 without shared memory).
+pub fn ring_bytes() -> usize {
+    shared().map_or(0, |s| s.size)
 }
 
 /// Whether the shared memory exists (the library was preloaded).
@@ -181,6 +190,7 @@ impl Drop for Locked {
 struct Ring<'a> {
     h: &'a mut RingHeader,
     data: *mut u8,
+    size: usize,
 }
 
 impl Ring<'_> {
@@ -195,24 +205,25 @@ impl Ring<'_> {
             Ring {
                 h: &mut *s.ring.get(),
                 data,
+                size: s.size,
             }
         }
     }
     fn read_u32(&self, at: usize) -> u32 {
-        debug_assert!(at + 4 <= RING_BYTES);
+        debug_assert!(at + 4 <= self.size);
         let mut b = [0u8; 4];
-        // SAFETY: at + 4 <= RING_BYTES for every header field.
+        // SAFETY: at + 4 <= size for every header field.
         unsafe { std::ptr::copy_nonoverlapping(self.data.add(at), b.as_mut_ptr(), 4) };
         u32::from_ne_bytes(b)
     }
     fn write_u32(&mut self, at: usize, v: u32) {
-        debug_assert!(at + 4 <= RING_BYTES);
+        debug_assert!(at + 4 <= self.size);
         // SAFETY: as above.
         unsafe { std::ptr::copy_nonoverlapping(v.to_ne_bytes().as_ptr(), self.data.add(at), 4) };
     }
     /// (length, database, taken) of the record at absolute offset `off`.
     fn record(&self, off: u64) -> (usize, u32, bool) {
-        let at = (off % RING_BYTES as u64) as usize;
+        let at = (off % self.size as u64) as usize;
         (
             (self.read_u32(at) as usize).max(HEADER),
             self.read_u32(at + 4),
@@ -237,15 +248,15 @@ impl Ring<'_> {
     }
     /// Make room for `len` more bytes after head, dropping the oldest records.
     fn make_room(&mut self, len: usize) {
-        while self.h.head + len as u64 - self.h.tail > RING_BYTES as u64 {
+        while self.h.head + len as u64 - self.h.tail > self.size as u64 {
             self.drop_oldest();
         }
     }
     fn put(&mut self, db: u32, payload: &[u8]) {
         let len = (HEADER + payload.len()).next_multiple_of(HEADER);
-        let pos = (self.h.head % RING_BYTES as u64) as usize;
-        if pos + len > RING_BYTES {
-            let pad = RING_BYTES - pos;
+        let pos = (self.h.head % self.size as u64) as usize;
+        if pos + len > self.size {
+            let pad = self.size - pos;
             self.make_room(pad);
             self.write_u32(pos, pad as u32);
             self.write_u32(pos + 4, PADDING_DB);
@@ -253,12 +264,12 @@ impl Ring<'_> {
             self.h.head += pad as u64;
         }
         self.make_room(len);
-        let at = (self.h.head % RING_BYTES as u64) as usize;
+        let at = (self.h.head % self.size as u64) as usize;
         self.write_u32(at, len as u32);
         self.write_u32(at + 4, db);
         self.write_u32(at + 8, 0);
         self.write_u32(at + 12, payload.len() as u32);
-        // SAFETY: at + len <= RING_BYTES (a record never wraps).
+        // SAFETY: at + len <= size (a record never wraps).
         unsafe {
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
@@ -281,7 +292,8 @@ pub enum PushError {
 /// Append one record for database `db`. The oldest records make room when the ring is full.
 pub fn push(db: u32, payload: &[u8]) -> Result<(), PushError> {
     let s = shared().ok_or(PushError::NoSharedMemory)?;
-    if payload.len() > MAX_RECORD {
+    // Largest record accepted: a quarter of the ring.
+    if payload.len() > s.size / 4 {
         return Err(PushError::TooLarge(payload.len()));
     }
     let _lock = Locked::exclusive(s);
@@ -303,7 +315,7 @@ pub fn drain(db: u32) -> Vec<Vec<u8>> {
     while off < ring.h.head {
         let (len, rdb, taken) = ring.record(off);
         if rdb == db && !taken {
-            let at = (off % RING_BYTES as u64) as usize;
+            let at = (off % ring.size as u64) as usize;
             let n = (ring.read_u32(at + 12) as usize).min(len - HEADER);
             let mut v = vec![0u8; n];
             // SAFETY: the record lies within the ring (written by `put`).

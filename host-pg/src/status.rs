@@ -74,7 +74,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         put("ring_dropped", r.dropped.to_string());
         put("ring_pending", r.pending.to_string());
         put("ring_bytes_used", r.bytes_used.to_string());
-        put("ring_bytes", shared::RING_BYTES.to_string());
+        put("ring_bytes", shared::ring_bytes().to_string());
         put("worker_pid", r.worker_pid.to_string());
         put("worker_cycles", r.worker_cycles.to_string());
     }

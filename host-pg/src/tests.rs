@@ -216,6 +216,14 @@ fn status_reflects_settings() {
     assert_eq!(mode, "learn");
     let arms: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'arms'");
     assert_eq!(arms, "8");
+    let (ring, setting): (String, i64) = Spi::get_two(
+        "SELECT (SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'ring_bytes'),
+                pg_size_bytes(current_setting('ruvector.dag_ring_size'))",
+    )
+    .map(|(a, b)| (a.unwrap_or_default(), b.unwrap_or(0)))
+    .unwrap();
+    assert_eq!(ring, setting.to_string());
+    assert!(setting >= 1 << 20);
     Spi::run("SET ruvector.dag_arms = 'default|enable_seqscan=off'").unwrap();
     let arms: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'arms'");
     assert_eq!(arms, "2");

@@ -47,13 +47,14 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(_arg: pg_sys::Datum) {
     shared::set_worker_pid(std::process::id() as i32);
     log!("ruvector_dag learner: started, learning for database \"{db}\"");
     let mut last = Instant::now();
+    let mut last_error: Option<String> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
         if BackgroundWorker::sighup_received() {
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
         }
         let interval = Duration::from_millis(guc::BACKGROUND_INTERVAL_MS.get().max(100) as u64);
         let crowded =
-            shared::stats().is_some_and(|s| s.bytes_used as usize >= shared::RING_BYTES / 4);
+            shared::stats().is_some_and(|s| s.bytes_used as usize >= shared::ring_bytes() / 4);
         if last.elapsed() < interval && !crowded {
             continue;
         }
@@ -67,6 +68,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(_arg: pg_sys::Datum) {
         match outcome {
             None => {}
             Some(Ok(o)) => {
+                last_error = None;
                 shared::count_worker_cycle();
                 if o.drained > 0 || o.report.patterns_created > 0 {
                     log!(
@@ -78,7 +80,16 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(_arg: pg_sys::Datum) {
                     );
                 }
             }
-            Some(Err(e)) => log!("ruvector_dag learner: cycle failed: {e}"),
+            Some(Err(e)) => {
+                // The same failure every interval (say, arms changed) is logged once.
+                if last_error.as_deref() != Some(e.as_str()) {
+                    log!(
+                        "ruvector_dag learner: cycle failed: {e} (logged again only if it changes)"
+                    );
+                    last_error = Some(e);
+                }
+                continue;
+            }
         }
     }
     shared::set_worker_pid(0);
