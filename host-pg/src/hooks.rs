@@ -160,15 +160,6 @@ fn forget_enabled() {
     ENABLED.with(|e| *e.borrow_mut() = None);
 }
 
-/// Forget this backend's learned optimizer (it is read again from the table when needed).
-pub fn forget_learned() {
-    BACKEND.with(|b| {
-        let mut b = b.borrow_mut();
-        b.loaded = None;
-        b.failed = None;
-    });
-}
-
 fn arms_key() -> Result<String, String> {
     Ok(guc::arms()?
         .iter()
@@ -545,8 +536,14 @@ unsafe extern "C-unwind" fn planner_hook(
     if relids.is_empty() {
         return call_planner(parse, query_string, cursor_options, params);
     }
-    // The planner scribbles on its Query: keep a pristine copy for planning again under an arm.
-    let pristine = pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query;
+    // The planner scribbles on its Query: keep a pristine copy for planning again under an arm
+    // (only modes that apply arms need one).
+    let may_apply = matches!(mode, Mode::Learn | Mode::Frozen);
+    let pristine = if may_apply {
+        pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query
+    } else {
+        std::ptr::null_mut()
+    };
     let default = call_planner(parse, query_string, cursor_options, params);
     // Statements this cheap are never re-planned, so there is nothing to decide or learn.
     let cost = (*(*default).planTree).total_cost;
@@ -582,7 +579,7 @@ unsafe extern "C-unwind" fn planner_hook(
     BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
     let record = matches!(mode, Mode::Observe | Mode::Learn);
     let timed = record && sampled();
-    let apply = matches!(mode, Mode::Learn | Mode::Frozen) && decision.arm != 0;
+    let apply = may_apply && !pristine.is_null() && decision.arm != 0;
     if !apply {
         remember(default, decision, relids, 0, timed);
         return default;
@@ -666,7 +663,9 @@ unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDe
     if timed {
         STARTED.with(|s| {
             let mut s = s.borrow_mut();
-            s.retain(|(_, t)| t.elapsed().as_secs() < 3600);
+            // A statement that failed never reached ExecutorEnd: its entry is stale, and its
+            // address may be this one's.
+            s.retain(|(q, t)| *q != query_desc as usize && t.elapsed().as_secs() < 3600);
             s.push((query_desc as usize, Instant::now()));
         });
     }
