@@ -1,25 +1,129 @@
-//! The background worker "ruvector_dag learner": connected to `ruvector.dag_database`, it
-//! runs the persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner
-//! when a quarter of the shared ring is waiting. In a database without the extension it
-//! waits. A failed cycle is logged; the worker restarts after 10 s and the learned state keeps
-//! its last committed version.
+//! Background workers.
+//!
+//! - "ruvector_dag launcher" (registered at server start, connected to no database): every
+//!   10 s it checks that no learner runs and that `ruvector.dag_database` exists, and then
+//!   starts the learner for it. A database that does not exist (yet) is reported once, not on
+//!   every try.
+//! - "ruvector_dag learner" (started by the launcher, connected to that database): runs the
+//!   persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner when a
+//!   quarter of the shared ring is waiting. In a database without the extension it waits. If it
+//!   fails, the launcher starts it again at its next check; the learned state keeps its last
+//!   committed version.
 
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, DynamicBackgroundWorker, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 
 use crate::{guc, learner, shared};
 
-/// Register the worker (from `_PG_init`, while preloading).
+/// Seconds between the launcher's checks.
+const LAUNCHER_PERIOD: u64 = 10;
+
+/// Register the launcher (from `_PG_init`, while preloading).
 pub fn register() {
-    BackgroundWorkerBuilder::new("ruvector_dag learner")
-        .set_type("ruvector_dag learner")
-        .set_function("ruvector_dag_worker_main")
+    BackgroundWorkerBuilder::new("ruvector_dag launcher")
+        .set_type("ruvector_dag launcher")
+        .set_function("ruvector_dag_launcher_main")
         .set_library("ruvector_dag")
         .enable_spi_access()
-        .set_restart_time(Some(Duration::from_secs(10)))
+        .set_restart_time(Some(Duration::from_secs(LAUNCHER_PERIOD)))
         .load();
+}
+
+fn database_name() -> String {
+    guc::DATABASE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".into())
+}
+
+/// The launcher's entry point.
+///
+/// # Safety
+/// Called by the postmaster as a background worker's main function.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // No database: only the shared catalogs (pg_database) are read.
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    let name = database_name();
+    let mut learner: Option<DynamicBackgroundWorker> = None;
+    let mut reported_missing = false;
+    let mut wait = Duration::ZERO;
+    while BackgroundWorker::wait_latch(Some(wait)) {
+        wait = Duration::from_secs(LAUNCHER_PERIOD);
+        if BackgroundWorker::sighup_received() {
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+        if learner.as_ref().is_some_and(|l| {
+            matches!(
+                l.pid(),
+                Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted)
+            )
+        }) {
+            continue;
+        }
+        let oid = BackgroundWorker::transaction(|| database_oid(&name));
+        if oid == pg_sys::InvalidOid {
+            if !reported_missing {
+                log!("ruvector_dag launcher: database \"{name}\" (ruvector.dag_database) does not exist; the learner starts when it does");
+                reported_missing = true;
+            }
+            continue;
+        }
+        reported_missing = false;
+        // SAFETY: MyProcPid is this process's pid.
+        let me = pg_sys::MyProcPid;
+        learner = BackgroundWorkerBuilder::new("ruvector_dag learner")
+            .set_type("ruvector_dag learner")
+            .set_function("ruvector_dag_worker_main")
+            .set_library("ruvector_dag")
+            .enable_spi_access()
+            .set_restart_time(None)
+            .set_argument(Some(pg_sys::Datum::from(oid.to_u32())))
+            .set_notify_pid(me)
+            .load_dynamic()
+            .map_err(|_| {
+                log!("ruvector_dag launcher: cannot start the learner (max_worker_processes reached?); trying again in {LAUNCHER_PERIOD} s");
+            })
+            .ok();
+    }
+}
+
+/// The OID of database `name`, or InvalidOid. A heap scan of pg_database, as the logical
+/// replication launcher reads pg_subscription: without a database, and before any backend has
+/// written the shared relcache init file, index scans cannot be used.
+fn database_oid(name: &str) -> pg_sys::Oid {
+    // SAFETY: inside a transaction; the tuples are read while the scan holds them.
+    unsafe {
+        let rel = pg_sys::table_open(
+            pg_sys::DatabaseRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        let mut found = pg_sys::InvalidOid;
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let header = (*tuple).t_data;
+            let form = (header as *mut u8).add(usize::from((*header).t_hoff))
+                as *const pg_sys::FormData_pg_database;
+            let datname = std::ffi::CStr::from_ptr((*form).datname.data.as_ptr());
+            if datname.to_bytes() == name.as_bytes() {
+                found = (*form).oid;
+                break;
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        found
+    }
 }
 
 fn extension_here() -> bool {
@@ -31,21 +135,21 @@ fn extension_here() -> bool {
     .unwrap_or(false)
 }
 
-/// The worker's entry point.
+/// The learner's entry point; its argument is the database's OID.
 ///
 /// # Safety
 /// Called by the postmaster as a background worker's main function.
 #[pg_guard]
 #[no_mangle]
-pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(_arg: pg_sys::Datum) {
+pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let db = guc::DATABASE
-        .get()
-        .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "postgres".into());
-    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    let oid = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid), None);
     shared::set_worker_pid(std::process::id() as i32);
-    log!("ruvector_dag learner: started, learning for database \"{db}\"");
+    log!(
+        "ruvector_dag learner: started, learning for database \"{}\"",
+        database_name()
+    );
     let mut last = Instant::now();
     let mut last_error: Option<String> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
@@ -80,16 +184,12 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(_arg: pg_sys::Datum) {
                     );
                 }
             }
-            Some(Err(e)) => {
-                // The same failure every interval (say, arms changed) is logged once.
-                if last_error.as_deref() != Some(e.as_str()) {
-                    log!(
-                        "ruvector_dag learner: cycle failed: {e} (logged again only if it changes)"
-                    );
-                    last_error = Some(e);
-                }
-                continue;
+            // The same failure every interval (say, arms changed) is logged once.
+            Some(Err(e)) if last_error.as_deref() != Some(e.as_str()) => {
+                log!("ruvector_dag learner: cycle failed: {e} (logged again only if it changes)");
+                last_error = Some(e);
             }
+            Some(Err(_)) => {}
         }
     }
     shared::set_worker_pid(0);
