@@ -212,20 +212,25 @@ fn reload(seen: u64, arms: &str) -> Result<(), String> {
         return Err("no active snapshot to read ruvector_dag.learned_state with".into());
     }
     let _busy = Busy::enter();
-    let version = learner::read_state(false)?.map_or(0, |s| s.0);
-    let current = BACKEND.with(|b| {
-        b.borrow()
-            .loaded
-            .as_ref()
-            .is_some_and(|l| l.version == version && l.arms == arms)
-    });
-    if !current {
+    let loaded = crate::guarded(|| {
+        let version = learner::read_state(false)?.map_or(0, |s| s.0);
+        let current = BACKEND.with(|b| {
+            b.borrow()
+                .loaded
+                .as_ref()
+                .is_some_and(|l| l.version == version && l.arms == arms)
+        });
+        if current {
+            return Ok(None);
+        }
         let snapshot = if version == 0 {
             None
         } else {
             learner::read_state(true)?.and_then(|s| s.1)
         };
-        let opt = learner::load(snapshot.as_deref())?;
+        Ok(Some((learner::load(snapshot.as_deref())?, version)))
+    })?;
+    if let Some((opt, version)) = loaded {
         adopt(opt, version, seen);
     }
     BACKEND.with(|b| {
@@ -344,19 +349,22 @@ fn enabled_tables() -> HashSet<u32> {
         });
     }
     let _busy = Busy::enter();
-    let oids = Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT relid::oid FROM ruvector_dag.enabled_tables",
-            None,
-            &[],
-        )?;
-        let mut out = HashSet::new();
-        for row in rows {
-            if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
-                out.insert(oid.to_u32());
+    let oids = crate::guarded(|| {
+        Spi::connect(|c| {
+            let rows = c.select(
+                "SELECT relid::oid FROM ruvector_dag.enabled_tables",
+                None,
+                &[],
+            )?;
+            let mut out = HashSet::new();
+            for row in rows {
+                if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
+                    out.insert(oid.to_u32());
+                }
             }
-        }
-        Ok::<_, pgrx::spi::Error>(out)
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+        .map_err(|e| e.to_string())
     });
     match oids {
         Ok(set) => {
@@ -364,7 +372,7 @@ fn enabled_tables() -> HashSet<u32> {
             set
         }
         Err(e) => {
-            note_error("reading ruvector_dag.enabled_tables", &e.to_string());
+            note_error("reading ruvector_dag.enabled_tables", &e);
             HashSet::new()
         }
     }

@@ -66,6 +66,40 @@ pub(crate) fn require_preload(what: &str) {
     }
 }
 
+/// Run `f` (SPI reads of the extension's tables) in an internal subtransaction, as PL/pgSQL's
+/// EXCEPTION blocks do: a PostgreSQL ERROR there (say, permission on the extension's tables
+/// revoked from this user) is rolled back and becomes `Err`, so the statement falls back to the
+/// default plan instead of failing.
+pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+    // SAFETY: the subtransaction is begun here and released or rolled back on every path; the
+    // memory context and resource owner are restored as PL/pgSQL does.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+            let r = f();
+            pg_sys::ReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            r
+        }))
+        .catch_others(|e| {
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+            Err(match e {
+                pg_sys::panic::CaughtError::PostgresError(r)
+                | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                other => format!("{other:?}"),
+            })
+        })
+        .execute()
+    }
+}
+
 /// Raise an ERROR with `code` and `message`. Never returns.
 pub(crate) fn fail(code: PgSqlErrorCode, message: impl AsRef<str>) -> ! {
     ereport!(ERROR, code, message.as_ref().to_string());

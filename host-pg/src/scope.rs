@@ -100,9 +100,10 @@ fn ruvector_disable_neural_dag(tbl: PgRelation) -> bool {
 }
 
 /// Number of enabled tables.
-pub fn enabled_count() -> i64 {
-    Spi::get_one::<i64>("SELECT count(*) FROM ruvector_dag.enabled_tables")
-        .ok()
-        .flatten()
-        .unwrap_or(0)
+pub fn enabled_count() -> Result<i64, String> {
+    crate::guarded(|| {
+        Spi::get_one::<i64>("SELECT count(*) FROM ruvector_dag.enabled_tables")
+            .map(|n| n.unwrap_or(0))
+            .map_err(|e| e.to_string())
+    })
 }

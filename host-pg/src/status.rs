@@ -17,7 +17,10 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         "neural_dag_enabled",
         guc::NEURAL_DAG_ENABLED.get().to_string(),
     );
-    put("enabled_tables", scope::enabled_count().to_string());
+    put(
+        "enabled_tables",
+        scope::enabled_count().map_or_else(|e| format!("not readable: {e}"), |n| n.to_string()),
+    );
     match guc::arms() {
         Ok(arms) => {
             put("arms", arms.len().to_string());
@@ -78,15 +81,20 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         put("worker_pid", r.worker_pid.to_string());
         put("worker_cycles", r.worker_cycles.to_string());
     }
-    let learned = Spi::get_three::<i64, i64, i64>(
-        "SELECT version, octet_length(snapshot)::bigint, cycles FROM ruvector_dag.learned_state WHERE id = 1",
-    );
-    if let Ok((Some(v), Some(bytes), Some(cycles))) = learned {
-        put("learned_version", v.to_string());
-        put("learned_state_bytes", bytes.to_string());
-        put("learned_cycles", cycles.to_string());
-    } else {
-        put("learned_version", "0 (nothing learned yet)".into());
+    let learned = crate::guarded(|| {
+        Spi::get_three::<i64, i64, i64>(
+            "SELECT version, octet_length(snapshot)::bigint, cycles FROM ruvector_dag.learned_state WHERE id = 1",
+        )
+        .map_err(|e| e.to_string())
+    });
+    match learned {
+        Ok((Some(v), Some(bytes), Some(cycles))) => {
+            put("learned_version", v.to_string());
+            put("learned_state_bytes", bytes.to_string());
+            put("learned_cycles", cycles.to_string());
+        }
+        Ok(_) => put("learned_version", "0 (nothing learned yet)".into()),
+        Err(e) => put("learned_version", format!("not readable: {e}")),
     }
     TableIterator::new(rows)
 }

@@ -708,3 +708,26 @@ fn unknown_arm_settings_are_refused_and_bad_values_fall_back_to_the_default_plan
     let nestloop: String = one("SELECT current_setting('enable_nestloop')");
     assert_eq!(nestloop, "on");
 }
+
+#[pg_test]
+fn a_user_who_cannot_read_the_extension_tables_still_runs_queries() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         DROP ROLE IF EXISTS rv_locked_out; CREATE ROLE rv_locked_out;
+         GRANT SELECT ON t_orders, t_customers TO rv_locked_out;
+         REVOKE SELECT ON ruvector_dag.enabled_tables, ruvector_dag.learned_state FROM PUBLIC;
+         SET ROLE rv_locked_out;",
+    )
+    .unwrap();
+    let rows: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    assert!(rows >= 1);
+    let (enabled, learned): (String, String) = Spi::get_two(
+        "SELECT (SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'enabled_tables'),
+                (SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'learned_version')",
+    )
+    .map(|(a, b)| (a.unwrap_or_default(), b.unwrap_or_default()))
+    .unwrap();
+    assert_eq!(enabled, "not readable: permission denied for table enabled_tables");
+    assert_eq!(learned, "not readable: permission denied for table learned_state");
+}
