@@ -536,6 +536,9 @@ unsafe extern "C-unwind" fn planner_hook(
         || !guc::NEURAL_DAG_ENABLED.get()
         || BUSY.with(|b| b.get())
         || !pg_sys::IsTransactionState()
+        // Inside a parallel operation (a function run by a parallel worker) nothing may be
+        // read or started: pass through.
+        || pg_sys::IsInParallelMode()
         || parse.is_null()
     {
         return call_planner(parse, query_string, cursor_options, params);
