@@ -155,17 +155,22 @@ fn ruvector_dag_health() -> TableIterator<
                 r.pushed, r.taken, r.dropped, r.pending
             ),
         ));
+        // SAFETY: reading the backend's database id.
+        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let pid = shared::learner_pid(db);
         rows.push((
-            "background_worker".into(),
+            "background_learner".into(),
             "ruvector_dag learner".into(),
-            if r.worker_pid > 0 { "ok" } else { "warning" }.into(),
-            if r.worker_pid > 0 {
+            if pid > 0 { "ok" } else { "warning" }.into(),
+            if pid > 0 {
                 format!(
-                    "running as pid {}, {} cycles",
-                    r.worker_pid, r.worker_cycles
+                    "running for this database as pid {pid}; {} cycles by all learners",
+                    r.worker_cycles
                 )
             } else {
-                "not running (it restarts after a failure; see the server log)".into()
+                "none for this database: add it to ruvector.dag_database, or call \
+                 ruvector_dag_learn() on a schedule (a stopped learner is restarted within 10 s)"
+                    .into()
             },
         ));
     }

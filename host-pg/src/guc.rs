@@ -240,8 +240,8 @@ pub fn register() {
     );
     GucRegistry::define_string_guc(
         c"ruvector.dag_database",
-        c"Database whose trajectories the background worker learns from.",
-        c"Needs ruvector_dag in shared_preload_libraries and CREATE EXTENSION ruvector_dag in that database; other databases learn through ruvector_dag_learn().",
+        c"Databases (comma-separated, at most 16) that learn in the background, one learner worker each.",
+        c"Needs ruvector_dag in shared_preload_libraries and CREATE EXTENSION ruvector_dag in each; other databases learn through ruvector_dag_learn().",
         &DATABASE,
         GucContext::Postmaster,
         none(),

@@ -17,6 +17,15 @@ const HEADER: usize = 16;
 const PADDING_DB: u32 = u32::MAX;
 const NAME: &std::ffi::CStr = c"ruvector_dag";
 
+/// Most databases that learn in the background at once.
+pub const MAX_LEARNERS: usize = 16;
+
+#[repr(C)]
+struct LearnerSlot {
+    db: std::sync::atomic::AtomicU32,
+    pid: AtomicI32,
+}
+
 #[repr(C)]
 struct Shared {
     lock: *mut pg_sys::LWLock,
@@ -26,8 +35,8 @@ struct Shared {
     learned_version: AtomicU64,
     /// Bumped (after commit) whenever the enabled tables change.
     scope_version: AtomicU64,
-    /// The background worker's pid while it runs, else 0.
-    worker_pid: AtomicI32,
+    /// The running learners: (database OID, pid); 0 marks a free slot.
+    learners: [LearnerSlot; MAX_LEARNERS],
     /// Cycles the background worker ran.
     worker_cycles: AtomicU64,
     /// Guarded by `lock`.
@@ -90,7 +99,10 @@ unsafe extern "C-unwind" fn on_startup() {
             size: configured_size(),
             learned_version: AtomicU64::new(1),
             scope_version: AtomicU64::new(1),
-            worker_pid: AtomicI32::new(0),
+            learners: std::array::from_fn(|_| LearnerSlot {
+                db: std::sync::atomic::AtomicU32::new(0),
+                pid: AtomicI32::new(0),
+            }),
             worker_cycles: AtomicU64::new(0),
             ring: std::cell::UnsafeCell::new(RingHeader {
                 head: 0,
@@ -144,11 +156,35 @@ pub fn bump_scope() {
     }
 }
 
-/// Record (or clear, with 0) the background worker's pid.
-pub fn set_worker_pid(pid: i32) {
-    if let Some(s) = shared() {
-        s.worker_pid.store(pid, Ordering::Release);
+/// Record that the learner `pid` runs for database `db` (pid 0: it stopped).
+pub fn set_learner(db: u32, pid: i32) {
+    let Some(s) = shared() else { return };
+    let slot = s
+        .learners
+        .iter()
+        .find(|l| l.db.load(Ordering::Acquire) == db)
+        .or_else(|| {
+            s.learners.iter().find(|l| {
+                l.db.compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
+        });
+    if let Some(l) = slot {
+        l.pid.store(pid, Ordering::Release);
+        if pid == 0 {
+            l.db.store(0, Ordering::Release);
+        }
     }
+}
+
+/// The pid of the learner of database `db`, or 0.
+pub fn learner_pid(db: u32) -> i32 {
+    shared().map_or(0, |s| {
+        s.learners
+            .iter()
+            .find(|l| l.db.load(Ordering::Acquire) == db)
+            .map_or(0, |l| l.pid.load(Ordering::Acquire))
+    })
 }
 
 /// Count one cycle of the background worker.
@@ -166,7 +202,7 @@ pub struct RingStats {
     pub taken: u64,
     pub pending: u64,
     pub bytes_used: u64,
-    pub worker_pid: i32,
+
     pub worker_cycles: u64,
 }
 
@@ -350,7 +386,7 @@ pub fn stats() -> Option<RingStats> {
         taken: h.taken,
         pending,
         bytes_used: h.head - h.tail,
-        worker_pid: s.worker_pid.load(Ordering::Acquire),
+
         worker_cycles: s.worker_cycles.load(Ordering::Acquire),
     })
 }

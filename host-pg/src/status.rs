@@ -78,7 +78,9 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         put("ring_pending", r.pending.to_string());
         put("ring_bytes_used", r.bytes_used.to_string());
         put("ring_bytes", shared::ring_bytes().to_string());
-        put("worker_pid", r.worker_pid.to_string());
+        // SAFETY: reading the backend's database id.
+        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        put("learner_pid", shared::learner_pid(db).to_string());
         put("worker_cycles", r.worker_cycles.to_string());
     }
     let learned = crate::guarded(|| {

@@ -1,10 +1,10 @@
 //! Background workers.
 //!
 //! - "ruvector_dag launcher" (registered at server start, connected to no database): every
-//!   10 s it checks that no learner runs and that `ruvector.dag_database` exists, and then
-//!   starts the learner for it. A database that does not exist (yet) is reported once, not on
-//!   every try.
-//! - "ruvector_dag learner" (started by the launcher, connected to that database): runs the
+//!   10 s, for each database named in `ruvector.dag_database` (a comma-separated list) that
+//!   exists and has no learner running, it starts one. A database that does not exist (yet) is
+//!   reported once, not on every try.
+//! - "ruvector_dag learner" (started by the launcher, one per database): runs the
 //!   persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner when a
 //!   quarter of the shared ring is waiting. In a database without the extension it waits. If it
 //!   fails, the launcher starts it again at its next check; the learned state keeps its last
@@ -33,11 +33,35 @@ pub fn register() {
         .load();
 }
 
-fn database_name() -> String {
-    guc::DATABASE
+/// The databases named in `ruvector.dag_database`, without duplicates, at most
+/// [`shared::MAX_LEARNERS`].
+fn database_names() -> Vec<String> {
+    let text = guc::DATABASE
         .get()
         .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "postgres".into())
+        .unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    for n in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !names.iter().any(|m| m == n) {
+            names.push(n.to_string());
+        }
+    }
+    if names.len() > shared::MAX_LEARNERS {
+        log!(
+            "ruvector_dag launcher: ruvector.dag_database names {} databases; learning in the first {}",
+            names.len(),
+            shared::MAX_LEARNERS
+        );
+        names.truncate(shared::MAX_LEARNERS);
+    }
+    names
+}
+
+/// One database the launcher looks after.
+struct Watched {
+    name: String,
+    learner: Option<DynamicBackgroundWorker>,
+    reported_missing: bool,
 }
 
 /// The launcher's entry point.
@@ -50,48 +74,61 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // No database: only the shared catalogs (pg_database) are read.
     BackgroundWorker::connect_worker_to_spi(None, None);
-    let name = database_name();
-    let mut learner: Option<DynamicBackgroundWorker> = None;
-    let mut reported_missing = false;
+    let mut watched: Vec<Watched> = database_names()
+        .into_iter()
+        .map(|name| Watched {
+            name,
+            learner: None,
+            reported_missing: false,
+        })
+        .collect();
     let mut wait = Duration::ZERO;
     while BackgroundWorker::wait_latch(Some(wait)) {
         wait = Duration::from_secs(LAUNCHER_PERIOD);
         if BackgroundWorker::sighup_received() {
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
         }
-        if learner.as_ref().is_some_and(|l| {
-            matches!(
-                l.pid(),
-                Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted)
-            )
-        }) {
-            continue;
-        }
-        let oid = BackgroundWorker::transaction(|| database_oid(&name));
-        if oid == pg_sys::InvalidOid {
-            if !reported_missing {
-                log!("ruvector_dag launcher: database \"{name}\" (ruvector.dag_database) does not exist; the learner starts when it does");
-                reported_missing = true;
+        for w in &mut watched {
+            let running = w.learner.as_ref().is_some_and(|l| {
+                matches!(
+                    l.pid(),
+                    Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted)
+                )
+            });
+            if !running {
+                start_learner(w);
             }
-            continue;
         }
-        reported_missing = false;
-        // SAFETY: MyProcPid is this process's pid.
-        let me = pg_sys::MyProcPid;
-        learner = BackgroundWorkerBuilder::new("ruvector_dag learner")
-            .set_type("ruvector_dag learner")
-            .set_function("ruvector_dag_worker_main")
-            .set_library("ruvector_dag")
-            .enable_spi_access()
-            .set_restart_time(None)
-            .set_argument(Some(pg_sys::Datum::from(oid.to_u32())))
-            .set_notify_pid(me)
-            .load_dynamic()
-            .map_err(|_| {
-                log!("ruvector_dag launcher: cannot start the learner (max_worker_processes reached?); trying again in {LAUNCHER_PERIOD} s");
-            })
-            .ok();
     }
+}
+
+fn start_learner(w: &mut Watched) {
+    let name = w.name.clone();
+    let oid = BackgroundWorker::transaction(|| database_oid(&name));
+    if oid == pg_sys::InvalidOid {
+        if !w.reported_missing {
+            log!("ruvector_dag launcher: database \"{name}\" (ruvector.dag_database) does not exist; its learner starts when it does");
+            w.reported_missing = true;
+        }
+        return;
+    }
+    w.reported_missing = false;
+    // SAFETY: MyProcPid is this process's pid.
+    let me = unsafe { pg_sys::MyProcPid };
+    w.learner = BackgroundWorkerBuilder::new(&format!("ruvector_dag learner {name}"))
+        .set_type("ruvector_dag learner")
+        .set_function("ruvector_dag_worker_main")
+        .set_library("ruvector_dag")
+        .enable_spi_access()
+        .set_restart_time(None)
+        .set_argument(Some(pg_sys::Datum::from(oid.to_u32())))
+        .set_extra(&name)
+        .set_notify_pid(me)
+        .load_dynamic()
+        .map_err(|_| {
+            log!("ruvector_dag launcher: cannot start the learner for \"{name}\" (max_worker_processes reached?); trying again in {LAUNCHER_PERIOD} s");
+        })
+        .ok();
 }
 
 /// The OID of database `name`, or InvalidOid. A heap scan of pg_database, as the logical
@@ -145,11 +182,12 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let oid = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid), None);
-    shared::set_worker_pid(std::process::id() as i32);
-    log!(
-        "ruvector_dag learner: started, learning for database \"{}\"",
-        database_name()
-    );
+    shared::set_learner(oid.to_u32(), std::process::id() as i32);
+    // Free the slot however this process ends (an ERROR ends a worker too).
+    pg_sys::before_shmem_exit(Some(learner_exit), pg_sys::Datum::from(oid.to_u32()));
+    // The launcher passes the name along (reading the catalog needs a transaction).
+    let name = BackgroundWorker::get_extra();
+    log!("ruvector_dag learner: started, learning for database \"{name}\"");
     let mut last = Instant::now();
     let mut last_error: Option<String> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
@@ -192,5 +230,9 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(arg: pg_sys::Datum) {
             Some(Err(_)) => {}
         }
     }
-    shared::set_worker_pid(0);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn learner_exit(_code: i32, arg: pg_sys::Datum) {
+    shared::set_learner(arg.value() as u32, 0);
 }
