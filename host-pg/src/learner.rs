@@ -424,23 +424,31 @@ fn persist(
             .get::<i64>(1)?
             .unwrap_or(0);
         c.update("DELETE FROM ruvector_dag.patterns", None, &[])?;
-        for p in patterns {
-            c.update(
-                "INSERT INTO ruvector_dag.patterns \
-                   (id, members, best_arm, confidence, runs, best_mean_ms, default_mean_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                None,
-                &[
-                    p.id.into(),
-                    p.members.into(),
-                    p.best_arm.clone().into(),
-                    p.confidence.into(),
-                    p.runs.into(),
-                    p.best_mean_ms.into(),
-                    p.default_mean_ms.into(),
-                ],
-            )?;
-        }
+        // One statement for all patterns (there may be thousands each cycle).
+        c.update(
+            "INSERT INTO ruvector_dag.patterns \
+               (id, members, best_arm, confidence, runs, best_mean_ms, default_mean_ms) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::real[], \
+               $5::bigint[], $6::float8[], $7::float8[])",
+            None,
+            &[
+                patterns.iter().map(|p| p.id).collect::<Vec<_>>().into(),
+                patterns.iter().map(|p| p.members).collect::<Vec<_>>().into(),
+                patterns
+                    .iter()
+                    .map(|p| p.best_arm.clone())
+                    .collect::<Vec<_>>()
+                    .into(),
+                patterns.iter().map(|p| p.confidence).collect::<Vec<_>>().into(),
+                patterns.iter().map(|p| p.runs).collect::<Vec<_>>().into(),
+                patterns.iter().map(|p| p.best_mean_ms).collect::<Vec<_>>().into(),
+                patterns
+                    .iter()
+                    .map(|p| p.default_mean_ms)
+                    .collect::<Vec<_>>()
+                    .into(),
+            ],
+        )?;
         for h in healed {
             c.update(
                 "INSERT INTO ruvector_dag.healing_log \

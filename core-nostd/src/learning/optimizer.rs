@@ -384,49 +384,30 @@ impl Optimizer {
         cfg.validate()?;
         let old = &self.state.cfg;
         let mut kept = Vec::new();
-        let mut differs = |name: &'static str, same: bool| {
-            if !same {
-                kept.push(name);
-            }
-        };
-        differs(
-            "max_trajectories",
-            cfg.max_trajectories == old.max_trajectories,
+        // Settings the learned state is built on: kept, and named when `cfg` differs.
+        macro_rules! structural {
+            ($($field:ident),* $(,)?) => {
+                $(if cfg.$field != old.$field {
+                    kept.push(stringify!($field));
+                })*
+            };
+        }
+        structural!(
+            max_trajectories,
+            default_attention,
+            ucb_exploration_c,
+            micro_lora_rank,
+            base_lora_rank,
+            ewc_max_lambda,
+            ewc_fisher_decay,
+            hdc_dimensions,
+            btsp_surprise_factor,
+            btsp_recall_similarity,
+            btsp_capacity,
+            pattern_capacity,
+            attention,
+            seed,
         );
-        differs(
-            "default_attention",
-            cfg.default_attention == old.default_attention,
-        );
-        differs(
-            "ucb_exploration_c",
-            cfg.ucb_exploration_c == old.ucb_exploration_c,
-        );
-        differs(
-            "micro_lora_rank",
-            cfg.micro_lora_rank == old.micro_lora_rank,
-        );
-        differs("base_lora_rank", cfg.base_lora_rank == old.base_lora_rank);
-        differs("ewc_max_lambda", cfg.ewc_max_lambda == old.ewc_max_lambda);
-        differs(
-            "ewc_fisher_decay",
-            cfg.ewc_fisher_decay == old.ewc_fisher_decay,
-        );
-        differs("hdc_dimensions", cfg.hdc_dimensions == old.hdc_dimensions);
-        differs(
-            "btsp_surprise_factor",
-            cfg.btsp_surprise_factor == old.btsp_surprise_factor,
-        );
-        differs(
-            "btsp_recall_similarity",
-            cfg.btsp_recall_similarity == old.btsp_recall_similarity,
-        );
-        differs("btsp_capacity", cfg.btsp_capacity == old.btsp_capacity);
-        differs(
-            "pattern_capacity",
-            cfg.pattern_capacity == old.pattern_capacity,
-        );
-        differs("attention", cfg.attention == old.attention);
-        differs("seed", cfg.seed == old.seed);
         if cfg.micro_lora_lr != old.micro_lora_lr
             || cfg.base_lora_lr != old.base_lora_lr
             || cfg.ewc_lambda != old.ewc_lambda
