@@ -731,3 +731,32 @@ fn a_user_who_cannot_read_the_extension_tables_still_runs_queries() {
     assert_eq!(enabled, "not readable: permission denied for table enabled_tables");
     assert_eq!(learned, "not readable: permission denied for table learned_state");
 }
+
+#[pg_test]
+fn sample_rate_zero_decides_but_times_nothing() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_sample_rate = 0;",
+    )
+    .unwrap();
+    let status = |key: &str| -> u64 {
+        one::<String>(&format!(
+            "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = '{key}'"
+        ))
+        .parse()
+        .unwrap()
+    };
+    let (planned, observed) = (
+        status("backend_planned_in_scope"),
+        status("backend_observed"),
+    );
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    assert_eq!(status("backend_planned_in_scope"), planned + 3);
+    assert_eq!(status("backend_observed"), observed);
+    Spi::run("SET ruvector.dag_sample_rate = 1").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(status("backend_observed"), observed + 1);
+}
