@@ -429,8 +429,19 @@ unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
     if rels.is_empty() {
         return rels;
     }
-    let enabled = enabled_tables();
-    rels.retain(|r| enabled.contains(r));
+    // The common case, a current cache, without copying the set.
+    let version = shared::scope_version();
+    let cached = ENABLED.with(|e| match e.borrow().as_ref() {
+        Some((v, set)) if *v == version => {
+            rels.retain(|r| set.contains(r));
+            true
+        }
+        _ => false,
+    });
+    if !cached {
+        let enabled = enabled_tables();
+        rels.retain(|r| enabled.contains(r));
+    }
     rels.sort_unstable();
     rels.dedup();
     rels
