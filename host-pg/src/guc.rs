@@ -1,7 +1,9 @@
 //! The `ruvector.*` settings. PostgreSQL validates ranges and enum values itself, so a wrong
 //! value is an ERROR naming the setting and the allowed values, and the old value stays.
 
+use std::cell::RefCell;
 use std::ffi::{CStr, CString};
+use std::rc::Rc;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
@@ -294,7 +296,7 @@ unsafe extern "C-unwind" fn check_arms(
 /// `Err` names the first setting of an arm PostgreSQL does not know. Names with a dot belong to
 /// extensions that may load later, so they are not checked here (a refusal when an arm is
 /// applied falls back to the default plan).
-fn unknown_setting(arms: &[(String, Vec<(String, String)>)]) -> Result<(), String> {
+fn unknown_setting(arms: &[Arm]) -> Result<(), String> {
     for (i, (name, settings)) in arms.iter().enumerate() {
         for (k, _) in settings.iter().filter(|(k, _)| !k.contains('.')) {
             let c = CString::new(k.as_str()).map_err(|e| e.to_string())?;
@@ -337,16 +339,49 @@ pub fn core_config() -> NeuralDagConfig {
 }
 
 /// The arm list: `(name, [(setting, value)])`, the first being the default.
-pub fn arms() -> Result<Vec<(String, Vec<(String, String)>)>, String> {
+pub fn arms() -> Result<Vec<Arm>, String> {
+    Ok(arms_shared()?.0.as_ref().clone())
+}
+
+/// One arm: its name and its `(setting, value)` pairs.
+pub type Arm = (String, Vec<(String, String)>);
+
+/// Parsed arms and their names joined by `|`, shared.
+pub type ParsedArms = (Rc<Vec<Arm>>, Rc<str>);
+
+thread_local! {
+    /// The last `ruvector.dag_arms` text and what it parsed to: the planner hook asks for the
+    /// arms on every in-scope statement, and the text rarely changes.
+    static ARMS_CACHE: RefCell<Option<(String, Result<ParsedArms, String>)>> =
+        const { RefCell::new(None) };
+}
+
+/// The arm list (parsed once per distinct setting text) and its names joined by `|`.
+pub fn arms_shared() -> Result<ParsedArms, String> {
     let text = ARMS
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
-    parse_arms(&text)
+    ARMS_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(t, _)| *t != text) {
+            let parsed = parse_arms(&text).map(|arms| {
+                let key: Rc<str> = arms
+                    .iter()
+                    .map(|a| a.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join("|")
+                    .into();
+                (Rc::new(arms), key)
+            });
+            *c = Some((text, parsed));
+        }
+        c.as_ref().expect("just set").1.clone()
+    })
 }
 
 /// Parse `ruvector.dag_arms`; the error names what is wrong.
-pub fn parse_arms(text: &str) -> Result<Vec<(String, Vec<(String, String)>)>, String> {
+pub fn parse_arms(text: &str) -> Result<Vec<Arm>, String> {
     let mut out = Vec::new();
     for (i, arm) in text.split('|').map(str::trim).enumerate() {
         if i == 0 {

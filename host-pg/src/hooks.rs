@@ -160,29 +160,21 @@ fn forget_enabled() {
     ENABLED.with(|e| *e.borrow_mut() = None);
 }
 
-fn arms_key() -> Result<String, String> {
-    Ok(guc::arms()?
-        .iter()
-        .map(|a| a.0.as_str())
-        .collect::<Vec<_>>()
-        .join("|"))
-}
-
 /// Make sure this backend holds the current learned optimizer, tuned to the session's
 /// settings. `Err` says why it cannot (the statement then keeps the default plan).
 fn ready() -> Result<(), String> {
     let seen = shared::learned_version();
-    let arms = arms_key()?;
+    let arms = guc::arms_shared()?.1;
     let state = BACKEND.with(|b| {
         let b = b.borrow();
         if let Some((v, a, e)) = &b.failed {
-            if *v == seen && *a == arms {
+            if *v == seen && **a == *arms {
                 return Some(Err(e.clone()));
             }
         }
         b.loaded
             .as_ref()
-            .filter(|l| l.seen == seen && l.arms == arms)
+            .filter(|l| l.seen == seen && *l.arms == *arms)
             .map(|_| Ok(()))
     });
     let result = match state {
@@ -191,7 +183,7 @@ fn ready() -> Result<(), String> {
         None => reload(seen, &arms),
     };
     if let Err(e) = &result {
-        BACKEND.with(|b| b.borrow_mut().failed = Some((seen, arms.clone(), e.clone())));
+        BACKEND.with(|b| b.borrow_mut().failed = Some((seen, arms.to_string(), e.clone())));
         return result;
     }
     let config = guc::core_config();
@@ -212,25 +204,17 @@ fn reload(seen: u64, arms: &str) -> Result<(), String> {
         return Err("no active snapshot to read ruvector_dag.learned_state with".into());
     }
     let _busy = Busy::enter();
-    let loaded = crate::guarded(|| {
-        let version = learner::read_state(false)?.map_or(0, |s| s.0);
-        let current = BACKEND.with(|b| {
-            b.borrow()
-                .loaded
-                .as_ref()
-                .is_some_and(|l| l.version == version && l.arms == arms)
-        });
-        if current {
-            return Ok(None);
-        }
-        let snapshot = if version == 0 {
-            None
-        } else {
-            learner::read_state(true)?.and_then(|s| s.1)
-        };
-        Ok(Some((learner::load(snapshot.as_deref())?, version)))
+    let (version, loaded) = crate::guarded(|| {
+        learner::load_unless(|v| {
+            BACKEND.with(|b| {
+                b.borrow()
+                    .loaded
+                    .as_ref()
+                    .is_some_and(|l| l.version == v && *l.arms == *arms)
+            })
+        })
     })?;
-    if let Some((opt, version)) = loaded {
+    if let Some(opt) = loaded {
         adopt(opt, version, seen);
     }
     BACKEND.with(|b| {
@@ -606,9 +590,9 @@ unsafe extern "C-unwind" fn planner_hook(
         remember(default, decision, relids, 0, timed);
         return default;
     }
-    let settings = guc::arms()
+    let settings = guc::arms_shared()
         .ok()
-        .and_then(|a| a.get(usize::from(decision.arm)).map(|x| x.1.clone()))
+        .and_then(|(a, _)| a.get(usize::from(decision.arm)).map(|x| x.1.clone()))
         .unwrap_or_default();
     let chosen = {
         let _busy = Busy::enter();

@@ -94,21 +94,30 @@ pub fn load(snapshot: Option<&[u8]>) -> Result<Optimizer, String> {
     Ok(opt)
 }
 
+/// The stored version, and an optimizer loaded from it unless `held(version)` says the caller
+/// already has that version (the snapshot, possibly megabytes, is read only then).
+pub fn load_unless(held: impl FnOnce(i64) -> bool) -> Result<(i64, Option<Optimizer>), String> {
+    let version = read_state(false)?.map_or(0, |s| s.0);
+    if held(version) {
+        return Ok((version, None));
+    }
+    let snapshot = if version == 0 {
+        None
+    } else {
+        read_state(true)?.and_then(|s| s.1)
+    };
+    Ok((version, Some(load(snapshot.as_deref())?)))
+}
+
 /// Run one persisted cycle in the current transaction.
 pub fn cycle() -> Result<Outcome, String> {
     Spi::run(&format!(
         "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
     ))
     .map_err(|e| format!("taking the learning lock: {e}"))?;
-    let stored_version = read_state(false)?.map_or(0, |s| s.0);
-    let fresh = LEARNER.with(|l| {
-        l.borrow()
-            .as_ref()
-            .is_none_or(|l| l.version != stored_version)
-    });
-    if fresh {
-        let snapshot = read_state(true)?.and_then(|s| s.1);
-        let opt = load(snapshot.as_deref())?;
+    let (stored_version, loaded) =
+        load_unless(|v| LEARNER.with(|l| l.borrow().as_ref().is_some_and(|l| l.version == v)))?;
+    if let Some(opt) = loaded {
         LEARNER.with(|l| {
             *l.borrow_mut() = Some(Learner {
                 version: stored_version,

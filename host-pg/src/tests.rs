@@ -23,6 +23,18 @@ fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
     Spi::get_one::<T>(sql).expect("query").expect("a value")
 }
 
+/// One value of `ruvector_dag_status()`.
+fn status(key: &str) -> String {
+    one(&format!(
+        "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = '{key}'"
+    ))
+}
+
+/// A counter of `ruvector_dag_status()`.
+fn counter(key: &str) -> u64 {
+    status(key).parse().expect("a number")
+}
+
 #[pg_test]
 fn analyze_has_one_row_per_explain_node_and_weights_sum_to_one() {
     setup();
@@ -158,9 +170,7 @@ fn enable_and_disable_tables() {
         "SELECT count(*) FROM ruvector_dag.enabled_tables WHERE relid = 't_orders'::regclass",
     );
     assert_eq!(listed, 1);
-    let status: String =
-        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'enabled_tables'");
-    assert_eq!(status, "1");
+    assert_eq!(status("enabled_tables"), "1");
     assert!(one::<bool>("SELECT ruvector_dag.ruvector_disable_neural_dag('t_orders')"));
     assert!(!one::<bool>("SELECT ruvector_dag.ruvector_disable_neural_dag('t_orders')"));
 }
@@ -202,19 +212,18 @@ fn an_admin_member_can_enable_tables() {
     )
     .unwrap();
     assert!(one::<bool>("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')"));
-    let admin: String =
-        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'is_admin'");
+    let admin = status("is_admin");
     assert_eq!(admin, "true");
 }
 
 #[pg_test]
 fn status_reflects_settings() {
-    let mode: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'mode'");
+    let mode = status("mode");
     assert_eq!(mode, "observe");
     Spi::run("SET ruvector.dag_mode = 'learn'").unwrap();
-    let mode: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'mode'");
+    let mode = status("mode");
     assert_eq!(mode, "learn");
-    let arms: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'arms'");
+    let arms = status("arms");
     assert_eq!(arms, "8");
     let (ring, setting): (String, i64) = Spi::get_two(
         "SELECT (SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'ring_bytes'),
@@ -225,7 +234,7 @@ fn status_reflects_settings() {
     assert_eq!(ring, setting.to_string());
     assert!(setting >= 1 << 20);
     Spi::run("SET ruvector.dag_arms = 'default|enable_seqscan=off'").unwrap();
-    let arms: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'arms'");
+    let arms = status("arms");
     assert_eq!(arms, "2");
     // A malformed arm list is refused when set, with the reason, and the old value stays.
     Spi::run(
@@ -240,7 +249,7 @@ fn status_reflects_settings() {
     .unwrap();
     let detail: String = one("SELECT detail FROM guc_errors");
     assert_eq!(detail, "ruvector.dag_arms: the first arm must be 'default', not 'seqscan_off'");
-    let arms: String = one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'arms'");
+    let arms = status("arms");
     assert_eq!(arms, "2");
 }
 
@@ -284,9 +293,7 @@ fn explain_shows_the_decision_for_enabled_tables_only() {
     );
     // The plan itself is still printed, unchanged in observe mode.
     assert_eq!(lines[0], before[0]);
-    let planned: String = one(
-        "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_planned_in_scope'",
-    );
+    let planned = status("backend_planned_in_scope");
     assert!(planned.parse::<u64>().unwrap() >= 1);
 }
 
@@ -322,9 +329,7 @@ fn an_applied_arm_leaves_the_session_settings_alone_even_on_error() {
     let hashjoin: String = one("SELECT current_setting('enable_hashjoin')");
     let mergejoin: String = one("SELECT current_setting('enable_mergejoin')");
     assert_eq!((hashjoin.as_str(), mergejoin.as_str()), ("on", "on"));
-    let applied: String = one(
-        "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_arms_applied'",
-    );
+    let applied = status("backend_arms_applied");
     assert!(applied.parse::<u64>().unwrap() >= 1, "{applied}");
 }
 
@@ -339,8 +344,7 @@ fn executed_statements_become_trajectories_and_learn_makes_patterns() {
     for _ in 0..12 {
         let _: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
     }
-    let observed: String =
-        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_observed'");
+    let observed = status("backend_observed");
     assert!(observed.parse::<u64>().unwrap() >= 12, "{observed}");
     let (trajectories, patterns): (i64, i64) = Spi::get_two(
         "SELECT trajectories, patterns FROM ruvector_dag.ruvector_dag_learn()",
@@ -382,13 +386,7 @@ fn off_mode_ignores_and_frozen_mode_records_nothing() {
     .unwrap();
     let lines = explain_lines(JOIN);
     assert!(!lines.iter().any(|l| l.starts_with("ruvector_dag")), "{lines:?}");
-    let observed = || -> u64 {
-        one::<String>(
-            "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_observed'",
-        )
-        .parse()
-        .unwrap()
-    };
+    let observed = || counter("backend_observed");
     let before = observed();
     Spi::run(JOIN).unwrap();
     assert_eq!(observed(), before);
@@ -501,8 +499,7 @@ fn a_regressing_arm_is_reverted_and_blocked() {
     .unwrap();
     timed_run(fair); // the default arm: the baseline
     timed_run(fair); // exploration tries the other arm: a regression
-    let reverted: String =
-        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_reverted'");
+    let reverted = status("backend_reverted");
     assert_eq!(reverted, "1");
     let lines = explain_lines(fair);
     assert!(
@@ -583,8 +580,7 @@ fn works_alongside_pg_stat_statements() {
     }
     let lines = explain_lines(JOIN);
     assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm")), "{lines:?}");
-    let observed: String =
-        one("SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_observed'");
+    let observed = status("backend_observed");
     assert!(observed.parse::<u64>().unwrap() >= 3);
     let calls: i64 = one(
         "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%t_customers c ON c.id = o.customer%'",
@@ -698,9 +694,7 @@ fn unknown_arm_settings_are_refused_and_bad_values_fall_back_to_the_default_plan
     let first: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
     let second: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
     assert_eq!(first, second);
-    let last: String = one(
-        "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_error'",
-    );
+    let last = status("backend_last_error");
     assert!(
         last.contains("PostgreSQL refused the arm's setting enable_nestloop = 'maybe'"),
         "{last}"
@@ -740,23 +734,16 @@ fn sample_rate_zero_decides_but_times_nothing() {
          SET ruvector.dag_sample_rate = 0;",
     )
     .unwrap();
-    let status = |key: &str| -> u64 {
-        one::<String>(&format!(
-            "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = '{key}'"
-        ))
-        .parse()
-        .unwrap()
-    };
     let (planned, observed) = (
-        status("backend_planned_in_scope"),
-        status("backend_observed"),
+        counter("backend_planned_in_scope"),
+        counter("backend_observed"),
     );
     for _ in 0..3 {
         Spi::run(JOIN).unwrap();
     }
-    assert_eq!(status("backend_planned_in_scope"), planned + 3);
-    assert_eq!(status("backend_observed"), observed);
+    assert_eq!(counter("backend_planned_in_scope"), planned + 3);
+    assert_eq!(counter("backend_observed"), observed);
     Spi::run("SET ruvector.dag_sample_rate = 1").unwrap();
     Spi::run(JOIN).unwrap();
-    assert_eq!(status("backend_observed"), observed + 1);
+    assert_eq!(counter("backend_observed"), observed + 1);
 }

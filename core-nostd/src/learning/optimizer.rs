@@ -383,12 +383,15 @@ impl Optimizer {
     pub fn retune(&mut self, cfg: &NeuralDagConfig) -> Result<Vec<&'static str>> {
         cfg.validate()?;
         let old = &self.state.cfg;
+        let mut next = cfg.clone();
         let mut kept = Vec::new();
-        // Settings the learned state is built on: kept, and named when `cfg` differs.
+        // Settings the learned state is built on stay as learned (named when `cfg` differs);
+        // every other field is a tunable and comes from `cfg`.
         macro_rules! structural {
             ($($field:ident),* $(,)?) => {
                 $(if cfg.$field != old.$field {
                     kept.push(stringify!($field));
+                    next.$field = old.$field.clone();
                 })*
             };
         }
@@ -408,27 +411,15 @@ impl Optimizer {
             attention,
             seed,
         );
-        if cfg.micro_lora_lr != old.micro_lora_lr
-            || cfg.base_lora_lr != old.base_lora_lr
-            || cfg.ewc_lambda != old.ewc_lambda
+        if next.micro_lora_lr != old.micro_lora_lr
+            || next.base_lora_lr != old.base_lora_lr
+            || next.ewc_lambda != old.ewc_lambda
         {
             self.state
                 .estimator
-                .retune(cfg.micro_lora_lr, cfg.base_lora_lr, cfg.ewc_lambda);
+                .retune(next.micro_lora_lr, next.base_lora_lr, next.ewc_lambda);
         }
-        let c = &mut self.state.cfg;
-        c.learning_enabled = cfg.learning_enabled;
-        c.pattern_clusters = cfg.pattern_clusters;
-        c.quality_threshold = cfg.quality_threshold;
-        c.background_interval_ms = cfg.background_interval_ms;
-        c.attention_exploration = cfg.attention_exploration;
-        c.micro_lora_lr = cfg.micro_lora_lr;
-        c.base_lora_lr = cfg.base_lora_lr;
-        c.ewc_lambda = cfg.ewc_lambda;
-        c.mincut_enabled = cfg.mincut_enabled;
-        c.healing_enabled = cfg.healing_enabled;
-        c.healing_check_interval_ms = cfg.healing_check_interval_ms;
-        c.min_gain = cfg.min_gain;
+        self.state.cfg = next;
         Ok(kept)
     }
 
