@@ -3,7 +3,7 @@
 //! only the plans and the latencies of the arms it chose; the simulator also knows what every
 //! other arm would have cost, which gives the oracle and the always-default baselines.
 
-use ruvector_dag_core::learning::{NeuralDagConfig, Optimizer, Rule};
+use ruvector_dag_core::learning::{Candidate, Decision, NeuralDagConfig, Optimizer, Rule};
 use ruvector_dag_core::rng::SplitMix64;
 use ruvector_dag_core::synth::{random_plan, SynthOptions};
 use ruvector_dag_core::{PlanDag, PlanNode};
@@ -51,6 +51,10 @@ pub struct Template {
     pub factors: [f64; 8],
     /// The 100x arm, for catastrophic templates.
     pub catastrophic: Option<u8>,
+    /// The planner's cost of each arm's plan over the default plan's: the planner chose the
+    /// default, so every other plan costs more; losers more the slower they are (with
+    /// noise), winners a little more (the misestimate that made the planner miss them).
+    pub cost_ratio: [f64; 8],
 }
 
 fn log_uniform(rng: &mut SplitMix64, lo: f64, hi: f64) -> f64 {
@@ -98,6 +102,14 @@ pub fn templates(seed: u64, count: usize) -> Vec<Template> {
                     }
                 }
             }
+            let mut cost_ratio = [1.0; 8];
+            for (c, f) in cost_ratio.iter_mut().zip(factors).skip(1) {
+                *c = if f < 1.0 {
+                    (0.4 * rng.next_f64()).exp()
+                } else {
+                    (f.ln() * (0.3 + 0.9 * rng.next_f64())).exp().max(1.01)
+                };
+            }
             Template {
                 id,
                 family,
@@ -105,6 +117,7 @@ pub fn templates(seed: u64, count: usize) -> Vec<Template> {
                 base_ms: log_uniform(&mut rng, 2.0, 200.0),
                 factors,
                 catastrophic,
+                cost_ratio,
             }
         })
         .collect()
@@ -255,7 +268,11 @@ pub fn run_queries(
     for i in 0..queries {
         let t = &templates[rng.below(templates.len())];
         let q = draw(t, &mut rng);
-        let d = opt.decide(&q.plan).expect("decide");
+        let mut d = opt.decide(&q.plan).expect("decide");
+        if d.wants_candidates {
+            let cands = candidates(t, &d);
+            opt.choose(&mut d, &cands).expect("choose");
+        }
         let ms = q.ms[d.arm as usize];
         let traj = opt
             .trajectory(&d, d.arm, q.executed.as_ref(), ms as f32)
@@ -282,6 +299,19 @@ pub fn run_queries(
         records,
         held_out: errors,
     }
+}
+
+/// The plans the host would make for `d`'s query under each unblocked arm: every arm its own
+/// plan, costed by the template's ratios.
+pub fn candidates(t: &Template, d: &Decision) -> Vec<Candidate> {
+    (1..8u8)
+        .filter(|a| !d.blocked.contains(a))
+        .map(|a| Candidate {
+            arm: a,
+            plan: d.fingerprint ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(u64::from(a) + 1),
+            cost: d.default_cost * t.cost_ratio[usize::from(a)],
+        })
+        .collect()
 }
 
 /// [`run_with`] on a fresh optimizer with `cfg`.
@@ -337,6 +367,7 @@ pub fn temporal_family(seed: u64, count: usize) -> Vec<Template> {
                 family: Family::DefaultBest,
                 plan,
                 base_ms: log_uniform(&mut rng, 2.0, 200.0),
+                cost_ratio: factors.map(|f| f.sqrt()),
                 factors,
                 catastrophic: None,
             }

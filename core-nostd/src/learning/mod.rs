@@ -5,6 +5,7 @@
 pub mod btsp;
 pub mod config;
 pub mod estimator;
+pub mod evidence;
 pub mod optimizer;
 pub mod reasoning_bank;
 pub mod selector;
@@ -14,7 +15,10 @@ pub mod trajectory;
 pub use btsp::{BtspMemory, BtspVerdict};
 pub use config::NeuralDagConfig;
 pub use estimator::CostEstimator;
-pub use optimizer::{CycleReport, Decision, Forgotten, Observed, Optimizer, OptimizerStats, Rule};
+pub use evidence::{EvidenceBook, PlanEvidence, ShapeEvidence, Verdict};
+pub use optimizer::{
+    Candidate, CycleReport, Decision, Forgotten, Observed, Optimizer, OptimizerStats, Rule,
+};
 pub use reasoning_bank::{Pattern, ReasoningBank};
 pub use selector::AttentionSelector;
 pub use trajectory::{Trajectory, TrajectoryBuffer};

@@ -101,30 +101,30 @@ impl Pattern {
             .map(|a| a as ArmId)
     }
 
-    /// Confidence in [0, 1] that the best arm is really best: grows with the best arm's sample
-    /// count and with the gap to the runner-up measured in standard errors. With one arm
-    /// observed it never exceeds 0.5: there is nothing to compare against.
+    /// Confidence in [0, 1] that the best arm beats the default arm (arm 0) by 10%: the
+    /// normal CDF of a one-sided test on log latency (variance floored as in
+    /// [`super::evidence`]), scaled by support (fewer runs of either, less confidence). When
+    /// the default is best, the same against the runner-up. 0 with nothing to compare.
     pub fn confidence(&self) -> f32 {
         let Some(best) = self.best_arm() else {
             return 0.0;
         };
-        let b = &self.arms[best as usize];
-        let support = 1.0 - libm::exp(-f64::from(b.count) / 5.0);
-        let runner_up = (0..self.arms.len())
-            .filter(|&a| a != best as usize && self.arms[a].count > 0)
-            .min_by(|&x, &y| self.arms[x].mean.total_cmp(&self.arms[y].mean));
-        let c = match runner_up {
-            None => 0.5 * support,
-            Some(r) => {
-                let r = &self.arms[r];
-                let se = libm::sqrt(
-                    b.variance() / f64::from(b.count) + r.variance() / f64::from(r.count),
-                );
-                let z = (r.mean - b.mean) / se.max(1e-6);
-                support * (1.0 - libm::exp(-z.max(0.0) / 2.0))
-            }
+        let b = &self.arms[usize::from(best)];
+        let (other, margin) = if best == 0 {
+            let runner_up = (1..self.arms.len())
+                .filter(|&a| self.arms[a].count > 0)
+                .min_by(|&x, &y| self.arms[x].mean.total_cmp(&self.arms[y].mean));
+            (runner_up, 0.0)
+        } else {
+            ((self.arms[0].count > 0).then_some(0), libm::log1p(0.1))
         };
-        c.clamp(0.0, 1.0) as f32
+        let Some(o) = other.map(|o| &self.arms[o]) else {
+            return 0.0;
+        };
+        let v = |s: &ArmStats| s.variance().max(super::evidence::VAR_FLOOR) / f64::from(s.count);
+        let z = (o.mean - b.mean - margin) / libm::sqrt(v(b) + v(o));
+        let support = 1.0 - libm::exp(-f64::from(b.count.min(o.count)) / 3.0);
+        (support / (1.0 + libm::exp(-1.702 * z))).clamp(0.0, 1.0) as f32
     }
 
     fn absorb(&mut self, centroid: &[f32], members: u64, arms: &[ArmStats]) {
@@ -299,7 +299,7 @@ impl ReasoningBank {
             }
             let mut arms = vec![ArmStats::default(); MAX_ARMS];
             for t in &members {
-                if let Some(s) = arms.get_mut(usize::from(t.arm)) {
+                if let Some(s) = arms.get_mut(usize::from(t.plan_arm())) {
                     if t.actual_ms.is_finite() && t.actual_ms > 0.0 {
                         s.push(f64::from(t.actual_ms));
                     }
@@ -474,6 +474,7 @@ mod tests {
             attention: AttentionKind::Topological,
             pattern: None,
             arm,
+            plan: u64::from(arm),
             predicted_ms: 1.0,
             actual_ms: ms,
             op_shares: Vec::new(),

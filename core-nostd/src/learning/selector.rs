@@ -42,13 +42,25 @@ impl AttentionSelector {
     /// The kind to use next: an untried kind first (in [`AttentionKind::ALL`] order), then the
     /// highest upper confidence bound `mean + c * sqrt(ln N / n)`.
     pub fn select(&self) -> AttentionKind {
-        if let Some(k) = (0..KINDS).find(|&k| self.pulls[k] == 0) {
+        self.select_among(|_| true)
+    }
+
+    /// [`AttentionSelector::select`] among the kinds `allowed` accepts (all of them when it
+    /// accepts none).
+    pub fn select_among(&self, allowed: impl Fn(AttentionKind) -> bool) -> AttentionKind {
+        let ok: [bool; KINDS] = core::array::from_fn(|k| allowed(AttentionKind::ALL[k]));
+        let ok = if ok.iter().any(|&b| b) {
+            ok
+        } else {
+            [true; KINDS]
+        };
+        if let Some(k) = (0..KINDS).find(|&k| ok[k] && self.pulls[k] == 0) {
             return AttentionKind::ALL[k];
         }
-        let total: u64 = self.pulls.iter().sum();
+        let total: u64 = (0..KINDS).filter(|&k| ok[k]).map(|k| self.pulls[k]).sum();
         let ln_n = libm::log(total as f64);
         let mut best = (f64::NEG_INFINITY, 0);
-        for k in 0..KINDS {
+        for k in (0..KINDS).filter(|&k| ok[k]) {
             let n = self.pulls[k] as f64;
             let ucb = self.reward_sum[k] / n + f64::from(self.c) * libm::sqrt(ln_n / n);
             if ucb > best.0 {

@@ -12,7 +12,7 @@ use crate::rng::fnv1a64;
 /// First bytes of every snapshot.
 pub const MAGIC: &[u8; 6] = b"RVDAG\0";
 /// Current format version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 const HEADER: usize = 6 + 2 + 4 + 8;
 
 /// Serialise `state` into a snapshot.

@@ -30,6 +30,9 @@ pub struct Trajectory {
     pub pattern: Option<u64>,
     /// The arm that ran.
     pub arm: ArmId,
+    /// [`crate::PlanDag::shape_hash`] of the plan that ran: equal to `fingerprint` when it was
+    /// the default plan, whatever arm produced it.
+    pub plan: u64,
     /// What the estimator predicted, milliseconds.
     pub predicted_ms: f32,
     /// What it took, milliseconds.
@@ -38,6 +41,18 @@ pub struct Trajectory {
     pub op_shares: Vec<f32>,
     /// How close to the best latency seen for this fingerprint, in [0, 1]; set on record.
     pub quality: f32,
+}
+
+impl Trajectory {
+    /// The arm as far as the plan goes: the default (0) when the plan that ran was the
+    /// default plan, whatever arm produced it; else the arm.
+    pub fn plan_arm(&self) -> ArmId {
+        if self.plan == self.fingerprint {
+            0
+        } else {
+            self.arm
+        }
+    }
 }
 
 /// Ring buffer of trajectories: fixed capacity, drops the oldest when full and counts drops.
@@ -155,6 +170,7 @@ mod tests {
             attention: AttentionKind::Topological,
             pattern: None,
             arm: 0,
+            plan: fp,
             predicted_ms: 1.0,
             actual_ms: ms,
             op_shares: Vec::new(),

@@ -1,0 +1,593 @@
+//! Measured evidence per query shape: what each distinct plan of the shape took, whether a
+//! plan is verified faster than the default plan, and the exploration budget.
+//!
+//! The decision policy rests on this, not on the shared cost model (DESIGN, "Optimizer":
+//! measured evidence first, the model second, the default when unsure). Measured on TPC-H at
+//! scale 1, a policy led by one shared model generalised one arm to every query and made the
+//! workload slower; here a plan other than the default is applied only when this shape's own
+//! runs show it faster, with a margin and a one-sided test on log latency.
+//!
+//! Choices are distinct plans, not arms: arms whose plans are identical are one candidate, and a
+//! run of any arm whose plan is the default plan is a run of the default.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use super::reasoning_bank::{ArmStats, MAX_ARMS};
+use super::ArmId;
+
+/// Runs a plan gets in trial before it is given up as not clearly faster.
+pub const MAX_TRIAL: u32 = 6;
+/// Floor of the variance of ln(ms) used in the test (a standard deviation of 0.1: two
+/// samples of a plan often agree closely by chance, which must not look like certainty).
+pub const VAR_FLOOR: f64 = 0.01;
+/// One-sided z for "verified faster" (95%).
+pub const Z_VERIFY: f64 = 1.645;
+/// Applied runs of a verified plan after which the default plan is measured once again, so a
+/// drift of the data that makes the default better is noticed.
+pub const RECHECK_EVERY: u32 = 50;
+/// Candidates the planner costs this many times above the default plan are not explored
+/// blind (only when a similar shape verified the same arm).
+pub const MAX_COST_RATIO: f64 = 4.0;
+/// Share of the time a verified plan saves that is added to the exploration budget.
+pub const SAVINGS_SHARE: f64 = 0.5;
+/// The exploration pool holds at most this many times one round of budget (the budget share
+/// of the sum of every shape's default time).
+pub const POOL_ROUNDS: f64 = 2.0;
+/// The smallest risk an exploration is charged before it runs, as a share of the default
+/// time (an untried plan may be slower whatever the planner thinks).
+pub const MIN_RISK: f64 = 0.25;
+
+/// What the measurements say of a plan against the default plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Verified faster by the margin (one-sided test at [`Z_VERIFY`]).
+    Faster,
+    /// Shown not faster by the margin (or slower).
+    NotFaster,
+    /// Not enough runs to say.
+    Unknown,
+}
+
+/// One distinct plan of a query shape (not the default plan).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanEvidence {
+    /// [`crate::PlanDag::shape_hash`] of the plan.
+    pub plan: u64,
+    /// Arms known to produce it (bit `a` for arm `a`).
+    pub arms: u16,
+    /// Its planner cost over the default plan's (0 when never costed).
+    pub cost_ratio: f32,
+    /// Latency of its runs (log ms).
+    pub stats: ArmStats,
+    /// Given up: slower than the default on its first run, not faster after [`MAX_TRIAL`]
+    /// runs, or a verified plan that regressed. Never explored or applied again.
+    pub refuted: bool,
+    /// Was verified faster at some point (a later refutation is then a revert).
+    pub was_verified: bool,
+    /// Consecutive runs slower than the default plan's typical time by the margin.
+    pub slow_streak: u32,
+}
+
+impl PlanEvidence {
+    /// The arms that produce this plan, lowest first.
+    pub fn arm_list(&self) -> impl Iterator<Item = ArmId> + '_ {
+        (0..MAX_ARMS as ArmId).filter(move |a| self.arms & (1 << a) != 0)
+    }
+}
+
+/// Everything measured of one query shape.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ShapeEvidence {
+    /// Runs of the default plan (whatever arm produced it).
+    pub default: ArmStats,
+    /// Other plans seen as candidates or run.
+    pub plans: Vec<PlanEvidence>,
+    /// Whether the host has planned this shape's candidates at least once.
+    pub candidates_known: bool,
+    /// Runs of other plans since the default plan last ran.
+    pub since_default: u32,
+    /// Verified plans that later regressed and were reverted.
+    pub reverts: u32,
+    /// Logical time of the last use (least recently used shapes go first at capacity).
+    pub seen: u64,
+}
+
+/// z of "`p` is faster than the default by `margin`" (positive: faster).
+fn z_faster(default: &ArmStats, p: &ArmStats, margin: f64) -> f64 {
+    let v = |s: &ArmStats| s.variance().max(VAR_FLOOR) / f64::from(s.count.max(1));
+    let se = libm::sqrt(v(default) + v(p));
+    (default.mean - p.mean - libm::log1p(margin)) / se
+}
+
+/// Consecutive slow runs after which a verified plan is taken to have regressed.
+pub const REGRESSION_STREAK: u32 = 2;
+
+/// What the runs of `plan` say against runs `default` of the default plan. A plan verified
+/// before stays verified until it regressed: [`REGRESSION_STREAK`] runs in a row slower than
+/// the default by the margin (one slow run of an applied plan is noise), or a mean that
+/// caught up with the default's.
+fn verdict_of(default: &ArmStats, plan: &PlanEvidence, margin: f64) -> Verdict {
+    let p = &plan.stats;
+    if default.count < 2 || p.count < 2 {
+        return Verdict::Unknown;
+    }
+    if plan.was_verified {
+        let caught_up = p.count >= 3 && z_faster(default, p, 0.0) <= 0.0;
+        return if caught_up || plan.slow_streak >= REGRESSION_STREAK {
+            Verdict::NotFaster
+        } else {
+            Verdict::Faster
+        };
+    }
+    if z_faster(default, p, margin) >= Z_VERIFY {
+        Verdict::Faster
+    } else if z_faster(default, p, 0.0) <= -Z_VERIFY || p.count >= MAX_TRIAL {
+        Verdict::NotFaster
+    } else {
+        Verdict::Unknown
+    }
+}
+
+impl ShapeEvidence {
+    /// The default plan's typical latency, once it ran.
+    pub fn default_ms(&self) -> Option<f64> {
+        (self.default.count > 0).then(|| self.default.typical_ms())
+    }
+
+    /// What the runs say of `p` against the default plan, with `margin` (0.1: 10% faster).
+    pub fn verdict(&self, p: &PlanEvidence, margin: f64) -> Verdict {
+        verdict_of(&self.default, p, margin)
+    }
+
+    /// Confidence in [0, 1] that `p` beats the default plan by `margin`: the normal CDF of
+    /// the test's z (logistic approximation), 0 before both have two runs.
+    pub fn confidence(&self, p: &PlanEvidence, margin: f64) -> f32 {
+        if self.default.count < 2 || p.stats.count < 2 {
+            return 0.0;
+        }
+        let z = z_faster(&self.default, &p.stats, margin);
+        (1.0 / (1.0 + libm::exp(-1.702 * z))) as f32
+    }
+
+    /// The fastest plan verified faster than the default, not refuted.
+    pub fn verified(&self, margin: f64) -> Option<&PlanEvidence> {
+        self.plans
+            .iter()
+            .filter(|p| !p.refuted && self.verdict(p, margin) == Verdict::Faster)
+            .min_by(|a, b| a.stats.mean.total_cmp(&b.stats.mean))
+    }
+
+    /// A plan under trial: run at least once, neither refuted nor yet verified.
+    pub fn in_trial(&self, margin: f64) -> Option<&PlanEvidence> {
+        self.plans
+            .iter()
+            .filter(|p| {
+                !p.refuted && p.stats.count > 0 && self.verdict(p, margin) == Verdict::Unknown
+            })
+            .min_by(|a, b| a.stats.mean.total_cmp(&b.stats.mean))
+    }
+
+    /// Candidates never run and not refuted.
+    pub fn untried(&self) -> impl Iterator<Item = &PlanEvidence> {
+        self.plans
+            .iter()
+            .filter(|p| !p.refuted && p.stats.count == 0)
+    }
+
+    fn plan_mut(&mut self, plan: u64) -> &mut PlanEvidence {
+        let i = match self.plans.iter().position(|p| p.plan == plan) {
+            Some(i) => i,
+            None => {
+                self.plans.push(PlanEvidence {
+                    plan,
+                    arms: 0,
+                    cost_ratio: 0.0,
+                    stats: ArmStats::default(),
+                    refuted: false,
+                    was_verified: false,
+                    slow_streak: 0,
+                });
+                self.plans.len() - 1
+            }
+        };
+        &mut self.plans[i]
+    }
+}
+
+/// What one observed run did to the evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// The plan was given up with this run (a first run slower than the default, or a trial
+    /// that did not verify).
+    pub refuted: bool,
+    /// A verified plan regressed and was reverted with this run.
+    pub reverted: bool,
+    /// The plan became verified faster with this run.
+    pub verified: bool,
+}
+
+/// Evidence of every query shape, and the exploration budget they share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceBook {
+    shapes: BTreeMap<u64, ShapeEvidence>,
+    capacity: usize,
+    tick: u64,
+    /// Exploration budget left, ms.
+    pub pool_ms: f64,
+    /// Sum over shapes of the default plan's typical time, ms (one "round" of the workload).
+    pub default_sum_ms: f64,
+    /// Time explorations and trials cost above the default plan, ms.
+    pub spent_ms: f64,
+    /// Time runs of other plans saved against the default plan, ms.
+    pub saved_ms: f64,
+    /// Explorations started (first runs of a plan).
+    pub explorations: u64,
+    /// Plans refuted.
+    pub refuted: u64,
+    /// Verified plans reverted after a regression.
+    pub reverts: u64,
+    /// Shapes forgotten at capacity.
+    pub evicted: u64,
+}
+
+impl EvidenceBook {
+    /// An empty book for at most `capacity` (>= 1) shapes.
+    pub fn new(capacity: usize) -> Self {
+        EvidenceBook {
+            shapes: BTreeMap::new(),
+            capacity: capacity.max(1),
+            tick: 0,
+            pool_ms: 0.0,
+            default_sum_ms: 0.0,
+            spent_ms: 0.0,
+            saved_ms: 0.0,
+            explorations: 0,
+            refuted: 0,
+            reverts: 0,
+            evicted: 0,
+        }
+    }
+
+    /// The evidence of a shape.
+    pub fn get(&self, fingerprint: u64) -> Option<&ShapeEvidence> {
+        self.shapes.get(&fingerprint)
+    }
+
+    /// Shapes held.
+    pub fn len(&self) -> usize {
+        self.shapes.len()
+    }
+
+    /// Whether no shape is held.
+    pub fn is_empty(&self) -> bool {
+        self.shapes.is_empty()
+    }
+
+    /// Capacity in shapes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Every shape, by fingerprint.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &ShapeEvidence)> {
+        self.shapes.iter()
+    }
+
+    fn entry(&mut self, fingerprint: u64) -> &mut ShapeEvidence {
+        if !self.shapes.contains_key(&fingerprint) && self.shapes.len() >= self.capacity {
+            let oldest = self
+                .shapes
+                .iter()
+                .min_by_key(|(_, s)| s.seen)
+                .map(|(&f, _)| f);
+            if let Some(f) = oldest {
+                self.remove(f);
+                self.evicted += 1;
+            }
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        let e = self.shapes.entry(fingerprint).or_default();
+        e.seen = tick;
+        e
+    }
+
+    fn remove(&mut self, fingerprint: u64) -> bool {
+        match self.shapes.remove(&fingerprint) {
+            Some(s) => {
+                if let Some(d) = s.default_ms() {
+                    self.default_sum_ms = (self.default_sum_ms - d).max(0.0);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forget shapes; returns how many were known.
+    pub fn forget(&mut self, fingerprints: &[u64]) -> usize {
+        fingerprints.iter().filter(|&&f| self.remove(f)).count()
+    }
+
+    /// Record the candidate plans the host planned for a shape: `(plan, arm, cost ratio)` for
+    /// each arm planned; plans equal to `fingerprint` (the default plan) are not candidates.
+    pub fn candidates(&mut self, fingerprint: u64, planned: &[(u64, ArmId, f64)]) {
+        let e = self.entry(fingerprint);
+        e.candidates_known = true;
+        for &(plan, arm, ratio) in planned {
+            if plan == fingerprint || usize::from(arm) >= MAX_ARMS {
+                continue;
+            }
+            let p = e.plan_mut(plan);
+            p.arms |= 1 << arm;
+            if ratio.is_finite() && ratio > 0.0 {
+                p.cost_ratio = ratio as f32;
+            }
+        }
+    }
+
+    /// The upper bound of the pool: [`POOL_ROUNDS`] rounds of budget.
+    fn pool_cap(&self, share: f64) -> f64 {
+        POOL_ROUNDS * share * self.default_sum_ms
+    }
+
+    /// Record one run of `plan` (produced by `arm`) for the shape `fingerprint`, taking
+    /// `ms`; `share` is the exploration budget's share of the default time and `margin` the
+    /// gain a plan must verify.
+    pub fn record(
+        &mut self,
+        fingerprint: u64,
+        plan: u64,
+        arm: ArmId,
+        ms: f64,
+        share: f64,
+        margin: f64,
+    ) -> Recorded {
+        let mut out = Recorded::default();
+        let is_default = plan == fingerprint;
+        let e = self.entry(fingerprint);
+        let before = e.default_ms();
+        let reference = before.unwrap_or(ms);
+        let mut spent = 0.0;
+        let mut saved = 0.0;
+        let mut first_run = false;
+        if is_default {
+            e.default.push(ms);
+            e.since_default = 0;
+            // The default's new run moves every comparison: verify or revert plans now.
+            let d = e.default;
+            for p in e.plans.iter_mut().filter(|p| !p.refuted) {
+                match verdict_of(&d, p, margin) {
+                    Verdict::Faster if !p.was_verified => {
+                        p.was_verified = true;
+                        out.verified = true;
+                    }
+                    Verdict::NotFaster if p.was_verified => {
+                        p.refuted = true;
+                        out.refuted = true;
+                        out.reverted = true;
+                    }
+                    _ => {}
+                }
+            }
+            if out.reverted {
+                e.reverts += 1;
+            }
+        } else {
+            e.since_default = e.since_default.saturating_add(1);
+            let default_stats = e.default;
+            let p = e.plan_mut(plan);
+            if usize::from(arm) < MAX_ARMS {
+                p.arms |= 1 << arm;
+            }
+            first_run = p.stats.count == 0;
+            p.stats.push(ms);
+            let slow = before.is_some_and(|d| ms > d * (1.0 + margin));
+            p.slow_streak = if slow { p.slow_streak + 1 } else { 0 };
+            let verdict = verdict_of(&default_stats, p, margin);
+            let slower_first = first_run && slow;
+            if !p.refuted {
+                match verdict {
+                    Verdict::Faster if !p.was_verified => {
+                        p.was_verified = true;
+                        out.verified = true;
+                    }
+                    Verdict::NotFaster => {
+                        p.refuted = true;
+                        out.refuted = true;
+                        out.reverted = p.was_verified;
+                    }
+                    _ if slower_first => {
+                        p.refuted = true;
+                        out.refuted = true;
+                    }
+                    _ => {}
+                }
+            }
+            if out.reverted {
+                e.reverts += 1;
+            }
+            if ms > reference {
+                spent = ms - reference;
+            } else {
+                saved = reference - ms;
+            }
+        }
+        let after = e.default_ms();
+        if let Some(a) = after {
+            self.default_sum_ms = (self.default_sum_ms - before.unwrap_or(0.0) + a).max(0.0);
+        }
+        self.explorations += u64::from(first_run);
+        self.refuted += u64::from(out.refuted);
+        self.reverts += u64::from(out.reverted);
+        self.spent_ms += spent;
+        self.saved_ms += saved;
+        let credit = share * after.unwrap_or(reference) + SAVINGS_SHARE * saved;
+        self.pool_ms = (self.pool_ms + credit - spent).min(self.pool_cap(share));
+        out
+    }
+
+    /// The risk charged to exploring a plan of this cost ratio for a shape whose default
+    /// plan takes `default_ms`: what it would cost if it were as much slower as the planner
+    /// says, at least [`MIN_RISK`] of the default time.
+    pub fn risk_ms(default_ms: f64, cost_ratio: f64) -> f64 {
+        let slower = if cost_ratio.is_finite() && cost_ratio > 0.0 {
+            cost_ratio - 1.0
+        } else {
+            1.0
+        };
+        default_ms * slower.clamp(MIN_RISK, 3.0)
+    }
+
+    /// Check sizes and numbers after a restore.
+    pub fn check(&self) -> Result<(), alloc::string::String> {
+        if self.shapes.len() > self.capacity {
+            return Err(alloc::format!(
+                "{} query shapes for a capacity of {}",
+                self.shapes.len(),
+                self.capacity
+            ));
+        }
+        let finite = |x: f64| x.is_finite();
+        if ![
+            self.pool_ms,
+            self.default_sum_ms,
+            self.spent_ms,
+            self.saved_ms,
+        ]
+        .into_iter()
+        .all(finite)
+        {
+            return Err("a budget figure is not finite".into());
+        }
+        for (f, s) in &self.shapes {
+            if s.plans.len() > 4 * MAX_ARMS {
+                return Err(alloc::format!("shape {f:016x} has {} plans", s.plans.len()));
+            }
+            let stats = core::iter::once(&s.default).chain(s.plans.iter().map(|p| &p.stats));
+            for st in stats {
+                if !(st.mean.is_finite() && st.m2.is_finite() && st.m2 >= 0.0) {
+                    return Err(alloc::format!("shape {f:016x} has non-finite statistics"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    const SHARE: f64 = 0.1;
+    const MARGIN: f64 = 0.1;
+
+    fn book() -> EvidenceBook {
+        EvidenceBook::new(4)
+    }
+
+    #[test]
+    fn a_clearly_faster_plan_is_verified_after_two_runs_each() {
+        let mut b = book();
+        b.record(1, 1, 0, 100.0, SHARE, MARGIN);
+        let r = b.record(1, 7, 3, 20.0, SHARE, MARGIN);
+        assert!(!r.verified && !r.refuted);
+        assert!(b.get(1).unwrap().verified(MARGIN).is_none());
+        assert_eq!(b.get(1).unwrap().in_trial(MARGIN).unwrap().plan, 7);
+        b.record(1, 7, 3, 22.0, SHARE, MARGIN);
+        // The default's second run makes it decidable.
+        let r = b.record(1, 1, 0, 104.0, SHARE, MARGIN);
+        assert!(r.verified);
+        let e = b.get(1).unwrap();
+        let p = e.verified(MARGIN).expect("verified");
+        assert_eq!((p.plan, p.arm_list().collect::<Vec<_>>()), (7, vec![3]));
+        assert!(e.confidence(p, MARGIN) > 0.95);
+        assert!(b.saved_ms > 150.0 && b.spent_ms == 0.0);
+    }
+
+    #[test]
+    fn a_slower_first_run_refutes_and_a_marginal_plan_is_given_up() {
+        let mut b = book();
+        b.record(1, 1, 0, 100.0, SHARE, MARGIN);
+        let r = b.record(1, 5, 2, 130.0, SHARE, MARGIN);
+        assert!(r.refuted);
+        assert!(b.get(1).unwrap().in_trial(MARGIN).is_none());
+        assert!((b.spent_ms - 30.0).abs() < 1e-9);
+        // 3% faster, within noise: never verified, given up after MAX_TRIAL runs.
+        b.record(1, 1, 0, 101.0, SHARE, MARGIN);
+        let mut gave_up = false;
+        for i in 0..MAX_TRIAL {
+            let r = b.record(1, 6, 4, 97.0 + (i % 2) as f64, SHARE, MARGIN);
+            assert!(!r.verified);
+            gave_up |= r.refuted;
+        }
+        assert!(gave_up);
+        assert_eq!(b.refuted, 2);
+    }
+
+    #[test]
+    fn a_verified_plan_that_regresses_is_reverted() {
+        let mut b = book();
+        for _ in 0..2 {
+            b.record(1, 1, 0, 100.0, SHARE, MARGIN);
+            b.record(1, 9, 1, 30.0, SHARE, MARGIN);
+        }
+        b.record(1, 9, 1, 30.0, SHARE, MARGIN);
+        assert!(b.get(1).unwrap().verified(MARGIN).is_some());
+        let mut reverted = false;
+        for _ in 0..30 {
+            reverted |= b.record(1, 9, 1, 400.0, SHARE, MARGIN).reverted;
+            if reverted {
+                break;
+            }
+        }
+        assert!(reverted);
+        assert!(b.get(1).unwrap().verified(MARGIN).is_none());
+        assert_eq!((b.reverts, b.get(1).unwrap().reverts), (1, 1));
+    }
+
+    #[test]
+    fn the_pool_earns_a_share_of_default_time_and_is_capped() {
+        let mut b = book();
+        for _ in 0..100 {
+            b.record(1, 1, 0, 100.0, SHARE, MARGIN);
+        }
+        assert!((b.default_sum_ms - 100.0).abs() < 1e-6);
+        assert!((b.pool_ms - POOL_ROUNDS * SHARE * 100.0).abs() < 1e-6);
+        b.record(1, 3, 1, 150.0, SHARE, MARGIN);
+        assert!(
+            (b.pool_ms - (20.0 + 10.0 - 50.0)).abs() < 1e-6,
+            "{}",
+            b.pool_ms
+        );
+    }
+
+    #[test]
+    fn candidates_group_arms_and_skip_the_default_plan() {
+        let mut b = book();
+        b.candidates(1, &[(1, 1, 1.0), (8, 2, 1.5), (8, 5, 1.5), (9, 3, 2.0)]);
+        let e = b.get(1).unwrap();
+        assert!(e.candidates_known);
+        assert_eq!(e.plans.len(), 2);
+        assert_eq!(e.plans[0].arm_list().collect::<Vec<_>>(), vec![2, 5]);
+        assert_eq!(e.untried().count(), 2);
+    }
+
+    #[test]
+    fn the_least_recently_used_shape_goes_at_capacity() {
+        let mut b = book();
+        for f in 1..=4u64 {
+            b.record(f, f, 0, 10.0 * f as f64, SHARE, MARGIN);
+        }
+        b.record(1, 1, 0, 10.0, SHARE, MARGIN);
+        b.record(5, 5, 0, 50.0, SHARE, MARGIN);
+        assert!(b.get(2).is_none() && b.get(1).is_some() && b.get(5).is_some());
+        assert_eq!((b.len(), b.evicted), (4, 1));
+        assert!((b.default_sum_ms - (10.0 + 30.0 + 40.0 + 50.0)).abs() < 1e-6);
+        assert_eq!(b.forget(&[1, 77]), 1);
+        assert!(b.check().is_ok());
+    }
+}
