@@ -26,7 +26,7 @@ use std::time::Instant;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
-use ruvector_dag_core::learning::{Decision, NeuralDagConfig, Optimizer};
+use ruvector_dag_core::learning::{Candidate, Decision, NeuralDagConfig, Optimizer};
 
 use crate::guc::{self, Mode};
 use crate::plantree::{dag_from_plan, dag_with_actuals, measure};
@@ -52,6 +52,11 @@ pub struct Counters {
     pub fallbacks: u64,
     pub reloads: u64,
     pub reverted: u64,
+    /// Statements planned under every unblocked arm for their candidate plans.
+    pub candidate_sets: u64,
+    /// Plannings done for candidates, and the time they took (microseconds).
+    pub candidate_plans: u64,
+    pub candidate_us: u64,
 }
 
 /// A planned statement the executor hooks should recognise.
@@ -99,7 +104,8 @@ thread_local! {
         planned: VecDeque::new(),
         last_explained: None,
         counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
-            pushed: 0, fallbacks: 0, reloads: 0, reverted: 0 },
+            pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
+            candidate_plans: 0, candidate_us: 0 },
         last_error: None,
         logged_error: false,
     }) };
@@ -259,6 +265,34 @@ pub fn with_optimizer<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Result<R, Strin
 /// without a snapshot, where reading tables is not possible). None when none is loaded.
 fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
     BACKEND.with(|b| b.borrow_mut().loaded.as_mut().map(|l| f(&mut l.opt)))
+}
+
+/// What this backend's optimizer holds of measured evidence and the exploration budget, as
+/// status rows; None before it is loaded.
+pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
+    with_loaded(|o| {
+        let e = o.evidence();
+        let margin = f64::from(o.config().min_gain);
+        let verified = e
+            .iter()
+            .filter(|(_, s)| s.verified(margin).is_some())
+            .count();
+        let trials = e
+            .iter()
+            .filter(|(_, s)| s.in_trial(margin).is_some())
+            .count();
+        vec![
+            ("query_shapes", e.len().to_string()),
+            ("shapes_with_verified_plan", verified.to_string()),
+            ("shapes_in_trial", trials.to_string()),
+            ("plans_explored", e.explorations.to_string()),
+            ("plans_refuted", e.refuted.to_string()),
+            ("verified_plans_reverted", e.reverts.to_string()),
+            ("exploration_budget_ms", format!("{:.1}", e.pool_ms)),
+            ("exploration_spent_ms", format!("{:.1}", e.spent_ms)),
+            ("verified_saved_ms", format!("{:.1}", e.saved_ms)),
+        ]
+    })
 }
 
 /// (table version, settings kept as learned) of this backend's optimizer, once loaded.
@@ -438,7 +472,11 @@ unsafe fn call_planner(
     params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     let planned = match PREV_PLANNER {
-        Some(prev) => prev(parse, query_string, cursor_options, params),
+        // Another extension's hook is C: an ERROR in it must unwind through our frames as a
+        // Rust panic (pgrx's FFI guard), not longjmp over them.
+        Some(prev) => {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| prev(parse, query_string, cursor_options, params))
+        }
         None => pg_sys::standard_planner(parse, query_string, cursor_options, params),
     };
     // A plan now at this address means any plan remembered there was freed: forget it, or the
@@ -585,18 +623,39 @@ unsafe extern "C-unwind" fn planner_hook(
     BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
     let record = matches!(mode, Mode::Observe | Mode::Learn);
     let timed = record && sampled();
+    let mut decision = decision;
+    // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
+    // pick among the distinct plans; the chosen arm's plan is used as it is.
+    let mut candidates: Vec<(u8, *mut pg_sys::PlannedStmt)> = Vec::new();
+    if mode == Mode::Learn && decision.wants_candidates && !pristine.is_null() {
+        candidates = plan_candidates(
+            &mut decision,
+            pristine,
+            query_string,
+            cursor_options,
+            params,
+        );
+    }
     let apply = may_apply && !pristine.is_null() && decision.arm != 0;
     if !apply {
         remember(default, decision, relids, 0, timed);
         return default;
     }
-    let settings = guc::arms_shared()
-        .ok()
-        .and_then(|(a, _)| a.get(usize::from(decision.arm)).map(|x| x.1.clone()))
-        .unwrap_or_default();
-    let chosen = {
-        let _busy = Busy::enter();
-        plan_with_arm(&settings, pristine, query_string, cursor_options, params)
+    let arm = decision.arm;
+    let chosen = match candidates.iter().find(|(a, _)| *a == arm) {
+        Some(&(_, planned)) => Ok(planned),
+        None => {
+            let settings = guc::arms_shared()
+                .ok()
+                .and_then(|(a, _)| a.get(usize::from(arm)).map(|x| x.1.clone()))
+                .unwrap_or_default();
+            let _busy = Busy::enter();
+            // An ERROR while planning under the arm (say, a function folded at plan time that
+            // fails under its settings) is rolled back and the statement keeps the default plan.
+            crate::guarded(|| {
+                plan_with_arm(&settings, pristine, query_string, cursor_options, params)
+            })
+        }
     };
     let chosen = match chosen {
         Ok(c) => c,
@@ -606,9 +665,86 @@ unsafe extern "C-unwind" fn planner_hook(
         }
     };
     BACKEND.with(|b| b.borrow_mut().counters.applied += 1);
-    let arm = decision.arm;
     remember(chosen, decision, relids, arm, timed);
     chosen
+}
+
+/// PostgreSQL adds `disable_cost` (1.0e10) to the cost of every path of a disabled kind it
+/// could not avoid; the plan's own cost is what remains.
+const DISABLE_COST: f64 = 1.0e10;
+
+fn own_cost(total: f64) -> f64 {
+    if total >= DISABLE_COST {
+        total % DISABLE_COST
+    } else {
+        total
+    }
+}
+
+/// Plan a copy of `pristine` under every arm the decision does not block, hand the plans to
+/// [`Optimizer::choose`], and return them by arm (so the chosen one needs no planning again).
+/// An arm PostgreSQL refuses is left out; a failure of the learning path leaves the decision
+/// at the default plan.
+unsafe fn plan_candidates(
+    decision: &mut Decision,
+    pristine: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> Vec<(u8, *mut pg_sys::PlannedStmt)> {
+    let t0 = Instant::now();
+    let Ok((arms, _)) = guc::arms_shared() else {
+        return Vec::new();
+    };
+    let mut planned = Vec::new();
+    let mut cands = Vec::new();
+    for (i, (_, settings)) in arms.iter().enumerate().skip(1) {
+        let arm = i as u8;
+        if decision.blocked.contains(&arm) {
+            continue;
+        }
+        let copy =
+            pg_sys::copyObjectImpl(pristine as *const std::ffi::c_void) as *mut pg_sys::Query;
+        let result = {
+            let _busy = Busy::enter();
+            crate::guarded(|| plan_with_arm(settings, copy, query_string, cursor_options, params))
+        };
+        let stmt = match result {
+            Ok(p) => p,
+            Err(e) => {
+                note_error("planning a candidate", &e);
+                continue;
+            }
+        };
+        match dag_from_plan(stmt) {
+            Ok(dag) => {
+                cands.push(Candidate {
+                    arm,
+                    plan: dag.shape_hash(),
+                    cost: own_cost((*(*stmt).planTree).total_cost),
+                });
+                planned.push((arm, stmt));
+            }
+            Err(e) => note_error("reading a candidate plan", &e),
+        }
+    }
+    let chosen = rust_panics_only(catch_unwind(AssertUnwindSafe(|| {
+        with_loaded(|o| o.choose(decision, &cands))
+    })));
+    match chosen {
+        Ok(Some(Ok(()))) => {}
+        Ok(Some(Err(e))) => note_error("choose", &e.to_string()),
+        Ok(None) => {}
+        Err(_) => note_error("choose", "internal panic"),
+    }
+    let us = t0.elapsed().as_micros() as u64;
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.candidate_sets += 1;
+        b.counters.candidate_plans += planned.len() as u64;
+        b.counters.candidate_us += us;
+    });
+    planned
 }
 
 fn sampled() -> bool {
@@ -663,7 +799,7 @@ unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDe
             as i32;
     }
     match PREV_EXECUTOR_START {
-        Some(prev) => prev(query_desc, eflags),
+        Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
         None => pg_sys::standard_ExecutorStart(query_desc, eflags),
     }
     if timed {
@@ -697,7 +833,7 @@ unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc
         );
     }
     match PREV_EXECUTOR_END {
-        Some(prev) => prev(query_desc),
+        Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc)),
         None => pg_sys::standard_ExecutorEnd(query_desc),
     }
 }
@@ -725,8 +861,12 @@ fn observe(
     match result {
         Ok(Some(Ok((bytes, timed_nodes, observed)))) => {
             let pushed = shared::push(db, &bytes).is_ok();
-            let reverted =
-                observed.surprising && arm_ran != 0 && observed.baseline_ms.is_some_and(|b| ms > b);
+            // A verified plan that regressed (reverted), or a catastrophic first run of an arm
+            // (BTSP blocks it for similar shapes at once).
+            let reverted = observed.reverted
+                || (observed.surprising
+                    && arm_ran != 0
+                    && observed.baseline_ms.is_some_and(|b| ms > b));
             BACKEND.with(|b| {
                 let mut b = b.borrow_mut();
                 b.counters.observed += 1;
@@ -736,7 +876,7 @@ fn observe(
             });
             if reverted {
                 log!(
-                    "ruvector_dag: arm {arm_ran} ran {ms:.1} ms against {:.1} ms for the default plan; reverted to the default plan and blocked for this query shape",
+                    "ruvector_dag: arm {arm_ran} ran {ms:.1} ms against {:.1} ms for the default plan; back to the default plan for this query shape",
                     observed.baseline_ms.unwrap_or(0.0)
                 );
             }
@@ -766,15 +906,17 @@ unsafe extern "C-unwind" fn explain_hook(
 ) {
     BACKEND.with(|b| b.borrow_mut().last_explained = None);
     if let Some(prev) = PREV_EXPLAIN {
-        prev(
-            query,
-            cursor_options,
-            into,
-            es,
-            query_string,
-            params,
-            query_env,
-        );
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            prev(
+                query,
+                cursor_options,
+                into,
+                es,
+                query_string,
+                params,
+                query_env,
+            )
+        });
     } else {
         // What PostgreSQL's own ExplainOneQuery does: plan (timing it and its buffer use), then
         // explain the plan.

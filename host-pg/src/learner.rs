@@ -176,7 +176,10 @@ pub fn cycle() -> Result<Outcome, String> {
                         quality: o.quality,
                         node_shares: shares,
                     });
-                    if let (true, true, Some(base)) = (o.surprising, arm != 0, o.baseline_ms) {
+                    // A verified plan that regressed, or a catastrophic first run (BTSP blocks
+                    // the arm for similar shapes): both are self-healing actions to log.
+                    let catastrophe = o.surprising && arm != 0;
+                    if let (true, Some(base)) = (o.reverted || catastrophe, o.baseline_ms) {
                         if actual > base {
                             healed.push(Healing {
                                 fingerprint,
@@ -288,7 +291,7 @@ pub fn pattern_rows(opt: &Optimizer) -> Vec<PatternRow> {
             let mean = |a: Option<u8>| {
                 a.and_then(|a| p.arms.get(usize::from(a)))
                     .filter(|s| s.count > 0)
-                    .map(|s| s.mean)
+                    .map(|s| s.typical_ms())
             };
             PatternRow {
                 id: p.id as i64,

@@ -54,11 +54,20 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     put("backend_pushed", c.pushed.to_string());
     put("backend_reverted", c.reverted.to_string());
     put("backend_reloads", c.reloads.to_string());
+    put("backend_candidate_sets", c.candidate_sets.to_string());
+    put("backend_candidate_plans", c.candidate_plans.to_string());
+    put(
+        "backend_candidate_planning_ms",
+        format!("{:.3}", c.candidate_us as f64 / 1000.0),
+    );
     put("backend_fallbacks", c.fallbacks.to_string());
     put(
         "backend_last_error",
         hooks::last_error().unwrap_or_else(|| "none".into()),
     );
+    for (k, v) in hooks::evidence_summary().unwrap_or_default() {
+        put(k, v);
+    }
     if let Some((version, kept)) = hooks::loaded_info() {
         put("backend_state_version", version.to_string());
         if !kept.is_empty() {

@@ -288,7 +288,7 @@ fn explain_shows_the_decision_for_enabled_tables_only() {
         .unwrap_or_else(|| panic!("no decision in {lines:?}"));
     assert!(decision.contains("attention topological"), "{decision}");
     assert!(
-        lines.iter().any(|l| l.starts_with("ruvector_dag reason: no pattern learned yet")),
+        lines.iter().any(|l| l.starts_with("ruvector_dag reason: measuring the default plan first")),
         "{lines:?}"
     );
     // The plan itself is still printed, unchanged in observe mode.
@@ -298,39 +298,65 @@ fn explain_shows_the_decision_for_enabled_tables_only() {
 }
 
 #[pg_test]
-fn an_applied_arm_leaves_the_session_settings_alone_even_on_error() {
+fn an_explored_arm_is_applied_while_planning_and_leaves_the_session_settings_alone() {
     setup();
     Spi::run(
         "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
          SET ruvector.dag_mode = 'learn';
          SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
+         SET ruvector.dag_explore_min_ms = 0;
          SET ruvector.dag_attention_exploration = 1.0;
-         SET ruvector.dag_replan_min_cost = 0;
          SET enable_nestloop = on;",
     )
     .unwrap();
-    // First run: the default arm, which gives the baseline exploration waits for.
+    // First run: the default plan, whose time exploration waits for.
     Spi::run(JOIN).unwrap();
-    // Now the other arm is explored, so it is applied while planning.
+    // Now the statement is planned under the other arm too, and its plan explored.
     let lines = explain_lines(JOIN);
     assert!(
-        lines.iter().any(|l| l.contains("arm 'enable_hashjoin=off;enable_mergejoin=off' (applied")),
+        lines.iter().any(|l| l.contains("arm 'enable_hashjoin=off;enable_mergejoin=off' (applied; rule explore)")),
         "{lines:?}"
     );
     assert!(lines.iter().any(|l| l.contains("Nested Loop")), "the arm shaped the plan: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("1 arms planned: 1 distinct plans")), "{lines:?}");
+    assert!(counter("backend_candidate_sets") >= 1);
     let hashjoin: String = one("SELECT current_setting('enable_hashjoin')");
     assert_eq!(hashjoin, "on");
-    // A statement that fails at execution, under the applied arm, inside a subtransaction.
-    Spi::run(&format!(
-        "DO $$ BEGIN PERFORM count(*) FROM ({JOIN}) q WHERE 1 / (length(q.region) - length(q.region)) = 1;
-         EXCEPTION WHEN division_by_zero THEN NULL; END $$"
-    ))
+}
+
+#[pg_test]
+fn an_error_while_planning_under_an_arm_falls_back_and_leaks_no_setting() {
+    setup();
+    // Folded at plan time (immutable, constant argument), and failing only under the arm.
+    Spi::run(
+        "CREATE FUNCTION rv_boom(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+         BEGIN
+           IF current_setting('enable_hashjoin') = 'off' THEN RAISE EXCEPTION 'planned under the arm'; END IF;
+           RETURN $1;
+         END $$;
+         SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
+         SET ruvector.dag_explore_min_ms = 0;
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
     .unwrap();
-    let hashjoin: String = one("SELECT current_setting('enable_hashjoin')");
-    let mergejoin: String = one("SELECT current_setting('enable_mergejoin')");
+    let q = format!("SELECT count(*) FROM ({JOIN}) q WHERE q.sum > rv_boom(1)");
+    let first: i64 = one(&q);
+    let fallbacks = counter("backend_fallbacks");
+    // The second run plans the candidates: planning under the arm raises, is rolled back, and
+    // the statement runs with the default plan.
+    let second: i64 = one(&q);
+    assert_eq!(first, second);
+    assert!(counter("backend_fallbacks") > fallbacks);
+    let last = status("backend_last_error");
+    assert!(last.contains("planned under the arm"), "{last}");
+    let (hashjoin, mergejoin): (String, String) = Spi::get_two(
+        "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')",
+    )
+    .map(|(a, b)| (a.unwrap_or_default(), b.unwrap_or_default()))
+    .unwrap();
     assert_eq!((hashjoin.as_str(), mergejoin.as_str()), ("on", "on"));
-    let applied = status("backend_arms_applied");
-    assert!(applied.parse::<u64>().unwrap() >= 1, "{applied}");
 }
 
 #[pg_test]
@@ -452,29 +478,24 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
         ms
     };
     assert!(default_ms >= 5.0 * fast_ms, "dataset: default {default_ms:.1} ms, nestloop off {fast_ms:.1} ms");
-    Spi::run(
-        "SET ruvector.dag_mode = 'learn';
-         SET ruvector.dag_attention_exploration = 0.5;",
-    )
-    .unwrap();
-    let mut runs = 0;
-    for round in 0..8 {
-        for _ in 0..4 {
-            timed_run(CORRELATED);
-            runs += 1;
-        }
-        Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    // The shipped defaults (exploration budget, explore_min_ms, arms): adopted within 5 runs.
+    Spi::run("SET ruvector.dag_mode = 'learn'").unwrap();
+    let mut adopted = None;
+    for run in 1..=5 {
+        timed_run(CORRELATED);
         let lines = explain_lines(CORRELATED);
-        if lines.iter().any(|l| l.contains("(applied;")) && !lines.iter().any(|l| l.contains("Nested Loop")) {
+        if lines.iter().any(|l| l.contains("(applied; rule verified)")) {
+            adopted = Some(run);
             break;
         }
-        assert!(round < 7, "no faster arm after {runs} runs: {lines:?}");
     }
-    // Exploration off: what was learned decides, and EXPLAIN shows it.
-    Spi::run("SET ruvector.dag_attention_exploration = 0").unwrap();
+    let runs = adopted.unwrap_or_else(|| panic!("not adopted in 5 runs: {:?}", explain_lines(CORRELATED)));
+    // Frozen: the verified plan applies, nothing is explored, and EXPLAIN says why.
+    Spi::run("SET ruvector.dag_mode = 'frozen'").unwrap();
     let lines = explain_lines(CORRELATED);
     let decision = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
-    assert!(decision.contains("(applied;"), "{lines:?}");
+    assert!(decision.contains("(applied; rule verified)"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("reason: verified: the plan of")), "{lines:?}");
     assert!(!decision.contains("arm 'default'"), "{lines:?}");
     let learned_ms = median((0..5).map(|_| timed_run(CORRELATED)).collect());
     assert!(
@@ -497,8 +518,8 @@ fn a_regressing_arm_is_reverted_and_blocked() {
          SET ruvector.dag_attention_exploration = 1.0;",
     )
     .unwrap();
-    timed_run(fair); // the default arm: the baseline
-    timed_run(fair); // exploration tries the other arm: a regression
+    timed_run(fair); // the default plan: the baseline
+    timed_run(fair); // exploration tries the other arm's plan: a regression
     let reverted = status("backend_reverted");
     assert_eq!(reverted, "1");
     let lines = explain_lines(fair);
@@ -688,6 +709,7 @@ fn unknown_arm_settings_are_refused_and_bad_values_fall_back_to_the_default_plan
         "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
          SET ruvector.dag_mode = 'learn';
          SET ruvector.dag_arms = 'default|enable_nestloop=maybe';
+         SET ruvector.dag_explore_min_ms = 0;
          SET ruvector.dag_attention_exploration = 1.0;",
     )
     .unwrap();

@@ -50,6 +50,18 @@ fn optimizer_learns_the_simulated_workload() {
         .max()
         .unwrap_or(0);
 
+    // While learning: every window of one "round" (as many queries as templates) in the first
+    // ten rounds stays within 1.25x always-default. (Measured 1.202x: one loser's overdraft of
+    // the budget and trials confounded by the template's parameter; the real-data target is 1.1x.)
+    let round = ts.len();
+    let worst_round = r.records[..10 * round]
+        .chunks(round)
+        .map(|w| {
+            let (c, d, _) = totals(w);
+            c / d
+        })
+        .fold(0.0f64, f64::max);
+
     // Held-out error falls as trajectories arrive.
     let errors = &r.held_out;
     let first = errors[0];
@@ -60,7 +72,8 @@ fn optimizer_learns_the_simulated_workload() {
     println!(
         "simulator: {QUERIES} queries, {} templates, 8 arms: last half {vs_oracle:.3}x oracle, \
          {vs_default:.3}x always-default ({:.0}% of the oracle's gain); last 20% worst template {:.3}x its default (t{}); \
-         catastrophic arm at most {catastrophes} run per template; held-out log error \
+         catastrophic arm at most {catastrophes} run per template; first 10 rounds at most \
+         {worst_round:.3}x always-default; held-out log error \
          {first:.2} -> {early:.2} (cycles 1-3) -> {late:.2} (last 3); {} patterns; decisions by \
          verified/trial/explore/default {:?}",
         ts.len(),
@@ -82,6 +95,10 @@ fn optimizer_learns_the_simulated_workload() {
         "template {} at {:.3}x its default",
         worst.1,
         worst.0
+    );
+    assert!(
+        worst_round <= 1.25,
+        "a round of the first ten cost {worst_round:.3}x always-default"
     );
     assert!(
         catastrophes <= 1,

@@ -30,14 +30,16 @@ pub const RECHECK_EVERY: u32 = 50;
 /// Candidates the planner costs this many times above the default plan are not explored
 /// blind (only when a similar shape verified the same arm).
 pub const MAX_COST_RATIO: f64 = 4.0;
+/// Runs' worth of budget share a shape brings when its default plan is first measured (so a new
+/// shape can explore early, before its own runs have earned it).
+pub const NEW_SHAPE_LOAN: f64 = 1.5;
+/// Weight of the planner's predicted extra time in the stake an exploration needs.
+pub const RISK_WEIGHT: f64 = 0.5;
 /// Share of the time a verified plan saves that is added to the exploration budget.
 pub const SAVINGS_SHARE: f64 = 0.5;
 /// The exploration pool holds at most this many times one round of budget (the budget share
 /// of the sum of every shape's default time).
 pub const POOL_ROUNDS: f64 = 2.0;
-/// The smallest risk an exploration is charged before it runs, as a share of the default
-/// time (an untried plan may be slower whatever the planner thinks).
-pub const MIN_RISK: f64 = 0.25;
 
 /// What the measurements say of a plan against the default plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,10 +96,20 @@ pub struct ShapeEvidence {
     pub seen: u64,
 }
 
-/// z of "`p` is faster than the default by `margin`" (positive: faster).
+/// Weight, in pseudo-observations, of the prior variance [`PRIOR_VAR`] in the pooled estimate.
+pub const PRIOR_WEIGHT: f64 = 3.0;
+/// Prior variance of ln(ms) between runs of one plan of one shape (a standard deviation of
+/// 0.25): the same shape runs with other constants, so two runs that agree closely say little.
+pub const PRIOR_VAR: f64 = 0.0625;
+
+/// z of "`p` is faster than the default by `margin`" (positive: faster). The variance is
+/// pooled over both plans' runs and shrunk towards [`PRIOR_VAR`], floored at [`VAR_FLOOR`].
 fn z_faster(default: &ArmStats, p: &ArmStats, margin: f64) -> f64 {
-    let v = |s: &ArmStats| s.variance().max(VAR_FLOOR) / f64::from(s.count.max(1));
-    let se = libm::sqrt(v(default) + v(p));
+    let dof = f64::from(default.count.saturating_sub(1)) + f64::from(p.count.saturating_sub(1));
+    let var =
+        ((default.m2 + p.m2 + PRIOR_WEIGHT * PRIOR_VAR) / (dof + PRIOR_WEIGHT)).max(VAR_FLOOR);
+    let n = |s: &ArmStats| f64::from(s.count.max(1));
+    let se = libm::sqrt(var / n(default) + var / n(p));
     (default.mean - p.mean - libm::log1p(margin)) / se
 }
 
@@ -424,21 +436,37 @@ impl EvidenceBook {
         self.reverts += u64::from(out.reverted);
         self.spent_ms += spent;
         self.saved_ms += saved;
-        let credit = share * after.unwrap_or(reference) + SAVINGS_SHARE * saved;
+        let loan = if before.is_none() && is_default {
+            NEW_SHAPE_LOAN
+        } else {
+            0.0
+        };
+        let credit = share * after.unwrap_or(reference) * (1.0 + loan) + SAVINGS_SHARE * saved;
         self.pool_ms = (self.pool_ms + credit - spent).min(self.pool_cap(share));
         out
     }
 
-    /// The risk charged to exploring a plan of this cost ratio for a shape whose default
-    /// plan takes `default_ms`: what it would cost if it were as much slower as the planner
-    /// says, at least [`MIN_RISK`] of the default time.
-    pub fn risk_ms(default_ms: f64, cost_ratio: f64) -> f64 {
-        let slower = if cost_ratio.is_finite() && cost_ratio > 0.0 {
-            cost_ratio - 1.0
+    /// Whether the budget allows exploring a plan of a shape whose default plan takes
+    /// `default_ms`: the pool must hold at least one run's share of it (`share` x default).
+    /// The budget is charged what a run really cost above the default, so one loser
+    /// overdraws the pool and exploration waits until the shapes' runs have repaid it:
+    /// amortised, exploring costs about `share` on top of the default plans.
+    pub fn affords(&self, default_ms: f64, share: f64, cost_ratio: f64) -> bool {
+        share > 0.0
+            && self.pool_ms > 0.0
+            && self.pool_ms >= Self::stake(default_ms, share, cost_ratio)
+    }
+
+    /// What the pool must hold to explore a plan the planner costs `cost_ratio` times the
+    /// default: one run's share, plus [`RISK_WEIGHT`] of what the run would cost above the
+    /// default if it were as much slower as the planner says.
+    pub fn stake(default_ms: f64, share: f64, cost_ratio: f64) -> f64 {
+        let slower = if cost_ratio.is_finite() {
+            (cost_ratio - 1.0).max(0.0)
         } else {
             1.0
         };
-        default_ms * slower.clamp(MIN_RISK, 3.0)
+        default_ms * (share + RISK_WEIGHT * slower)
     }
 
     /// Check sizes and numbers after a restore.

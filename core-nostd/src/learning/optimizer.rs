@@ -51,9 +51,8 @@ use crate::synth::{random_plan, SynthOptions};
 /// confidence exceeds this.
 pub const PATTERN_RULE: f32 = 0.8;
 /// How much an endorsement (a similar shape verified the arm, or BTSP memory recalls it as much
-/// faster) lowers a candidate's rank score (log units) and scales down its charged risk.
+/// faster) lowers a candidate's rank score (log units).
 const ENDORSED_BONUS: f64 = 2.0;
-const ENDORSED_RISK: f64 = 0.25;
 /// Weight of the cost model's log-ratio prediction in a candidate's rank score.
 const MODEL_WEIGHT: f64 = 0.5;
 /// Executions of one query shape remembered for temporal attention.
@@ -702,6 +701,22 @@ impl Optimizer {
             }
         }
 
+        // A verified plan that saves less than half the default's time need not be the best:
+        // untried candidates are still explored (it stays the choice when nothing is tried).
+        if learning {
+            if let (Some((_, Rule::Verified, plan)), Some(e), Some(d)) = (choice, ev, default_ms) {
+                let modest = e
+                    .plans
+                    .iter()
+                    .find(|p| p.plan == plan)
+                    .is_some_and(|p| p.stats.typical_ms() * 2.0 > d);
+                let untried = !e.candidates_known || e.untried().any(|p| usable(p).is_some());
+                if modest && untried && d >= f64::from(cfg.explore_min_ms) {
+                    wants_candidates = true;
+                }
+            }
+        }
+
         // 3. Exploration: ask the host for the candidate plans.
         if choice.is_none() {
             match (ev, default_ms) {
@@ -790,7 +805,7 @@ impl Optimizer {
     /// Pick among the plans the host made under each arm for a decision that
     /// [`Decision::wants_candidates`]: record them (arms with identical plans are one
     /// candidate; arms whose plan is the default plan are the default), then try the most
-    /// promising untried one if the exploration budget covers its risk. Updates `decision`
+    /// promising untried one if the exploration budget allows. Updates `decision`
     /// in place; it stays the default plan when nothing is worth trying.
     pub fn choose(&mut self, decision: &mut Decision, candidates: &[Candidate]) -> Result<()> {
         if !decision.wants_candidates {
@@ -860,8 +875,20 @@ impl Optimizer {
                 best = Some((score, p.plan, arm, ratio, endorsed));
             }
         }
+        let prior = match decision.rule {
+            Rule::Verified => format!("{}; ", decision.reason),
+            _ => String::new(),
+        };
+        let keep = if decision.arm == 0 {
+            String::from("default plan")
+        } else {
+            format!(
+                "keeping the verified plan of '{}'",
+                self.arm_name(decision.arm)
+            )
+        };
         let mut reason = format!(
-            "{} arms planned: {} distinct plans besides the default ({same} arms give the default plan)",
+            "{prior}{} arms planned: {} distinct plans besides the default ({same} arms give the default plan)",
             candidates.len(),
             e.plans.iter().filter(|p| p.arms != 0).count()
         );
@@ -874,22 +901,18 @@ impl Optimizer {
             } else {
                 reason.push_str("; none untried");
             }
-            reason.push_str(": default plan");
+            let _ = write!(reason, ": {keep}");
             decision.reason = self.with_blocked(reason, decision);
             return Ok(());
         };
-        let risk = EvidenceBook::risk_ms(default_ms, ratio)
-            * if endorsed.is_some() {
-                ENDORSED_RISK
-            } else {
-                1.0
-            };
+        let share = f64::from(self.state.cfg.attention_exploration);
         let pool = self.state.evidence.pool_ms;
-        if pool < risk {
+        let stake_ratio = if endorsed.is_some() { 1.0 } else { ratio };
+        if !self.state.evidence.affords(default_ms, share, stake_ratio) {
             let _ = write!(
                 reason,
-                "; the most promising untried plan ('{}', planner cost {ratio:.2}x) risks {risk:.1} ms, the exploration budget holds {pool:.1} ms: default plan",
-                self.arm_name(arm)
+                "; the exploration budget holds {pool:.1} ms, less than the {:.1} ms the most promising untried plan (planner cost {ratio:.2}x) needs: {keep} until the runs repay it",
+                EvidenceBook::stake(default_ms, share, stake_ratio)
             );
             decision.reason = self.with_blocked(reason, decision);
             return Ok(());
@@ -910,10 +933,7 @@ impl Optimizer {
         if let Some(why) = &endorsed {
             let _ = write!(reason, "; {why}");
         }
-        let _ = write!(
-            reason,
-            "; risk {risk:.1} ms of a {pool:.1} ms exploration budget)"
-        );
+        let _ = write!(reason, "; exploration budget {pool:.1} ms)");
         let st = &mut self.state.stats;
         st.decisions[decision.rule as usize] =
             st.decisions[decision.rule as usize].saturating_sub(1);
@@ -1473,16 +1493,25 @@ mod tests {
     fn exploration_waits_for_budget_and_skips_plans_costed_far_above() {
         let mut opt = learner();
         let p = plan(43);
-        let mut w = World::new(&p, 20.0, 115.0);
-        // No budget yet: the first default run earns 10% of 100 ms, a plan risks 25 ms at least.
+        let mut w = World::new(&p, 20.0, 400.0);
+        // The pool holds a little: the best-ranked plan is explored, loses (300 ms over), and
+        // the pool stays overdrawn until the runs repay it.
+        fund(&mut opt, 2);
         step(&mut opt, &p, &w);
-        let (d, _) = step(&mut opt, &p, &w);
-        assert_eq!(d.arm, 0);
-        assert!(
-            d.reason.contains("exploration budget holds"),
-            "{}",
-            d.reason
-        );
+        let (d, o) = step(&mut opt, &p, &w);
+        assert_eq!((d.rule, d.arm), (Rule::Explore, 2));
+        assert!(o.refuted);
+        for _ in 0..20 {
+            let (d, _) = step(&mut opt, &p, &w);
+            assert_eq!(d.arm, 0);
+            assert!(
+                d.reason.contains("exploration budget holds"),
+                "{}",
+                d.reason
+            );
+        }
+        let spent = opt.evidence().spent_ms;
+        assert!((spent - 300.0).abs() < 1e-3, "{spent}");
         // Plans costed over 4x the default are not explored blind.
         let mut opt = learner();
         fund(&mut opt, 30);
