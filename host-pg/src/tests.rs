@@ -478,18 +478,24 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
         ms
     };
     assert!(default_ms >= 5.0 * fast_ms, "dataset: default {default_ms:.1} ms, nestloop off {fast_ms:.1} ms");
-    // The shipped defaults (exploration budget, explore_min_ms, arms): adopted within 5 runs.
+    // The shipped defaults (exploration budget, explore_min_ms, arms): a faster plan is
+    // verified and applied within 5 runs, and learning goes on to the fastest candidate.
     Spi::run("SET ruvector.dag_mode = 'learn'").unwrap();
     let mut adopted = None;
-    for run in 1..=5 {
+    let mut runs = 0;
+    for run in 1..=16 {
         timed_run(CORRELATED);
+        runs = run;
         let lines = explain_lines(CORRELATED);
         if lines.iter().any(|l| l.contains("(applied; rule verified)")) {
-            adopted = Some(run);
-            break;
+            adopted.get_or_insert(run);
+            if !lines.iter().any(|l| l.contains("Nested Loop")) {
+                break;
+            }
         }
     }
-    let runs = adopted.unwrap_or_else(|| panic!("not adopted in 5 runs: {:?}", explain_lines(CORRELATED)));
+    let first = adopted.unwrap_or_else(|| panic!("nothing adopted: {:?}", explain_lines(CORRELATED)));
+    assert!(first <= 5, "first adoption after {first} runs");
     // Frozen: the verified plan applies, nothing is explored, and EXPLAIN says why.
     Spi::run("SET ruvector.dag_mode = 'frozen'").unwrap();
     let lines = explain_lines(CORRELATED);
@@ -519,16 +525,25 @@ fn a_regressing_arm_is_reverted_and_blocked() {
     )
     .unwrap();
     timed_run(fair); // the default plan: the baseline
-    timed_run(fair); // exploration tries the other arm's plan: a regression
-    let reverted = status("backend_reverted");
-    assert_eq!(reverted, "1");
+    timed_run(fair); // the other arm's plan is either screened out or explored once
     let lines = explain_lines(fair);
+    let reason = lines
+        .iter()
+        .find(|l| l.starts_with("ruvector_dag reason"))
+        .cloned()
+        .unwrap_or_default();
+    if status("backend_reverted") == "0" {
+        // The planner costs the forced nested loop far above the hash join: never run blind.
+        assert!(reason.contains("not explored blind"), "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm 'default'")), "{lines:?}");
+        return;
+    }
+    // Explored once, a regression: blocked at once, and the learner logs it for every backend.
     assert!(
-        lines.iter().any(|l| l.contains("blocked by BTSP memory: enable_hashjoin=off;enable_mergejoin=off")),
+        reason.contains("blocked by BTSP memory: enable_hashjoin=off;enable_mergejoin=off"),
         "{lines:?}"
     );
     assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm 'default'")), "{lines:?}");
-    // The learner records it, and the state it writes blocks the arm for every backend.
     let healed: i64 = one("SELECT reverted FROM ruvector_dag.ruvector_dag_learn()");
     assert_eq!(healed, 1);
     let logged: String = one("SELECT arm FROM ruvector_dag.healing_log ORDER BY id DESC LIMIT 1");
