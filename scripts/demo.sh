@@ -66,7 +66,7 @@ done
 echo "default: ${default_ms[*]} ms"
 
 echo "==> learn mode: each run's decision and time; a learning cycle every 4 runs"
-LEARN="SET ruvector.dag_mode = 'learn'; SET ruvector.dag_replan_min_cost = 0"
+LEARN="SET ruvector.dag_mode = 'learn'; SET ruvector.dag_replan_min_cost = 0; SET ruvector.dag_attention_exploration = 0.5"
 # One session for all runs, so the backend's own observations count at once (as in production).
 script="$dir/learn.sql"
 {
