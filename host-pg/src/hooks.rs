@@ -273,14 +273,11 @@ pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
     with_loaded(|o| {
         let e = o.evidence();
         let margin = f64::from(o.config().min_gain);
-        let verified = e
-            .iter()
-            .filter(|(_, s)| s.verified(margin).is_some())
-            .count();
-        let trials = e
-            .iter()
-            .filter(|(_, s)| s.in_trial(margin).is_some())
-            .count();
+        let (mut verified, mut trials) = (0, 0);
+        for (_, s) in e.iter() {
+            verified += usize::from(s.verified(margin).is_some());
+            trials += usize::from(s.in_trial(margin).is_some());
+        }
         vec![
             ("query_shapes", e.len().to_string()),
             ("shapes_with_verified_plan", verified.to_string()),
@@ -861,12 +858,7 @@ fn observe(
     match result {
         Ok(Some(Ok((bytes, timed_nodes, observed)))) => {
             let pushed = shared::push(db, &bytes).is_ok();
-            // A verified plan that regressed (reverted), or a catastrophic first run of an arm
-            // (BTSP blocks it for similar shapes at once).
-            let reverted = observed.reverted
-                || (observed.surprising
-                    && arm_ran != 0
-                    && observed.baseline_ms.is_some_and(|b| ms > b));
+            let reverted = observed.regression;
             BACKEND.with(|b| {
                 let mut b = b.borrow_mut();
                 b.counters.observed += 1;

@@ -176,19 +176,15 @@ pub fn cycle() -> Result<Outcome, String> {
                         quality: o.quality,
                         node_shares: shares,
                     });
-                    // A verified plan that regressed, or a catastrophic first run (BTSP blocks
-                    // the arm for similar shapes): both are self-healing actions to log.
-                    let catastrophe = o.surprising && arm != 0;
-                    if let (true, Some(base)) = (o.reverted || catastrophe, o.baseline_ms) {
-                        if actual > base {
-                            healed.push(Healing {
-                                fingerprint,
-                                pattern,
-                                arm: opt.arms()[usize::from(arm)].clone(),
-                                actual_ms: actual,
-                                baseline_ms: base,
-                            });
-                        }
+                    // A verified plan reverted, or a catastrophic run whose arm BTSP now blocks.
+                    if let (true, Some(base)) = (o.regression, o.baseline_ms) {
+                        healed.push(Healing {
+                            fingerprint,
+                            pattern,
+                            arm: opt.arms()[usize::from(arm)].clone(),
+                            actual_ms: actual,
+                            baseline_ms: base,
+                        });
                     }
                 }
                 Err(_) => rejected += 1,

@@ -104,13 +104,19 @@ pub const PRIOR_VAR: f64 = 0.0625;
 
 /// z of "`p` is faster than the default by `margin`" (positive: faster). The variance is
 /// pooled over both plans' runs and shrunk towards [`PRIOR_VAR`], floored at [`VAR_FLOOR`].
-fn z_faster(default: &ArmStats, p: &ArmStats, margin: f64) -> f64 {
+/// Shared with the patterns' confidence.
+pub(crate) fn z_faster(default: &ArmStats, p: &ArmStats, margin: f64) -> f64 {
     let dof = f64::from(default.count.saturating_sub(1)) + f64::from(p.count.saturating_sub(1));
     let var =
         ((default.m2 + p.m2 + PRIOR_WEIGHT * PRIOR_VAR) / (dof + PRIOR_WEIGHT)).max(VAR_FLOOR);
     let n = |s: &ArmStats| f64::from(s.count.max(1));
     let se = libm::sqrt(var / n(default) + var / n(p));
     (default.mean - p.mean - libm::log1p(margin)) / se
+}
+
+/// The standard normal CDF at `z` (logistic approximation, error below 0.01).
+pub(crate) fn normal_cdf(z: f64) -> f64 {
+    1.0 / (1.0 + libm::exp(-1.702 * z))
 }
 
 /// Consecutive slow runs after which a verified plan is taken to have regressed.
@@ -142,6 +148,43 @@ fn verdict_of(default: &ArmStats, plan: &PlanEvidence, margin: f64) -> Verdict {
     }
 }
 
+/// Apply the verdict of `p`'s runs against `default` to `p`'s flags: verified once, refuted for
+/// good (a verified plan refuted is a revert). `slower_first`: its first run was slower than
+/// the default by the margin, which refutes it at once.
+fn settle(p: &mut PlanEvidence, default: &ArmStats, margin: f64, slower_first: bool) -> Recorded {
+    let mut out = Recorded::default();
+    if p.refuted {
+        return out;
+    }
+    match verdict_of(default, p, margin) {
+        Verdict::Faster if !p.was_verified => {
+            p.was_verified = true;
+            out.verified = true;
+        }
+        Verdict::NotFaster => {
+            p.refuted = true;
+            out.refuted = true;
+            out.reverted = p.was_verified;
+        }
+        _ if slower_first => {
+            p.refuted = true;
+            out.refuted = true;
+        }
+        _ => {}
+    }
+    out
+}
+
+impl Recorded {
+    fn or(self, o: Recorded) -> Recorded {
+        Recorded {
+            refuted: self.refuted | o.refuted,
+            reverted: self.reverted | o.reverted,
+            verified: self.verified | o.verified,
+        }
+    }
+}
+
 impl ShapeEvidence {
     /// The default plan's typical latency, once it ran.
     pub fn default_ms(&self) -> Option<f64> {
@@ -159,8 +202,7 @@ impl ShapeEvidence {
         if self.default.count < 2 || p.stats.count < 2 {
             return 0.0;
         }
-        let z = z_faster(&self.default, &p.stats, margin);
-        (1.0 / (1.0 + libm::exp(-1.702 * z))) as f32
+        normal_cdf(z_faster(&self.default, &p.stats, margin)) as f32
     }
 
     /// The fastest plan verified faster than the default, not refuted.
@@ -368,24 +410,10 @@ impl EvidenceBook {
         if is_default {
             e.default.push(ms);
             e.since_default = 0;
-            // The default's new run moves every comparison: verify or revert plans now.
+            // The default's new run moves every comparison: settle every plan again.
             let d = e.default;
-            for p in e.plans.iter_mut().filter(|p| !p.refuted) {
-                match verdict_of(&d, p, margin) {
-                    Verdict::Faster if !p.was_verified => {
-                        p.was_verified = true;
-                        out.verified = true;
-                    }
-                    Verdict::NotFaster if p.was_verified => {
-                        p.refuted = true;
-                        out.refuted = true;
-                        out.reverted = true;
-                    }
-                    _ => {}
-                }
-            }
-            if out.reverted {
-                e.reverts += 1;
+            for p in e.plans.iter_mut() {
+                out = out.or(settle(p, &d, margin, false));
             }
         } else {
             e.since_default = e.since_default.saturating_add(1);
@@ -398,35 +426,14 @@ impl EvidenceBook {
             p.stats.push(ms);
             let slow = before.is_some_and(|d| ms > d * (1.0 + margin));
             p.slow_streak = if slow { p.slow_streak + 1 } else { 0 };
-            let verdict = verdict_of(&default_stats, p, margin);
-            let slower_first = first_run && slow;
-            if !p.refuted {
-                match verdict {
-                    Verdict::Faster if !p.was_verified => {
-                        p.was_verified = true;
-                        out.verified = true;
-                    }
-                    Verdict::NotFaster => {
-                        p.refuted = true;
-                        out.refuted = true;
-                        out.reverted = p.was_verified;
-                    }
-                    _ if slower_first => {
-                        p.refuted = true;
-                        out.refuted = true;
-                    }
-                    _ => {}
-                }
-            }
-            if out.reverted {
-                e.reverts += 1;
-            }
+            out = settle(p, &default_stats, margin, first_run && slow);
             if ms > reference {
                 spent = ms - reference;
             } else {
                 saved = reference - ms;
             }
         }
+        e.reverts += u32::from(out.reverted);
         let after = e.default_ms();
         if let Some(a) = after {
             self.default_sum_ms = (self.default_sum_ms - before.unwrap_or(0.0) + a).max(0.0);

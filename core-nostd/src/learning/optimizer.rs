@@ -158,6 +158,9 @@ pub struct Decision {
     pub default_predicted_ms: f32,
     /// Arms BTSP memory blocks for this plan.
     pub blocked: Vec<ArmId>,
+    /// Arms BTSP memory recalls as much faster than the default on a similar plan:
+    /// `(arm, ratio to the default, similarity)`.
+    pub promising: Vec<(ArmId, f32, f32)>,
     /// Human-readable explanation (EXPLAIN prints it).
     pub reason: String,
     /// [`PlanDag::shape_hash`] of the default plan: the query shape.
@@ -195,6 +198,10 @@ pub struct Observed {
     pub refuted: bool,
     /// A verified plan regressed and was reverted with this run (self-healing).
     pub reverted: bool,
+    /// A self-healing event to report: `reverted`, or a non-default plan's run that BTSP
+    /// memory found surprisingly slower than the default (its arm is now blocked for
+    /// similar plans).
+    pub regression: bool,
 }
 
 /// What [`Optimizer::forget`] removed.
@@ -618,9 +625,18 @@ impl Optimizer {
         };
         let n = self.state.arms.len();
         let preds = self.state.estimator.predict_all_ms(&input);
-        let blocked: Vec<ArmId> = (1..n as ArmId)
-            .filter(|&a| self.state.btsp.is_blocked(&key, a))
-            .collect();
+        // One recall per arm serves both the blocked list and choose's endorsements.
+        let mut blocked = Vec::new();
+        let mut promising = Vec::new();
+        for a in 1..n as ArmId {
+            match self.state.btsp.recall(&key, a) {
+                Some(BtspVerdict::Blocked { .. }) => blocked.push(a),
+                Some(BtspVerdict::Promising { ratio, similarity }) => {
+                    promising.push((a, ratio, similarity))
+                }
+                None => {}
+            }
+        }
         let matched = self
             .state
             .bank
@@ -768,6 +784,7 @@ impl Optimizer {
             predicted_ms: at(arm),
             default_predicted_ms: at(0),
             blocked,
+            promising,
             reason,
             fingerprint: fp,
             plan,
@@ -793,13 +810,15 @@ impl Optimizer {
                 ));
             }
         }
-        match self.state.btsp.recall(&d.key, arm) {
-            Some(BtspVerdict::Promising { ratio, similarity }) => Some(format!(
-                "BTSP memory: it ran {:.1}x faster than the default on a similar plan (similarity {similarity:.3})",
-                1.0 / ratio
-            )),
-            _ => None,
-        }
+        d.promising
+            .iter()
+            .find(|(a, _, _)| *a == arm)
+            .map(|(_, ratio, similarity)| {
+                format!(
+                    "BTSP memory: it ran {:.1}x faster than the default on a similar plan (similarity {similarity:.3})",
+                    1.0 / ratio
+                )
+            })
     }
 
     /// Pick among the plans the host made under each arm for a decision that
@@ -1085,6 +1104,7 @@ impl Optimizer {
                 verified: false,
                 refuted: false,
                 reverted: false,
+                regression: false,
             });
         }
         let st = &mut self.state;
@@ -1132,6 +1152,7 @@ impl Optimizer {
             h.push(t.op_shares.clone());
         }
         st.stats.observed += 1;
+        let actual_ms = t.actual_ms;
         let quality = st.buffer.record(t);
         Ok(Observed {
             learned: true,
@@ -1141,6 +1162,8 @@ impl Optimizer {
             verified: recorded.verified,
             refuted: recorded.refuted,
             reverted: recorded.reverted,
+            regression: recorded.reverted
+                || (surprising && baseline_ms.is_some_and(|b| actual_ms > b)),
         })
     }
 

@@ -102,8 +102,7 @@ impl Pattern {
     }
 
     /// Confidence in [0, 1] that the best arm beats the default arm (arm 0) by 10%: the
-    /// normal CDF of a one-sided test on log latency (variance floored as in
-    /// [`super::evidence`]), scaled by support (fewer runs of either, less confidence). When
+    /// normal CDF of [`super::evidence`]'s one-sided test on log latency, scaled by support (fewer runs of either, less confidence). When
     /// the default is best, the same against the runner-up. 0 with nothing to compare.
     pub fn confidence(&self) -> f32 {
         let Some(best) = self.best_arm() else {
@@ -116,15 +115,15 @@ impl Pattern {
                 .min_by(|&x, &y| self.arms[x].mean.total_cmp(&self.arms[y].mean));
             (runner_up, 0.0)
         } else {
-            ((self.arms[0].count > 0).then_some(0), libm::log1p(0.1))
+            ((self.arms[0].count > 0).then_some(0), 0.1)
         };
         let Some(o) = other.map(|o| &self.arms[o]) else {
             return 0.0;
         };
-        let v = |s: &ArmStats| s.variance().max(super::evidence::VAR_FLOOR) / f64::from(s.count);
-        let z = (o.mean - b.mean - margin) / libm::sqrt(v(b) + v(o));
+        // The same test as a shape's own evidence, with the default (or runner-up) as `o`.
+        let z = super::evidence::z_faster(o, b, margin);
         let support = 1.0 - libm::exp(-f64::from(b.count.min(o.count)) / 3.0);
-        (support / (1.0 + libm::exp(-1.702 * z))).clamp(0.0, 1.0) as f32
+        (support * super::evidence::normal_cdf(z)).clamp(0.0, 1.0) as f32
     }
 
     fn absorb(&mut self, centroid: &[f32], members: u64, arms: &[ArmStats]) {
