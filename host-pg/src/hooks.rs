@@ -983,7 +983,7 @@ unsafe extern "C-unwind" fn explain_hook(
 /// result here at once (other backends reload after commit).
 pub fn learn_now() -> Result<learner::Outcome, String> {
     let _busy = Busy::enter();
-    let outcome = learner::cycle()?;
+    let outcome = learner::cycle(true)?;
     let opt = Optimizer::restore(&outcome.snapshot).map_err(|e| e.to_string())?;
     adopt(opt, outcome.version, shared::learned_version());
     Ok(outcome)

@@ -109,8 +109,14 @@ pub fn load_unless(held: impl FnOnce(i64) -> bool) -> Result<(i64, Option<Optimi
     Ok((version, Some(load(snapshot.as_deref())?)))
 }
 
-/// Run one persisted cycle in the current transaction.
-pub fn cycle() -> Result<Outcome, String> {
+/// Trajectories a light cycle may leave pending (in the snapshot) before it trains anyway.
+const LIGHT_CYCLE_MAX_PENDING: usize = 256;
+
+/// Run one persisted cycle in the current transaction. `train`: the full cycle (the core's
+/// `learn_cycle`: cost model, patterns; and the pattern table); without it, a light cycle that
+/// only observes the waiting trajectories (measured evidence, budget, BTSP memory) and writes
+/// the snapshot, so that new sessions see what the others measured within a second.
+pub fn cycle(train: bool) -> Result<Outcome, String> {
     Spi::run(&format!(
         "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
     ))
@@ -190,9 +196,19 @@ pub fn cycle() -> Result<Outcome, String> {
                 Err(_) => rejected += 1,
             }
         }
-        let report = opt.learn_cycle().map_err(|e| e.to_string())?;
+        // Pending trajectories travel in the snapshot: past a few hundred, train now rather
+        // than write a large snapshot every second.
+        let train = train || opt.pending() >= LIGHT_CYCLE_MAX_PENDING;
+        let report = if train {
+            opt.learn_cycle().map_err(|e| e.to_string())?
+        } else {
+            CycleReport {
+                patterns: opt.bank().patterns().len(),
+                ..CycleReport::default()
+            }
+        };
         let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
-        let patterns: Vec<PatternRow> = pattern_rows(opt);
+        let patterns: Option<Vec<PatternRow>> = train.then(|| pattern_rows(opt));
         Ok::<_, String>((
             report, rejected, healed, kept, snapshot, patterns, history, shapes,
         ))
@@ -210,7 +226,7 @@ pub fn cycle() -> Result<Outcome, String> {
             kept,
         });
     }
-    let version = persist(&snapshot, &patterns, &healed, &history)?;
+    let version = persist(&snapshot, patterns.as_deref(), &healed, &history)?;
     remember_shapes(&shapes)?;
     LEARNER.with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
@@ -237,7 +253,7 @@ pub fn replace(opt: &Optimizer) -> Result<i64, String> {
     ))
     .map_err(|e| format!("taking the learning lock: {e}"))?;
     let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
-    let version = persist(&snapshot, &pattern_rows(opt), &[], &[])?;
+    let version = persist(&snapshot, Some(&pattern_rows(opt)), &[], &[])?;
     LEARNER.with(|l| *l.borrow_mut() = None);
     register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_learned);
     Ok(version)
@@ -403,9 +419,11 @@ struct History {
 /// Rows of `trajectory_history` kept (the oldest go first).
 const HISTORY_KEPT: i64 = 10_000;
 
+/// Write a new version of the learned state; the pattern table too when `patterns` is given
+/// (full cycles, import, reset).
 fn persist(
     snapshot: &[u8],
-    patterns: &[PatternRow],
+    patterns: Option<&[PatternRow]>,
     healed: &[Healing],
     history: &[History],
 ) -> Result<i64, String> {
@@ -431,6 +449,7 @@ fn persist(
             .first()
             .get::<i64>(1)?
             .unwrap_or(0);
+        if let Some(patterns) = patterns {
         c.update("DELETE FROM ruvector_dag.patterns", None, &[])?;
         // One statement for all patterns (there may be thousands each cycle).
         c.update(
@@ -457,6 +476,7 @@ fn persist(
                     .into(),
             ],
         )?;
+        }
         for h in healed {
             c.update(
                 "INSERT INTO ruvector_dag.healing_log \

@@ -6,7 +6,8 @@
 //!   reported once, not on every try.
 //! - "ruvector_dag learner" (started by the launcher, one per database): runs the
 //!   persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner when a
-//!   quarter of the shared ring is waiting. In a database without the extension it waits. If it
+//!   quarter of the shared ring is waiting; in between, every second that trajectories wait, a
+//!   light cycle observes them (evidence, budget, BTSP) and writes the snapshot. In a database without the extension it waits. If it
 //!   fails, the launcher starts it again at its next check; the learned state keeps its last
 //!   committed version.
 
@@ -195,24 +196,30 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(arg: pg_sys::Datum) {
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
         }
         let interval = Duration::from_millis(guc::BACKGROUND_INTERVAL_MS.get().max(100) as u64);
-        let crowded =
-            shared::stats().is_some_and(|s| s.bytes_used as usize >= shared::ring_bytes() / 4);
-        if last.elapsed() < interval && !crowded {
+        let stats = shared::stats();
+        let crowded = stats.is_some_and(|s| s.bytes_used as usize >= shared::ring_bytes() / 4);
+        let waiting = stats.is_some_and(|s| s.pending > 0);
+        // Training is due on the interval (or when the ring fills); trajectories that wait are
+        // observed every second in a light cycle, so new sessions see fresh evidence.
+        let train = last.elapsed() >= interval || crowded;
+        if !train && !waiting {
             continue;
         }
-        last = Instant::now();
+        if train {
+            last = Instant::now();
+        }
         let outcome = BackgroundWorker::transaction(|| {
             if !extension_here() {
                 return None;
             }
-            Some(learner::cycle())
+            Some(learner::cycle(train))
         });
         match outcome {
             None => {}
             Some(Ok(o)) => {
                 last_error = None;
                 shared::count_worker_cycle();
-                if o.drained > 0 || o.report.patterns_created > 0 {
+                if train && (o.drained > 0 || o.report.patterns_created > 0) {
                     log!(
                         "ruvector_dag learner: {} trajectories, {} new patterns, {} patterns, version {}",
                         o.drained,

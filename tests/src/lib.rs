@@ -54,4 +54,5 @@ pub fn tpch_fixture(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
+pub mod replay;
 pub mod sim;

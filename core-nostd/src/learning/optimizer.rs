@@ -7,11 +7,12 @@
 //!
 //! Policy (DESIGN, "Optimizer"): measured evidence first, the model second, the default when
 //! unsure. In order:
-//! 1. **verified**: this shape's own runs show a plan faster than the default plan by
+//! 1. **trial** (learn mode): a plan whose first run was faster than the default by the margin
+//!    runs again, alternating with the default plan, until it is verified or refuted (before a
+//!    verified plan only when it looks faster than that one);
+//! 2. **verified**: this shape's own runs show a plan faster than the default plan by
 //!    `min_gain`, one-sided test on log latency ([`super::evidence`]): apply it (every
 //!    [`RECHECK_EVERY`] applied runs the default plan is measured once more, in learn mode);
-//! 2. **trial** (learn mode): a plan tried once and not refuted runs again, alternating with
-//!    the default plan, until it is verified or refuted;
 //! 3. **explore** (learn mode): once the default plan's time is known and at least
 //!    `explore_min_ms`, the host plans the statement under every unblocked arm
 //!    ([`Decision::wants_candidates`]) and [`Optimizer::choose`] tries the most promising
@@ -660,37 +661,16 @@ impl Optimizer {
         let ev = self.state.evidence.get(fp);
         let default_ms = ev.and_then(|e| e.default_ms());
 
-        // 1. A plan this shape's own runs verified.
-        if let Some((e, p)) = ev.and_then(|e| e.verified(margin).map(|p| (e, p))) {
-            if let Some(a) = usable(p) {
-                if learning && e.since_default >= RECHECK_EVERY {
-                    let _ = write!(
-                        reason,
-                        "measuring the default plan again after {} runs of the verified plan of '{}'",
-                        e.since_default,
-                        self.arm_name(a)
-                    );
-                    choice = Some((0, Rule::Default, fp));
-                } else {
-                    let _ = write!(
-                        reason,
-                        "verified: the plan of '{}' typically {:.3} ms over {} runs vs {:.3} ms for the default plan over {} (confidence {:.3} that it is at least {:.0}% faster)",
-                        self.arm_name(a),
-                        p.stats.typical_ms(),
-                        p.stats.count,
-                        e.default.typical_ms(),
-                        e.default.count,
-                        e.confidence(p, margin),
-                        100.0 * margin
-                    );
-                    choice = Some((a, Rule::Verified, p.plan));
-                }
-            }
-        }
-
         // 2. A plan under trial, alternating with the default plan.
-        if choice.is_none() && learning {
-            if let Some((e, p)) = ev.and_then(|e| e.in_trial(margin).map(|p| (e, p))) {
+        // It comes first when no plan is verified or it looks faster than the verified one.
+        if learning {
+            let trial = ev
+                .and_then(|e| e.in_trial(margin).map(|p| (e, p)))
+                .filter(|(e, p)| {
+                    e.verified(margin)
+                        .is_none_or(|v| p.stats.mean < v.stats.mean)
+                });
+            if let Some((e, p)) = trial {
                 if let Some(a) = usable(p) {
                     if p.stats.count < 2 || p.stats.count <= e.default.count {
                         let _ = write!(
@@ -712,6 +692,36 @@ impl Optimizer {
                             e.default.count
                         );
                         choice = Some((0, Rule::Trial, fp));
+                    }
+                }
+            }
+        }
+
+        // 1. A plan this shape's own runs verified.
+        if choice.is_none() {
+            if let Some((e, p)) = ev.and_then(|e| e.verified(margin).map(|p| (e, p))) {
+                if let Some(a) = usable(p) {
+                    if learning && e.since_default >= RECHECK_EVERY {
+                        let _ = write!(
+                        reason,
+                        "measuring the default plan again after {} runs of the verified plan of '{}'",
+                        e.since_default,
+                        self.arm_name(a)
+                    );
+                        choice = Some((0, Rule::Default, fp));
+                    } else {
+                        let _ = write!(
+                        reason,
+                        "verified: the plan of '{}' typically {:.3} ms over {} runs vs {:.3} ms for the default plan over {} (confidence {:.3} that it is at least {:.0}% faster)",
+                        self.arm_name(a),
+                        p.stats.typical_ms(),
+                        p.stats.count,
+                        e.default.typical_ms(),
+                        e.default.count,
+                        e.confidence(p, margin),
+                        100.0 * margin
+                    );
+                        choice = Some((a, Rule::Verified, p.plan));
                     }
                 }
             }
@@ -932,6 +942,7 @@ impl Optimizer {
                 reason,
                 "; the exploration budget holds {pool:.1} ms, less than the {:.1} ms the most promising untried plan (planner cost {ratio:.2}x) needs: {keep} until the runs repay it",
                 EvidenceBook::stake(default_ms, share, stake_ratio)
+                    .min(share * self.state.evidence.default_sum_ms)
             );
             decision.reason = self.with_blocked(reason, decision);
             return Ok(());
