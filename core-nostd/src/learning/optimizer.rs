@@ -1460,7 +1460,8 @@ mod tests {
             rules.push((d.rule, d.arm));
         }
         // Default first; the cheaper-costed plan (arm 2, 1.1x) is tried first and refuted
-        // at once; then arms 1 and 3's plan: trial, trial, default again, then verified.
+        // at once; then arms 1 and 3's plan: explored, one trial run, then verified (5x
+        // faster over one default run and two of its own).
         assert_eq!(
             rules,
             vec![
@@ -1468,7 +1469,7 @@ mod tests {
                 (Rule::Explore, 2),
                 (Rule::Explore, 1),
                 (Rule::Trial, 1),
-                (Rule::Trial, 0),
+                (Rule::Verified, 1),
                 (Rule::Verified, 1),
             ]
         );
