@@ -66,7 +66,7 @@ done
 echo "default: ${default_ms[*]} ms"
 
 echo "==> learn mode: each run's decision and time; a learning cycle every 4 runs"
-LEARN="SET ruvector.dag_mode = 'learn'; SET ruvector.dag_replan_min_cost = 0; SET ruvector.dag_attention_exploration = 0.5"
+LEARN="SET ruvector.dag_mode = 'learn'"
 # One session for all runs, so the backend's own observations count at once (as in production).
 script="$dir/learn.sql"
 {
@@ -88,7 +88,7 @@ q -f "$script" | awk '
 
 echo "==> what was learned"
 q -c "SELECT pattern, members, best_arm, round(confidence::numeric, 3), round(best_mean_ms::numeric, 1) AS best_ms, round(default_mean_ms::numeric, 1) AS default_ms FROM ruvector_dag.ruvector_dag_patterns()" | head -5
-FROZEN="SET ruvector.dag_mode = 'frozen'; SET ruvector.dag_replan_min_cost = 0"
+FROZEN="SET ruvector.dag_mode = 'frozen'"
 learned_ms=()
 for _ in 1 2 3; do
   r=$(run_once "$FROZEN")

@@ -394,7 +394,7 @@ impl EvidenceBook {
     }
 
     /// The upper bound of the pool: [`POOL_ROUNDS`] rounds of budget.
-    fn pool_cap(&self, share: f64) -> f64 {
+    pub fn pool_cap(&self, share: f64) -> f64 {
         POOL_ROUNDS * share * self.default_sum_ms
     }
 
@@ -414,7 +414,13 @@ impl EvidenceBook {
         let is_default = plan == fingerprint;
         let e = self.entry(fingerprint);
         let before = e.default_ms();
-        let reference = before.unwrap_or(ms);
+        // What this run is charged against: what the shape would have run otherwise, the
+        // verified plan when there is one (the verified plan's own runs are not charged).
+        let verified = e
+            .verified(margin)
+            .filter(|v| v.plan != plan)
+            .map(|v| v.stats.typical_ms());
+        let reference = verified.or(before).unwrap_or(ms);
         let mut spent = 0.0;
         let mut saved = 0.0;
         let mut first_run = false;
@@ -472,22 +478,23 @@ impl EvidenceBook {
     /// The budget is charged what a run really cost above the default, so one loser
     /// overdraws the pool and exploration waits until the shapes' runs have repaid it:
     /// amortised, exploring costs about `share` on top of the default plans.
-    pub fn affords(&self, default_ms: f64, share: f64, cost_ratio: f64) -> bool {
-        let stake = Self::stake(default_ms, share, cost_ratio).min(self.pool_cap(share));
-        share > 0.0 && self.pool_ms > 0.0 && self.pool_ms >= stake
+    pub fn affords(&self, stake_ms: f64, share: f64) -> bool {
+        share > 0.0 && self.pool_ms > 0.0 && self.pool_ms >= stake_ms.min(self.pool_cap(share))
     }
 
     /// What the pool must hold to explore a plan the planner costs `cost_ratio` times the
-    /// default: one run's share, plus [`RISK_WEIGHT`] of what the run would cost above the
-    /// default if it were as much slower as the planner says; never more than the pool can
-    /// hold (a workload of one query then explores whenever its pool is full).
-    pub fn stake(default_ms: f64, share: f64, cost_ratio: f64) -> f64 {
-        let slower = if cost_ratio.is_finite() {
-            (cost_ratio - 1.0).max(0.0)
+    /// default plan (`default_ms`) when the shape otherwise runs in `reference_ms` (the default,
+    /// or a verified plan): one run's share of the reference, plus [`RISK_WEIGHT`] of what the
+    /// run would cost above the reference if it were as much slower than the default as the
+    /// planner says. [`EvidenceBook::affords`] caps it at what the pool can hold (a workload of
+    /// one query then explores whenever its pool is full).
+    pub fn stake(default_ms: f64, reference_ms: f64, share: f64, cost_ratio: f64) -> f64 {
+        let ratio = if cost_ratio.is_finite() {
+            cost_ratio.max(1.0)
         } else {
-            1.0
+            2.0
         };
-        default_ms * (share + RISK_WEIGHT * slower)
+        reference_ms * share + RISK_WEIGHT * (default_ms * ratio - reference_ms).max(0.0)
     }
 
     /// Check sizes and numbers after a restore.

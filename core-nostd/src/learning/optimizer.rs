@@ -727,17 +727,12 @@ impl Optimizer {
             }
         }
 
-        // A verified plan that saves less than half the default's time need not be the best:
-        // untried candidates are still explored (it stays the choice when nothing is tried).
+        // A verified plan need not be the best: untried candidates are still explored, within
+        // the budget (it stays the choice when nothing is tried).
         if learning {
-            if let (Some((_, Rule::Verified, plan)), Some(e), Some(d)) = (choice, ev, default_ms) {
-                let modest = e
-                    .plans
-                    .iter()
-                    .find(|p| p.plan == plan)
-                    .is_some_and(|p| p.stats.typical_ms() * 2.0 > d);
+            if let (Some((_, Rule::Verified, _)), Some(e), Some(d)) = (choice, ev, default_ms) {
                 let untried = !e.candidates_known || e.untried().any(|p| usable(p).is_some());
-                if modest && untried && d >= f64::from(cfg.explore_min_ms) {
+                if untried && d >= f64::from(cfg.explore_min_ms) {
                     wants_candidates = true;
                 }
             }
@@ -937,12 +932,16 @@ impl Optimizer {
         let share = f64::from(self.state.cfg.attention_exploration);
         let pool = self.state.evidence.pool_ms;
         let stake_ratio = if endorsed.is_some() { 1.0 } else { ratio };
-        if !self.state.evidence.affords(default_ms, share, stake_ratio) {
+        let margin = f64::from(self.state.cfg.min_gain);
+        let reference = e
+            .verified(margin)
+            .map_or(default_ms, |v| v.stats.typical_ms());
+        let stake = EvidenceBook::stake(default_ms, reference, share, stake_ratio);
+        if !self.state.evidence.affords(stake, share) {
             let _ = write!(
                 reason,
                 "; the exploration budget holds {pool:.1} ms, less than the {:.1} ms the most promising untried plan (planner cost {ratio:.2}x) needs: {keep} until the runs repay it",
-                EvidenceBook::stake(default_ms, share, stake_ratio)
-                    .min(share * self.state.evidence.default_sum_ms)
+                stake.min(self.state.evidence.pool_cap(share))
             );
             decision.reason = self.with_blocked(reason, decision);
             return Ok(());
