@@ -54,8 +54,13 @@ pub const PATTERN_RULE: f32 = 0.8;
 /// How much an endorsement (a similar shape verified the arm, or BTSP memory recalls it as much
 /// faster) lowers a candidate's rank score (log units).
 const ENDORSED_BONUS: f64 = 2.0;
-/// Weight of the cost model's log-ratio prediction in a candidate's rank score.
+/// Weight of the cost model's log-ratio prediction in a candidate's rank score, for a model
+/// that predicts the shape's measured default time exactly; it falls linearly to 0 as that
+/// prediction misses by [`MODEL_TRUST_SPAN`] (a model trained on other shapes knows nothing
+/// about this one's plans and must not outrank the planner's own costs).
 const MODEL_WEIGHT: f64 = 0.5;
+/// A default-time prediction off by this factor or more gives the cost model no say.
+const MODEL_TRUST_SPAN: f64 = 2.0;
 /// Executions of one query shape remembered for temporal attention.
 pub const HISTORY_LEN: usize = 8;
 /// Query shapes whose execution history is kept (the smallest fingerprint goes first).
@@ -863,6 +868,13 @@ impl Optimizer {
         };
         let trained = self.state.estimator.trained_batches() > 0;
         let preds = self.state.estimator.predict_all_ms(&decision.input);
+        // How far the model's say goes for this shape: how well it predicts its default.
+        let trust = match preds.first() {
+            Some(&p0) if trained && p0 > 0.0 => (1.0
+                - libm::fabs(libm::log(f64::from(p0) / default_ms)) / libm::log(MODEL_TRUST_SPAN))
+            .clamp(0.0, 1.0),
+            _ => 0.0,
+        };
         let blocked = &decision.blocked;
         // (score, plan, arm, cost ratio, endorsement)
         let mut best: Option<(f64, u64, ArmId, f64, Option<String>)> = None;
@@ -883,9 +895,9 @@ impl Optimizer {
                 costly += 1;
                 continue;
             }
-            let model = match (trained, preds.get(usize::from(arm)), preds.first()) {
-                (true, Some(&pa), Some(&p0)) if pa > 0.0 && p0 > 0.0 => {
-                    MODEL_WEIGHT * libm::log(f64::from(pa) / f64::from(p0))
+            let model = match (preds.get(usize::from(arm)), preds.first()) {
+                (Some(&pa), Some(&p0)) if trust > 0.0 && pa > 0.0 && p0 > 0.0 => {
+                    MODEL_WEIGHT * trust * libm::log(f64::from(pa) / f64::from(p0))
                 }
                 _ => 0.0,
             };
@@ -954,8 +966,9 @@ impl Optimizer {
         if trained {
             let _ = write!(
                 reason,
-                ", cost model {:.3} ms vs {:.3} ms",
+                ", cost model {:.3} ms vs {:.3} ms (trusted {trust:.2}: it predicts the default's measured {default_ms:.3} ms as {:.3} ms)",
                 preds.get(usize::from(arm)).copied().unwrap_or(f32::NAN),
+                preds.first().copied().unwrap_or(f32::NAN),
                 preds.first().copied().unwrap_or(f32::NAN)
             );
         }
