@@ -26,7 +26,7 @@ use std::time::Instant;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
-use ruvector_dag_core::learning::{Candidate, Decision, NeuralDagConfig, Optimizer};
+use ruvector_dag_core::learning::{Candidate, Decision, NeuralDagConfig, Optimizer, Rule};
 
 use crate::guc::{self, Mode};
 use crate::plantree::{dag_from_plan, dag_with_actuals, measure};
@@ -68,7 +68,10 @@ struct Planned {
     /// `ruvector_dag_reset(regclass)`).
     relids: Rc<Vec<u32>>,
     arm_ran: u8,
+    /// Timed as a whole and observed.
     timed: bool,
+    /// Executed with per-node timing too.
+    node_timed: bool,
 }
 
 /// This backend's copy of the learned optimizer.
@@ -534,6 +537,11 @@ fn remember(
     arm_ran: u8,
     timed: bool,
 ) {
+    // Per-node timing costs the statement a clock read per row per node: sampled, and never
+    // on a run that explores or trials a plan (its time is evidence, and must be the plan's).
+    let node_timed = timed
+        && !matches!(decision.rule, Rule::Explore | Rule::Trial)
+        && sampled(guc::NODE_TIMING_RATE.get());
     let decision = Rc::new(decision);
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
@@ -549,6 +557,7 @@ fn remember(
             relids: Rc::new(relids),
             arm_ran,
             timed,
+            node_timed,
         });
         b.last_explained = Some((decision, arm_ran));
     });
@@ -619,7 +628,7 @@ unsafe extern "C-unwind" fn planner_hook(
     };
     BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
     let record = matches!(mode, Mode::Observe | Mode::Learn);
-    let timed = record && sampled();
+    let timed = record && sampled(guc::SAMPLE_RATE.get());
     let mut decision = decision;
     // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
     // pick among the distinct plans; the chosen arm's plan is used as it is.
@@ -662,6 +671,11 @@ unsafe extern "C-unwind" fn planner_hook(
         }
     };
     BACKEND.with(|b| b.borrow_mut().counters.applied += 1);
+    // The plan the arm really gave this time (its constants may differ from the run that
+    // recorded the candidate): its runs are evidence for that plan.
+    if let Ok(dag) = dag_from_plan(chosen) {
+        decision.plan = dag.shape_hash();
+    }
     remember(chosen, decision, relids, arm, timed);
     chosen
 }
@@ -744,18 +758,21 @@ unsafe fn plan_candidates(
     planned
 }
 
-fn sampled() -> bool {
-    let rate = guc::SAMPLE_RATE.get();
+fn sampled(rate: f64) -> bool {
     if rate >= 1.0 {
         return true;
+    }
+    if rate <= 0.0 {
+        return false;
     }
     // SAFETY: PostgreSQL's per-backend PRNG.
     let r = unsafe { pg_sys::pg_prng_double(std::ptr::addr_of_mut!(pg_sys::pg_global_prng_state)) };
     r < rate
 }
 
-/// What the planner hook remembered of the statement: (decision, tables, arm ran, timed).
-type Remembered = (Rc<Decision>, Rc<Vec<u32>>, u8, bool);
+/// What the planner hook remembered of the statement: (decision, tables, arm ran, timed,
+/// node-timed).
+type Remembered = (Rc<Decision>, Rc<Vec<u32>>, u8, bool, bool);
 
 fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
     // SAFETY: the executor passes a valid QueryDesc.
@@ -778,6 +795,7 @@ fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
                     Rc::clone(&p.relids),
                     p.arm_ran,
                     p.timed,
+                    p.node_timed,
                 )
             })
     })
@@ -786,10 +804,13 @@ fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
-    let timed = !explain_only
-        && !query_desc.is_null()
-        && matches!(planned_for(query_desc), Some((_, _, _, true)));
-    if timed {
+    let (timed, node_timed) = match planned_for(query_desc) {
+        Some((_, _, _, timed, node_timed)) if !explain_only && !query_desc.is_null() => {
+            (timed, timed && node_timed)
+        }
+        _ => (false, false),
+    };
+    if node_timed {
         // Per-node timing, only for this statement.
         (*query_desc).instrument_options |= (pg_sys::InstrumentOption::INSTRUMENT_TIMER
             | pg_sys::InstrumentOption::INSTRUMENT_ROWS)
@@ -817,10 +838,16 @@ unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc
         let i = s.iter().position(|(q, _)| *q == query_desc as usize)?;
         Some(s.swap_remove(i).1)
     });
-    if let (Some(t0), Some((decision, relids, arm_ran, _))) = (started, planned_for(query_desc)) {
+    if let (Some(t0), Some((decision, relids, arm_ran, _, node_timed))) =
+        (started, planned_for(query_desc))
+    {
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let measured = measure(query_desc);
-        let executed = dag_with_actuals((*query_desc).plannedstmt, &measured).ok();
+        // Without per-node timing the executed plan is the planned one: nothing to read.
+        let executed = if node_timed {
+            dag_with_actuals((*query_desc).plannedstmt, &measure(query_desc)).ok()
+        } else {
+            None
+        };
         observe(
             &decision,
             &relids,

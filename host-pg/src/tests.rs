@@ -364,7 +364,8 @@ fn executed_statements_become_trajectories_and_learn_makes_patterns() {
     setup();
     Spi::run(
         "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
-         SET ruvector.dag_mode = 'observe';",
+         SET ruvector.dag_mode = 'observe';
+         SET ruvector.dag_node_timing_rate = 1;",
     )
     .unwrap();
     for _ in 0..12 {
@@ -481,18 +482,32 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
     // The shipped defaults (exploration budget, explore_min_ms, arms): a faster plan is
     // verified and applied within 5 runs, and learning goes on to the fastest candidate.
     Spi::run("SET ruvector.dag_mode = 'learn'").unwrap();
+    // Adopted: a plan verified faster for the shape, applied from then on (or the fallback of
+    // an exploration that goes on, charged against it).
     let mut adopted = None;
     let mut runs = 0;
+    let mut reasons = Vec::new();
+    let mut after_adoption = Vec::new();
     for run in 1..=16 {
-        timed_run(CORRELATED);
+        let ms = timed_run(CORRELATED);
+        if adopted.is_some() {
+            after_adoption.push(ms);
+        }
         runs = run;
         let lines = explain_lines(CORRELATED);
-        if lines.iter().any(|l| l.contains("(applied; rule verified)")) {
+        if lines.iter().any(|l| l.contains("verified: the plan of")) {
             adopted.get_or_insert(run);
         }
+        reasons.push(format!("after run {run}: {}", lines.iter().filter(|l| l.starts_with("ruvector_dag")).cloned().collect::<Vec<_>>().join(" / ")));
     }
-    let first = adopted.unwrap_or_else(|| panic!("nothing adopted: {:?}", explain_lines(CORRELATED)));
-    assert!(first <= 5, "first adoption after {first} runs");
+    let first = adopted.unwrap_or_else(|| panic!("nothing adopted: {reasons:#?}"));
+    assert!(first <= 5, "first adoption after {first} runs: {reasons:#?}");
+    // Once a plan is verified, exploring goes on only where it risks less than it could save:
+    // no run as slow as the default plan again.
+    assert!(
+        after_adoption.iter().all(|&ms| ms < default_ms),
+        "after adoption: {after_adoption:?} ms against the default's {default_ms:.1} ms: {reasons:#?}"
+    );
     // Frozen: the verified plan applies, nothing is explored, and EXPLAIN says why.
     Spi::run("SET ruvector.dag_mode = 'frozen'").unwrap();
     let lines = explain_lines(CORRELATED);
@@ -754,7 +769,7 @@ fn a_user_who_cannot_read_the_extension_tables_still_runs_queries() {
 }
 
 #[pg_test]
-fn sample_rate_zero_decides_but_times_nothing() {
+fn sample_rate_zero_decides_but_times_nothing_and_node_timing_is_sampled_apart() {
     setup();
     Spi::run(
         "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
@@ -770,7 +785,19 @@ fn sample_rate_zero_decides_but_times_nothing() {
     }
     assert_eq!(counter("backend_planned_in_scope"), planned + 3);
     assert_eq!(counter("backend_observed"), observed);
-    Spi::run("SET ruvector.dag_sample_rate = 1").unwrap();
+    // Observed, timed as a whole: per-node timing only at its own rate.
+    Spi::run(
+        "SET ruvector.dag_sample_rate = 1;
+         SET ruvector.dag_mode = 'observe';
+         SET ruvector.dag_node_timing_rate = 0;",
+    )
+    .unwrap();
+    let nodes = counter("backend_timed_nodes");
     Spi::run(JOIN).unwrap();
     assert_eq!(counter("backend_observed"), observed + 1);
+    assert_eq!(counter("backend_timed_nodes"), nodes);
+    Spi::run("SET ruvector.dag_node_timing_rate = 1").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_observed"), observed + 2);
+    assert!(counter("backend_timed_nodes") >= nodes + 5);
 }

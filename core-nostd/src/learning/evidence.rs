@@ -33,6 +33,13 @@ pub const MAX_COST_RATIO: f64 = 5.0;
 /// Runs' worth of budget share a shape brings when its default plan is first measured (so a new
 /// shape can explore early, before its own runs have earned it).
 pub const NEW_SHAPE_LOAN: f64 = 0.5;
+/// Runs over which a candidate's possible saving is weighed against its possible loss: a plan
+/// is explored only when what its run could cost above the reference (the planner's cost ratio
+/// times the default's time) is at most what it could save over this many runs of the
+/// reference. Binds only after a large verified win (a 7.5 ms verified plan is not risked on a plan the
+/// planner costs 1.3x a 250 ms default: on the correlated query it ran 4.3 s); with the default
+/// or a modest win as reference it allows any ratio the planner screen does.
+pub const RISK_HORIZON: f64 = 20.0;
 /// Weight of the planner's predicted extra time in the stake an exploration needs.
 pub const RISK_WEIGHT: f64 = 1.0;
 /// Share of the time a verified plan saves that is added to the exploration budget.
@@ -495,6 +502,18 @@ impl EvidenceBook {
             2.0
         };
         reference_ms * share + RISK_WEIGHT * (default_ms * ratio - reference_ms).max(0.0)
+    }
+
+    /// Whether exploring a plan the planner costs `cost_ratio` times the default plan
+    /// (`default_ms`) is worth the risk when the shape otherwise runs in `reference_ms`
+    /// ([`RISK_HORIZON`]).
+    pub fn worth_the_risk(default_ms: f64, reference_ms: f64, cost_ratio: f64) -> bool {
+        let ratio = if cost_ratio.is_finite() {
+            cost_ratio.max(1.0)
+        } else {
+            2.0
+        };
+        default_ms * ratio - reference_ms <= RISK_HORIZON * reference_ms
     }
 
     /// Check sizes and numbers after a restore.

@@ -34,7 +34,9 @@ use core::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use super::btsp::BtspVerdict;
-use super::evidence::{EvidenceBook, PlanEvidence, MAX_COST_RATIO, RECHECK_EVERY};
+use super::evidence::{
+    EvidenceBook, PlanEvidence, ShapeEvidence, MAX_COST_RATIO, RECHECK_EVERY, RISK_HORIZON,
+};
 use super::reasoning_bank::{MAX_ARMS, MERGE_COSINE};
 use super::ArmId;
 use super::{
@@ -732,13 +734,65 @@ impl Optimizer {
             }
         }
 
+        // Planning the candidates costs the statement one planning per arm: only when the
+        // budget affords the cheapest stake an untried plan could need (the least planner cost
+        // ratio seen for one, 1 when unknown or when similar shapes may endorse one).
+        let share = f64::from(cfg.attention_exploration);
+        // Err: why not (the reason's tail).
+        let fundable = |e: &ShapeEvidence, d: f64| -> core::result::Result<(), String> {
+            // An arm a similar shape endorses (see `endorsement`) is staked at ratio 1.
+            let endorsed_arm = |a: ArmId| {
+                promising.iter().any(|x| x.0 == a)
+                    || matched.is_some_and(|(s, id, c)| {
+                        s * c > PATTERN_RULE
+                            && self.state.bank.get(id).and_then(|p| p.best_arm()) == Some(a)
+                    })
+            };
+            let reference = e.verified(margin).map_or(d, |v| v.stats.typical_ms());
+            let ratio = if !e.candidates_known {
+                1.0
+            } else {
+                e.untried()
+                    .filter(|p| usable(p).is_some())
+                    .map(|p| {
+                        if p.arm_list().any(endorsed_arm) || p.cost_ratio <= 0.0 {
+                            1.0
+                        } else {
+                            f64::from(p.cost_ratio)
+                        }
+                    })
+                    .fold(f64::INFINITY, f64::min)
+                    .min(MAX_COST_RATIO)
+            };
+            if !EvidenceBook::worth_the_risk(d, reference, ratio) {
+                return Err(format!(
+                    "every untried plan could cost more above the verified plan's {reference:.3} ms than it could save over {RISK_HORIZON} runs (candidates not planned)"
+                ));
+            }
+            let stake = EvidenceBook::stake(d, reference, share, ratio);
+            if self.state.evidence.affords(stake, share) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the exploration budget holds {:.1} ms, less than the {:.1} ms the cheapest untried plan needs (candidates not planned until the runs repay it)",
+                    self.state.evidence.pool_ms,
+                    stake.min(self.state.evidence.pool_cap(share))
+                ))
+            }
+        };
+
         // A verified plan need not be the best: untried candidates are still explored, within
         // the budget (it stays the choice when nothing is tried).
         if learning {
             if let (Some((_, Rule::Verified, _)), Some(e), Some(d)) = (choice, ev, default_ms) {
                 let untried = !e.candidates_known || e.untried().any(|p| usable(p).is_some());
                 if untried && d >= f64::from(cfg.explore_min_ms) {
-                    wants_candidates = true;
+                    match fundable(e, d) {
+                        Ok(()) => wants_candidates = true,
+                        Err(why) => {
+                            let _ = write!(reason, "; {why}");
+                        }
+                    }
                 }
             }
         }
@@ -771,7 +825,16 @@ impl Optimizer {
                 (_, Some(_)) if blocked.len() + 1 >= n => {
                     reason.push_str("every other arm is blocked by BTSP memory: default plan");
                 }
-                (_, Some(_)) => {
+                (Some(e), Some(d)) => match fundable(e, d) {
+                    Ok(()) => {
+                        wants_candidates = true;
+                        reason.push_str("candidate plans wanted");
+                    }
+                    Err(why) => {
+                        let _ = write!(reason, "{why}: default plan");
+                    }
+                },
+                (None, Some(_)) => {
                     wants_candidates = true;
                     reason.push_str("candidate plans wanted");
                 }
@@ -876,9 +939,14 @@ impl Optimizer {
             _ => 0.0,
         };
         let blocked = &decision.blocked;
+        let margin = f64::from(self.state.cfg.min_gain);
+        let reference = e
+            .verified(margin)
+            .map_or(default_ms, |v| v.stats.typical_ms());
         // (score, plan, arm, cost ratio, endorsement)
         let mut best: Option<(f64, u64, ArmId, f64, Option<String>)> = None;
         let mut costly = 0;
+        let mut risky = 0;
         let mut distinct = 0;
         for p in e.untried() {
             let Some(arm) = p.arm_list().find(|&a| a != 0 && !blocked.contains(&a)) else {
@@ -893,6 +961,10 @@ impl Optimizer {
             let endorsed = p.arm_list().find_map(|a| self.endorsement(decision, a));
             if ratio > MAX_COST_RATIO && endorsed.is_none() {
                 costly += 1;
+                continue;
+            }
+            if endorsed.is_none() && !EvidenceBook::worth_the_risk(default_ms, reference, ratio) {
+                risky += 1;
                 continue;
             }
             let model = match (preds.get(usize::from(arm)), preds.first()) {
@@ -934,7 +1006,14 @@ impl Optimizer {
                     reason,
                     "; {costly} untried plans costed over {MAX_COST_RATIO}x the default by the planner are not explored blind"
                 );
-            } else {
+            }
+            if risky > 0 {
+                let _ = write!(
+                    reason,
+                    "; {risky} untried plans could cost more above the verified plan's {reference:.3} ms than they could save over {RISK_HORIZON} runs"
+                );
+            }
+            if costly + risky == 0 {
                 reason.push_str("; none untried");
             }
             let _ = write!(reason, ": {keep}");
@@ -944,10 +1023,6 @@ impl Optimizer {
         let share = f64::from(self.state.cfg.attention_exploration);
         let pool = self.state.evidence.pool_ms;
         let stake_ratio = if endorsed.is_some() { 1.0 } else { ratio };
-        let margin = f64::from(self.state.cfg.min_gain);
-        let reference = e
-            .verified(margin)
-            .map_or(default_ms, |v| v.stats.typical_ms());
         let stake = EvidenceBook::stake(default_ms, reference, share, stake_ratio);
         if !self.state.evidence.affords(stake, share) {
             let _ = write!(
@@ -1376,7 +1451,12 @@ mod tests {
         assert_eq!(opt.config().attention_exploration, 0.5);
         assert_eq!(opt.config().default_attention, AttentionKind::Topological);
         assert_eq!(opt.bank().patterns().len(), patterns);
-        // With a budget, the known default asks for candidate plans.
+        // The budget earned nothing while exploration was off: the candidates are not even
+        // planned (each would cost the statement a planning) until runs earn a stake.
+        let d = opt.decide(&p).unwrap();
+        assert!(!d.wants_candidates, "{}", d.reason);
+        assert!(d.reason.contains("candidates not planned"), "{}", d.reason);
+        run(&mut opt, &p, 0, 100.0);
         let d = opt.decide(&p).unwrap();
         assert!(d.wants_candidates, "{}", d.reason);
         // A bad value is refused and changes nothing.
@@ -1505,6 +1585,36 @@ mod tests {
             assert_ne!(d.arm, 2);
         }
         assert!(opt.evidence().saved_ms > 0.0);
+    }
+
+    #[test]
+    fn after_a_large_verified_win_a_plan_that_could_lose_more_is_not_explored() {
+        let mut opt = learner();
+        fund(&mut opt, 10);
+        let p = plan(43);
+        // Arms 1 and 3: a plan costed 1.1x that runs 50x faster; arm 2: costed 1.3x.
+        let mut w = World::new(&p, 2.0, 90.0);
+        w.cost = vec![1000.0, 1100.0, 1300.0, 1100.0];
+        let mut ran = Vec::new();
+        for _ in 0..40 {
+            let (d, _) = step(&mut opt, &p, &w);
+            ran.push(d.arm);
+        }
+        assert!(ran.iter().filter(|&&a| a == 1).count() >= 30, "{ran:?}");
+        // 1.3 x 100 ms - 2 ms above the verified plan is more than 20 runs of it could save.
+        assert!(!ran.contains(&2), "{ran:?}");
+        let d = opt.decide(&p).unwrap();
+        assert_eq!((d.rule, d.arm), (Rule::Verified, 1), "{}", d.reason);
+        assert!(!d.wants_candidates, "{}", d.reason);
+        assert!(
+            d.reason
+                .contains(&format!("than it could save over {RISK_HORIZON} runs")),
+            "{}",
+            d.reason
+        );
+        // Had the win been modest, the same plan would be worth a run.
+        assert!(EvidenceBook::worth_the_risk(100.0, 50.0, 1.3));
+        assert!(!EvidenceBook::worth_the_risk(100.0, 2.0, 1.3));
     }
 
     #[test]
