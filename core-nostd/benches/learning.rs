@@ -117,23 +117,72 @@ fn learning(c: &mut Criterion) {
         })
     });
     let ds = opt.decide(&small).expect("decide");
-    g.bench_function("trajectory with the executed 5-node plan", |b| {
-        b.iter(|| black_box(opt.trajectory(&ds, 0, Some(&small), 3.0).map(|t| t.quality)))
+    // The executed plan as the extension reads it after a node-timed run: the same plan with
+    // measured rows and times per node (embedded, and its time shares computed).
+    let executed = random_plan(
+        4_242,
+        5,
+        SynthOptions {
+            with_actuals: true,
+            ..SynthOptions::default()
+        },
+    );
+    assert_eq!(executed.shape_hash(), small.shape_hash());
+    assert!(
+        executed.measured_shares().is_some(),
+        "the executed plan carries actuals"
+    );
+    g.bench_function("trajectory with the executed 5-node plan (measured)", |b| {
+        b.iter(|| {
+            black_box(
+                opt.trajectory(&ds, 0, Some(&executed), 3.0)
+                    .map(|t| t.op_shares.len()),
+            )
+        })
     });
     let ts = opt
-        .trajectory(&ds, 0, Some(&small), 3.0)
+        .trajectory(&ds, 0, Some(&executed), 3.0)
         .expect("trajectory");
     g.bench_function("trajectory encode (postcard, the ring record)", |b| {
         b.iter(|| black_box(postcard::to_allocvec(black_box(&ts)).map(|v| v.len())))
     });
-    let mut observer = trained(0);
-    g.bench_function("observe (selector, MicroLoRA, BTSP, pattern, ring)", |b| {
-        b.iter_batched(
-            || traj.clone(),
-            |t| black_box(observer.observe(t).map(|o| o.quality)),
-            BatchSize::SmallInput,
-        )
-    });
+    // The live case: the trained optimizer (a copy), a statement whose shape it knows (its
+    // evidence, a matching pattern, the selector's record, BTSP memory), a trajectory of a
+    // non-default arm with the executed plan measured.
+    let mut observer = Optimizer::restore(&opt.snapshot().expect("snapshot")).expect("restore");
+    // The first training plan close enough to its pattern for observe to update it.
+    let live = (0..1000u64)
+        .find_map(|i| {
+            let size = 10 + (i as usize * 13) % 50;
+            let known = random_plan(1_000_003 + i, size, SynthOptions::default());
+            let executed = random_plan(
+                1_000_003 + i,
+                size,
+                SynthOptions {
+                    with_actuals: true,
+                    ..SynthOptions::default()
+                },
+            );
+            let dk = observer.decide(&known).ok()?;
+            let t = observer.trajectory(&dk, 3, Some(&executed), 9.0).ok()?;
+            t.pattern.is_some().then_some(t)
+        })
+        .expect("a training plan that matches its pattern");
+    assert!(
+        live.pattern.is_some(),
+        "the statement matches a learned pattern"
+    );
+    assert!(!live.op_shares.is_empty());
+    g.bench_function(
+        "observe (evidence, selector, MicroLoRA, BTSP, pattern, history, ring)",
+        |b| {
+            b.iter_batched(
+                || live.clone(),
+                |t| black_box(observer.observe(t).map(|o| o.quality)),
+                BatchSize::SmallInput,
+            )
+        },
+    );
     g.finish();
 
     // A background cycle on 1,000 fresh trajectories, without and with 2,000 replayed ones.
