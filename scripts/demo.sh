@@ -37,18 +37,9 @@ psql_ -d postgres -c "CREATE DATABASE demo"
 q() { psql_ -d demo -At "$@"; }
 
 echo "==> dataset: 100,000 orders whose region, country and city always agree; 40,000 items"
-q <<'SQL'
-CREATE EXTENSION ruvector_dag;
-CREATE TABLE orders (id int PRIMARY KEY, region int, country int, city int, item int);
-INSERT INTO orders SELECT g, g % 50, g % 50, g % 50, g % 20000 FROM generate_series(1, 100000) g;
-CREATE TABLE items (id int, sku int, bucket int, price numeric);
-INSERT INTO items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
-CREATE INDEX ON items (bucket);
-VACUUM ANALYZE orders;
-VACUUM ANALYZE items;
-SELECT ruvector_dag.ruvector_enable_neural_dag('orders');
-SQL
-QUERY="SELECT count(*), sum(i.price) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 7 AND o.country = 7 AND o.city = 7"
+q -f tests/fixtures/correlated/dataset.sql
+q -c "CREATE EXTENSION ruvector_dag" -c "SELECT ruvector_dag.ruvector_enable_neural_dag('orders')" >/dev/null
+QUERY=$(cat tests/fixtures/correlated/queries/c01.sql)
 
 # One EXPLAIN ANALYZE in a session with the given settings: "<arm>|<ms>".
 run_once() {

@@ -147,43 +147,8 @@ echo "results: $tsv"
 
 if [[ -n $record ]]; then
   echo "==> recording every query under every arm (extension off) into $record"
-  mkdir -p "$record"
-  record=$(cd "$record" && pwd)
-  chmod 777 "$record"
-  arms=$(psql_ -d postgres -At -c "SHOW ruvector.dag_arms")
-  IFS='|' read -r -a arm_list <<<"$arms"
-  printf 'query\tarm\tname\tms1\tms2\tcensored\n' >"$record/times.tsv"
-  exec_ms() { grep -oE '"Execution Time": [0-9.]+' "$1" | awk '{print $3}'; }
-  for q in "${queries[@]}"; do
-    name=$(basename "$q" .sql)
-    limit_ms=60000
-    for k in "${!arm_list[@]}"; do
-      arm=${arm_list[$k]}
-      sets=""
-      [[ $arm == default ]] || sets=$(tr ';' '\n' <<<"$arm" | sed -E 's/^ *([^=]+)=(.*)$/SET \1 = \2;/')
-      f="$record/$name.$k.json"
-      times=() censored=0
-      for rep in 1 2; do
-        if ! { echo "SET ruvector.dag_mode = 'off'; SET statement_timeout = '${limit_ms}ms';"; echo "$sets"
-               echo "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON)"; cat "$q"; } |
-             psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres -t -A -o "$f" 2>/dev/null; then
-          censored=1
-          break
-        fi
-        times+=("$(exec_ms "$f")")
-      done
-      if ((censored)); then
-        { echo "SET ruvector.dag_mode = 'off';"; echo "$sets"; echo "EXPLAIN (FORMAT JSON)"; cat "$q"; } |
-          psql -X -q -h "$dir" -p "$port" -U postgres -d postgres -t -A -o "$f"
-        times=("$limit_ms" "$limit_ms")
-      fi
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$k" "$arm" "${times[0]}" "${times[1]}" "$censored" >>"$record/times.tsv"
-      if ((k == 0)); then
-        limit_ms=$(awk -v a="${times[0]}" -v b="${times[1]}" 'BEGIN { m = (a < b ? a : b) * 4; print int(m < 2000 ? 2000 : m) }')
-      fi
-    done
-    echo "    $name recorded"
-  done
-  psql_ -d postgres -At -c "SELECT version()" >"$record/VERSION"
-  echo "scale factor $sf; shared_buffers 2GB, work_mem 64MB, max_parallel_workers_per_gather 2" >>"$record/VERSION"
+  # shellcheck source=scripts/record-arms.sh
+  source scripts/record-arms.sh
+  record_arms "$record" postgres \
+    "scale factor $sf; shared_buffers 2GB, work_mem 64MB, max_parallel_workers_per_gather 2" "${queries[@]}"
 fi

@@ -1,6 +1,7 @@
 //! Trace-driven replay of real PostgreSQL plans: every TPC-H query's plan under every arm and
 //! what it took, recorded on PostgreSQL 15 by `scripts/tpch-rounds.sh --record` into
-//! `tests/fixtures/tpch-sf1/`, replayed through `decide` / `choose` / `observe` /
+//! `tests/fixtures/tpch-sf1/` (and the demo's correlated-columns query by
+//! `scripts/record-correlated.sh` into `tests/fixtures/correlated/`), replayed through `decide` / `choose` / `observe` /
 //! `learn_cycle` as the extension would run them (the real plan of the chosen arm, its recorded
 //! latency with noise), round after round.
 
@@ -15,11 +16,18 @@ use ruvector_dag_core::PlanDag;
 /// PostgreSQL's `disable_cost`, added to plans that use a disabled kind of node anyway.
 const DISABLE_COST: f64 = 1.0e10;
 
-/// Directory of the recorded traces.
+/// Directory of the recorded TPC-H traces.
 pub fn trace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join("tpch-sf1")
+}
+
+/// Directory of the recorded correlated-columns traces.
+pub fn correlated_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("correlated")
 }
 
 /// One arm's recording of one query.
@@ -78,7 +86,11 @@ fn as_planned(dag: &PlanDag) -> PlanDag {
 
 /// The recorded traces: (arm names, queries).
 pub fn load() -> (Vec<String>, Vec<QueryTrace>) {
-    let dir = trace_dir();
+    load_dir(&trace_dir())
+}
+
+/// The traces recorded in `dir` (`times.tsv` and `<query>.<arm>.json`): arm names and queries.
+pub fn load_dir(dir: &Path) -> (Vec<String>, Vec<QueryTrace>) {
     let tsv = std::fs::read_to_string(dir.join("times.tsv"))
         .unwrap_or_else(|e| panic!("cannot read {}/times.tsv: {e}", dir.display()));
     let mut names: Vec<String> = Vec::new();

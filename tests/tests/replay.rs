@@ -4,7 +4,9 @@
 //! Prints one summary line (README quotes it) and one line per seed.
 
 use ruvector_dag_core::learning::{NeuralDagConfig, Rule};
-use ruvector_dag_tests::replay::{load, replay, replay_with, QueryTrace, Run};
+use ruvector_dag_tests::replay::{
+    correlated_dir, load, load_dir, replay, replay_with, QueryTrace, Run,
+};
 
 const ROUNDS: usize = 30;
 const WARM_UP: usize = 10;
@@ -162,12 +164,12 @@ fn replay_of_real_tpch_plans_learns_without_losing() {
     for s in &all {
         println!("  {}", s.line);
     }
-    // The target for every early round is 1.1x. Not met: the first run of a plan the
-    // planner costs close to the default can take several times as long (q22: costed 1.28x,
-    // ran 6x), and nothing bounds a run's cost before it runs (see README).
+    // The target for every early round is 1.1x: met on average, not under every seed
+    // (the first run of a plan the planner costs close to the default can take several times as
+    // long, q22: costed 1.28x, ran 6x; nothing bounds a run's cost before it runs; README).
     let early = mean(|s| s.worst_early);
     assert!(
-        early <= 1.15,
+        early <= 1.1,
         "the costliest early round at {early:.3}x on average"
     );
     // The target for every query after warm-up is 1.1x. Met on average; not under
@@ -179,11 +181,61 @@ fn replay_of_real_tpch_plans_learns_without_losing() {
         "the worst query after warm-up at {worst:.3}x on average"
     );
     for s in &all {
-        assert!(s.worst_early <= 1.25, "{}", s.line);
+        assert!(s.worst_early <= 1.2, "{}", s.line);
         assert!(s.late <= 0.8, "{}", s.line);
         assert!(s.captured >= 0.6, "{}", s.line);
         assert!(s.frozen <= 0.8, "{}", s.line);
         assert!(s.worst_query.0 <= 1.2, "{}", s.line);
         assert!(s.catastrophes <= 1, "{}", s.line);
     }
+}
+
+/// The "a new template whose better plan is 5x faster is adopted within 5 executions",
+/// on real plans: the demo's correlated-columns query (`tests/fixtures/correlated`, recorded
+/// by `scripts/record-correlated.sh`) arrives after the TPC-H warm-up, in every seed.
+#[test]
+fn a_new_query_with_a_5x_faster_plan_is_adopted_within_5_executions() {
+    let (names, tpch) = load();
+    let (corr_names, corr) = load_dir(&correlated_dir());
+    assert_eq!(names, corr_names, "the same arms recorded");
+    assert_eq!(corr.len(), 1);
+    let default_ms = corr[0].arms[0].mean_ms();
+    let best_ms = corr[0].oracle_ms();
+    assert!(
+        default_ms >= 5.0 * best_ms,
+        "recorded: default {default_ms:.1} ms, best plan {best_ms:.1} ms"
+    );
+    let mut all = tpch.clone();
+    all.extend(corr.iter().cloned());
+    let me = tpch.len();
+    let mut lines = Vec::new();
+    for seed in 1..=SEEDS {
+        let (_, mut opt) = replay(NeuralDagConfig::default(), &names, &tpch, WARM_UP, seed);
+        let runs = replay_with(&mut opt, &all, WARM_UP + 1..=WARM_UP + 10, seed);
+        let mine: Vec<&Run> = runs.iter().filter(|r| r.query == me).collect();
+        let trace: Vec<String> = mine
+            .iter()
+            .map(|r| format!("{:?} {} {:.1} ms", r.rule, names[usize::from(r.arm)], r.ms))
+            .collect();
+        // Adopted: a verified plan at least 5x faster than the default applied.
+        let adopted = mine
+            .iter()
+            .position(|r| r.rule == Rule::Verified && r.ms * 5.0 <= r.default_ms)
+            .map(|i| i + 1);
+        lines.push(format!(
+            "seed {seed}: adopted at execution {adopted:?}: {trace:?}"
+        ));
+        let at = adopted.unwrap_or_else(|| panic!("{}", lines.join("\n")));
+        assert!(at <= 5, "{}", lines.join("\n"));
+        // Never again as slow as the default once adopted.
+        assert!(
+            mine[at..].iter().all(|r| r.ms < r.default_ms),
+            "{}",
+            lines.join("\n")
+        );
+    }
+    println!(
+        "correlated query after {WARM_UP} rounds of TPC-H (default {default_ms:.1} ms, best plan {best_ms:.1} ms):\n  {}",
+        lines.join("\n  ")
+    );
 }

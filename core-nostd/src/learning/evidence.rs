@@ -30,9 +30,10 @@ pub const RECHECK_EVERY: u32 = 50;
 /// Candidates the planner costs this many times above the default plan are not explored
 /// blind (only when a similar shape verified the same arm).
 pub const MAX_COST_RATIO: f64 = 5.0;
-/// Runs' worth of budget share a shape brings when its default plan is first measured (so a new
-/// shape can explore early, before its own runs have earned it).
-pub const NEW_SHAPE_LOAN: f64 = 0.5;
+/// Runs' worth of budget share a shape brings when its default plan is first measured, kept for
+/// that shape (not the pool) until its explorations spend it: a new shape can explore early,
+/// before its own runs have earned it, even when other shapes' losers overdrew the pool.
+pub const NEW_SHAPE_LOAN: f64 = 1.0;
 /// Runs over which a candidate's possible saving is weighed against its possible loss: a plan
 /// is explored only when what its run could cost above the reference (the planner's cost ratio
 /// times the default's time) is at most what it could save over this many runs of the
@@ -101,6 +102,8 @@ pub struct ShapeEvidence {
     pub reverts: u32,
     /// Logical time of the last use (least recently used shapes go first at capacity).
     pub seen: u64,
+    /// What is left of the budget this shape brought ([`NEW_SHAPE_LOAN`]), ms.
+    pub loan_ms: f64,
 }
 
 /// Weight, in pseudo-observations, of the prior variance [`PRIOR_VAR`] in the pooled estimate.
@@ -460,6 +463,12 @@ impl EvidenceBook {
                 saved = reference - ms;
             }
         }
+        // The shape's own loan pays first.
+        let from_loan = spent.min(e.loan_ms);
+        e.loan_ms -= from_loan;
+        if before.is_none() && is_default {
+            e.loan_ms = NEW_SHAPE_LOAN * share * ms;
+        }
         e.reverts += u32::from(out.reverted);
         let after = e.default_ms();
         if let Some(a) = after {
@@ -470,13 +479,8 @@ impl EvidenceBook {
         self.reverts += u64::from(out.reverted);
         self.spent_ms += spent;
         self.saved_ms += saved;
-        let loan = if before.is_none() && is_default {
-            NEW_SHAPE_LOAN
-        } else {
-            0.0
-        };
-        let credit = share * after.unwrap_or(reference) * (1.0 + loan) + SAVINGS_SHARE * saved;
-        self.pool_ms = (self.pool_ms + credit - spent).min(self.pool_cap(share));
+        let credit = share * after.unwrap_or(reference) + SAVINGS_SHARE * saved;
+        self.pool_ms = (self.pool_ms + credit - (spent - from_loan)).min(self.pool_cap(share));
         out
     }
 
@@ -485,8 +489,11 @@ impl EvidenceBook {
     /// The budget is charged what a run really cost above the default, so one loser
     /// overdraws the pool and exploration waits until the shapes' runs have repaid it:
     /// amortised, exploring costs about `share` on top of the default plans.
-    pub fn affords(&self, stake_ms: f64, share: f64) -> bool {
-        share > 0.0 && self.pool_ms > 0.0 && self.pool_ms >= stake_ms.min(self.pool_cap(share))
+    /// What is left of the loan of shape `fingerprint` counts too.
+    pub fn affords(&self, fingerprint: u64, stake_ms: f64, share: f64) -> bool {
+        let loan = self.shapes.get(&fingerprint).map_or(0.0, |e| e.loan_ms);
+        let funds = self.pool_ms.max(0.0) + loan;
+        share > 0.0 && funds > 0.0 && funds >= stake_ms.min(self.pool_cap(share).max(loan))
     }
 
     /// What the pool must hold to explore a plan the planner costs `cost_ratio` times the
@@ -540,6 +547,12 @@ impl EvidenceBook {
         for (f, s) in &self.shapes {
             if s.plans.len() > 4 * MAX_ARMS {
                 return Err(alloc::format!("shape {f:016x} has {} plans", s.plans.len()));
+            }
+            if !(s.loan_ms.is_finite() && s.loan_ms >= 0.0) {
+                return Err(alloc::format!(
+                    "shape {f:016x} has a loan of {} ms",
+                    s.loan_ms
+                ));
             }
             let stats = core::iter::once(&s.default).chain(s.plans.iter().map(|p| &p.stats));
             for st in stats {
@@ -636,8 +649,33 @@ mod tests {
         assert!((b.pool_ms - POOL_ROUNDS * SHARE * 100.0).abs() < 1e-6);
         b.record(1, 3, 1, 150.0, SHARE, MARGIN);
         let cap = POOL_ROUNDS * SHARE * 100.0;
+        // The shape's loan pays its first loss before the pool does.
+        let loan = NEW_SHAPE_LOAN * SHARE * 100.0;
         assert!(
-            (b.pool_ms - (cap + SHARE * 100.0 - 50.0)).abs() < 1e-6,
+            (b.pool_ms - (cap + SHARE * 100.0 - (50.0 - loan))).abs() < 1e-6,
+            "{}",
+            b.pool_ms
+        );
+    }
+
+    #[test]
+    fn a_new_shape_explores_on_its_own_loan_when_the_pool_is_overdrawn() {
+        let mut b = book();
+        b.record(1, 1, 0, 100.0, SHARE, MARGIN);
+        b.record(1, 3, 1, 5_000.0, SHARE, MARGIN); // a catastrophe overdraws the pool
+        assert!(b.pool_ms < 0.0, "{}", b.pool_ms);
+        assert!(!b.affords(1, SHARE * 100.0, SHARE));
+        b.record(2, 2, 0, 400.0, SHARE, MARGIN); // a new shape: its loan is its own
+        assert!((b.get(2).unwrap().loan_ms - NEW_SHAPE_LOAN * SHARE * 400.0).abs() < 1e-9);
+        assert!(b.affords(2, SHARE * 400.0, SHARE));
+        assert!(!b.affords(1, SHARE * 100.0, SHARE));
+        // Its exploration's loss comes out of its loan first, then the pool.
+        let pool = b.pool_ms;
+        b.record(2, 7, 1, 500.0, SHARE, MARGIN);
+        assert_eq!(b.get(2).unwrap().loan_ms, 0.0);
+        let loan = NEW_SHAPE_LOAN * SHARE * 400.0;
+        assert!(
+            (b.pool_ms - (pool + SHARE * 400.0 - (100.0 - loan))).abs() < 1e-9,
             "{}",
             b.pool_ms
         );

@@ -61,6 +61,9 @@ const ENDORSED_BONUS: f64 = 2.0;
 /// prediction misses by [`MODEL_TRUST_SPAN`] (a model trained on other shapes knows nothing
 /// about this one's plans and must not outrank the planner's own costs).
 const MODEL_WEIGHT: f64 = 0.5;
+/// Planner cost ratios within this share of each other are a tie: an untried plan costed no
+/// more than a trial plan's ratio x (1 + this) is explored before the trial goes on.
+const TRIAL_TIE: f64 = 0.02;
 /// A default-time prediction off by this factor or more gives the cost model no say.
 const MODEL_TRUST_SPAN: f64 = 2.0;
 /// Executions of one query shape remembered for temporal attention.
@@ -668,6 +671,53 @@ impl Optimizer {
         let ev = self.state.evidence.get(fp);
         let default_ms = ev.and_then(|e| e.default_ms());
 
+        // Planning the candidates costs the statement one planning per arm: only when the
+        // budget affords the cheapest stake an untried plan could need (the least planner cost
+        // ratio seen for one, 1 when unknown or when similar shapes may endorse one).
+        let share = f64::from(cfg.attention_exploration);
+        // Err: why not (the reason's tail).
+        let fundable = |e: &ShapeEvidence, d: f64| -> core::result::Result<(), String> {
+            // An arm a similar shape endorses (see `endorsement`) is staked at ratio 1.
+            let endorsed_arm = |a: ArmId| {
+                promising.iter().any(|x| x.0 == a)
+                    || matched.is_some_and(|(s, id, c)| {
+                        s * c > PATTERN_RULE
+                            && self.state.bank.get(id).and_then(|p| p.best_arm()) == Some(a)
+                    })
+            };
+            let reference = e.verified(margin).map_or(d, |v| v.stats.typical_ms());
+            let ratio = if !e.candidates_known {
+                1.0
+            } else {
+                e.untried()
+                    .filter(|p| usable(p).is_some())
+                    .map(|p| {
+                        if p.arm_list().any(endorsed_arm) || p.cost_ratio <= 0.0 {
+                            1.0
+                        } else {
+                            f64::from(p.cost_ratio)
+                        }
+                    })
+                    .fold(f64::INFINITY, f64::min)
+                    .min(MAX_COST_RATIO)
+            };
+            if !EvidenceBook::worth_the_risk(d, reference, ratio) {
+                return Err(format!(
+                    "every untried plan could cost more above the verified plan's {reference:.3} ms than it could save over {RISK_HORIZON} runs (candidates not planned)"
+                ));
+            }
+            let stake = EvidenceBook::stake(d, reference, share, ratio);
+            if self.state.evidence.affords(fp, stake, share) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the exploration budget holds {:.1} ms, less than the {:.1} ms the cheapest untried plan needs (candidates not planned until the runs repay it)",
+                    self.state.evidence.pool_ms,
+                    stake.min(self.state.evidence.pool_cap(share))
+                ))
+            }
+        };
+
         // 2. A plan under trial, alternating with the default plan.
         // It comes first when no plan is verified or it looks faster than the verified one.
         if learning {
@@ -677,6 +727,21 @@ impl Optimizer {
                     e.verified(margin)
                         .is_none_or(|v| p.stats.mean < v.stats.mean)
                 });
+            // After its first run, a trial waits while an untried plan the planner costs no
+            // more (within TRIAL_TIE) can be explored: one run each screens the equally
+            // promising plans before several runs go to one of them.
+            let trial = trial.filter(|(e, p)| {
+                let rival = p.stats.count == 1
+                    && p.cost_ratio > 0.0
+                    && e.candidates_known
+                    && e.untried().any(|q| {
+                        usable(q).is_some()
+                            && q.cost_ratio > 0.0
+                            && f64::from(q.cost_ratio)
+                                <= f64::from(p.cost_ratio) * (1.0 + TRIAL_TIE)
+                    });
+                !(rival && default_ms.is_some_and(|d| fundable(e, d).is_ok()))
+            });
             if let Some((e, p)) = trial {
                 if let Some(a) = usable(p) {
                     if p.stats.count < 2 || p.stats.count <= e.default.count {
@@ -733,53 +798,6 @@ impl Optimizer {
                 }
             }
         }
-
-        // Planning the candidates costs the statement one planning per arm: only when the
-        // budget affords the cheapest stake an untried plan could need (the least planner cost
-        // ratio seen for one, 1 when unknown or when similar shapes may endorse one).
-        let share = f64::from(cfg.attention_exploration);
-        // Err: why not (the reason's tail).
-        let fundable = |e: &ShapeEvidence, d: f64| -> core::result::Result<(), String> {
-            // An arm a similar shape endorses (see `endorsement`) is staked at ratio 1.
-            let endorsed_arm = |a: ArmId| {
-                promising.iter().any(|x| x.0 == a)
-                    || matched.is_some_and(|(s, id, c)| {
-                        s * c > PATTERN_RULE
-                            && self.state.bank.get(id).and_then(|p| p.best_arm()) == Some(a)
-                    })
-            };
-            let reference = e.verified(margin).map_or(d, |v| v.stats.typical_ms());
-            let ratio = if !e.candidates_known {
-                1.0
-            } else {
-                e.untried()
-                    .filter(|p| usable(p).is_some())
-                    .map(|p| {
-                        if p.arm_list().any(endorsed_arm) || p.cost_ratio <= 0.0 {
-                            1.0
-                        } else {
-                            f64::from(p.cost_ratio)
-                        }
-                    })
-                    .fold(f64::INFINITY, f64::min)
-                    .min(MAX_COST_RATIO)
-            };
-            if !EvidenceBook::worth_the_risk(d, reference, ratio) {
-                return Err(format!(
-                    "every untried plan could cost more above the verified plan's {reference:.3} ms than it could save over {RISK_HORIZON} runs (candidates not planned)"
-                ));
-            }
-            let stake = EvidenceBook::stake(d, reference, share, ratio);
-            if self.state.evidence.affords(stake, share) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the exploration budget holds {:.1} ms, less than the {:.1} ms the cheapest untried plan needs (candidates not planned until the runs repay it)",
-                    self.state.evidence.pool_ms,
-                    stake.min(self.state.evidence.pool_cap(share))
-                ))
-            }
-        };
 
         // A verified plan need not be the best: untried candidates are still explored, within
         // the budget (it stays the choice when nothing is tried).
@@ -1024,7 +1042,7 @@ impl Optimizer {
         let pool = self.state.evidence.pool_ms;
         let stake_ratio = if endorsed.is_some() { 1.0 } else { ratio };
         let stake = EvidenceBook::stake(default_ms, reference, share, stake_ratio);
-        if !self.state.evidence.affords(stake, share) {
+        if !self.state.evidence.affords(fp, stake, share) {
             let _ = write!(
                 reason,
                 "; the exploration budget holds {pool:.1} ms, less than the {:.1} ms the most promising untried plan (planner cost {ratio:.2}x) needs: {keep} until the runs repay it",
