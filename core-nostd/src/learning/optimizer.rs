@@ -730,17 +730,23 @@ impl Optimizer {
             // After its first run, a trial waits while an untried plan the planner costs no
             // more (within TRIAL_TIE) can be explored: one run each screens the equally
             // promising plans before several runs go to one of them.
+            // The rival must be one `choose` would explore (not screened by the planner's cost
+            // or the risk horizon), or the trial would wait for ever.
             let trial = trial.filter(|(e, p)| {
+                let Some(d) = default_ms else { return true };
+                let reference = e.verified(margin).map_or(d, |v| v.stats.typical_ms());
                 let rival = p.stats.count == 1
                     && p.cost_ratio > 0.0
                     && e.candidates_known
                     && e.untried().any(|q| {
+                        let r = f64::from(q.cost_ratio);
                         usable(q).is_some()
                             && q.cost_ratio > 0.0
-                            && f64::from(q.cost_ratio)
-                                <= f64::from(p.cost_ratio) * (1.0 + TRIAL_TIE)
+                            && r <= f64::from(p.cost_ratio) * (1.0 + TRIAL_TIE)
+                            && r <= MAX_COST_RATIO
+                            && EvidenceBook::worth_the_risk(d, reference, r)
                     });
-                !(rival && default_ms.is_some_and(|d| fundable(e, d).is_ok()))
+                !(rival && fundable(e, d).is_ok())
             });
             if let Some((e, p)) = trial {
                 if let Some(a) = usable(p) {
