@@ -648,6 +648,8 @@ unsafe extern "C-unwind" fn planner_hook(
         return default;
     }
     let arm = decision.arm;
+    // A candidate's plan was hashed when it was planned (`choose` set decision.plan to it).
+    let replanned = !candidates.iter().any(|(a, _)| *a == arm);
     let chosen = match candidates.iter().find(|(a, _)| *a == arm) {
         Some(&(_, planned)) => Ok(planned),
         None => {
@@ -671,10 +673,12 @@ unsafe extern "C-unwind" fn planner_hook(
         }
     };
     BACKEND.with(|b| b.borrow_mut().counters.applied += 1);
-    // The plan the arm really gave this time (its constants may differ from the run that
-    // recorded the candidate): its runs are evidence for that plan.
-    if let Ok(dag) = dag_from_plan(chosen) {
-        decision.plan = dag.shape_hash();
+    // Re-planned under the arm: the plan it really gave this time (its constants may differ
+    // from the run that recorded the candidate) is what its runs are evidence for.
+    if replanned {
+        if let Ok(dag) = dag_from_plan(chosen) {
+            decision.plan = dag.shape_hash();
+        }
     }
     remember(chosen, decision, relids, arm, timed);
     chosen
@@ -805,8 +809,9 @@ fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
 unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
     let (timed, node_timed) = match planned_for(query_desc) {
+        // node_timed implies timed (see `remember`).
         Some((_, _, _, timed, node_timed)) if !explain_only && !query_desc.is_null() => {
-            (timed, timed && node_timed)
+            (timed, node_timed)
         }
         _ => (false, false),
     };

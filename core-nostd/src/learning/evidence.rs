@@ -226,6 +226,15 @@ impl ShapeEvidence {
         normal_cdf(z_faster(&self.default, &p.stats, margin)) as f32
     }
 
+    /// What the shape runs when nothing is explored: its verified plan's typical time, else
+    /// the default plan's; None before the default is measured. Explorations are staked and
+    /// charged against it.
+    pub fn reference_ms(&self, margin: f64) -> Option<f64> {
+        self.verified(margin)
+            .map(|v| v.stats.typical_ms())
+            .or_else(|| self.default_ms())
+    }
+
     /// The fastest plan verified faster than the default, not refuted.
     pub fn verified(&self, margin: f64) -> Option<&PlanEvidence> {
         self.plans

@@ -685,7 +685,7 @@ impl Optimizer {
                             && self.state.bank.get(id).and_then(|p| p.best_arm()) == Some(a)
                     })
             };
-            let reference = e.verified(margin).map_or(d, |v| v.stats.typical_ms());
+            let reference = e.reference_ms(margin).unwrap_or(d);
             let ratio = if !e.candidates_known {
                 1.0
             } else {
@@ -734,7 +734,7 @@ impl Optimizer {
             // or the risk horizon), or the trial would wait for ever.
             let trial = trial.filter(|(e, p)| {
                 let Some(d) = default_ms else { return true };
-                let reference = e.verified(margin).map_or(d, |v| v.stats.typical_ms());
+                let reference = e.reference_ms(margin).unwrap_or(d);
                 let rival = p.stats.count == 1
                     && p.cost_ratio > 0.0
                     && e.candidates_known
@@ -964,9 +964,7 @@ impl Optimizer {
         };
         let blocked = &decision.blocked;
         let margin = f64::from(self.state.cfg.min_gain);
-        let reference = e
-            .verified(margin)
-            .map_or(default_ms, |v| v.stats.typical_ms());
+        let reference = e.reference_ms(margin).unwrap_or(default_ms);
         // (score, plan, arm, cost ratio, endorsement)
         let mut best: Option<(f64, u64, ArmId, f64, Option<String>)> = None;
         let mut costly = 0;
