@@ -51,9 +51,8 @@ fn optimizer_learns_the_simulated_workload() {
         .unwrap_or(0);
 
     // While learning: every window of one "round" (as many queries as templates) in the first
-    // ten rounds stays within 1.16x always-default (measured 1.155x with each shape's loan kept
-    // for it, 1.148x before; the target is 1.1x: its 5-50x winners are verified early and
-    // exploration after them still costs against them).
+    // ten rounds stays within 1.15x always-default (measured 1.149x; the target is 1.1x: its
+    // 5-50x winners are verified early and exploration after them still costs against them).
     let round = ts.len();
     let worst_round = r.records[..10 * round]
         .chunks(round)
@@ -98,7 +97,7 @@ fn optimizer_learns_the_simulated_workload() {
         worst.0
     );
     assert!(
-        worst_round <= 1.16,
+        worst_round <= 1.15,
         "a round of the first ten cost {worst_round:.3}x always-default"
     );
     assert!(

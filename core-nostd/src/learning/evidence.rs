@@ -30,10 +30,11 @@ pub const RECHECK_EVERY: u32 = 50;
 /// Candidates the planner costs this many times above the default plan are not explored
 /// blind (only when a similar shape verified the same arm).
 pub const MAX_COST_RATIO: f64 = 5.0;
-/// Runs' worth of budget share a shape brings when its default plan is first measured, kept for
+/// Runs' worth of budget share a shape brings when its default plan is first measured (two: a
+/// first candidate that loses does not hold up the second), kept for
 /// that shape (not the pool) until its explorations spend it: a new shape can explore early,
 /// before its own runs have earned it, even when other shapes' losers overdrew the pool.
-pub const NEW_SHAPE_LOAN: f64 = 1.0;
+pub const NEW_SHAPE_LOAN: f64 = 2.0;
 /// Runs over which a candidate's possible saving is weighed against its possible loss: a plan
 /// is explored only when what its run could cost above the reference (the planner's cost ratio
 /// times the default's time) is at most what it could save over this many runs of the
