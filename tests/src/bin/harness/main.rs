@@ -1,0 +1,634 @@
+//! The workload harness: how much faster PostgreSQL gets with ruvector_dag, on TPC-H and on a
+//! workload with correlated columns, against stock PostgreSQL and against the best any arm could
+//! do. README's main-job command (`scripts/run.sh`) runs it end to end:
+//!
+//! 1. builds and installs the extension (`cargo pgrx install --release`; `--no-install` skips);
+//! 2. starts a throwaway PostgreSQL 15 (own data directory and port; removed afterwards unless
+//!    `--keep`) with the extension preloaded and its shipped settings;
+//! 3. loads the workloads (TPC-H generated in-process by `tpchgen` and streamed in with COPY;
+//!    the correlated dataset), indexes keys, ANALYZEs, enables the tables;
+//! 4. runs the rounds: every template once per round with newly drawn constants, each instance
+//!    in four modes interleaved (stock, learn, frozen, oracle);
+//! 5. pgbench select-only with the extension off / observe / learn, interleaved;
+//! 6. writes `report.json` and `report.html` (inline SVG) and prints a summary.
+
+mod cluster;
+mod correlated;
+mod report;
+mod rng;
+mod run;
+mod tpch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cluster::Cluster;
+use rng::Rng;
+use run::{Exec, Mode, Outcome};
+
+const USAGE: &str = "usage: harness [options]
+  --scale F            TPC-H scale factor and correlated dataset size (default 0.1; 1 is the benchmark)
+  --rounds N           rounds (default 8); the first half are warm-up unless --warmup
+  --warmup N           warm-up rounds (default rounds / 2)
+  --workloads LIST     tpch,correlated (default both)
+  --pgbench-seconds N  seconds per pgbench run (default 10; 0 skips pgbench)
+  --timeout-s N        statement cap for stock / learn / frozen runs (default 300)
+  --seed N             constants' seed (default 1)
+  --out DIR            where report.json and report.html go (default target/harness)
+  --keep               leave the cluster running afterwards
+  --no-install         do not build and install the extension (already installed)";
+
+struct Args {
+    scale: f64,
+    rounds: u32,
+    warmup: Option<u32>,
+    workloads: Vec<String>,
+    pgbench_seconds: u32,
+    timeout_s: u64,
+    seed: u64,
+    out: PathBuf,
+    keep: bool,
+    install: bool,
+}
+
+fn parse_args(repo: &Path) -> Result<Args, String> {
+    let mut a = Args {
+        scale: 0.1,
+        rounds: 8,
+        warmup: None,
+        workloads: vec!["tpch".into(), "correlated".into()],
+        pgbench_seconds: 10,
+        timeout_s: 300,
+        seed: 1,
+        out: repo.join("target").join("harness"),
+        keep: false,
+        install: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |what: &str| it.next().ok_or_else(|| format!("{flag} needs {what}"));
+        let num_err = |v: &str, what: &str| format!("{flag} {v}: not {what}");
+        match flag.as_str() {
+            "--scale" => {
+                let v = value("a number")?;
+                a.scale = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && *s <= 100.0)
+                    .ok_or_else(|| num_err(&v, "a scale in (0, 100]"))?;
+            }
+            "--rounds" => {
+                let v = value("a number")?;
+                a.rounds = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| num_err(&v, "a round count >= 1"))?;
+            }
+            "--warmup" => {
+                let v = value("a number")?;
+                a.warmup = Some(v.parse().map_err(|_| num_err(&v, "a number"))?);
+            }
+            "--workloads" => {
+                let v = value("a list")?;
+                a.workloads = v
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if let Some(bad) = a
+                    .workloads
+                    .iter()
+                    .find(|w| *w != "tpch" && *w != "correlated")
+                {
+                    return Err(format!(
+                        "--workloads: unknown workload '{bad}' (want tpch, correlated)"
+                    ));
+                }
+            }
+            "--pgbench-seconds" => {
+                let v = value("a number")?;
+                a.pgbench_seconds = v.parse().map_err(|_| num_err(&v, "a number of seconds"))?;
+            }
+            "--timeout-s" => {
+                let v = value("a number")?;
+                a.timeout_s = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| num_err(&v, "a number of seconds >= 1"))?;
+            }
+            "--seed" => {
+                let v = value("a number")?;
+                a.seed = v.parse().map_err(|_| num_err(&v, "a number"))?;
+            }
+            "--out" => a.out = PathBuf::from(value("a directory")?),
+            "--keep" => a.keep = true,
+            "--no-install" => a.install = false,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option '{other}'\n{USAGE}")),
+        }
+    }
+    if let Some(w) = a.warmup {
+        if w >= a.rounds {
+            return Err(format!(
+                "--warmup {w} leaves no round after warm-up (--rounds {})",
+                a.rounds
+            ));
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_path_buf();
+    let args = match parse_args(&repo) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = harness(&repo, &args) {
+        eprintln!("harness: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let b = ProgressBar::new_spinner();
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("a valid template"),
+    );
+    b.set_message(msg.to_string());
+    b.enable_steady_tick(std::time::Duration::from_millis(200));
+    b
+}
+
+fn sql_err(what: &str) -> impl Fn(postgres::Error) -> String + '_ {
+    move |e| format!("{what}: {}", run::pg_error(&e))
+}
+
+/// One workload's database, loaded and enabled.
+struct Workload {
+    name: String,
+    templates: Vec<(String, String)>,
+    tables: Vec<&'static str>,
+}
+
+fn load_tpch(cluster: &Cluster, sf: f64) -> Result<Workload, String> {
+    println!("==> TPC-H scale {sf}: generating in-process and loading with COPY");
+    let mut c = cluster.connect("tpch", "off")?;
+    c.batch_execute(tpch::SCHEMA)
+        .map_err(sql_err("TPC-H schema"))?;
+    let bar = ProgressBar::new(1).with_style(tpch::load_style());
+    for t in tpch::TABLES {
+        let bar = ProgressBar::new(1).with_style(tpch::load_style());
+        tpch::load_table(&mut c, t, sf, &bar)?;
+        bar.finish();
+    }
+    bar.finish_and_clear();
+    let s = spinner("    indexing keys and ANALYZE");
+    c.batch_execute(tpch::INDEXES)
+        .map_err(sql_err("TPC-H indexes"))?;
+    c.batch_execute("VACUUM ANALYZE")
+        .map_err(sql_err("VACUUM ANALYZE"))?;
+    s.finish_with_message("    indexed and analyzed");
+    Ok(Workload {
+        name: "tpch".into(),
+        templates: tpch::QUERIES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect(),
+        tables: tpch::TABLES.to_vec(),
+    })
+}
+
+fn load_correlated(cluster: &Cluster, scale: f64) -> Result<Workload, String> {
+    let s = correlated::sizes(scale);
+    let sp = spinner(&format!(
+        "==> correlated: {} orders, {} items, {} customers",
+        s.orders, s.items, s.customers
+    ));
+    let mut c = cluster.connect("correlated", "off")?;
+    c.batch_execute(&correlated::dataset(scale))
+        .map_err(sql_err("correlated dataset"))?;
+    c.batch_execute("VACUUM ANALYZE")
+        .map_err(sql_err("VACUUM ANALYZE"))?;
+    sp.finish();
+    Ok(Workload {
+        name: "correlated".into(),
+        templates: correlated::TEMPLATES
+            .iter()
+            .map(|(n, _)| (n.to_string(), String::new()))
+            .collect(),
+        tables: correlated::TABLES.to_vec(),
+    })
+}
+
+fn enable(cluster: &Cluster, w: &Workload) -> Result<(), String> {
+    let mut c = cluster.connect(&w.name, "off")?;
+    c.batch_execute("CREATE EXTENSION ruvector_dag")
+        .map_err(sql_err("CREATE EXTENSION ruvector_dag"))?;
+    for t in &w.tables {
+        c.batch_execute(&format!(
+            "SELECT ruvector_dag.ruvector_enable_neural_dag('{t}'::regclass)"
+        ))
+        .map_err(sql_err(&format!("enabling {t}")))?;
+    }
+    Ok(())
+}
+
+fn status(cluster: &Cluster, db: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match cluster.connect(db, "off").and_then(|mut c| {
+        c.query(
+            "SELECT key, value FROM ruvector_dag.ruvector_dag_status()",
+            &[],
+        )
+        .map_err(|e| run::pg_error(&e))
+    }) {
+        Ok(rows) => {
+            for r in rows {
+                out.insert(r.get(0), r.get(1));
+            }
+        }
+        Err(e) => {
+            out.insert("error".into(), e);
+        }
+    }
+    out
+}
+
+/// The four sessions of a workload, one per mode.
+struct Sessions {
+    by_mode: Vec<(Mode, postgres::Client)>,
+}
+
+impl Sessions {
+    fn open(cluster: &Cluster, db: &str) -> Result<Self, String> {
+        let mut by_mode = Vec::new();
+        for m in Mode::ALL {
+            by_mode.push((m, cluster.connect(db, m.dag_mode())?));
+        }
+        Ok(Sessions { by_mode })
+    }
+    fn get(
+        &mut self,
+        cluster: &Cluster,
+        db: &str,
+        m: Mode,
+    ) -> Result<&mut postgres::Client, String> {
+        let k = self
+            .by_mode
+            .iter()
+            .position(|(x, _)| *x == m)
+            .expect("every mode has a session");
+        if self.by_mode[k].1.is_closed() {
+            // The server closed the session (a crashed backend): a new one, counted as an error.
+            self.by_mode[k].1 = cluster.connect(db, m.dag_mode())?;
+        }
+        Ok(&mut self.by_mode[k].1)
+    }
+}
+
+fn harness(repo: &Path, a: &Args) -> Result<(), String> {
+    let t0 = Instant::now();
+    let started = Command::new("date")
+        .arg("-Iseconds")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    if a.install {
+        let s = spinner("==> building and installing the extension (cargo pgrx install --release)");
+        cluster::install_extension(repo)?;
+        s.finish_with_message("==> extension installed");
+    }
+    let mut dbs: Vec<&str> = a.workloads.iter().map(String::as_str).collect();
+    if a.pgbench_seconds > 0 {
+        dbs.push("pgbench");
+    }
+    let settings = vec![
+        "shared_buffers = 2GB".to_string(),
+        "work_mem = 64MB".to_string(),
+        "max_parallel_workers_per_gather = 2".to_string(),
+        format!("ruvector.dag_database = '{}'", dbs.join(",")),
+    ];
+    let mut cluster = Cluster::start(&settings, a.keep)?;
+    println!(
+        "==> cluster in {} (port {}), the extension's shipped settings",
+        cluster.dir.display(),
+        cluster.port
+    );
+    let mut admin = cluster.connect("postgres", "off")?;
+    let server_version: String = admin
+        .query_one("SELECT version()", &[])
+        .map_err(sql_err("version()"))?
+        .get(0);
+    for db in &dbs {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .map_err(sql_err("CREATE DATABASE"))?;
+    }
+    let mut workloads = Vec::new();
+    for w in &a.workloads {
+        let wl = if w == "tpch" {
+            load_tpch(&cluster, a.scale)?
+        } else {
+            load_correlated(&cluster, a.scale)?
+        };
+        enable(&cluster, &wl)?;
+        workloads.push(wl);
+    }
+
+    let warmup = a.warmup.unwrap_or(a.rounds / 2);
+    let cap_ms = a.timeout_s * 1000;
+    let mut execs: Vec<Exec> = Vec::new();
+    let mut sessions = Vec::new();
+    let mut arms = Vec::new();
+    for w in &workloads {
+        let mut s = Sessions::open(&cluster, &w.name)?;
+        arms.push(run::arms(s.get(&cluster, &w.name, Mode::Oracle)?)?);
+        sessions.push(s);
+    }
+    println!(
+        "==> {} rounds ({} warm-up); each instance: stock, learn, frozen (order rotating), then the oracle over {} arms",
+        a.rounds,
+        warmup,
+        arms.first().map_or(0, Vec::len)
+    );
+    let total: u64 = workloads.iter().map(|w| w.templates.len() as u64).sum();
+    let mut seq = vec![0u32; workloads.len()];
+    for round in 1..=a.rounds {
+        let bar = ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(
+                "    round {prefix:>2} [{bar:30}] {pos}/{len} {msg} {elapsed}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(round.to_string());
+        let mut sums: BTreeMap<Mode, f64> = BTreeMap::new();
+        for (wi, w) in workloads.iter().enumerate() {
+            for (ti, (name, text)) in w.templates.iter().enumerate() {
+                bar.set_message(format!("{} {name}", w.name));
+                let mut rng = Rng::for_instance(a.seed, &w.name, round, name);
+                let query = if w.name == "tpch" {
+                    tpch::instance(name, text, &mut rng, a.scale)?
+                } else {
+                    correlated::instance(name, &mut rng, a.scale)?
+                };
+                seq[wi] += 1;
+                let base = Exec {
+                    workload: w.name.clone(),
+                    round,
+                    seq: seq[wi],
+                    template: name.clone(),
+                    mode: Mode::Stock,
+                    ms: 0.0,
+                    planning_ms: 0.0,
+                    arm: "-".into(),
+                    rule: "-".into(),
+                    applied: false,
+                    timed_out: false,
+                    error: None,
+                    plans: 0,
+                    ran: 0,
+                };
+                let rot = (round as usize + ti) % 3;
+                let order = [Mode::Stock, Mode::Learn, Mode::Frozen];
+                let mut stock = None;
+                for k in 0..3 {
+                    let mode = order[(k + rot) % 3];
+                    let client = sessions[wi].get(&cluster, &w.name, mode)?;
+                    let mut e = Exec {
+                        mode,
+                        ..base.clone()
+                    };
+                    match run::run_once(client, &query, cap_ms) {
+                        Outcome::Done(x) => {
+                            e.ms = x.planning_ms + x.execution_ms;
+                            e.planning_ms = x.planning_ms;
+                            e.arm = x.arm;
+                            e.rule = x.rule;
+                            e.applied = x.applied;
+                        }
+                        Outcome::TimedOut => {
+                            e.ms = cap_ms as f64;
+                            e.timed_out = true;
+                        }
+                        Outcome::Failed(msg) => {
+                            bar.println(format!("    {} {name} {}: {msg}", w.name, mode.name()));
+                            e.ms = cap_ms as f64;
+                            e.error = Some(msg);
+                        }
+                    }
+                    if mode == Mode::Stock {
+                        stock = Some((e.ms, e.planning_ms));
+                    }
+                    *sums.entry(mode).or_default() += e.ms;
+                    execs.push(e);
+                }
+                let (stock_ms, stock_plan) = stock.expect("stock ran");
+                let client = sessions[wi].get(&cluster, &w.name, Mode::Oracle)?;
+                let mut e = Exec {
+                    mode: Mode::Oracle,
+                    ..base.clone()
+                };
+                match run::oracle(client, &arms[wi], &query, stock_ms, stock_plan) {
+                    Ok(o) => {
+                        e.ms = o.ms;
+                        e.planning_ms = o.planning_ms;
+                        e.arm = o.arm;
+                        e.plans = o.plans;
+                        e.ran = o.ran;
+                    }
+                    Err(msg) => {
+                        bar.println(format!("    {} {name} oracle: {msg}", w.name));
+                        e.ms = stock_ms;
+                        e.arm = "default".into();
+                        e.error = Some(msg);
+                    }
+                }
+                *sums.entry(Mode::Oracle).or_default() += e.ms;
+                execs.push(e);
+                bar.inc(1);
+            }
+        }
+        let parts: Vec<String> = sums
+            .iter()
+            .map(|(m, ms)| format!("{} {:.1} s", m.name(), ms / 1000.0))
+            .collect();
+        bar.finish_with_message(parts.join(", "));
+    }
+
+    let pgbench = if a.pgbench_seconds > 0 {
+        Some(pgbench(&cluster, a)?)
+    } else {
+        None
+    };
+
+    let mut summaries = Vec::new();
+    for w in &workloads {
+        summaries.push(report::summarize(
+            &w.name,
+            &execs,
+            a.rounds,
+            warmup,
+            status(&cluster, &w.name),
+        ));
+    }
+    let mut conf = settings.clone();
+    conf.push(format!(
+        "nproc = {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    let rep = report::Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started,
+        server_version,
+        scale: a.scale,
+        rounds: a.rounds,
+        warmup_rounds: warmup,
+        seed: a.seed,
+        settings: conf,
+        workloads: summaries,
+        pgbench,
+        crashes_in_server_log: cluster.crashes_in_log(),
+        duration_s: t0.elapsed().as_secs_f64(),
+        executions: execs,
+    };
+    let json = serde_json::to_string_pretty(&rep).map_err(|e| format!("report.json: {e}"))?;
+    let jp = a.out.join("report.json");
+    std::fs::write(&jp, json).map_err(|e| format!("{}: {e}", jp.display()))?;
+    let hp = a.out.join("report.html");
+    std::fs::write(&hp, report::html(&rep)?).map_err(|e| format!("{}: {e}", hp.display()))?;
+    for w in &rep.workloads {
+        for (name, svg) in [
+            ("curve", report::curve_svg(w, &rep.executions)?),
+            ("templates", report::bars_svg(w)?),
+        ] {
+            let p = a.out.join(format!("{}-{name}.svg", w.workload));
+            std::fs::write(&p, svg).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+    }
+    print!("{}", report::terminal(&rep));
+    println!("report: {} and {}", hp.display(), jp.display());
+    cluster.stop_unless_kept();
+    Ok(())
+}
+
+/// pgbench select-only with the extension off / observe / learn, interleaved, three runs each.
+fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
+    let scale = ((a.scale * 10.0).round() as u32).clamp(1, 100);
+    let clients = 2u32;
+    let reps: u32 = 3;
+    let s = spinner(&format!("==> pgbench: initialising scale {scale}"));
+    let host = cluster.dir.display().to_string();
+    let port = cluster.port.to_string();
+    let base = |cmd: &mut Command| {
+        cmd.args(["-h", &host, "-p", &port, "-U", "postgres"]);
+    };
+    let mut init = Command::new("/usr/lib/postgresql/15/bin/pgbench");
+    base(&mut init);
+    init.args(["-i", "-q", "-s", &scale.to_string(), "pgbench"]);
+    let out = init.output().map_err(|e| format!("pgbench -i: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    enable(
+        cluster,
+        &Workload {
+            name: "pgbench".into(),
+            templates: Vec::new(),
+            tables: vec![
+                "pgbench_accounts",
+                "pgbench_branches",
+                "pgbench_tellers",
+                "pgbench_history",
+            ],
+        },
+    )?;
+    s.finish_with_message(format!(
+        "==> pgbench -S: off / observe / learn, {reps} runs each of {} s, interleaved",
+        a.pgbench_seconds
+    ));
+    let bar = ProgressBar::new(u64::from(reps) * 3).with_style(
+        ProgressStyle::with_template("    [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut tps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for rep in 0..reps {
+        let modes = ["off", "observe", "learn"];
+        for k in 0..3 {
+            let mode = modes[(k + rep as usize) % 3];
+            bar.set_message(mode);
+            let mut cmd = Command::new("/usr/lib/postgresql/15/bin/pgbench");
+            base(&mut cmd);
+            cmd.env("PGOPTIONS", format!("-c ruvector.dag_mode={mode}"))
+                .args([
+                    "-S",
+                    "-n",
+                    "-c",
+                    &clients.to_string(),
+                    "-j",
+                    &clients.to_string(),
+                    "-T",
+                    &a.pgbench_seconds.to_string(),
+                    "pgbench",
+                ]);
+            let out = cmd.output().map_err(|e| format!("pgbench: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                return Err(format!(
+                    "pgbench -S ({mode}) failed: {}{}",
+                    text,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let t = text
+                .lines()
+                .find(|l| l.starts_with("tps = "))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("pgbench ({mode}) printed no tps line:\n{text}"))?;
+            tps.entry(mode.to_string()).or_default().push(t);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let off = median(&tps["off"]);
+    let r = report::Pgbench {
+        scale,
+        seconds: a.pgbench_seconds,
+        clients,
+        observe_vs_off: median(&tps["observe"]) / off,
+        learn_vs_off: median(&tps["learn"]) / off,
+        tps,
+    };
+    println!(
+        "    pgbench: observe/off {:.3}, learn/off {:.3}",
+        r.observe_vs_off, r.learn_vs_off
+    );
+    Ok(r)
+}

@@ -1,0 +1,676 @@
+//! The report: figures computed from the executions, `report.json`, a self-contained
+//! `report.html` (inline SVG charts drawn by plotters, no network), and the terminal summary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::run::{Exec, Mode};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub stock_ms: f64,
+    pub learn_ms: f64,
+    pub frozen_ms: f64,
+    pub oracle_ms: f64,
+}
+
+impl Totals {
+    fn add(&mut self, mode: Mode, ms: f64) {
+        match mode {
+            Mode::Stock => self.stock_ms += ms,
+            Mode::Learn => self.learn_ms += ms,
+            Mode::Frozen => self.frozen_ms += ms,
+            Mode::Oracle => self.oracle_ms += ms,
+        }
+    }
+    fn ratio(&self, ms: f64) -> f64 {
+        if self.stock_ms > 0.0 {
+            ms / self.stock_ms
+        } else {
+            f64::NAN
+        }
+    }
+    /// Share of the oracle's gain over stock that `ms` captures (NaN when the oracle gains nothing).
+    fn captured(&self, ms: f64) -> f64 {
+        let gain = self.stock_ms - self.oracle_ms;
+        if gain > 1e-9 {
+            (self.stock_ms - ms) / gain
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TemplateSummary {
+    pub template: String,
+    /// Sums over the rounds after warm-up.
+    pub after_warmup: Totals,
+    pub learn_vs_stock: f64,
+    pub frozen_vs_stock: f64,
+    pub oracle_vs_stock: f64,
+    /// The arm the oracle found best most often after warm-up.
+    pub oracle_arm: String,
+    /// Learn-mode executions of this template up to and including the first one that applied a
+    /// verified non-default arm (None: never).
+    pub adopted_at: Option<u32>,
+    pub adopted_arm: Option<String>,
+    /// The slowest learn execution against the stock run of the same instance.
+    pub worst_learn_vs_stock: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Overhead {
+    /// Learn-mode planning time minus stock planning time of the same instance, microseconds.
+    pub median_us: f64,
+    pub p99_us: f64,
+    pub stock_planning_median_us: f64,
+    pub learn_planning_median_us: f64,
+    pub pairs: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadSummary {
+    pub workload: String,
+    pub rounds: u32,
+    pub warmup_rounds: u32,
+    pub all_rounds: Totals,
+    pub after_warmup: Totals,
+    pub warmup: Totals,
+    pub learn_vs_stock: f64,
+    pub frozen_vs_stock: f64,
+    pub oracle_vs_stock: f64,
+    pub warmup_learn_vs_stock: f64,
+    pub learn_gain_captured: f64,
+    pub frozen_gain_captured: f64,
+    pub templates: Vec<TemplateSummary>,
+    /// Templates whose learn-mode time after warm-up exceeds 1.1x stock.
+    pub regressions: Vec<(String, f64)>,
+    /// Learn executions slower than 2x the stock run of the same instance: (template, round, ratio).
+    pub slow_learn_runs: Vec<(String, u32, f64)>,
+    pub overhead: Overhead,
+    pub timeouts: usize,
+    pub errors: Vec<String>,
+    pub status: BTreeMap<String, String>,
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let k = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[k]
+}
+
+pub fn summarize(
+    workload: &str,
+    execs: &[Exec],
+    rounds: u32,
+    warmup: u32,
+    status: BTreeMap<String, String>,
+) -> WorkloadSummary {
+    let ex: Vec<&Exec> = execs.iter().filter(|e| e.workload == workload).collect();
+    let mut all = Totals::default();
+    let mut after = Totals::default();
+    let mut early = Totals::default();
+    for e in &ex {
+        all.add(e.mode, e.ms);
+        if e.round > warmup {
+            after.add(e.mode, e.ms);
+        } else {
+            early.add(e.mode, e.ms);
+        }
+    }
+    // Stock run of each instance, by (round, seq).
+    let stock: BTreeMap<(u32, u32), &Exec> = ex
+        .iter()
+        .filter(|e| e.mode == Mode::Stock)
+        .map(|e| ((e.round, e.seq), *e))
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for e in &ex {
+        if !names.contains(&e.template) {
+            names.push(e.template.clone());
+        }
+    }
+    let mut templates = Vec::new();
+    let mut slow = Vec::new();
+    for name in &names {
+        let mut t = Totals::default();
+        let mut best_arms: BTreeMap<String, u32> = BTreeMap::new();
+        let mut adopted = None;
+        let mut learn_n = 0;
+        let mut worst = 0.0f64;
+        for e in ex.iter().filter(|e| &e.template == name) {
+            if e.round > warmup {
+                t.add(e.mode, e.ms);
+                if e.mode == Mode::Oracle {
+                    *best_arms.entry(e.arm.clone()).or_default() += 1;
+                }
+            }
+            if e.mode == Mode::Learn {
+                learn_n += 1;
+                if adopted.is_none() && e.applied && e.rule == "verified" && e.arm != "default" {
+                    adopted = Some((learn_n, e.arm.clone()));
+                }
+                if let Some(s) = stock.get(&(e.round, e.seq)) {
+                    let r = e.ms / s.ms.max(1e-3);
+                    worst = worst.max(r);
+                    if r > 2.0 && e.ms - s.ms > 10.0 {
+                        slow.push((name.clone(), e.round, r));
+                    }
+                }
+            }
+        }
+        let oracle_arm = best_arms
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or_else(|| "-".to_string(), |(a, _)| a.clone());
+        templates.push(TemplateSummary {
+            template: name.clone(),
+            learn_vs_stock: t.ratio(t.learn_ms),
+            frozen_vs_stock: t.ratio(t.frozen_ms),
+            oracle_vs_stock: t.ratio(t.oracle_ms),
+            after_warmup: t,
+            oracle_arm,
+            adopted_at: adopted.as_ref().map(|a| a.0),
+            adopted_arm: adopted.map(|a| a.1),
+            worst_learn_vs_stock: worst,
+        });
+    }
+    let regressions = templates
+        .iter()
+        .filter(|t| t.learn_vs_stock > 1.1)
+        .map(|t| (t.template.clone(), t.learn_vs_stock))
+        .collect();
+    let mut diffs = Vec::new();
+    let mut sp = Vec::new();
+    let mut lp = Vec::new();
+    for e in ex
+        .iter()
+        .filter(|e| e.mode == Mode::Learn && e.error.is_none() && !e.timed_out)
+    {
+        if let Some(s) = stock.get(&(e.round, e.seq)) {
+            if s.error.is_none() && !s.timed_out {
+                diffs.push((e.planning_ms - s.planning_ms) * 1000.0);
+                sp.push(s.planning_ms * 1000.0);
+                lp.push(e.planning_ms * 1000.0);
+            }
+        }
+    }
+    let overhead = Overhead {
+        pairs: diffs.len(),
+        median_us: quantile(&mut diffs.clone(), 0.5),
+        p99_us: quantile(&mut diffs, 0.99),
+        stock_planning_median_us: quantile(&mut sp, 0.5),
+        learn_planning_median_us: quantile(&mut lp, 0.5),
+    };
+    WorkloadSummary {
+        workload: workload.to_string(),
+        rounds,
+        warmup_rounds: warmup,
+        learn_vs_stock: after.ratio(after.learn_ms),
+        frozen_vs_stock: after.ratio(after.frozen_ms),
+        oracle_vs_stock: after.ratio(after.oracle_ms),
+        warmup_learn_vs_stock: early.ratio(early.learn_ms),
+        learn_gain_captured: after.captured(after.learn_ms),
+        frozen_gain_captured: after.captured(after.frozen_ms),
+        all_rounds: all,
+        after_warmup: after,
+        warmup: early,
+        templates,
+        regressions,
+        slow_learn_runs: slow,
+        overhead,
+        timeouts: ex.iter().filter(|e| e.timed_out).count(),
+        errors: ex
+            .iter()
+            .filter_map(|e| {
+                e.error
+                    .as_ref()
+                    .map(|m| format!("{} {} round {}: {m}", e.template, e.mode.name(), e.round))
+            })
+            .collect(),
+        status,
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Pgbench {
+    pub scale: u32,
+    pub seconds: u32,
+    pub clients: u32,
+    /// TPS of each repetition, by mode (off, observe, learn), interleaved.
+    pub tps: BTreeMap<String, Vec<f64>>,
+    pub observe_vs_off: f64,
+    pub learn_vs_off: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub started: String,
+    pub server_version: String,
+    pub scale: f64,
+    pub rounds: u32,
+    pub warmup_rounds: u32,
+    pub seed: u64,
+    pub settings: Vec<String>,
+    pub workloads: Vec<WorkloadSummary>,
+    pub pgbench: Option<Pgbench>,
+    pub crashes_in_server_log: Vec<String>,
+    pub duration_s: f64,
+    pub executions: Vec<Exec>,
+}
+
+const COLORS: [(Mode, RGBColor); 4] = [
+    (Mode::Stock, RGBColor(120, 120, 120)),
+    (Mode::Learn, RGBColor(31, 119, 180)),
+    (Mode::Frozen, RGBColor(44, 160, 44)),
+    (Mode::Oracle, RGBColor(214, 39, 40)),
+];
+
+/// Cumulative time by query number, one line per mode.
+pub fn curve_svg(w: &WorkloadSummary, execs: &[Exec]) -> Result<String, String> {
+    let mut series: Vec<(Mode, Vec<(f64, f64)>)> = Vec::new();
+    let mut xmax = 1.0f64;
+    let mut ymax = 0.001f64;
+    for (mode, _) in COLORS {
+        let mut v: Vec<&Exec> = execs
+            .iter()
+            .filter(|e| e.workload == w.workload && e.mode == mode)
+            .collect();
+        v.sort_by_key(|e| e.seq);
+        let mut acc = 0.0;
+        let mut pts = vec![(0.0, 0.0)];
+        for e in v {
+            acc += e.ms / 1000.0;
+            pts.push((f64::from(e.seq), acc));
+        }
+        xmax = xmax.max(pts.last().map_or(1.0, |p| p.0));
+        ymax = ymax.max(acc);
+        series.push((mode, pts));
+    }
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (760, 380)).into_drawing_area();
+        let e = |x: &dyn std::fmt::Display| format!("drawing the learning curve: {x}");
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: cumulative time by query number", w.workload),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..xmax, 0f64..ymax * 1.05)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("query number (all templates, in arrival order)")
+            .y_desc("cumulative time (s)")
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (mode, pts) in series {
+            let color = COLORS
+                .iter()
+                .find(|c| c.0 == mode)
+                .map(|c| c.1)
+                .unwrap_or(BLACK);
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(mode.name())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(out)
+}
+
+/// Per template, after warm-up: learned, frozen and oracle time relative to stock (= 1).
+pub fn bars_svg(w: &WorkloadSummary) -> Result<String, String> {
+    let n = w.templates.len().max(1);
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let ymax = w
+        .templates
+        .iter()
+        .flat_map(|t| [t.learn_vs_stock, t.frozen_vs_stock, t.oracle_vs_stock])
+        .map(finite)
+        .fold(1.2f64, f64::max)
+        * 1.08;
+    let width = (60 + 44 * n as u32).max(480);
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (width, 360)).into_drawing_area();
+        let e = |x: &dyn std::fmt::Display| format!("drawing the template bars: {x}");
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: time after warm-up relative to stock (1.0)", w.workload),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("time / stock")
+            .draw()
+            .map_err(|x| e(&x))?;
+        let modes = [
+            (Mode::Learn, 0.1),
+            (Mode::Frozen, 0.37),
+            (Mode::Oracle, 0.64),
+        ];
+        for (mode, off) in modes {
+            let color = COLORS
+                .iter()
+                .find(|c| c.0 == mode)
+                .map(|c| c.1)
+                .unwrap_or(BLACK);
+            let rects = w.templates.iter().enumerate().map(move |(i, t)| {
+                let v = match mode {
+                    Mode::Learn => t.learn_vs_stock,
+                    Mode::Frozen => t.frozen_vs_stock,
+                    _ => t.oracle_vs_stock,
+                };
+                let x = i as f64 + off;
+                Rectangle::new([(x, 0.0), (x + 0.26, finite(v))], color.filled())
+            });
+            chart
+                .draw_series(rects)
+                .map_err(|x| e(&x))?
+                .label(mode.name())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, 1.0), (n as f64, 1.0)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|x| e(&x))?
+            .label("stock")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(&x))?;
+        // Template names under their bars, in the label area (drawn on the root, not clipped).
+        for (i, t) in w.templates.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            root.draw(&Text::new(
+                t.template.clone(),
+                (px - 10, py + 8),
+                ("sans-serif", 12).into_font().color(&BLACK),
+            ))
+            .map_err(|x| e(&x))?;
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(out)
+}
+
+fn x(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}x")
+    } else {
+        "-".into()
+    }
+}
+
+fn pct(v: f64) -> String {
+    if v.is_finite() {
+        format!("{:.0}%", v * 100.0)
+    } else {
+        "- (oracle gains nothing)".into()
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The terminal summary.
+pub fn terminal(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n==> summary (after {} warm-up rounds of {}; times are planning + execution)",
+        r.warmup_rounds, r.rounds
+    );
+    let _ = writeln!(
+        s,
+        "{:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>12}",
+        "workload",
+        "stock s",
+        "learn",
+        "frozen",
+        "oracle",
+        "captured",
+        "warm-up",
+        "plan +us p50",
+        "p99"
+    );
+    for w in &r.workloads {
+        let _ = writeln!(
+            s,
+            "{:<11} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12.0} {:>12.0}",
+            w.workload,
+            w.after_warmup.stock_ms / 1000.0,
+            x(w.learn_vs_stock),
+            x(w.frozen_vs_stock),
+            x(w.oracle_vs_stock),
+            pct(w.learn_gain_captured).split(' ').next().unwrap_or("-"),
+            x(w.warmup_learn_vs_stock),
+            w.overhead.median_us,
+            w.overhead.p99_us
+        );
+    }
+    for w in &r.workloads {
+        let _ = writeln!(s, "\n{}: per template after warm-up (learn / frozen / oracle vs stock; adopted at learn execution)", w.workload);
+        for t in &w.templates {
+            let _ = writeln!(
+                s,
+                "  {:<5} {:>8} {:>8} {:>8}  adopted {:<10} oracle arm {}",
+                t.template,
+                x(t.learn_vs_stock),
+                x(t.frozen_vs_stock),
+                x(t.oracle_vs_stock),
+                t.adopted_at
+                    .map_or_else(|| "never".into(), |n| format!("at {n}")),
+                t.oracle_arm
+            );
+        }
+        let reg: Vec<String> = w
+            .regressions
+            .iter()
+            .map(|(t, r)| format!("{t} {r:.2}x"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  regressions after warm-up (> 1.1x stock): {}",
+            if reg.is_empty() {
+                "none".into()
+            } else {
+                reg.join(", ")
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  learned state: {} bytes; timeouts {}; errors {}",
+            w.status
+                .get("learned_state_bytes")
+                .map_or("-", String::as_str),
+            w.timeouts,
+            w.errors.len()
+        );
+    }
+    if let Some(p) = &r.pgbench {
+        let _ = writeln!(
+            s,
+            "\npgbench -S (scale {}, {} clients, {} s per run): observe/off {:.3}, learn/off {:.3}",
+            p.scale, p.clients, p.seconds, p.observe_vs_off, p.learn_vs_off
+        );
+    }
+    let _ = writeln!(
+        s,
+        "server log: {} crash lines",
+        r.crashes_in_server_log.len()
+    );
+    s
+}
+
+/// The self-contained HTML report.
+pub fn html(r: &Report) -> Result<String, String> {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>ruvector_dag workload report</title>\
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}td:first-child{{text-align:left}}\
+.bad{{color:#b00}}.good{{color:#070}}code{{background:#f5f5f5;padding:1px 4px}}</style></head><body>\
+<h1>ruvector_dag: workload report</h1><p>{} &middot; {} &middot; scale {} &middot; {} rounds ({} warm-up) &middot; seed {} &middot; {:.0} s</p>\
+<p><code>{}</code></p><p>Every query instance ran in four modes, interleaved per instance: <b>stock</b> (extension off), \
+<b>learn</b> (from a cold start, the extension's shipped settings), <b>frozen</b> (the state learned so far, applied without \
+exploring) and <b>oracle</b> (every arm of <code>ruvector.dag_arms</code>, each distinct plan run once, the best kept). Times are \
+planning + execution from EXPLAIN (ANALYZE, TIMING OFF).</p>",
+        esc(&r.server_version),
+        esc(&r.started),
+        r.scale,
+        r.rounds,
+        r.warmup_rounds,
+        r.seed,
+        r.duration_s,
+        esc(&r.command)
+    );
+    h.push_str("<h2>Summary (after warm-up)</h2><table><tr><th>workload</th><th>stock (s)</th><th>learn</th><th>frozen</th><th>oracle</th><th>oracle's gain captured (learn / frozen)</th><th>learn in warm-up</th><th>regressions</th><th>planning overhead p50 / p99 (&micro;s)</th><th>learned state</th></tr>");
+    for w in &r.workloads {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{:.0} / {:.0}</td><td>{} bytes</td></tr>",
+            w.workload,
+            w.after_warmup.stock_ms / 1000.0,
+            x(w.learn_vs_stock),
+            x(w.frozen_vs_stock),
+            x(w.oracle_vs_stock),
+            pct(w.learn_gain_captured),
+            pct(w.frozen_gain_captured),
+            x(w.warmup_learn_vs_stock),
+            w.regressions.len(),
+            w.overhead.median_us,
+            w.overhead.p99_us,
+            esc(w.status.get("learned_state_bytes").map_or("-", String::as_str))
+        );
+    }
+    h.push_str("</table>");
+    if let Some(p) = &r.pgbench {
+        let _ = write!(
+            h,
+            "<h2>pgbench</h2><p><code>pgbench -S</code>, scale {}, {} clients, {} s per run, modes interleaved: observe / off = <b>{:.3}</b>, learn / off = <b>{:.3}</b></p><table><tr><th>mode</th><th>TPS per run</th></tr>",
+            p.scale, p.clients, p.seconds, p.observe_vs_off, p.learn_vs_off
+        );
+        for (m, v) in &p.tps {
+            let runs: Vec<String> = v.iter().map(|t| format!("{t:.0}")).collect();
+            let _ = write!(h, "<tr><td>{m}</td><td>{}</td></tr>", runs.join(", "));
+        }
+        h.push_str("</table>");
+    }
+    for w in &r.workloads {
+        let _ = write!(h, "<h2>{}</h2>", w.workload);
+        h.push_str(&curve_svg(w, &r.executions)?);
+        h.push_str(&bars_svg(w)?);
+        h.push_str("<table><tr><th>template</th><th>stock (ms, after warm-up)</th><th>learn</th><th>frozen</th><th>oracle</th><th>oracle's arm</th><th>adopted at learn execution</th><th>worst learn run vs stock</th></tr>");
+        for t in &w.templates {
+            let cls = if t.learn_vs_stock > 1.1 {
+                " class=\"bad\""
+            } else if t.learn_vs_stock < 0.9 {
+                " class=\"good\""
+            } else {
+                ""
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.1}</td><td{cls}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}x</td></tr>",
+                t.template,
+                t.after_warmup.stock_ms,
+                x(t.learn_vs_stock),
+                x(t.frozen_vs_stock),
+                x(t.oracle_vs_stock),
+                esc(&t.oracle_arm),
+                t.adopted_at.map_or_else(|| "never".to_string(), |n| format!("{n} ({})", esc(t.adopted_arm.as_deref().unwrap_or("")))),
+                t.worst_learn_vs_stock
+            );
+        }
+        h.push_str("</table><h3>Regressions</h3>");
+        if w.regressions.is_empty() && w.slow_learn_runs.is_empty() {
+            h.push_str("<p>None: no template above 1.1x stock after warm-up, no learn run above 2x its stock run.</p>");
+        } else {
+            h.push_str("<table><tr><th>template</th><th>what</th></tr>");
+            for (t, ratio) in &w.regressions {
+                let _ = write!(
+                    h,
+                    "<tr><td>{t}</td><td class=\"bad\">{ratio:.2}x stock after warm-up</td></tr>"
+                );
+            }
+            for (t, round, ratio) in &w.slow_learn_runs {
+                let _ = write!(h, "<tr><td>{t}</td><td>round {round}: one learn run at {ratio:.2}x its stock run</td></tr>");
+            }
+            h.push_str("</table>");
+        }
+        let _ = write!(
+            h,
+            "<p>Planning: stock median {:.0} &micro;s, learn median {:.0} &micro;s; learn minus stock for the same instance: median {:.0} &micro;s, p99 {:.0} &micro;s ({} pairs). Timeouts: {}. Errors: {}.</p>",
+            w.overhead.stock_planning_median_us,
+            w.overhead.learn_planning_median_us,
+            w.overhead.median_us,
+            w.overhead.p99_us,
+            w.overhead.pairs,
+            w.timeouts,
+            w.errors.len()
+        );
+        for e in &w.errors {
+            let _ = write!(h, "<p class=\"bad\">{}</p>", esc(e));
+        }
+        h.push_str("<details><summary>ruvector_dag_status() at the end</summary><table>");
+        for (k, v) in &w.status {
+            let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(v));
+        }
+        h.push_str("</table></details>");
+    }
+    let _ = write!(
+        h,
+        "<h2>Server</h2><p>Crash lines in the server log: {}</p><ul>",
+        r.crashes_in_server_log.len()
+    );
+    for s in &r.settings {
+        let _ = write!(h, "<li><code>{}</code></li>", esc(s));
+    }
+    h.push_str("</ul><p>All executions are in report.json.</p></body></html>\n");
+    Ok(h)
+}

@@ -1,0 +1,323 @@
+//! Running one query instance under a mode, and the oracle (every arm, best kept).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use postgres::error::SqlState;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Stock,
+    Learn,
+    Frozen,
+    Oracle,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Stock, Mode::Learn, Mode::Frozen, Mode::Oracle];
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Stock => "stock",
+            Mode::Learn => "learn",
+            Mode::Frozen => "frozen",
+            Mode::Oracle => "oracle",
+        }
+    }
+    /// The extension's `ruvector.dag_mode` for this mode's session.
+    pub fn dag_mode(self) -> &'static str {
+        match self {
+            Mode::Stock | Mode::Oracle => "off",
+            Mode::Learn => "learn",
+            Mode::Frozen => "frozen",
+        }
+    }
+}
+
+/// One execution: planning + execution time from EXPLAIN (ANALYZE, TIMING OFF), and the
+/// extension's decision from its EXPLAIN line.
+#[derive(Clone, Debug, Serialize)]
+pub struct Exec {
+    pub workload: String,
+    pub round: u32,
+    /// The instance's number in the workload (1-based, in arrival order): the x of the curve.
+    pub seq: u32,
+    pub template: String,
+    pub mode: Mode,
+    pub ms: f64,
+    pub planning_ms: f64,
+    pub arm: String,
+    pub rule: String,
+    pub applied: bool,
+    pub timed_out: bool,
+    pub error: Option<String>,
+    /// Oracle only: distinct plans among the arms, and how many ran.
+    pub plans: u32,
+    pub ran: u32,
+}
+
+/// What one EXPLAIN ANALYZE (text) said.
+#[derive(Debug, Default, PartialEq)]
+pub struct Explained {
+    pub planning_ms: f64,
+    pub execution_ms: f64,
+    pub arm: String,
+    pub rule: String,
+    pub applied: bool,
+}
+
+pub fn parse_explain_text(lines: &[String]) -> Result<Explained, String> {
+    let mut e = Explained {
+        arm: "-".into(),
+        rule: "-".into(),
+        ..Explained::default()
+    };
+    let mut saw_exec = false;
+    let num = |l: &str| -> Result<f64, String> {
+        l.split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("unreadable EXPLAIN line {l:?}"))
+    };
+    for l in lines {
+        if l.starts_with("Planning Time:") {
+            e.planning_ms = num(l)?;
+        } else if l.starts_with("Execution Time:") {
+            e.execution_ms = num(l)?;
+            saw_exec = true;
+        } else if let Some(rest) = l.strip_prefix("ruvector_dag: arm '") {
+            // ruvector_dag: arm 'NAME' (applied; rule verified), pattern ...
+            let (name, tail) = rest
+                .split_once("' (")
+                .ok_or_else(|| format!("unreadable decision line {l:?}"))?;
+            e.arm = name.to_string();
+            e.applied = tail.starts_with("applied") || tail.starts_with("the default plan");
+            e.rule = tail
+                .split_once("rule ")
+                .and_then(|(_, r)| r.split(')').next())
+                .unwrap_or("-")
+                .to_string();
+        }
+    }
+    if !saw_exec {
+        return Err("EXPLAIN ANALYZE output without an Execution Time line".into());
+    }
+    Ok(e)
+}
+
+/// A PostgreSQL error with the server's message (the client's Display says only "db error").
+pub fn pg_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                m.push_str(&format!("; {d}"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
+}
+
+pub enum Outcome {
+    Done(Explained),
+    TimedOut,
+    Failed(String),
+}
+
+fn explain_lines(client: &mut postgres::Client, sql: &str) -> Result<Vec<String>, postgres::Error> {
+    let mut lines = Vec::new();
+    for m in client.simple_query(sql)? {
+        if let postgres::SimpleQueryMessage::Row(r) = m {
+            lines.push(r.get(0).unwrap_or_default().to_string());
+        }
+    }
+    Ok(lines)
+}
+
+fn outcome_of(r: Result<Vec<String>, postgres::Error>) -> Outcome {
+    match r {
+        Ok(lines) => match parse_explain_text(&lines) {
+            Ok(e) => Outcome::Done(e),
+            Err(e) => Outcome::Failed(e),
+        },
+        Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => Outcome::TimedOut,
+        Err(e) => Outcome::Failed(pg_error(&e)),
+    }
+}
+
+/// EXPLAIN (ANALYZE, TIMING OFF) of `query` in the session (its mode set at connect).
+pub fn run_once(client: &mut postgres::Client, query: &str, timeout_ms: u64) -> Outcome {
+    if let Err(e) = client.batch_execute(&format!("SET statement_timeout = {timeout_ms}")) {
+        return Outcome::Failed(pg_error(&e));
+    }
+    outcome_of(explain_lines(
+        client,
+        &format!("EXPLAIN (ANALYZE, TIMING OFF) {query}"),
+    ))
+}
+
+/// The arms of `ruvector.dag_arms`: name and its `SET LOCAL` statements.
+pub fn arms(client: &mut postgres::Client) -> Result<Vec<(String, String)>, String> {
+    let row = client
+        .query_one("SHOW ruvector.dag_arms", &[])
+        .map_err(|e| format!("SHOW ruvector.dag_arms: {}", pg_error(&e)))?;
+    let text: String = row.get(0);
+    Ok(text
+        .split('|')
+        .map(|a| {
+            let a = a.trim().to_string();
+            let sets = if a == "default" {
+                String::new()
+            } else {
+                a.split(';')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| format!("SET LOCAL {} = {};", k.trim(), v.trim()))
+                    .collect()
+            };
+            (a, sets)
+        })
+        .collect())
+}
+
+/// A plan's shape, without estimates: operators, relations, indexes, join types, nesting.
+fn signature(v: &serde_json::Value, h: &mut DefaultHasher) {
+    const KEYS: [&str; 9] = [
+        "Node Type",
+        "Strategy",
+        "Join Type",
+        "Relation Name",
+        "Index Name",
+        "Parent Relationship",
+        "Subplan Name",
+        "Partial Mode",
+        "Scan Direction",
+    ];
+    if let Some(o) = v.as_object() {
+        for k in KEYS {
+            if let Some(x) = o.get(k) {
+                k.hash(h);
+                x.to_string().hash(h);
+            }
+        }
+        if let Some(children) = o.get("Plans").and_then(|p| p.as_array()) {
+            children.len().hash(h);
+            for c in children {
+                signature(c, h);
+            }
+        }
+    }
+}
+
+fn plan_signature(client: &mut postgres::Client, sets: &str, query: &str) -> Result<u64, String> {
+    client
+        .batch_execute(&format!("BEGIN; {sets}"))
+        .map_err(|e| pg_error(&e))?;
+    let r = explain_lines(client, &format!("EXPLAIN (FORMAT JSON) {query}"));
+    client.batch_execute("ROLLBACK").map_err(|e| pg_error(&e))?;
+    let text = r.map_err(|e| pg_error(&e))?.concat();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("EXPLAIN JSON: {e}"))?;
+    let mut h = DefaultHasher::new();
+    signature(&v[0]["Plan"], &mut h);
+    Ok(h.finish())
+}
+
+pub struct OracleResult {
+    pub arm: String,
+    pub ms: f64,
+    pub planning_ms: f64,
+    pub plans: u32,
+    pub ran: u32,
+}
+
+/// The best of every arm for this instance. The default plan's time is the stock run's of the
+/// same instance in the same round; an arm whose plan is the same as one already timed is not run
+/// again; every other arm runs with `statement_timeout` at the best time so far (a plan that
+/// cannot beat it is cut off: it would not be the oracle's choice anyway).
+pub fn oracle(
+    client: &mut postgres::Client,
+    arms: &[(String, String)],
+    query: &str,
+    stock_ms: f64,
+    stock_planning_ms: f64,
+) -> Result<OracleResult, String> {
+    let mut best = OracleResult {
+        arm: "default".into(),
+        ms: stock_ms,
+        planning_ms: stock_planning_ms,
+        plans: 1,
+        ran: 0,
+    };
+    let mut seen: Vec<u64> = Vec::new();
+    for (k, (name, sets)) in arms.iter().enumerate() {
+        let sig = plan_signature(client, sets, query)?;
+        if seen.contains(&sig) {
+            continue;
+        }
+        seen.push(sig);
+        if k == 0 {
+            continue; // the default plan: timed by the stock run
+        }
+        best.plans += 1;
+        best.ran += 1;
+        let timeout = (best.ms.ceil() as u64).max(1) + 1;
+        client
+            .batch_execute(&format!(
+                "BEGIN; {sets} SET LOCAL statement_timeout = {timeout};"
+            ))
+            .map_err(|e| pg_error(&e))?;
+        let r = outcome_of(explain_lines(
+            client,
+            &format!("EXPLAIN (ANALYZE, TIMING OFF) {query}"),
+        ));
+        client.batch_execute("ROLLBACK").map_err(|e| pg_error(&e))?;
+        match r {
+            Outcome::Done(e) => {
+                let ms = e.planning_ms + e.execution_ms;
+                if ms < best.ms {
+                    best.arm = name.clone();
+                    best.ms = ms;
+                    best.planning_ms = e.planning_ms;
+                }
+            }
+            Outcome::TimedOut => {}
+            Outcome::Failed(e) => return Err(format!("oracle arm '{name}': {e}")),
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_times_and_the_decision() {
+        let lines: Vec<String> = [
+            "Hash Join  (cost=1.00..2.00 rows=1 width=8) (actual rows=10 loops=1)",
+            "ruvector_dag: arm 'enable_nestloop=off' (applied; rule verified), pattern 3, similarity 0.991, confidence 0.800, attention topological, predicted 12.000 ms",
+            "ruvector_dag reason: verified",
+            "Planning Time: 0.250 ms",
+            "Execution Time: 12.500 ms",
+        ]
+        .map(String::from)
+        .to_vec();
+        let e = parse_explain_text(&lines).unwrap();
+        assert_eq!(e.arm, "enable_nestloop=off");
+        assert_eq!(e.rule, "verified");
+        assert!(e.applied);
+        assert_eq!((e.planning_ms, e.execution_ms), (0.25, 12.5));
+        let advice = [
+            "ruvector_dag: arm 'x=off' (advice only, mode observe; rule explore), pattern none",
+            "Execution Time: 1.0 ms",
+        ]
+        .map(String::from)
+        .to_vec();
+        let e = parse_explain_text(&advice).unwrap();
+        assert!(!e.applied);
+        assert_eq!(e.rule, "explore");
+        assert!(parse_explain_text(&["Planning Time: 1 ms".to_string()]).is_err());
+    }
+}
