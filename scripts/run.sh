@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The main job: a throwaway PostgreSQL 15 with ruvector_dag preloaded learns a query over
-# correlated columns (the default plan is tens of times slower than a hash join), prints each
-# run's decision and time, then restarts the server and shows the learned state survived.
-# Installs what is missing (PostgreSQL 15, clang, cargo-pgrx 0.18.1). Safe to run twice.
-# (The TPC-H plan analysis of earlier stages: scripts/tpch-analyze.sh.)
+# The main job: the workload harness (tests/src/bin/harness). It builds and installs the
+# extension, starts a throwaway PostgreSQL 15 with it preloaded and its shipped settings, loads
+# TPC-H (generated in-process) and a workload with correlated columns, runs them in rounds with
+# the extension off (stock), learning from a cold start, frozen, and the oracle (every arm, best
+# kept), runs pgbench off / observe / learn, writes target/harness/report.html and report.json,
+# prints a summary and removes the cluster. Options go to the harness (--scale 1 is the
+# benchmark; --help lists them). Installs what is missing (PostgreSQL 15, clang, cargo-pgrx).
+# Safe to run twice. The single-query demo of earlier stages: scripts/demo.sh --release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-pg.sh
-scripts/demo.sh --release --check
+cargo build -q --release --locked -p ruvector-dag-tests --bin harness
+exec target/release/harness "$@"

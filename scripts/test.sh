@@ -3,7 +3,8 @@
 # the wasm32 target, PostgreSQL 15 with its server headers, clang, sudo, cargo-pgrx 0.18.1 and
 # its pg15 registration), then: format check, clippy -D warnings (native, wasm32, the extension),
 # all tests, the extension's SQL tests (cargo pgrx test), the extension learning end to end in a
-# throwaway cluster with a restart (scripts/demo.sh --check), the simulator's summary lines, the
+# throwaway cluster with a restart (scripts/demo.sh --check), the workload harness at a small scale
+# (runs end to end and writes a well-formed report), the simulator's summary lines, the
 # no_std core built for wasm32-unknown-unknown, and the analyze example on a fixture.
 # Safe to run twice. CI runs exactly this (see .ci/run).
 set -euo pipefail
@@ -46,6 +47,31 @@ runas=()
 
 step "the extension end to end in a throwaway cluster: learns, gets faster, survives a restart"
 scripts/demo.sh --check
+
+step "the workload harness at a small scale: runs end to end and writes a well-formed report"
+# The extension demo.sh --check installed above serves (a debug build: --no-install).
+rm -rf target/harness-test
+cargo run -q --locked -p ruvector-dag-tests --bin harness -- --no-install --scale 0.01 --rounds 2 \
+  --pgbench-seconds 1 --out target/harness-test
+python3 - target/harness-test <<'PY'
+import json, sys
+d = sys.argv[1]
+r = json.load(open(f"{d}/report.json"))
+names = {w["workload"] for w in r["workloads"]}
+assert names == {"tpch", "correlated"}, names
+for w in r["workloads"]:
+    assert len(w["templates"]) == (22 if w["workload"] == "tpch" else 6), w["workload"]
+    assert not w["errors"], w["errors"]
+modes = {e["mode"] for e in r["executions"]}
+assert modes == {"stock", "learn", "frozen", "oracle"}, modes
+assert len(r["executions"]) == 2 * 4 * (22 + 6), len(r["executions"])
+assert all(e["ms"] > 0 for e in r["executions"]), "an execution without a time"
+assert r["pgbench"] and all(len(v) == 3 for v in r["pgbench"]["tps"].values()), r["pgbench"]
+assert not r["crashes_in_server_log"], r["crashes_in_server_log"]
+html = open(f"{d}/report.html").read()
+assert html.count("<svg") == 4 and html.rstrip().endswith("</html>") and "http" not in html.replace("http://www.w3.org", ""), "report.html"
+print(f"report well-formed: {len(r['executions'])} executions, {html.count('<svg')} charts")
+PY
 
 step "simulator summary (issue 3's learning proof; asserted in the tests above)"
 cargo test -q -p ruvector-dag-tests --test simulator --locked -- --nocapture --test-threads=1 2>&1 | grep -oE 'simulator.*|test result.*'

@@ -191,19 +191,23 @@ fn load_tpch(cluster: &Cluster, sf: f64) -> Result<Workload, String> {
     let mut c = cluster.connect("tpch", "off")?;
     c.batch_execute(tpch::SCHEMA)
         .map_err(sql_err("TPC-H schema"))?;
-    let bar = ProgressBar::new(1).with_style(tpch::load_style());
     for t in tpch::TABLES {
         let bar = ProgressBar::new(1).with_style(tpch::load_style());
-        tpch::load_table(&mut c, t, sf, &bar)?;
-        bar.finish();
+        let t0 = Instant::now();
+        let rows = tpch::load_table(&mut c, t, sf, &bar)?;
+        bar.finish_and_clear();
+        println!(
+            "    {t:>9} {rows:>9} rows {:>6.1} s",
+            t0.elapsed().as_secs_f64()
+        );
     }
-    bar.finish_and_clear();
     let s = spinner("    indexing keys and ANALYZE");
     c.batch_execute(tpch::INDEXES)
         .map_err(sql_err("TPC-H indexes"))?;
     c.batch_execute("VACUUM ANALYZE")
         .map_err(sql_err("VACUUM ANALYZE"))?;
-    s.finish_with_message("    indexed and analyzed");
+    s.finish_and_clear();
+    println!("    keys indexed, ANALYZEd");
     Ok(Workload {
         name: "tpch".into(),
         templates: tpch::QUERIES
@@ -225,7 +229,11 @@ fn load_correlated(cluster: &Cluster, scale: f64) -> Result<Workload, String> {
         .map_err(sql_err("correlated dataset"))?;
     c.batch_execute("VACUUM ANALYZE")
         .map_err(sql_err("VACUUM ANALYZE"))?;
-    sp.finish();
+    sp.finish_and_clear();
+    println!(
+        "==> correlated: {} orders, {} items, {} customers loaded, ANALYZEd",
+        s.orders, s.items, s.customers
+    );
     Ok(Workload {
         name: "correlated".into(),
         templates: correlated::TEMPLATES
@@ -313,7 +321,8 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
     if a.install {
         let s = spinner("==> building and installing the extension (cargo pgrx install --release)");
         cluster::install_extension(repo)?;
-        s.finish_with_message("==> extension installed");
+        s.finish_and_clear();
+        println!("==> extension built and installed (cargo pgrx install --release)");
     }
     let mut dbs: Vec<&str> = a.workloads.iter().map(String::as_str).collect();
     if a.pgbench_seconds > 0 {
@@ -470,7 +479,12 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
             .iter()
             .map(|(m, ms)| format!("{} {:.1} s", m.name(), ms / 1000.0))
             .collect();
-        bar.finish_with_message(parts.join(", "));
+        bar.finish_and_clear();
+        println!(
+            "    round {round:>2}: {} ({:.0} s so far)",
+            parts.join(", "),
+            t0.elapsed().as_secs_f64()
+        );
     }
 
     let pgbench = if a.pgbench_seconds > 0 {
@@ -563,10 +577,11 @@ fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
             ],
         },
     )?;
-    s.finish_with_message(format!(
-        "==> pgbench -S: off / observe / learn, {reps} runs each of {} s, interleaved",
+    s.finish_and_clear();
+    println!(
+        "==> pgbench -S (scale {scale}): off / observe / learn, {reps} runs each of {} s, interleaved",
         a.pgbench_seconds
-    ));
+    );
     let bar = ProgressBar::new(u64::from(reps) * 3).with_style(
         ProgressStyle::with_template("    [{bar:30}] {pos}/{len} {msg}")
             .expect("a valid template")

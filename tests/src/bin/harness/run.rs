@@ -149,8 +149,12 @@ fn outcome_of(r: Result<Vec<String>, postgres::Error>) -> Outcome {
 
 /// EXPLAIN (ANALYZE, TIMING OFF) of `query` in the session (its mode set at connect).
 pub fn run_once(client: &mut postgres::Client, query: &str, timeout_ms: u64) -> Outcome {
-    if let Err(e) = client.batch_execute(&format!("SET statement_timeout = {timeout_ms}")) {
-        return Outcome::Failed(pg_error(&e));
+    let set = format!("SET statement_timeout = {timeout_ms}");
+    if client.batch_execute(&set).is_err() {
+        // A late timeout of the statement before: once more.
+        if let Err(e) = client.batch_execute(&set) {
+            return Outcome::Failed(pg_error(&e));
+        }
     }
     outcome_of(explain_lines(
         client,
@@ -210,18 +214,40 @@ fn signature(v: &serde_json::Value, h: &mut DefaultHasher) {
     }
 }
 
-fn plan_signature(client: &mut postgres::Client, sets: &str, query: &str) -> Result<u64, String> {
-    client
+/// Run `body` in a transaction after `sets` (SET LOCAL statements), then roll back. A statement
+/// timeout can be delivered to the statement after the one it was meant for (the timer fires as
+/// the statement finishes): any failure of the transaction's own statements ends in a ROLLBACK,
+/// retried once, so the session is never left in an aborted transaction.
+fn in_rolled_back_txn(
+    client: &mut postgres::Client,
+    sets: &str,
+    body: &str,
+) -> Result<Vec<String>, postgres::Error> {
+    let r = client
         .batch_execute(&format!("BEGIN; {sets}"))
-        .map_err(|e| pg_error(&e))?;
-    let r = explain_lines(client, &format!("EXPLAIN (FORMAT JSON) {query}"));
-    client.batch_execute("ROLLBACK").map_err(|e| pg_error(&e))?;
-    let text = r.map_err(|e| pg_error(&e))?.concat();
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("EXPLAIN JSON: {e}"))?;
-    let mut h = DefaultHasher::new();
-    signature(&v[0]["Plan"], &mut h);
-    Ok(h.finish())
+        .and_then(|()| explain_lines(client, body));
+    if client.batch_execute("ROLLBACK").is_err() {
+        let _ = client.batch_execute("ROLLBACK");
+    }
+    r
+}
+
+fn plan_signature(client: &mut postgres::Client, sets: &str, query: &str) -> Result<u64, String> {
+    let mut last = String::new();
+    for _ in 0..2 {
+        match in_rolled_back_txn(client, sets, &format!("EXPLAIN (FORMAT JSON) {query}")) {
+            Ok(lines) => {
+                let v: serde_json::Value = serde_json::from_str(&lines.concat())
+                    .map_err(|e| format!("EXPLAIN JSON: {e}"))?;
+                let mut h = DefaultHasher::new();
+                signature(&v[0]["Plan"], &mut h);
+                return Ok(h.finish());
+            }
+            // A late statement timeout of the arm run before: once more.
+            Err(e) => last = pg_error(&e),
+        }
+    }
+    Err(format!("planning under the arm: {last}"))
 }
 
 pub struct OracleResult {
@@ -263,16 +289,11 @@ pub fn oracle(
         best.plans += 1;
         best.ran += 1;
         let timeout = (best.ms.ceil() as u64).max(1) + 1;
-        client
-            .batch_execute(&format!(
-                "BEGIN; {sets} SET LOCAL statement_timeout = {timeout};"
-            ))
-            .map_err(|e| pg_error(&e))?;
-        let r = outcome_of(explain_lines(
+        let r = outcome_of(in_rolled_back_txn(
             client,
+            &format!("{sets} SET LOCAL statement_timeout = {timeout};"),
             &format!("EXPLAIN (ANALYZE, TIMING OFF) {query}"),
         ));
-        client.batch_execute("ROLLBACK").map_err(|e| pg_error(&e))?;
         match r {
             Outcome::Done(e) => {
                 let ms = e.planning_ms + e.execution_ms;
