@@ -3,7 +3,8 @@
 # the wasm32 target, PostgreSQL 15 with its server headers, clang, sudo, cargo-pgrx 0.18.1 and
 # its pg15 registration), then: format check, clippy -D warnings (native, wasm32, the extension),
 # all tests, the extension's SQL tests (cargo pgrx test), the extension learning end to end in a
-# throwaway cluster with a restart (scripts/demo.sh --check), the workload harness at a small scale
+# throwaway cluster with a restart (scripts/demo.sh --check), the attention plugins built for
+# wasm32 and run in the sandbox (every evil one refused by name), the workload harness at a small scale
 # (runs end to end and writes a well-formed report), the simulator's summary lines, the
 # no_std core built for wasm32-unknown-unknown, and the analyze example on a fixture.
 # Safe to run twice. CI runs exactly this (see .ci/run).
@@ -25,6 +26,12 @@ scripts/setup-pg.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path host-pg/Cargo.toml -- --check
+cargo fmt --manifest-path host-wasm/plugins/Cargo.toml --all -- --check
+
+step "attention plugins for wasm32 (host-wasm/plugins/build.sh: the useful ones and every evil one)"
+host-wasm/plugins/build.sh
+CARGO_TARGET_DIR=target/plugins-build cargo clippy --manifest-path host-wasm/plugins/Cargo.toml --target wasm32-unknown-unknown --locked \
+  -p rvdag-plugin-misestimate -p rvdag-plugin-ensemble -- -D warnings
 
 step "clippy (native, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -37,6 +44,9 @@ cargo clippy --manifest-path host-pg/Cargo.toml --all-targets --features "pg15 p
 
 step "tests"
 cargo test --workspace --locked
+
+step "README's plugin walkthrough, followed as a new user would (scripts/plugin-walkthrough.sh)"
+scripts/plugin-walkthrough.sh
 
 step "extension tests in PostgreSQL 15 (cargo pgrx test)"
 # initdb refuses root, so the test cluster runs as the postgres user; pgrx wants USER set.

@@ -11,6 +11,8 @@
 //! - [`mincut`]: exact s-t min cut (Dinic) and global min cut (Stoer-Wagner), bottleneck reports;
 //! - [`hdc`]: 10,000-bit hypervectors and plan fingerprints;
 //! - [`embed`]: attention-pooled plan embedding (D = 256);
+//! - [`plugin_abi`]: the versioned ABI of sandboxed attention plugins (and, with feature `guest`,
+//!   the macro that exports a [`DagAttention`] as one);
 //! - [`synth`]: seeded generator of random valid plan DAGs, for tests and benches;
 //! - [`learning`]: SONA: config, trajectories, selector, BTSP memory, patterns, cost estimator,
 //!   snapshot envelope.
@@ -33,6 +35,7 @@ pub mod features;
 pub mod hdc;
 pub mod learning;
 pub mod mincut;
+pub mod plugin_abi;
 pub mod rng;
 pub mod synth;
 

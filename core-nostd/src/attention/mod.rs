@@ -276,6 +276,15 @@ pub trait DagAttention {
     fn attend(&self, dag: &PlanDag, ctx: &AttentionContext<'_>) -> Result<AttentionMap>;
 }
 
+impl<T: DagAttention + ?Sized> DagAttention for Box<T> {
+    fn kind(&self) -> AttentionKind {
+        (**self).kind()
+    }
+    fn attend(&self, dag: &PlanDag, ctx: &AttentionContext<'_>) -> Result<AttentionMap> {
+        (**self).attend(dag, ctx)
+    }
+}
+
 /// Build the mechanism of `kind` from a validated configuration.
 pub fn mechanism(
     kind: AttentionKind,

@@ -1,0 +1,78 @@
+//! The sandbox's costs (DESIGN goals: a sandboxed call within 2x of the same algorithm native on a
+//! 100-node plan, the fixed per-call overhead under 20 us):
+//! - `call/100 nodes`: the built-in ensemble native vs the same code as a plugin;
+//! - `call/1 node`: a call that does almost nothing (the fixed overhead: a fresh instance, the
+//!   request copied in, the response validated);
+//! - `load`: validating and compiling a module (cold), and loading it again (cache hit).
+//!
+//! Needs the modules from `host-wasm/plugins/build.sh`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ruvector_dag_core::attention::{mechanism, AttentionKind};
+use ruvector_dag_core::synth::{random_plan, SynthOptions};
+use ruvector_dag_core::{AttentionConfig, AttentionContext, OpKind, PlanDag, PlanNode};
+use ruvector_dag_wasm::{Limits, Sandbox};
+
+fn module(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("RVDAG_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run host-wasm/plugins/build.sh",
+            path.display()
+        )
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let cfg = AttentionConfig::default();
+    let ctx = AttentionContext::default();
+    let plan = random_plan(42, 100, SynthOptions::default());
+    let native = mechanism(AttentionKind::Ensemble, &cfg).unwrap();
+    let mut sandbox = Sandbox::new(Limits::default()).unwrap();
+    let ensemble_wasm = module("ensemble");
+    let ensemble = sandbox.load("ensemble", &ensemble_wasm).unwrap();
+    let misestimate = sandbox.load("misestimate", &module("misestimate")).unwrap();
+
+    let mut g = c.benchmark_group("call");
+    g.bench_function("100 nodes/ensemble native", |b| {
+        b.iter(|| native.attend(black_box(&plan), &ctx).unwrap())
+    });
+    g.bench_function("100 nodes/ensemble sandboxed", |b| {
+        b.iter(|| {
+            sandbox
+                .attend(&ensemble, black_box(&plan), &ctx, &cfg)
+                .unwrap()
+        })
+    });
+    let one = PlanDag::new(vec![PlanNode::new(OpKind::SeqScan, 10.0, 1.0)], vec![]).unwrap();
+    g.bench_function("1 node/misestimate sandboxed (fixed overhead)", |b| {
+        b.iter(|| {
+            sandbox
+                .attend(&misestimate, black_box(&one), &ctx, &cfg)
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("load");
+    g.sample_size(10);
+    g.bench_function("ensemble cold (validate + compile)", |b| {
+        b.iter(|| {
+            let mut fresh = Sandbox::new(Limits::default()).unwrap();
+            fresh.load("ensemble", black_box(&ensemble_wasm)).unwrap()
+        })
+    });
+    g.bench_function("ensemble cache hit", |b| {
+        b.iter(|| sandbox.load("ensemble", black_box(&ensemble_wasm)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
