@@ -11,8 +11,10 @@
 //! | `rvdag_attend` | `(ptr: i32, len: i32) -> i64` | run on the request at `ptr..ptr+len`; returns the response's `(ptr << 32) \| len` |
 //!
 //! The request is an [`AttendRequest`] and the response an [`AttendResponse`], both encoded with
-//! postcard. The host runs every call in a fresh instance, so a plugin keeps nothing between
-//! calls and never needs to free what it allocated. The host trusts nothing that comes back: the
+//! postcard. `rvdag_attend` owns the request buffer (it frees it), and its response stays valid
+//! until the next call. The host may keep an instance for many calls or start a fresh one at any
+//! time (it does after any failure), so a plugin must not rely on state kept between calls. The
+//! host trusts nothing that comes back: the
 //! response must lie inside the memory, decode, carry one finite non-negative weight per node
 //! with a positive sum ([`validate_weights`]), or the call fails with an error naming the plugin.
 //!
@@ -20,6 +22,7 @@
 //! [`DagAttention`] into such a module; the encoding and decoding here are safe code shared by
 //! both sides.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -163,24 +166,51 @@ pub fn validate_weights(
     Ok(w)
 }
 
+/// The mechanism a guest built, kept between calls for the configuration it was built from
+/// (building one draws its random projections, which can cost more than attending).
+pub struct GuestCache {
+    built: Option<(AttentionConfig, Box<dyn DagAttention>)>,
+}
+
+impl GuestCache {
+    /// Nothing built yet.
+    pub const fn new() -> Self {
+        GuestCache { built: None }
+    }
+}
+
+impl Default for GuestCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Guest side of `rvdag_attend`, minus the raw-pointer work the macro does: decode the request,
-/// build the DAG, build the mechanism from the host's configuration, attend, encode the
-/// response. Every failure becomes [`AttendResponse::Error`].
-pub fn guest_respond<A, F>(input: &[u8], make: F) -> Vec<u8>
+/// build the DAG, build the mechanism from the host's configuration (or reuse the one `cache`
+/// holds for that configuration), attend, encode the response. Every failure becomes
+/// [`AttendResponse::Error`].
+pub fn guest_respond<A, F>(input: &[u8], cache: &mut GuestCache, make: F) -> Vec<u8>
 where
-    A: DagAttention,
+    A: DagAttention + 'static,
     F: FnOnce(&AttentionConfig) -> A,
 {
     let run = || -> Result<Vec<f32>> {
         let req = AttendRequest::decode(input)?;
-        req.config.validate()?;
         let dag = PlanDag::new(req.nodes, req.edges)?;
         let ctx = AttentionContext {
             history: &req.history,
             ensemble_weights: req.ensemble_weights,
             want_pairwise: false,
         };
-        Ok(make(&req.config).attend(&dag, &ctx)?.alpha)
+        let mechanism = match &cache.built {
+            Some((cfg, m)) if *cfg == req.config => m,
+            _ => {
+                req.config.validate()?;
+                let m: Box<dyn DagAttention> = Box::new(make(&req.config));
+                &cache.built.insert((req.config.clone(), m)).1
+            }
+        };
+        Ok(mechanism.attend(&dag, &ctx)?.alpha)
     };
     match run() {
         Ok(w) => AttendResponse::Weights(w),
@@ -189,21 +219,24 @@ where
     .encode()
 }
 
-/// Guest side of `rvdag_alloc`: a leaked buffer of `len` bytes (the instance is discarded after
-/// the call, which frees it), as a wasm32 address; 0 when `len` is negative.
+/// Guest side of `rvdag_alloc`: a buffer of `len` bytes (a leaked `Box<[u8]>`, which
+/// `rvdag_attend` takes back and frees), as a wasm32 address; 0 when `len` is not positive.
 pub fn guest_alloc(len: i32) -> i32 {
     let Ok(len) = usize::try_from(len) else {
         return 0;
     };
-    let buf: &'static mut [u8] = alloc::vec![0u8; len].leak();
+    if len == 0 {
+        return 0;
+    }
+    let buf: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; len].into_boxed_slice());
     buf.as_mut_ptr() as usize as i32
 }
 
-/// Guest side of the return value of `rvdag_attend`: leak the response and pack its address and
-/// length as `(ptr << 32) | len`.
+/// Guest side of the return value of `rvdag_attend`: leak the response as a `Box<[u8]>` and
+/// pack its address and length as `(ptr << 32) | len`. The macro frees it at the next call.
 pub fn guest_pack(response: Vec<u8>) -> i64 {
     let len = response.len() as u64;
-    let buf: &'static mut [u8] = response.leak();
+    let buf: &'static mut [u8] = alloc::boxed::Box::leak(response.into_boxed_slice());
     let ptr = buf.as_mut_ptr() as usize as u64;
     ((ptr << 32) | (len & 0xFFFF_FFFF)) as i64
 }
@@ -215,10 +248,21 @@ pub fn guest_pack(response: Vec<u8>) -> i64 {
 /// ```ignore
 /// ruvector_dag_core::export_attention!(|cfg: &ruvector_dag_core::AttentionConfig| MyAttention::new(cfg));
 /// ```
+///
+/// Memory: `rvdag_attend` takes back (and frees) the request buffer `rvdag_alloc` gave out, and
+/// frees its previous response when it is called again, so an instance the host keeps between
+/// calls does not grow.
 #[cfg(feature = "guest")]
 #[macro_export]
 macro_rules! export_attention {
     ($make:expr) => {
+        /// The mechanism built for the host's configuration, kept between calls.
+        static mut RVDAG_MECHANISM: $crate::plugin_abi::GuestCache =
+            $crate::plugin_abi::GuestCache::new();
+        /// The response of the previous call, packed; freed at the next call.
+        static RVDAG_LAST_RESPONSE: ::core::sync::atomic::AtomicU64 =
+            ::core::sync::atomic::AtomicU64::new(0);
+
         #[no_mangle]
         pub extern "C" fn rvdag_abi_version() -> i32 {
             $crate::plugin_abi::ABI_VERSION
@@ -230,16 +274,41 @@ macro_rules! export_attention {
         }
 
         /// # Safety
-        /// Called by the host with a range it filled inside a buffer from `rvdag_alloc`.
+        /// Called by the host with `ptr`/`len` as returned by and given to `rvdag_alloc`, the
+        /// request written into it; the previous response has been copied out.
         #[no_mangle]
         pub unsafe extern "C" fn rvdag_attend(ptr: i32, len: i32) -> i64 {
-            let input: &[u8] = if len <= 0 {
-                &[]
+            extern crate alloc as rvdag_alloc_crate;
+            use rvdag_alloc_crate::boxed::Box;
+            let last = RVDAG_LAST_RESPONSE.swap(0, ::core::sync::atomic::Ordering::Relaxed);
+            let (last_ptr, last_len) = ((last >> 32) as usize, (last & 0xFFFF_FFFF) as usize);
+            if last_len > 0 {
+                // SAFETY: guest_pack leaked exactly this Box<[u8]> at the previous call.
+                drop(unsafe {
+                    Box::from_raw(::core::ptr::slice_from_raw_parts_mut(
+                        last_ptr as *mut u8,
+                        last_len,
+                    ))
+                });
+            }
+            let input: Box<[u8]> = if ptr == 0 || len <= 0 {
+                Box::new([])
             } else {
-                // SAFETY: the host wrote `len` bytes at `ptr`, inside a buffer rvdag_alloc leaked.
-                unsafe { ::core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) }
+                // SAFETY: rvdag_alloc(len) leaked exactly this Box<[u8]>; the host filled it.
+                unsafe {
+                    Box::from_raw(::core::ptr::slice_from_raw_parts_mut(
+                        ptr as usize as *mut u8,
+                        len as usize,
+                    ))
+                }
             };
-            $crate::plugin_abi::guest_pack($crate::plugin_abi::guest_respond(input, $make))
+            // SAFETY: wasm32-unknown-unknown runs one thread; nothing else touches the cache.
+            let cache = unsafe { &mut *::core::ptr::addr_of_mut!(RVDAG_MECHANISM) };
+            let response = $crate::plugin_abi::guest_respond(&input, cache, $make);
+            drop(input);
+            let packed = $crate::plugin_abi::guest_pack(response);
+            RVDAG_LAST_RESPONSE.store(packed as u64, ::core::sync::atomic::Ordering::Relaxed);
+            packed
         }
     };
 }
@@ -264,7 +333,9 @@ mod tests {
         let bytes = req.encode().unwrap();
         assert_eq!(AttendRequest::decode(&bytes).unwrap(), req);
         for kind in AttentionKind::ALL {
-            let out = guest_respond(&bytes, |c| mechanism(kind, c).unwrap());
+            let out = guest_respond(&bytes, &mut GuestCache::new(), |c| {
+                mechanism(kind, c).unwrap()
+            });
             let AttendResponse::Weights(w) = AttendResponse::decode(&out).unwrap() else {
                 panic!("{kind:?} answered with an error");
             };
@@ -274,8 +345,31 @@ mod tests {
     }
 
     #[test]
+    fn the_guest_builds_its_mechanism_once_per_configuration() {
+        let dag = random_plan(3, 20, SynthOptions::default());
+        let cfg = AttentionConfig::default();
+        let req = AttendRequest::new(&dag, &AttentionContext::default(), &cfg);
+        let mut cache = GuestCache::new();
+        let mut built = 0;
+        let mut call = |req: &AttendRequest, built: &mut i32| {
+            guest_respond(&req.encode().unwrap(), &mut cache, |c| {
+                *built += 1;
+                mechanism(AttentionKind::CausalCone, c).unwrap()
+            })
+        };
+        let first = call(&req, &mut built);
+        assert_eq!(call(&req, &mut built), first);
+        assert_eq!(built, 1);
+        let mut other = req.clone();
+        other.config.cone_depth = 1;
+        let changed = call(&other, &mut built);
+        assert_eq!(built, 2);
+        assert_ne!(changed, first, "a new configuration is honoured");
+    }
+
+    #[test]
     fn guest_reports_bad_requests_as_errors() {
-        let out = guest_respond(b"\xff\xff\xff", |c| {
+        let out = guest_respond(b"\xff\xff\xff", &mut GuestCache::new(), |c| {
             mechanism(AttentionKind::Topological, c).unwrap()
         });
         match AttendResponse::decode(&out).unwrap() {
@@ -290,7 +384,7 @@ mod tests {
             &AttentionConfig::default(),
         );
         req.edges.push((0, 10_000));
-        let out = guest_respond(&req.encode().unwrap(), |c| {
+        let out = guest_respond(&req.encode().unwrap(), &mut GuestCache::new(), |c| {
             mechanism(AttentionKind::Topological, c).unwrap()
         });
         assert!(

@@ -1,6 +1,7 @@
 //! The sandbox's costs (DESIGN goals: a sandboxed call within 2x of the same algorithm native on a
 //! 100-node plan, the fixed per-call overhead under 20 us):
-//! - `call/100 nodes`: the built-in ensemble native vs the same code as a plugin;
+//! - `call/100 nodes`: the built-in ensemble native (on a built DAG, and along the guest's own
+//!   path: decode the request, build the DAG, attend, encode) vs the same code as a plugin;
 //! - `call/1 node`: a call that does almost nothing (the fixed overhead: a fresh instance, the
 //!   request copied in, the response validated);
 //! - `load`: validating and compiling a module (cold), and loading it again (cache hit).
@@ -11,7 +12,8 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ruvector_dag_core::attention::{mechanism, AttentionKind};
+use ruvector_dag_core::attention::{mechanism, AttentionKind, Ensemble};
+use ruvector_dag_core::plugin_abi::{guest_respond, AttendRequest, GuestCache};
 use ruvector_dag_core::synth::{random_plan, SynthOptions};
 use ruvector_dag_core::{AttentionConfig, AttentionContext, OpKind, PlanDag, PlanNode};
 use ruvector_dag_wasm::{Limits, Sandbox};
@@ -42,6 +44,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("call");
     g.bench_function("100 nodes/ensemble native", |b| {
         b.iter(|| native.attend(black_box(&plan), &ctx).unwrap())
+    });
+    let request = AttendRequest::new(&plan, &ctx, &cfg).encode().unwrap();
+    let mut cache = GuestCache::new();
+    g.bench_function("100 nodes/ensemble native, the guest's path", |b| {
+        b.iter(|| guest_respond(black_box(&request), &mut cache, Ensemble::new))
     });
     g.bench_function("100 nodes/ensemble sandboxed", |b| {
         b.iter(|| {

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ruvector_dag_core::plugin_abi::{
@@ -30,7 +30,7 @@ use ruvector_dag_core::plugin_abi::{
 use ruvector_dag_core::{AttentionConfig, AttentionContext, PlanDag};
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, ExternType, InstancePre, Linker, Module, ResourceLimiter, Store, Trap,
+    Config, Engine, ExternType, InstancePre, Linker, Memory, Module, ResourceLimiter, Store, Trap,
     TypedFunc, ValType,
 };
 
@@ -328,7 +328,23 @@ const SIG_ATTEND: &str = "func(i32, i32) -> i64";
 struct Compiled {
     pre: InstancePre<CallState>,
     bytes: usize,
+    /// An instance kept between calls (taken for a call, put back only after a clean one).
+    warm: Mutex<Option<Warm>>,
 }
+
+/// A live instance with its store and the ABI's functions.
+struct Warm {
+    store: Store<CallState>,
+    memory: Memory,
+    version: TypedFunc<(), i32>,
+    alloc: TypedFunc<i32, i32>,
+    attend: TypedFunc<(i32, i32), i64>,
+    /// The limits it was made under; other limits need a fresh instance.
+    limits: Limits,
+}
+
+/// A kept instance whose memory grew past this is dropped after the call (its memory returned).
+const KEEP_MEMORY_BYTES: usize = 16 << 20;
 
 /// A validated, compiled plugin.
 #[derive(Clone)]
@@ -412,6 +428,16 @@ impl Sandbox {
         }
         self.limits = limits;
         Ok(())
+    }
+
+    /// Linear memory of the instance kept for `plugin` between calls, bytes (None: none kept).
+    pub fn kept_instance_memory(&self, plugin: &Plugin) -> Option<usize> {
+        let slot = plugin
+            .compiled
+            .warm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot.as_ref().map(|w| w.memory.data_size(&w.store))
     }
 
     /// Compiled modules in the cache.
@@ -541,12 +567,16 @@ impl Sandbox {
         Ok(Compiled {
             pre,
             bytes: wasm.len(),
+            warm: Mutex::new(None),
         })
     }
 
-    fn store(&self) -> Result<Store<CallState>, ErrorKind> {
+    /// A fresh instance of `plugin` under the current limits, in a store of the engine it was
+    /// compiled by (a plugin loaded before a stack-limit change keeps its engine).
+    fn instantiate(&self, plugin: &Plugin) -> Result<Warm, ErrorKind> {
+        let pre = &plugin.compiled.pre;
         let mut store = Store::new(
-            &self.engine,
+            pre.module().engine(),
             CallState {
                 memory_limit: self.limits.memory_bytes,
                 refused: None,
@@ -556,14 +586,37 @@ impl Sandbox {
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| ErrorKind::Host(format!("{e:#}")))?;
-        Ok(store)
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&store, e))?;
+        let host = |e: wasmtime::Error| ErrorKind::Host(format!("{e:#}"));
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| ErrorKind::Host("the instance has no memory export".into()))?;
+        let version = instance
+            .get_typed_func(&mut store, "rvdag_abi_version")
+            .map_err(host)?;
+        let alloc = instance
+            .get_typed_func(&mut store, "rvdag_alloc")
+            .map_err(host)?;
+        let attend = instance
+            .get_typed_func(&mut store, "rvdag_attend")
+            .map_err(host)?;
+        Ok(Warm {
+            store,
+            memory,
+            version,
+            alloc,
+            attend,
+            limits: self.limits,
+        })
     }
 
     /// Turn a wasmtime error of a call into what the plugin did.
     fn classify(&self, store: &Store<CallState>, e: wasmtime::Error) -> ErrorKind {
         if let Some(requested) = store.data().refused {
             return ErrorKind::MemoryLimit {
-                limit: self.limits.memory_bytes,
+                limit: store.data().memory_limit,
                 requested,
             };
         }
@@ -582,27 +635,30 @@ impl Sandbox {
         }
     }
 
+    /// Check the ABI version on a fresh instance, and keep the instance for the first call.
     fn call_version(&self, plugin: &Plugin) -> Result<i32, PluginError> {
         let err = |kind| PluginError {
             plugin: plugin.name.clone(),
             kind,
         };
-        let mut store = self.store().map_err(err)?;
-        let instance = match plugin.compiled.pre.instantiate(&mut store) {
-            Ok(i) => i,
-            Err(e) => return Err(err(self.classify(&store, e))),
-        };
-        let f: TypedFunc<(), i32> = instance
-            .get_typed_func(&mut store, "rvdag_abi_version")
-            .map_err(|e| err(ErrorKind::Host(format!("{e:#}"))))?;
-        match f.call(&mut store, ()) {
-            Ok(v) => Ok(v),
-            Err(e) => Err(err(self.classify(&store, e))),
+        let mut warm = self.instantiate(plugin).map_err(err)?;
+        let version = warm
+            .version
+            .call(&mut warm.store, ())
+            .map_err(|e| err(self.classify(&warm.store, e)))?;
+        if version == ABI_VERSION {
+            *plugin
+                .compiled
+                .warm
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(warm);
         }
+        Ok(version)
     }
 
     /// Run `plugin` on `dag`: weights for every node (validated, summing to 1), the fuel used and
-    /// the time taken.
+    /// the time taken. The plugin's kept instance serves the call when there is one made under
+    /// the current limits; any failure drops it, so the next call starts afresh.
     pub fn attend(
         &self,
         plugin: &Plugin,
@@ -618,21 +674,21 @@ impl Sandbox {
             .encode()
             .map_err(|e| err(ErrorKind::Host(e.to_string())))?;
         let started = Instant::now();
-        let mut store = self.store().map_err(err)?;
-        let raw = self
-            .call_attend(plugin, &mut store, &request)
-            .map_err(|kind| match kind {
-                // A trap right after a refused grow is the memory limit, whatever the trap says.
-                ErrorKind::Trap(_) | ErrorKind::Host(_) if store.data().refused.is_some() => {
-                    ErrorKind::MemoryLimit {
-                        limit: self.limits.memory_bytes,
-                        requested: store.data().refused.unwrap_or_default(),
-                    }
-                }
-                other => other,
-            })
-            .map_err(err)?;
-        let fuel_used = self.limits.fuel - store.get_fuel().unwrap_or(0);
+        let mut slot = plugin
+            .compiled
+            .warm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut warm = match slot.take() {
+            Some(w) if w.limits == self.limits => w,
+            _ => self.instantiate(plugin).map_err(err)?,
+        };
+        warm.store.data_mut().refused = None;
+        warm.store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| err(ErrorKind::Host(format!("{e:#}"))))?;
+        let raw = self.call_attend(&mut warm, &request).map_err(err)?;
+        let fuel_used = self.limits.fuel - warm.store.get_fuel().unwrap_or(0);
         let weights = match AttendResponse::decode(&raw) {
             Err(m) => {
                 return Err(err(ErrorKind::MalformedOutput(format!(
@@ -645,6 +701,9 @@ impl Sandbox {
                 validate_weights(w, dag.len()).map_err(|w| err(ErrorKind::BadWeights(w)))?
             }
         };
+        if warm.memory.data_size(&warm.store) <= KEEP_MEMORY_BYTES {
+            *slot = Some(warm);
+        }
         Ok(PluginRun {
             weights,
             fuel_used,
@@ -652,34 +711,19 @@ impl Sandbox {
         })
     }
 
-    /// Instantiate, copy the request in, call `rvdag_attend`, copy the response out.
-    fn call_attend(
-        &self,
-        plugin: &Plugin,
-        store: &mut Store<CallState>,
-        request: &[u8],
-    ) -> Result<Vec<u8>, ErrorKind> {
-        let instance = plugin
-            .compiled
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|e| self.classify(store, e))?;
-        let host = |e: wasmtime::Error| ErrorKind::Host(format!("{e:#}"));
-        let memory = instance
-            .get_memory(&mut *store, "memory")
-            .ok_or_else(|| ErrorKind::Host("the instance has no memory export".into()))?;
-        let alloc: TypedFunc<i32, i32> = instance
-            .get_typed_func(&mut *store, "rvdag_alloc")
-            .map_err(host)?;
-        let attend: TypedFunc<(i32, i32), i64> = instance
-            .get_typed_func(&mut *store, "rvdag_attend")
-            .map_err(host)?;
+    /// Copy the request in, call `rvdag_attend`, copy the response out.
+    fn call_attend(&self, warm: &mut Warm, request: &[u8]) -> Result<Vec<u8>, ErrorKind> {
         let len = i32::try_from(request.len())
             .map_err(|_| ErrorKind::Host(format!("the request is {} bytes", request.len())))?;
-        let ptr = alloc
-            .call(&mut *store, len)
-            .map_err(|e| self.classify(store, e))?;
-        let mem_size = memory.data_size(&*store);
+        let trap = |warm: &Warm, e| {
+            // A trap right after a refused grow is the memory limit, whatever the trap says.
+            self.classify(&warm.store, e)
+        };
+        let ptr = warm
+            .alloc
+            .call(&mut warm.store, len)
+            .map_err(|e| trap(warm, e))?;
+        let mem_size = warm.memory.data_size(&warm.store);
         let start = ptr as u32 as usize;
         if ptr == 0
             || start
@@ -693,10 +737,12 @@ impl Sandbox {
                 memory: mem_size,
             });
         }
-        memory.data_mut(&mut *store)[start..start + request.len()].copy_from_slice(request);
-        let packed = attend
-            .call(&mut *store, (ptr, len))
-            .map_err(|e| self.classify(store, e))? as u64;
+        warm.memory.data_mut(&mut warm.store)[start..start + request.len()]
+            .copy_from_slice(request);
+        let packed = warm
+            .attend
+            .call(&mut warm.store, (ptr, len))
+            .map_err(|e| trap(warm, e))? as u64;
         let (out_ptr, out_len) = (packed >> 32, packed & 0xFFFF_FFFF);
         if out_len > self.limits.output_bytes as u64 {
             return Err(ErrorKind::OutputTooLarge {
@@ -704,7 +750,7 @@ impl Sandbox {
                 limit: self.limits.output_bytes,
             });
         }
-        let data = memory.data(&*store);
+        let data = warm.memory.data(&warm.store);
         let end = out_ptr + out_len;
         if end > data.len() as u64 {
             return Err(ErrorKind::BadRange {

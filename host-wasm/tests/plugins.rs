@@ -168,6 +168,57 @@ fn modules_are_cached_by_content() {
     sb.set_limits(limits).unwrap();
     assert_eq!(sb.cached(), 0);
     still_serves(&mut sb);
+    // A plugin loaded before the change keeps the engine it was compiled by, and still runs.
+    let dag = plan();
+    let w = sb
+        .attend(
+            &a,
+            &dag,
+            &AttentionContext::default(),
+            &AttentionConfig::default(),
+        )
+        .unwrap();
+    assert_eq!(w.weights.len(), dag.len());
+}
+
+#[test]
+fn a_kept_instance_does_not_grow_and_a_failure_drops_it() {
+    let mut sb = Sandbox::new(Limits::default()).unwrap();
+    let plugin = sb.load("ensemble", &module("ensemble")).unwrap();
+    let dag = plan();
+    let (ctx, cfg) = (AttentionContext::default(), AttentionConfig::default());
+    let first = sb.attend(&plugin, &dag, &ctx, &cfg).unwrap();
+    let after_one = sb
+        .kept_instance_memory(&plugin)
+        .expect("an instance is kept");
+    for _ in 0..2000 {
+        let again = sb.attend(&plugin, &dag, &ctx, &cfg).unwrap();
+        assert_eq!(
+            again.weights, first.weights,
+            "a kept instance answers the same"
+        );
+    }
+    assert_eq!(
+        sb.kept_instance_memory(&plugin),
+        Some(after_one),
+        "requests and responses are freed"
+    );
+    // Out of fuel mid-call: the instance is dropped, and the next call (fresh) works.
+    sb.set_limits(Limits {
+        fuel: 10_000,
+        ..Limits::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        sb.attend(&plugin, &dag, &ctx, &cfg).unwrap_err().kind,
+        ErrorKind::OutOfFuel { .. }
+    ));
+    assert_eq!(sb.kept_instance_memory(&plugin), None);
+    sb.set_limits(Limits::default()).unwrap();
+    assert_eq!(
+        sb.attend(&plugin, &dag, &ctx, &cfg).unwrap().weights,
+        first.weights
+    );
 }
 
 /// Each evil plugin, the error it must get, and a word its message must carry.
