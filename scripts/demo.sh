@@ -92,8 +92,24 @@ patterns_before=$(q -c "SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns(
 bytes=$(q -c "SELECT octet_length(snapshot) FROM ruvector_dag.learned_state")
 echo "learned state: version $version_before, $patterns_before patterns, $bytes bytes"
 
+# An attention plugin (host-wasm/plugins/build.sh builds it) registered before the restart must
+# work after it: each backend compiles it again from the bytes stored in the registry.
+plugin=target/plugins/misestimate.wasm
+plugin_scores() {
+  q -c "SELECT string_agg(round(weight::numeric, 6)::text, ',' ORDER BY node)
+          FROM ruvector_dag.ruvector_attention_scores(\$q\$$QUERY\$q\$, 'plugin:misestimate')"
+}
+plugin_before="" plugin_after=""
+if [[ -f $plugin ]]; then
+  printf "SELECT ruvector_dag.ruvector_dag_register_attention('misestimate', decode('%s', 'hex'))" \
+    "$(od -An -v -tx1 "$plugin" | tr -d ' \n')" | q >/dev/null
+  plugin_before=$(plugin_scores)
+  echo "attention plugin 'misestimate' registered: weights $plugin_before"
+fi
+
 echo "==> restart"
 restart_cluster
+[[ -f $plugin ]] && plugin_after=$(plugin_scores) && echo "after restart, plugin 'misestimate': weights $plugin_after"
 version_after=$(q -c "SELECT version FROM ruvector_dag.learned_state")
 patterns_after=$(q -c "SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()")
 r=$(run_once "$FROZEN")
@@ -116,5 +132,8 @@ if ((check)); then
     fail "state changed over the restart: v$version_before/$patterns_before patterns -> v$version_after/$patterns_after"
   [[ ${r%|*} == "$learned_arm" ]] || fail "after restart the arm is '${r%|*}', before '$learned_arm'"
   [[ $learner != 0 ]] || fail "no background learner for database demo after the restart"
-  echo "demo check: learned '$learned_arm' (${d} ms -> ${l} ms), state survived the restart"
+  [[ -f $plugin ]] || fail "$plugin is missing (host-wasm/plugins/build.sh builds it)"
+  [[ -n $plugin_before && $plugin_after == "$plugin_before" ]] ||
+    fail "the plugin's weights changed over the restart: '$plugin_before' -> '$plugin_after'"
+  echo "demo check: learned '$learned_arm' (${d} ms -> ${l} ms), state and the registered plugin survived the restart"
 fi

@@ -99,3 +99,18 @@ CREATE TABLE shape_tables (
 CREATE INDEX ON shape_tables (relid);
 GRANT SELECT ON shape_tables TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON shape_tables TO ruvector_dag_admin;
+
+-- Attention plugins (wasm modules run in the sandbox), registered by administrators with
+-- ruvector_dag_register_attention(name, wasm). Readable by everyone (the bytes are code, like a
+-- function's source); ruvector_dag_plugins() adds each one's calls, failures and last error.
+CREATE TABLE attention_plugins (
+    name          text        PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    wasm          bytea       NOT NULL,
+    sha256        text        NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    bytes         int         NOT NULL CHECK (bytes = octet_length(wasm)),
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    registered_by name        NOT NULL DEFAULT current_user
+);
+SELECT pg_catalog.pg_extension_config_dump('attention_plugins', '');
+GRANT SELECT ON attention_plugins TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON attention_plugins TO ruvector_dag_admin;

@@ -9,7 +9,7 @@ use ruvector_dag_core::mincut::bottleneck_report;
 use ruvector_dag_core::{AttentionContext, AttentionKind, AttentionMap, PlanDag};
 use serde_json::json;
 
-use crate::{fail, guc, plan::plan_of};
+use crate::{fail, guc, plan::plan_of, plugins};
 
 fn attend(dag: &PlanDag, kind: AttentionKind) -> AttentionMap {
     let cfg = guc::attention_config();
@@ -30,7 +30,7 @@ fn kind_named(name: &str) -> AttentionKind {
         };
         fail(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("ruvector_dag: {why}"),
+            format!("ruvector_dag: {why}, or plugin:<name> for a registered attention plugin"),
         )
     })
 }
@@ -86,7 +86,7 @@ fn ruvector_dag_analyze(
 
 fn scores(
     query: &str,
-    kind: AttentionKind,
+    kind: Kind,
 ) -> TableIterator<
     'static,
     (
@@ -97,7 +97,10 @@ fn scores(
     ),
 > {
     let dag = plan_of(query);
-    let map = attend(&dag, kind);
+    let alpha = match kind {
+        Kind::Builtin(kind) => attend(&dag, kind).alpha,
+        Kind::Plugin(name) => plugins::attend(&name, &dag),
+    };
     let rows: Vec<_> = (0..dag.len())
         .map(|v| {
             let n = dag.node(v);
@@ -105,7 +108,7 @@ fn scores(
                 v as i32,
                 n.op.name().to_string(),
                 n.label.clone(),
-                f64::from(map.alpha[v]),
+                f64::from(alpha[v]),
             )
         })
         .collect();
@@ -113,8 +116,8 @@ fn scores(
 }
 
 /// Per-operator weights of attention `kind` (topological, causal_cone, critical_path,
-/// mincut_gated, hierarchical_lorentz, parallel_branch, temporal_btsp, ensemble) over the plan
-/// of `query`; they sum to 1.
+/// mincut_gated, hierarchical_lorentz, parallel_branch, temporal_btsp, ensemble, or
+/// `plugin:<name>` for a registered attention plugin) over the plan of `query`; they sum to 1.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_attention_scores(
     query: &str,
@@ -128,7 +131,17 @@ fn ruvector_attention_scores(
         name!(weight, f64),
     ),
 > {
-    scores(query, kind_named(kind))
+    let kind = match kind.trim().strip_prefix(plugins::PREFIX) {
+        Some(name) => Kind::Plugin(name.trim().to_string()),
+        None => Kind::Builtin(kind_named(kind)),
+    };
+    scores(query, kind)
+}
+
+/// A built-in attention kind or a registered plugin.
+enum Kind {
+    Builtin(AttentionKind),
+    Plugin(String),
 }
 
 macro_rules! per_kind {
@@ -146,7 +159,7 @@ macro_rules! per_kind {
                 name!(weight, f64),
             ),
         > {
-            scores(query, AttentionKind::$kind)
+            scores(query, Kind::Builtin(AttentionKind::$kind))
         }
     )*};
 }

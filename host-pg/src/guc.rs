@@ -102,6 +102,12 @@ pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static BACKGROUND_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 pub static RING_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(4);
+// The plugin sandbox's limits (defaults: ruvector_dag_wasm::Limits::default()).
+pub static PLUGIN_FUEL: GucSetting<f64> = GucSetting::<f64>::new(50_000_000.0);
+pub static PLUGIN_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static PLUGIN_STACK_KB: GucSetting<i32> = GucSetting::<i32>::new(512);
+pub static PLUGIN_OUTPUT_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static PLUGIN_MODULE_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 
 /// Register every setting (called from `_PG_init`).
 pub fn register() {
@@ -269,6 +275,56 @@ pub fn register() {
         &DATABASE,
         GucContext::Postmaster,
         none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_plugin_fuel",
+        c"Fuel per attention plugin call: about one unit per wasm instruction executed.",
+        c"A plugin that runs out gets an ERROR naming it and this limit.",
+        &PLUGIN_FUEL,
+        1e4,
+        1e10,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_plugin_memory",
+        c"Largest linear memory of an attention plugin.",
+        c"A memory.grow past it is refused and reported as the memory limit.",
+        &PLUGIN_MEMORY_MB,
+        1,
+        4096,
+        suset(),
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_plugin_stack",
+        c"Largest wasm stack of an attention plugin.",
+        c"Applies to plugins compiled after the change (each backend compiles again).",
+        &PLUGIN_STACK_KB,
+        16,
+        8192,
+        suset(),
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_plugin_output",
+        c"Largest response of an attention plugin.",
+        c"",
+        &PLUGIN_OUTPUT_KB,
+        1,
+        262_144,
+        suset(),
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_plugin_module_size",
+        c"Largest attention plugin module ruvector_dag_register_attention accepts.",
+        c"",
+        &PLUGIN_MODULE_KB,
+        1,
+        262_144,
+        suset(),
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
         c"ruvector.dag_ring_size",

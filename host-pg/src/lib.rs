@@ -29,6 +29,7 @@ pub mod hooks;
 pub mod learner;
 pub mod plan;
 pub mod plantree;
+pub mod plugins;
 pub mod scope;
 pub mod shared;
 pub mod status;

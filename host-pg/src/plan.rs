@@ -5,7 +5,6 @@
 
 use pgrx::prelude::*;
 use pgrx::spi::Spi;
-use pgrx::Json;
 use ruvector_dag_core::explain::parse_explain_full;
 use ruvector_dag_core::PlanDag;
 
@@ -26,20 +25,39 @@ pub fn explain_json(query: &str) -> String {
         ),
     }
     let sql = format!("EXPLAIN (FORMAT JSON, COSTS ON, VERBOSE OFF) {trimmed}");
-    let json: Option<Json> = Spi::connect(|client| {
-        client
-            .select(sql.as_str(), None, &[])?
-            .first()
-            .get_one::<Json>()
-    })
-    .unwrap_or_else(|e| {
+    let Ok(sql) = std::ffi::CString::new(sql) else {
         fail(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("ruvector_dag: EXPLAIN failed: {e}"),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "ruvector_dag: the query text contains a NUL byte",
         )
+    };
+    // EXPLAIN is a utility command, which SPI refuses in read-only mode ("EXPLAIN is not allowed
+    // in a non-volatile function"), and pgrx's select() is read-only in any transaction (or
+    // subtransaction, such as a PL/pgSQL block with EXCEPTION) that has not written yet; its
+    // update() would assign a transaction id just to plan, which a standby cannot. So call SPI
+    // directly with read_only = false: EXPLAIN without ANALYZE writes nothing.
+    let text: Option<String> = Spi::connect(|_client| {
+        // SAFETY: inside SPI_connect / SPI_finish (the closure); the result is read and copied
+        // into a Rust String before the connection closes.
+        unsafe {
+            let rc = pg_sys::SPI_execute(sql.as_ptr(), false, 0);
+            if rc < 0 || pg_sys::SPI_processed == 0 || pg_sys::SPI_tuptable.is_null() {
+                return None;
+            }
+            let table = &*pg_sys::SPI_tuptable;
+            let value = pg_sys::SPI_getvalue(*table.vals, table.tupdesc, 1);
+            if value.is_null() {
+                return None;
+            }
+            Some(
+                std::ffi::CStr::from_ptr(value)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        }
     });
-    match json {
-        Some(Json(v)) => v.to_string(),
+    match text {
+        Some(t) => t,
         None => fail(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             "ruvector_dag: EXPLAIN returned no plan",

@@ -26,6 +26,22 @@ struct LearnerSlot {
     pid: AtomicI32,
 }
 
+/// Most attention plugins whose calls are counted across backends (per server).
+pub const MAX_PLUGIN_SLOTS: usize = 64;
+const PLUGIN_ERROR_BYTES: usize = 240;
+
+#[repr(C)]
+struct PluginSlot {
+    /// Hash of (database OID, name); 0 marks a free slot.
+    key: AtomicU64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    /// Writer of `error` (a try-lock: a contended update is skipped, never waited for).
+    busy: std::sync::atomic::AtomicBool,
+    error_len: std::sync::atomic::AtomicU32,
+    error: std::cell::UnsafeCell<[u8; PLUGIN_ERROR_BYTES]>,
+}
+
 #[repr(C)]
 struct Shared {
     lock: *mut pg_sys::LWLock,
@@ -39,6 +55,8 @@ struct Shared {
     learners: [LearnerSlot; MAX_LEARNERS],
     /// Cycles the background worker ran.
     worker_cycles: AtomicU64,
+    /// Attention plugin counters, by (database, name).
+    plugins: [PluginSlot; MAX_PLUGIN_SLOTS],
     /// Guarded by `lock`.
     ring: std::cell::UnsafeCell<RingHeader>,
 }
@@ -104,6 +122,14 @@ unsafe extern "C-unwind" fn on_startup() {
                 pid: AtomicI32::new(0),
             }),
             worker_cycles: AtomicU64::new(0),
+            plugins: std::array::from_fn(|_| PluginSlot {
+                key: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                busy: std::sync::atomic::AtomicBool::new(false),
+                error_len: std::sync::atomic::AtomicU32::new(0),
+                error: std::cell::UnsafeCell::new([0; PLUGIN_ERROR_BYTES]),
+            }),
             ring: std::cell::UnsafeCell::new(RingHeader {
                 head: 0,
                 tail: 0,
@@ -185,6 +211,88 @@ pub fn learner_pid(db: u32) -> i32 {
             .find(|l| l.db.load(Ordering::Acquire) == db)
             .map_or(0, |l| l.pid.load(Ordering::Acquire))
     })
+}
+
+fn plugin_key(db: u32, name: &str) -> u64 {
+    let mut bytes = db.to_le_bytes().to_vec();
+    bytes.extend_from_slice(name.as_bytes());
+    ruvector_dag_core::rng::fnv1a64(&bytes).max(1)
+}
+
+fn plugin_slot(db: u32, name: &str, claim: bool) -> Option<&'static PluginSlot> {
+    let s = shared()?;
+    let key = plugin_key(db, name);
+    s.plugins
+        .iter()
+        .find(|p| p.key.load(Ordering::Acquire) == key)
+        .or_else(|| {
+            claim.then(|| {
+                s.plugins.iter().find(|p| {
+                    p.key
+                        .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                })
+            })?
+        })
+}
+
+/// Count a call of plugin `name` of database `db`, and its error when it failed (the error is
+/// cut to 240 bytes). Without shared memory, or with every slot taken, nothing is counted.
+pub fn count_plugin_call(db: u32, name: &str, error: Option<&str>) {
+    let Some(slot) = plugin_slot(db, name, true) else {
+        return;
+    };
+    slot.calls.fetch_add(1, Ordering::AcqRel);
+    let Some(msg) = error else { return };
+    slot.failures.fetch_add(1, Ordering::AcqRel);
+    if slot
+        .busy
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        let mut end = msg.len().min(PLUGIN_ERROR_BYTES);
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        // SAFETY: `busy` gives this backend the only write access; readers take it too.
+        unsafe { (&mut *slot.error.get())[..end].copy_from_slice(&msg.as_bytes()[..end]) };
+        slot.error_len.store(end as u32, Ordering::Release);
+        slot.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Calls, failures and the last error of plugin `name` of database `db`.
+pub fn plugin_stats(db: u32, name: &str) -> (i64, i64, Option<String>) {
+    let Some(slot) = plugin_slot(db, name, false) else {
+        return (0, 0, None);
+    };
+    let calls = slot.calls.load(Ordering::Acquire) as i64;
+    let failures = slot.failures.load(Ordering::Acquire) as i64;
+    let mut error = None;
+    if slot
+        .busy
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        let len = slot.error_len.load(Ordering::Acquire) as usize;
+        if len > 0 {
+            // SAFETY: `busy` is held; len bytes were written as valid UTF-8.
+            let bytes = unsafe { (&*slot.error.get())[..len].to_vec() };
+            error = Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        slot.busy.store(false, Ordering::Release);
+    }
+    (calls, failures, error)
+}
+
+/// Forget the counters of plugin `name` of database `db` (it was unregistered or replaced).
+pub fn forget_plugin(db: u32, name: &str) {
+    if let Some(slot) = plugin_slot(db, name, false) {
+        slot.calls.store(0, Ordering::Release);
+        slot.failures.store(0, Ordering::Release);
+        slot.error_len.store(0, Ordering::Release);
+        slot.key.store(0, Ordering::Release);
+    }
 }
 
 /// Count one cycle of the background worker.

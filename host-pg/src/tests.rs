@@ -101,7 +101,7 @@ fn every_kind_weighs_the_plan_and_kinds_disagree() {
 }
 
 #[pg_test(
-    error = "ruvector_dag: unknown attention kind \"nope\"; expected one of topological, causal_cone, critical_path, mincut_gated, hierarchical_lorentz, parallel_branch, temporal_btsp, ensemble"
+    error = "ruvector_dag: unknown attention kind \"nope\"; expected one of topological, causal_cone, critical_path, mincut_gated, hierarchical_lorentz, parallel_branch, temporal_btsp, ensemble, or plugin:<name> for a registered attention plugin"
 )]
 fn unknown_kind_is_named() {
     setup();
@@ -800,4 +800,175 @@ fn sample_rate_zero_decides_but_times_nothing_and_node_timing_is_sampled_apart()
     Spi::run(JOIN).unwrap();
     assert_eq!(counter("backend_observed"), observed + 2);
     assert!(counter("backend_timed_nodes") >= nodes + 5);
+}
+
+// ---- attention plugins (modules from host-wasm/plugins/build.sh, which test.sh runs first) ----
+
+macro_rules! plugin_module {
+    ($name:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins/", $name, ".wasm"))
+    };
+}
+
+fn register(name: &str, wasm: &[u8]) -> String {
+    Spi::get_one_with_args::<String>(
+        "SELECT ruvector_dag.ruvector_dag_register_attention($1, $2)",
+        &[name.into(), wasm.into()],
+    )
+    .expect("register")
+    .expect("a sha256")
+}
+
+/// The ERROR text of `sql`, caught in a subtransaction (None when it succeeded).
+fn error_of(sql: &str) -> Option<String> {
+    Spi::run(
+        "CREATE TEMP TABLE IF NOT EXISTS rv_caught (msg text); TRUNCATE rv_caught;",
+    )
+    .unwrap();
+    Spi::run(&format!(
+        "DO $do$ BEGIN PERFORM * FROM ({sql}) s;
+         EXCEPTION WHEN OTHERS THEN INSERT INTO rv_caught VALUES (SQLERRM); END $do$"
+    ))
+    .unwrap();
+    Spi::get_one::<String>("SELECT msg FROM rv_caught").unwrap()
+}
+
+fn plugin_scores(name: &str) -> String {
+    format!("SELECT * FROM ruvector_dag.ruvector_attention_scores($q${JOIN}$q$, 'plugin:{name}')")
+}
+
+#[pg_test]
+fn a_plugin_ensemble_equals_the_built_in_one_through_sql() {
+    setup();
+    let sha = register("guest_ensemble", plugin_module!("ensemble"));
+    assert_eq!(sha.len(), 64);
+    let worst: f64 = one(&format!(
+        "SELECT max(abs(p.weight - b.weight))
+           FROM ruvector_dag.ruvector_attention_scores($q${JOIN}$q$, 'plugin:guest_ensemble') p
+           JOIN ruvector_dag.ruvector_attention_scores($q${JOIN}$q$, 'ensemble') b USING (node)"
+    ));
+    assert!(worst <= 1e-5, "largest difference {worst}");
+    let rows: i64 = one(&format!("SELECT count(*) FROM ({}) s", plugin_scores("guest_ensemble")));
+    assert!(rows >= 5);
+    // Registering the same bytes again changes nothing; the registry shows the calls.
+    let at: String = one("SELECT registered_at::text FROM ruvector_dag.attention_plugins WHERE name = 'guest_ensemble'");
+    assert_eq!(register("guest_ensemble", plugin_module!("ensemble")), sha);
+    let again: String = one("SELECT registered_at::text FROM ruvector_dag.attention_plugins WHERE name = 'guest_ensemble'");
+    assert_eq!(at, again);
+    let (calls, failures): (Option<i64>, Option<i64>) = Spi::get_two(
+        "SELECT calls, failures FROM ruvector_dag.ruvector_dag_plugins() WHERE name = 'guest_ensemble'",
+    )
+    .unwrap();
+    assert_eq!((calls, failures), (Some(2), Some(0)));
+    // Unregistered, it is gone, and asking for it names what is registered.
+    let removed: String = one("SELECT ruvector_dag.ruvector_dag_unregister_attention('guest_ensemble')");
+    assert_eq!(removed, sha);
+    let e = error_of(&plugin_scores("guest_ensemble")).expect("an error");
+    assert!(e.contains("no attention plugin named 'guest_ensemble'"), "{e}");
+}
+
+#[pg_test]
+fn evil_plugins_get_clear_errors_and_the_backend_keeps_serving() {
+    setup();
+    Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders'); SET ruvector.dag_mode = 'learn'").unwrap();
+    Spi::run(JOIN).unwrap();
+    let state_before: Option<i64> = Spi::get_one("SELECT version FROM ruvector_dag.learned_state").unwrap_or(None);
+    let runtime: [(&str, &[u8], &str); 13] = [
+        ("evil_spin", plugin_module!("evil_spin"), "ran out of fuel (limit 50,000,000)"),
+        ("evil_memory_bomb", plugin_module!("evil_memory_bomb"), "hit its memory limit (67,108,864 bytes)"),
+        ("evil_recursion", plugin_module!("evil_recursion"), "overflowed its stack (limit 524,288 bytes)"),
+        ("evil_unreachable", plugin_module!("evil_unreachable"), "unreachable"),
+        ("evil_panic", plugin_module!("evil_panic"), "trapped"),
+        ("evil_wrong_length", plugin_module!("evil_wrong_length"), "weights for"),
+        ("evil_nan", plugin_module!("evil_nan"), "NaN"),
+        ("evil_negative", plugin_module!("evil_negative"), "-0.5"),
+        ("evil_zeros", plugin_module!("evil_zeros"), "sum to zero"),
+        ("evil_huge_output", plugin_module!("evil_huge_output"), "over the output limit"),
+        ("evil_bad_pointer", plugin_module!("evil_bad_pointer"), "outside its"),
+        ("evil_bad_alloc", plugin_module!("evil_bad_alloc"), "request buffer"),
+        ("evil_garbage_output", plugin_module!("evil_garbage_output"), "does not decode"),
+    ];
+    for (name, wasm, words) in runtime {
+        register(name, wasm);
+        let e = error_of(&plugin_scores(name)).unwrap_or_else(|| panic!("{name} returned weights"));
+        assert!(e.contains(&format!("plugin '{name}'")) && e.contains(words), "{name}: {e}");
+        // The same session goes on: a query, and a good built-in analysis.
+        let n: i64 = one("SELECT count(*) FROM t_orders");
+        assert_eq!(n, 5000);
+        let rows: i64 = one(&format!("SELECT count(*) FROM ruvector_dag.ruvector_attention_scores($q${JOIN}$q$, 'ensemble')"));
+        assert!(rows >= 5);
+        let (failures, last): (Option<i64>, Option<String>) = Spi::get_two_with_args(
+            "SELECT failures, last_error FROM ruvector_dag.ruvector_dag_plugins() WHERE name = $1",
+            &[name.into()],
+        )
+        .unwrap();
+        assert_eq!(failures, Some(1), "{name}");
+        assert!(last.unwrap_or_default().contains(words), "{name}");
+    }
+    // Modules that break the ABI are refused at registration, and nothing is stored.
+    let refused: [(&str, &[u8], &str); 6] = [
+        ("evil_wasi", plugin_module!("evil_wasi"), "imports WASI"),
+        ("evil_unknown_import", plugin_module!("evil_unknown_import"), "env::read_host_secret"),
+        ("evil_wrong_abi", plugin_module!("evil_wrong_abi"), "ABI version 999"),
+        ("evil_missing_export", plugin_module!("evil_missing_export"), "does not export rvdag_attend"),
+        ("evil_wrong_type", plugin_module!("evil_wrong_type"), "func(i32) -> i32"),
+        ("not_wasm", b"this is not a wasm module", "not a valid WebAssembly module"),
+    ];
+    for (name, wasm, words) in refused {
+        let e = error_of(&format!(
+            "SELECT ruvector_dag.ruvector_dag_register_attention('{name}', '\\x{}'::bytea)",
+            wasm.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ))
+        .unwrap_or_else(|| panic!("{name} was registered"));
+        assert!(e.contains(&format!("plugin '{name}'")) && e.contains(words), "{name}: {e}");
+    }
+    let stored: i64 = one("SELECT count(*) FROM ruvector_dag.attention_plugins WHERE name IN ('evil_wasi', 'evil_unknown_import', 'evil_wrong_abi', 'evil_missing_export', 'evil_wrong_type', 'not_wasm')");
+    assert_eq!(stored, 0);
+    // Limits come from the settings: a tighter fuel limit is the one reported.
+    Spi::run("SET ruvector.dag_plugin_fuel = 20000").unwrap();
+    let e = error_of(&plugin_scores("evil_spin")).unwrap();
+    assert!(e.contains("ran out of fuel (limit 20,000)"), "{e}");
+    // Nothing learned was touched.
+    let state_after: Option<i64> = Spi::get_one("SELECT version FROM ruvector_dag.learned_state").unwrap_or(None);
+    assert_eq!(state_before, state_after);
+}
+
+#[pg_test]
+fn analysis_functions_work_inside_a_plpgsql_block_that_has_written_nothing() {
+    // A block with EXCEPTION is a subtransaction without a transaction id: SPI's read-only
+    // mode, in which EXPLAIN used to be refused.
+    Spi::run(
+        "CREATE TEMP TABLE rv_rows (n bigint);
+         DO $do$ BEGIN
+           INSERT INTO rv_rows SELECT count(*) FROM ruvector_dag.ruvector_dag_analyze('SELECT 1');
+         EXCEPTION WHEN OTHERS THEN INSERT INTO rv_rows VALUES (-1); END $do$",
+    )
+    .unwrap();
+    let n: i64 = one("SELECT n FROM rv_rows");
+    assert!(n >= 1, "{n}");
+}
+
+#[pg_test]
+fn only_admins_register_or_unregister_plugins() {
+    setup();
+    register("mis", plugin_module!("misestimate"));
+    Spi::run(
+        "DROP ROLE IF EXISTS rv_plugin_user; CREATE ROLE rv_plugin_user;
+         GRANT SELECT ON t_orders, t_customers TO rv_plugin_user;
+         SET ROLE rv_plugin_user;",
+    )
+    .unwrap();
+    let hex: String = plugin_module!("misestimate").iter().map(|b| format!("{b:02x}")).collect();
+    let e = error_of(&format!("SELECT ruvector_dag.ruvector_dag_register_attention('mine', '\\x{hex}'::bytea)")).unwrap();
+    assert!(e.contains("needs a superuser or a member of role ruvector_dag_admin"), "{e}");
+    let e = error_of("SELECT ruvector_dag.ruvector_dag_unregister_attention('mis')").unwrap();
+    assert!(e.contains("needs a superuser"), "{e}");
+    // Using a registered plugin needs no privilege beyond the tables the query reads.
+    let rows: i64 = one(&format!("SELECT count(*) FROM ({}) s", plugin_scores("mis")));
+    assert!(rows >= 5);
+    Spi::run("RESET ROLE").unwrap();
+    let e = error_of("SELECT ruvector_dag.ruvector_dag_register_attention('Bad Name', '\\x00'::bytea)").unwrap();
+    assert!(e.contains("is not valid"), "{e}");
+    let e = error_of(&format!("SELECT * FROM ruvector_dag.ruvector_attention_scores($q${JOIN}$q$, 'no_such_kind')")).unwrap();
+    assert!(e.contains("plugin:<name>"), "{e}");
 }
