@@ -607,13 +607,24 @@ impl Optimizer {
         let mech = &self.mechanisms[kind.index()];
         let map = mech.attend(dag, &ctx)?;
         let raw = embed(dag, &map)?;
-        let center = self.centers[kind.index()].get_or_init(|| reference_center(mech.as_ref()));
+        let center = self.center(kind);
         let mut e: Vec<f32> = raw.iter().zip(center).map(|(x, c)| x - c).collect();
         let norm = libm::sqrtf(e.iter().map(|x| x * x).sum());
         if norm > 1e-6 {
             e.iter_mut().for_each(|x| *x /= norm);
         }
         Ok(e)
+    }
+
+    /// The reference centre of `kind` (computed once; restored from a snapshot when it has one).
+    fn center(&self, kind: AttentionKind) -> &Vec<f32> {
+        self.centers[kind.index()]
+            .get_or_init(|| reference_center(self.mechanisms[kind.index()].as_ref()))
+    }
+
+    /// How many attention kinds have their reference centre ready (computed or restored).
+    pub fn centers_ready(&self) -> usize {
+        self.centers.iter().filter(|c| c.get().is_some()).count()
     }
 
     /// Choose a plan for a query, given its default plan (what the planner made with no arm
@@ -1338,16 +1349,47 @@ impl Optimizer {
 
     /// Everything learned (including trajectories not yet learned from) as one versioned,
     /// checksummed snapshot.
+    ///
+    /// The payload also carries every attention kind's reference centre (computed here if need
+    /// be: about 64 synthetic plans each), so that a backend restoring it embeds its first
+    /// statements without computing them.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        snapshot::encode(&self.state)
+        let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| self.center(k)).collect();
+        snapshot::encode(&(&self.state, centers))
     }
 
     /// An optimizer from a [`Optimizer::snapshot`]. Corrupt, truncated or foreign bytes, or a
     /// snapshot whose parts disagree, are a [`NeuralDagError::CorruptState`] (or
     /// `InvalidConfig` for a stored configuration this build refuses).
     pub fn restore(bytes: &[u8]) -> Result<Self> {
-        let state: LearnedState = snapshot::decode(bytes)?;
-        Self::from_state(state)
+        let bad = |e: postcard::Error| {
+            NeuralDagError::CorruptState(format!("payload does not decode: {e}"))
+        };
+        let (version, payload) = snapshot::open(bytes)?;
+        let (state, centers): (LearnedState, Vec<Vec<f32>>) = if version == 2 {
+            (postcard::from_bytes(payload).map_err(bad)?, Vec::new())
+        } else {
+            postcard::from_bytes(payload).map_err(bad)?
+        };
+        let opt = Self::from_state(state)?;
+        if !centers.is_empty() && centers.len() != AttentionKind::ALL.len() {
+            return Err(NeuralDagError::CorruptState(format!(
+                "{} attention centres for {} kinds",
+                centers.len(),
+                AttentionKind::ALL.len()
+            )));
+        }
+        for (kind, c) in AttentionKind::ALL.iter().zip(centers) {
+            if c.len() != EMBED_DIM || c.iter().any(|x| !x.is_finite()) {
+                return Err(NeuralDagError::CorruptState(format!(
+                    "the {} attention centre has {} values (want {EMBED_DIM} finite ones)",
+                    kind.name(),
+                    c.len()
+                )));
+            }
+            let _ = opt.centers[kind.index()].set(c);
+        }
+        Ok(opt)
     }
 }
 
@@ -1887,6 +1929,44 @@ mod tests {
                 let _ = o.decide(&p);
                 let _ = o.learn_cycle();
             }
+        }
+    }
+
+    #[test]
+    fn snapshots_carry_the_attention_centres_and_version_2_is_still_read() {
+        let mut opt = optimizer();
+        let p = plan(5);
+        for i in 0..12 {
+            run(&mut opt, &p, (i % 4) as ArmId, 20.0 + i as f32);
+        }
+        opt.learn_cycle().unwrap();
+        let before = opt.decide(&p).unwrap();
+        let bytes = opt.snapshot().unwrap();
+        let restored = Optimizer::restore(&bytes).unwrap();
+        assert_eq!(restored.centers_ready(), AttentionKind::ALL.len());
+        let mut restored = restored;
+        let after = restored.decide(&p).unwrap();
+        assert_eq!(
+            (before.arm, before.key.clone()),
+            (after.arm, after.key.clone())
+        );
+        // A version-2 snapshot (the state alone) restores too; its centres come back computed.
+        let v2 = snapshot::encode_as(&opt.state, 2).unwrap();
+        let mut old = Optimizer::restore(&v2).unwrap();
+        assert_eq!(old.centers_ready(), 0);
+        let again = old.decide(&p).unwrap();
+        assert_eq!(again.key, before.key);
+        assert!(old.centers_ready() >= 1);
+        // A centre that is not 256 finite numbers is refused by name.
+        let mut centers: Vec<Vec<f32>> = AttentionKind::ALL
+            .iter()
+            .map(|&k| opt.center(k).clone())
+            .collect();
+        centers[2][7] = f32::NAN;
+        let forged = snapshot::encode(&(&opt.state, centers)).unwrap();
+        match Optimizer::restore(&forged) {
+            Err(NeuralDagError::CorruptState(m)) => assert!(m.contains("critical_path"), "{m}"),
+            other => panic!("expected CorruptState, got {:?}", other.map(|_| ())),
         }
     }
 

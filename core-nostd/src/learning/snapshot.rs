@@ -11,12 +11,21 @@ use crate::rng::fnv1a64;
 
 /// First bytes of every snapshot.
 pub const MAGIC: &[u8; 6] = b"RVDAG\0";
-/// Current format version.
-pub const FORMAT_VERSION: u16 = 2;
+/// Current format version. 3: the optimizer's payload carries its attention kinds' reference
+/// centres beside the state (a backend that restores it does not recompute them); 2 (the state
+/// alone) is still read.
+pub const FORMAT_VERSION: u16 = 3;
+/// Versions [`open`] accepts.
+pub const READABLE_VERSIONS: [u16; 2] = [2, 3];
 const HEADER: usize = 6 + 2 + 4 + 8;
 
 /// Serialise `state` into a snapshot.
 pub fn encode<T: Serialize>(state: &T) -> Result<Vec<u8>> {
+    encode_as(state, FORMAT_VERSION)
+}
+
+/// Serialise `state` into a snapshot that says `version` (tests write older versions with it).
+pub(crate) fn encode_as<T: Serialize>(state: &T, version: u16) -> Result<Vec<u8>> {
     let payload = postcard::to_allocvec(state)
         .map_err(|e| NeuralDagError::CorruptState(format!("cannot encode: {e}")))?;
     let len = u32::try_from(payload.len()).map_err(|_| {
@@ -24,15 +33,28 @@ pub fn encode<T: Serialize>(state: &T) -> Result<Vec<u8>> {
     })?;
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&fnv1a64(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     Ok(out)
 }
 
-/// Read a snapshot written by [`encode`].
+/// Read a snapshot written by [`encode`] (the current version only).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (version, payload) = open(bytes)?;
+    if version != FORMAT_VERSION {
+        return Err(NeuralDagError::CorruptState(format!(
+            "format version {version} is not supported here (this reads {FORMAT_VERSION})"
+        )));
+    }
+    postcard::from_bytes(payload)
+        .map_err(|e| NeuralDagError::CorruptState(format!("payload does not decode: {e}")))
+}
+
+/// Check a snapshot's envelope (magic, a readable version, length, checksum) and return its
+/// version and payload.
+pub fn open(bytes: &[u8]) -> Result<(u16, &[u8])> {
     let bad = |m: alloc::string::String| Err(NeuralDagError::CorruptState(m));
     if bytes.len() < HEADER {
         return bad(format!(
@@ -44,9 +66,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         return bad("not a ruvector_dag snapshot (wrong magic bytes)".into());
     }
     let version = u16::from_le_bytes([bytes[6], bytes[7]]);
-    if version != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&version) {
         return bad(format!(
-            "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            "format version {version} is not supported (this build reads {READABLE_VERSIONS:?})"
         ));
     }
     let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
@@ -62,8 +84,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if u64::from_le_bytes(sum) != fnv1a64(payload) {
         return bad("checksum mismatch: the snapshot is corrupt".into());
     }
-    postcard::from_bytes(payload)
-        .map_err(|e| NeuralDagError::CorruptState(format!("payload does not decode: {e}")))
+    Ok((version, payload))
 }
 
 #[cfg(test)]
