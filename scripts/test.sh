@@ -6,7 +6,8 @@
 # throwaway cluster with a restart (scripts/demo.sh --check), the attention plugins built for
 # wasm32 and run in the sandbox (every evil one refused by name), the workload harness at a small scale
 # (runs end to end and writes a well-formed report), the simulator's summary lines, the
-# no_std core built for wasm32-unknown-unknown, and the analyze example on a fixture.
+# no_std core built for wasm32-unknown-unknown, the analyze example on a fixture, and a short
+# fuzzing run of every target (cargo-fuzz on the nightly toolchain).
 # Safe to run twice. CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path host-pg/Cargo.toml -- --check
 cargo fmt --manifest-path host-wasm/plugins/Cargo.toml --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "attention plugins for wasm32 (host-wasm/plugins/build.sh: the useful ones and every evil one)"
 host-wasm/plugins/build.sh
@@ -92,5 +94,8 @@ cargo build -p ruvector-dag-core --target wasm32-unknown-unknown --locked
 
 step "analyze example on a captured TPC-H plan"
 cargo run -q -p ruvector-dag-core --example analyze --locked -- tests/fixtures/tpch/q15.analyze.json >/dev/null
+
+step "fuzzing: a short run of every target (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 3600)"
+scripts/fuzz.sh 20
 
 step "all green"
