@@ -6,9 +6,10 @@
 //! exports exactly the ABI's functions with the ABI's types, and that it speaks this host's ABI
 //! version. Modules are compiled once and cached by sha256.
 //!
-//! Every call ([`Sandbox::attend`]) runs in a fresh instance under the [`Limits`]: fuel (a
-//! deterministic bound on the instructions it may execute), linear memory (a refused
-//! `memory.grow` is reported as the memory limit), wasm stack, and output size. Nothing the
+//! Every call ([`Sandbox::attend`]) runs under the [`Limits`], in the plugin's kept instance (a
+//! fresh one after any failure): fuel (a deterministic bound on the instructions it may
+//! execute), linear memory (a refused `memory.grow` is reported as the memory limit), wasm
+//! stack, and output size. Nothing the
 //! plugin returns is trusted: its output range must lie in its memory, decode, and carry one
 //! finite, non-negative weight per node with a positive sum; the weights are renormalised.
 //! Every failure is a [`PluginError`] that names the plugin and what went wrong; the host is
