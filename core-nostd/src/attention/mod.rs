@@ -303,31 +303,24 @@ pub fn mechanism(
     })
 }
 
-/// Normalise raw non-negative weights into an [`AttentionMap`]; refuses non-finite or all-zero input.
+/// Normalise raw non-negative weights into an [`AttentionMap`]; refuses non-finite or all-zero
+/// input. The check is the one plugins' weights get ([`crate::plugin_abi::validate_weights`]).
 pub(crate) fn normalised(
     kind: AttentionKind,
-    mut alpha: Vec<f32>,
+    alpha: Vec<f32>,
     pairwise: Option<Vec<(u32, u32, f32)>>,
 ) -> Result<AttentionMap> {
-    let mut sum = 0.0f64;
-    for (i, &a) in alpha.iter().enumerate() {
-        if !a.is_finite() || a < 0.0 {
-            return Err(NeuralDagError::AttentionComputationFailed(format!(
-                "{}: weight of node {i} is {a}",
-                kind.name()
-            )));
-        }
-        sum += f64::from(a);
-    }
-    if sum <= 0.0 || !sum.is_finite() {
-        return Err(NeuralDagError::AttentionComputationFailed(format!(
-            "{}: weights sum to {sum}",
-            kind.name()
-        )));
-    }
-    for a in &mut alpha {
-        *a = (f64::from(*a) / sum) as f32;
-    }
+    let n = alpha.len();
+    let alpha = crate::plugin_abi::validate_weights(alpha, n).map_err(|e| {
+        use crate::plugin_abi::WeightError;
+        NeuralDagError::AttentionComputationFailed(match e {
+            WeightError::BadWeight { node, value } => {
+                format!("{}: weight of node {node} is {value}", kind.name())
+            }
+            WeightError::NoMass => format!("{}: weights sum to zero or overflow", kind.name()),
+            other => format!("{}: {other}", kind.name()),
+        })
+    })?;
     Ok(AttentionMap {
         kind,
         alpha,
