@@ -39,7 +39,9 @@ pub mod plugin_abi;
 pub mod rng;
 pub mod synth;
 
-pub use attention::{AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention};
+pub use attention::{
+    AttentionConfig, AttentionContext, AttentionKind, AttentionMap, DagAttention, PluginId,
+};
 pub use dag::{Actuals, NodeId, OpKind, PlanDag, PlanNode};
 pub use embed::{embed, PlanEmbedding, EMBED_DIM};
 pub use error::{NeuralDagError, Result};

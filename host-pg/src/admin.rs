@@ -145,6 +145,23 @@ fn ruvector_dag_health() -> TableIterator<
             None => "no statement fell back to the default plan".into(),
         },
     ));
+    if let crate::guc::AttentionSetting::Plugin(name) = crate::guc::attention_setting() {
+        // SAFETY: reading the backend's database id.
+        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let (calls, failures, last) = shared::plugin_stats(db, &name);
+        let fallbacks = c.plugin_fallbacks;
+        let last = hooks::plugin_error().or(last);
+        rows.push((
+            "attention_plugin".into(),
+            format!("plugin:{name}"),
+            if fallbacks == 0 && failures == 0 { "ok" } else { "warning" }.into(),
+            format!(
+                "{fallbacks} statements of this session planned without it (the built-in kind instead); \
+                 {failures} failures in {calls} calls since the server started{}",
+                last.map_or_else(String::new, |e| format!("; last: {e}"))
+            ),
+        ));
+    }
     if let Some(r) = shared::stats() {
         rows.push((
             "trajectory_ring".into(),

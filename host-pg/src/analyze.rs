@@ -61,7 +61,10 @@ fn ruvector_dag_analyze(
     ),
 > {
     let dag = plan_of(query);
-    let map = attend(&dag, guc::ATTENTION_TYPE.get().kind());
+    let alpha = match guc::attention_setting() {
+        guc::AttentionSetting::Kind(k) => attend(&dag, k).alpha,
+        guc::AttentionSetting::Plugin(name) => plugins::attend(&name, &dag),
+    };
     let cp = critical_path(&dag);
     let report = bottleneck_report(&dag);
     let rows: Vec<_> = (0..dag.len())
@@ -75,7 +78,7 @@ fn ruvector_dag_analyze(
                 n.est_rows,
                 n.total_cost,
                 dag.self_cost(v),
-                f64::from(map.alpha[v]),
+                f64::from(alpha[v]),
                 cp.on_path[v],
                 report.bottlenecks.iter().any(|b| b.node as usize == v),
             )

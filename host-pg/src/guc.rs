@@ -39,41 +39,65 @@ impl Mode {
     }
 }
 
-/// `ruvector.dag_attention_type`: the kinds of the core, by their SQL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
-pub enum AttentionGuc {
-    #[name = c"topological"]
-    Topological,
-    #[name = c"causal_cone"]
-    CausalCone,
-    #[name = c"critical_path"]
-    CriticalPath,
-    #[name = c"mincut_gated"]
-    MinCutGated,
-    #[name = c"hierarchical_lorentz"]
-    HierarchicalLorentz,
-    #[name = c"parallel_branch"]
-    ParallelBranch,
-    #[name = c"temporal_btsp"]
-    TemporalBtsp,
-    #[name = c"ensemble"]
-    Ensemble,
+/// What `ruvector.dag_attention_type` names: a built-in kind, or a registered plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttentionSetting {
+    /// One of the core's kinds.
+    Kind(AttentionKind),
+    /// `plugin:<name>`: a plugin registered with `ruvector_dag_register_attention`.
+    Plugin(String),
 }
 
-impl AttentionGuc {
-    /// The core's kind.
-    pub fn kind(self) -> AttentionKind {
+impl AttentionSetting {
+    /// The built-in kind that keys patterns and BTSP memory under this setting: the kind
+    /// itself, or topological (the default) for a plugin, which a key must never depend on
+    /// (a plugin can fail, and a key that changes space when it does matches nothing).
+    pub fn key_kind(&self) -> AttentionKind {
         match self {
-            AttentionGuc::Topological => AttentionKind::Topological,
-            AttentionGuc::CausalCone => AttentionKind::CausalCone,
-            AttentionGuc::CriticalPath => AttentionKind::CriticalPath,
-            AttentionGuc::MinCutGated => AttentionKind::MinCutGated,
-            AttentionGuc::HierarchicalLorentz => AttentionKind::HierarchicalLorentz,
-            AttentionGuc::ParallelBranch => AttentionKind::ParallelBranch,
-            AttentionGuc::TemporalBtsp => AttentionKind::TemporalBtsp,
-            AttentionGuc::Ensemble => AttentionKind::Ensemble,
+            AttentionSetting::Kind(k) => *k,
+            AttentionSetting::Plugin(_) => AttentionKind::Topological,
         }
     }
+}
+
+impl std::fmt::Display for AttentionSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttentionSetting::Kind(k) => f.write_str(k.name()),
+            AttentionSetting::Plugin(name) => write!(f, "{}{name}", crate::plugins::PREFIX),
+        }
+    }
+}
+
+/// Parse an attention kind as SQL spells it: a built-in name or `plugin:<name>`. The error
+/// names the valid values.
+pub fn parse_attention(text: &str) -> Result<AttentionSetting, String> {
+    let text = text.trim();
+    if let Some(name) = text.strip_prefix(crate::plugins::PREFIX) {
+        let name = name.trim();
+        return match crate::plugins::name_error(name) {
+            None => Ok(AttentionSetting::Plugin(name.to_string())),
+            Some(e) => Err(e),
+        };
+    }
+    AttentionKind::from_name(text)
+        .map(AttentionSetting::Kind)
+        .map_err(|e| {
+            let why = match e {
+                ruvector_dag_core::NeuralDagError::InvalidConfig(m) => m,
+                other => other.to_string(),
+            };
+            format!("{why}, or plugin:<name> for a registered attention plugin")
+        })
+}
+
+/// The current `ruvector.dag_attention_type` (checked when it was set).
+pub fn attention_setting() -> AttentionSetting {
+    let text = ATTENTION_TYPE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_attention(&text).unwrap_or(AttentionSetting::Kind(AttentionKind::Topological))
 }
 
 /// The default arm list: each arm is a `;`-separated set of `name=value` planner settings,
@@ -85,8 +109,8 @@ pub static MODE: GucSetting<Mode> = GucSetting::<Mode>::new(Mode::Observe);
 pub static LEARNING_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.002);
 pub static PATTERN_CLUSTERS: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static QUALITY_THRESHOLD: GucSetting<f64> = GucSetting::<f64>::new(0.3);
-pub static ATTENTION_TYPE: GucSetting<AttentionGuc> =
-    GucSetting::<AttentionGuc>::new(AttentionGuc::Topological);
+pub static ATTENTION_TYPE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"topological"));
 pub static ATTENTION_EXPLORATION: GucSetting<f64> = GucSetting::<f64>::new(0.1);
 pub static EWC_LAMBDA: GucSetting<f64> = GucSetting::<f64>::new(2000.0);
 pub static MINCUT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -160,14 +184,20 @@ pub fn register() {
         suset(),
         none(),
     );
-    GucRegistry::define_enum_guc(
-        c"ruvector.dag_attention_type",
-        c"Attention kind used for keys and for analysis functions.",
-        c"",
-        &ATTENTION_TYPE,
-        user(),
-        none(),
-    );
+    // SAFETY: the check hook is #[pg_guard]ed.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"ruvector.dag_attention_type",
+            c"Attention kind of the analysis functions and of the learned state's key; plugin:<name> also lets the attention selector pick that plugin.",
+            c"topological, causal_cone, critical_path, mincut_gated, hierarchical_lorentz, parallel_branch, temporal_btsp, ensemble, or plugin:<name> (the key then stays topological).",
+            &ATTENTION_TYPE,
+            user(),
+            none(),
+            Some(check_attention_type),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_float_guc(
         c"ruvector.dag_attention_exploration",
         c"Exploration budget in learn mode: the share of the default plans' time that trying untried candidate plans may cost on top.",
@@ -348,20 +378,21 @@ pub fn register() {
     );
 }
 
-/// Refuse a malformed `ruvector.dag_arms` when it is set (the ERROR's detail names the
-/// problem; the old value stays).
-#[pg_guard]
-unsafe extern "C-unwind" fn check_arms(
+/// A string setting's check hook body: `check` the new value; on `Err` the ERROR's detail
+/// says why and the old value stays.
+///
+/// # Safety
+/// `newval` is what PostgreSQL passes a string check hook.
+unsafe fn check_string(
     newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
-    _source: pg_sys::GucSource::Type,
+    check: impl FnOnce(&str) -> Result<(), String>,
 ) -> bool {
     let text = if newval.is_null() || (*newval).is_null() {
         String::new()
     } else {
         CStr::from_ptr(*newval).to_string_lossy().into_owned()
     };
-    match parse_arms(&text).and_then(|arms| unknown_setting(&arms)) {
+    match check(&text) {
         Ok(()) => true,
         Err(e) => {
             let detail = CString::new(e).unwrap_or_default();
@@ -369,6 +400,30 @@ unsafe extern "C-unwind" fn check_arms(
             false
         }
     }
+}
+
+/// Refuse an unknown `ruvector.dag_attention_type` when it is set (the detail lists the valid
+/// values). Whether a plugin of that name is registered is checked where it is used: settings
+/// are read before any database is.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_attention_type(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |text| parse_attention(text).map(|_| ()))
+}
+
+/// Refuse a malformed `ruvector.dag_arms` when it is set (the detail names the problem).
+#[pg_guard]
+unsafe extern "C-unwind" fn check_arms(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |text| {
+        parse_arms(text).and_then(|arms| unknown_setting(&arms))
+    })
 }
 
 /// `Err` names the first setting of an arm PostgreSQL does not know. Names with a dot belong to
@@ -403,7 +458,7 @@ pub fn core_config() -> NeuralDagConfig {
     NeuralDagConfig {
         pattern_clusters: PATTERN_CLUSTERS.get() as usize,
         quality_threshold: QUALITY_THRESHOLD.get() as f32,
-        default_attention: ATTENTION_TYPE.get().kind(),
+        default_attention: attention_setting().key_kind(),
         // Frozen applies verified plans only: no budget, so nothing is explored or tried.
         attention_exploration: if MODE.get() == Mode::Frozen {
             0.0

@@ -57,6 +57,9 @@ pub struct Counters {
     /// Plannings done for candidates, and the time they took (microseconds).
     pub candidate_plans: u64,
     pub candidate_us: u64,
+    /// Statements whose decision could not use the attention plugin the selector may pick
+    /// (it failed, or is not registered) and used the key's built-in kind.
+    pub plugin_fallbacks: u64,
 }
 
 /// A planned statement the executor hooks should recognise.
@@ -98,6 +101,8 @@ struct Backend {
     counters: Counters,
     last_error: Option<String>,
     logged_error: bool,
+    plugin_error: Option<String>,
+    logged_plugin_error: bool,
 }
 
 thread_local! {
@@ -108,9 +113,11 @@ thread_local! {
         last_explained: None,
         counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
-            candidate_plans: 0, candidate_us: 0 },
+            candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0 },
         last_error: None,
         logged_error: false,
+        plugin_error: None,
+        logged_plugin_error: false,
     }) };
     /// Set while this extension itself is planning (scope lookups, re-planning): pass through.
     static BUSY: Cell<bool> = const { Cell::new(false) };
@@ -236,12 +243,16 @@ fn reload(seen: u64, arms: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Use `opt` (learned state of table version `version`) in this backend from now on.
-pub fn adopt(opt: Optimizer, version: i64, seen: u64) {
+/// Use `opt` (learned state of table version `version`) in this backend from now on (it keeps
+/// the attention plugin the previous one had attached).
+pub fn adopt(mut opt: Optimizer, version: i64, seen: u64) {
     let arms = opt.arms().join("|");
     let config = opt.config().clone();
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
+        if let Some(old) = b.loaded.as_mut() {
+            opt.adopt_plugin(&mut old.opt);
+        }
         b.counters.reloads += 1;
         b.failed = None;
         b.loaded = Some(Loaded {
@@ -295,6 +306,25 @@ pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
     })
 }
 
+/// What this backend's learned state says of the attached plugin as an attention kind:
+/// `N pulls, mean reward R (built-in kinds: ...)`; None when none is attached or loaded.
+pub fn plugin_selector_stats() -> Option<String> {
+    with_loaded(|o| {
+        let id = o.plugin()?;
+        let (pulls, sum) = o.plugin_arms().get(id);
+        let mean = |n: u64, s: f64| if n > 0 { s / n as f64 } else { 0.0 };
+        let builtin: u64 = ruvector_dag_core::AttentionKind::ALL
+            .iter()
+            .map(|&k| o.selector().pulls(k))
+            .sum();
+        Some(format!(
+            "{pulls} pulls, mean reward {:.3} (built-in kinds: {builtin} pulls)",
+            mean(pulls, sum)
+        ))
+    })
+    .flatten()
+}
+
 /// (table version, settings kept as learned) of this backend's optimizer, once loaded.
 pub fn loaded_info() -> Option<(i64, Vec<&'static str>)> {
     BACKEND.with(|b| {
@@ -303,6 +333,48 @@ pub fn loaded_info() -> Option<(i64, Vec<&'static str>)> {
             .as_ref()
             .map(|l| (l.version, l.kept.clone()))
     })
+}
+
+/// The last attention plugin failure of this backend's planner path, if any.
+pub fn plugin_error() -> Option<String> {
+    BACKEND.with(|b| b.borrow().plugin_error.clone())
+}
+
+/// The attention plugin could not serve a statement's decision: counted, logged once per
+/// session; the decision used the key's built-in kind.
+fn note_plugin_fallback(e: &str) {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.plugin_fallbacks += 1;
+        b.plugin_error = Some(e.to_string());
+        if !b.logged_plugin_error {
+            b.logged_plugin_error = true;
+            log!("ruvector_dag: the attention plugin failed during planning, the built-in attention kind was used instead: {e} (logged once per session; the plugin is not used again in this session until it is registered again; see ruvector_dag_status())");
+        }
+    });
+}
+
+/// The plugin `ruvector.dag_attention_type` names, for the optimizer (None: none, or it cannot
+/// serve; a new failure is reported here).
+fn planner_plugin() -> Option<(
+    ruvector_dag_core::PluginId,
+    Box<dyn ruvector_dag_core::DagAttention + Send + Sync>,
+)> {
+    let guc::AttentionSetting::Plugin(name) = guc::attention_setting() else {
+        return None;
+    };
+    // SAFETY: reads a backend-local flag. Without a snapshot the registry cannot be read.
+    if !unsafe { pg_sys::ActiveSnapshotSet() } {
+        return None;
+    }
+    match crate::plugins::for_planner(&name) {
+        crate::plugins::ForPlanner::Attach(id, m) => Some((id, m)),
+        crate::plugins::ForPlanner::Failed(e) => {
+            note_plugin_fallback(&e);
+            None
+        }
+        crate::plugins::ForPlanner::Off => None,
+    }
 }
 
 fn note_error(what: &str, e: &str) {
@@ -333,16 +405,17 @@ fn rust_panics_only<T>(r: std::thread::Result<T>) -> std::thread::Result<T> {
     }
 }
 
-struct Busy;
+/// While it lives, this extension's own planning passes through the planner hook (nested
+/// uses restore the outer state).
+pub(crate) struct Busy(bool);
 impl Busy {
-    fn enter() -> Busy {
-        BUSY.with(|b| b.set(true));
-        Busy
+    pub(crate) fn enter() -> Busy {
+        Busy(BUSY.with(|b| b.replace(true)))
     }
 }
 impl Drop for Busy {
     fn drop(&mut self) {
-        BUSY.with(|b| b.set(false));
+        BUSY.with(|b| b.set(self.0));
     }
 }
 
@@ -607,9 +680,13 @@ unsafe extern "C-unwind" fn planner_hook(
             return default;
         }
     };
+    let plugin = planner_plugin();
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     let decided = rust_panics_only(catch_unwind(AssertUnwindSafe(|| {
-        with_optimizer(|o| o.decide(&dag))
+        with_optimizer(|o| {
+            o.set_plugin(plugin);
+            o.decide(&dag)
+        })
     })));
     let decision = match decided {
         Ok(Ok(Ok(d))) => d,
@@ -627,6 +704,12 @@ unsafe extern "C-unwind" fn planner_hook(
         }
     };
     BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
+    // A plugin failure (on this plan, a reference plan, or an executed plan before) is
+    // reported once; the plugin is not used again in this session.
+    let unreported = crate::plugins::unreported_failure();
+    if let Some(e) = decision.plugin_error.as_ref().or(unreported.as_ref()) {
+        note_plugin_fallback(e);
+    }
     let record = matches!(mode, Mode::Observe | Mode::Learn);
     let timed = record && sampled(guc::SAMPLE_RATE.get());
     let mut decision = decision;
@@ -996,6 +1079,14 @@ unsafe extern "C-unwind" fn explain_hook(
     let pattern = d
         .pattern
         .map_or_else(|| "none".to_string(), |p| p.to_string());
+    let attention = match d.attention {
+        ruvector_dag_core::AttentionKind::Plugin(id) => format!(
+            "{}{}",
+            crate::plugins::PREFIX,
+            crate::plugins::planner_name(id).unwrap_or_else(|| id.to_string())
+        ),
+        k => k.name().to_string(),
+    };
     append(
         es,
         &format!(
@@ -1004,7 +1095,7 @@ unsafe extern "C-unwind" fn explain_hook(
             d.rule.name(),
             d.similarity,
             d.confidence,
-            d.attention.name(),
+            attention,
             d.predicted_ms
         ),
     );

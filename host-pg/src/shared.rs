@@ -36,6 +36,8 @@ struct PluginSlot {
     key: AtomicU64,
     calls: AtomicU64,
     failures: AtomicU64,
+    /// It failed in a planner path: no backend attaches it until it is registered again.
+    planner_off: std::sync::atomic::AtomicBool,
     /// Writer of `error` (a try-lock: a contended update is skipped, never waited for).
     busy: std::sync::atomic::AtomicBool,
     error_len: std::sync::atomic::AtomicU32,
@@ -51,6 +53,8 @@ struct Shared {
     learned_version: AtomicU64,
     /// Bumped (after commit) whenever the enabled tables change.
     scope_version: AtomicU64,
+    /// Bumped (after commit) whenever an attention plugin is registered, replaced or removed.
+    plugins_version: AtomicU64,
     /// The running learners: (database OID, pid); 0 marks a free slot.
     learners: [LearnerSlot; MAX_LEARNERS],
     /// Cycles the background worker ran.
@@ -117,6 +121,7 @@ unsafe extern "C-unwind" fn on_startup() {
             size: configured_size(),
             learned_version: AtomicU64::new(1),
             scope_version: AtomicU64::new(1),
+            plugins_version: AtomicU64::new(1),
             learners: std::array::from_fn(|_| LearnerSlot {
                 db: std::sync::atomic::AtomicU32::new(0),
                 pid: AtomicI32::new(0),
@@ -126,6 +131,7 @@ unsafe extern "C-unwind" fn on_startup() {
                 key: AtomicU64::new(0),
                 calls: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                planner_off: std::sync::atomic::AtomicBool::new(false),
                 busy: std::sync::atomic::AtomicBool::new(false),
                 error_len: std::sync::atomic::AtomicU32::new(0),
                 error: std::cell::UnsafeCell::new([0; PLUGIN_ERROR_BYTES]),
@@ -172,6 +178,18 @@ pub fn scope_version() -> u64 {
 pub fn bump_learned() {
     if let Some(s) = shared() {
         s.learned_version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The attention plugins' registry version (0 without shared memory).
+pub fn plugins_version() -> u64 {
+    shared().map_or(0, |s| s.plugins_version.load(Ordering::Acquire))
+}
+
+/// Tell every backend to read the attention plugins' registry again.
+pub fn bump_plugins() {
+    if let Some(s) = shared() {
+        s.plugins_version.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -285,11 +303,25 @@ pub fn plugin_stats(db: u32, name: &str) -> (i64, i64, Option<String>) {
     (calls, failures, error)
 }
 
+/// Plugin `name` of database `db` failed in a planner path: no backend attaches it again until
+/// it is registered again ([`forget_plugin`]) or the server restarts.
+pub fn set_plugin_planner_off(db: u32, name: &str) {
+    if let Some(slot) = plugin_slot(db, name, true) {
+        slot.planner_off.store(true, Ordering::Release);
+    }
+}
+
+/// Whether plugin `name` of database `db` failed in a planner path since it was registered.
+pub fn plugin_planner_off(db: u32, name: &str) -> bool {
+    plugin_slot(db, name, false).is_some_and(|s| s.planner_off.load(Ordering::Acquire))
+}
+
 /// Forget the counters of plugin `name` of database `db` (it was unregistered or replaced).
 pub fn forget_plugin(db: u32, name: &str) {
     if let Some(slot) = plugin_slot(db, name, false) {
         slot.calls.store(0, Ordering::Release);
         slot.failures.store(0, Ordering::Release);
+        slot.planner_off.store(false, Ordering::Release);
         slot.error_len.store(0, Ordering::Release);
         slot.key.store(0, Ordering::Release);
     }

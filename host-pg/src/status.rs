@@ -2,7 +2,7 @@
 
 use pgrx::prelude::*;
 
-use crate::{guc, hooks, learner, scope, shared};
+use crate::{guc, hooks, learner, plugins, scope, shared};
 
 /// One row per fact: settings, scope, this backend's counters, the shared ring, the learned
 /// state. Every value is read or computed when called.
@@ -34,10 +34,23 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         }
         Err(e) => put("arms", format!("invalid: {e}")),
     }
-    put(
-        "attention_type",
-        guc::ATTENTION_TYPE.get().kind().name().to_string(),
-    );
+    let attention = guc::attention_setting();
+    put("attention_type", attention.to_string());
+    if let guc::AttentionSetting::Plugin(name) = &attention {
+        put(
+            "attention_plugin_in_planner",
+            match plugins::planner_status() {
+                None => format!("{name}: not read yet (no in-scope statement planned)"),
+                Some((what, None)) => format!("{what}: the attention selector may pick it"),
+                Some((what, Some(why))) => {
+                    format!("{what}: not used again in this session: {why}")
+                }
+            },
+        );
+        if let Some(arms) = hooks::plugin_selector_stats() {
+            put("attention_plugin_selector", arms);
+        }
+    }
     put(
         "config",
         match guc::core_config().validate() {
@@ -61,6 +74,11 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         format!("{:.3}", c.candidate_us as f64 / 1000.0),
     );
     put("backend_fallbacks", c.fallbacks.to_string());
+    put("backend_plugin_fallbacks", c.plugin_fallbacks.to_string());
+    put(
+        "backend_plugin_last_error",
+        hooks::plugin_error().unwrap_or_else(|| "none".into()),
+    );
     put(
         "backend_last_error",
         hooks::last_error().unwrap_or_else(|| "none".into()),

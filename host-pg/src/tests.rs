@@ -972,3 +972,162 @@ fn only_admins_register_or_unregister_plugins() {
     let e = error_of(&format!("SELECT * FROM ruvector_dag.ruvector_attention_scores($q${JOIN}$q$, 'no_such_kind')")).unwrap();
     assert!(e.contains("plugin:<name>"), "{e}");
 }
+
+/// Run `JOIN` (observed) and EXPLAIN it until the decision's attention is `want` (at most
+/// `tries` times); the EXPLAIN line that says so, if any.
+fn run_until_attention(want: &str, tries: usize) -> Option<String> {
+    for _ in 0..tries {
+        Spi::run(JOIN).unwrap();
+        let lines = explain_lines(JOIN);
+        if let Some(l) = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")) {
+            if l.contains(&format!("attention {want},")) {
+                return Some(l.clone());
+            }
+        }
+    }
+    None
+}
+
+#[pg_test]
+fn a_plugin_named_by_the_attention_setting_is_one_more_kind_the_selector_picks() {
+    setup();
+    register("mis", plugin_module!("misestimate"));
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_attention_type = 'plugin:mis';",
+    )
+    .unwrap();
+    assert_eq!(status("attention_type"), "plugin:mis");
+    // The analysis functions use it as the setting's kind.
+    let worst: f64 = one(&format!(
+        "SELECT max(abs(a.attention - p.weight))
+           FROM ruvector_dag.ruvector_dag_analyze($q${JOIN}$q$) a
+           JOIN ruvector_dag.ruvector_attention_scores($q${JOIN}$q$, 'plugin:mis') p USING (node)"
+    ));
+    assert!(worst <= 1e-9, "{worst}");
+    // The selector learns from predictions of a trained model: train it, then every built-in
+    // kind is tried once before the plugin.
+    for _ in 0..4 {
+        Spi::run(JOIN).unwrap();
+    }
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    let line = run_until_attention("plugin:mis", 30)
+        .unwrap_or_else(|| panic!("the selector never picked the plugin: {}", status("attention_plugin_in_planner")));
+    assert!(line.contains("attention plugin:mis"), "{line}");
+    assert!(status("attention_plugin_in_planner").contains("the attention selector may pick it"));
+    // Its runs are learned from, credited to the plugin, and persisted by the learner.
+    Spi::run(JOIN).unwrap();
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    let run_until_pulled = (0..20).find(|_| {
+        Spi::run(JOIN).unwrap();
+        Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+        !status("attention_plugin_selector").starts_with("0 pulls")
+    });
+    assert!(run_until_pulled.is_some(), "{}", status("attention_plugin_selector"));
+    let (calls, failures): (Option<i64>, Option<i64>) = Spi::get_two(
+        "SELECT calls, failures FROM ruvector_dag.ruvector_dag_plugins() WHERE name = 'mis'",
+    )
+    .unwrap();
+    // 64 reference plans for its centre, then the statements it served.
+    assert!(calls.unwrap_or(0) > 64, "{calls:?}");
+    assert_eq!(failures, Some(0));
+    assert_eq!(counter("backend_plugin_fallbacks"), 0);
+    // The key stays built-in: what was learned is keyed as before.
+    assert_eq!(status("backend_last_error"), "none");
+}
+
+#[pg_test]
+fn a_plugin_that_fails_while_planning_costs_the_statement_only_the_built_in_kind() {
+    setup();
+    register("spin", plugin_module!("evil_spin"));
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_plugin_fuel = 20000;
+         SET ruvector.dag_attention_type = 'plugin:spin';",
+    )
+    .unwrap();
+    // Inside this one test function, a statement run through SPI is planned under the
+    // function's own snapshot, which predates the registration above; an EXPLAIN run through
+    // read-write SPI plans its statement after SPI took a new snapshot, so it reads the
+    // registry first (separate statements of a session see a registration at once).
+    Spi::run(&format!("EXPLAIN {JOIN}")).unwrap();
+    let planner = status("attention_plugin_in_planner");
+    assert!(planner.contains("may pick it"), "{planner}");
+    for _ in 0..4 {
+        Spi::run(JOIN).unwrap();
+    }
+    let expected: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    // Every statement runs and answers; once the selector picks the plugin it fails, the
+    // decision uses the key's kind, and the plugin is not used again in this session.
+    for _ in 0..30 {
+        let n: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+        assert_eq!(n, expected);
+        if counter("backend_plugin_fallbacks") > 0 {
+            break;
+        }
+    }
+    assert_eq!(counter("backend_plugin_fallbacks"), 1);
+    let last = status("backend_plugin_last_error");
+    assert!(last.contains("plugin 'spin' ran out of fuel (limit 20,000)"), "{last}");
+    let planner = status("attention_plugin_in_planner");
+    assert!(planner.contains("not used again in this session"), "{planner}");
+    let calls: i64 = one("SELECT calls FROM ruvector_dag.ruvector_dag_plugins() WHERE name = 'spin'");
+    for _ in 0..10 {
+        Spi::run(JOIN).unwrap();
+    }
+    let again: i64 = one("SELECT calls FROM ruvector_dag.ruvector_dag_plugins() WHERE name = 'spin'");
+    assert_eq!(calls, again, "a failed plugin was called again");
+    assert_eq!(counter("backend_plugin_fallbacks"), 1);
+    let lines = explain_lines(JOIN);
+    assert!(!lines.iter().any(|l| l.contains("attention plugin:")), "{lines:?}");
+    let (state, detail): (Option<String>, Option<String>) = Spi::get_two(
+        "SELECT status, detail FROM ruvector_dag.ruvector_dag_health() WHERE check_name = 'attention_plugin'",
+    )
+    .unwrap();
+    assert_eq!(state.as_deref(), Some("warning"));
+    assert!(detail.unwrap_or_default().contains("ran out of fuel"));
+    // Learning goes on, and registering the plugin again lets it be tried again (it fails
+    // again, once, and the statement falls back again).
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    assert_eq!(status("backend_last_error"), "none");
+    Spi::run("SELECT ruvector_dag.ruvector_dag_unregister_attention('spin')").unwrap();
+    register("spin", plugin_module!("evil_spin"));
+    Spi::run(&format!("EXPLAIN {JOIN}")).unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_plugin_fallbacks"), 2);
+    let calls: i64 = one("SELECT calls FROM ruvector_dag.ruvector_dag_plugins() WHERE name = 'spin'");
+    assert_eq!(calls, 1);
+}
+
+#[pg_test]
+fn an_unregistered_or_misspelled_plugin_setting_is_handled() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_attention_type = 'plugin:nobody';",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    // Counted and reported once; the statements ran with the built-in kinds.
+    assert_eq!(counter("backend_plugin_fallbacks"), 1);
+    let last = status("backend_plugin_last_error");
+    assert!(last.contains("no attention plugin named 'nobody'"), "{last}");
+    assert!(counter("backend_planned_in_scope") >= 3);
+    // The analysis functions raise it as an error.
+    let e = error_of(&format!("SELECT * FROM ruvector_dag.ruvector_dag_analyze($q${JOIN}$q$)")).unwrap();
+    assert!(e.contains("no attention plugin named 'nobody'"), "{e}");
+    // Names that cannot be a kind are refused when set, and the old value stays.
+    for bad in ["bogus", "plugin:Bad Name", "plugin:"] {
+        let e = error_of(&format!("SELECT set_config('ruvector.dag_attention_type', '{bad}', true)")).unwrap();
+        assert!(e.contains("invalid value for parameter \"ruvector.dag_attention_type\""), "{bad}: {e}");
+    }
+    assert_eq!(status("attention_type"), "plugin:nobody");
+    Spi::run("SET ruvector.dag_attention_type = 'critical_path'").unwrap();
+    assert_eq!(status("attention_type"), "critical_path");
+}

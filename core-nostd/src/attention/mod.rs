@@ -60,6 +60,33 @@ pub enum AttentionKind {
     TemporalBtsp,
     /// Weighted mixture of the seven above.
     Ensemble,
+    /// An attention plugin the host supplies (a sandboxed wasm module), identified by its
+    /// module's content. Not in [`AttentionKind::ALL`]: it is the attention selector's extra
+    /// kind (see [`crate::learning::Optimizer::set_plugin`]) and has no built-in mechanism.
+    Plugin(PluginId),
+}
+
+/// The identity of an attention plugin: the first 8 bytes of its module's sha256, so that what
+/// is learned about a plugin follows its code, not the name it was registered under.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct PluginId(pub u64);
+
+impl PluginId {
+    /// The id of the module whose sha256 is `hex` (64 hex digits); None when it is not one.
+    pub fn from_sha256_hex(hex: &str) -> Option<PluginId> {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(&hex[..16], 16).ok().map(PluginId)
+    }
+}
+
+impl core::fmt::Display for PluginId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 impl AttentionKind {
@@ -97,6 +124,7 @@ impl AttentionKind {
             AttentionKind::ParallelBranch => "parallel_branch",
             AttentionKind::TemporalBtsp => "temporal_btsp",
             AttentionKind::Ensemble => "ensemble",
+            AttentionKind::Plugin(_) => "plugin",
         }
     }
 
@@ -126,9 +154,24 @@ impl AttentionKind {
             })
     }
 
-    /// Position in [`AttentionKind::ALL`].
+    /// Position in [`AttentionKind::ALL`]; `ALL.len()` (past its end) for a plugin.
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            AttentionKind::Topological => 0,
+            AttentionKind::CausalCone => 1,
+            AttentionKind::CriticalPath => 2,
+            AttentionKind::MinCutGated => 3,
+            AttentionKind::HierarchicalLorentz => 4,
+            AttentionKind::ParallelBranch => 5,
+            AttentionKind::TemporalBtsp => 6,
+            AttentionKind::Ensemble => 7,
+            AttentionKind::Plugin(_) => AttentionKind::ALL.len(),
+        }
+    }
+
+    /// Whether this is one of the built-in kinds (in [`AttentionKind::ALL`]).
+    pub fn is_builtin(self) -> bool {
+        !matches!(self, AttentionKind::Plugin(_))
     }
 }
 
@@ -300,7 +343,20 @@ pub fn mechanism(
         AttentionKind::ParallelBranch => Box::new(ParallelBranch::new(cfg)),
         AttentionKind::TemporalBtsp => Box::new(TemporalBtsp::new(cfg)),
         AttentionKind::Ensemble => Box::new(Ensemble::new(cfg)),
+        AttentionKind::Plugin(id) => {
+            return Err(NeuralDagError::InvalidConfig(format!(
+                "attention plugin {id} has no built-in mechanism (its host runs it)"
+            )))
+        }
     })
+}
+
+impl AttentionMap {
+    /// The map of weights computed elsewhere (a plugin's, after the sandbox checked them):
+    /// refuses a non-finite or negative weight and all-zero weights, renormalises the rest.
+    pub fn from_weights(kind: AttentionKind, weights: Vec<f32>) -> Result<AttentionMap> {
+        normalised(kind, weights, None)
+    }
 }
 
 /// Normalise raw non-negative weights into an [`AttentionMap`]; refuses non-finite or all-zero

@@ -20,7 +20,7 @@ pub use optimizer::{
     Candidate, CycleReport, Decision, Forgotten, Observed, Optimizer, OptimizerStats, Rule,
 };
 pub use reasoning_bank::{Pattern, ReasoningBank};
-pub use selector::AttentionSelector;
+pub use selector::{AttentionSelector, PluginArms};
 pub use trajectory::{Trajectory, TrajectoryBuffer};
 
 /// An arm: one set of planner settings, by its index in the configured arm list (0 = default).

@@ -40,10 +40,10 @@ use super::evidence::{
 use super::reasoning_bank::{MAX_ARMS, MERGE_COSINE};
 use super::ArmId;
 use super::{
-    snapshot, AttentionSelector, BtspMemory, CostEstimator, NeuralDagConfig, ReasoningBank,
-    Trajectory, TrajectoryBuffer,
+    snapshot, AttentionSelector, BtspMemory, CostEstimator, NeuralDagConfig, PluginArms,
+    ReasoningBank, Trajectory, TrajectoryBuffer,
 };
-use crate::attention::{mechanism, AttentionContext, AttentionKind, DagAttention};
+use crate::attention::{mechanism, AttentionContext, AttentionKind, DagAttention, PluginId};
 use crate::dag::PlanDag;
 use crate::embed::{embed, EMBED_DIM};
 use crate::error::{NeuralDagError, Result};
@@ -86,6 +86,11 @@ pub const CENTERING: f32 = 0.8;
 /// and renormalising brings unrelated plans down (TPC-H median 0.49, random plans 0.35) while
 /// parameter changes of one query stay above 0.97. Deterministic: the population is code.
 fn reference_center(mech: &(dyn DagAttention + Send + Sync)) -> Vec<f32> {
+    reference_center_of(mech).0
+}
+
+/// [`reference_center`] and how many of the synthetic plans the mechanism attended to.
+fn reference_center_of(mech: &(dyn DagAttention + Send + Sync)) -> (Vec<f32>, usize) {
     let mut center = alloc::vec![0.0f32; EMBED_DIM];
     let mut count = 0.0f32;
     for i in 0..REFERENCE_PLANS {
@@ -105,7 +110,7 @@ fn reference_center(mech: &(dyn DagAttention + Send + Sync)) -> Vec<f32> {
     if count > 0.0 {
         center.iter_mut().for_each(|c| *c *= CENTERING / count);
     }
-    center
+    (center, count as usize)
 }
 
 /// Which rule made a decision.
@@ -161,8 +166,12 @@ pub struct Decision {
     pub similarity: f32,
     /// Its confidence (0 without a pattern).
     pub confidence: f32,
-    /// The attention kind the selector chose for the estimator's input.
+    /// The attention kind the selector chose for the estimator's input (the key's kind when
+    /// the selector chose the plugin and it failed).
     pub attention: AttentionKind,
+    /// The plugin the selector chose failed on this plan: its error. The decision went on
+    /// with the key's built-in kind instead.
+    pub plugin_error: Option<String>,
     /// The estimator's prediction for the chosen arm, ms.
     pub predicted_ms: f32,
     /// The estimator's prediction for the default arm, ms.
@@ -283,6 +292,14 @@ struct LearnedState {
     replay: VecDeque<(Vec<f32>, ArmId, f32)>,
 }
 
+/// An attention mechanism the host attached (see [`Optimizer::set_plugin`]).
+struct HostPlugin {
+    id: PluginId,
+    mechanism: alloc::boxed::Box<dyn DagAttention + Send + Sync>,
+    /// Its centering vector, computed on first use; Err when it attended to no reference plan.
+    center: OnceCell<core::result::Result<Vec<f32>, String>>,
+}
+
 /// The optimizer. See the module documentation.
 pub struct Optimizer {
     state: LearnedState,
@@ -290,6 +307,10 @@ pub struct Optimizer {
     mechanisms: Vec<alloc::boxed::Box<dyn DagAttention + Send + Sync>>,
     /// Per attention kind, the centering vector (computed on first use).
     centers: [OnceCell<Vec<f32>>; AttentionKind::ALL.len()],
+    /// The plugin the selector may pick as one more kind (the host's; never persisted).
+    plugin: Option<HostPlugin>,
+    /// The selector's statistics of plugins (persisted from format version 4).
+    plugin_arms: PluginArms,
     /// Embeddings and HDC fingerprints of recently seen plans (not learned state).
     cache: RefCell<EmbedCache>,
 }
@@ -419,6 +440,8 @@ impl Optimizer {
             encoder: HdcEncoder::default(),
             mechanisms,
             centers: Default::default(),
+            plugin: None,
+            plugin_arms: PluginArms::default(),
             cache: RefCell::new(EmbedCache::default()),
             state,
         };
@@ -566,7 +589,11 @@ impl Optimizer {
         if !cacheable {
             return self.embed_uncached(dag, kind, fp);
         }
-        let key = (dag.content_hash(), kind.index() as u8);
+        // A plugin's entries are keyed by its id too (a plugin replaced by another is a miss).
+        let key = match kind {
+            AttentionKind::Plugin(id) => (dag.content_hash() ^ id.0, u8::MAX),
+            k => (dag.content_hash(), k.index() as u8),
+        };
         let mut cache = self.cache.borrow_mut();
         if let Some(e) = cache.embeddings.get(&key) {
             let e = e.clone();
@@ -604,10 +631,32 @@ impl Optimizer {
             ensemble_weights: (means.iter().sum::<f32>() > 0.0).then_some(means),
             want_pairwise: false,
         };
-        let mech = &self.mechanisms[kind.index()];
-        let map = mech.attend(dag, &ctx)?;
+        let (map, center) = match kind {
+            AttentionKind::Plugin(id) => {
+                let p = self.plugin.as_ref().filter(|p| p.id == id).ok_or_else(|| {
+                    NeuralDagError::InvalidConfig(format!(
+                        "attention plugin {id} is not attached to this optimizer"
+                    ))
+                })?;
+                let map = p.mechanism.attend(dag, &ctx)?;
+                let center = p
+                    .center
+                    .get_or_init(|| match reference_center_of(p.mechanism.as_ref()) {
+                        (_, 0) => Err(format!(
+                            "attention plugin {id} attended to none of the {REFERENCE_PLANS} reference plans"
+                        )),
+                        (c, _) => Ok(c),
+                    })
+                    .as_ref()
+                    .map_err(|e| NeuralDagError::AttentionComputationFailed(e.clone()))?;
+                (map, center)
+            }
+            k => (
+                self.mechanisms[k.index()].attend(dag, &ctx)?,
+                self.center(k),
+            ),
+        };
         let raw = embed(dag, &map)?;
-        let center = self.center(kind);
         let mut e: Vec<f32> = raw.iter().zip(center).map(|(x, c)| x - c).collect();
         let norm = libm::sqrtf(e.iter().map(|x| x * x).sum());
         if norm > 1e-6 {
@@ -620,6 +669,50 @@ impl Optimizer {
     fn center(&self, kind: AttentionKind) -> &Vec<f32> {
         self.centers[kind.index()]
             .get_or_init(|| reference_center(self.mechanisms[kind.index()].as_ref()))
+    }
+
+    /// Attach `mechanism`, attention plugin `id`, as one more kind the selector may pick for
+    /// the estimator's input (None detaches it). The host runs it, so it never reaches a
+    /// snapshot; what the selector learns about it does, by id. Attaching the plugin already
+    /// attached keeps its reference centre. Its centre is computed from the
+    /// [`REFERENCE_PLANS`] synthetic plans the first time the selector picks it.
+    ///
+    /// A plugin that fails on a plan costs that decision nothing but the key's built-in kind
+    /// ([`Decision::plugin_error`] says why).
+    pub fn set_plugin(
+        &mut self,
+        plugin: Option<(PluginId, alloc::boxed::Box<dyn DagAttention + Send + Sync>)>,
+    ) {
+        match plugin {
+            Some((id, _)) if self.plugin.as_ref().is_some_and(|p| p.id == id) => {}
+            Some((id, mechanism)) => {
+                self.plugin = Some(HostPlugin {
+                    id,
+                    mechanism,
+                    center: OnceCell::new(),
+                })
+            }
+            None => self.plugin = None,
+        }
+    }
+
+    /// Take over the plugin attached to `old` (with its reference centre), when this one has
+    /// none: a host that replaces its optimizer with a newer learned state keeps the plugin
+    /// without running it on the reference plans again.
+    pub fn adopt_plugin(&mut self, old: &mut Optimizer) {
+        if self.plugin.is_none() {
+            self.plugin = old.plugin.take();
+        }
+    }
+
+    /// The attached plugin's id.
+    pub fn plugin(&self) -> Option<PluginId> {
+        self.plugin.as_ref().map(|p| p.id)
+    }
+
+    /// What the selector learned of plugins.
+    pub fn plugin_arms(&self) -> &PluginArms {
+        &self.plugin_arms
     }
 
     /// How many attention kinds have their reference centre ready (computed or restored).
@@ -636,14 +729,30 @@ impl Optimizer {
         let key_kind = self.state.cfg.default_attention;
         let key = self.embed_as(dag, key_kind, fp)?;
         let mincut = self.state.cfg.mincut_enabled;
-        let attention = self
+        let plugin = self.plugin.as_ref().map(|p| p.id);
+        let mut attention = self
             .state
             .selector
-            .select_among(|k| mincut || k != AttentionKind::MinCutGated);
+            .select_with_extra(
+                |k| mincut || k != AttentionKind::MinCutGated,
+                plugin.map(|id| self.plugin_arms.get(id)),
+            )
+            .or(plugin.map(AttentionKind::Plugin))
+            .unwrap_or(key_kind);
+        let mut plugin_error = None;
         let input = if attention == key_kind {
             key.clone()
         } else {
-            self.embed_as(dag, attention, fp)?
+            match self.embed_as(dag, attention, fp) {
+                Ok(e) => e,
+                // A failing plugin costs the decision nothing but the key's built-in kind.
+                Err(e) if !attention.is_builtin() => {
+                    plugin_error = Some(alloc::string::ToString::to_string(&e));
+                    attention = key_kind;
+                    key.clone()
+                }
+                Err(e) => return Err(e),
+            }
         };
         let n = self.state.arms.len();
         let preds = self.state.estimator.predict_all_ms(&input);
@@ -880,6 +989,13 @@ impl Optimizer {
             let names: Vec<&str> = blocked.iter().map(|&a| self.arm_name(a)).collect();
             let _ = write!(reason, "; blocked by BTSP memory: {}", names.join(", "));
         }
+        if let Some(e) = &plugin_error {
+            let _ = write!(
+                reason,
+                "; the attention plugin failed ({e}), {} attention used instead",
+                key_kind.name()
+            );
+        }
         self.state.stats.decisions[rule as usize] += 1;
         let at = |a: ArmId| preds.get(usize::from(a)).copied().unwrap_or(f32::NAN);
         Ok(Decision {
@@ -889,6 +1005,7 @@ impl Optimizer {
             similarity,
             confidence,
             attention,
+            plugin_error,
             predicted_ms: at(arm),
             default_predicted_ms: at(0),
             blocked,
@@ -1136,7 +1253,12 @@ impl Optimizer {
     ) -> Result<Trajectory> {
         let (exec_embedding, op_shares) = match executed {
             Some(dag) => (
-                self.embed_as(dag, decision.attention, decision.fingerprint)?,
+                match self.embed_as(dag, decision.attention, decision.fingerprint) {
+                    Ok(e) => e,
+                    // A plugin that fails on the executed plan leaves its embedding unknown.
+                    Err(_) if !decision.attention.is_builtin() => Vec::new(),
+                    Err(e) => return Err(e),
+                },
                 dag.measured_shares().unwrap_or_default(),
             ),
             None => (Vec::new(), Vec::new()),
@@ -1242,10 +1364,11 @@ impl Optimizer {
         // An untrained model's errors say nothing about the attention kind: the selector
         // learns from predictions made after the first background cycle.
         if st.estimator.trained_batches() > 0 {
-            st.selector.update(
-                t.attention,
-                AttentionSelector::reward(t.predicted_ms, t.actual_ms),
-            );
+            let reward = AttentionSelector::reward(t.predicted_ms, t.actual_ms);
+            match t.attention {
+                AttentionKind::Plugin(id) => self.plugin_arms.update(id, reward),
+                kind => st.selector.update(kind, reward),
+            }
         }
         st.estimator
             .observe(&t.input, usize::from(t.arm), t.actual_ms);
@@ -1355,7 +1478,7 @@ impl Optimizer {
     /// statements without computing them.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
         let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| self.center(k)).collect();
-        snapshot::encode(&(&self.state, centers))
+        snapshot::encode(&(&self.state, centers, &self.plugin_arms))
     }
 
     /// An optimizer from a [`Optimizer::snapshot`]. Corrupt, truncated or foreign bytes, or a
@@ -1366,12 +1489,22 @@ impl Optimizer {
             NeuralDagError::CorruptState(format!("payload does not decode: {e}"))
         };
         let (version, payload) = snapshot::open(bytes)?;
-        let (state, centers): (LearnedState, Vec<Vec<f32>>) = if version == 2 {
-            (postcard::from_bytes(payload).map_err(bad)?, Vec::new())
-        } else {
-            postcard::from_bytes(payload).map_err(bad)?
+        let (state, centers, plugin_arms): (LearnedState, Vec<Vec<f32>>, PluginArms) = match version
+        {
+            2 => (
+                postcard::from_bytes(payload).map_err(bad)?,
+                Vec::new(),
+                PluginArms::default(),
+            ),
+            3 => {
+                let (state, centers) = postcard::from_bytes(payload).map_err(bad)?;
+                (state, centers, PluginArms::default())
+            }
+            _ => postcard::from_bytes(payload).map_err(bad)?,
         };
-        let opt = Self::from_state(state)?;
+        plugin_arms.check()?;
+        let mut opt = Self::from_state(state)?;
+        opt.plugin_arms = plugin_arms;
         if !centers.is_empty() && centers.len() != AttentionKind::ALL.len() {
             return Err(NeuralDagError::CorruptState(format!(
                 "{} attention centres for {} kinds",
@@ -1963,11 +2096,154 @@ mod tests {
             .map(|&k| opt.center(k).clone())
             .collect();
         centers[2][7] = f32::NAN;
-        let forged = snapshot::encode(&(&opt.state, centers)).unwrap();
+        let forged = snapshot::encode_as(&(&opt.state, centers), 3).unwrap();
         match Optimizer::restore(&forged) {
             Err(NeuralDagError::CorruptState(m)) => assert!(m.contains("critical_path"), "{m}"),
             other => panic!("expected CorruptState, got {:?}", other.map(|_| ())),
         }
+    }
+
+    /// A host-supplied mechanism: weight by estimated rows (or fail on every plan).
+    struct RowsPlugin {
+        id: PluginId,
+        fail: bool,
+    }
+
+    impl DagAttention for RowsPlugin {
+        fn kind(&self) -> AttentionKind {
+            AttentionKind::Plugin(self.id)
+        }
+        fn attend(
+            &self,
+            dag: &PlanDag,
+            _ctx: &AttentionContext<'_>,
+        ) -> Result<crate::attention::AttentionMap> {
+            if self.fail {
+                return Err(NeuralDagError::AttentionComputationFailed(
+                    "plugin 'rows' ran out of fuel (limit 10)".into(),
+                ));
+            }
+            let w = (0..dag.len())
+                .map(|v| libm::log1pf(dag.node(v).est_rows as f32))
+                .collect();
+            crate::attention::AttentionMap::from_weights(self.kind(), w)
+        }
+    }
+
+    fn rows_plugin(
+        id: u64,
+        fail: bool,
+    ) -> Option<(PluginId, alloc::boxed::Box<dyn DagAttention + Send + Sync>)> {
+        let id = PluginId(id);
+        Some((id, alloc::boxed::Box::new(RowsPlugin { id, fail })))
+    }
+
+    #[test]
+    fn the_selector_picks_an_attached_plugin_and_what_it_learns_persists() {
+        let mut opt = optimizer();
+        // The learner's optimizer never runs plugins: it learns from trajectories alone.
+        let mut learner = optimizer();
+        opt.set_plugin(rows_plugin(7, false));
+        assert_eq!(opt.plugin(), Some(PluginId(7)));
+        let plans: Vec<PlanDag> = (40..44).map(plan).collect();
+        let mut picked = 0;
+        for i in 0..120 {
+            let p = &plans[i % plans.len()];
+            let d = opt.decide(p).unwrap();
+            assert_eq!(d.plugin_error, None);
+            let t = opt
+                .trajectory(&d, 0, Some(p), 10.0 + (i % 4) as f32)
+                .unwrap();
+            if d.attention == AttentionKind::Plugin(PluginId(7)) {
+                picked += 1;
+                // The estimator's input is the plugin's embedding, not a built-in kind's.
+                assert!(AttentionKind::ALL
+                    .iter()
+                    .all(|&k| opt.embed_as(p, k, d.fingerprint).unwrap() != d.input));
+                assert_eq!(t.executed, d.input);
+            }
+            learner.observe(t.clone()).unwrap();
+            opt.observe(t).unwrap();
+            if i % 10 == 9 {
+                opt.learn_cycle().unwrap();
+                learner.learn_cycle().unwrap();
+            }
+        }
+        assert!(picked > 0, "the selector never picked the plugin");
+        let (pulls, _) = learner.plugin_arms().get(PluginId(7));
+        assert!(pulls > 0, "the learner credited no plugin pull");
+        assert_eq!(learner.plugin_arms(), opt.plugin_arms());
+        // What the selector learned of the plugin survives a snapshot; the plugin does not,
+        // until the host hands it over (with its centre, so nothing is computed again).
+        let mut restored = Optimizer::restore(&learner.snapshot().unwrap()).unwrap();
+        assert_eq!(restored.plugin_arms(), learner.plugin_arms());
+        assert_eq!(restored.plugin(), None);
+        restored.adopt_plugin(&mut opt);
+        assert_eq!((restored.plugin(), opt.plugin()), (Some(PluginId(7)), None));
+        assert!(restored.plugin.as_ref().unwrap().center.get().is_some());
+        // A version-3 snapshot restores with no plugin statistics.
+        let centers: Vec<&Vec<f32>> = AttentionKind::ALL
+            .iter()
+            .map(|&k| learner.center(k))
+            .collect();
+        let v3 = snapshot::encode_as(&(&learner.state, centers), 3).unwrap();
+        assert_eq!(
+            Optimizer::restore(&v3).unwrap().plugin_arms(),
+            &PluginArms::default()
+        );
+        // Damaged plugin statistics are refused by name.
+        let mut forged = learner.plugin_arms().clone();
+        forged.update(PluginId(9), 0.5);
+        let mut bytes = postcard::to_allocvec(&forged).unwrap();
+        // The last reward sum (f64, little-endian, at the end) becomes NaN.
+        let n = bytes.len();
+        bytes[n - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
+        let forged: PluginArms = postcard::from_bytes(&bytes).unwrap();
+        let centers: Vec<&Vec<f32>> = AttentionKind::ALL
+            .iter()
+            .map(|&k| learner.center(k))
+            .collect();
+        let bad = snapshot::encode(&(&learner.state, centers, &forged)).unwrap();
+        match Optimizer::restore(&bad) {
+            Err(NeuralDagError::CorruptState(m)) => assert!(m.contains("plugin arm"), "{m}"),
+            other => panic!("expected CorruptState, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_failing_plugin_costs_the_decision_only_the_built_in_kind() {
+        let mut with = optimizer();
+        let mut without = optimizer();
+        let plans: Vec<PlanDag> = (50..53).map(plan).collect();
+        // Train both alike until every built-in kind was tried, then attach a failing plugin.
+        for i in 0..60 {
+            let p = &plans[i % plans.len()];
+            for o in [&mut with, &mut without] {
+                run(o, p, (i % 4) as ArmId, 10.0 + (i % 7) as f32);
+                if i % 10 == 9 {
+                    o.learn_cycle().unwrap();
+                }
+            }
+        }
+        with.set_plugin(rows_plugin(3, true));
+        let d = with.decide(&plans[0]).unwrap();
+        let e = d
+            .plugin_error
+            .clone()
+            .expect("the plugin was picked and failed");
+        assert!(e.contains("ran out of fuel"), "{e}");
+        assert_eq!(d.attention, with.config().default_attention);
+        assert!(d.reason.contains("attention plugin failed"), "{}", d.reason);
+        let base = without.decide(&plans[0]).unwrap();
+        assert_eq!((d.arm, d.rule, &d.key), (base.arm, base.rule, &base.key));
+        // Its trajectory teaches under the built-in kind; nothing is credited to the plugin.
+        let t = with.trajectory(&d, 0, Some(&plans[0]), 12.0).unwrap();
+        assert_eq!(t.attention, with.config().default_attention);
+        with.observe(t).unwrap();
+        assert_eq!(with.plugin_arms().get(PluginId(3)), (0, 0.0));
+        // Detached, the selector is back to the built-in kinds.
+        with.set_plugin(None);
+        assert!(with.decide(&plans[0]).unwrap().attention.is_builtin());
     }
 
     #[test]

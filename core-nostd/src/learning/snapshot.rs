@@ -11,12 +11,13 @@ use crate::rng::fnv1a64;
 
 /// First bytes of every snapshot.
 pub const MAGIC: &[u8; 6] = b"RVDAG\0";
-/// Current format version. 3: the optimizer's payload carries its attention kinds' reference
-/// centres beside the state (a backend that restores it does not recompute them); 2 (the state
-/// alone) is still read.
-pub const FORMAT_VERSION: u16 = 3;
+/// Current format version. 4: the optimizer's payload also carries the attention selector's
+/// statistics of plugins; 3: it carries the attention kinds' reference centres beside the state
+/// (a backend that restores it does not recompute them); 2: the state alone. 2 and 3 are still
+/// read.
+pub const FORMAT_VERSION: u16 = 4;
 /// Versions [`open`] accepts.
-pub const READABLE_VERSIONS: [u16; 2] = [2, 3];
+pub const READABLE_VERSIONS: [u16; 3] = [2, 3, 4];
 const HEADER: usize = 6 + 2 + 4 + 8;
 
 /// Serialise `state` into a snapshot.

@@ -177,7 +177,7 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     println!(
-        "{} nodes; fuel used {} of {}; time per call (fresh instance each) median {}, min {}, first {} over {} calls",
+        "{} nodes; fuel used {} of {}; time per call (instance kept between calls) median {}, min {}, first {} over {} calls",
         dag.len(),
         group(first.fuel_used),
         group(args.limits.fuel),
