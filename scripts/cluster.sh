@@ -1,16 +1,22 @@
-# Sourced by scripts/demo.sh and scripts/bench-pg.sh: install the extension into the system
-# PostgreSQL 15 and start a throwaway cluster with it preloaded.
+# Sourced by scripts/demo.sh and scripts/bench-pg.sh: install the extension into PostgreSQL
+# $PG_MAJOR (15, the default: the system's; 18: the one scripts/setup-pg18.sh unpacks into a
+# directory of its own) and start a throwaway cluster with it preloaded.
 #   install_extension [--release]   cargo pgrx install (with --sudo when not root)
 #   start_cluster [extra conf lines...]   sets $dir, $port; psql_ runs psql against it
 #   stop_cluster                    stops it and removes $dir
-PG_BIN=/usr/lib/postgresql/15/bin
+PG_MAJOR=${PG_MAJOR:-15}
+case $PG_MAJOR in
+  15) PG_BIN=/usr/lib/postgresql/15/bin ;;
+  18) PG_BIN=$(dirname "$(scripts/setup-pg18.sh)") ;;
+  *) echo "PostgreSQL $PG_MAJOR is not supported here (want 15 or 18)" >&2; exit 2 ;;
+esac
 export USER="${USER:-$(id -un)}"
 as_pg() { if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 install_extension() {
   local sudo_flag=()
   [[ $EUID -eq 0 ]] || sudo_flag=(--sudo)
-  echo "==> installing the extension into PostgreSQL 15 (cargo pgrx install $*)"
+  echo "==> installing the extension into PostgreSQL $PG_MAJOR (cargo pgrx install $*)"
   (cd host-pg && cargo pgrx install "$@" "${sudo_flag[@]}" --pg-config "$PG_BIN/pg_config" >/dev/null)
 }
 

@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 with ruvector_dag preloaded, learning on a dataset with correlated
-# columns where the default plan is tens of times slower than a hash join:
-#   1. installs the extension (cargo pgrx install) into the system PostgreSQL 15;
+# A throwaway PostgreSQL (15; --pg 18 for 18) with ruvector_dag preloaded, learning on a
+# dataset with correlated columns where the default plan is tens of times slower than a hash
+# join:
+#   1. installs the extension (cargo pgrx install) into the system PostgreSQL 15 (or the
+#      PostgreSQL 18 of scripts/setup-pg18.sh, in a directory of its own);
 #   2. starts a cluster in a temporary directory (as user postgres when run as root);
 #   3. runs the query in learn mode, printing each run's decision and time, with a learning
 #      cycle every 4 runs (the background worker also learns on its own interval);
 #   4. restarts the server and shows the learned state survived (same version, same patterns,
 #      the same arm applied in frozen mode).
 # Options: --check (exit non-zero unless it learned, got faster and survived the restart),
-#          --release (release build), --keep (leave the cluster running; prints how to stop it).
+#          --release (release build), --keep (leave the cluster running; prints how to stop it),
+#          --pg 15|18 (the PostgreSQL major; 15 by default).
 # Called by scripts/run.sh (the main job) and scripts/test.sh (--check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 check=0 keep=0 profile=()
-for a in "$@"; do
-  case $a in
+PG_MAJOR=15
+while (($#)); do
+  case $1 in
     --check) check=1 ;;
     --release) profile=(--release) ;;
     --keep) keep=1 ;;
-    *) echo "unknown option $a (want --check, --release, --keep)" >&2; exit 2 ;;
+    --pg) PG_MAJOR=${2:-}; shift ;;
+    --pg=*) PG_MAJOR=${1#--pg=} ;;
+    *) echo "unknown option $1 (want --check, --release, --keep, --pg 15|18)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 # shellcheck source=scripts/cluster.sh

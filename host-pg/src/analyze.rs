@@ -22,6 +22,15 @@ fn attend(dag: &PlanDag, kind: AttentionKind) -> AttentionMap {
     })
 }
 
+/// Per-node weights of `dag` under `ruvector.dag_attention_type` (a failing plugin is an
+/// ERROR naming it).
+pub(crate) fn weights_under_setting(dag: &PlanDag) -> Vec<f32> {
+    match guc::attention_setting() {
+        guc::AttentionSetting::Kind(k) => attend(dag, k).alpha,
+        guc::AttentionSetting::Plugin(name) => plugins::attend(&name, dag),
+    }
+}
+
 fn kind_named(name: &str) -> AttentionKind {
     AttentionKind::from_name(name.trim()).unwrap_or_else(|e| {
         let why = match e {
@@ -61,10 +70,7 @@ fn ruvector_dag_analyze(
     ),
 > {
     let dag = plan_of(query);
-    let alpha = match guc::attention_setting() {
-        guc::AttentionSetting::Kind(k) => attend(&dag, k).alpha,
-        guc::AttentionSetting::Plugin(name) => plugins::attend(&name, &dag),
-    };
+    let alpha = weights_under_setting(&dag);
     let cp = critical_path(&dag);
     let report = bottleneck_report(&dag);
     let rows: Vec<_> = (0..dag.len())

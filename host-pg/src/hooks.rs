@@ -97,7 +97,9 @@ struct Backend {
     /// Why loading failed, for the shared version and arm list it failed at.
     failed: Option<(u64, String, String)>,
     planned: VecDeque<Planned>,
-    last_explained: Option<(Rc<Decision>, u8)>,
+    /// The last in-scope statement planned: (its `PlannedStmt` address, decision, arm that
+    /// ran), for EXPLAIN.
+    last_explained: Option<(usize, Rc<Decision>, u8)>,
     counters: Counters,
     last_error: Option<String>,
     logged_error: bool,
@@ -140,6 +142,8 @@ pub fn install() {
         PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
         pg_sys::ExecutorEnd_hook = Some(executor_end_hook);
     }
+    #[cfg(feature = "pg18")]
+    explain18::install();
     INSTALLED.store(true, std::sync::atomic::Ordering::Release);
 }
 
@@ -632,7 +636,7 @@ fn remember(
             timed,
             node_timed,
         });
-        b.last_explained = Some((decision, arm_ran));
+        b.last_explained = Some((stmt as usize, decision, arm_ran));
     });
 }
 
@@ -1025,81 +1029,299 @@ unsafe extern "C-unwind" fn explain_hook(
             )
         });
     } else {
-        // What PostgreSQL's own ExplainOneQuery does: plan (timing it and its buffer use), then
-        // explain the plan.
-        let buffers_before = pg_sys::pgBufferUsage;
-        let t0 = Instant::now();
-        let plan = pg_sys::pg_plan_query(query, query_string, cursor_options, params);
-        let elapsed = t0.elapsed();
-        let planduration = pg_sys::instr_time {
-            tv_sec: elapsed.as_secs() as _,
-            tv_nsec: elapsed.subsec_nanos() as _,
-        };
-        let mut bufusage = pg_sys::BufferUsage::default();
-        pg_sys::BufferUsageAccumDiff(
-            &mut bufusage,
-            &raw const pg_sys::pgBufferUsage,
-            &buffers_before,
-        );
-        pg_sys::ExplainOnePlan(
-            plan,
+        crate::compat::standard_explain_one_query(
+            query,
+            cursor_options,
             into,
             es,
             query_string,
             params,
             query_env,
-            &planduration,
-            if (*es).buffers {
-                &bufusage
-            } else {
-                std::ptr::null()
-            },
         );
     }
-    let Some((d, arm_ran)) = BACKEND.with(|b| b.borrow_mut().last_explained.take()) else {
+    if crate::compat::STRUCTURED_EXPLAIN {
+        // PostgreSQL 18 printed it from explain_per_plan_hook, in every format.
+        return;
+    }
+    let Some((_, d, arm_ran)) = BACKEND.with(|b| b.borrow_mut().last_explained.take()) else {
         return;
     };
     if (*es).format != pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT {
         return;
     }
-    let names = guc::arms().unwrap_or_default();
-    let name = |a: u8| {
-        names
-            .get(usize::from(a))
-            .map_or_else(|| format!("arm {a}"), |x| x.0.clone())
-    };
-    let mode = guc::MODE.get();
-    let applied = if d.arm == 0 {
-        "the default plan".to_string()
-    } else if arm_ran == d.arm {
-        "applied".to_string()
-    } else {
-        format!("advice only, mode {}", mode.name())
-    };
-    let pattern = d
-        .pattern
-        .map_or_else(|| "none".to_string(), |p| p.to_string());
-    let attention = match d.attention {
-        ruvector_dag_core::AttentionKind::Plugin(id) => format!(
-            "{}{}",
-            crate::plugins::PREFIX,
-            crate::plugins::planner_name(id).unwrap_or_else(|| id.to_string())
-        ),
-        k => k.name().to_string(),
-    };
-    append(
-        es,
-        &format!(
-            "ruvector_dag: arm '{}' ({applied}; rule {}), pattern {pattern}, similarity {:.3}, confidence {:.3}, attention {}, predicted {:.3} ms\n",
-            name(d.arm),
-            d.rule.name(),
-            d.similarity,
-            d.confidence,
+    for line in Shown::of(&d, arm_ran).text() {
+        append(es, &line);
+    }
+}
+
+/// A decision as EXPLAIN shows it.
+struct Shown {
+    arm: String,
+    applied: String,
+    rule: &'static str,
+    pattern: String,
+    similarity: f32,
+    confidence: f32,
+    attention: String,
+    predicted_ms: f32,
+    reason: String,
+}
+
+impl Shown {
+    fn of(d: &Decision, arm_ran: u8) -> Shown {
+        let names = guc::arms().unwrap_or_default();
+        let arm = names
+            .get(usize::from(d.arm))
+            .map_or_else(|| format!("arm {}", d.arm), |x| x.0.clone());
+        let applied = if d.arm == 0 {
+            "the default plan".to_string()
+        } else if arm_ran == d.arm {
+            "applied".to_string()
+        } else {
+            format!("advice only, mode {}", guc::MODE.get().name())
+        };
+        let attention = match d.attention {
+            ruvector_dag_core::AttentionKind::Plugin(id) => format!(
+                "{}{}",
+                crate::plugins::PREFIX,
+                crate::plugins::planner_name(id).unwrap_or_else(|| id.to_string())
+            ),
+            k => k.name().to_string(),
+        };
+        Shown {
+            arm,
+            applied,
+            rule: d.rule.name(),
+            pattern: d
+                .pattern
+                .map_or_else(|| "none".to_string(), |p| p.to_string()),
+            similarity: d.similarity,
+            confidence: d.confidence,
             attention,
-            d.predicted_ms
-        ),
-    );
-    append(es, &format!("ruvector_dag reason: {}\n", d.reason));
+            predicted_ms: d.predicted_ms,
+            reason: d.reason.clone(),
+        }
+    }
+
+    /// The two lines of the text format.
+    fn text(&self) -> [String; 2] {
+        [
+            format!(
+                "ruvector_dag: arm '{}' ({}; rule {}), pattern {}, similarity {:.3}, confidence {:.3}, attention {}, predicted {:.3} ms\n",
+                self.arm,
+                self.applied,
+                self.rule,
+                self.pattern,
+                self.similarity,
+                self.confidence,
+                self.attention,
+                self.predicted_ms
+            ),
+            format!("ruvector_dag reason: {}\n", self.reason),
+        ]
+    }
+}
+
+/// PostgreSQL 18's EXPLAIN extension points: the decision as a `ruvector_dag` group in every
+/// format (`explain_per_plan_hook`), each operator's attention weight on request
+/// (`explain_per_node_hook`), and the EXPLAIN options `ruvector_dag` (default on; off hides
+/// the decision) and `ruvector_dag_weights` (default off).
+#[cfg(feature = "pg18")]
+pub mod explain18 {
+    use super::*;
+    use std::ffi::CStr;
+
+    static mut PREV_PER_PLAN: pg_sys::explain_per_plan_hook_type = None;
+    static mut PREV_PER_NODE: pg_sys::explain_per_node_hook_type = None;
+    static mut EXTENSION_ID: i32 = -1;
+
+    thread_local! {
+        /// Weights of the plan being explained, by `Plan` address (for `ruvector_dag_weights`).
+        static WEIGHTS: RefCell<Option<(usize, std::collections::HashMap<usize, f64>)>> =
+            const { RefCell::new(None) };
+    }
+
+    /// The options of one EXPLAIN, kept in its `ExplainState`.
+    #[repr(C)]
+    struct Options {
+        hide: bool,
+        weights: bool,
+    }
+
+    /// Register the EXPLAIN options (from `_PG_init`, preloaded or not, so that statements
+    /// naming them parse either way).
+    pub fn register_options() {
+        // SAFETY: backend-local registrations, made once while loading the library.
+        unsafe {
+            EXTENSION_ID = pg_sys::GetExplainExtensionId(c"ruvector_dag".as_ptr());
+            pg_sys::RegisterExtensionExplainOption(c"ruvector_dag".as_ptr(), Some(option));
+            pg_sys::RegisterExtensionExplainOption(c"ruvector_dag_weights".as_ptr(), Some(option));
+        }
+    }
+
+    /// Install the per-plan and per-node hooks (from `hooks::install`).
+    pub fn install() {
+        // SAFETY: _PG_init runs once per process, before any query.
+        unsafe {
+            PREV_PER_PLAN = pg_sys::explain_per_plan_hook;
+            pg_sys::explain_per_plan_hook = Some(per_plan);
+            PREV_PER_NODE = pg_sys::explain_per_node_hook;
+            pg_sys::explain_per_node_hook = Some(per_node);
+        }
+    }
+
+    unsafe fn options(es: *mut pg_sys::ExplainState) -> Option<&'static Options> {
+        if EXTENSION_ID < 0 {
+            return None;
+        }
+        (pg_sys::GetExplainExtensionState(es, EXTENSION_ID) as *const Options).as_ref()
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn option(
+        es: *mut pg_sys::ExplainState,
+        opt: *mut pg_sys::DefElem,
+        _pstate: *mut pg_sys::ParseState,
+    ) {
+        let mut o = pg_sys::GetExplainExtensionState(es, EXTENSION_ID) as *mut Options;
+        if o.is_null() {
+            o = pg_sys::palloc0(std::mem::size_of::<Options>()) as *mut Options;
+            pg_sys::SetExplainExtensionState(es, EXTENSION_ID, o.cast());
+        }
+        let on = pg_sys::defGetBoolean(opt);
+        if CStr::from_ptr((*opt).defname).to_bytes() == b"ruvector_dag" {
+            (*o).hide = !on;
+        } else {
+            (*o).weights = on;
+        }
+    }
+
+    fn text(s: &str) -> CString {
+        CString::new(s.replace('\0', " ")).unwrap_or_default()
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn per_plan(
+        stmt: *mut pg_sys::PlannedStmt,
+        into: *mut pg_sys::IntoClause,
+        es: *mut pg_sys::ExplainState,
+        query_string: *const std::ffi::c_char,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+    ) {
+        if let Some(prev) = PREV_PER_PLAN {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                prev(stmt, into, es, query_string, params, query_env)
+            });
+        }
+        WEIGHTS.with(|w| *w.borrow_mut() = None);
+        if options(es).is_some_and(|o| o.hide) {
+            return;
+        }
+        // Only the decision made for this very plan.
+        let Some((d, arm_ran)) = BACKEND.with(|b| {
+            b.borrow()
+                .last_explained
+                .as_ref()
+                .filter(|(s, _, _)| *s == stmt as usize)
+                .map(|(_, d, a)| (Rc::clone(d), *a))
+        }) else {
+            return;
+        };
+        let shown = Shown::of(&d, arm_ran);
+        if (*es).format == pg_sys::ExplainFormat::EXPLAIN_FORMAT_TEXT {
+            for line in shown.text() {
+                append(es, &line);
+            }
+            return;
+        }
+        let group = c"ruvector_dag".as_ptr();
+        pg_sys::ExplainOpenGroup(group, group, true, es);
+        let put = |label: &CStr, value: &str| {
+            let v = text(value);
+            pg_sys::ExplainPropertyText(label.as_ptr(), v.as_ptr(), es);
+        };
+        put(c"Arm", &shown.arm);
+        put(c"Applied", &shown.applied);
+        put(c"Rule", shown.rule);
+        put(c"Pattern", &shown.pattern);
+        pg_sys::ExplainPropertyFloat(
+            c"Similarity".as_ptr(),
+            std::ptr::null(),
+            f64::from(shown.similarity),
+            3,
+            es,
+        );
+        pg_sys::ExplainPropertyFloat(
+            c"Confidence".as_ptr(),
+            std::ptr::null(),
+            f64::from(shown.confidence),
+            3,
+            es,
+        );
+        put(c"Attention", &shown.attention);
+        pg_sys::ExplainPropertyFloat(
+            c"Predicted Time".as_ptr(),
+            c"ms".as_ptr(),
+            f64::from(shown.predicted_ms),
+            3,
+            es,
+        );
+        put(c"Reason", &shown.reason);
+        pg_sys::ExplainCloseGroup(group, group, true, es);
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn per_node(
+        planstate: *mut pg_sys::PlanState,
+        ancestors: *mut pg_sys::List,
+        relationship: *const std::ffi::c_char,
+        plan_name: *const std::ffi::c_char,
+        es: *mut pg_sys::ExplainState,
+    ) {
+        if let Some(prev) = PREV_PER_NODE {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                prev(planstate, ancestors, relationship, plan_name, es)
+            });
+        }
+        if !options(es).is_some_and(|o| o.weights) || planstate.is_null() {
+            return;
+        }
+        let stmt = (*(*planstate).state).es_plannedstmt;
+        let plan = (*planstate).plan as usize;
+        let fresh = WEIGHTS.with(|w| {
+            w.borrow()
+                .as_ref()
+                .is_some_and(|(s, _)| *s == stmt as usize)
+        });
+        if !fresh {
+            let dag = crate::plantree::dag_and_plans(stmt).unwrap_or_else(|e| {
+                crate::fail(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("ruvector_dag_weights: reading the plan: {e}"),
+                )
+            });
+            let (dag, plans) = dag;
+            let alpha = crate::analyze::weights_under_setting(&dag);
+            let map = plans
+                .into_iter()
+                .zip(alpha)
+                .map(|(p, w)| (p, f64::from(w)))
+                .collect();
+            WEIGHTS.with(|w| *w.borrow_mut() = Some((stmt as usize, map)));
+        }
+        if let Some(w) =
+            WEIGHTS.with(|w| w.borrow().as_ref().and_then(|(_, m)| m.get(&plan).copied()))
+        {
+            pg_sys::ExplainPropertyFloat(
+                c"ruvector_dag Attention".as_ptr(),
+                std::ptr::null(),
+                w,
+                4,
+                es,
+            );
+        }
+    }
 }
 
 /// Run a persisted learning cycle in this backend (`ruvector_dag_learn()`), then use its

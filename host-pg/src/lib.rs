@@ -1,5 +1,5 @@
 //! `ruvector_dag`, the PostgreSQL extension: the core's plan analysis, attention, min cut and
-//! (arriving in steps) its learning engine, inside PostgreSQL 15.
+//! its learning engine, inside PostgreSQL (15 and 18 tested; see [`compat`]).
 //!
 //! Modules:
 //! - [`guc`]: every `ruvector.*` setting, registered in `_PG_init`;
@@ -8,7 +8,9 @@
 //!   `ruvector_dag_explain_json`;
 //! - [`scope`]: the tables learning is enabled for, and who may change that;
 //! - [`plantree`]: the planner's `PlannedStmt` -> `PlanDag`, without EXPLAIN;
-//! - [`hooks`]: planner / executor / EXPLAIN hooks and this backend's copy of the optimizer;
+//! - [`hooks`]: planner / executor / EXPLAIN hooks and this backend's copy of the optimizer
+//!   (on PostgreSQL 18 also the EXPLAIN extension points: `hooks::explain18`);
+//! - [`compat`]: what differs between PostgreSQL majors, in one place;
 //! - [`shared`]: the shared-memory trajectory ring and version counters;
 //! - [`learner`]: the learning cycle that drains the ring and persists the learned state;
 //! - [`worker`]: the background worker that runs it;
@@ -24,6 +26,7 @@ use pgrx::prelude::*;
 
 pub mod admin;
 pub mod analyze;
+pub mod compat;
 pub mod guc;
 pub mod hooks;
 pub mod learner;
@@ -46,6 +49,8 @@ extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    #[cfg(feature = "pg18")]
+    hooks::explain18::register_options();
     // SAFETY: a flag PostgreSQL sets while loading shared_preload_libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shared::request();

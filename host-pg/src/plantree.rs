@@ -17,6 +17,8 @@ const MAX_DEPTH: usize = 1000;
 struct Walker<'a> {
     stmt: *mut pg_sys::PlannedStmt,
     nodes: Vec<PlanNode>,
+    /// The address of each node's `Plan`, by node id.
+    plans: Vec<usize>,
     edges: Vec<(u32, u32)>,
     /// Subplan id (1-based, as in `SubPlan.plan_id` and `CteScan.ctePlanId`) -> its root node.
     subplan_roots: HashMap<i32, u32>,
@@ -167,6 +169,7 @@ impl Walker<'_> {
         }
         let id = self.nodes.len() as u32;
         self.nodes.push(node);
+        self.plans.push(plan as usize);
 
         let mut children: Vec<*mut pg_sys::Plan> = Vec::new();
         children.extend([(*plan).lefttree, (*plan).righttree]);
@@ -210,6 +213,16 @@ impl Walker<'_> {
 /// # Safety
 /// `stmt` must be a valid `PlannedStmt` (what `standard_planner` returns).
 pub unsafe fn dag_from_plan(stmt: *mut pg_sys::PlannedStmt) -> Result<PlanDag, String> {
+    walk(stmt, None).map(|(dag, _)| dag)
+}
+
+/// [`dag_from_plan`] and, by node id, the address of the `Plan` each node came from.
+///
+/// # Safety
+/// `stmt` must be a valid `PlannedStmt`.
+pub unsafe fn dag_and_plans(
+    stmt: *mut pg_sys::PlannedStmt,
+) -> Result<(PlanDag, Vec<usize>), String> {
     walk(stmt, None)
 }
 
@@ -222,19 +235,20 @@ pub unsafe fn dag_with_actuals(
     stmt: *mut pg_sys::PlannedStmt,
     measured: &HashMap<usize, Measured>,
 ) -> Result<PlanDag, String> {
-    walk(stmt, Some(measured))
+    walk(stmt, Some(measured)).map(|(dag, _)| dag)
 }
 
 unsafe fn walk(
     stmt: *mut pg_sys::PlannedStmt,
     measured: Option<&HashMap<usize, Measured>>,
-) -> Result<PlanDag, String> {
+) -> Result<(PlanDag, Vec<usize>), String> {
     if stmt.is_null() || (*stmt).planTree.is_null() {
         return Err("no plan tree".into());
     }
     let mut w = Walker {
         stmt,
         nodes: Vec::new(),
+        plans: Vec::new(),
         edges: Vec::new(),
         subplan_roots: HashMap::new(),
         cte_scans: Vec::new(),
@@ -266,7 +280,9 @@ unsafe fn walk(
             a.self_ms = a.self_ms.max(0.0);
         }
     }
-    PlanDag::new(w.nodes, w.edges).map_err(|e| e.to_string())
+    PlanDag::new(w.nodes, w.edges)
+        .map(|dag| (dag, w.plans))
+        .map_err(|e| e.to_string())
 }
 
 /// Read the instrumentation of every node of an executed plan (InitPlans, CTEs and

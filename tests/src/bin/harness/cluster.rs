@@ -3,8 +3,39 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The system PostgreSQL 15.
+const PG15_BIN: &str = "/usr/lib/postgresql/15/bin";
+static PG_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Use PostgreSQL `major`: 15 (the system's) or 18 (unpacked by `scripts/setup-pg18.sh` into a
+/// directory of its own, which this runs: it installs it when missing). Call once, first.
+pub fn use_major(repo: &Path, major: u32) -> Result<(), String> {
+    let bin = match major {
+        15 => PathBuf::from(PG15_BIN),
+        18 => {
+            let out = run(
+                &mut Command::new(repo.join("scripts").join("setup-pg18.sh")),
+                "scripts/setup-pg18.sh (PostgreSQL 18)",
+            )?;
+            let pg_config = PathBuf::from(out.trim());
+            pg_config
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| format!("setup-pg18.sh printed {out:?}, not a pg_config path"))?
+        }
+        other => return Err(format!("--pg {other}: want 15 or 18")),
+    };
+    PG_BIN
+        .set(bin)
+        .map_err(|_| "the PostgreSQL major was chosen twice".to_string())
+}
+
+/// The bin directory of the PostgreSQL in use.
+pub fn pg_bin() -> &'static Path {
+    PG_BIN.get_or_init(|| PathBuf::from(PG15_BIN))
+}
 
 pub fn is_root() -> bool {
     Command::new("id")
@@ -41,16 +72,12 @@ fn as_pg(program: &Path) -> Command {
     }
 }
 
-/// `cargo pgrx install --release` of `host-pg` into the system PostgreSQL 15.
+/// `cargo pgrx install --release` of `host-pg` into the PostgreSQL in use.
 pub fn install_extension(repo: &Path) -> Result<(), String> {
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(repo.join("host-pg")).args([
-        "pgrx",
-        "install",
-        "--release",
-        "--pg-config",
-        &format!("{PG_BIN}/pg_config"),
-    ]);
+    cmd.current_dir(repo.join("host-pg"))
+        .args(["pgrx", "install", "--release", "--pg-config"])
+        .arg(pg_bin().join("pg_config"));
     if !is_root() {
         cmd.arg("--sudo");
     }
@@ -92,7 +119,7 @@ impl Cluster {
         };
         let data = cluster.dir.join("data");
         run(
-            as_pg(&Path::new(PG_BIN).join("initdb"))
+            as_pg(&pg_bin().join("initdb"))
                 .arg("-D")
                 .arg(&data)
                 .args(["-A", "trust", "-U", "postgres"]),
@@ -119,7 +146,7 @@ impl Cluster {
 
     fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
         run(
-            as_pg(&Path::new(PG_BIN).join("pg_ctl"))
+            as_pg(&pg_bin().join("pg_ctl"))
                 .arg("-D")
                 .arg(self.dir.join("data"))
                 .arg("-l")

@@ -40,6 +40,8 @@ const USAGE: &str = "usage: harness [options]
   --timeout-s N        statement cap for stock / learn / frozen runs (default 300)
   --seed N             constants' seed (default 1)
   --out DIR            where report.json and report.html go (default target/harness)
+  --pg 15|18           PostgreSQL major (default 15, the system's; 18 is unpacked by
+                       scripts/setup-pg18.sh into a directory of its own)
   --keep               leave the cluster running afterwards
   --no-install         do not build and install the extension (already installed)";
 
@@ -54,6 +56,7 @@ struct Args {
     out: PathBuf,
     keep: bool,
     install: bool,
+    pg: u32,
 }
 
 fn parse_args(repo: &Path) -> Result<Args, String> {
@@ -68,6 +71,7 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
         out: repo.join("target").join("harness"),
         keep: false,
         install: true,
+        pg: 15,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -129,6 +133,14 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
             }
             "--out" => a.out = PathBuf::from(value("a directory")?),
             "--keep" => a.keep = true,
+            "--pg" => {
+                let v = value("15 or 18")?;
+                a.pg = v
+                    .parse()
+                    .ok()
+                    .filter(|m| *m == 15 || *m == 18)
+                    .ok_or_else(|| num_err(&v, "15 or 18"))?;
+            }
             "--no-install" => a.install = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -319,6 +331,8 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    cluster::use_major(repo, a.pg)?;
+    println!("==> PostgreSQL {} ({})", a.pg, cluster::pg_bin().display());
     if a.install {
         let s = spinner("==> building and installing the extension (cargo pgrx install --release)");
         cluster::install_extension(repo)?;
@@ -555,7 +569,7 @@ fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
     let base = |cmd: &mut Command| {
         cmd.args(["-h", &host, "-p", &port, "-U", "postgres"]);
     };
-    let mut init = Command::new("/usr/lib/postgresql/15/bin/pgbench");
+    let mut init = Command::new(cluster::pg_bin().join("pgbench"));
     base(&mut init);
     init.args(["-i", "-q", "-s", &scale.to_string(), "pgbench"]);
     let out = init.output().map_err(|e| format!("pgbench -i: {e}"))?;
@@ -594,7 +608,7 @@ fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
         for k in 0..3 {
             let mode = modes[(k + rep as usize) % 3];
             bar.set_message(mode);
-            let mut cmd = Command::new("/usr/lib/postgresql/15/bin/pgbench");
+            let mut cmd = Command::new(cluster::pg_bin().join("pgbench"));
             base(&mut cmd);
             cmd.env("PGOPTIONS", format!("-c ruvector.dag_mode={mode}"))
                 .args([
