@@ -9,12 +9,7 @@ need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v clang >/dev/null || need_apt+=(clang)
 command -v sudo >/dev/null || need_apt+=(sudo)
-if ((${#need_apt[@]})); then
-  SUDO=""
-  [[ $EUID -eq 0 ]] || SUDO=sudo
-  $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need_apt[@]}"
-fi
+"$(dirname "$0")"/apt-install.sh "${need_apt[@]}"
 if [[ "$(cargo pgrx --version 2>/dev/null)" != *"0.18.1"* ]]; then
   cargo install cargo-pgrx --version 0.18.1 --locked
 fi

@@ -8,7 +8,8 @@
 # and 18, the attention plugins built for
 # wasm32 and run in the sandbox (every evil one refused by name), the workload harness at a small scale
 # (runs end to end and writes a well-formed report), the simulator's summary lines, the
-# no_std core built for wasm32-unknown-unknown, the analyze example on a fixture, and a short
+# no_std core built for wasm32-unknown-unknown, the analyze example on a fixture, the web demo
+# built and tested in headless Chromium (Debian's chromium, npm playwright-core), and a short
 # fuzzing run of every target (cargo-fuzz on the nightly toolchain).
 # Safe to run twice. CI runs exactly this (see .ci/run).
 set -euo pipefail
@@ -110,6 +111,17 @@ cargo build -p ruvector-dag-core --target wasm32-unknown-unknown --locked
 
 step "analyze example on a captured TPC-H plan"
 cargo run -q -p ruvector-dag-core --example analyze --locked -- tests/fixtures/tpch/q15.analyze.json >/dev/null
+
+step "web demo: built (web-demo/build.sh) and tested in headless Chromium (playwright-core under node --test)"
+need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+scripts/apt-install.sh "${need_apt[@]}"
+[[ -d web-demo/node_modules/playwright-core ]] || (cd web-demo && npm ci --no-audit --no-fund)
+web-demo/build.sh
+cargo run -q --locked -p ruvector-dag-web --example expected >/dev/null
+(cd web-demo && node --test tests/browser/)
 
 step "fuzzing: a short run of every target (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 3600)"
 scripts/fuzz.sh 20

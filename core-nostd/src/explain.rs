@@ -34,6 +34,9 @@ pub struct ExplainedPlan {
     pub planning_ms: Option<f64>,
     /// "Execution Time" (ms), with ANALYZE.
     pub execution_ms: Option<f64>,
+    /// Per node (by id), the JSON path of its plan object in the document, as error messages
+    /// spell paths (`[0].Plan.Plans[1]`): where a viewer finds the node's other fields.
+    pub node_paths: Vec<String>,
 }
 
 /// Parse EXPLAIN JSON text into a plan DAG.
@@ -88,11 +91,13 @@ pub fn from_value(doc: &Value) -> Result<ExplainedPlan> {
 
     let mut b = Builder::default();
     b.walk(plan, &path, None, 0, 1)?;
+    let node_paths = b.raw.iter().map(|r| r.path.clone()).collect();
     let dag = b.finish()?;
     Ok(ExplainedPlan {
         dag,
         planning_ms,
         execution_ms,
+        node_paths,
     })
 }
 
@@ -157,6 +162,7 @@ fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<Opt
 
 struct RawNode {
     node: PlanNode,
+    path: String,
     /// Inclusive wall time in ms, when measured.
     inclusive_ms: Option<f64>,
     cte_defines: Option<String>,
@@ -261,6 +267,7 @@ impl Builder {
         }
         self.raw.push(RawNode {
             node,
+            path: path.to_string(),
             inclusive_ms,
             cte_defines,
             cte_reads,
