@@ -222,8 +222,9 @@ fn ruvector_dag_mincut(
     TableIterator::new(rows)
 }
 
-/// Everything the web demo draws for the plan of `query`: nodes with estimates and the weights
-/// of every attention kind, edges, the critical path and the min cut.
+/// Everything the web demo draws for the plan of `query`: nodes with estimates (every field the
+/// core's node holds, so the demo rebuilds the same plan) and the weights of every attention
+/// kind, edges, the critical path and the min cut.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_explain_json(query: &str) -> Json {
     let dag = plan_of(query);
@@ -246,6 +247,12 @@ fn ruvector_dag_explain_json(query: &str) -> Json {
                 "label": n.label,
                 "est_rows": n.est_rows,
                 "total_cost": n.total_cost,
+                "startup_cost": n.startup_cost,
+                "width": n.width,
+                "loops": n.loops,
+                "parallel_aware": n.parallel_aware,
+                "workers": n.workers,
+                "scans_relation": n.relation_hash != 0,
                 "self_cost": dag.self_cost(v),
                 "consumers": consumers(&dag, v),
                 "critical": cp.on_path[v],

@@ -127,6 +127,27 @@ fn mincut_and_explain_json_are_computed() {
     assert_eq!(n, m);
 }
 
+#[pg_test]
+fn the_web_demo_reads_explain_json_and_weighs_it_as_the_extension_does() {
+    setup();
+    let doc: pgrx::Json = one(&format!(
+        "SELECT ruvector_dag.ruvector_dag_explain_json($q${JOIN}$q$)"
+    ));
+    let page = ruvector_dag_web::analyze_document(&doc.0.to_string(), &[]).expect("the demo reads it");
+    assert_eq!(page["source"], "ruvector_dag_explain_json");
+    let ours = doc.0["nodes"].as_array().unwrap();
+    let theirs = page["nodes"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(theirs) {
+        for kind in page["kinds"].as_array().unwrap() {
+            let k = kind.as_str().unwrap();
+            let (x, y) = (a["attention"][k].as_f64().unwrap(), b["weights"][k].as_f64().unwrap());
+            assert!((x - y).abs() < 1e-6, "node {} {k}: extension {x}, demo {y}", a["id"]);
+        }
+        assert_eq!(a["critical"], b["critical"]);
+    }
+}
+
 #[pg_test(error = "ruvector_dag: the query text holds 2 statements; give exactly one")]
 fn two_statements_are_refused() {
     setup();
