@@ -1016,6 +1016,8 @@ unsafe extern "C-unwind" fn explain_hook(
     query_env: *mut pg_sys::QueryEnvironment,
 ) {
     BACKEND.with(|b| b.borrow_mut().last_explained = None);
+    #[cfg(feature = "pg18")]
+    explain18::forget_weights();
     if let Some(prev) = PREV_EXPLAIN {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             prev(
@@ -1135,10 +1137,18 @@ pub mod explain18 {
     static mut PREV_PER_NODE: pg_sys::explain_per_node_hook_type = None;
     static mut EXTENSION_ID: i32 = -1;
 
+    /// The EXPLAIN being printed (its `ExplainState` and `PlannedStmt` addresses) and its
+    /// operators' weights by `Plan` address (for `ruvector_dag_weights`).
+    type Weights = ((usize, usize), std::collections::HashMap<usize, f64>);
+
     thread_local! {
-        /// Weights of the plan being explained, by `Plan` address (for `ruvector_dag_weights`).
-        static WEIGHTS: RefCell<Option<(usize, std::collections::HashMap<usize, f64>)>> =
-            const { RefCell::new(None) };
+        static WEIGHTS: RefCell<Option<Weights>> = const { RefCell::new(None) };
+    }
+
+    /// Forget the weights of an EXPLAIN (also when one ended in an error before its per-plan
+    /// hook ran: the next EXPLAIN must not reuse them).
+    pub fn forget_weights() {
+        WEIGHTS.with(|w| *w.borrow_mut() = None);
     }
 
     /// The options of one EXPLAIN, kept in its `ExplainState`.
@@ -1214,7 +1224,7 @@ pub mod explain18 {
                 prev(stmt, into, es, query_string, params, query_env)
             });
         }
-        WEIGHTS.with(|w| *w.borrow_mut() = None);
+        forget_weights();
         if options(es).is_some_and(|o| o.hide) {
             return;
         }
@@ -1289,11 +1299,8 @@ pub mod explain18 {
         }
         let stmt = (*(*planstate).state).es_plannedstmt;
         let plan = (*planstate).plan as usize;
-        let fresh = WEIGHTS.with(|w| {
-            w.borrow()
-                .as_ref()
-                .is_some_and(|(s, _)| *s == stmt as usize)
-        });
+        let key = (es as usize, stmt as usize);
+        let fresh = WEIGHTS.with(|w| w.borrow().as_ref().is_some_and(|(k, _)| *k == key));
         if !fresh {
             let dag = crate::plantree::dag_and_plans(stmt).unwrap_or_else(|e| {
                 crate::fail(
@@ -1308,7 +1315,7 @@ pub mod explain18 {
                 .zip(alpha)
                 .map(|(p, w)| (p, f64::from(w)))
                 .collect();
-            WEIGHTS.with(|w| *w.borrow_mut() = Some((stmt as usize, map)));
+            WEIGHTS.with(|w| *w.borrow_mut() = Some((key, map)));
         }
         if let Some(w) =
             WEIGHTS.with(|w| w.borrow().as_ref().and_then(|(_, m)| m.get(&plan).copied()))
