@@ -346,3 +346,53 @@ pub fn synthetic_explain_json(n: usize, seed: u64) -> Value {
 pub fn synthetic_explain(n: usize, seed: u32) -> String {
     synthetic_explain_json(n, u64::from(seed)).to_string()
 }
+
+/// The workloads of the portability figure (README): each attention kind, the embedding and
+/// the min cut, on a seeded synthetic plan of `nodes` operators.
+pub const WORKLOADS: [&str; 10] = [
+    "topological",
+    "causal_cone",
+    "critical_path",
+    "mincut_gated",
+    "hierarchical_lorentz",
+    "parallel_branch",
+    "temporal_btsp",
+    "ensemble",
+    "embed",
+    "mincut",
+];
+
+/// Run `workload` `iters` times on a synthetic plan of `nodes` operators; returns a checksum
+/// (so the work cannot be optimised away). The caller times it: the same code natively
+/// (`examples/portability.rs`) and as wasm in node (`bench/portability.mjs`).
+pub fn run_workload_native(workload: &str, nodes: usize, iters: u32) -> Result<f64, String> {
+    use ruvector_dag_core::synth::{random_plan, SynthOptions};
+    let dag = random_plan(0xBE7C, nodes, SynthOptions::default());
+    let cfg = AttentionConfig::default();
+    let ctx = AttentionContext::default();
+    let mut sum = 0.0f64;
+    let kind = AttentionKind::from_name(workload).ok();
+    let topo = mechanism(AttentionKind::Topological, &cfg).map_err(|e| e.to_string())?;
+    let map = topo.attend(&dag, &ctx).map_err(|e| e.to_string())?;
+    let mech = match kind {
+        Some(k) => Some(mechanism(k, &cfg).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    for _ in 0..iters {
+        sum += match (workload, &mech) {
+            (_, Some(m)) => f64::from(m.attend(&dag, &ctx).map_err(|e| e.to_string())?.alpha[0]),
+            ("embed", None) => f64::from(embed(&dag, &map).map_err(|e| e.to_string())?[0]),
+            ("mincut", None) => bottleneck_report(&dag).cut_rows,
+            (other, None) => {
+                return Err(format!("unknown workload {other:?}; one of {WORKLOADS:?}"))
+            }
+        };
+    }
+    Ok(sum)
+}
+
+/// For the portability benchmark in node: [`run_workload_native`].
+#[wasm_bindgen]
+pub fn run_workload(workload: &str, nodes: usize, iters: u32) -> Result<f64, JsError> {
+    run_workload_native(workload, nodes, iters).map_err(|e| JsError::new(&e))
+}

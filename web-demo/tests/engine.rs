@@ -199,3 +199,13 @@ fn synthetic_plans_of_5000_operators_are_read_and_laid_out() {
         assert_eq!(page["edges"].as_array().unwrap().len(), n - 1);
     }
 }
+
+#[test]
+fn every_portability_workload_runs_and_an_unknown_one_is_named() {
+    for w in ruvector_dag_web::WORKLOADS {
+        let sum = ruvector_dag_web::run_workload_native(w, 100, 2).unwrap();
+        assert!(sum.is_finite() && sum >= 0.0, "{w}: {sum}");
+    }
+    let e = ruvector_dag_web::run_workload_native("fastest", 10, 1).unwrap_err();
+    assert!(e.contains("unknown workload \"fastest\""), "{e}");
+}
