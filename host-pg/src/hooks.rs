@@ -66,6 +66,8 @@ pub struct Counters {
 struct Planned {
     stmt: usize,
     tree: usize,
+    /// [`plan_fingerprint`]: finds the plan again after the plan cache copied it.
+    fingerprint: u64,
     decision: Rc<Decision>,
     /// The enabled tables the statement reads (learned with the trajectory, for
     /// `ruvector_dag_reset(regclass)`).
@@ -514,6 +516,41 @@ unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
         .collect()
 }
 
+/// What identifies a plan after `copyObject`: the plan cache (PREPARE / EXECUTE, the extended
+/// protocol, PL/pgSQL) copies a plan into its own memory after the planner hook returned, so
+/// the executor sees another address. The statement's kind and query id, the top plan node's
+/// type, costs, rows and width, its inputs' types and costs, and the range table's relations.
+unsafe fn plan_fingerprint(stmt: *mut pg_sys::PlannedStmt) -> u64 {
+    let mut bytes: Vec<u8> = Vec::with_capacity(128);
+    let mut put = |x: u64| bytes.extend_from_slice(&x.to_le_bytes());
+    put((*stmt).commandType as u64);
+    // uint64 before PostgreSQL 18, int64 from 18 on: its bits either way.
+    put(u64::from_ne_bytes((*stmt).queryId.to_ne_bytes()));
+    let mut nodes = vec![(*stmt).planTree];
+    if !(*stmt).planTree.is_null() {
+        nodes.push((*(*stmt).planTree).lefttree);
+        nodes.push((*(*stmt).planTree).righttree);
+    }
+    for p in nodes {
+        if p.is_null() {
+            put(0);
+            continue;
+        }
+        put((*p).type_ as u64);
+        put((*p).startup_cost.to_bits());
+        put((*p).total_cost.to_bits());
+        put((*p).plan_rows.to_bits());
+        put((*p).plan_width as u64);
+    }
+    for rte in list_ptrs::<pg_sys::RangeTblEntry>((*stmt).rtable) {
+        if !rte.is_null() {
+            put((*rte).rtekind as u64);
+            put(u64::from((*rte).relid.to_u32()));
+        }
+    }
+    ruvector_dag_core::rng::fnv1a64(&bytes).max(1)
+}
+
 /// The enabled tables `parse` reads (none: the statement is out of scope).
 unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
     if (*parse).commandType == pg_sys::CmdType::CMD_UTILITY || !extension_present() {
@@ -626,10 +663,11 @@ fn remember(
             b.planned.pop_front();
         }
         // SAFETY: stmt is the planner's result, valid here.
-        let tree = unsafe { (*stmt).planTree } as usize;
+        let (tree, fingerprint) = unsafe { ((*stmt).planTree as usize, plan_fingerprint(stmt)) };
         b.planned.push_back(Planned {
             stmt: stmt as usize,
             tree,
+            fingerprint,
             decision: Rc::clone(&decision),
             relids: Rc::new(relids),
             arm_ran,
@@ -867,19 +905,30 @@ type Remembered = (Rc<Decision>, Rc<Vec<u32>>, u8, bool, bool);
 
 fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
     // SAFETY: the executor passes a valid QueryDesc.
-    let (stmt, tree) = unsafe {
-        let s = (*query_desc).plannedstmt;
-        if s.is_null() {
-            return None;
-        }
-        (s as usize, (*s).planTree as usize)
-    };
+    let s = unsafe { (*query_desc).plannedstmt };
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: a valid PlannedStmt.
+    let (stmt, tree) = (s as usize, unsafe { (*s).planTree } as usize);
     BACKEND.with(|b| {
-        b.borrow()
-            .planned
+        let b = b.borrow();
+        // The plan the hook returned, or the plan cache's copy of it.
+        b.planned
             .iter()
             .rev()
             .find(|p| p.stmt == stmt && p.tree == tree)
+            .or_else(|| {
+                if b.planned.is_empty() {
+                    return None;
+                }
+                // SAFETY: as above.
+                let fingerprint = unsafe { plan_fingerprint(s) };
+                b.planned
+                    .iter()
+                    .rev()
+                    .find(|p| p.fingerprint == fingerprint)
+            })
             .map(|p| {
                 (
                     Rc::clone(&p.decision),

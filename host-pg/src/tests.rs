@@ -1249,3 +1249,34 @@ fn on_postgresql_18_every_explain_format_carries_the_decision() {
     let e: String = one("SELECT msg FROM rv_caught");
     assert!(e.contains("ruvector_dag requires a Boolean value"), "{e}");
 }
+
+#[pg_test]
+fn statements_planned_through_the_plan_cache_are_observed() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'observe';",
+    )
+    .unwrap();
+    Spi::run(JOIN).unwrap();
+    let before = counter("backend_observed");
+    assert!(before >= 1);
+    // PREPARE / EXECUTE: five custom plans, then the generic one, each a copy the plan cache
+    // made after the planner hook returned.
+    Spi::run(&format!("PREPARE rv_cached AS {JOIN}")).unwrap();
+    for _ in 0..7 {
+        Spi::run("EXECUTE rv_cached").unwrap();
+    }
+    let prepared = counter("backend_observed");
+    assert_eq!(prepared - before, 7, "EXECUTE runs observed");
+    // PL/pgSQL plans its statements through the plan cache too.
+    Spi::run(&format!(
+        "CREATE FUNCTION pg_temp.rv_cached_fn() RETURNS int LANGUAGE plpgsql AS $f$
+         BEGIN PERFORM count(*) FROM ({JOIN}) q; RETURN 1; END $f$"
+    ))
+    .unwrap();
+    for _ in 0..3 {
+        Spi::run("SELECT pg_temp.rv_cached_fn()").unwrap();
+    }
+    assert_eq!(counter("backend_observed") - prepared, 3, "PL/pgSQL runs observed");
+}
