@@ -91,13 +91,28 @@ pub fn parse_attention(text: &str) -> Result<AttentionSetting, String> {
         })
 }
 
-/// The current `ruvector.dag_attention_type` (checked when it was set).
+thread_local! {
+    /// The last `ruvector.dag_attention_type` text and what it parsed to: the planner hook asks
+    /// for it on every in-scope statement, and it rarely changes.
+    static ATTENTION_CACHE: RefCell<Option<(String, AttentionSetting)>> =
+        const { RefCell::new(None) };
+}
+
+/// The current `ruvector.dag_attention_type` (checked when it was set; parsed once per text).
 pub fn attention_setting() -> AttentionSetting {
     let text = ATTENTION_TYPE
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
-    parse_attention(&text).unwrap_or(AttentionSetting::Kind(AttentionKind::Topological))
+    ATTENTION_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(t, _)| *t != text) {
+            let parsed = parse_attention(&text)
+                .unwrap_or(AttentionSetting::Kind(AttentionKind::Topological));
+            *c = Some((text, parsed));
+        }
+        c.as_ref().expect("just set").1.clone()
+    })
 }
 
 /// The default arm list: each arm is a `;`-separated set of `name=value` planner settings,

@@ -1120,10 +1120,11 @@ struct Shown {
 
 impl Shown {
     fn of(d: &Decision, arm_ran: u8) -> Shown {
-        let names = guc::arms().unwrap_or_default();
-        let arm = names
-            .get(usize::from(d.arm))
-            .map_or_else(|| format!("arm {}", d.arm), |x| x.0.clone());
+        // The parsed arm list is shared (parsed once per setting text), not copied.
+        let arm = guc::arms_shared()
+            .ok()
+            .and_then(|(arms, _)| arms.get(usize::from(d.arm)).map(|x| x.0.clone()))
+            .unwrap_or_else(|| format!("arm {}", d.arm));
         let applied = if d.arm == 0 {
             "the default plan".to_string()
         } else if arm_ran == d.arm {

@@ -32,8 +32,7 @@ function perCallUs(workload, nodes) {
 const native = process.argv[2] ? JSON.parse(fs.readFileSync(process.argv[2], 'utf8')) : [];
 const rows = [];
 for (const nodes of [100, 1000]) {
-  for (const w of ['topological', 'causal_cone', 'critical_path', 'mincut_gated', 'hierarchical_lorentz',
-    'parallel_branch', 'temporal_btsp', 'ensemble', 'embed', 'mincut']) {
+  for (const w of JSON.parse(m.workloads())) {
     const wasm = perCallUs(w, nodes);
     const nat = native.find((r) => r.workload === w && r.nodes === nodes)?.us;
     rows.push({ w, nodes, wasm, nat });

@@ -284,6 +284,23 @@ pub fn analyze(text: &str, collapsed: Vec<u32>) -> Result<String, JsError> {
         .map_err(|e| JsError::new(&e))
 }
 
+/// The attention kinds, in the core's order (`AttentionKind::ALL`), as a JSON array: the page
+/// lists these rather than spelling them again.
+#[wasm_bindgen]
+pub fn kinds() -> String {
+    json!(AttentionKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>())
+    .to_string()
+}
+
+/// The portability benchmark's workloads ([`WORKLOADS`]) as a JSON array.
+#[wasm_bindgen]
+pub fn workloads() -> String {
+    json!(WORKLOADS).to_string()
+}
+
 /// The version of the core the page runs.
 #[wasm_bindgen]
 pub fn core_version() -> String {

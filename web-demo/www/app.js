@@ -266,7 +266,7 @@ async function main() {
   window.rvdagEngine = engine;
   $('version').textContent = `core ${engine.core_version()} (wasm)`;
   for (const sel of [$('kind'), $('kind2')]) {
-    for (const k of ['topological', 'causal_cone', 'critical_path', 'mincut_gated', 'hierarchical_lorentz', 'parallel_branch', 'temporal_btsp', 'ensemble']) {
+    for (const k of JSON.parse(engine.kinds())) {
       const o = document.createElement('option');
       o.value = o.textContent = k;
       sel.appendChild(o);
