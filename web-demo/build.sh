@@ -32,6 +32,20 @@ for name, path in [
 ]:
     with open(path) as f:
         examples.append({"name": name, "text": f.read()})
+# Two plans of one query: the default and another arm's, recorded at scale 1 (times.tsv).
+times = {}
+with open("tests/fixtures/tpch-sf1/times.tsv") as f:
+    next(f)
+    for line in f:
+        q, arm, setting, ms1, ms2, _ = line.rstrip("\n").split("\t")
+        times[(q, int(arm))] = (setting, float(ms2))
+for q, arm in [("q18", 4), ("q05", 3)]:
+    (setting, ms), (_, ms0) = times[(q, arm)], times[(q, 0)]
+    with open(f"tests/fixtures/tpch-sf1/{q}.0.json") as a, open(f"tests/fixtures/tpch-sf1/{q}.{arm}.json") as b:
+        examples.append({
+            "name": f"TPC-H {q.upper()} at scale 1: the default plan ({ms0:,.0f} ms) beside {setting} ({ms:,.0f} ms)",
+            "text": a.read(), "second": b.read(),
+        })
 with open(f"{out}/examples.js", "w") as f:
     f.write("// Real PostgreSQL plans, from tests/fixtures (written by web-demo/build.sh).\n")
     f.write("window.RVDAG_EXAMPLES = " + json.dumps(examples) + ";\n")

@@ -28,6 +28,7 @@ fn ruvector_dag_export() -> Vec<u8> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_import(state: &[u8]) -> i64 {
     scope::require_admin("ruvector_dag_import");
+    crate::require_primary("ruvector_dag_import");
     let opt = match Optimizer::restore(state) {
         Ok(o) => o,
         Err(e) => fail(
@@ -65,6 +66,7 @@ fn ruvector_dag_import(state: &[u8]) -> i64 {
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_reset() -> i64 {
     scope::require_admin("ruvector_dag_reset");
+    crate::require_primary("ruvector_dag_reset");
     let before = learner::read_state(true)
         .ok()
         .flatten()
@@ -105,6 +107,7 @@ fn ruvector_dag_reset() -> i64 {
 #[pg_extern(name = "ruvector_dag_reset", volatile, parallel_unsafe)]
 fn ruvector_dag_reset_table(tbl: PgRelation) -> i64 {
     scope::require_admin("ruvector_dag_reset");
+    crate::require_primary("ruvector_dag_reset");
     match learner::forget_table(tbl.oid().to_u32()) {
         Ok(Some((gone, version, opt))) => {
             hooks::adopt(opt, version, shared::learned_version());

@@ -274,3 +274,15 @@ fn ruvector_dag_explain_json(query: &str) -> Json {
         "min_cut": {"rows": report.cut_rows, "global_rows": report.global_cut_rows, "edges": cut},
     }))
 }
+
+/// Two plans of `query` side by side, for the web demo: PostgreSQL's default plan, the plan
+/// the extension gives the query in this session (the arm's plan; in observe mode the plan the
+/// arm would give), and the decision between them (arm, applied or not, rule, pattern,
+/// similarity, confidence, attention kind, predicted time, reason, the arm's settings), or
+/// null and a `note` saying why there is none (mode off, no enabled table, a plan too cheap
+/// to re-plan). Each plan is PostgreSQL's `EXPLAIN (FORMAT JSON)` output; nothing is run.
+/// Deciding is what EXPLAIN of the query would do: in learn mode it may explore.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_compare_json(query: &str) -> Json {
+    Json(crate::hooks::compare(query))
+}

@@ -467,6 +467,42 @@ pub fn attention_config() -> AttentionConfig {
     }
 }
 
+/// Whether this server is a standby (recovery in progress): nothing can be written, so
+/// nothing is learned here.
+pub fn standby() -> bool {
+    // SAFETY: reads shared recovery state (a local flag once recovery has ended).
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+/// The mode in effect: `ruvector.dag_mode`, except on a standby, where learn works as frozen
+/// (the primary's verified plans apply; nothing is explored). See also [`records`].
+pub fn mode() -> Mode {
+    match MODE.get() {
+        Mode::Learn if standby() => Mode::Frozen,
+        m => m,
+    }
+}
+
+/// Whether executed statements become trajectories: in observe and learn mode, never on a
+/// standby (no learner runs there and nothing could be written).
+pub fn records() -> bool {
+    matches!(MODE.get(), Mode::Observe | Mode::Learn) && !standby()
+}
+
+/// `ruvector.dag_mode` as the status shows it: with what a standby makes of it.
+pub fn mode_shown() -> String {
+    let set = MODE.get();
+    if standby() && matches!(set, Mode::Learn | Mode::Observe) {
+        format!(
+            "{} (standby: ruvector.dag_mode is {}; nothing is recorded or learned here)",
+            mode().name(),
+            set.name()
+        )
+    } else {
+        set.name().to_string()
+    }
+}
+
 /// The core configuration the settings imply.
 pub fn core_config() -> NeuralDagConfig {
     let lambda = EWC_LAMBDA.get() as f32;
@@ -475,7 +511,7 @@ pub fn core_config() -> NeuralDagConfig {
         quality_threshold: QUALITY_THRESHOLD.get() as f32,
         default_attention: attention_setting().key_kind(),
         // Frozen applies verified plans only: no budget, so nothing is explored or tried.
-        attention_exploration: if MODE.get() == Mode::Frozen {
+        attention_exploration: if mode() == Mode::Frozen {
             0.0
         } else {
             ATTENTION_EXPLORATION.get() as f32

@@ -68,7 +68,9 @@ struct Planned {
     tree: usize,
     /// [`plan_fingerprint`]: finds the plan again after the plan cache copied it.
     fingerprint: u64,
-    decision: Rc<Decision>,
+    /// None: the hook planned this in-scope statement without a decision (too cheap, or the
+    /// learning path failed), so neither it nor a plan cache copy of it is observed.
+    decision: Option<Rc<Decision>>,
     /// The enabled tables the statement reads (learned with the trajectory, for
     /// `ruvector_dag_reset(regclass)`).
     relids: Rc<Vec<u32>>,
@@ -125,6 +127,9 @@ thread_local! {
     }) };
     /// Set while this extension itself is planning (scope lookups, re-planning): pass through.
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// What the planner hook did with the last statement it was asked about (for
+    /// `ruvector_dag_compare_json`).
+    static OUTCOME: RefCell<Option<Outcome>> = const { RefCell::new(None) };
     /// Relation OIDs enabled for learning, with the shared scope version they were read at.
     static ENABLED: RefCell<Option<(u64, HashSet<u32>)>> = const { RefCell::new(None) };
     /// Start times of timed statements, by QueryDesc address.
@@ -411,6 +416,19 @@ fn rust_panics_only<T>(r: std::thread::Result<T>) -> std::thread::Result<T> {
     }
 }
 
+/// What the planner hook did with a statement.
+#[derive(Clone)]
+enum Outcome {
+    /// A decision, and the arm whose plan the statement got.
+    Decided(Rc<Decision>, u8),
+    /// No decision, and why.
+    Passed(String),
+}
+
+fn passed(why: impl Into<String>) {
+    OUTCOME.with(|o| *o.borrow_mut() = Some(Outcome::Passed(why.into())));
+}
+
 /// While it lives, this extension's own planning passes through the planner hook (nested
 /// uses restore the outer state).
 pub(crate) struct Busy(bool);
@@ -613,35 +631,47 @@ unsafe fn plan_with_arm(
     cursor_options: i32,
     params: pg_sys::ParamListInfo,
 ) -> Result<*mut pg_sys::PlannedStmt, String> {
-    let nest = pg_sys::NewGUCNestLevel();
-    let planned = PgTryBuilder::new(|| {
-        for (k, v) in settings {
-            let (ck, cv) = (
-                CString::new(k.as_str()).unwrap_or_default(),
-                CString::new(v.as_str()).unwrap_or_default(),
-            );
-            // Reported at DEBUG1 only: a refused setting is our fallback, not the user's error.
-            let ok = pg_sys::set_config_option(
-                ck.as_ptr(),
-                cv.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                pg_sys::DEBUG1 as i32,
-                false,
-            );
-            if ok <= 0 {
-                return Err(format!(
-                    "PostgreSQL refused the arm's setting {k} = '{v}' (unknown, bad value, or not settable by this user)"
-                ));
-            }
-        }
-        Ok(call_planner(parse, query_string, cursor_options, params))
+    under_arm(settings, || {
+        call_planner(parse, query_string, cursor_options, params)
     })
-    .finally(|| pg_sys::AtEOXact_GUC(true, nest))
-    .execute();
-    planned
+}
+
+/// Run `f` with an arm's settings at a new GUC nest level, restored on success and on error.
+/// `Err` names a setting PostgreSQL refused (unknown, bad value, not settable by this user);
+/// then `f` is not run.
+fn under_arm<R>(settings: &[(String, String)], f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: a GUC nest level opened here and closed on every path (finally).
+    unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        PgTryBuilder::new(AssertUnwindSafe(|| {
+            for (k, v) in settings {
+                let (ck, cv) = (
+                    CString::new(k.as_str()).unwrap_or_default(),
+                    CString::new(v.as_str()).unwrap_or_default(),
+                );
+                // Reported at DEBUG1 only: a refused setting is our fallback, not the user's
+                // error.
+                let ok = pg_sys::set_config_option(
+                    ck.as_ptr(),
+                    cv.as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_SAVE,
+                    true,
+                    pg_sys::DEBUG1 as i32,
+                    false,
+                );
+                if ok <= 0 {
+                    return Err(format!(
+                        "PostgreSQL refused the arm's setting {k} = '{v}' (unknown, bad value, or not settable by this user)"
+                    ));
+                }
+            }
+            Ok(f())
+        }))
+        .finally(|| pg_sys::AtEOXact_GUC(true, nest))
+        .execute()
+    }
 }
 
 fn remember(
@@ -657,25 +687,53 @@ fn remember(
         && !matches!(decision.rule, Rule::Explore | Rule::Trial)
         && sampled(guc::NODE_TIMING_RATE.get());
     let decision = Rc::new(decision);
+    let planned = Planned {
+        stmt: stmt as usize,
+        tree: 0,
+        fingerprint: 0,
+        decision: Some(Rc::clone(&decision)),
+        relids: Rc::new(relids),
+        arm_ran,
+        timed,
+        node_timed,
+    };
+    push_planned(stmt, planned);
+    BACKEND.with(|b| {
+        b.borrow_mut().last_explained = Some((stmt as usize, Rc::clone(&decision), arm_ran))
+    });
+    OUTCOME.with(|o| *o.borrow_mut() = Some(Outcome::Decided(decision, arm_ran)));
+}
+
+/// Remember `p` for the executor hooks (the oldest of [`REMEMBERED`] is forgotten), with the
+/// plan tree's address and [`plan_fingerprint`] of `stmt`.
+fn push_planned(stmt: *mut pg_sys::PlannedStmt, mut p: Planned) {
+    // SAFETY: stmt is the planner's result, valid here.
+    (p.tree, p.fingerprint) = unsafe { ((*stmt).planTree as usize, plan_fingerprint(stmt)) };
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         if b.planned.len() == REMEMBERED {
             b.planned.pop_front();
         }
-        // SAFETY: stmt is the planner's result, valid here.
-        let (tree, fingerprint) = unsafe { ((*stmt).planTree as usize, plan_fingerprint(stmt)) };
-        b.planned.push_back(Planned {
-            stmt: stmt as usize,
-            tree,
-            fingerprint,
-            decision: Rc::clone(&decision),
-            relids: Rc::new(relids),
-            arm_ran,
-            timed,
-            node_timed,
-        });
-        b.last_explained = Some((stmt as usize, decision, arm_ran));
+        b.planned.push_back(p);
     });
+}
+
+/// An in-scope statement planned without a decision: remembered as such, so that the
+/// executor does not take it (or the plan cache's copy of it) for an earlier statement of the
+/// same shape that had one. `why` is what `ruvector_dag_compare_json` reports.
+fn pass_in_scope(stmt: *mut pg_sys::PlannedStmt, why: String) {
+    passed(why);
+    let planned = Planned {
+        stmt: stmt as usize,
+        tree: 0,
+        fingerprint: 0,
+        decision: None,
+        relids: Rc::new(Vec::new()),
+        arm_ran: 0,
+        timed: false,
+        node_timed: false,
+    };
+    push_planned(stmt, planned);
 }
 
 #[pg_guard]
@@ -685,11 +743,19 @@ unsafe extern "C-unwind" fn planner_hook(
     cursor_options: i32,
     params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    let mode = guc::MODE.get();
-    if mode == Mode::Off
-        || !guc::NEURAL_DAG_ENABLED.get()
-        || BUSY.with(|b| b.get())
-        || !pg_sys::IsTransactionState()
+    let mode = guc::mode();
+    if BUSY.with(|b| b.get()) {
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    if mode == Mode::Off || !guc::NEURAL_DAG_ENABLED.get() {
+        passed(if mode == Mode::Off {
+            "ruvector.dag_mode is off"
+        } else {
+            "ruvector.neural_dag_enabled is off"
+        });
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    if !pg_sys::IsTransactionState()
         // Inside a parallel operation (a function run by a parallel worker) nothing may be
         // read or started: pass through.
         || pg_sys::IsInParallelMode()
@@ -699,6 +765,7 @@ unsafe extern "C-unwind" fn planner_hook(
     }
     let relids = in_scope(parse);
     if relids.is_empty() {
+        passed("no table the query reads is enabled (ruvector_enable_neural_dag)");
         return call_planner(parse, query_string, cursor_options, params);
     }
     // The planner scribbles on its Query: keep a pristine copy for planning again under an arm
@@ -713,12 +780,20 @@ unsafe extern "C-unwind" fn planner_hook(
     // Statements this cheap are never re-planned, so there is nothing to decide or learn.
     let cost = (*(*default).planTree).total_cost;
     if cost < guc::REPLAN_MIN_COST.get() {
+        pass_in_scope(
+            default,
+            format!(
+                "the default plan's cost ({cost:.1}) is below ruvector.dag_replan_min_cost ({})",
+                guc::REPLAN_MIN_COST.get()
+            ),
+        );
         return default;
     }
     let dag = match dag_from_plan(default) {
         Ok(d) => d,
         Err(e) => {
             note_error("reading the plan", &e);
+            pass_in_scope(default, format!("reading the plan failed: {e}"));
             return default;
         }
     };
@@ -734,14 +809,17 @@ unsafe extern "C-unwind" fn planner_hook(
         Ok(Ok(Ok(d))) => d,
         Ok(Ok(Err(e))) => {
             note_error("decide", &e.to_string());
+            pass_in_scope(default, format!("deciding failed: {e}"));
             return default;
         }
         Ok(Err(e)) => {
             note_error("loading the learned state", &e);
+            pass_in_scope(default, format!("loading the learned state failed: {e}"));
             return default;
         }
         Err(_) => {
             note_error("decide", "internal panic");
+            pass_in_scope(default, "deciding failed: internal panic".into());
             return default;
         }
     };
@@ -752,7 +830,7 @@ unsafe extern "C-unwind" fn planner_hook(
     if let Some(e) = decision.plugin_error.as_ref().or(unreported.as_ref()) {
         note_plugin_fallback(e);
     }
-    let record = matches!(mode, Mode::Observe | Mode::Learn);
+    let record = guc::records();
     let timed = record && sampled(guc::SAMPLE_RATE.get());
     let mut decision = decision;
     // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
@@ -794,6 +872,7 @@ unsafe extern "C-unwind" fn planner_hook(
         Ok(c) => c,
         Err(e) => {
             note_error("applying an arm", &e);
+            pass_in_scope(default, format!("applying arm {arm} failed: {e}"));
             return default;
         }
     };
@@ -929,14 +1008,14 @@ fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
                     .rev()
                     .find(|p| p.fingerprint == fingerprint)
             })
-            .map(|p| {
-                (
-                    Rc::clone(&p.decision),
+            .and_then(|p| {
+                Some((
+                    Rc::clone(p.decision.as_ref()?),
                     Rc::clone(&p.relids),
                     p.arm_ran,
                     p.timed,
                     p.node_timed,
-                )
+                ))
             })
     })
 }
@@ -1105,6 +1184,90 @@ unsafe extern "C-unwind" fn explain_hook(
     }
 }
 
+/// `ruvector_dag_compare_json`: the default plan of `query`, the plan the extension gives it
+/// and the decision between them (see the function's documentation in analyze.rs).
+pub(crate) fn compare(query: &str) -> serde_json::Value {
+    let parse = |what: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap_or_else(|e| {
+            crate::fail(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("ruvector_dag: EXPLAIN of the {what} plan is not JSON: {e}"),
+            )
+        })
+    };
+    // PostgreSQL's own plan: the planner hook passes through.
+    let default = {
+        let _busy = Busy::enter();
+        parse("default", &crate::plan::explain_json(query))
+    };
+    // The plan this session gets: planned through the hook, as EXPLAIN and the query itself are.
+    OUTCOME.with(|o| *o.borrow_mut() = None);
+    let hooked = parse("extension's", &crate::plan::explain_json(query));
+    let outcome = OUTCOME.with(|o| o.borrow_mut().take());
+    let mode = guc::mode().name();
+    let (decision, learned, note) = match outcome {
+        Some(Outcome::Decided(d, arm_ran)) => {
+            let shown = Shown::of(&d, arm_ran);
+            let settings: Vec<(String, String)> = guc::arms_shared()
+                .ok()
+                .and_then(|(a, _)| a.get(usize::from(d.arm)).map(|x| x.1.clone()))
+                .unwrap_or_default();
+            let (learned, note) = if d.arm == arm_ran {
+                (hooked, None)
+            } else {
+                // Advice only (observe mode): what the arm would have given.
+                match explain_under(&settings, query) {
+                    Ok(text) => (
+                        parse("arm's", &text),
+                        Some(format!(
+                            "mode {mode}: the arm was not applied; its plan is shown as it would be"
+                        )),
+                    ),
+                    Err(e) => (hooked, Some(e)),
+                }
+            };
+            let decision = serde_json::json!({
+                "arm": shown.arm,
+                "applied": shown.applied,
+                "rule": shown.rule,
+                "pattern": shown.pattern,
+                "similarity": shown.similarity,
+                "confidence": shown.confidence,
+                "attention": shown.attention,
+                "predicted_ms": shown.predicted_ms,
+                "reason": shown.reason,
+                "arm_index": d.arm,
+                "settings": settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+                "mode": mode,
+            });
+            (decision, learned, note)
+        }
+        Some(Outcome::Passed(why)) => (serde_json::Value::Null, hooked, Some(why)),
+        None => (
+            serde_json::Value::Null,
+            hooked,
+            Some("the planner hook did not see the query (ruvector_dag is not preloaded)".into()),
+        ),
+    };
+    serde_json::json!({
+        "format": "ruvector_dag/compare/1",
+        "mode": mode,
+        "decision": decision,
+        "note": note,
+        "default": default,
+        "learned": learned,
+    })
+}
+
+/// EXPLAIN (FORMAT JSON) of `query` under `settings` (set at a new GUC nest level, restored
+/// on success and on error), the planner hook passing through. `Err` names a setting
+/// PostgreSQL refused.
+fn explain_under(settings: &[(String, String)], query: &str) -> Result<String, String> {
+    let _busy = Busy::enter();
+    under_arm(settings, || crate::plan::explain_json(query))
+        .map_err(|e| format!("{e}; the plan shown is the session's"))
+}
+
 /// A decision as EXPLAIN shows it.
 struct Shown {
     arm: String,
@@ -1130,7 +1293,7 @@ impl Shown {
         } else if arm_ran == d.arm {
             "applied".to_string()
         } else {
-            format!("advice only, mode {}", guc::MODE.get().name())
+            format!("advice only, mode {}", guc::mode().name())
         };
         let attention = match d.attention {
             ruvector_dag_core::AttentionKind::Plugin(id) => format!(

@@ -72,6 +72,19 @@ pub(crate) fn require_preload(what: &str) {
     }
 }
 
+/// ERROR on a standby for a function that writes the learned state or the settings tables.
+pub(crate) fn require_primary(what: &str) {
+    if guc::standby() {
+        fail(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!(
+                "{what}: this server is a standby (recovery in progress); run it on the primary, \
+                 whose learned state and settings replicate here"
+            ),
+        );
+    }
+}
+
 /// Run `f` (SPI reads of the extension's tables) in an internal subtransaction, as PL/pgSQL's
 /// EXCEPTION blocks do: a PostgreSQL ERROR there (say, permission on the extension's tables
 /// revoked from this user) is rolled back and becomes `Err`, so the statement falls back to the

@@ -247,6 +247,7 @@ pub fn attend(name: &str, dag: &PlanDag) -> Vec<f32> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_register_attention(name: &str, wasm: &[u8]) -> String {
     scope::require_admin("ruvector_dag_register_attention");
+    crate::require_primary("ruvector_dag_register_attention");
     check_name(name);
     let plugin = with_sandbox(|sb| sb.load(name, wasm)).unwrap_or_else(|e| {
         fail(
@@ -289,6 +290,7 @@ fn ruvector_dag_register_attention(name: &str, wasm: &[u8]) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_unregister_attention(name: &str) -> String {
     scope::require_admin("ruvector_dag_unregister_attention");
+    crate::require_primary("ruvector_dag_unregister_attention");
     check_name(name);
     let removed: Option<String> = first(
         "DELETE FROM ruvector_dag.attention_plugins WHERE name = $1 RETURNING sha256",

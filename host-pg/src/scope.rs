@@ -73,6 +73,7 @@ fn change(sql: &str, rel: &PgRelation, enable: bool) -> bool {
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_enable_neural_dag(tbl: PgRelation) -> bool {
     require_admin("ruvector_enable_neural_dag");
+    crate::require_primary("ruvector_enable_neural_dag");
     require_table(&tbl);
     if !crate::shared::available() {
         warning!(
@@ -92,6 +93,7 @@ fn ruvector_enable_neural_dag(tbl: PgRelation) -> bool {
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_disable_neural_dag(tbl: PgRelation) -> bool {
     require_admin("ruvector_disable_neural_dag");
+    crate::require_primary("ruvector_disable_neural_dag");
     change(
         "DELETE FROM ruvector_dag.enabled_tables WHERE relid = $1::oid::regclass RETURNING relid",
         &tbl,

@@ -59,6 +59,9 @@ struct Shared {
     learners: [LearnerSlot; MAX_LEARNERS],
     /// Cycles the background worker ran.
     worker_cycles: AtomicU64,
+    /// When this shared memory was set up (server start, or the restart after a crash): the
+    /// ring holds trajectories recorded since then; those not learned from before were lost.
+    started_at: pg_sys::TimestampTz,
     /// Attention plugin counters, by (database, name).
     plugins: [PluginSlot; MAX_PLUGIN_SLOTS],
     /// Guarded by `lock`.
@@ -127,6 +130,7 @@ unsafe extern "C-unwind" fn on_startup() {
                 pid: AtomicI32::new(0),
             }),
             worker_cycles: AtomicU64::new(0),
+            started_at: pg_sys::GetCurrentTimestamp(),
             plugins: std::array::from_fn(|_| PluginSlot {
                 key: AtomicU64::new(0),
                 calls: AtomicU64::new(0),
@@ -164,14 +168,48 @@ pub fn available() -> bool {
     shared().is_some()
 }
 
+/// On a standby (recovery in progress) the tables change by replay, which bumps no shared
+/// counter: there every version below also changes each second, so that backends read the
+/// replicated tables again (a cheap version check; the state itself is loaded only when its
+/// version in the table changed). 0 on a primary.
+fn standby_epoch() -> u64 {
+    if !crate::guc::standby() {
+        return 0;
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Above the bits a counter bumped on this server reaches.
+    (secs & 0xFFFF_FFFF) << 32
+}
+
 /// The learned-state version (0 without shared memory).
 pub fn learned_version() -> u64 {
-    shared().map_or(0, |s| s.learned_version.load(Ordering::Acquire))
+    shared().map_or(0, |s| {
+        s.learned_version.load(Ordering::Acquire) ^ standby_epoch()
+    })
 }
 
 /// The enabled-tables version (0 without shared memory).
 pub fn scope_version() -> u64 {
-    shared().map_or(0, |s| s.scope_version.load(Ordering::Acquire))
+    shared().map_or(0, |s| {
+        s.scope_version.load(Ordering::Acquire) ^ standby_epoch()
+    })
+}
+
+/// When the shared memory (and so the trajectory ring) was set up, as PostgreSQL prints a
+/// timestamptz; None without shared memory.
+pub fn started_at() -> Option<String> {
+    let s = shared()?;
+    // SAFETY: timestamptz_to_str returns a static buffer, copied at once.
+    unsafe {
+        let text = pg_sys::timestamptz_to_str(s.started_at);
+        Some(
+            std::ffi::CStr::from_ptr(text)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 /// Tell every backend to reload the learned state.
@@ -183,7 +221,9 @@ pub fn bump_learned() {
 
 /// The attention plugins' registry version (0 without shared memory).
 pub fn plugins_version() -> u64 {
-    shared().map_or(0, |s| s.plugins_version.load(Ordering::Acquire))
+    shared().map_or(0, |s| {
+        s.plugins_version.load(Ordering::Acquire) ^ standby_epoch()
+    })
 }
 
 /// Tell every backend to read the attention plugins' registry again.

@@ -12,7 +12,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     let mut put = |k: &str, v: String| rows.push((k.to_string(), v));
     put("version", env!("CARGO_PKG_VERSION").to_string());
     put("preloaded", hooks::installed().to_string());
-    put("mode", guc::MODE.get().name().to_string());
+    put("mode", guc::mode_shown());
     put(
         "neural_dag_enabled",
         guc::NEURAL_DAG_ENABLED.get().to_string(),
@@ -109,6 +109,11 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
         put("learner_pid", shared::learner_pid(db).to_string());
         put("worker_cycles", r.worker_cycles.to_string());
+        // Trajectories still in the ring when the server stopped or crashed were lost then.
+        put(
+            "ring_started_at",
+            shared::started_at().unwrap_or_else(|| "unknown".into()),
+        );
     }
     let learned = crate::guarded(|| {
         Spi::get_three::<i64, i64, i64>(
@@ -146,6 +151,7 @@ fn ruvector_dag_learn() -> TableIterator<
     ),
 > {
     scope::require_admin("ruvector_dag_learn");
+    crate::require_primary("ruvector_dag_learn");
     crate::require_preload("ruvector_dag_learn");
     match hooks::learn_now() {
         Ok(o) => TableIterator::once((

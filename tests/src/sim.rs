@@ -430,3 +430,87 @@ pub fn temporal_query(t: &Template, rng: &mut SplitMix64) -> Query {
         executed,
     }
 }
+
+/// What [`distinct_shapes`] reports at each learning cycle.
+#[derive(Debug, Clone, Copy)]
+pub struct ScalePoint {
+    /// Queries run so far (each a query shape never seen before).
+    pub queries: usize,
+    /// Patterns, BTSP engrams and query shapes with evidence held.
+    pub patterns: usize,
+    pub engrams: usize,
+    pub shapes: usize,
+    /// Bytes of the snapshot (what the extension stores and every backend loads).
+    pub snapshot_bytes: usize,
+    /// Mean microseconds of `decide` over the queries since the last point.
+    pub decide_us: f64,
+}
+
+/// Run `n` queries through `opt`: `n / repeats` plan shapes never seen before, each run
+/// `repeats` times in a row (a seeded random plan of 8 to 47 operators; its default plan 5-200
+/// ms, each other arm 0.2x-5x of it), a learning cycle every `cycle_every` queries, calling
+/// `at` after each cycle.
+pub fn distinct_shapes(
+    mut opt: Optimizer,
+    n: usize,
+    repeats: usize,
+    cycle_every: usize,
+    seed: u64,
+    mut at: impl FnMut(&ScalePoint, &Optimizer),
+) -> Optimizer {
+    let mut rng = SplitMix64::new(seed);
+    let mut decide_ns = 0u128;
+    let mut since = 0usize;
+    let repeats = repeats.max(1);
+    let mut plan = random_plan(seed, 8, SynthOptions::default());
+    let mut ms = [1.0; 8];
+    let mut base = 1.0;
+    for i in 0..n {
+        if i % repeats == 0 {
+            plan = random_plan(
+                seed.wrapping_mul(1_000_003).wrapping_add((i / repeats) as u64),
+                8 + rng.below(40),
+                SynthOptions::default(),
+            );
+            base = log_uniform(&mut rng, 5.0, 200.0);
+            ms = [base; 8];
+            for m in ms.iter_mut().skip(1) {
+                *m = base * log_uniform(&mut rng, 0.2, 5.0);
+            }
+        }
+        let t0 = std::time::Instant::now();
+        let mut d = opt.decide(&plan).expect("decide");
+        decide_ns += t0.elapsed().as_nanos();
+        since += 1;
+        if d.wants_candidates {
+            let cands: Vec<Candidate> = (1..8u8)
+                .filter(|a| !d.blocked.contains(a))
+                .map(|a| Candidate {
+                    arm: a,
+                    plan: d.fingerprint ^ u64::from(a).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    cost: d.default_cost * ms[usize::from(a)] / base,
+                })
+                .collect();
+            opt.choose(&mut d, &cands).expect("choose");
+        }
+        let t = opt
+            .trajectory(&d, d.arm, None, ms[usize::from(d.arm)] as f32)
+            .expect("trajectory");
+        opt.observe(t).expect("observe");
+        if (i + 1) % cycle_every == 0 {
+            opt.learn_cycle().expect("learn cycle");
+            let point = ScalePoint {
+                queries: i + 1,
+                patterns: opt.bank().patterns().len(),
+                engrams: opt.btsp().len(),
+                shapes: opt.evidence().len(),
+                snapshot_bytes: opt.snapshot().expect("snapshot").len(),
+                decide_us: decide_ns as f64 / 1000.0 / since.max(1) as f64,
+            };
+            decide_ns = 0;
+            since = 0;
+            at(&point, &opt);
+        }
+    }
+    opt
+}

@@ -1,6 +1,7 @@
 //! Writes web-demo/dist/expected.json: for a few captured plans, what the native core computes
 //! (each node's operator, label and weight under every kind; the edge count), which the browser
-//! tests compare the page's drawing with.
+//! tests compare the page's drawing with; and for two plans of TPC-H Q18 at scale 1 (the
+//! default and `enable_seqscan=off`) each operator's change as the native engine marks it.
 use std::path::PathBuf;
 
 use ruvector_dag_core::attention::mechanism;
@@ -39,7 +40,24 @@ fn main() {
             json!({"text": text, "nodes": nodes, "edges": dag.edges().len()}),
         );
     }
+    let sf1 = |f: &str| {
+        std::fs::read_to_string(root.join(format!("../tests/fixtures/tpch-sf1/{f}")))
+            .expect("fixture")
+    };
+    let (first, second) = (sf1("q18.0.json"), sf1("q18.4.json"));
+    let p = ruvector_dag_web::analyze_pair_document(&first, &second, &[], &[]).expect("a pair");
+    let marks = |side: &str| -> Vec<Value> {
+        p[side]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["change"].clone())
+            .collect()
+    };
+    let pair = json!({"first": first, "second": second, "left": marks("left"),
+                      "right": marks("right"), "changes": p["changes"]});
     let out = root.join("dist/expected.json");
-    std::fs::write(&out, json!({"plans": plans}).to_string()).expect("write expected.json");
+    std::fs::write(&out, json!({"plans": plans, "pair": pair}).to_string())
+        .expect("write expected.json");
     println!("{}", out.display());
 }

@@ -8,6 +8,7 @@
 //! [`analyze_document`] is the whole engine in plain Rust (tested natively); the
 //! `#[wasm_bindgen]` functions wrap it for the page.
 
+pub mod compare;
 pub mod layout;
 
 use ruvector_dag_core::attention::{critical_path, mechanism};
@@ -21,6 +22,8 @@ use wasm_bindgen::prelude::*;
 
 /// The format tag of `ruvector_dag_explain_json`'s output.
 pub const EXPLAIN_JSON_FORMAT: &str = "ruvector_dag/explain/1";
+/// The format tag of `ruvector_dag_compare_json`'s output (two plans and the decision).
+pub const COMPARE_JSON_FORMAT: &str = "ruvector_dag/compare/1";
 
 /// A plan read from a document, with what the document adds to it.
 struct Read {
@@ -35,13 +38,27 @@ struct Read {
 /// Read `text`: EXPLAIN JSON, or `ruvector_dag_explain_json` output. The error says which field
 /// is wrong and where.
 fn read(text: &str) -> Result<Read, String> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| {
+    read_value(&parse(text)?)
+}
+
+fn parse(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| {
         format!("not valid JSON: {e} (paste EXPLAIN (FORMAT JSON) output or ruvector_dag_explain_json's)")
-    })?;
-    if doc.get("format").and_then(Value::as_str) == Some(EXPLAIN_JSON_FORMAT) {
-        return read_explain_json(&doc);
+    })
+}
+
+fn read_value(doc: &Value) -> Result<Read, String> {
+    match doc.get("format").and_then(Value::as_str) {
+        Some(EXPLAIN_JSON_FORMAT) => return read_explain_json(doc),
+        Some(COMPARE_JSON_FORMAT) => {
+            return Err(
+                "this is ruvector_dag_compare_json output, which holds two plans: open it as a comparison"
+                    .into(),
+            )
+        }
+        _ => {}
     }
-    let e = from_value(&doc).map_err(|e| e.to_string())?;
+    let e = from_value(doc).map_err(|e| e.to_string())?;
     Ok(Read {
         dag: e.dag,
         paths: e.node_paths,
@@ -155,7 +172,10 @@ fn misestimate(n: &PlanNode) -> Option<f64> {
 /// Everything the page draws for the plan in `text`, with the nodes flagged in `collapsed`
 /// folded (their subtrees hidden). See the crate documentation.
 pub fn analyze_document(text: &str, collapsed: &[u32]) -> Result<Value, String> {
-    let r = read(text)?;
+    analyze_read(&read(text)?, collapsed)
+}
+
+fn analyze_read(r: &Read, collapsed: &[u32]) -> Result<Value, String> {
     let dag = &r.dag;
     let n = dag.len();
     let cfg = AttentionConfig::default();
@@ -274,6 +294,131 @@ pub fn analyze_document(text: &str, collapsed: &[u32]) -> Result<Value, String> 
         "layout": {"width": lay.width, "height": lay.height,
                    "node_width": layout::NODE_W, "node_height": layout::NODE_H},
     }))
+}
+
+/// Whether `text` is `ruvector_dag_compare_json` output (two plans in one document). Text that
+/// is not JSON is not.
+pub fn is_comparison(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|d| {
+            d.get("format")
+                .and_then(Value::as_str)
+                .map(|f| f == COMPARE_JSON_FORMAT)
+        })
+        .unwrap_or(false)
+}
+
+/// Two plans of one query side by side: `second` is empty and `first` is
+/// `ruvector_dag_compare_json` output (the default plan, the plan under the extension's arm and
+/// its decision), or both are plans (EXPLAIN JSON or `ruvector_dag_explain_json`; the decision
+/// is read from the second's `ruvector_dag` group, which PostgreSQL 18 prints). Returns both
+/// analyses ([`analyze_document`]'s) with each operator's `change` (`same` / `changed` / `new` /
+/// `removed` and its `peer` in the other plan, see [`compare`]), the decision (or null), the
+/// counts, and each plan's own JSON text.
+pub fn analyze_pair_document(
+    first: &str,
+    second: &str,
+    collapsed_first: &[u32],
+    collapsed_second: &[u32],
+) -> Result<Value, String> {
+    let (docs, titles, decision, note) = if second.trim().is_empty() {
+        let doc = parse(first)?;
+        if doc.get("format").and_then(Value::as_str) != Some(COMPARE_JSON_FORMAT) {
+            return Err(format!(
+                "two plans are needed: paste a second plan, or ruvector_dag_compare_json output (format \"{COMPARE_JSON_FORMAT}\")"
+            ));
+        }
+        let part = |k: &str| {
+            doc.get(k)
+                .filter(|v| !v.is_null())
+                .cloned()
+                .ok_or_else(|| format!("{k}: expected the plan's EXPLAIN JSON"))
+        };
+        let decision = doc.get("decision").cloned().unwrap_or(Value::Null);
+        if !(decision.is_null() || decision.is_object()) {
+            return Err("decision: expected an object or null".into());
+        }
+        let arm = decision
+            .get("arm")
+            .and_then(Value::as_str)
+            .map_or_else(|| "no decision".to_string(), |a| format!("arm '{a}'"));
+        let note = doc.get("note").and_then(Value::as_str).map(str::to_string);
+        (
+            [part("default")?, part("learned")?],
+            [
+                "the default plan".to_string(),
+                format!("the extension's plan ({arm})"),
+            ],
+            decision,
+            note,
+        )
+    } else {
+        let (a, b) = (
+            parse(first).map_err(|e| format!("first plan: {e}"))?,
+            parse(second).map_err(|e| format!("second plan: {e}"))?,
+        );
+        let decision = compare::decision_in_explain(&b).unwrap_or(Value::Null);
+        (
+            [a, b],
+            ["first plan".to_string(), "second plan".to_string()],
+            decision,
+            None,
+        )
+    };
+    let which = ["first plan", "second plan"];
+    let mut reads = Vec::with_capacity(2);
+    for (i, d) in docs.iter().enumerate() {
+        reads.push(read_value(d).map_err(|e| format!("{}: {e}", which[i]))?);
+    }
+    let d = compare::diff(&reads[0].dag, &reads[1].dag);
+    let mut sides = Vec::with_capacity(2);
+    for (i, (r, marks)) in reads.iter().zip([&d.first, &d.second]).enumerate() {
+        let collapsed = if i == 0 {
+            collapsed_first
+        } else {
+            collapsed_second
+        };
+        let mut a = analyze_read(r, collapsed).map_err(|e| format!("{}: {e}", which[i]))?;
+        if let Some(nodes) = a.get_mut("nodes").and_then(Value::as_array_mut) {
+            for (n, m) in nodes.iter_mut().zip(marks.iter()) {
+                n["change"] = json!({"status": m.status.name(), "peer": m.peer});
+            }
+        }
+        a["title"] = json!(titles[i]);
+        a["text"] = json!(docs[i].to_string());
+        sides.push(a);
+    }
+    let [left, right]: [Value; 2] = sides
+        .try_into()
+        .map_err(|_| "internal: two plans expected")?;
+    Ok(json!({
+        "left": left,
+        "right": right,
+        "decision": decision,
+        "decision_fields": compare::DECISION_FIELDS.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        "note": note,
+        "changes": compare::summary_json(&d),
+    }))
+}
+
+/// For the page: [`is_comparison`].
+#[wasm_bindgen]
+pub fn comparison(text: &str) -> bool {
+    is_comparison(text)
+}
+
+/// For the page: [`analyze_pair_document`] as JSON text; an `Error` naming the plan and field.
+#[wasm_bindgen]
+pub fn analyze_pair(
+    first: &str,
+    second: &str,
+    collapsed_first: Vec<u32>,
+    collapsed_second: Vec<u32>,
+) -> Result<String, JsError> {
+    analyze_pair_document(first, second, &collapsed_first, &collapsed_second)
+        .map(|v| v.to_string())
+        .map_err(|e| JsError::new(&e))
 }
 
 /// For the page: [`analyze_document`] as JSON text; an `Error` with the core's message.

@@ -8,10 +8,13 @@ const FOLD_ABOVE = 800;
 const FOLD_DEPTH = 6;
 
 let engine = null;
+// The input: one plan (text), or two plans (text and text2, or a comparison document in text).
 let text = '';
-let plan = null;
-let collapsed = new Set();
-let selected = null;
+let text2 = '';
+let plan = null;   // one plan's analysis
+let pair = null;   // two plans' analyses, their changes and the decision
+let collapsed = [new Set(), new Set()];
+let selected = null; // { side: 0 | 1, id }
 
 async function loadEngine() {
   // The single-file build carries the glue and the module inline (see build.sh).
@@ -60,9 +63,21 @@ function showError(msg) {
   e.hidden = !msg;
 }
 
+// The analysis drawn on each side: one plan, or the two plans of a comparison.
+function sides() {
+  return pair ? [pair.left, pair.right] : [plan];
+}
+
 function analyze() {
   const t0 = performance.now();
-  plan = JSON.parse(engine.analyze(text, Uint32Array.from(collapsed)));
+  const c = collapsed.map((s) => Uint32Array.from(s));
+  if (text2.trim() || engine.comparison(text)) {
+    pair = JSON.parse(engine.analyze_pair(text, text2, c[0], c[1]));
+    plan = null;
+  } else {
+    plan = JSON.parse(engine.analyze(text, c[0]));
+    pair = null;
+  }
   window.rvdagLastAnalyzeMs = performance.now() - t0;
 }
 
@@ -70,22 +85,74 @@ function draw() {
   const t0 = performance.now();
   const k1 = $('kind').value;
   const k2 = $('kind2').value;
-  renderPane($('pane1'), k1);
-  $('pane2').hidden = !k2;
-  if (k2) renderPane($('pane2'), k2);
-  else $('pane2').replaceChildren();
-  renderLegend([k1, k2].filter(Boolean));
-  const shown = plan.nodes.filter((n) => n.x !== null).length;
-  $('summary').textContent = `${plan.nodes.length} operators (${shown} shown), ${plan.edges.length} edges; ` +
-    `${plan.analyzed ? 'measured (ANALYZE)' : 'estimates only'}; min cut ${fmt(plan.min_cut.rows, 0)} rows; read as ${plan.source}`;
-  if (selected !== null) showDetails(selected);
+  // Two plans: both coloured by the first kind; one plan: a second kind beside it on request.
+  $('kind2').disabled = Boolean(pair);
+  if (pair) {
+    renderPane($('pane1'), pair.left, k1, 0);
+    renderPane($('pane2'), pair.right, k1, 1);
+    $('pane2').hidden = false;
+  } else {
+    renderPane($('pane1'), plan, k1, 0);
+    $('pane2').hidden = !k2;
+    if (k2) renderPane($('pane2'), plan, k2, 0);
+    else $('pane2').replaceChildren();
+  }
+  renderLegend(pair ? [k1] : [k1, k2].filter(Boolean));
+  renderDecision();
+  const a = sides()[0];
+  const shown = a.nodes.filter((n) => n.x !== null).length;
+  if (pair) {
+    const c = pair.changes;
+    $('summary').textContent = `${pair.left.nodes.length} and ${pair.right.nodes.length} operators; ` +
+      (c.identical ? 'the two plans are the same' : `${c.changed} changed, ${c.new} new, ${c.removed} removed, ${c.same} the same`);
+  } else {
+    $('summary').textContent = `${a.nodes.length} operators (${shown} shown), ${a.edges.length} edges; ` +
+      `${a.analyzed ? 'measured (ANALYZE)' : 'estimates only'}; min cut ${fmt(a.min_cut.rows, 0)} rows; read as ${a.source}`;
+  }
+  if (selected !== null) showDetails(selected.side, selected.id);
   window.rvdagLastDrawMs = performance.now() - t0;
 }
 
-function renderPane(pane, kind) {
+// The extension's decision above the two plans (or why there is none).
+function renderDecision() {
+  const box = $('decision');
+  box.replaceChildren();
+  box.hidden = !pair;
+  if (!pair) return;
+  const h = document.createElement('strong');
+  h.textContent = 'ruvector_dag decision: ';
+  box.appendChild(h);
+  const d = pair.decision;
+  if (!d) {
+    box.append(pair.note ? `none (${pair.note})` : 'none in these documents (ruvector_dag_compare_json or PostgreSQL 18\'s EXPLAIN carries it)');
+    return;
+  }
+  const keys = [...pair.decision_fields, ...Object.keys(d).filter((k) => !pair.decision_fields.includes(k))];
+  const dl = document.createElement('dl');
+  for (const k of keys) {
+    if (d[k] === undefined || d[k] === null) continue;
+    const dt = document.createElement('dt');
+    dt.textContent = k.replace('_ms', ' (ms)').replace('_', ' ');
+    const dd = document.createElement('dd');
+    dd.textContent = Array.isArray(d[k]) ? d[k].join('; ') : typeof d[k] === 'number' ? fmt(d[k], 3) : String(d[k]);
+    dd.dataset.key = k;
+    dl.append(dt, dd);
+  }
+  box.appendChild(dl);
+  if (pair.note) {
+    const p = document.createElement('p');
+    p.className = 'note';
+    p.textContent = pair.note;
+    box.appendChild(p);
+  }
+}
+
+const CHANGE_TAG = { changed: 'changed', new: 'new', removed: 'removed' };
+
+function renderPane(pane, plan, kind, side) {
   const range = plan.weight_ranges[kind];
   const L = plan.layout;
-  const svg = el('svg', { viewBox: `0 -20 ${L.width} ${L.height + 20}`, 'data-kind': kind });
+  const svg = el('svg', { viewBox: `0 -20 ${L.width} ${L.height + 20}`, 'data-kind': kind, 'data-side': side });
   if ($('fit').checked) {
     // Scaled to the pane's width (the height follows the drawing's proportions).
     svg.setAttribute('width', '100%');
@@ -94,7 +161,7 @@ function renderPane(pane, kind) {
     svg.setAttribute('height', L.height + 20);
   }
   const title = el('text', { x: 6, y: -6 }, svg);
-  title.textContent = `attention: ${kind}`;
+  title.textContent = `${plan.title ? plan.title + ', ' : ''}attention: ${kind}`;
   const showCrit = $('show-critical').checked;
   const showCut = $('show-cut').checked;
   const edges = el('g', {}, svg);
@@ -120,8 +187,11 @@ function renderPane(pane, kind) {
     const w = n.weights[kind];
     const cls = ['node'];
     if (showCrit && n.critical) cls.push('critical');
-    if (selected === n.id) cls.push('selected');
+    if (selected && selected.side === side && selected.id === n.id) cls.push('selected');
+    const change = n.change ? n.change.status : null;
+    if (change && change !== 'same') cls.push(`change-${change}`);
     const g = el('g', { class: cls.join(' '), transform: `translate(${n.x},${n.y})`, 'data-id': n.id, 'data-weight': w }, nodes);
+    if (change) g.dataset.change = change;
     el('rect', { width: L.node_width, height: L.node_height, fill: color(w, range.max) }, g);
     const dark = range.max > 0 && w / range.max > 0.6;
     const t1 = el('text', { x: 6, y: 16, fill: dark ? '#fff' : '#1d2330' }, g);
@@ -134,8 +204,12 @@ function renderPane(pane, kind) {
       const tip = el('title', {}, f);
       tip.textContent = `rows misestimated ${fmt(n.misestimate, 0)}x`;
     }
-    g.addEventListener('click', () => select(n.id));
-    g.addEventListener('dblclick', () => fold(n.id));
+    if (CHANGE_TAG[change]) {
+      const t = el('text', { x: L.node_width - 4, y: L.node_height - 5, class: `tag ${change}`, 'text-anchor': 'end' }, g);
+      t.textContent = CHANGE_TAG[change];
+    }
+    g.addEventListener('click', () => select(side, n.id));
+    g.addEventListener('dblclick', () => fold(side, n.id));
   }
   pane.replaceChildren(svg);
 }
@@ -144,7 +218,7 @@ function renderLegend(kinds) {
   const box = $('legend');
   box.replaceChildren();
   for (const k of kinds) {
-    const r = plan.weight_ranges[k];
+    const r = sides()[0].weight_ranges[k];
     const span = document.createElement('span');
     const ramp = document.createElement('span');
     ramp.className = 'ramp';
@@ -155,25 +229,39 @@ function renderLegend(kinds) {
   const marks = document.createElement('span');
   marks.textContent = 'purple: critical path; red dashes: min cut; edge width: rows; 10x / 100x / 1000x: row misestimate';
   box.appendChild(marks);
+  if (pair) {
+    const ch = document.createElement('span');
+    ch.textContent = 'orange: changed operator (another method, or inputs swapped); green: new in the second plan; grey: not in the second plan';
+    box.appendChild(ch);
+  }
 }
 
-function select(id) {
-  selected = id;
-  history.replaceState(null, '', `#node=${id}`);
-  for (const g of document.querySelectorAll('g.node')) g.classList.toggle('selected', Number(g.dataset.id) === id);
-  showDetails(id);
+function select(side, id) {
+  selected = { side, id };
+  history.replaceState(null, '', side === 0 ? `#node=${id}` : `#second=${id}`);
+  const peer = pair ? sides()[side].nodes[id].change.peer : null;
+  for (const svg of document.querySelectorAll('#panes svg')) {
+    const s = Number(svg.dataset.side);
+    for (const g of svg.querySelectorAll('g.node')) {
+      const gid = Number(g.dataset.id);
+      g.classList.toggle('selected', s === side && gid === id);
+      g.classList.toggle('peer', pair !== null && s !== side && gid === peer);
+    }
+  }
+  showDetails(side, id);
 }
 
-function fold(id) {
-  if (collapsed.has(id)) collapsed.delete(id); else collapsed.add(id);
+function fold(side, id) {
+  const c = collapsed[side];
+  if (c.has(id)) c.delete(id); else c.add(id);
   analyze();
   draw();
 }
 
-function rawNode(path) {
+function rawNode(side, path) {
   if (!path) return null;
   try {
-    let v = JSON.parse(text);
+    let v = JSON.parse(pair ? sides()[side].text : text);
     for (const part of path.split('.')) {
       const m = part.match(/^([^[]*)((?:\[\d+\])*)$/);
       if (m[1]) v = v[m[1]];
@@ -188,8 +276,9 @@ function rawNode(path) {
   return null;
 }
 
-function showDetails(id) {
-  const n = plan.nodes[id];
+function showDetails(side, id) {
+  const plan = sides()[side];
+  const n = plan && plan.nodes[id];
   if (!n) return;
   const rows = [
     ['operator', n.operator], ['relation / label', n.label || '-'], ['node', `${n.id} (${n.path || 'no path'})`],
@@ -201,6 +290,18 @@ function showDetails(id) {
     ['critical path', n.critical ? 'yes' : `no (slack ${fmt(n.slack, 2)})`],
     ['inputs', n.inputs.join(', ') || '-'], ['consumers', n.consumers.join(', ') || '- (root)'],
   ];
+  if (pair) {
+    const other = sides()[1 - side];
+    const peer = n.change.peer === null ? null : other.nodes[n.change.peer];
+    const where = `${other.title} (node ${n.change.peer})`;
+    const said = {
+      same: () => `the same in ${where}`,
+      changed: () => peer.operator === n.operator ? `inputs in another order in ${where}` : `${peer.operator} in ${where}`,
+      new: () => `only in ${plan.title}`,
+      removed: () => `only in ${plan.title}`,
+    }[n.change.status]();
+    rows.unshift(['plan', plan.title], ['in the other plan', said]);
+  }
   const box = $('details');
   box.replaceChildren();
   const h = document.createElement('h3');
@@ -217,7 +318,7 @@ function showDetails(id) {
   wt.id = 'weights-table';
   for (const k of plan.kinds) wt.insertRow().append(cell(k), cell(n.weights[k].toFixed(4)));
   box.appendChild(wt);
-  const raw = rawNode(n.path);
+  const raw = rawNode(side, n.path);
   if (raw) {
     const pre = document.createElement('pre');
     pre.textContent = JSON.stringify(raw, null, 1);
@@ -231,35 +332,42 @@ function cell(text) {
   return td;
 }
 
-function load(newText) {
+function load(newText, newText2 = '') {
   text = newText;
-  collapsed = new Set();
+  text2 = newText2;
+  collapsed = [new Set(), new Set()];
   selected = null;
   try {
     analyze();
-    if (plan.nodes.length > FOLD_ABOVE) {
+    let refold = false;
+    sides().forEach((a, side) => {
+      if (a.nodes.length <= FOLD_ABOVE) return;
       // Fold a large plan a few levels down so that the first picture stays light.
-      const rowHeight = plan.layout.node_height;
-      const ys = [...new Set(plan.nodes.map((n) => n.y))].sort((a, b) => a - b);
+      const ys = [...new Set(a.nodes.map((n) => n.y))].sort((p, q) => p - q);
       const cutY = ys[Math.min(FOLD_DEPTH, ys.length - 1)];
-      for (const n of plan.nodes) if (n.y === cutY && n.inputs.length > 0) collapsed.add(n.id);
-      if (rowHeight && collapsed.size) analyze();
-    }
+      for (const n of a.nodes) if (n.y === cutY && n.inputs.length > 0) collapsed[side].add(n.id);
+      refold ||= collapsed[side].size > 0;
+    });
+    if (refold) analyze();
   } catch (e) {
     plan = null;
+    pair = null;
+    $('decision').hidden = true;
     showError(String(e.message || e));
     return false;
   }
   showError('');
   // Small plans fit the pane; large ones keep their size and scroll.
-  $('fit').checked = plan.nodes.filter((n) => n.x !== null).length <= 60;
-  $('raw').textContent = text.length > 200000 ? text.slice(0, 200000) + '\n...' : text;
+  $('fit').checked = sides().every((a) => a.nodes.filter((n) => n.x !== null).length <= 60);
+  const raw = pair && !text2.trim() ? text : [text, text2].filter((t) => t.trim()).join('\n\n-- second plan --\n\n');
+  $('raw').textContent = raw.length > 200000 ? raw.slice(0, 200000) + '\n...' : raw;
   draw();
-  const m = location.hash.match(/^#node=(\d+)$/);
-  if (m && plan.nodes[Number(m[1])]) select(Number(m[1]));
+  const m = location.hash.match(/^#(node|second)=(\d+)$/);
+  const side = m && m[1] === 'second' ? 1 : 0;
+  if (m && sides()[side] && sides()[side].nodes[Number(m[2])]) select(side, Number(m[2]));
   return true;
 }
-window.rvdagLoad = (t) => load(t);
+window.rvdagLoad = (t, t2 = '') => load(t, t2);
 
 async function main() {
   engine = await loadEngine();
@@ -284,9 +392,11 @@ async function main() {
     const ex = examples[Number($('example').value)];
     if (!ex) return;
     $('plan').value = ex.text;
-    load(ex.text);
+    $('plan2').value = ex.second || '';
+    $('second-box').open = Boolean(ex.second);
+    load(ex.text, ex.second || '');
   });
-  $('draw').addEventListener('click', () => load($('plan').value));
+  $('draw').addEventListener('click', () => load($('plan').value, $('plan2').value));
   for (const id of ['kind', 'kind2', 'show-critical', 'show-cut', 'fit']) $(id).addEventListener('change', () => plan && draw());
   if (examples.length) {
     $('example').value = '0';

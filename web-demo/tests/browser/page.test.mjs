@@ -120,6 +120,57 @@ test('two kinds side by side', async () => {
   await page.close();
 });
 
+test('two plans side by side: the changed operators are marked as the native engine marks them', async () => {
+  const { page, errors } = await open(`${base}/index.html`);
+  const pair = expected.pair;
+  assert.ok(await page.evaluate(([a, b]) => window.rvdagLoad(a, b), [pair.first, pair.second]));
+  for (const [pane, marks] of [['#pane1', pair.left], ['#pane2', pair.right]]) {
+    const drawn = await page.$$eval(`${pane} g.node`, (gs) => gs.map((g) => ({
+      id: Number(g.dataset.id), change: g.dataset.change, cls: g.getAttribute('class'),
+    })));
+    assert.equal(drawn.length, marks.length, pane);
+    for (const d of drawn) {
+      assert.equal(d.change, marks[d.id].status, `${pane} node ${d.id}`);
+      assert.equal(d.cls.includes(`change-${d.change}`), d.change !== 'same', `${pane} node ${d.id}: ${d.cls}`);
+    }
+  }
+  assert.ok(!pair.changes.identical && pair.changes.changed + pair.changes.new + pair.changes.removed > 0);
+  const summary = await page.textContent('#summary');
+  assert.ok(summary.includes(`${pair.changes.changed} changed, ${pair.changes.new} new, ${pair.changes.removed} removed`), summary);
+  // No decision in two plain EXPLAIN documents of PostgreSQL 15: the box says so.
+  assert.ok((await page.textContent('#decision')).includes('none'));
+  // Clicking a changed operator names its counterpart and marks it in the other pane.
+  const id = pair.right.findIndex((m) => m.status === 'changed');
+  assert.ok(id >= 0);
+  await page.click(`#pane2 g.node[data-id="${id}"]`);
+  const details = await page.textContent('#details');
+  assert.ok(details.includes('in the other plan'), details);
+  assert.equal(await page.getAttribute(`#pane1 g.node[data-id="${pair.right[id].peer}"]`, 'class').then((c) => c.includes('peer')), true);
+  assert.ok(page.url().endsWith(`#second=${id}`));
+  // A comparison document carries both plans and the decision, shown above them.
+  const doc = JSON.stringify({
+    format: 'ruvector_dag/compare/1',
+    decision: { arm: 'enable_seqscan=off', applied: 'applied', rule: 'verified', similarity: 0.991, reason: 'verified: faster' },
+    default: JSON.parse(pair.first), learned: JSON.parse(pair.second),
+  });
+  assert.ok(await loadText(page, doc));
+  const box = await page.textContent('#decision');
+  assert.ok(box.includes('enable_seqscan=off') && box.includes('verified: faster') && box.includes('0.991'), box);
+  assert.equal(await page.locator('#pane2 g.node').count(), pair.right.length);
+  // The bundled comparison examples load from the list.
+  const options = await page.$$eval('#example option', (os) => os.map((o) => [o.value, o.textContent]));
+  const ex = options.find(([, t]) => t.includes('beside'));
+  assert.ok(ex, JSON.stringify(options));
+  await page.selectOption('#example', ex[0]);
+  assert.equal(await page.isHidden('#pane2'), false);
+  assert.ok(await page.locator('#pane2 g.node[data-change="same"]').count() > 0);
+  // Back to one plan.
+  assert.ok(await loadText(page, expected.plans['q02.plain'].text));
+  assert.equal(await page.isHidden('#decision'), true);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('malformed JSON shows the core\'s error, and the page still works afterwards', async () => {
   const { page, errors } = await open(`${base}/index.html`);
   await page.fill('#plan', '[{"Plan": {"Node Type": "Sort", "Startup Cost": 0, "Total Cost": "lots", "Plan Rows": 1, "Plan Width": 4}}]');
