@@ -5,7 +5,8 @@
 # then: format check, clippy -D warnings (native, wasm32, the extension for 15, 16 and 18), all
 # tests, the extension's SQL tests (cargo pgrx test) and the extension learning end to
 # end in a throwaway cluster with a restart (scripts/demo.sh --check), each on PostgreSQL 15
-# and 18, the attention plugins built for
+# and 18, reliability on PostgreSQL 15 (scripts/reliability.sh: concurrency, crashes, a
+# standby, DROP / CREATE EXTENSION), the attention plugins built for
 # wasm32 and run in the sandbox (every evil one refused by name), the workload harness at a small scale
 # (runs end to end and writes a well-formed report), the simulator's summary lines, the
 # no_std core built for wasm32-unknown-unknown, the analyze example on a fixture, the web demo
@@ -80,6 +81,10 @@ scripts/demo.sh --check --pg 18
 
 step "the extension end to end in a throwaway cluster: learns, gets faster, survives a restart"
 scripts/demo.sh --check
+
+step "reliability on a real server (scripts/reliability.sh: pgbench -c 8 simple and prepared, kill -9 of a backend and of the learner, immediate stop, a streaming standby, DROP / CREATE EXTENSION)"
+# The extension demo.sh --check installed above serves; 10 s per pgbench run (README: 60 s).
+scripts/reliability.sh --no-install --seconds 10
 
 step "the workload harness at a small scale: runs end to end and writes a well-formed report"
 # The extension demo.sh --check installed above serves (a debug build: --no-install).

@@ -34,6 +34,11 @@ use crate::{learner, shared};
 
 /// Planned statements whose decision is remembered for the executor hooks.
 const REMEMBERED: usize = 64;
+/// Plan cache copies (prepared statements' generic plans, PL/pgSQL's plans) recognised by
+/// fingerprint, kept by address while they are executed: the least recently executed is
+/// forgotten first, so a statement planned once and run for hours stays observed however many
+/// others are planned meanwhile.
+const ADOPTED: usize = 256;
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;
@@ -63,6 +68,7 @@ pub struct Counters {
 }
 
 /// A planned statement the executor hooks should recognise.
+#[derive(Clone)]
 struct Planned {
     stmt: usize,
     tree: usize,
@@ -101,6 +107,9 @@ struct Backend {
     /// Why loading failed, for the shared version and arm list it failed at.
     failed: Option<(u64, String, String)>,
     planned: VecDeque<Planned>,
+    /// Plan cache copies of remembered plans, by the copy's address; most recently executed
+    /// last (see [`ADOPTED`]).
+    adopted: VecDeque<Planned>,
     /// The last in-scope statement planned: (its `PlannedStmt` address, decision, arm that
     /// ran), for EXPLAIN.
     last_explained: Option<(usize, Rc<Decision>, u8)>,
@@ -116,6 +125,7 @@ thread_local! {
         loaded: None,
         failed: None,
         planned: VecDeque::new(),
+        adopted: VecDeque::new(),
         last_explained: None,
         counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
@@ -132,8 +142,9 @@ thread_local! {
     static OUTCOME: RefCell<Option<Outcome>> = const { RefCell::new(None) };
     /// Relation OIDs enabled for learning, with the shared scope version they were read at.
     static ENABLED: RefCell<Option<(u64, HashSet<u32>)>> = const { RefCell::new(None) };
-    /// Start times of timed statements, by QueryDesc address.
-    static STARTED: RefCell<Vec<(usize, Instant)>> = const { RefCell::new(Vec::new()) };
+    /// Timed statements running, by QueryDesc address: start time, and whether per-node
+    /// timing was asked for.
+    static STARTED: RefCell<Vec<(usize, Instant, bool)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Install the hooks (from `_PG_init`, while preloading).
@@ -614,9 +625,9 @@ unsafe fn call_planner(
     // A plan now at this address means any plan remembered there was freed: forget it, or the
     // executor hooks would take this statement for that one.
     BACKEND.with(|b| {
-        b.borrow_mut()
-            .planned
-            .retain(|p| p.stmt != planned as usize)
+        let mut b = b.borrow_mut();
+        b.planned.retain(|p| p.stmt != planned as usize);
+        b.adopted.retain(|p| p.stmt != planned as usize);
     });
     planned
 }
@@ -982,7 +993,11 @@ fn sampled(rate: f64) -> bool {
 /// node-timed).
 type Remembered = (Rc<Decision>, Rc<Vec<u32>>, u8, bool, bool);
 
-fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
+/// The remembered decision for the statement `query_desc` executes: the plan the hook
+/// returned (by address), or a plan cache copy of one (by [`plan_fingerprint`], the most
+/// recent planning of that shape; then kept by the copy's address, see [`ADOPTED`]). The flag
+/// says it is a copy.
+fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Remembered, bool)> {
     // SAFETY: the executor passes a valid QueryDesc.
     let s = unsafe { (*query_desc).plannedstmt };
     if s.is_null() {
@@ -990,33 +1005,53 @@ fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
     }
     // SAFETY: a valid PlannedStmt.
     let (stmt, tree) = (s as usize, unsafe { (*s).planTree } as usize);
+    let same = |p: &Planned| p.stmt == stmt && p.tree == tree;
     BACKEND.with(|b| {
-        let b = b.borrow();
-        // The plan the hook returned, or the plan cache's copy of it.
-        b.planned
-            .iter()
-            .rev()
-            .find(|p| p.stmt == stmt && p.tree == tree)
-            .or_else(|| {
-                if b.planned.is_empty() {
-                    return None;
-                }
-                // SAFETY: as above.
-                let fingerprint = unsafe { plan_fingerprint(s) };
-                b.planned
+        let mut b = b.borrow_mut();
+        let b = &mut *b;
+        let (found, copy) = if let Some(p) = b.planned.iter().rev().find(|p| same(p)) {
+            (p.clone(), false)
+        } else {
+            if b.planned.is_empty() && b.adopted.is_empty() {
+                return None;
+            }
+            // SAFETY: as above.
+            let fingerprint = unsafe { plan_fingerprint(s) };
+            // A copy seen before, unless its memory now holds another plan.
+            if let Some(i) = b
+                .adopted
+                .iter()
+                .position(|p| same(p) && p.fingerprint == fingerprint)
+            {
+                let p = b.adopted.remove(i)?;
+                b.adopted.push_back(p.clone());
+                (p, true)
+            } else {
+                b.adopted.retain(|p| !same(p));
+                let mut p = b
+                    .planned
                     .iter()
                     .rev()
-                    .find(|p| p.fingerprint == fingerprint)
-            })
-            .and_then(|p| {
-                Some((
-                    Rc::clone(p.decision.as_ref()?),
-                    Rc::clone(&p.relids),
-                    p.arm_ran,
-                    p.timed,
-                    p.node_timed,
-                ))
-            })
+                    .find(|p| p.fingerprint == fingerprint)?
+                    .clone();
+                (p.stmt, p.tree) = (stmt, tree);
+                if b.adopted.len() == ADOPTED {
+                    b.adopted.pop_front();
+                }
+                b.adopted.push_back(p.clone());
+                (p, true)
+            }
+        };
+        Some((
+            (
+                Rc::clone(found.decision.as_ref()?),
+                Rc::clone(&found.relids),
+                found.arm_ran,
+                found.timed,
+                found.node_timed,
+            ),
+            copy,
+        ))
     })
 }
 
@@ -1024,8 +1059,16 @@ fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<Remembered> {
 unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
     let (timed, node_timed) = match planned_for(query_desc) {
-        // node_timed implies timed (see `remember`).
-        Some((_, _, _, timed, node_timed)) if !explain_only && !query_desc.is_null() => {
+        // node_timed implies timed (see `remember`). A plan cache copy runs many times: its
+        // per-node timing is sampled again on each run.
+        Some(((d, _, _, timed, node_timed), copy)) if !explain_only && !query_desc.is_null() => {
+            let node_timed = if copy {
+                timed
+                    && !matches!(d.rule, Rule::Explore | Rule::Trial)
+                    && sampled(guc::NODE_TIMING_RATE.get())
+            } else {
+                node_timed
+            };
             (timed, node_timed)
         }
         _ => (false, false),
@@ -1045,8 +1088,8 @@ unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDe
             let mut s = s.borrow_mut();
             // A statement that failed never reached ExecutorEnd: its entry is stale, and its
             // address may be this one's.
-            s.retain(|(q, t)| *q != query_desc as usize && t.elapsed().as_secs() < 3600);
-            s.push((query_desc as usize, Instant::now()));
+            s.retain(|(q, t, _)| *q != query_desc as usize && t.elapsed().as_secs() < 3600);
+            s.push((query_desc as usize, Instant::now(), node_timed));
         });
     }
 }
@@ -1055,10 +1098,11 @@ unsafe extern "C-unwind" fn executor_start_hook(query_desc: *mut pg_sys::QueryDe
 unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc) {
     let started = STARTED.with(|s| {
         let mut s = s.borrow_mut();
-        let i = s.iter().position(|(q, _)| *q == query_desc as usize)?;
-        Some(s.swap_remove(i).1)
+        let i = s.iter().position(|(q, _, _)| *q == query_desc as usize)?;
+        let (_, t0, node_timed) = s.swap_remove(i);
+        Some((t0, node_timed))
     });
-    if let (Some(t0), Some((decision, relids, arm_ran, _, node_timed))) =
+    if let (Some((t0, node_timed)), Some(((decision, relids, arm_ran, _, _), _))) =
         (started, planned_for(query_desc))
     {
         let ms = t0.elapsed().as_secs_f64() * 1000.0;

@@ -117,7 +117,10 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     }
     let learned = crate::guarded(|| {
         Spi::get_three::<i64, i64, i64>(
-            "SELECT version, octet_length(snapshot)::bigint, cycles FROM ruvector_dag.learned_state WHERE id = 1",
+            // One row always (NULLs before anything was learned).
+            "SELECT (SELECT version FROM ruvector_dag.learned_state WHERE id = 1),
+                    (SELECT octet_length(snapshot)::bigint FROM ruvector_dag.learned_state WHERE id = 1),
+                    (SELECT cycles FROM ruvector_dag.learned_state WHERE id = 1)",
         )
         .map_err(|e| e.to_string())
     });

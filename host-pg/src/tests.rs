@@ -1269,6 +1269,27 @@ fn statements_planned_through_the_plan_cache_are_observed() {
     }
     let prepared = counter("backend_observed");
     assert_eq!(prepared - before, 7, "EXECUTE runs observed");
+    // The generic plan stays recognised while it runs, however many statements are planned
+    // meanwhile: 70 open cursors keep 70 plannings alive (more than the 64 remembered).
+    Spi::run("SET plan_cache_mode = force_generic_plan").unwrap();
+    Spi::run("EXECUTE rv_cached").unwrap();
+    for i in 0..70 {
+        Spi::run(&format!(
+            "DECLARE rv_cursor_{i} CURSOR FOR SELECT count(*) FROM t_orders WHERE amount > {i}"
+        ))
+        .unwrap();
+    }
+    let between = counter("backend_observed");
+    for _ in 0..3 {
+        Spi::run("EXECUTE rv_cached").unwrap();
+    }
+    assert_eq!(
+        counter("backend_observed") - between,
+        3,
+        "the generic plan's runs after 70 other plannings"
+    );
+    Spi::run("RESET plan_cache_mode").unwrap();
+    let prepared = counter("backend_observed");
     // PL/pgSQL plans its statements through the plan cache too.
     Spi::run(&format!(
         "CREATE FUNCTION pg_temp.rv_cached_fn() RETURNS int LANGUAGE plpgsql AS $f$
