@@ -468,7 +468,8 @@ pub fn distinct_shapes(
     for i in 0..n {
         if i % repeats == 0 {
             plan = random_plan(
-                seed.wrapping_mul(1_000_003).wrapping_add((i / repeats) as u64),
+                seed.wrapping_mul(1_000_003)
+                    .wrapping_add((i / repeats) as u64),
                 8 + rng.below(40),
                 SynthOptions::default(),
             );
