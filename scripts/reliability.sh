@@ -67,6 +67,15 @@ bad_log_lines() {
     grep -E 'PANIC|was terminated by signal|ERROR:.*ruvector_dag|ruvector_dag.*(panic|failed)' || true
 }
 log_at() { stat -c %s "$dir/server.log"; }
+# The largest private resident memory (KiB) among the server's processes whose title matches.
+private_kib() {
+  local pid kib max=0
+  for pid in $(ps -u "$(stat -c %U "$dir/data")" -o pid=,args= | awk -v t="$1" 'index($0, t) {print $1}'); do
+    kib=$(awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s + 0}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    ((kib > max)) && max=$kib
+  done
+  echo "$max"
+}
 # The learned state loads: a new session plans an in-scope statement with it.
 state_loads() {
   local out
@@ -106,6 +115,9 @@ for protocol in simple prepared; do
                     JOIN pg_namespace n ON n.oid = c.relnamespace
                     WHERE NOT l.granted AND n.nspname = 'ruvector_dag') || ' ' ||
                    (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'ruvector_dag')" 2>/dev/null || true
+      # Private memory (KiB: resident, not shared buffers) of the largest pgbench backend and
+      # of the learner.
+      echo "rss $(private_kib 'postgres: postgres rel') $(private_kib 'ruvector_dag learner')"
       sleep 0.1
     done
   ) >"$dir/waits.$protocol" &
@@ -118,9 +130,13 @@ for protocol in simple prepared; do
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | tail -1)
   [[ -n $tx && $tx -gt 0 ]] || fail "pgbench ($protocol) processed nothing: $out"
   [[ ${failed:-0} == 0 ]] || fail "pgbench ($protocol): $failed failed transactions"
-  rel_waits=$(awk '{s += $1} END {print s + 0}' "$dir/waits.$protocol")
-  lw_waits=$(awk '{s += $2} END {print s + 0}' "$dir/waits.$protocol")
-  samples=$(wc -l <"$dir/waits.$protocol")
+  rel_waits=$(awk '$1 != "rss" {s += $1} END {print s + 0}' "$dir/waits.$protocol")
+  lw_waits=$(awk '$1 != "rss" {s += $2} END {print s + 0}' "$dir/waits.$protocol")
+  samples=$(awk '$1 != "rss"' "$dir/waits.$protocol" | wc -l)
+  rss=$(awk '$1 == "rss" {if ($2 > b) b = $2; if ($3 > l) l = $3} END {printf "private memory at most %.0f MB per backend, %.0f MB for the learner", b / 1024, l / 1024}' "$dir/waits.$protocol")
+  # Per script (TPC-B: 5 statements, all on enabled tables; the joins: 2), in order.
+  mapfile -t per_script < <(sed -n 's/^ - \([0-9]*\) transactions (.*/\1/p' <<<"$out")
+  [[ ${#per_script[@]} == 2 ]] || fail "pgbench's per-script counts not found: $out"
   [[ $rel_waits == 0 ]] || fail "$rel_waits lock waits on the extension's tables"
   bad=$(bad_log_lines "$at")
   [[ -z $bad ]] || fail "server log: $bad"
@@ -128,11 +144,13 @@ for protocol in simple prepared; do
   pushed=$(($(status ring_pushed) - pushed0))
   cycles=$(($(status worker_cycles) - cycles0))
   dropped=$(($(status ring_dropped) - dropped0))
-  # Every in-scope statement executed is observed: 3 of TPC-B's 5 read enabled tables
-  # (weight 1) and both of the join script's (weight 2).
-  [[ $pushed -gt 0 ]] || fail "no trajectory recorded with the $protocol protocol"
+  # Every in-scope statement of every completed transaction is observed (the statements of the
+  # transactions cut off at the end, at most 8 x 5, may add to it).
+  expected=$((5 * per_script[0] + 2 * per_script[1]))
+  [[ $pushed -ge $expected && $pushed -le $((expected + 40)) ]] ||
+    fail "$pushed trajectories recorded with the $protocol protocol for $expected in-scope statements"
   [[ $cycles -gt 0 ]] || fail "no learning cycle ran during the $protocol run"
-  ok "$protocol: $tx transactions ($tps tps), 0 failed; $pushed trajectories recorded, $dropped of them dropped by the ring (full: it drops, never blocks), $cycles learning cycles; lock waits on the extension's tables: 0 of $samples samples; on its LWLock: $lw_waits backend-samples"
+  ok "$protocol: $tx transactions ($tps tps), 0 failed; $pushed trajectories recorded for $expected in-scope statements, $dropped of them dropped by the ring (full: it drops, never blocks), $cycles learning cycles; lock waits on the extension's tables: 0 of $samples samples; on its LWLock: $lw_waits backend-samples; $rss"
 done
 version=$(state_loads)
 ok "learned state version $version loads in a new session"

@@ -1557,3 +1557,50 @@ fn no_table_of_the_extension_holds_a_query_constant() {
     ));
     assert!(exported, "the export holds the constant");
 }
+
+#[pg_test]
+fn statements_inside_a_caught_exception_are_decided_observed_and_leak_no_setting() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
+         SET ruvector.dag_explore_min_ms = 0;
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
+    .unwrap();
+    Spi::run(JOIN).unwrap();
+    let before = counter("backend_observed");
+    // The statement completes, then its block fails and the error is caught: it was decided
+    // (an arm explored under the block's subtransaction) and observed.
+    Spi::run(&format!(
+        "DO $do$ BEGIN
+           BEGIN PERFORM count(*) FROM ({JOIN}) q; RAISE EXCEPTION 'boom';
+           EXCEPTION WHEN raise_exception THEN NULL; END;
+         END $do$"
+    ))
+    .unwrap();
+    assert_eq!(counter("backend_observed") - before, 1, "the statement before the error");
+    // A statement that fails while it runs, inside a caught exception: not observed (it never
+    // finished), and nothing of its arm's settings stays.
+    let failed = counter("backend_observed");
+    Spi::run(
+        "DO $do$ BEGIN
+           BEGIN PERFORM count(*) FROM t_orders o JOIN t_customers c ON c.id = o.customer
+                 WHERE 1 / (o.amount - o.amount) > 0;
+           EXCEPTION WHEN division_by_zero THEN NULL; END;
+         END $do$",
+    )
+    .unwrap();
+    assert_eq!(counter("backend_observed"), failed);
+    let settings: String = one(
+        "SELECT current_setting('enable_hashjoin') || current_setting('enable_mergejoin') || current_setting('enable_nestloop')",
+    );
+    assert_eq!(settings, "ononon");
+    // The session goes on: decided (EXPLAIN says so) and observed.
+    let lines = explain_lines(JOIN);
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm")), "{lines:?}");
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_observed") - failed, 1);
+    assert_eq!(status("backend_last_error"), "none");
+}
