@@ -12,12 +12,17 @@ if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen 0.2.130" ]]; then
   # Not --locked: its lock file names a crate version the registry no longer has.
   cargo install wasm-bindgen-cli --version 0.2.130
 fi
-cargo build -q -p ruvector-dag-web --target wasm32-unknown-unknown --release --locked
+# WebAssembly SIMD (simd128: every current browser, node >= 16): the attention kernels'
+# float loops vectorise as they do natively (README: portability). Its own target directory, so
+# that the other wasm32 builds (no_std core, plugins) keep theirs.
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+  cargo build -q -p ruvector-dag-web --target wasm32-unknown-unknown --release --locked \
+  --target-dir target/web-demo
 out=web-demo/dist
 rm -rf "$out"
 mkdir -p "$out/pkg"
 wasm-bindgen --target web --no-typescript --out-dir "$out/pkg" \
-  target/wasm32-unknown-unknown/release/ruvector_dag_web.wasm
+  target/web-demo/wasm32-unknown-unknown/release/ruvector_dag_web.wasm
 cp web-demo/www/index.html web-demo/www/app.js web-demo/www/style.css "$out/"
 python3 - "$out" <<'PY'
 import base64, glob, gzip, json, os, re, sys
