@@ -150,7 +150,7 @@ for protocol in simple prepared; do
   [[ $pushed -ge $expected && $pushed -le $((expected + 40)) ]] ||
     fail "$pushed trajectories recorded with the $protocol protocol for $expected in-scope statements"
   [[ $cycles -gt 0 ]] || fail "no learning cycle ran during the $protocol run"
-  ok "$protocol: $tx transactions ($tps tps), 0 failed; $pushed trajectories recorded for $expected in-scope statements, $dropped of them dropped by the ring (full: it drops, never blocks), $cycles learning cycles; lock waits on the extension's tables: 0 of $samples samples; on its LWLock: $lw_waits backend-samples; $rss"
+  ok "$protocol: $tx transactions ($tps tps), 0 failed; $pushed trajectories recorded for $expected in-scope statements, $dropped of them dropped by the full ring (it drops its oldest records; no backend waits for space), $cycles learning cycles; lock waits on the extension's tables: 0 of $samples samples; on its LWLock: $lw_waits backend-samples; $rss"
 done
 version=$(state_loads)
 ok "learned state version $version loads in a new session"
