@@ -1437,10 +1437,7 @@ fn plain_calls() -> Vec<(String, String)> {
     .into_iter()
     .map(|(a, b)| (a.to_string(), b))
     .collect();
-    for kind in [
-        "topological", "causal_cone", "critical_path", "mincut_gated",
-        "hierarchical_lorentz", "parallel_branch", "temporal_btsp", "ensemble",
-    ] {
+    for kind in ruvector_dag_core::AttentionKind::ALL.map(|k| k.name()) {
         calls.push((
             format!("ruvector_attention_{kind}"),
             format!("SELECT * FROM ruvector_dag.ruvector_attention_{kind}($q${JOIN}$q$)"),
