@@ -303,8 +303,8 @@ fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
     BACKEND.with(|b| b.borrow_mut().loaded.as_mut().map(|l| f(&mut l.opt)))
 }
 
-/// What this backend's optimizer holds of measured evidence and the exploration budget, as
-/// status rows; None before it is loaded.
+/// What this backend's learned state holds (patterns, BTSP engrams, query shapes with
+/// evidence) and the exploration budget, as status rows; None before it is loaded.
 pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
     with_loaded(|o| {
         let e = o.evidence();
@@ -315,6 +315,17 @@ pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
             trials += usize::from(s.in_trial(margin).is_some());
         }
         vec![
+            ("patterns", o.bank().patterns().len().to_string()),
+            ("btsp_engrams", o.btsp().len().to_string()),
+            (
+                "capacities",
+                format!(
+                    "query_shapes {}, patterns {}, btsp_engrams {}",
+                    o.config().max_trajectories,
+                    o.config().pattern_capacity,
+                    o.config().btsp_capacity
+                ),
+            ),
             ("query_shapes", e.len().to_string()),
             ("shapes_with_verified_plan", verified.to_string()),
             ("shapes_in_trial", trials.to_string()),
@@ -1142,7 +1153,8 @@ fn observe(
             let bytes = postcard::to_allocvec(&(&t, relids)).map_err(|e| {
                 ruvector_dag_core::NeuralDagError::InvalidTrajectory(format!("encoding: {e}"))
             })?;
-            let observed = o.observe(t)?;
+            // The learner queues it for its cycles; this copy only learns from it at once.
+            let observed = o.observe_unqueued(t)?;
             Ok::<_, ruvector_dag_core::NeuralDagError>((bytes, timed_nodes, observed))
         })
     })));

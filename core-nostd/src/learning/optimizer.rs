@@ -1344,6 +1344,18 @@ impl Optimizer {
     /// Learn from one execution at once: selector reward, MicroLoRA step, BTSP write, the
     /// matched pattern's statistics, the default-arm baseline; then queue it for the cycle.
     pub fn observe(&mut self, t: Trajectory) -> Result<Observed> {
+        self.observe_inner(t, true)
+    }
+
+    /// [`observe`](Self::observe) for a copy of the learned state that never runs a cycle (a
+    /// PostgreSQL backend, whose learner observes the same execution and queues it there):
+    /// everything `observe` learns at once, so that this copy's next decisions use it, but the
+    /// trajectory is not queued, so the copy does not grow with what it executes.
+    pub fn observe_unqueued(&mut self, t: Trajectory) -> Result<Observed> {
+        self.observe_inner(t, false)
+    }
+
+    fn observe_inner(&mut self, t: Trajectory, queue: bool) -> Result<Observed> {
         if let Err(e) = self.check(&t) {
             self.state.stats.rejected += 1;
             return Err(e);
@@ -1407,7 +1419,11 @@ impl Optimizer {
         }
         st.stats.observed += 1;
         let actual_ms = t.actual_ms;
-        let quality = st.buffer.record(t);
+        let quality = if queue {
+            st.buffer.record(t)
+        } else {
+            st.buffer.note(t.fingerprint, actual_ms)
+        };
         Ok(Observed {
             learned: true,
             quality,
@@ -1937,6 +1953,44 @@ mod tests {
             d.reason
         );
         assert!(opt.decide(&q).unwrap().blocked.is_empty());
+    }
+
+    #[test]
+    fn observing_unqueued_learns_the_same_at_once_and_queues_nothing() {
+        // A backend's copy (unqueued) and the learner (queued) see the same executions.
+        let (mut queued, mut copy) = (learner(), learner());
+        let (p, q) = (plan(2), plan(3));
+        let runs: Vec<(&PlanDag, ArmId, f32)> = (0..12)
+            .map(|i| match i % 4 {
+                0 => (&p, 0, 100.0),
+                1 => (&q, 0, 60.0 + i as f32),
+                2 => (&p, 2, 40.0),
+                _ => (&q, 3, 55.0),
+            })
+            .chain([(&p, 1, 10_000.0)]) // a catastrophe: BTSP blocks arm 1 for p
+            .collect();
+        for &(dag, arm, ms) in &runs {
+            let (dq, dc) = (queued.decide(dag).unwrap(), copy.decide(dag).unwrap());
+            assert_eq!((dq.arm, &dq.reason), (dc.arm, &dc.reason));
+            let tq = queued.trajectory(&dq, arm, None, ms).unwrap();
+            let tc = copy.trajectory(&dc, arm, None, ms).unwrap();
+            assert_eq!(
+                queued.observe(tq).unwrap(),
+                copy.observe_unqueued(tc).unwrap()
+            );
+        }
+        assert_eq!(queued.pending(), runs.len());
+        assert_eq!(copy.pending(), 0);
+        for dag in [&p, &q] {
+            let (dq, dc) = (queued.decide(dag).unwrap(), copy.decide(dag).unwrap());
+            assert_eq!(
+                (dq.arm, &dq.blocked, &dq.reason, dq.predicted_ms),
+                (dc.arm, &dc.blocked, &dc.reason, dc.predicted_ms)
+            );
+        }
+        assert_eq!(copy.decide(&p).unwrap().blocked, vec![1]);
+        assert_eq!(copy.btsp().len(), queued.btsp().len());
+        assert_eq!(copy.evidence().len(), queued.evidence().len());
     }
 
     #[test]

@@ -83,17 +83,7 @@ impl TrajectoryBuffer {
     /// Record one trajectory, setting its quality `best / actual` against the best latency
     /// seen for its fingerprint (this one included). Returns the quality.
     pub fn record(&mut self, mut t: Trajectory) -> f32 {
-        // A latency that is not a positive finite number teaches nothing about the best one.
-        t.quality = if t.actual_ms.is_finite() && t.actual_ms > 0.0 {
-            if self.best_ms.len() >= self.capacity && !self.best_ms.contains_key(&t.fingerprint) {
-                self.best_ms.pop_first();
-            }
-            let best = self.best_ms.entry(t.fingerprint).or_insert(t.actual_ms);
-            *best = best.min(t.actual_ms);
-            (*best / t.actual_ms).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        t.quality = self.note(t.fingerprint, t.actual_ms);
         if self.ring.len() == self.capacity {
             self.ring.pop_front();
             self.dropped += 1;
@@ -102,6 +92,21 @@ impl TrajectoryBuffer {
         let q = t.quality;
         self.ring.push_back(t);
         q
+    }
+
+    /// What [`record`](Self::record) does but queue: note `actual_ms` as a latency of
+    /// `fingerprint` and return its quality, `best / actual` (0 for a latency that is not a
+    /// positive finite number, which teaches nothing about the best one).
+    pub fn note(&mut self, fingerprint: u64, actual_ms: f32) -> f32 {
+        if !(actual_ms.is_finite() && actual_ms > 0.0) {
+            return 0.0;
+        }
+        if self.best_ms.len() >= self.capacity && !self.best_ms.contains_key(&fingerprint) {
+            self.best_ms.pop_first();
+        }
+        let best = self.best_ms.entry(fingerprint).or_insert(actual_ms);
+        *best = best.min(actual_ms);
+        (*best / actual_ms).clamp(0.0, 1.0)
     }
 
     /// Take everything out, oldest first.
