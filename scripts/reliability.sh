@@ -11,29 +11,39 @@
 #   3. a streaming standby (pg_basebackup): uses the primary's learned state, frozen, never
 #      errors because it cannot write, and its sessions pick up new versions as they replicate;
 #   4. DROP EXTENSION leaves nothing behind (no schema, function, table, type or setting
-#      written) and queries go on; CREATE EXTENSION works again and learns again.
+#      written) and queries go on; CREATE EXTENSION works again and learns again;
+#   5. many distinct query shapes (joins of three of 64 enabled tables, three forms each) from two
+#      sessions: every store of the learned state stays within its capacity, the learned state
+#      within DESIGN's budget, and the private memory of the backends and the learner is
+#      measured (bounded) while it grows and after a new session loads it.
 # Every check prints what it measured; the script exits non-zero at the first failed check.
-# Options: --seconds N (each pgbench run; default 10, README's figures: 60), --no-install
+# Options: --seconds N (each pgbench run; default 10, README's figures: 60), --shapes N (step 5;
+# default 3000, README's figures: 100000, at most 124992), --release (install a release build,
+# as README's figures are measured; default: a debug build, quicker to compile), --no-install
 # (use the installed extension), --keep (leave the cluster; prints where), --pg 15|18.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=10 install=1 keep=0
+seconds=10 shapes=3000 install=1 keep=0 release=()
 PG_MAJOR=15
 while (($#)); do
   case $1 in
     --seconds) seconds=${2:?}; shift ;;
+    --shapes) shapes=${2:?}; shift ;;
     --no-install) install=0 ;;
+    --release) release=(--release) ;;
     --keep) keep=1 ;;
     --pg) PG_MAJOR=${2:?}; shift ;;
-    *) echo "unknown option $1 (want --seconds N, --no-install, --keep, --pg 15|18)" >&2; exit 2 ;;
+    *) echo "unknown option $1 (want --seconds N, --shapes N, --release, --no-install, --keep, --pg 15|18)" >&2; exit 2 ;;
   esac
   shift
 done
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "--seconds wants a positive whole number, not '$seconds'" >&2; exit 2; }
+[[ $shapes =~ ^[1-9][0-9]*$ && $shapes -le 124992 ]] || { echo "--shapes wants a whole number from 1 to 124992, not '$shapes'" >&2; exit 2; }
 
 # shellcheck source=scripts/cluster.sh
 source scripts/cluster.sh
-((install)) && install_extension
+((install)) && install_extension "${release[@]}"
 start_cluster "ruvector.dag_database = 'rel'" "ruvector.dag_background_interval_ms = 1000" \
   "ruvector.dag_mode = 'learn'" "ruvector.dag_replan_min_cost = 0" "max_connections = 40" \
   "wal_level = replica" "max_wal_senders = 4" "hot_standby = on" "restart_after_crash = on" \
@@ -102,6 +112,12 @@ SELECT b.bbalance, count(*), sum(a.abalance) FROM pgbench_branches b JOIN pgbenc
 SELECT t.tbalance, a.abalance FROM pgbench_tellers t JOIN pgbench_accounts a ON a.bid = t.bid WHERE a.aid = :aid ORDER BY t.tid LIMIT 3;
 SQL
 
+# The launcher starts the learner of a database created after the server within its period.
+for _ in $(seq 1 60); do
+  [[ $(status learner_pid) =~ ^[1-9] ]] && break
+  sleep 0.5
+done
+[[ $(status learner_pid) =~ ^[1-9] ]] || fail "no learner started for database rel"
 echo "==> 1. concurrency: pgbench -c 8 -j 2 -T $seconds, simple and prepared"
 for protocol in simple prepared; do
   at=$(log_at)
@@ -306,4 +322,97 @@ v1=$(status learned_version)
 explain=$(q -c "EXPLAIN $JOIN")
 grep -q "ruvector_dag: arm" <<<"$explain" || fail "no decision after CREATE EXTENSION: $explain"
 ok "CREATE EXTENSION again: learns (version '$v0' -> $v1) and decides"
+
+echo "==> 5. $shapes distinct query shapes from two sessions"
+# 64 small enabled tables; query i joins three of them (a distinct set for each i) in one of
+# three forms (count; GROUP BY; ORDER BY .. LIMIT), so every query is a plan shape never seen.
+{
+  for t in $(seq 1 64); do
+    echo "CREATE TABLE s$t (id int PRIMARY KEY, a int, b int);"
+    echo "INSERT INTO s$t SELECT g, g % 7, g % 11 FROM generate_series(1, 40) g;"
+    echo "SELECT ruvector_dag.ruvector_enable_neural_dag('s$t');"
+  done
+  echo "ANALYZE;"
+} >"$dir/shapes-setup.sql"
+q -f "$dir/shapes-setup.sql" >/dev/null
+awk -v n="$shapes" -v dir="$dir" 'BEGIN {
+  c = 0
+  for (f = 0; f < 3; f++) for (i = 1; i <= 64; i++) for (j = i + 1; j <= 64; j++) for (k = j + 1; k <= 64; k++) {
+    if (c >= n) exit
+    from = "s" i " JOIN s" j " USING (id) JOIN s" k " USING (id)"
+    if (f == 0) sql = "SELECT count(*) FROM " from ";"
+    else if (f == 1) sql = "SELECT s" i ".a, count(*) FROM " from " GROUP BY s" i ".a;"
+    else sql = "SELECT id FROM " from " ORDER BY s" k ".b, id LIMIT 3;"
+    print sql > (dir "/shapes." (c % 2) ".sql")
+    c++
+  }
+}'
+at=$(log_at)
+pushed0=$(status ring_pushed)
+dropped0=$(status ring_dropped)
+cycles0=$(status learned_cycles)
+wal0=$(q -c "SELECT pg_current_wal_lsn()")
+(
+  while :; do
+    echo "$(private_kib 'postgres: postgres rel') $(private_kib 'ruvector_dag learner')"
+    sleep 0.5
+  done
+) >"$dir/shapes.rss" &
+sampler=$!
+t0=$(date +%s)
+sessions=()
+for s in 0 1; do
+  [[ -s $dir/shapes.$s.sql ]] || continue
+  psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d rel -o /dev/null -f "$dir/shapes.$s.sql" &
+  sessions+=($!)
+done
+for pid in "${sessions[@]}"; do
+  wait "$pid" || { kill "$sampler"; fail "a session running the distinct shapes failed"; }
+done
+elapsed=$(($(date +%s) - t0))
+for _ in $(seq 1 60); do
+  [[ $(status ring_pending) == 0 ]] && break
+  sleep 1
+done
+sleep 2 # the cycle that took the last trajectories commits its state
+kill "$sampler"; wait "$sampler" 2>/dev/null || true
+wal_mb=$(q -c "SELECT round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0') / 1048576)")
+cycles=$(($(status learned_cycles) - cycles0))
+bad=$(bad_log_lines "$at")
+[[ -z $bad ]] || fail "server log during the distinct shapes: $bad"
+# A new session loads the learned state; its backend's private memory, and what the state holds.
+cat >"$dir/load.sql" <<'SQL'
+SELECT count(*) FROM s1 JOIN s2 USING (id) JOIN s3 USING (id);
+SELECT pg_backend_pid() AS pid \gset
+SELECT key || '=' || value FROM ruvector_dag.ruvector_dag_status() WHERE key IN ('query_shapes', 'patterns', 'btsp_engrams', 'capacities', 'learned_state_bytes', 'learned_version', 'backend_state_version', 'backend_fallbacks', 'backend_last_error');
+\setenv BACKEND_PID :pid
+\! awk '/^Private_(Clean|Dirty):/ {s += $2} END {print "private_kib=" s}' "/proc/$BACKEND_PID/smaps_rollup"
+SQL
+out=$(q -f "$dir/load.sql")
+field() { sed -n "s/^$1=//p" <<<"$out"; }
+cap() { sed -n "s/.*$1 \([0-9]*\).*/\1/p" <<<"$(field capacities)"; }
+held_shapes=$(field query_shapes) patterns=$(field patterns) engrams=$(field btsp_engrams)
+state_bytes=$(field learned_state_bytes) fresh_kib=$(field private_kib)
+[[ $(field backend_fallbacks) == 0 && $(field backend_last_error) == none ]] || fail "the learned state after $shapes shapes: $out"
+[[ $(field backend_state_version) == "$(field learned_version)" ]] || fail "a new session does not hold the newest state: $out"
+[[ $held_shapes =~ ^[0-9]+$ && $held_shapes -gt 0 ]] || fail "no query shape learned: $out"
+for s in query_shapes patterns btsp_engrams; do
+  v=$(field $s) c=$(cap $s)
+  [[ -n $c && $v -le $c ]] || fail "$s: $v held, capacity ${c:-unknown}"
+done
+pushed=$(($(status ring_pushed) - pushed0))
+dropped=$(($(status ring_dropped) - dropped0))
+# With more distinct shapes recorded than it can hold, the shape store is full, not larger.
+if ((pushed - dropped > 2 * $(cap query_shapes))); then
+  [[ $held_shapes == "$(cap query_shapes)" ]] || fail "$held_shapes query shapes held after $((pushed - dropped)) learned from (capacity $(cap query_shapes))"
+fi
+budget=$((100 * 1024 * 1024)) # DESIGN: the whole learned state <= 100 MB per enabled table
+((state_bytes <= budget)) || fail "the learned state is $state_bytes bytes, over DESIGN's 100 MB"
+rss=$(awk '{if ($1 > b) b = $1; if ($2 > l) l = $2} END {printf "%.0f %.0f", b / 1024, l / 1024}' "$dir/shapes.rss")
+read -r backend_mb learner_mb <<<"$rss"
+fresh_mb=$((fresh_kib / 1024))
+for m in "$backend_mb" "$learner_mb" "$fresh_mb"; do
+  ((m <= 400)) || fail "private memory $m MB (backends during the run $backend_mb, learner $learner_mb, a new session $fresh_mb)"
+done
+ok "$shapes distinct shapes in $elapsed s: $pushed trajectories recorded ($dropped dropped by the full ring); held: query shapes $held_shapes, patterns $patterns, BTSP engrams $engrams ($(field capacities)); learned state $state_bytes bytes, written $cycles times ($wal_mb MB of WAL in all, the tables included); private memory at most $backend_mb MB per session backend, $learner_mb MB for the learner, $fresh_mb MB for a new session after loading the state"
 echo "==> reliability: all checks passed"
