@@ -2,18 +2,51 @@
 # Fuzz the inputs that come from outside: EXPLAIN JSON import, snapshot decode (what the learned-
 # state table and ruvector_dag_import feed in), plugin responses and plugin modules.
 #   scripts/fuzz.sh [SECONDS per target, default 30] [TARGET ...]
-# The test command runs every target briefly; long runs use the same script with more seconds.
+#   scripts/fuzz.sh --merge [TARGET ...]   minimise what long runs grew into fuzz/corpus/<target>
+# The test command runs every target briefly; long runs use the same script with more seconds,
+# then --merge keeps the smallest set of inputs that covers what both corpora cover.
 # Committed corpus: fuzz/corpus/<target> (read); new inputs go to target/fuzz-corpus/<target>;
 # a crash is saved under fuzz/artifacts/<target> and fails the run. Installs cargo-fuzz when
 # missing; needs the nightly toolchain (installed on these machines). Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-30}
-[[ $# -gt 0 ]] && shift
+merge=0
+if [[ ${1:-} == --merge ]]; then
+  merge=1
+  shift
+  secs=0
+else
+  secs=${1:-30}
+  [[ $# -gt 0 ]] && shift
+  [[ $secs =~ ^[1-9][0-9]*$ ]] || { echo "seconds must be a positive whole number, not '$secs'" >&2; exit 2; }
+fi
 targets=("$@")
 ((${#targets[@]})) || targets=(explain_json snapshot plugin_response plugin_module)
+for t in "${targets[@]}"; do
+  [[ -f fuzz/fuzz_targets/$t.rs ]] || { echo "no fuzz target '$t' (see fuzz/fuzz_targets)" >&2; exit 2; }
+done
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+if ((merge)); then
+  for t in "${targets[@]}"; do
+    mkdir -p "target/fuzz-corpus/$t"
+    fresh="target/fuzz-merge/$t"
+    rm -rf "$fresh"
+    mkdir -p "$(dirname "$fresh")"
+    # The committed inputs stay (seeds keep their names); of the grown ones, those that add
+    # coverage to them are added.
+    cp -r "fuzz/corpus/$t" "$fresh"
+    echo "==> merge target/fuzz-corpus/$t into fuzz/corpus/$t"
+    cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$fresh" "target/fuzz-corpus/$t" -- \
+      -merge=1 -rss_limit_mb=4096 >"target/fuzz-merge-$t.log" 2>&1 ||
+      { tail -20 "target/fuzz-merge-$t.log" >&2; exit 1; }
+    before="$(find "fuzz/corpus/$t" -type f | wc -l) files, $(du -sh "fuzz/corpus/$t" | cut -f1)"
+    rm -rf "fuzz/corpus/$t"
+    mv "$fresh" "fuzz/corpus/$t"
+    echo "    fuzz/corpus/$t: $before -> $(find "fuzz/corpus/$t" -type f | wc -l) files, $(du -sh "fuzz/corpus/$t" | cut -f1)"
+  done
+  exit 0
+fi
 for t in "${targets[@]}"; do
   mkdir -p "target/fuzz-corpus/$t"
   echo "==> fuzz $t for ${secs} s"
