@@ -2,7 +2,10 @@
 # Fuzz the inputs that come from outside: EXPLAIN JSON import, snapshot decode (what the learned-
 # state table and ruvector_dag_import feed in), plugin responses and plugin modules.
 #   scripts/fuzz.sh [SECONDS per target, default 30] [TARGET ...]
-#   scripts/fuzz.sh --merge [TARGET ...]   minimise what long runs grew into fuzz/corpus/<target>
+#   scripts/fuzz.sh --merge [--max-bytes N] [TARGET ...]   minimise what long runs grew into
+#     fuzz/corpus/<target> (only grown inputs of at most N bytes, when given: plugin modules
+#     grow to tens of MB of mutated copies of the largest seed, too large to commit and slow to
+#     load in the test command's short runs)
 # The test command runs every target briefly; long runs use the same script with more seconds,
 # then --merge keeps the smallest set of inputs that covers what both corpora cover.
 # Committed corpus: fuzz/corpus/<target> (read); new inputs go to target/fuzz-corpus/<target>;
@@ -11,10 +14,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 merge=0
+max_bytes=""
 if [[ ${1:-} == --merge ]]; then
   merge=1
   shift
   secs=0
+  if [[ ${1:-} == --max-bytes ]]; then
+    max_bytes=${2:-}
+    [[ $max_bytes =~ ^[1-9][0-9]*$ ]] || { echo "--max-bytes wants a positive whole number, not '$max_bytes'" >&2; exit 2; }
+    shift 2
+  fi
 else
   secs=${1:-30}
   [[ $# -gt 0 ]] && shift
@@ -36,8 +45,15 @@ if ((merge)); then
     # The committed inputs stay (seeds keep their names); of the grown ones, those that add
     # coverage to them are added.
     cp -r "fuzz/corpus/$t" "$fresh"
-    echo "==> merge target/fuzz-corpus/$t into fuzz/corpus/$t"
-    cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$fresh" "target/fuzz-corpus/$t" -- \
+    grown="target/fuzz-corpus/$t"
+    if [[ -n $max_bytes ]]; then
+      grown="target/fuzz-merge/$t.small"
+      rm -rf "$grown"
+      mkdir -p "$grown"
+      find "target/fuzz-corpus/$t" -type f -size -"$((max_bytes + 1))"c -exec cp {} "$grown/" \;
+    fi
+    echo "==> merge $grown ($(find "$grown" -type f | wc -l) inputs) into fuzz/corpus/$t"
+    cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$fresh" "$grown" -- \
       -merge=1 -rss_limit_mb=4096 >"target/fuzz-merge-$t.log" 2>&1 ||
       { tail -20 "target/fuzz-merge-$t.log" >&2; exit 1; }
     before="$(find "fuzz/corpus/$t" -type f | wc -l) files, $(du -sh "fuzz/corpus/$t" | cut -f1)"
