@@ -6,7 +6,7 @@
 # tests, the extension's SQL tests (cargo pgrx test) and the extension learning end to
 # end in a throwaway cluster with a restart (scripts/demo.sh --check), each on PostgreSQL 15
 # and 18, reliability on PostgreSQL 15 (scripts/reliability.sh: concurrency, crashes, a
-# standby, DROP / CREATE EXTENSION), the attention plugins built for
+# standby, DROP / CREATE EXTENSION, distinct query shapes), the attention plugins built for
 # wasm32 and run in the sandbox (every evil one refused by name), the workload harness at a small scale
 # (runs end to end and writes a well-formed report), the simulator's summary lines, the
 # no_std core built for wasm32-unknown-unknown, the analyze example on a fixture, the web demo
@@ -82,9 +82,10 @@ scripts/demo.sh --check --pg 18
 step "the extension end to end in a throwaway cluster: learns, gets faster, survives a restart"
 scripts/demo.sh --check
 
-step "reliability on a real server (scripts/reliability.sh: pgbench -c 8 simple and prepared, kill -9 of a backend and of the learner, immediate stop, a streaming standby, DROP / CREATE EXTENSION)"
-# The extension demo.sh --check installed above serves; 10 s per pgbench run (README: 60 s).
-scripts/reliability.sh --no-install --seconds 10
+step "reliability on a real server (scripts/reliability.sh: pgbench -c 8 simple and prepared, kill -9 of a backend and of the learner, immediate stop, a streaming standby, DROP / CREATE EXTENSION, 3,000 distinct query shapes)"
+# The extension demo.sh --check installed above serves; 10 s per pgbench run and 3,000 shapes
+# (README: --release --seconds 60 --shapes 100000).
+scripts/reliability.sh --no-install --seconds 10 --shapes 3000
 
 step "the workload harness at a small scale: runs end to end and writes a well-formed report"
 # The extension demo.sh --check installed above serves (a debug build: --no-install).
