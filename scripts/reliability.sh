@@ -352,14 +352,25 @@ pushed0=$(status ring_pushed)
 dropped0=$(status ring_dropped)
 cycles0=$(status learned_cycles)
 wal0=$(q -c "SELECT pg_current_wal_lsn()")
+: >"$dir/shapes.rss"
 (
   while :; do
     echo "$(private_kib 'postgres: postgres rel') $(private_kib 'ruvector_dag learner')"
     sleep 0.5
   done
-) >"$dir/shapes.rss" &
+) >>"$dir/shapes.rss" & # appending: the sessions append their own lines
 sampler=$!
 t0=$(date +%s)
+# Each session also reports its backend's private memory (KiB) at its end: a short run can end
+# before the sampler sees it.
+for s in 0 1; do
+  [[ -s $dir/shapes.$s.sql ]] || continue
+  cat >>"$dir/shapes.$s.sql" <<SQL
+SELECT pg_backend_pid() AS pid \\gset
+\\setenv BACKEND_PID :pid
+\\! awk '/^Private_(Clean|Dirty):/ {s += \$2} END {print s + 0, 0}' "/proc/\$BACKEND_PID/smaps_rollup" >>"$dir/shapes.rss"
+SQL
+done
 sessions=()
 for s in 0 1; do
   [[ -s $dir/shapes.$s.sql ]] || continue
@@ -415,5 +426,5 @@ fresh_mb=$((fresh_kib / 1024))
 for m in "$backend_mb" "$learner_mb" "$fresh_mb"; do
   ((m <= 400)) || fail "private memory $m MB (backends during the run $backend_mb, learner $learner_mb, a new session $fresh_mb)"
 done
-ok "$shapes distinct shapes in $elapsed s: $pushed trajectories recorded ($dropped dropped by the full ring); held: query shapes $held_shapes, patterns $patterns, BTSP engrams $engrams ($(field capacities)); learned state $state_bytes bytes, written $cycles times ($wal_mb MB of WAL in all, the tables included); private memory at most $backend_mb MB per session backend, $learner_mb MB for the learner, $fresh_mb MB for a new session after loading the state"
+ok "$shapes distinct shapes in $elapsed s: $pushed trajectories recorded ($dropped dropped by the full ring); held: query shapes $held_shapes, patterns $patterns, BTSP engrams $engrams ($(field capacities)); learned state $state_bytes bytes, written $cycles time(s) ($wal_mb MB of WAL in all, the tables included); private memory at most $backend_mb MB per session backend, $learner_mb MB for the learner, $fresh_mb MB for a new session after loading the state"
 echo "==> reliability: all checks passed"
