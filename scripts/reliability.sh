@@ -423,8 +423,8 @@ budget=$((100 * 1024 * 1024)) # DESIGN: the whole learned state <= 100 MB per en
 rss=$(awk '{if ($1 > b) b = $1; if ($2 > l) l = $2} END {printf "%.0f %.0f", b / 1024, l / 1024}' "$dir/shapes.rss")
 read -r backend_mb learner_mb <<<"$rss"
 fresh_mb=$((fresh_kib / 1024))
-# Far above what 100,000 shapes take (README: 12, 76 and 4 MB), so that only memory growing
-# with the number of shapes fails it, as the backends' queued trajectories once did (52 MB).
+# A bound against runaway growth only, far above what 100,000 shapes take (README: 12, 76 and
+# 4 MB); the figures printed are what to compare between runs.
 for m in "$backend_mb" "$learner_mb" "$fresh_mb"; do
   ((m <= 400)) || fail "private memory $m MB (backends during the run $backend_mb, learner $learner_mb, a new session $fresh_mb)"
 done
