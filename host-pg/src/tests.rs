@@ -16,6 +16,21 @@ fn setup() {
     .expect("setup");
 }
 
+/// Learn mode with one other arm (no hash or merge join), explored at its first chance;
+/// `enable`: t_orders enabled first.
+fn learn_exploring_one_arm(enable: bool) {
+    if enable {
+        Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')").unwrap();
+    }
+    Spi::run(
+        "SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
+         SET ruvector.dag_explore_min_ms = 0;
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
+    .unwrap();
+}
+
 const JOIN: &str = "SELECT c.region, sum(o.amount) FROM t_orders o JOIN t_customers c \
                     ON c.id = o.customer WHERE o.amount > 10 GROUP BY c.region ORDER BY 2 DESC";
 
@@ -321,15 +336,8 @@ fn explain_shows_the_decision_for_enabled_tables_only() {
 #[pg_test]
 fn an_explored_arm_is_applied_while_planning_and_leaves_the_session_settings_alone() {
     setup();
-    Spi::run(
-        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
-         SET ruvector.dag_mode = 'learn';
-         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
-         SET ruvector.dag_explore_min_ms = 0;
-         SET ruvector.dag_attention_exploration = 1.0;
-         SET enable_nestloop = on;",
-    )
-    .unwrap();
+    learn_exploring_one_arm(true);
+    Spi::run("SET enable_nestloop = on").unwrap();
     // First run: the default plan, whose time exploration waits for.
     Spi::run(JOIN).unwrap();
     // Now the statement is planned under the other arm too, and its plan explored.
@@ -551,13 +559,7 @@ fn a_regressing_arm_is_reverted_and_blocked() {
     // the nested loop, which is far slower.
     let fair = "SELECT count(*), sum(i.price) FROM corr_orders o JOIN corr_items i \
                 ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 7";
-    Spi::run(
-        "SET ruvector.dag_mode = 'learn';
-         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
-         SET ruvector.dag_explore_min_ms = 0;
-         SET ruvector.dag_attention_exploration = 1.0;",
-    )
-    .unwrap();
+    learn_exploring_one_arm(false);
     timed_run(fair); // the default plan: the baseline
     timed_run(fair); // the other arm's plan is either screened out or explored once
     let lines = explain_lines(fair);
@@ -1333,14 +1335,7 @@ fn compare_json_carries_both_plans_and_the_decision_and_the_demo_marks_the_chang
     assert!(why.contains("no table the query reads is enabled"), "{why}");
     assert_eq!(node_types(&none["default"]), node_types(&none["learned"]));
 
-    Spi::run(
-        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
-         SET ruvector.dag_mode = 'learn';
-         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
-         SET ruvector.dag_explore_min_ms = 0;
-         SET ruvector.dag_attention_exploration = 1.0;",
-    )
-    .unwrap();
+    learn_exploring_one_arm(true);
     // A plan too cheap to re-plan is named as the reason.
     Spi::run("SET ruvector.dag_replan_min_cost = 1e9").unwrap();
     let cheap = compare(JOIN);
@@ -1558,14 +1553,7 @@ fn no_table_of_the_extension_holds_a_query_constant() {
 #[pg_test]
 fn statements_inside_a_caught_exception_are_decided_observed_and_leak_no_setting() {
     setup();
-    Spi::run(
-        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
-         SET ruvector.dag_mode = 'learn';
-         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
-         SET ruvector.dag_explore_min_ms = 0;
-         SET ruvector.dag_attention_exploration = 1.0;",
-    )
-    .unwrap();
+    learn_exploring_one_arm(true);
     Spi::run(JOIN).unwrap();
     let before = counter("backend_observed");
     // The statement completes, then its block fails and the error is caught: it was decided
