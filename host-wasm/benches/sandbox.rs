@@ -6,10 +6,9 @@
 //!   request copied in, the response validated);
 //! - `load`: validating and compiling a module (cold), and loading it again (cache hit).
 //!
-//! Needs the modules from `host-wasm/plugins/build.sh`.
+//! The modules come from crate `ruvector-dag-plugin-modules` (its build script compiles them).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ruvector_dag_core::attention::{mechanism, AttentionKind, Ensemble};
@@ -19,16 +18,7 @@ use ruvector_dag_core::{AttentionConfig, AttentionContext, OpKind, PlanDag, Plan
 use ruvector_dag_wasm::{Limits, Sandbox};
 
 fn module(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("RVDAG_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e}; run host-wasm/plugins/build.sh",
-            path.display()
-        )
-    })
+    ruvector_dag_plugin_modules::expect(name).to_vec()
 }
 
 fn bench(c: &mut Criterion) {

@@ -1,8 +1,7 @@
 //! The sandbox against real plugins: the useful ones give the weights they should, every evil
 //! one gets a clear error naming it and the limit it hit, and the sandbox keeps serving.
 //!
-//! The modules come from `host-wasm/plugins/build.sh` (the README test command runs it first);
-//! `RVDAG_PLUGIN_DIR` points elsewhere.
+//! The modules come from crate `ruvector-dag-plugin-modules` (its build script compiles them).
 
 use std::path::PathBuf;
 
@@ -12,20 +11,8 @@ use ruvector_dag_core::synth::{random_plan, SynthOptions};
 use ruvector_dag_core::{AttentionConfig, AttentionContext, PlanDag};
 use ruvector_dag_wasm::{ErrorKind, Limits, PluginError, Sandbox};
 
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("RVDAG_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
-}
-
 fn module(name: &str) -> Vec<u8> {
-    let path = plugin_dir().join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e}; build the plugins first with host-wasm/plugins/build.sh",
-            path.display()
-        )
-    })
+    ruvector_dag_plugin_modules::expect(name).to_vec()
 }
 
 fn fixture(name: &str) -> PlanDag {
