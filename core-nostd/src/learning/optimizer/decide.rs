@@ -1,0 +1,416 @@
+//! [`Optimizer::decide`]: the rules, in order, each a small function of the decision being
+//! made (the plan's identity, embeddings, what similar shapes say: [`Optimizer::prepare`]) and
+//! this shape's measured evidence. Whether a plan may be explored is not decided here but in
+//! [`super::choose`].
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use super::choose::usable_arm;
+use super::{Decision, Optimizer, Rule};
+use crate::attention::AttentionKind;
+use crate::dag::PlanDag;
+use crate::error::Result;
+use crate::learning::btsp::BtspVerdict;
+use crate::learning::evidence::{ShapeEvidence, RECHECK_EVERY};
+use crate::learning::ArmId;
+
+/// What a rule chose: the arm, the rule, the plan it is expected to produce.
+type Choice = (ArmId, Rule, u64);
+
+impl Optimizer {
+    /// Choose a plan for a query, given its default plan (what the planner made with no arm
+    /// applied). When the decision `wants_candidates`, the host plans the statement under the
+    /// other arms and calls [`Optimizer::choose`].
+    pub fn decide(&mut self, dag: &PlanDag) -> Result<Decision> {
+        let (mut d, preds) = self.prepare(dag)?;
+        let cfg = &self.state.cfg;
+        let learning = cfg.learning_enabled && cfg.attention_exploration > 0.0;
+        let ev = self.state.evidence.get(d.fingerprint);
+        let mut reason = String::new();
+        let mut choice = None;
+        if learning {
+            choice = ev.and_then(|e| self.trial(&d, e, &mut reason));
+        }
+        if choice.is_none() {
+            choice = ev.and_then(|e| self.verified(&d, e, learning, &mut reason));
+        }
+        match (choice, ev) {
+            (Some((_, Rule::Verified, _)), Some(e)) if learning => {
+                d.wants_candidates = self.explore_beside_verified(&d, e, &mut reason);
+            }
+            (None, _) => d.wants_candidates = self.explore_or_default(&d, ev, &mut reason),
+            _ => {}
+        }
+        let (arm, rule, plan) = choice.unwrap_or((0, Rule::Default, d.fingerprint));
+        let mut reason = self.with_blocked(reason, &d);
+        if let Some(e) = &d.plugin_error {
+            let _ = write!(
+                reason,
+                "; the attention plugin failed ({e}), {} attention used instead",
+                self.state.cfg.default_attention.name()
+            );
+        }
+        self.state.stats.decisions[rule as usize] += 1;
+        let at = |a: ArmId| preds.get(usize::from(a)).copied().unwrap_or(f32::NAN);
+        d.arm = arm;
+        d.rule = rule;
+        d.plan = plan;
+        d.predicted_ms = at(arm);
+        d.default_predicted_ms = at(0);
+        d.reason = reason;
+        Ok(d)
+    }
+
+    /// Everything the rules read of one plan, as a decision for the default plan with no
+    /// reason yet, and the cost model's prediction per arm.
+    fn prepare(&self, dag: &PlanDag) -> Result<(Decision, Vec<f32>)> {
+        let fp = dag.shape_hash();
+        let hdc = self.fingerprint_of(dag, fp);
+        let key_kind = self.state.cfg.default_attention;
+        let key = self.embed_as(dag, key_kind, fp)?;
+        let mincut = self.state.cfg.mincut_enabled;
+        let plugin = self.plugin.as_ref().map(|p| p.id);
+        let mut attention = self
+            .state
+            .selector
+            .select_with_extra(
+                |k| mincut || k != AttentionKind::MinCutGated,
+                plugin.map(|id| self.plugin_arms.get(id)),
+            )
+            .or(plugin.map(AttentionKind::Plugin))
+            .unwrap_or(key_kind);
+        let mut plugin_error = None;
+        let input = if attention == key_kind {
+            key.clone()
+        } else {
+            match self.embed_as(dag, attention, fp) {
+                Ok(e) => e,
+                // A failing plugin costs the decision nothing but the key's built-in kind.
+                Err(e) if !attention.is_builtin() => {
+                    plugin_error = Some(alloc::string::ToString::to_string(&e));
+                    attention = key_kind;
+                    key.clone()
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let n = self.state.arms.len();
+        let preds = self.state.estimator.predict_all_ms(&input);
+        // One recall per arm serves both the blocked list and choose's endorsements.
+        let mut blocked = Vec::new();
+        let mut promising = Vec::new();
+        for a in 1..n as ArmId {
+            match self.state.btsp.recall(&key, a) {
+                Some(BtspVerdict::Blocked { .. }) => blocked.push(a),
+                Some(BtspVerdict::Promising { ratio, similarity }) => {
+                    promising.push((a, ratio, similarity))
+                }
+                None => {}
+            }
+        }
+        let matched = self
+            .state
+            .bank
+            .search(&key, Some(&hdc), 1)
+            .first()
+            .map(|&(s, p)| (s, p.id, p.confidence()));
+        let (pattern, similarity, confidence) =
+            matched.map_or((None, 0.0, 0.0), |(s, id, c)| (Some(id), s, c));
+        let default_cost = dag
+            .roots()
+            .iter()
+            .map(|&r| dag.node(r as usize).total_cost)
+            .sum();
+        let decision = Decision {
+            arm: 0,
+            rule: Rule::Default,
+            pattern,
+            similarity,
+            confidence,
+            attention,
+            plugin_error,
+            predicted_ms: f32::NAN,
+            default_predicted_ms: f32::NAN,
+            blocked,
+            promising,
+            reason: String::new(),
+            fingerprint: fp,
+            plan: fp,
+            wants_candidates: false,
+            default_cost,
+            hdc,
+            key,
+            input,
+        };
+        Ok((decision, preds))
+    }
+
+    fn margin(&self) -> f64 {
+        f64::from(self.state.cfg.min_gain)
+    }
+
+    /// Rule 1 (learn mode): a plan under trial runs again, alternating with the default plan,
+    /// until verified or refuted. It comes first when no plan is verified or it looks faster
+    /// than the verified one, and waits after its first run while an untried plan the planner
+    /// costs no more can be explored (one run each screens the equally promising plans before
+    /// several runs go to one of them).
+    fn trial(&self, d: &Decision, e: &ShapeEvidence, reason: &mut String) -> Option<Choice> {
+        let margin = self.margin();
+        let p = e.in_trial(margin)?;
+        if e.verified(margin)
+            .is_some_and(|v| p.stats.mean >= v.stats.mean)
+        {
+            return None;
+        }
+        if self.trial_waits_for_a_rival(d, e, p) {
+            return None;
+        }
+        let a = usable_arm(p, &d.blocked)?;
+        if p.stats.count < 2 || p.stats.count <= e.default.count {
+            let _ = write!(
+                reason,
+                "trial of the plan of '{}': {:.3} ms over {} runs so far vs {:.3} ms for the default plan over {}",
+                self.arm_name(a),
+                p.stats.typical_ms(),
+                p.stats.count,
+                e.default.typical_ms(),
+                e.default.count
+            );
+            Some((a, Rule::Trial, p.plan))
+        } else {
+            let _ = write!(
+                reason,
+                "measuring the default plan again for the trial of '{}' ({} runs vs {})",
+                self.arm_name(a),
+                p.stats.count,
+                e.default.count
+            );
+            Some((0, Rule::Trial, d.fingerprint))
+        }
+    }
+
+    /// Rule 2: a plan this shape's own runs verified faster than the default plan is applied
+    /// (every [`RECHECK_EVERY`] applied runs the default plan is measured again, in learn mode).
+    fn verified(
+        &self,
+        d: &Decision,
+        e: &ShapeEvidence,
+        learning: bool,
+        reason: &mut String,
+    ) -> Option<Choice> {
+        let margin = self.margin();
+        let p = e.verified(margin)?;
+        let a = usable_arm(p, &d.blocked)?;
+        if learning && e.since_default >= RECHECK_EVERY {
+            let _ = write!(
+                reason,
+                "measuring the default plan again after {} runs of the verified plan of '{}'",
+                e.since_default,
+                self.arm_name(a)
+            );
+            return Some((0, Rule::Default, d.fingerprint));
+        }
+        let _ = write!(
+            reason,
+            "verified: the plan of '{}' typically {:.3} ms over {} runs vs {:.3} ms for the default plan over {} (confidence {:.3} that it is at least {:.0}% faster)",
+            self.arm_name(a),
+            p.stats.typical_ms(),
+            p.stats.count,
+            e.default.typical_ms(),
+            e.default.count,
+            e.confidence(p, margin),
+            100.0 * margin
+        );
+        Some((a, Rule::Verified, p.plan))
+    }
+
+    /// A verified plan need not be the best: untried candidates are still explored, within the
+    /// budget (it stays the choice when nothing is tried). Whether candidates are wanted.
+    fn explore_beside_verified(
+        &self,
+        d: &Decision,
+        e: &ShapeEvidence,
+        reason: &mut String,
+    ) -> bool {
+        let Some(default_ms) = e.default_ms() else {
+            return false;
+        };
+        let untried =
+            !e.candidates_known || e.untried().any(|p| usable_arm(p, &d.blocked).is_some());
+        if !untried || default_ms < f64::from(self.state.cfg.explore_min_ms) {
+            return false;
+        }
+        match self.candidates_fundable(d, e, default_ms) {
+            Ok(()) => true,
+            Err(why) => {
+                let _ = write!(reason, "; {why}");
+                false
+            }
+        }
+    }
+
+    /// Rule 3 (learn mode), or else rule 4: with nothing verified or under trial, ask the host
+    /// for the candidate plans when an exploration may follow; otherwise the default plan, and
+    /// why. Whether candidates are wanted.
+    fn explore_or_default(
+        &self,
+        d: &Decision,
+        ev: Option<&ShapeEvidence>,
+        reason: &mut String,
+    ) -> bool {
+        let cfg = &self.state.cfg;
+        let learning = cfg.learning_enabled && cfg.attention_exploration > 0.0;
+        let default_ms = ev.and_then(|e| e.default_ms());
+        match (ev, default_ms) {
+            _ if !learning => reason.push_str(if cfg.learning_enabled {
+                "no plan verified faster for this query shape; not exploring (exploration budget 0): default plan"
+            } else {
+                "no plan verified faster for this query shape: default plan"
+            }),
+            (_, None) => reason.push_str(
+                "measuring the default plan first (no plan is explored before its time is known)",
+            ),
+            (_, Some(ms)) if ms < f64::from(cfg.explore_min_ms) => {
+                let _ = write!(
+                    reason,
+                    "the default plan takes {ms:.3} ms, below explore_min_ms {:.1}: not worth exploring",
+                    cfg.explore_min_ms
+                );
+            }
+            (Some(e), Some(_))
+                if e.candidates_known
+                    && !e.untried().any(|p| usable_arm(p, &d.blocked).is_some()) =>
+            {
+                reason.push_str(
+                    "every candidate plan was tried and none verified faster: default plan",
+                );
+            }
+            (_, Some(_)) if d.blocked.len() + 1 >= self.state.arms.len() => {
+                reason.push_str("every other arm is blocked by BTSP memory: default plan");
+            }
+            (Some(e), Some(ms)) => match self.candidates_fundable(d, e, ms) {
+                Ok(()) => {
+                    reason.push_str("candidate plans wanted");
+                    return true;
+                }
+                Err(why) => {
+                    let _ = write!(reason, "{why}: default plan");
+                }
+            },
+            (None, Some(_)) => {
+                reason.push_str("candidate plans wanted");
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::embed::EMBED_DIM;
+    use crate::learning::NeuralDagConfig;
+    use alloc::vec;
+
+    #[test]
+    fn a_fresh_optimizer_keeps_the_default_and_says_why() {
+        let mut opt = Optimizer::new(NeuralDagConfig::default(), arms()).unwrap();
+        let d = opt.decide(&plan(1)).unwrap();
+        assert_eq!((d.arm, d.rule, d.pattern), (0, Rule::Default, None));
+        assert!(!d.wants_candidates);
+        assert!(
+            d.reason.contains("measuring the default plan first"),
+            "{}",
+            d.reason
+        );
+        assert_eq!(d.plan, d.fingerprint);
+        assert_eq!((d.key.len(), d.input.len()), (EMBED_DIM, EMBED_DIM));
+        assert!(d.predicted_ms.is_finite() && d.predicted_ms > 0.0);
+        assert_eq!(opt.stats().decisions[Rule::Default as usize], 1);
+    }
+
+    #[test]
+    fn frozen_applies_verified_plans_only_and_never_explores() {
+        let mut opt = learner();
+        fund(&mut opt, 10);
+        let (p, q) = (plan(41), plan(42));
+        let (wp, wq) = (World::new(&p, 20.0, 115.0), World::new(&q, 20.0, 115.0));
+        for _ in 0..6 {
+            step(&mut opt, &p, &wp);
+        }
+        step(&mut opt, &q, &wq);
+        let frozen = NeuralDagConfig {
+            attention_exploration: 0.0,
+            ..Default::default()
+        };
+        opt.retune(&frozen).unwrap();
+        for _ in 0..RECHECK_EVERY as usize + 5 {
+            let dp = opt.decide(&p).unwrap();
+            assert_eq!(
+                (dp.rule, dp.arm, dp.wants_candidates),
+                (Rule::Verified, 1, false)
+            );
+            let dq = opt.decide(&q).unwrap();
+            assert_eq!(
+                (dq.rule, dq.arm, dq.wants_candidates),
+                (Rule::Default, 0, false)
+            );
+        }
+    }
+
+    #[test]
+    fn a_verified_plan_that_regresses_is_reverted_and_the_default_rechecked() {
+        let mut opt = learner();
+        fund(&mut opt, 10);
+        let p = plan(44);
+        let mut w = World::new(&p, 20.0, 115.0);
+        for _ in 0..6 {
+            step(&mut opt, &p, &w);
+        }
+        // The default is measured again after RECHECK_EVERY applied runs.
+        let mut rechecked = false;
+        for _ in 0..RECHECK_EVERY + 1 {
+            let (d, _) = step(&mut opt, &p, &w);
+            rechecked |= d.arm == 0 && d.reason.contains("measuring the default plan again");
+        }
+        assert!(rechecked);
+        // The data changes: the applied plan now takes 400 ms.
+        w.ms[1] = 400.0;
+        w.ms[3] = 400.0;
+        let mut reverted = false;
+        for _ in 0..10 {
+            let (_, o) = step(&mut opt, &p, &w);
+            reverted |= o.reverted;
+        }
+        assert!(reverted);
+        assert_eq!(opt.evidence().reverts, 1);
+        let d = opt.decide(&p).unwrap();
+        assert_eq!(d.arm, 0, "{}", d.reason);
+    }
+
+    #[test]
+    fn one_catastrophe_blocks_the_arm_for_similar_plans() {
+        let mut opt = optimizer();
+        let (p, q) = (plan(2), plan(3));
+        for _ in 0..3 {
+            run(&mut opt, &p, 0, 100.0);
+            run(&mut opt, &q, 0, 100.0);
+        }
+        // Arm 1 is a catastrophe for p: blocked at once, before any cycle, only for p.
+        let o = run(&mut opt, &p, 1, 10_000.0);
+        assert!(o.surprising && o.refuted);
+        assert!(o.baseline_ms.is_some_and(|b| (b - 100.0).abs() < 1.0));
+        let d = opt.decide(&p).unwrap();
+        assert_eq!(d.blocked, vec![1]);
+        assert!(
+            d.reason.contains("blocked by BTSP memory: nestloop=off"),
+            "{}",
+            d.reason
+        );
+        assert!(opt.decide(&q).unwrap().blocked.is_empty());
+    }
+}

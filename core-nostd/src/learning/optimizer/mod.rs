@@ -1,0 +1,570 @@
+//! The optimizer: what ties SONA together. [`Optimizer::decide`] picks a plan for a query,
+//! [`Optimizer::choose`] picks among the candidate plans the host planned when `decide` asks
+//! for them, [`Optimizer::observe`] learns at once from one execution (per-shape evidence,
+//! exploration budget, MicroLoRA step, selector reward, BTSP write, pattern statistics), and
+//! [`Optimizer::learn_cycle`] is the background cycle (BaseLoRA under EWC++, MicroLoRA merge,
+//! K-means++ patterns).
+//!
+//! Rooms: [`types`] (what the calls return), [`decide`] (the rules), [`choose`] (whether a
+//! plan may be explored: endorsements, screens, the stake; ranking candidates), [`observe`]
+//! (trajectories, observing, the background cycle), [`embedding`] (centred embeddings, the
+//! cache, plugins); this file holds the struct, its construction and its snapshot.
+//!
+//! Policy (DESIGN, "Optimizer"): measured evidence first, the model second, the default when
+//! unsure. In order:
+//! 1. **trial** (learn mode): a plan whose first run was faster than the default by the margin
+//!    runs again, alternating with the default plan, until it is verified or refuted (before a
+//!    verified plan only when it looks faster than that one);
+//! 2. **verified**: this shape's own runs show a plan faster than the default plan by
+//!    `min_gain`, one-sided test on log latency ([`super::evidence`]): apply it (every
+//!    [`RECHECK_EVERY`] applied runs the default plan is measured once more, in learn mode);
+//! 3. **explore** (learn mode): once the default plan's time is known and at least
+//!    `explore_min_ms`, the host plans the statement under every unblocked arm
+//!    ([`Decision::wants_candidates`]) and [`Optimizer::choose`] tries the most promising
+//!    untried distinct plan (ranked by the planner's cost, the cost model's prediction, and
+//!    what similar shapes verified), one at a time, within the exploration budget
+//!    (`attention_exploration` x default time, plus half of what verified plans save);
+//! 4. otherwise the default plan.
+//!
+//! A plan slower than the default on its first run is never tried again; BTSP memory blocks an
+//! arm after one catastrophic run on similar shapes; a verified plan that regresses is reverted.
+//! There are no random draws: the same evidence gives the same decision in every backend.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::{OnceCell, RefCell};
+use serde::{Deserialize, Serialize};
+
+use super::evidence::EvidenceBook;
+use super::reasoning_bank::{MAX_ARMS, MERGE_COSINE};
+use super::ArmId;
+use super::{
+    snapshot, AttentionSelector, BtspMemory, CostEstimator, NeuralDagConfig, PluginArms,
+    ReasoningBank, TrajectoryBuffer,
+};
+use crate::attention::{mechanism, AttentionKind, DagAttention};
+use crate::embed::EMBED_DIM;
+use crate::error::{NeuralDagError, Result};
+use crate::hdc::HdcEncoder;
+
+mod choose;
+mod decide;
+mod embedding;
+mod observe;
+#[cfg(test)]
+mod testing;
+mod types;
+
+pub use choose::PATTERN_RULE;
+use embedding::{EmbedCache, HostPlugin};
+pub use embedding::{CENTERING, EMBED_CACHE_ENTRIES, REFERENCE_PLANS};
+pub use types::{Candidate, CycleReport, Decision, Forgotten, Observed, OptimizerStats, Rule};
+
+/// Executions of one query shape remembered for temporal attention.
+pub const HISTORY_LEN: usize = 8;
+/// Query shapes whose execution history is kept (the smallest fingerprint goes first).
+pub const HISTORY_SHAPES: usize = 1024;
+/// Passes over the drained trajectories (and the rehearsal samples) in one background cycle.
+pub const CYCLE_EPOCHS: usize = 5;
+/// Earlier samples the background cycle rehearses along with the fresh ones.
+pub const REHEARSAL: usize = 2000;
+/// Everything learned: what a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LearnedState {
+    cfg: NeuralDagConfig,
+    arms: Vec<String>,
+    estimator: CostEstimator,
+    bank: ReasoningBank,
+    selector: AttentionSelector,
+    btsp: BtspMemory,
+    buffer: TrajectoryBuffer,
+    /// Measured evidence per query shape and the exploration budget.
+    evidence: EvidenceBook,
+    /// Recent per-operator time shares per query shape, oldest first.
+    history: BTreeMap<u64, Vec<Vec<f32>>>,
+    stats: OptimizerStats,
+    /// The last [`REHEARSAL`] training samples `(input, arm, ms)`, rehearsed every cycle. A
+    /// training aid, not learned state: not in snapshots.
+    #[serde(skip)]
+    rehearsal: VecDeque<(Vec<f32>, ArmId, f32)>,
+}
+
+/// The optimizer. See the module documentation.
+pub struct Optimizer {
+    state: LearnedState,
+    encoder: HdcEncoder,
+    mechanisms: Vec<alloc::boxed::Box<dyn DagAttention + Send + Sync>>,
+    /// Per attention kind, the centering vector (computed on first use).
+    centers: [OnceCell<Vec<f32>>; AttentionKind::ALL.len()],
+    /// The plugin the selector may pick as one more kind (the host's; never persisted).
+    plugin: Option<HostPlugin>,
+    /// The selector's statistics of plugins (persisted from format version 4).
+    plugin_arms: PluginArms,
+    /// Embeddings and HDC fingerprints of recently seen plans (not learned state).
+    cache: RefCell<EmbedCache>,
+}
+
+impl core::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Optimizer")
+            .field("arms", &self.state.arms)
+            .field("patterns", &self.state.bank.patterns().len())
+            .field("stats", &self.state.stats)
+            .finish()
+    }
+}
+
+impl Optimizer {
+    /// A fresh optimizer over `arms` (names shown in reasons; the first is the default arm).
+    pub fn new(cfg: NeuralDagConfig, arms: Vec<String>) -> Result<Self> {
+        let estimator = CostEstimator::new(&cfg, arms.len());
+        let state = LearnedState {
+            bank: ReasoningBank::new(cfg.pattern_capacity),
+            selector: AttentionSelector::new(cfg.ucb_exploration_c),
+            btsp: BtspMemory::new(
+                cfg.btsp_capacity,
+                cfg.btsp_surprise_factor,
+                cfg.btsp_recall_similarity,
+            ),
+            buffer: TrajectoryBuffer::new(cfg.max_trajectories),
+            evidence: EvidenceBook::new(cfg.max_trajectories),
+            history: BTreeMap::new(),
+            stats: OptimizerStats::default(),
+            rehearsal: VecDeque::new(),
+            estimator,
+            arms,
+            cfg,
+        };
+        Self::from_state(state)
+    }
+
+    fn from_state(state: LearnedState) -> Result<Self> {
+        state.cfg.validate()?;
+        let n = state.arms.len();
+        if n == 0 || n > MAX_ARMS {
+            return Err(NeuralDagError::InvalidConfig(format!(
+                "arms: {n} arms, want 1 to {MAX_ARMS} (the first is the default)"
+            )));
+        }
+        if let Some(i) = (0..n).find(|&i| state.arms[..i].contains(&state.arms[i])) {
+            return Err(NeuralDagError::InvalidConfig(format!(
+                "arms: '{}' is listed twice",
+                state.arms[i]
+            )));
+        }
+        if state.estimator.arms() != n {
+            return Err(NeuralDagError::CorruptState(format!(
+                "the cost model has {} arm heads for {n} arms",
+                state.estimator.arms()
+            )));
+        }
+        state.estimator.check()?;
+        state.bank.check()?;
+        state
+            .evidence
+            .check()
+            .map_err(|e| NeuralDagError::CorruptState(format!("evidence: {e}")))?;
+        let cfg = &state.cfg;
+        if state.buffer.capacity() != cfg.max_trajectories
+            || state.evidence.capacity() != cfg.max_trajectories
+            || state.btsp.capacity() != cfg.btsp_capacity
+            || state.btsp.len() > cfg.btsp_capacity
+        {
+            return Err(NeuralDagError::CorruptState(format!(
+                "trajectory ring of {} and BTSP memory of {} ({} engrams) do not match the \
+                 configuration ({} and {})",
+                state.buffer.capacity(),
+                state.btsp.capacity(),
+                state.btsp.len(),
+                cfg.max_trajectories,
+                cfg.btsp_capacity
+            )));
+        }
+        let mechanisms = AttentionKind::ALL
+            .iter()
+            .map(|&k| mechanism(k, &state.cfg.attention))
+            .collect::<Result<Vec<_>>>()?;
+        let opt = Optimizer {
+            encoder: HdcEncoder::default(),
+            mechanisms,
+            centers: Default::default(),
+            plugin: None,
+            plugin_arms: PluginArms::default(),
+            cache: RefCell::new(EmbedCache::default()),
+            state,
+        };
+        if let Some(e) = opt.state.buffer.iter().find_map(|t| opt.check(t).err()) {
+            return Err(NeuralDagError::CorruptState(format!(
+                "a pending trajectory: {e}"
+            )));
+        }
+        Ok(opt)
+    }
+
+    /// Adopt the run-time tunables of `cfg` (learning on/off, exploration, min gain, clusters,
+    /// quality threshold, learning rates, EWC++ strength) and keep the learned state. Settings
+    /// the learned state is built on (capacities, ranks, attention parameters, the default
+    /// attention kind, the seed, ...) stay as they were learned: their names are returned when
+    /// `cfg` asks for something else, so a host can say they take effect only after a reset.
+    pub fn retune(&mut self, cfg: &NeuralDagConfig) -> Result<Vec<&'static str>> {
+        cfg.validate()?;
+        let old = &self.state.cfg;
+        let mut next = cfg.clone();
+        let mut kept = Vec::new();
+        // Settings the learned state is built on stay as learned (named when `cfg` differs);
+        // every other field is a tunable and comes from `cfg`.
+        macro_rules! structural {
+            ($($field:ident),* $(,)?) => {
+                $(if cfg.$field != old.$field {
+                    kept.push(stringify!($field));
+                    next.$field = old.$field.clone();
+                })*
+            };
+        }
+        structural!(
+            max_trajectories,
+            default_attention,
+            ucb_exploration_c,
+            micro_lora_rank,
+            base_lora_rank,
+            ewc_max_lambda,
+            ewc_fisher_decay,
+            hdc_dimensions,
+            btsp_surprise_factor,
+            btsp_recall_similarity,
+            btsp_capacity,
+            pattern_capacity,
+            attention,
+            seed,
+        );
+        if next.micro_lora_lr != old.micro_lora_lr
+            || next.base_lora_lr != old.base_lora_lr
+            || next.ewc_lambda != old.ewc_lambda
+        {
+            self.state
+                .estimator
+                .retune(next.micro_lora_lr, next.base_lora_lr, next.ewc_lambda);
+        }
+        self.state.cfg = next;
+        Ok(kept)
+    }
+
+    /// Forget what was learned about some query shapes, given their fingerprints and keys
+    /// (`Trajectory::fingerprint`, `Trajectory::key`): their baselines, execution history and
+    /// pending trajectories, the BTSP engrams their keys recall, and their patterns (centroid
+    /// cosine at least [`MERGE_COSINE`], the similarity at which the bank itself treats two
+    /// clusters as one). The cost model is shared by every shape and stays.
+    pub fn forget(&mut self, fingerprints: &[u64], keys: &[Vec<f32>]) -> Forgotten {
+        let st = &mut self.state;
+        let mut shapes = 0;
+        let known = st.evidence.forget(fingerprints);
+        for f in fingerprints {
+            shapes += usize::from(st.history.remove(f).is_some());
+        }
+        let shapes = shapes.max(known);
+        let pending = st.buffer.forget_shapes(fingerprints);
+        let keys: Vec<&[f32]> = keys.iter().map(Vec::as_slice).collect();
+        let recall = st.btsp.recall_similarity();
+        Forgotten {
+            shapes,
+            pending,
+            engrams: st.btsp.forget_near(&keys, recall),
+            patterns: st.bank.forget_near(&keys, MERGE_COSINE),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NeuralDagConfig {
+        &self.state.cfg
+    }
+
+    /// Arm names, the default first.
+    pub fn arms(&self) -> &[String] {
+        &self.state.arms
+    }
+
+    /// The pattern store.
+    pub fn bank(&self) -> &ReasoningBank {
+        &self.state.bank
+    }
+
+    /// The cost estimator.
+    pub fn estimator(&self) -> &CostEstimator {
+        &self.state.estimator
+    }
+
+    /// The attention selector.
+    pub fn selector(&self) -> &AttentionSelector {
+        &self.state.selector
+    }
+
+    /// The BTSP memory.
+    pub fn btsp(&self) -> &BtspMemory {
+        &self.state.btsp
+    }
+
+    /// Trajectories waiting for the next cycle.
+    pub fn pending(&self) -> usize {
+        self.state.buffer.len()
+    }
+
+    /// Trajectories dropped because the ring was full.
+    pub fn dropped(&self) -> u64 {
+        self.state.buffer.dropped()
+    }
+
+    /// The measured evidence per query shape and the exploration budget.
+    pub fn evidence(&self) -> &EvidenceBook {
+        &self.state.evidence
+    }
+
+    /// The recent per-operator time shares of query shape `fingerprint` (its default plan's
+    /// [`crate::PlanDag::shape_hash`]), oldest first: the history temporal BTSP attention
+    /// reads. Empty when none was measured.
+    pub fn history(&self, fingerprint: u64) -> &[Vec<f32>] {
+        self.state
+            .history
+            .get(&fingerprint)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> OptimizerStats {
+        self.state.stats
+    }
+
+    pub(super) fn arm_name(&self, arm: ArmId) -> &str {
+        self.state
+            .arms
+            .get(usize::from(arm))
+            .map_or("?", String::as_str)
+    }
+
+    /// Everything learned (including trajectories not yet learned from) as one versioned,
+    /// checksummed snapshot.
+    ///
+    /// The payload also carries every attention kind's reference centre (computed here if need
+    /// be: about 64 synthetic plans each), so that a backend restoring it embeds its first
+    /// statements without computing them.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| self.center(k)).collect();
+        snapshot::encode(&(&self.state, centers, &self.plugin_arms))
+    }
+
+    /// An optimizer from a [`Optimizer::snapshot`]. Corrupt, truncated or foreign bytes, or a
+    /// snapshot whose parts disagree, are a [`NeuralDagError::CorruptState`] (or
+    /// `InvalidConfig` for a stored configuration this build refuses).
+    pub fn restore(bytes: &[u8]) -> Result<Self> {
+        let bad = |e: postcard::Error| {
+            NeuralDagError::CorruptState(format!("payload does not decode: {e}"))
+        };
+        let (version, payload) = snapshot::open(bytes)?;
+        let (state, centers, plugin_arms): (LearnedState, Vec<Vec<f32>>, PluginArms) = match version
+        {
+            2 => (
+                postcard::from_bytes(payload).map_err(bad)?,
+                Vec::new(),
+                PluginArms::default(),
+            ),
+            3 => {
+                let (state, centers) = postcard::from_bytes(payload).map_err(bad)?;
+                (state, centers, PluginArms::default())
+            }
+            _ => postcard::from_bytes(payload).map_err(bad)?,
+        };
+        plugin_arms.check()?;
+        let mut opt = Self::from_state(state)?;
+        opt.plugin_arms = plugin_arms;
+        if !centers.is_empty() && centers.len() != AttentionKind::ALL.len() {
+            return Err(NeuralDagError::CorruptState(format!(
+                "{} attention centres for {} kinds",
+                centers.len(),
+                AttentionKind::ALL.len()
+            )));
+        }
+        for (kind, c) in AttentionKind::ALL.iter().zip(centers) {
+            if c.len() != EMBED_DIM || c.iter().any(|x| !x.is_finite()) {
+                return Err(NeuralDagError::CorruptState(format!(
+                    "the {} attention centre has {} values (want {EMBED_DIM} finite ones)",
+                    kind.name(),
+                    c.len()
+                )));
+            }
+            let _ = opt.centers[kind.index()].set(c);
+        }
+        Ok(opt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::learning::snapshot::{FORMAT_VERSION, MAGIC};
+    use crate::rng::{fnv1a64, SplitMix64};
+    use alloc::vec;
+
+    #[test]
+    fn forget_removes_what_a_shape_taught_and_keeps_the_rest() {
+        let mut opt = optimizer();
+        let (p, q) = (plan(21), plan(22));
+        for i in 0..24 {
+            let (dag, arm, ms) = if i % 2 == 0 {
+                (&p, (i % 4) as ArmId, if i % 4 == 2 { 10.0 } else { 90.0 })
+            } else {
+                (&q, 0, 50.0)
+            };
+            run(&mut opt, dag, arm, ms);
+        }
+        // A catastrophe for p: an engram that blocks arm 1 for p.
+        run(&mut opt, &p, 1, 5_000.0);
+        opt.learn_cycle().unwrap();
+        let before = opt.bank().patterns().len();
+        assert!(before >= 2, "{before}");
+        let dp = opt.decide(&p).unwrap();
+        assert_eq!(dp.blocked, vec![1]);
+        let dq = opt.decide(&q).unwrap();
+        let gone = opt.forget(&[dp.fingerprint], core::slice::from_ref(&dp.key));
+        // p's two surprises: arm 2's 9x win and arm 1's catastrophe.
+        assert_eq!((gone.shapes, gone.engrams), (1, 2));
+        assert!(gone.patterns >= 1 && gone.patterns < before, "{gone:?}");
+        assert_eq!(opt.bank().patterns().len(), before - gone.patterns);
+        // p starts over; q keeps its pattern.
+        let dp = opt.decide(&p).unwrap();
+        assert!(
+            dp.blocked.is_empty() && dp.similarity < PATTERN_RULE,
+            "{}",
+            dp.reason
+        );
+        let dq2 = opt.decide(&q).unwrap();
+        assert_eq!(dq2.pattern, dq.pattern);
+        assert!(dq2.pattern.is_some());
+    }
+
+    #[test]
+    fn retune_adopts_tunables_and_names_what_stays_as_learned() {
+        let mut opt = optimizer();
+        let p = plan(9);
+        for _ in 0..3 {
+            run(&mut opt, &p, 0, 100.0);
+        }
+        opt.learn_cycle().unwrap();
+        let patterns = opt.bank().patterns().len();
+        // Exploration off: the default plan, and no candidates asked for.
+        let d = opt.decide(&p).unwrap();
+        assert!(!d.wants_candidates, "{}", d.reason);
+        let cfg = NeuralDagConfig {
+            attention_exploration: 0.5,
+            default_attention: AttentionKind::CriticalPath,
+            btsp_capacity: 17,
+            ..Default::default()
+        };
+        let kept = opt.retune(&cfg).unwrap();
+        assert_eq!(kept, vec!["default_attention", "btsp_capacity"]);
+        assert_eq!(opt.config().attention_exploration, 0.5);
+        assert_eq!(opt.config().default_attention, AttentionKind::Topological);
+        assert_eq!(opt.bank().patterns().len(), patterns);
+        // The budget earned nothing while exploration was off: the candidates are not even
+        // planned (each would cost the statement a planning) until runs earn a stake.
+        let d = opt.decide(&p).unwrap();
+        assert!(!d.wants_candidates, "{}", d.reason);
+        assert!(d.reason.contains("candidates not planned"), "{}", d.reason);
+        run(&mut opt, &p, 0, 100.0);
+        let d = opt.decide(&p).unwrap();
+        assert!(d.wants_candidates, "{}", d.reason);
+        // A bad value is refused and changes nothing.
+        let bad = NeuralDagConfig {
+            attention_exploration: 2.0,
+            ..Default::default()
+        };
+        assert!(opt.retune(&bad).is_err());
+        assert_eq!(opt.config().attention_exploration, 0.5);
+    }
+
+    #[test]
+    fn snapshot_restores_everything_and_damage_is_an_error() {
+        let mut opt = optimizer();
+        let p = plan(6);
+        for i in 0..30 {
+            run(&mut opt, &p, (i % 4) as ArmId, 10.0 + i as f32);
+        }
+        opt.learn_cycle().unwrap();
+        run(&mut opt, &p, 1, 12.0);
+        let bytes = opt.snapshot().unwrap();
+        let mut back = Optimizer::restore(&bytes).unwrap();
+        assert_eq!(back.snapshot().unwrap(), bytes);
+        assert_eq!((back.pending(), back.bank().patterns().len()), (1, 1));
+        let (a, b) = (opt.decide(&p).unwrap(), back.decide(&p).unwrap());
+        assert_eq!((a.arm, &a.reason), (b.arm, &b.reason));
+
+        // Any damage is an error, never a panic: truncation, a flipped byte, and payload
+        // bytes changed behind a recomputed checksum (what a hostile import could craft).
+        assert!(matches!(
+            Optimizer::restore(&bytes[..bytes.len() - 1]),
+            Err(NeuralDagError::CorruptState(_))
+        ));
+        let mut rng = SplitMix64::new(8);
+        let header = 20;
+        for round in 0..300 {
+            let mut payload = bytes[header..].to_vec();
+            for _ in 0..1 + round % 4 {
+                let i = rng.below(payload.len());
+                payload[i] = rng.next_u64() as u8;
+            }
+            if round % 7 == 0 {
+                payload.truncate(rng.below(payload.len()));
+            }
+            let mut forged = Vec::new();
+            forged.extend_from_slice(MAGIC);
+            forged.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            forged.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            forged.extend_from_slice(&fnv1a64(&payload).to_le_bytes());
+            forged.extend_from_slice(&payload);
+            if let Ok(mut o) = Optimizer::restore(&forged) {
+                // Whatever decoded is whole enough to use.
+                let _ = o.decide(&p);
+                let _ = o.learn_cycle();
+            }
+        }
+    }
+
+    #[test]
+    fn snapshots_carry_the_attention_centres_and_version_2_is_still_read() {
+        let mut opt = optimizer();
+        let p = plan(5);
+        for i in 0..12 {
+            run(&mut opt, &p, (i % 4) as ArmId, 20.0 + i as f32);
+        }
+        opt.learn_cycle().unwrap();
+        let before = opt.decide(&p).unwrap();
+        let bytes = opt.snapshot().unwrap();
+        let restored = Optimizer::restore(&bytes).unwrap();
+        assert_eq!(restored.centers_ready(), AttentionKind::ALL.len());
+        let mut restored = restored;
+        let after = restored.decide(&p).unwrap();
+        assert_eq!(
+            (before.arm, before.key.clone()),
+            (after.arm, after.key.clone())
+        );
+        // A version-2 snapshot (the state alone) restores too; its centres come back computed.
+        let v2 = snapshot::encode_as(&opt.state, 2).unwrap();
+        let mut old = Optimizer::restore(&v2).unwrap();
+        assert_eq!(old.centers_ready(), 0);
+        let again = old.decide(&p).unwrap();
+        assert_eq!(again.key, before.key);
+        assert!(old.centers_ready() >= 1);
+        // A centre that is not 256 finite numbers is refused by name.
+        let mut centers: Vec<Vec<f32>> = AttentionKind::ALL
+            .iter()
+            .map(|&k| opt.center(k).clone())
+            .collect();
+        centers[2][7] = f32::NAN;
+        let forged = snapshot::encode_as(&(&opt.state, centers), 3).unwrap();
+        match Optimizer::restore(&forged) {
+            Err(NeuralDagError::CorruptState(m)) => assert!(m.contains("critical_path"), "{m}"),
+            other => panic!("expected CorruptState, got {:?}", other.map(|_| ())),
+        }
+    }
+}
