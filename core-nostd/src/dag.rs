@@ -26,6 +26,20 @@ pub const MAX_COST: f64 = 1e20;
 /// Largest plausible time in milliseconds (about 115 days).
 pub const MAX_MS: f64 = 1e10;
 
+/// PostgreSQL's `disable_cost` (1.0e10): the planner adds it to the cost of every path of a
+/// kind an `enable_*` setting disabled but that it could not avoid.
+pub const DISABLE_COST: f64 = 1.0e10;
+
+/// A plan's own total cost: `total` without the `disable_cost` penalties PostgreSQL added (what
+/// the candidates' planner costs are compared by, in the host and in the replay).
+pub fn without_disable_cost(total: f64) -> f64 {
+    if total >= DISABLE_COST {
+        total % DISABLE_COST
+    } else {
+        total
+    }
+}
+
 macro_rules! op_kinds {
     ($( $variant:ident => $name:literal, $bucket:literal; )*) => {
         /// PostgreSQL plan node types (as `EXPLAIN` names them), plus [`OpKind::Other`].

@@ -167,24 +167,36 @@ fn replay_of_real_tpch_plans_learns_without_losing() {
     // The target for every early round is 1.1x: met on average, not under every seed
     // (the first run of a plan the planner costs close to the default can take several times as
     // long, q22: costed 1.28x, ran 6x; nothing bounds a run's cost before it runs; README).
+    // Bounds sit just above what the six seeds measure (2026-12-01: costliest early round
+    // 1.040x on average, at most 1.120x; rounds 11-30 0.676-0.682x, 92-95 % of the oracle's
+    // gain; frozen at most 0.721x; worst query after warm-up 1.069x on average, at most
+    // 1.177x), so that a policy that loses a part of its gain fails here.
     let early = mean(|s| s.worst_early);
     assert!(
-        early <= 1.1,
+        early <= 1.06,
         "the costliest early round at {early:.3}x on average"
+    );
+    let late = mean(|s| s.late);
+    assert!(late <= 0.69, "rounds 11-30 at {late:.3}x on average");
+    let captured = mean(|s| s.captured);
+    assert!(
+        captured >= 0.91,
+        "{:.0}% of the oracle's gain on average",
+        100.0 * captured
     );
     // The target for every query after warm-up is 1.1x. Met on average; not under
     // every seed: a query whose first candidate ends its trial unverified (q05: 1.15x faster,
     // not significant over 6 runs) explores its costlier candidates after warm-up.
     let worst = mean(|s| s.worst_query.0);
     assert!(
-        worst <= 1.1,
+        worst <= 1.09,
         "the worst query after warm-up at {worst:.3}x on average"
     );
     for s in &all {
-        assert!(s.worst_early <= 1.2, "{}", s.line);
-        assert!(s.late <= 0.8, "{}", s.line);
-        assert!(s.captured >= 0.6, "{}", s.line);
-        assert!(s.frozen <= 0.8, "{}", s.line);
+        assert!(s.worst_early <= 1.15, "{}", s.line);
+        assert!(s.late <= 0.70, "{}", s.line);
+        assert!(s.captured >= 0.88, "{}", s.line);
+        assert!(s.frozen <= 0.74, "{}", s.line);
         assert!(s.worst_query.0 <= 1.2, "{}", s.line);
         assert!(s.catastrophes <= 1, "{}", s.line);
     }

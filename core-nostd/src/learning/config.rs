@@ -180,22 +180,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_seeds_and_valid() {
+    fn the_defaults_are_valid_and_build_an_optimizer() {
         let c = NeuralDagConfig::default();
         c.validate().unwrap();
-        assert_eq!(
-            (
-                c.max_trajectories,
-                c.pattern_clusters,
-                c.micro_lora_rank,
-                c.base_lora_rank
-            ),
-            (10_000, 100, 2, 8)
-        );
-        assert_eq!(
-            (c.ewc_lambda, c.ewc_max_lambda, c.ewc_fisher_decay),
-            (2000.0, 15_000.0, 0.999)
-        );
+        let arms = ["default", "enable_nestloop=off"]
+            .map(alloc::string::String::from)
+            .to_vec();
+        crate::learning::Optimizer::new(c, arms).unwrap();
     }
 
     #[test]
