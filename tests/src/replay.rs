@@ -8,13 +8,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ruvector_dag_core::dag::without_disable_cost;
 use ruvector_dag_core::explain::parse_explain;
 use ruvector_dag_core::learning::{Candidate, NeuralDagConfig, Optimizer, Rule};
 use ruvector_dag_core::rng::SplitMix64;
 use ruvector_dag_core::PlanDag;
-
-/// PostgreSQL's `disable_cost`, added to plans that use a disabled kind of node anyway.
-const DISABLE_COST: f64 = 1.0e10;
 
 /// Directory of the recorded TPC-H traces.
 pub fn trace_dir() -> PathBuf {
@@ -109,7 +107,7 @@ pub fn load_dir(dir: &Path) -> (Vec<String>, Vec<QueryTrace>) {
         let plan =
             as_planned(&parse_explain(&text).unwrap_or_else(|e| panic!("{query}.{arm}: {e}")));
         let root = plan.roots()[0] as usize;
-        let cost = plan.node(root).total_cost % DISABLE_COST;
+        let cost = without_disable_cost(plan.node(root).total_cost);
         let ms = [f[3], f[4]].map(|x| x.parse::<f64>().expect("a time"));
         let arms = queries.entry(query.to_string()).or_default();
         assert_eq!(arms.len(), arm, "{query}: arms in order");
