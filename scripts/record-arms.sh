@@ -2,7 +2,7 @@
 # started a cluster: $dir, $port, psql_).
 #
 # record_arms OUT DB NOTE QUERY.sql...: with the extension off, every query under every arm of
-# ruvector.dag_arms, twice: the second run's EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) goes to
+# ruvector.dag_arms (as ruvector_dag_arms() parses it), twice: the second run's EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) goes to
 # OUT/<query>.<arm>.json and both execution times to OUT/times.tsv (the replay test's
 # fixtures); OUT/VERSION holds the server version and NOTE. An arm is cut off at 4x the default
 # plan's time (at least 2 s): its plan is then recorded without ANALYZE and its time as the
@@ -13,19 +13,22 @@ record_arms() {
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
   chmod 777 "$out"
-  local arms
-  arms=$(psql_ -d "$db" -At -c "SHOW ruvector.dag_arms")
-  local arm_list
-  IFS='|' read -r -a arm_list <<<"$arms"
+  # The arm list as the extension parses it (ruvector_dag_arms(): one row per setting).
+  local -a arm_list arm_sets
+  local k name sets
+  while IFS=$'\t' read -r k name sets; do
+    arm_list[k]=$name
+    arm_sets[k]=$sets
+  done < <(psql_ -d "$db" -At -F $'\t' -c "SELECT arm, name, coalesce(string_agg(format('SET %s = %L;', setting, value), ' '), '') FROM ruvector_dag.ruvector_dag_arms() GROUP BY arm, name ORDER BY arm")
+  ((${#arm_list[@]} > 0)) || { echo "record_arms: ruvector_dag_arms() gave no arms" >&2; return 1; }
   printf 'query\tarm\tname\tms1\tms2\tcensored\n' >"$out/times.tsv"
-  local q name limit_ms k arm sets f times censored rep
+  local q limit_ms arm f times censored rep
   for q in "$@"; do
     name=$(basename "$q" .sql)
     limit_ms=60000
     for k in "${!arm_list[@]}"; do
       arm=${arm_list[$k]}
-      sets=""
-      [[ $arm == default ]] || sets=$(tr ';' '\n' <<<"$arm" | sed -E 's/^ *([^=]+)=(.*)$/SET \1 = \2;/')
+      sets=${arm_sets[$k]}
       f="$out/$name.$k.json"
       times=() censored=0
       for rep in 1 2; do

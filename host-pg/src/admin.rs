@@ -194,17 +194,65 @@ fn ruvector_dag_health() -> TableIterator<
             },
         ));
     }
-    let reverted = Spi::get_one::<i64>("SELECT count(*) FROM ruvector_dag.healing_log")
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-    rows.push((
+    rows.push(regressions());
+    rows.extend(index_findings(guc::HEALING_REPAIR.get()));
+    TableIterator::new(rows)
+}
+
+/// Share of the plans applied (verified for their query shape) that may regress within an
+/// hour before `regressions_reverted` warns: a verified plan that regresses is reverted, which
+/// is the design working, but many of them mean the verification is being fooled (data that
+/// changes under it, or noise taken for a win).
+const REVERTS_PER_HOUR_WARN_SHARE: f64 = 0.25;
+
+/// The `regressions_reverted` finding: reverts in the last hour against the plans applied.
+fn regressions() -> (String, String, String, String) {
+    let (recent, total) = Spi::get_two::<i64, i64>(
+        "SELECT count(*) FILTER (WHERE at > now() - interval '1 hour'), count(*) \
+         FROM ruvector_dag.healing_log",
+    )
+    .map(|(r, t)| (r.unwrap_or(0), t.unwrap_or(0)))
+    .unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("ruvector_dag_health: {e}"),
+        )
+    });
+    // Applied plans: query shapes with a verified plan in the learned state, plus those
+    // reverted within the hour (no longer verified).
+    let verified = hooks::with_optimizer(|o| {
+        let margin = f64::from(o.config().min_gain);
+        o.evidence()
+            .iter()
+            .filter(|(_, s)| s.verified(margin).is_some())
+            .count() as i64
+    });
+    let (status, applied) = match verified {
+        Ok(v) => {
+            let applied = v + recent;
+            let warn = recent > 0 && recent as f64 > REVERTS_PER_HOUR_WARN_SHARE * applied as f64;
+            (
+                if warn { "warning" } else { "ok" },
+                format!("{v} query shapes have a verified plan"),
+            )
+        }
+        Err(e) => ("warning", format!("the learned state is not readable: {e}")),
+    };
+    (
         "regressions_reverted".into(),
         "ruvector_dag.healing_log".into(),
-        "ok".into(),
-        format!("{reverted} arms reverted and blocked for their query shape"),
-    ));
-    let repair = guc::HEALING_REPAIR.get();
+        status.into(),
+        format!(
+            "{recent} verified plans reverted and blocked in the last hour, {total} in all; {applied} \
+             (a warning above {:.0}% of the plans applied within the hour)",
+            100.0 * REVERTS_PER_HOUR_WARN_SHARE
+        ),
+    )
+}
+
+/// Findings on the indexes of enabled tables: invalid ones (rebuilt when `repair`), never-used
+/// ones.
+fn index_findings(repair: bool) -> Vec<(String, String, String, String)> {
     let indexes = Spi::connect(|c| {
         let rows = c.select(
             "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, i.indisvalid, \
@@ -233,30 +281,23 @@ fn ruvector_dag_health() -> TableIterator<
             format!("ruvector_dag_health: {e}"),
         )
     });
+    let mut rows = Vec::new();
     for (index, table, valid, scans) in indexes {
-        if !valid {
-            if repair {
-                scope::require_admin("ruvector_dag_health with ruvector.dag_healing_repair");
-                Spi::run(&format!("REINDEX INDEX {index}")).unwrap_or_else(|e| {
-                    fail(
-                        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                        format!("REINDEX INDEX {index}: {e}"),
-                    )
-                });
-                rows.push((
-                    "invalid_index".into(),
-                    index,
-                    "repaired".into(),
-                    format!("on {table}: was invalid (a failed CREATE INDEX CONCURRENTLY?); rebuilt with REINDEX"),
-                ));
-            } else {
-                rows.push((
-                    "invalid_index".into(),
-                    index,
-                    "warning".into(),
-                    format!("on {table}: invalid (a failed CREATE INDEX CONCURRENTLY?); REINDEX it, or set ruvector.dag_healing_repair = on"),
-                ));
-            }
+        if !valid && repair {
+            reindex(&index);
+            rows.push((
+                "invalid_index".into(),
+                index,
+                "repaired".into(),
+                format!("on {table}: was invalid (a failed CREATE INDEX CONCURRENTLY?); rebuilt with REINDEX"),
+            ));
+        } else if !valid {
+            rows.push((
+                "invalid_index".into(),
+                index,
+                "warning".into(),
+                format!("on {table}: invalid (a failed CREATE INDEX CONCURRENTLY?); REINDEX it, or set ruvector.dag_healing_repair = on"),
+            ));
         } else if scans == 0 {
             rows.push((
                 "unused_index".into(),
@@ -266,5 +307,16 @@ fn ruvector_dag_health() -> TableIterator<
             ));
         }
     }
-    TableIterator::new(rows)
+    rows
+}
+
+/// The repair `ruvector.dag_healing_repair = on` allows: rebuild an invalid index (admin only).
+fn reindex(index: &str) {
+    scope::require_admin("ruvector_dag_health with ruvector.dag_healing_repair");
+    Spi::run(&format!("REINDEX INDEX {index}")).unwrap_or_else(|e| {
+        fail(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("REINDEX INDEX {index}: {e}"),
+        )
+    });
 }

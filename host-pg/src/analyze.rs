@@ -12,8 +12,16 @@ use serde_json::json;
 use crate::{fail, guc, plan::plan_of, plugins};
 
 fn attend(dag: &PlanDag, kind: AttentionKind) -> AttentionMap {
+    attend_with(dag, kind, &[])
+}
+
+fn attend_with(dag: &PlanDag, kind: AttentionKind, history: &[Vec<f32>]) -> AttentionMap {
     let cfg = guc::attention_config();
-    let result = mechanism(kind, &cfg).and_then(|m| m.attend(dag, &AttentionContext::default()));
+    let ctx = AttentionContext {
+        history,
+        ..AttentionContext::default()
+    };
+    let result = mechanism(kind, &cfg).and_then(|m| m.attend(dag, &ctx));
     result.unwrap_or_else(|e| {
         fail(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -29,6 +37,22 @@ pub(crate) fn weights_under_setting(dag: &PlanDag) -> Vec<f32> {
         guc::AttentionSetting::Kind(k) => attend(dag, k).alpha,
         guc::AttentionSetting::Plugin(name) => plugins::attend(&name, dag),
     }
+}
+
+/// The execution history the learned state holds for the query shape of `dag` (the default
+/// plan's: `query` planned with the planner hook passing through), for temporal BTSP
+/// attention; empty when nothing was measured, or the library is not preloaded.
+fn recorded_history(dag: &PlanDag) -> Vec<Vec<f32>> {
+    if !crate::hooks::installed() {
+        return Vec::new();
+    }
+    crate::hooks::with_optimizer(|o| o.history(dag.shape_hash()).to_vec()).unwrap_or_default()
+}
+
+/// The plan of `query` as PostgreSQL makes it, whatever arm the session would apply.
+fn default_plan_of(query: &str) -> PlanDag {
+    let _busy = crate::hooks::Busy::enter();
+    plan_of(query)
 }
 
 fn kind_named(name: &str) -> AttentionKind {
@@ -105,9 +129,23 @@ fn scores(
         name!(weight, f64),
     ),
 > {
-    let dag = plan_of(query);
+    let (rows, _) = scored(query, kind);
+    TableIterator::new(rows)
+}
+
+/// Per-operator rows of `kind`'s weights over the plan of `query`, and how many recorded runs
+/// of the query's shape temporal BTSP attention used (0 for the other kinds).
+fn scored(query: &str, kind: Kind) -> (Vec<(i32, String, String, f64)>, usize) {
+    let (dag, history) = match kind {
+        Kind::Builtin(AttentionKind::TemporalBtsp) => {
+            let dag = default_plan_of(query);
+            let history = recorded_history(&dag);
+            (dag, history)
+        }
+        _ => (plan_of(query), Vec::new()),
+    };
     let alpha = match kind {
-        Kind::Builtin(kind) => attend(&dag, kind).alpha,
+        Kind::Builtin(kind) => attend_with(&dag, kind, &history).alpha,
         Kind::Plugin(name) => plugins::attend(&name, &dag),
     };
     let rows: Vec<_> = (0..dag.len())
@@ -121,7 +159,7 @@ fn scores(
             )
         })
         .collect();
-    TableIterator::new(rows)
+    (rows, history.len())
 }
 
 /// Per-operator weights of attention `kind` (topological, causal_cone, critical_path,
@@ -180,8 +218,32 @@ per_kind! {
     ruvector_attention_mincut_gated => MinCutGated, "Min-cut gated attention over the plan of `query`.";
     ruvector_attention_hierarchical_lorentz => HierarchicalLorentz, "Hierarchical Lorentz attention over the plan of `query`.";
     ruvector_attention_parallel_branch => ParallelBranch, "Parallel-branch attention over the plan of `query`.";
-    ruvector_attention_temporal_btsp => TemporalBtsp, "Temporal BTSP attention over the plan of `query` (without history: topological).";
     ruvector_attention_ensemble => Ensemble, "The ensemble of the seven mechanisms over the plan of `query`.";
+}
+
+/// Temporal BTSP attention over the plan of `query`, from the execution history the learned
+/// state holds for the query's shape (per-operator time shares of its recent timed runs):
+/// `history_runs` says how many runs it used; 0 means none was recorded and the weights are
+/// the topological ones.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_attention_temporal_btsp(
+    query: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(node, i32),
+        name!(operator, String),
+        name!(label, String),
+        name!(weight, f64),
+        name!(history_runs, i32),
+    ),
+> {
+    let (rows, runs) = scored(query, Kind::Builtin(AttentionKind::TemporalBtsp));
+    TableIterator::new(
+        rows.into_iter()
+            .map(|(n, o, l, w)| (n, o, l, w, runs as i32))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The minimum cut of the plan's data flow (rows as capacities): one row per operator whose

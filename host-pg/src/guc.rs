@@ -150,9 +150,26 @@ pub static PLUGIN_MODULE_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024)
 
 /// Register every setting (called from `_PG_init`).
 pub fn register() {
-    let user = || GucContext::Userset;
-    let suset = || GucContext::Suset;
-    let none = GucFlags::default;
+    register_scope();
+    register_learning();
+    register_server();
+    register_plugins();
+}
+
+fn user() -> GucContext {
+    GucContext::Userset
+}
+
+fn suset() -> GucContext {
+    GucContext::Suset
+}
+
+fn none() -> GucFlags {
+    GucFlags::default()
+}
+
+/// What the planner path does, and to which statements: mode, arms, sampling, thresholds.
+fn register_scope() {
     GucRegistry::define_bool_guc(
         c"ruvector.neural_dag_enabled",
         c"Whether ruvector_dag looks at queries at all.",
@@ -169,6 +186,64 @@ pub fn register() {
         user(),
         none(),
     );
+    // SAFETY: the check hook is #[pg_guard]ed.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+        c"ruvector.dag_arms",
+        c"Planner configurations the optimizer chooses among: arms separated by |, settings by ;.",
+        c"The first arm must be 'default'. Example: default|enable_nestloop=off|max_parallel_workers_per_gather=0",
+        &ARMS,
+        suset(),
+        none(),
+        Some(check_arms),
+        None,
+        None,
+    );
+    }
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_sample_rate",
+        c"Share of in-scope statements whose execution is timed and learned from.",
+        c"The others are decided on but not observed.",
+        &SAMPLE_RATE,
+        0.0,
+        1.0,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_node_timing_rate",
+        c"Share of observed statements executed with per-node timing.",
+        c"Per-node timing reads the clock for every row of every plan node (up to 30% on TPC-H q17); the others are timed as a whole. Runs that explore or trial a plan are never timed per node.",
+        &NODE_TIMING_RATE,
+        0.0,
+        1.0,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_replan_min_cost",
+        c"Least estimated cost of the default plan for a statement to be considered.",
+        c"Cheaper statements are left alone (neither decided on, re-planned nor observed): re-planning them costs more than it can save.",
+        &REPLAN_MIN_COST,
+        0.0,
+        1e12,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_explore_min_ms",
+        c"Least measured time of a query shape's default plan for its candidate plans to be explored (ms).",
+        c"Faster statements keep verified choices but are never explored: planning their candidates costs more than a plan could save.",
+        &EXPLORE_MIN_MS,
+        0.0,
+        3.6e6,
+        suset(),
+        none(),
+    );
+}
+
+/// The learning engine's tunables (the seed's settings): rates, patterns, attention, EWC++, min cut.
+fn register_learning() {
     GucRegistry::define_float_guc(
         c"ruvector.dag_learning_rate",
         c"MicroLoRA learning rate of the cost model (one step per observed query).",
@@ -251,60 +326,10 @@ pub fn register() {
         user(),
         none(),
     );
-    // SAFETY: the check hook is #[pg_guard]ed.
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-        c"ruvector.dag_arms",
-        c"Planner configurations the optimizer chooses among: arms separated by |, settings by ;.",
-        c"The first arm must be 'default'. Example: default|enable_nestloop=off|max_parallel_workers_per_gather=0",
-        &ARMS,
-        suset(),
-        none(),
-        Some(check_arms),
-        None,
-        None,
-    );
-    }
-    GucRegistry::define_float_guc(
-        c"ruvector.dag_sample_rate",
-        c"Share of in-scope statements whose execution is timed and learned from.",
-        c"The others are decided on but not observed.",
-        &SAMPLE_RATE,
-        0.0,
-        1.0,
-        suset(),
-        none(),
-    );
-    GucRegistry::define_float_guc(
-        c"ruvector.dag_node_timing_rate",
-        c"Share of observed statements executed with per-node timing.",
-        c"Per-node timing reads the clock for every row of every plan node (up to 30% on TPC-H q17); the others are timed as a whole. Runs that explore or trial a plan are never timed per node.",
-        &NODE_TIMING_RATE,
-        0.0,
-        1.0,
-        suset(),
-        none(),
-    );
-    GucRegistry::define_float_guc(
-        c"ruvector.dag_replan_min_cost",
-        c"Least estimated cost of the default plan for a statement to be considered.",
-        c"Cheaper statements are left alone (neither decided on, re-planned nor observed): re-planning them costs more than it can save.",
-        &REPLAN_MIN_COST,
-        0.0,
-        1e12,
-        suset(),
-        none(),
-    );
-    GucRegistry::define_float_guc(
-        c"ruvector.dag_explore_min_ms",
-        c"Least measured time of a query shape's default plan for its candidate plans to be explored (ms).",
-        c"Faster statements keep verified choices but are never explored: planning their candidates costs more than a plan could save.",
-        &EXPLORE_MIN_MS,
-        0.0,
-        3.6e6,
-        suset(),
-        none(),
-    );
+}
+
+/// Server-wide: the background learner, the shared ring, self-healing repair.
+fn register_server() {
     GucRegistry::define_bool_guc(
         c"ruvector.dag_healing_repair",
         c"Whether self-healing may REINDEX invalid indexes of enabled tables.",
@@ -321,6 +346,30 @@ pub fn register() {
         GucContext::Postmaster,
         none(),
     );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_ring_size",
+        c"Shared memory for trajectories waiting for the learner, in MiB (about 230 per MiB).",
+        c"When it is full the oldest trajectories are dropped and counted (ruvector_dag_status: ring_dropped).",
+        &RING_SIZE_MB,
+        1,
+        1024,
+        GucContext::Postmaster,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_background_interval_ms",
+        c"Period of the background worker's learning cycle, in milliseconds.",
+        c"A cycle also starts early when a quarter of the trajectory ring is waiting.",
+        &BACKGROUND_INTERVAL_MS,
+        100,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+}
+
+/// The plugin sandbox's limits (defaults: `ruvector_dag_wasm::Limits::default()`).
+fn register_plugins() {
     GucRegistry::define_float_guc(
         c"ruvector.dag_plugin_fuel",
         c"Fuel per attention plugin call: about one unit per wasm instruction executed.",
@@ -370,26 +419,6 @@ pub fn register() {
         262_144,
         suset(),
         GucFlags::UNIT_KB,
-    );
-    GucRegistry::define_int_guc(
-        c"ruvector.dag_ring_size",
-        c"Shared memory for trajectories waiting for the learner, in MiB (about 230 per MiB).",
-        c"When it is full the oldest trajectories are dropped and counted (ruvector_dag_status: ring_dropped).",
-        &RING_SIZE_MB,
-        1,
-        1024,
-        GucContext::Postmaster,
-        GucFlags::UNIT_MB,
-    );
-    GucRegistry::define_int_guc(
-        c"ruvector.dag_background_interval_ms",
-        c"Period of the background worker's learning cycle, in milliseconds.",
-        c"A cycle also starts early when a quarter of the trajectory ring is waiting.",
-        &BACKGROUND_INTERVAL_MS,
-        100,
-        86_400_000,
-        GucContext::Sighup,
-        GucFlags::UNIT_MS,
     );
 }
 

@@ -3,7 +3,7 @@
 //! The background worker runs it on its interval; `ruvector_dag_learn()` runs it in the
 //! caller's backend. An advisory lock makes cycles of one database take turns.
 //!
-//! The learner keeps its optimizer between cycles (its replay buffer is not in the snapshot)
+//! The learner keeps its optimizer between cycles (its rehearsal buffer is not in the snapshot)
 //! and reloads from the table only when someone else wrote a newer version.
 
 use std::cell::RefCell;
@@ -112,15 +112,98 @@ pub fn load_unless(held: impl FnOnce(i64) -> bool) -> Result<(i64, Option<Optimi
 /// Trajectories a light cycle may leave pending (in the snapshot) before it trains anyway.
 const LIGHT_CYCLE_MAX_PENDING: usize = 256;
 
+/// Take this database's learning lock until the transaction ends: cycles, imports, resets
+/// and forgetting take turns (the learned state has one writer at a time).
+fn take_lock() -> Result<(), String> {
+    Spi::run(&format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
+    ))
+    .map_err(|e| format!("taking the learning lock: {e}"))
+}
+
+/// What observing the drained records gave: trajectories refused, self-healing events for
+/// healing_log, rows for trajectory_history, and the shapes seen with the tables they read.
+struct Drained {
+    rejected: usize,
+    healed: Vec<Healing>,
+    history: Vec<History>,
+    shapes: Vec<Shape>,
+}
+
+/// Observe every drained record (postcard `(Trajectory, relids)`) with the learner's optimizer.
+fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
+    let mut rejected = 0;
+    let mut healed = Vec::new();
+    let mut history = Vec::new();
+    let mut shapes: Vec<Shape> = Vec::new();
+    for bytes in records {
+        let Ok((t, relids)) = postcard::from_bytes::<(Trajectory, Vec<u32>)>(bytes) else {
+            rejected += 1;
+            continue;
+        };
+        note_shape(&mut shapes, &t, relids);
+        let (fingerprint, pattern, arm, actual) = (t.fingerprint, t.pattern, t.arm, t.actual_ms);
+        let (predicted, shares) = (t.predicted_ms, t.op_shares.clone());
+        match opt.observe(t) {
+            Ok(o) => {
+                history.push(History {
+                    fingerprint,
+                    arm: opt.arms()[usize::from(arm)].clone(),
+                    actual_ms: actual,
+                    predicted_ms: predicted,
+                    quality: o.quality,
+                    node_shares: shares,
+                });
+                // A verified plan reverted, or a catastrophic run whose arm BTSP now blocks.
+                if let (true, Some(base)) = (o.regression, o.baseline_ms) {
+                    healed.push(Healing {
+                        fingerprint,
+                        pattern,
+                        arm: opt.arms()[usize::from(arm)].clone(),
+                        actual_ms: actual,
+                        baseline_ms: base,
+                    });
+                }
+            }
+            Err(_) => rejected += 1,
+        }
+    }
+    Drained {
+        rejected,
+        healed,
+        history,
+        shapes,
+    }
+}
+
+/// Remember that `t`'s shape read the tables `relids` (for `ruvector_dag_reset(regclass)`): a
+/// shape may have been read through several tables, or a table re-created; at most
+/// [`MAX_SHAPES_PER_CYCLE`] shapes a cycle.
+fn note_shape(shapes: &mut Vec<Shape>, t: &Trajectory, relids: Vec<u32>) {
+    let room = shapes.len() < MAX_SHAPES_PER_CYCLE;
+    match shapes.iter_mut().find(|s| s.fingerprint == t.fingerprint) {
+        Some(s) => {
+            for r in relids {
+                if !s.relids.contains(&r) {
+                    s.relids.push(r);
+                }
+            }
+        }
+        None if room => shapes.push(Shape {
+            fingerprint: t.fingerprint,
+            key: t.key.clone(),
+            relids,
+        }),
+        None => {}
+    }
+}
+
 /// Run one persisted cycle in the current transaction. `train`: the full cycle (the core's
 /// `learn_cycle`: cost model, patterns; and the pattern table); without it, a light cycle that
 /// only observes the waiting trajectories (measured evidence, budget, BTSP memory) and writes
 /// the snapshot, so that new sessions see what the others measured within a second.
 pub fn cycle(train: bool) -> Result<Outcome, String> {
-    Spi::run(&format!(
-        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
-    ))
-    .map_err(|e| format!("taking the learning lock: {e}"))?;
+    take_lock()?;
     let (stored_version, loaded) =
         load_unless(|v| LEARNER.with(|l| l.borrow().as_ref().is_some_and(|l| l.version == v)))?;
     if let Some(opt) = loaded {
@@ -143,59 +226,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         let learner = l.as_mut().expect("loaded above");
         let opt = &mut learner.opt;
         let kept = opt.retune(&guc::core_config()).map_err(|e| e.to_string())?;
-        let mut rejected = 0;
-        let mut healed = Vec::new();
-        let mut history = Vec::new();
-        let mut shapes: Vec<Shape> = Vec::new();
-        for bytes in &records {
-            let Ok((t, relids)) = postcard::from_bytes::<(Trajectory, Vec<u32>)>(bytes) else {
-                rejected += 1;
-                continue;
-            };
-            // A shape may have been read through several tables (or a table re-created).
-            let room = shapes.len() < MAX_SHAPES_PER_CYCLE;
-            match shapes.iter_mut().find(|s| s.fingerprint == t.fingerprint) {
-                Some(s) => {
-                    for r in relids {
-                        if !s.relids.contains(&r) {
-                            s.relids.push(r);
-                        }
-                    }
-                }
-                None if room => shapes.push(Shape {
-                    fingerprint: t.fingerprint,
-                    key: t.key.clone(),
-                    relids,
-                }),
-                None => {}
-            }
-            let (fingerprint, pattern, arm, actual) =
-                (t.fingerprint, t.pattern, t.arm, t.actual_ms);
-            let (predicted, shares) = (t.predicted_ms, t.op_shares.clone());
-            match opt.observe(t) {
-                Ok(o) => {
-                    history.push(History {
-                        fingerprint,
-                        arm: opt.arms()[usize::from(arm)].clone(),
-                        actual_ms: actual,
-                        predicted_ms: predicted,
-                        quality: o.quality,
-                        node_shares: shares,
-                    });
-                    // A verified plan reverted, or a catastrophic run whose arm BTSP now blocks.
-                    if let (true, Some(base)) = (o.regression, o.baseline_ms) {
-                        healed.push(Healing {
-                            fingerprint,
-                            pattern,
-                            arm: opt.arms()[usize::from(arm)].clone(),
-                            actual_ms: actual,
-                            baseline_ms: base,
-                        });
-                    }
-                }
-                Err(_) => rejected += 1,
-            }
-        }
+        let drained = observe_records(opt, &records);
         // Pending trajectories travel in the snapshot: past a few hundred, train now rather
         // than write a large snapshot every second.
         let train = train || opt.pending() >= LIGHT_CYCLE_MAX_PENDING;
@@ -209,11 +240,15 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         };
         let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
         let patterns: Option<Vec<PatternRow>> = train.then(|| pattern_rows(opt));
-        Ok::<_, String>((
-            report, rejected, healed, kept, snapshot, patterns, history, shapes,
-        ))
+        Ok::<_, String>((report, drained, kept, snapshot, patterns))
     })?;
-    let (report, rejected, healed, kept, snapshot, patterns, history, shapes) = result;
+    let (report, drained, kept, snapshot, patterns) = result;
+    let Drained {
+        rejected,
+        healed,
+        history,
+        shapes,
+    } = drained;
     if records.is_empty() && report.trajectories == 0 && stored_version > 0 {
         // Nothing new: the stored state stands (no new version, no reload anywhere).
         return Ok(Outcome {
@@ -248,10 +283,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
 /// Store `opt` as the learned state (import, reset): a new version, its patterns, and the
 /// learner of this backend continues from it. Returns the new version.
 pub fn replace(opt: &Optimizer) -> Result<i64, String> {
-    Spi::run(&format!(
-        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
-    ))
-    .map_err(|e| format!("taking the learning lock: {e}"))?;
+    take_lock()?;
     let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
     let version = persist(&snapshot, Some(&pattern_rows(opt)), &[], &[])?;
     LEARNER.with(|l| *l.borrow_mut() = None);
@@ -265,10 +297,7 @@ pub fn replace(opt: &Optimizer) -> Result<i64, String> {
 pub fn forget_table(
     relid: u32,
 ) -> Result<Option<(ruvector_dag_core::learning::Forgotten, i64, Optimizer)>, String> {
-    Spi::run(&format!(
-        "SELECT pg_catalog.pg_advisory_xact_lock({LOCK_KEY})"
-    ))
-    .map_err(|e| format!("taking the learning lock: {e}"))?;
+    take_lock()?;
     let Some(bytes) = read_state(true)?.and_then(|s| s.1) else {
         return Ok(None);
     };

@@ -127,8 +127,16 @@ pub(crate) fn fail(code: PgSqlErrorCode, message: impl AsRef<str>) -> ! {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    // `#[pg_schema]` needs an inline module; the tests live in their own file.
-    include!("tests.rs");
+    // Tests through SQL, as a user would call the functions (`cargo pgrx test pg15`).
+    // `#[pg_schema]` needs an inline module; the tests live in files by subject.
+    include!("tests/common.rs");
+    include!("tests/analysis.rs");
+    include!("tests/settings.rs");
+    include!("tests/learning.rs");
+    include!("tests/admin.rs");
+    include!("tests/plugins.rs");
+    include!("tests/explain18.rs");
+    include!("tests/security.rs");
 }
 
 /// Required by `cargo pgrx test`.

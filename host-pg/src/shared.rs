@@ -168,7 +168,7 @@ pub fn available() -> bool {
     shared().is_some()
 }
 
-/// On a standby (recovery in progress) the tables change by replay, which bumps no shared
+/// On a standby (recovery in progress) the tables change by WAL replay, which bumps no shared
 /// counter: there every version below also changes each second, so that backends read the
 /// replicated tables again (a cheap version check; the state itself is loaded only when its
 /// version in the table changed). 0 on a primary.

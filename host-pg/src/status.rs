@@ -1,4 +1,5 @@
-//! `ruvector_dag_status()`, `ruvector_dag_learn()` and `ruvector_dag_patterns()`.
+//! `ruvector_dag_status()`, `ruvector_dag_arms()`, `ruvector_dag_learn()` and
+//! `ruvector_dag_patterns()`.
 
 use pgrx::prelude::*;
 
@@ -6,6 +7,37 @@ use crate::{guc, hooks, learner, plugins, scope, shared};
 
 /// One row per fact: settings, scope, this backend's counters, the shared ring, the learned
 /// state. Every value is read or computed when called.
+/// The arms of `ruvector.dag_arms` as this session parses them: one row per setting (the
+/// default arm, which sets nothing, one row with NULL setting and value). The one reading of
+/// the arm list: the workload harness and the recording scripts take it from here.
+#[pg_extern(stable, parallel_safe)]
+fn ruvector_dag_arms() -> TableIterator<
+    'static,
+    (
+        name!(arm, i32),
+        name!(name, String),
+        name!(setting, Option<String>),
+        name!(value, Option<String>),
+    ),
+> {
+    let arms = guc::arms().unwrap_or_else(|e| {
+        crate::fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("ruvector_dag: {e}"),
+        )
+    });
+    let mut rows = Vec::new();
+    for (i, (name, settings)) in arms.into_iter().enumerate() {
+        if settings.is_empty() {
+            rows.push((i as i32, name.clone(), None, None));
+        }
+        for (k, v) in settings {
+            rows.push((i as i32, name.clone(), Some(k), Some(v)));
+        }
+    }
+    TableIterator::new(rows)
+}
+
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(value, String))> {
     let mut rows: Vec<(String, String)> = Vec::new();

@@ -425,13 +425,13 @@ impl CostEstimator {
         self.train(samples, &[], epochs, ewc)
     }
 
-    /// [`CostEstimator::train_batch`] on `fresh` samples mixed with `replay` (earlier samples
+    /// [`CostEstimator::train_batch`] on `fresh` samples mixed with `rehearsal` (earlier samples
     /// kept for rehearsal), shuffled (seeded) every epoch. The task-boundary test looks at the
     /// fresh samples only.
     pub fn train(
         &mut self,
         fresh: &[(&[f32], usize, f32)],
-        replay: &[(&[f32], usize, f32)],
+        rehearsal: &[(&[f32], usize, f32)],
         epochs: usize,
         ewc: bool,
     ) -> f32 {
@@ -458,13 +458,13 @@ impl CostEstimator {
             self.boundaries += 1;
         }
         let mut valid = new;
-        valid.extend(replay.iter().filter(ok));
+        valid.extend(rehearsal.iter().filter(ok));
         let mut rng = SplitMix64::new(0x5EED ^ self.batches);
         let (mut first_pass, mut last_pass) = (0.0, 0.0);
         // Learning rate scaled for mini-batch means (the per-sample rate is base_lr).
         let lr = self.base_lr * 32.0;
         for epoch in 0..epochs {
-            // Fisher-Yates, so mini-batches mix fresh and replayed samples.
+            // Fisher-Yates, so mini-batches mix fresh and rehearsed samples.
             for i in (1..valid.len()).rev() {
                 valid.swap(i, rng.below(i + 1));
             }

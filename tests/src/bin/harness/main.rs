@@ -331,6 +331,63 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let (mut cluster, settings, server_version) = start_cluster(repo, a)?;
+    let mut workloads = Vec::new();
+    for w in &a.workloads {
+        let wl = if w == "tpch" {
+            load_tpch(&cluster, a.scale)?
+        } else {
+            load_correlated(&cluster, a.scale)?
+        };
+        enable(&cluster, &wl)?;
+        workloads.push(wl);
+    }
+    let warmup = a.warmup.unwrap_or(a.rounds / 2);
+    let execs = run_rounds(&cluster, &workloads, a, warmup, t0)?;
+    let pgbench = if a.pgbench_seconds > 0 {
+        Some(pgbench(&cluster, a)?)
+    } else {
+        None
+    };
+    let mut summaries = Vec::new();
+    for w in &workloads {
+        summaries.push(report::summarize(
+            &w.name,
+            &execs,
+            a.rounds,
+            warmup,
+            status(&cluster, &w.name),
+        ));
+    }
+    let mut conf = settings;
+    conf.push(format!(
+        "nproc = {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    let rep = report::Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started,
+        server_version,
+        scale: a.scale,
+        rounds: a.rounds,
+        warmup_rounds: warmup,
+        seed: a.seed,
+        settings: conf,
+        workloads: summaries,
+        pgbench,
+        crashes_in_server_log: cluster.crashes_in_log(),
+        duration_s: t0.elapsed().as_secs_f64(),
+        executions: execs,
+    };
+    write_report(&a.out, &rep)?;
+    cluster.stop_unless_kept();
+    Ok(())
+}
+
+/// Install the extension when asked, start the throwaway cluster with the extension's shipped
+/// settings (plus the machine's memory settings) and create the databases: (cluster, the
+/// settings given, the server's version).
+fn start_cluster(repo: &Path, a: &Args) -> Result<(Cluster, Vec<String>, String), String> {
     cluster::use_major(repo, a.pg)?;
     println!("==> PostgreSQL {} ({})", a.pg, cluster::pg_bin().display());
     if a.install {
@@ -349,7 +406,7 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
         "max_parallel_workers_per_gather = 2".to_string(),
         format!("ruvector.dag_database = '{}'", dbs.join(",")),
     ];
-    let mut cluster = Cluster::start(&settings, a.keep)?;
+    let cluster = Cluster::start(&settings, a.keep)?;
     println!(
         "==> cluster in {} (port {}), the extension's shipped settings",
         cluster.dir.display(),
@@ -365,25 +422,24 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
             .batch_execute(&format!("CREATE DATABASE {db}"))
             .map_err(sql_err("CREATE DATABASE"))?;
     }
-    let mut workloads = Vec::new();
-    for w in &a.workloads {
-        let wl = if w == "tpch" {
-            load_tpch(&cluster, a.scale)?
-        } else {
-            load_correlated(&cluster, a.scale)?
-        };
-        enable(&cluster, &wl)?;
-        workloads.push(wl);
-    }
+    Ok((cluster, settings, server_version))
+}
 
-    let warmup = a.warmup.unwrap_or(a.rounds / 2);
-    let cap_ms = a.timeout_s * 1000;
+/// Every round: each template of each workload once, with newly drawn constants, under every
+/// mode ([`run_instance`]).
+fn run_rounds(
+    cluster: &Cluster,
+    workloads: &[Workload],
+    a: &Args,
+    warmup: u32,
+    t0: Instant,
+) -> Result<Vec<Exec>, String> {
     let mut execs: Vec<Exec> = Vec::new();
     let mut sessions = Vec::new();
     let mut arms = Vec::new();
-    for w in &workloads {
-        let mut s = Sessions::open(&cluster, &w.name)?;
-        arms.push(run::arms(s.get(&cluster, &w.name, Mode::Oracle)?)?);
+    for w in workloads {
+        let mut s = Sessions::open(cluster, &w.name)?;
+        arms.push(run::arms(s.get(cluster, &w.name, Mode::Oracle)?)?);
         sessions.push(s);
     }
     println!(
@@ -407,86 +463,18 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
         for (wi, w) in workloads.iter().enumerate() {
             for (ti, (name, text)) in w.templates.iter().enumerate() {
                 bar.set_message(format!("{} {name}", w.name));
-                let mut rng = Rng::for_instance(a.seed, &w.name, round, name);
-                let query = if w.name == "tpch" {
-                    tpch::instance(name, text, &mut rng, a.scale)?
-                } else {
-                    correlated::instance(name, &mut rng, a.scale)?
-                };
                 seq[wi] += 1;
-                let base = Exec {
-                    workload: w.name.clone(),
+                let at = Instance {
                     round,
                     seq: seq[wi],
-                    template: name.clone(),
-                    mode: Mode::Stock,
-                    ms: 0.0,
-                    planning_ms: 0.0,
-                    arm: "-".into(),
-                    rule: "-".into(),
-                    applied: false,
-                    timed_out: false,
-                    error: None,
-                    plans: 0,
-                    ran: 0,
+                    template: ti,
+                    name,
+                    text,
                 };
-                let rot = (round as usize + ti) % 3;
-                let order = [Mode::Stock, Mode::Learn, Mode::Frozen];
-                let mut stock = None;
-                for k in 0..3 {
-                    let mode = order[(k + rot) % 3];
-                    let client = sessions[wi].get(&cluster, &w.name, mode)?;
-                    let mut e = Exec {
-                        mode,
-                        ..base.clone()
-                    };
-                    match run::run_once(client, &query, cap_ms) {
-                        Outcome::Done(x) => {
-                            e.ms = x.planning_ms + x.execution_ms;
-                            e.planning_ms = x.planning_ms;
-                            e.arm = x.arm;
-                            e.rule = x.rule;
-                            e.applied = x.applied;
-                        }
-                        Outcome::TimedOut => {
-                            e.ms = cap_ms as f64;
-                            e.timed_out = true;
-                        }
-                        Outcome::Failed(msg) => {
-                            bar.println(format!("    {} {name} {}: {msg}", w.name, mode.name()));
-                            e.ms = cap_ms as f64;
-                            e.error = Some(msg);
-                        }
-                    }
-                    if mode == Mode::Stock {
-                        stock = Some((e.ms, e.planning_ms));
-                    }
-                    *sums.entry(mode).or_default() += e.ms;
+                for e in run_instance(cluster, &mut sessions[wi], &arms[wi], w, a, &at, &bar)? {
+                    *sums.entry(e.mode).or_default() += e.ms;
                     execs.push(e);
                 }
-                let (stock_ms, stock_plan) = stock.expect("stock ran");
-                let client = sessions[wi].get(&cluster, &w.name, Mode::Oracle)?;
-                let mut e = Exec {
-                    mode: Mode::Oracle,
-                    ..base.clone()
-                };
-                match run::oracle(client, &arms[wi], &query, stock_ms, stock_plan) {
-                    Ok(o) => {
-                        e.ms = o.ms;
-                        e.planning_ms = o.planning_ms;
-                        e.arm = o.arm;
-                        e.plans = o.plans;
-                        e.ran = o.ran;
-                    }
-                    Err(msg) => {
-                        bar.println(format!("    {} {name} oracle: {msg}", w.name));
-                        e.ms = stock_ms;
-                        e.arm = "default".into();
-                        e.error = Some(msg);
-                    }
-                }
-                *sums.entry(Mode::Oracle).or_default() += e.ms;
-                execs.push(e);
                 bar.inc(1);
             }
         }
@@ -501,60 +489,130 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
             t0.elapsed().as_secs_f64()
         );
     }
+    Ok(execs)
+}
 
-    let pgbench = if a.pgbench_seconds > 0 {
-        Some(pgbench(&cluster, a)?)
+/// Which instance of a template a round runs.
+struct Instance<'a> {
+    round: u32,
+    seq: u32,
+    template: usize,
+    name: &'a str,
+    text: &'a str,
+}
+
+/// One instance of a template (constants drawn for this round) under stock, learn and frozen
+/// (the order rotating by round and template), then the oracle.
+fn run_instance(
+    cluster: &Cluster,
+    sessions: &mut Sessions,
+    arms: &[(String, String)],
+    w: &Workload,
+    a: &Args,
+    at: &Instance<'_>,
+    bar: &ProgressBar,
+) -> Result<Vec<Exec>, String> {
+    let (round, name, text, ti) = (at.round, at.name, at.text, at.template);
+    let cap_ms = a.timeout_s * 1000;
+    let mut out = Vec::new();
+    let mut rng = Rng::for_instance(a.seed, &w.name, round, name);
+    let query = if w.name == "tpch" {
+        tpch::instance(name, text, &mut rng, a.scale)?
     } else {
-        None
+        correlated::instance(name, &mut rng, a.scale)?
     };
-
-    let mut summaries = Vec::new();
-    for w in &workloads {
-        summaries.push(report::summarize(
-            &w.name,
-            &execs,
-            a.rounds,
-            warmup,
-            status(&cluster, &w.name),
-        ));
+    let base = Exec {
+        workload: w.name.clone(),
+        round,
+        seq: at.seq,
+        template: name.to_string(),
+        mode: Mode::Stock,
+        ms: 0.0,
+        planning_ms: 0.0,
+        arm: "-".into(),
+        rule: "-".into(),
+        applied: false,
+        timed_out: false,
+        error: None,
+        plans: 0,
+        ran: 0,
+    };
+    let rot = (round as usize + ti) % 3;
+    let order = [Mode::Stock, Mode::Learn, Mode::Frozen];
+    let mut stock = None;
+    for k in 0..3 {
+        let mode = order[(k + rot) % 3];
+        let client = sessions.get(cluster, &w.name, mode)?;
+        let mut e = Exec {
+            mode,
+            ..base.clone()
+        };
+        match run::run_once(client, &query, cap_ms) {
+            Outcome::Done(x) => {
+                e.ms = x.planning_ms + x.execution_ms;
+                e.planning_ms = x.planning_ms;
+                e.arm = x.arm;
+                e.rule = x.rule;
+                e.applied = x.applied;
+            }
+            Outcome::TimedOut => {
+                e.ms = cap_ms as f64;
+                e.timed_out = true;
+            }
+            Outcome::Failed(msg) => {
+                bar.println(format!("    {} {name} {}: {msg}", w.name, mode.name()));
+                e.ms = cap_ms as f64;
+                e.error = Some(msg);
+            }
+        }
+        if mode == Mode::Stock {
+            stock = Some((e.ms, e.planning_ms));
+        }
+        out.push(e);
     }
-    let mut conf = settings.clone();
-    conf.push(format!(
-        "nproc = {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    ));
-    let rep = report::Report {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        started,
-        server_version,
-        scale: a.scale,
-        rounds: a.rounds,
-        warmup_rounds: warmup,
-        seed: a.seed,
-        settings: conf,
-        workloads: summaries,
-        pgbench,
-        crashes_in_server_log: cluster.crashes_in_log(),
-        duration_s: t0.elapsed().as_secs_f64(),
-        executions: execs,
+    let (stock_ms, stock_plan) = stock.expect("stock ran");
+    let client = sessions.get(cluster, &w.name, Mode::Oracle)?;
+    let mut e = Exec {
+        mode: Mode::Oracle,
+        ..base.clone()
     };
-    let json = serde_json::to_string_pretty(&rep).map_err(|e| format!("report.json: {e}"))?;
-    let jp = a.out.join("report.json");
+    match run::oracle(client, arms, &query, stock_ms, stock_plan) {
+        Ok(o) => {
+            e.ms = o.ms;
+            e.planning_ms = o.planning_ms;
+            e.arm = o.arm;
+            e.plans = o.plans;
+            e.ran = o.ran;
+        }
+        Err(msg) => {
+            bar.println(format!("    {} {name} oracle: {msg}", w.name));
+            e.ms = stock_ms;
+            e.arm = "default".into();
+            e.error = Some(msg);
+        }
+    }
+    out.push(e);
+    Ok(out)
+}
+
+/// report.json, report.html and the per-workload SVG charts in `out`; the summary printed.
+fn write_report(out: &Path, rep: &report::Report) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(rep).map_err(|e| format!("report.json: {e}"))?;
+    let jp = out.join("report.json");
     std::fs::write(&jp, json).map_err(|e| format!("{}: {e}", jp.display()))?;
-    let hp = a.out.join("report.html");
-    std::fs::write(&hp, report::html(&rep)?).map_err(|e| format!("{}: {e}", hp.display()))?;
+    let hp = out.join("report.html");
+    std::fs::write(&hp, report::html(rep)?).map_err(|e| format!("{}: {e}", hp.display()))?;
     for w in &rep.workloads {
         for (name, svg) in [
             ("curve", report::curve_svg(w, &rep.executions)?),
             ("templates", report::bars_svg(w)?),
         ] {
-            let p = a.out.join(format!("{}-{name}.svg", w.workload));
+            let p = out.join(format!("{}-{name}.svg", w.workload));
             std::fs::write(&p, svg).map_err(|e| format!("{}: {e}", p.display()))?;
         }
     }
-    print!("{}", report::terminal(&rep));
+    print!("{}", report::terminal(rep));
     println!("report: {} and {}", hp.display(), jp.display());
-    cluster.stop_unless_kept();
     Ok(())
 }
 

@@ -1,8 +1,5 @@
 //! Running one query instance under a mode, and the oracle (every arm, best kept).
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-
 use postgres::error::SqlState;
 use serde::Serialize;
 
@@ -162,56 +159,17 @@ pub fn run_once(client: &mut postgres::Client, query: &str, timeout_ms: u64) -> 
     ))
 }
 
-/// The arms of `ruvector.dag_arms`: name and its `SET LOCAL` statements.
+/// The arms of `ruvector.dag_arms` (as the extension parses them, `ruvector_dag_arms()`): name
+/// and its `SET LOCAL` statements.
 pub fn arms(client: &mut postgres::Client) -> Result<Vec<(String, String)>, String> {
-    let row = client
-        .query_one("SHOW ruvector.dag_arms", &[])
-        .map_err(|e| format!("SHOW ruvector.dag_arms: {}", pg_error(&e)))?;
-    let text: String = row.get(0);
-    Ok(text
-        .split('|')
-        .map(|a| {
-            let a = a.trim().to_string();
-            let sets = if a == "default" {
-                String::new()
-            } else {
-                a.split(';')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| format!("SET LOCAL {} = {};", k.trim(), v.trim()))
-                    .collect()
-            };
-            (a, sets)
-        })
-        .collect())
-}
-
-/// A plan's shape, without estimates: operators, relations, indexes, join types, nesting.
-fn signature(v: &serde_json::Value, h: &mut DefaultHasher) {
-    const KEYS: [&str; 9] = [
-        "Node Type",
-        "Strategy",
-        "Join Type",
-        "Relation Name",
-        "Index Name",
-        "Parent Relationship",
-        "Subplan Name",
-        "Partial Mode",
-        "Scan Direction",
-    ];
-    if let Some(o) = v.as_object() {
-        for k in KEYS {
-            if let Some(x) = o.get(k) {
-                k.hash(h);
-                x.to_string().hash(h);
-            }
-        }
-        if let Some(children) = o.get("Plans").and_then(|p| p.as_array()) {
-            children.len().hash(h);
-            for c in children {
-                signature(c, h);
-            }
-        }
-    }
+    let rows = client
+        .query(
+            "SELECT name, coalesce(string_agg(format('SET LOCAL %s = %L;', setting, value), ' ' \
+             ORDER BY setting), '') FROM ruvector_dag.ruvector_dag_arms() GROUP BY arm, name ORDER BY arm",
+            &[],
+        )
+        .map_err(|e| format!("ruvector_dag_arms(): {}", pg_error(&e)))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Run `body` in a transaction after `sets` (SET LOCAL statements), then roll back. A statement
@@ -232,16 +190,17 @@ fn in_rolled_back_txn(
     r
 }
 
-fn plan_signature(client: &mut postgres::Client, sets: &str, query: &str) -> Result<u64, String> {
+fn plan_shape(client: &mut postgres::Client, sets: &str, query: &str) -> Result<u64, String> {
     let mut last = String::new();
     for _ in 0..2 {
         match in_rolled_back_txn(client, sets, &format!("EXPLAIN (FORMAT JSON) {query}")) {
             Ok(lines) => {
-                let v: serde_json::Value = serde_json::from_str(&lines.concat())
+                // The extension's own notion of "the same plan" (`PlanDag::shape_hash`, what
+                // it keys candidates by), so the oracle runs each plan the extension can tell
+                // apart once.
+                let dag = ruvector_dag_core::explain::parse_explain(&lines.concat())
                     .map_err(|e| format!("EXPLAIN JSON: {e}"))?;
-                let mut h = DefaultHasher::new();
-                signature(&v[0]["Plan"], &mut h);
-                return Ok(h.finish());
+                return Ok(dag.shape_hash());
             }
             // A late statement timeout of the arm run before: once more.
             Err(e) => last = pg_error(&e),
@@ -278,7 +237,7 @@ pub fn oracle(
     };
     let mut seen: Vec<u64> = Vec::new();
     for (k, (name, sets)) in arms.iter().enumerate() {
-        let sig = plan_signature(client, sets, query)?;
+        let sig = plan_shape(client, sets, query)?;
         if seen.contains(&sig) {
             continue;
         }

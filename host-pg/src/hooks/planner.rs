@@ -1,0 +1,439 @@
+//! The planner hook: plan normally, decide, and in `learn` / `frozen` plan again under the
+//! chosen arm's settings at a new GUC nest level (restored on success and on error); the
+//! candidate plans `Optimizer::choose` picks among; `ruvector_dag_compare_json`.
+
+use super::*;
+use ruvector_dag_core::dag::without_disable_cost;
+
+thread_local! {
+    /// What the planner hook did with the last statement it was asked about (for
+    /// `ruvector_dag_compare_json`).
+    pub(super) static OUTCOME: RefCell<Option<Outcome>> = const { RefCell::new(None) };
+}
+
+/// What the planner hook did with a statement.
+#[derive(Clone)]
+pub(super) enum Outcome {
+    /// A decision, and the arm whose plan the statement got.
+    Decided(Rc<Decision>, u8),
+    /// No decision, and why.
+    Passed(String),
+}
+
+pub(super) fn passed(why: impl Into<String>) {
+    OUTCOME.with(|o| *o.borrow_mut() = Some(Outcome::Passed(why.into())));
+}
+
+pub(super) unsafe fn call_planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    let planned = match PREV_PLANNER {
+        // Another extension's hook is C: an ERROR in it must unwind through our frames as a
+        // Rust panic (pgrx's FFI guard), not longjmp over them.
+        Some(prev) => {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| prev(parse, query_string, cursor_options, params))
+        }
+        None => pg_sys::standard_planner(parse, query_string, cursor_options, params),
+    };
+    // A plan now at this address means any plan remembered there was freed: forget it, or the
+    // executor hooks would take this statement for that one.
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.planned.retain(|p| p.stmt != planned as usize);
+        b.adopted.retain(|p| p.stmt != planned as usize);
+    });
+    planned
+}
+
+/// Plan with the arm's settings at a new GUC nest level, restored on success and on error.
+/// `Err` names a setting PostgreSQL refused (unknown, bad value, not settable by this user):
+/// then nothing is planned and the caller keeps the default plan.
+pub(super) unsafe fn plan_with_arm(
+    settings: &[(String, String)],
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> Result<*mut pg_sys::PlannedStmt, String> {
+    under_arm(settings, || {
+        call_planner(parse, query_string, cursor_options, params)
+    })
+}
+
+/// Run `f` with an arm's settings at a new GUC nest level, restored on success and on error.
+/// `Err` names a setting PostgreSQL refused (unknown, bad value, not settable by this user);
+/// then `f` is not run.
+pub(super) fn under_arm<R>(
+    settings: &[(String, String)],
+    f: impl FnOnce() -> R,
+) -> Result<R, String> {
+    // SAFETY: a GUC nest level opened here and closed on every path (finally).
+    unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        PgTryBuilder::new(AssertUnwindSafe(|| {
+            for (k, v) in settings {
+                let (ck, cv) = (
+                    CString::new(k.as_str()).unwrap_or_default(),
+                    CString::new(v.as_str()).unwrap_or_default(),
+                );
+                // Reported at DEBUG1 only: a refused setting is our fallback, not the user's
+                // error.
+                let ok = pg_sys::set_config_option(
+                    ck.as_ptr(),
+                    cv.as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_SAVE,
+                    true,
+                    pg_sys::DEBUG1 as i32,
+                    false,
+                );
+                if ok <= 0 {
+                    return Err(format!(
+                        "PostgreSQL refused the arm's setting {k} = '{v}' (unknown, bad value, or not settable by this user)"
+                    ));
+                }
+            }
+            Ok(f())
+        }))
+        .finally(|| pg_sys::AtEOXact_GUC(true, nest))
+        .execute()
+    }
+}
+
+pub(super) fn remember(
+    stmt: *mut pg_sys::PlannedStmt,
+    decision: Decision,
+    relids: Vec<u32>,
+    arm_ran: u8,
+    timed: bool,
+) {
+    let node_timed = node_timing(timed, &decision);
+    let decision = Rc::new(decision);
+    let planned = Planned {
+        stmt: stmt as usize,
+        tree: 0,
+        copy_identity: 0,
+        decision: Some(Rc::clone(&decision)),
+        relids: Rc::new(relids),
+        arm_ran,
+        timed,
+        node_timed,
+    };
+    push_planned(stmt, planned);
+    BACKEND.with(|b| {
+        b.borrow_mut().last_explained = Some((stmt as usize, Rc::clone(&decision), arm_ran))
+    });
+    OUTCOME.with(|o| *o.borrow_mut() = Some(Outcome::Decided(decision, arm_ran)));
+}
+
+/// An in-scope statement planned without a decision: remembered as such, so that the
+/// executor does not take it (or the plan cache's copy of it) for an earlier statement of the
+/// same shape that had one. `why` is what `ruvector_dag_compare_json` reports.
+pub(super) fn pass_in_scope(stmt: *mut pg_sys::PlannedStmt, why: String) {
+    passed(why);
+    let planned = Planned {
+        stmt: stmt as usize,
+        tree: 0,
+        copy_identity: 0,
+        decision: None,
+        relids: Rc::new(Vec::new()),
+        arm_ran: 0,
+        timed: false,
+        node_timed: false,
+    };
+    push_planned(stmt, planned);
+}
+
+#[pg_guard]
+pub(super) unsafe extern "C-unwind" fn planner_hook(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    let mode = guc::mode();
+    if BUSY.with(|b| b.get()) {
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    if mode == Mode::Off || !guc::NEURAL_DAG_ENABLED.get() {
+        passed(if mode == Mode::Off {
+            "ruvector.dag_mode is off"
+        } else {
+            "ruvector.neural_dag_enabled is off"
+        });
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    if !pg_sys::IsTransactionState()
+        // Inside a parallel operation (a function run by a parallel worker) nothing may be
+        // read or started: pass through.
+        || pg_sys::IsInParallelMode()
+        || parse.is_null()
+    {
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    let relids = in_scope(parse);
+    if relids.is_empty() {
+        passed("no table the query reads is enabled (ruvector_enable_neural_dag)");
+        return call_planner(parse, query_string, cursor_options, params);
+    }
+    // The planner scribbles on its Query: keep a pristine copy for planning again under an arm
+    // (only modes that apply arms need one).
+    let may_apply = matches!(mode, Mode::Learn | Mode::Frozen);
+    let pristine = if may_apply {
+        pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query
+    } else {
+        std::ptr::null_mut()
+    };
+    let default = call_planner(parse, query_string, cursor_options, params);
+    // Statements this cheap are never re-planned, so there is nothing to decide or learn.
+    let cost = (*(*default).planTree).total_cost;
+    if cost < guc::REPLAN_MIN_COST.get() {
+        pass_in_scope(
+            default,
+            format!(
+                "the default plan's cost ({cost:.1}) is below ruvector.dag_replan_min_cost ({})",
+                guc::REPLAN_MIN_COST.get()
+            ),
+        );
+        return default;
+    }
+    let dag = match dag_from_plan(default) {
+        Ok(d) => d,
+        Err(e) => {
+            note_error("reading the plan", &e);
+            pass_in_scope(default, format!("reading the plan failed: {e}"));
+            return default;
+        }
+    };
+    let plugin = planner_plugin();
+    // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
+    let decided = learning_path("decide", || {
+        with_optimizer(|o| {
+            o.set_plugin(plugin);
+            o.decide(&dag)
+        })
+        .map_err(|e| ("loading the learned state", e))?
+        .map_err(|e| ("decide", e.to_string()))
+    });
+    let decision = match decided {
+        Ok(d) => d,
+        Err((what, e)) => {
+            pass_in_scope(default, format!("{what} failed: {e}"));
+            return default;
+        }
+    };
+    BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
+    // A plugin failure (on this plan, a reference plan, or an executed plan before) is
+    // reported once; the plugin is not used again in this session.
+    let unreported = crate::plugins::unreported_failure();
+    if let Some(e) = decision.plugin_error.as_ref().or(unreported.as_ref()) {
+        note_plugin_fallback(e);
+    }
+    let record = guc::records();
+    let timed = record && sampled(guc::SAMPLE_RATE.get());
+    let mut decision = decision;
+    // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
+    // pick among the distinct plans; the chosen arm's plan is used as it is.
+    let mut candidates: Vec<(u8, *mut pg_sys::PlannedStmt)> = Vec::new();
+    if mode == Mode::Learn && decision.wants_candidates && !pristine.is_null() {
+        candidates = plan_candidates(
+            &mut decision,
+            pristine,
+            query_string,
+            cursor_options,
+            params,
+        );
+    }
+    let apply = may_apply && !pristine.is_null() && decision.arm != 0;
+    if !apply {
+        remember(default, decision, relids, 0, timed);
+        return default;
+    }
+    let arm = decision.arm;
+    // A candidate's plan was hashed when it was planned (`choose` set decision.plan to it).
+    let replanned = !candidates.iter().any(|(a, _)| *a == arm);
+    let chosen = match candidates.iter().find(|(a, _)| *a == arm) {
+        Some(&(_, planned)) => Ok(planned),
+        None => {
+            let settings = guc::arms_shared()
+                .ok()
+                .and_then(|(a, _)| a.get(usize::from(arm)).map(|x| x.1.clone()))
+                .unwrap_or_default();
+            let _busy = Busy::enter();
+            // An ERROR while planning under the arm (say, a function folded at plan time that
+            // fails under its settings) is rolled back and the statement keeps the default plan.
+            crate::guarded(|| {
+                plan_with_arm(&settings, pristine, query_string, cursor_options, params)
+            })
+        }
+    };
+    let chosen = match chosen {
+        Ok(c) => c,
+        Err(e) => {
+            note_error("applying an arm", &e);
+            pass_in_scope(default, format!("applying arm {arm} failed: {e}"));
+            return default;
+        }
+    };
+    BACKEND.with(|b| b.borrow_mut().counters.applied += 1);
+    // Re-planned under the arm: the plan it really gave this time (its constants may differ
+    // from the run that recorded the candidate) is what its runs are evidence for.
+    if replanned {
+        if let Ok(dag) = dag_from_plan(chosen) {
+            decision.plan = dag.shape_hash();
+        }
+    }
+    remember(chosen, decision, relids, arm, timed);
+    chosen
+}
+
+/// Plan a copy of `pristine` under every arm the decision does not block, hand the plans to
+/// [`Optimizer::choose`], and return them by arm (so the chosen one needs no planning again).
+/// An arm PostgreSQL refuses is left out; a failure of the learning path leaves the decision
+/// at the default plan.
+pub(super) unsafe fn plan_candidates(
+    decision: &mut Decision,
+    pristine: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> Vec<(u8, *mut pg_sys::PlannedStmt)> {
+    let t0 = Instant::now();
+    let Ok((arms, _)) = guc::arms_shared() else {
+        return Vec::new();
+    };
+    let mut planned = Vec::new();
+    let mut cands = Vec::new();
+    for (i, (_, settings)) in arms.iter().enumerate().skip(1) {
+        let arm = i as u8;
+        if decision.blocked.contains(&arm) {
+            continue;
+        }
+        let copy =
+            pg_sys::copyObjectImpl(pristine as *const std::ffi::c_void) as *mut pg_sys::Query;
+        let result = {
+            let _busy = Busy::enter();
+            crate::guarded(|| plan_with_arm(settings, copy, query_string, cursor_options, params))
+        };
+        let stmt = match result {
+            Ok(p) => p,
+            Err(e) => {
+                note_error("planning a candidate", &e);
+                continue;
+            }
+        };
+        match dag_from_plan(stmt) {
+            Ok(dag) => {
+                cands.push(Candidate {
+                    arm,
+                    plan: dag.shape_hash(),
+                    cost: without_disable_cost((*(*stmt).planTree).total_cost),
+                });
+                planned.push((arm, stmt));
+            }
+            Err(e) => note_error("reading a candidate plan", &e),
+        }
+    }
+    // A failure leaves the decision at the default plan (counted and logged).
+    let _ = learning_path("choose", || {
+        with_loaded(|o| o.choose(decision, &cands))
+            .transpose()
+            .map_err(|e| ("choose", e.to_string()))
+    });
+    let us = t0.elapsed().as_micros() as u64;
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.candidate_sets += 1;
+        b.counters.candidate_plans += planned.len() as u64;
+        b.counters.candidate_us += us;
+    });
+    planned
+}
+
+/// `ruvector_dag_compare_json`: the default plan of `query`, the plan the extension gives it
+/// and the decision between them (see the function's documentation in analyze.rs).
+pub(crate) fn compare(query: &str) -> serde_json::Value {
+    let parse = |what: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap_or_else(|e| {
+            crate::fail(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("ruvector_dag: EXPLAIN of the {what} plan is not JSON: {e}"),
+            )
+        })
+    };
+    // PostgreSQL's own plan: the planner hook passes through.
+    let default = {
+        let _busy = Busy::enter();
+        parse("default", &crate::plan::explain_json(query))
+    };
+    // The plan this session gets: planned through the hook, as EXPLAIN and the query itself are.
+    OUTCOME.with(|o| *o.borrow_mut() = None);
+    let hooked = parse("extension's", &crate::plan::explain_json(query));
+    let outcome = OUTCOME.with(|o| o.borrow_mut().take());
+    let mode = guc::mode().name();
+    let (decision, learned, note) = match outcome {
+        Some(Outcome::Decided(d, arm_ran)) => {
+            let shown = Shown::of(&d, arm_ran);
+            let settings: Vec<(String, String)> = guc::arms_shared()
+                .ok()
+                .and_then(|(a, _)| a.get(usize::from(d.arm)).map(|x| x.1.clone()))
+                .unwrap_or_default();
+            let (learned, note) = if d.arm == arm_ran {
+                (hooked, None)
+            } else {
+                // Advice only (observe mode): what the arm would have given.
+                match explain_under(&settings, query) {
+                    Ok(text) => (
+                        parse("arm's", &text),
+                        Some(format!(
+                            "mode {mode}: the arm was not applied; its plan is shown as it would be"
+                        )),
+                    ),
+                    Err(e) => (hooked, Some(e)),
+                }
+            };
+            let decision = serde_json::json!({
+                "arm": shown.arm,
+                "applied": shown.applied,
+                "rule": shown.rule,
+                "pattern": shown.pattern,
+                "similarity": shown.similarity,
+                "confidence": shown.confidence,
+                "attention": shown.attention,
+                "predicted_ms": shown.predicted_ms,
+                "reason": shown.reason,
+                "arm_index": d.arm,
+                "settings": settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+                "mode": mode,
+            });
+            (decision, learned, note)
+        }
+        Some(Outcome::Passed(why)) => (serde_json::Value::Null, hooked, Some(why)),
+        None => (
+            serde_json::Value::Null,
+            hooked,
+            Some("the planner hook did not see the query (ruvector_dag is not preloaded)".into()),
+        ),
+    };
+    serde_json::json!({
+        "format": "ruvector_dag/compare/1",
+        "mode": mode,
+        "decision": decision,
+        "note": note,
+        "default": default,
+        "learned": learned,
+    })
+}
+
+/// EXPLAIN (FORMAT JSON) of `query` under `settings` (set at a new GUC nest level, restored
+/// on success and on error), the planner hook passing through. `Err` names a setting
+/// PostgreSQL refused.
+pub(super) fn explain_under(settings: &[(String, String)], query: &str) -> Result<String, String> {
+    let _busy = Busy::enter();
+    under_arm(settings, || crate::plan::explain_json(query))
+        .map_err(|e| format!("{e}; the plan shown is the session's"))
+}

@@ -1,0 +1,363 @@
+//! This backend's copy of the learned optimizer: loaded from `ruvector_dag.learned_state`,
+//! reloaded when the shared version moves, tuned to the session's settings; its counters; and
+//! the one guard every call into the learning path goes through ([`learning_path`]).
+
+use super::*;
+
+/// What this backend counts (shown by `ruvector_dag_status()`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub planned_in_scope: u64,
+    pub applied: u64,
+    pub observed: u64,
+    pub timed_nodes: u64,
+    pub pushed: u64,
+    pub fallbacks: u64,
+    pub reloads: u64,
+    pub reverted: u64,
+    /// Statements planned under every unblocked arm for their candidate plans.
+    pub candidate_sets: u64,
+    /// Plannings done for candidates, and the time they took (microseconds).
+    pub candidate_plans: u64,
+    pub candidate_us: u64,
+    /// Statements whose decision could not use the attention plugin the selector may pick
+    /// (it failed, or is not registered) and used the key's built-in kind.
+    pub plugin_fallbacks: u64,
+}
+
+/// This backend's copy of the learned optimizer.
+pub(super) struct Loaded {
+    pub(super) opt: Optimizer,
+    /// The shared learned version seen when it was (re)checked.
+    pub(super) seen: u64,
+    /// The table version it was loaded from (0: nothing learned yet).
+    pub(super) version: i64,
+    /// The arm list it was checked against.
+    pub(super) arms: String,
+    /// The settings last applied with `retune`.
+    pub(super) config: NeuralDagConfig,
+    /// Settings the learned state keeps as learned.
+    pub(super) kept: Vec<&'static str>,
+}
+
+pub(super) struct Backend {
+    pub(super) loaded: Option<Loaded>,
+    /// Why loading failed, for the shared version and arm list it failed at.
+    pub(super) failed: Option<(u64, String, String)>,
+    pub(super) planned: VecDeque<Planned>,
+    /// Plan cache copies of remembered plans, by the copy's address; most recently executed
+    /// last (see [`ADOPTED`]).
+    pub(super) adopted: VecDeque<Planned>,
+    /// The last in-scope statement planned: (its `PlannedStmt` address, decision, arm that
+    /// ran), for EXPLAIN.
+    pub(super) last_explained: Option<(usize, Rc<Decision>, u8)>,
+    pub(super) counters: Counters,
+    pub(super) last_error: Option<String>,
+    pub(super) logged_error: bool,
+    pub(super) plugin_error: Option<String>,
+    pub(super) logged_plugin_error: bool,
+}
+
+thread_local! {
+    pub(super) static BACKEND: RefCell<Backend> = const { RefCell::new(Backend {
+        loaded: None,
+        failed: None,
+        planned: VecDeque::new(),
+        adopted: VecDeque::new(),
+        last_explained: None,
+        counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
+            pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
+            candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0 },
+        last_error: None,
+        logged_error: false,
+        plugin_error: None,
+        logged_plugin_error: false,
+    }) };
+    /// Set while this extension itself is planning (scope lookups, re-planning): pass through.
+    pub(super) static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This backend's counters.
+pub fn counters() -> Counters {
+    BACKEND.with(|b| b.borrow().counters)
+}
+
+/// The last learning-path error of this backend, if any.
+pub fn last_error() -> Option<String> {
+    BACKEND.with(|b| b.borrow().last_error.clone())
+}
+
+/// Make sure this backend holds the current learned optimizer, tuned to the session's
+/// settings. `Err` says why it cannot (the statement then keeps the default plan).
+pub(super) fn ready() -> Result<(), String> {
+    let seen = shared::learned_version();
+    let arms = guc::arms_shared()?.1;
+    let state = BACKEND.with(|b| {
+        let b = b.borrow();
+        if let Some((v, a, e)) = &b.failed {
+            if *v == seen && **a == *arms {
+                return Some(Err(e.clone()));
+            }
+        }
+        b.loaded
+            .as_ref()
+            .filter(|l| l.seen == seen && *l.arms == *arms)
+            .map(|_| Ok(()))
+    });
+    let result = match state {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) => Ok(()),
+        None => reload(seen, &arms),
+    };
+    if let Err(e) = &result {
+        BACKEND.with(|b| b.borrow_mut().failed = Some((seen, arms.to_string(), e.clone())));
+        return result;
+    }
+    let config = guc::core_config();
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let l = b.loaded.as_mut().expect("loaded");
+        if l.config != config {
+            l.kept = l.opt.retune(&config).map_err(|e| e.to_string())?;
+            l.config = config;
+        }
+        Ok(())
+    })
+}
+
+pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
+    // SAFETY: reads a backend-local flag.
+    if !unsafe { pg_sys::ActiveSnapshotSet() } {
+        return Err("no active snapshot to read ruvector_dag.learned_state with".into());
+    }
+    let _busy = Busy::enter();
+    let (version, loaded) = crate::guarded(|| {
+        learner::load_unless(|v| {
+            BACKEND.with(|b| {
+                b.borrow()
+                    .loaded
+                    .as_ref()
+                    .is_some_and(|l| l.version == v && *l.arms == *arms)
+            })
+        })
+    })?;
+    if let Some(opt) = loaded {
+        adopt(opt, version, seen);
+    }
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.failed = None;
+        if let Some(l) = b.loaded.as_mut() {
+            l.seen = seen;
+        }
+    });
+    Ok(())
+}
+
+/// Use `opt` (learned state of table version `version`) in this backend from now on (it keeps
+/// the attention plugin the previous one had attached).
+pub fn adopt(mut opt: Optimizer, version: i64, seen: u64) {
+    let arms = opt.arms().join("|");
+    let config = opt.config().clone();
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        if let Some(old) = b.loaded.as_mut() {
+            opt.adopt_plugin(&mut old.opt);
+        }
+        b.counters.reloads += 1;
+        b.failed = None;
+        b.loaded = Some(Loaded {
+            opt,
+            seen,
+            version,
+            arms,
+            config,
+            kept: Vec::new(),
+        });
+    });
+}
+
+/// Run `f` on this backend's learned optimizer (loading it when needed).
+pub fn with_optimizer<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Result<R, String> {
+    ready()?;
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        Ok(f(&mut b.loaded.as_mut().expect("ready").opt))
+    })
+}
+
+/// Run `f` on this backend's optimizer as it is, without reloading (the executor hooks may run
+/// without a snapshot, where reading tables is not possible). None when none is loaded.
+pub(super) fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
+    BACKEND.with(|b| b.borrow_mut().loaded.as_mut().map(|l| f(&mut l.opt)))
+}
+
+/// What this backend's learned state holds (patterns, BTSP engrams, query shapes with
+/// evidence) and the exploration budget, as status rows; None before it is loaded.
+pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
+    with_loaded(|o| {
+        let e = o.evidence();
+        let margin = f64::from(o.config().min_gain);
+        let (mut verified, mut trials) = (0, 0);
+        for (_, s) in e.iter() {
+            verified += usize::from(s.verified(margin).is_some());
+            trials += usize::from(s.in_trial(margin).is_some());
+        }
+        vec![
+            ("patterns", o.bank().patterns().len().to_string()),
+            ("btsp_engrams", o.btsp().len().to_string()),
+            (
+                "capacities",
+                format!(
+                    "query_shapes {}, patterns {}, btsp_engrams {}",
+                    o.config().max_trajectories,
+                    o.config().pattern_capacity,
+                    o.config().btsp_capacity
+                ),
+            ),
+            ("query_shapes", e.len().to_string()),
+            ("shapes_with_verified_plan", verified.to_string()),
+            ("shapes_in_trial", trials.to_string()),
+            ("plans_explored", e.explorations.to_string()),
+            ("plans_refuted", e.refuted.to_string()),
+            ("verified_plans_reverted", e.reverts.to_string()),
+            ("exploration_budget_ms", format!("{:.1}", e.pool_ms)),
+            ("exploration_spent_ms", format!("{:.1}", e.spent_ms)),
+            ("verified_saved_ms", format!("{:.1}", e.saved_ms)),
+        ]
+    })
+}
+
+/// What this backend's learned state says of the attached plugin as an attention kind:
+/// `N pulls, mean reward R (built-in kinds: ...)`; None when none is attached or loaded.
+pub fn plugin_selector_stats() -> Option<String> {
+    with_loaded(|o| {
+        let id = o.plugin()?;
+        let (pulls, sum) = o.plugin_arms().get(id);
+        let mean = |n: u64, s: f64| if n > 0 { s / n as f64 } else { 0.0 };
+        let builtin: u64 = ruvector_dag_core::AttentionKind::ALL
+            .iter()
+            .map(|&k| o.selector().pulls(k))
+            .sum();
+        Some(format!(
+            "{pulls} pulls, mean reward {:.3} (built-in kinds: {builtin} pulls)",
+            mean(pulls, sum)
+        ))
+    })
+    .flatten()
+}
+
+/// (table version, settings kept as learned) of this backend's optimizer, once loaded.
+pub fn loaded_info() -> Option<(i64, Vec<&'static str>)> {
+    BACKEND.with(|b| {
+        b.borrow()
+            .loaded
+            .as_ref()
+            .map(|l| (l.version, l.kept.clone()))
+    })
+}
+
+/// The last attention plugin failure of this backend's planner path, if any.
+pub fn plugin_error() -> Option<String> {
+    BACKEND.with(|b| b.borrow().plugin_error.clone())
+}
+
+/// The attention plugin could not serve a statement's decision: counted, logged once per
+/// session; the decision used the key's built-in kind.
+pub(super) fn note_plugin_fallback(e: &str) {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.plugin_fallbacks += 1;
+        b.plugin_error = Some(e.to_string());
+        if !b.logged_plugin_error {
+            b.logged_plugin_error = true;
+            log!("ruvector_dag: the attention plugin failed during planning, the built-in attention kind was used instead: {e} (logged once per session; the plugin is not used again in this session until it is registered again; see ruvector_dag_status())");
+        }
+    });
+}
+
+/// The plugin `ruvector.dag_attention_type` names, for the optimizer (None: none, or it cannot
+/// serve; a new failure is reported here).
+pub(super) fn planner_plugin() -> Option<(
+    ruvector_dag_core::PluginId,
+    Box<dyn ruvector_dag_core::DagAttention + Send + Sync>,
+)> {
+    let guc::AttentionSetting::Plugin(name) = guc::attention_setting() else {
+        return None;
+    };
+    // SAFETY: reads a backend-local flag. Without a snapshot the registry cannot be read.
+    if !unsafe { pg_sys::ActiveSnapshotSet() } {
+        return None;
+    }
+    match crate::plugins::for_planner(&name) {
+        crate::plugins::ForPlanner::Attach(id, m) => Some((id, m)),
+        crate::plugins::ForPlanner::Failed(e) => {
+            note_plugin_fallback(&e);
+            None
+        }
+        crate::plugins::ForPlanner::Off => None,
+    }
+}
+
+pub(super) fn note_error(what: &str, e: &str) {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.fallbacks += 1;
+        b.last_error = Some(format!("{what}: {e}"));
+        if !b.logged_error {
+            b.logged_error = true;
+            log!("ruvector_dag: {what} failed, using the default plan: {e} (logged once per session; see ruvector_dag_status())");
+        }
+    });
+}
+
+/// Run `f`, a call into the learning path, for `what`. The learning path is pure Rust: a
+/// panic there is a bug and must not fail the query, so it becomes a failure; a PostgreSQL
+/// ERROR raised inside (say, SPI reading our own tables) is passed on, not swallowed:
+/// PostgreSQL must abort the (sub)transaction itself. A failure (`f`'s `Err` or the panic) is
+/// counted and logged once per session ([`note_error`]) and returned as
+/// `Err((what, why))`, so that the caller falls back to the default plan.
+pub(super) fn learning_path<R>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<R, (&'static str, String)>,
+) -> Result<R, (&'static str, String)> {
+    let result = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload)
+            if payload
+                .downcast_ref::<pg_sys::panic::CaughtError>()
+                .is_some() =>
+        {
+            std::panic::resume_unwind(payload)
+        }
+        Err(_) => Err((what, "internal panic".to_string())),
+    };
+    if let Err((what, why)) = &result {
+        note_error(what, why);
+    }
+    result
+}
+
+/// While it lives, this extension's own planning passes through the planner hook (nested
+/// uses restore the outer state).
+pub(crate) struct Busy(bool);
+impl Busy {
+    pub(crate) fn enter() -> Busy {
+        Busy(BUSY.with(|b| b.replace(true)))
+    }
+}
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(self.0));
+    }
+}
+
+/// Run a persisted learning cycle in this backend (`ruvector_dag_learn()`), then use its
+/// result here at once (other backends reload after commit).
+pub fn learn_now() -> Result<learner::Outcome, String> {
+    let _busy = Busy::enter();
+    let outcome = learner::cycle(true)?;
+    let opt = Optimizer::restore(&outcome.snapshot).map_err(|e| e.to_string())?;
+    adopt(opt, outcome.version, shared::learned_version());
+    Ok(outcome)
+}

@@ -1,0 +1,576 @@
+// The planner and executor path: decisions, arms applied, observation, learning, self-healing.
+
+#[pg_test]
+fn explain_shows_the_decision_for_enabled_tables_only() {
+    setup();
+    let before = explain_lines(JOIN);
+    assert!(!before.iter().any(|l| l.starts_with("ruvector_dag")), "{before:?}");
+    Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')").unwrap();
+    let lines = explain_lines(JOIN);
+    let decision = lines
+        .iter()
+        .find(|l| l.starts_with("ruvector_dag: arm 'default' (the default plan; rule default)"))
+        .unwrap_or_else(|| panic!("no decision in {lines:?}"));
+    assert!(decision.contains("attention topological"), "{decision}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("ruvector_dag reason: measuring the default plan first")),
+        "{lines:?}"
+    );
+    // The plan itself is still printed, unchanged in observe mode.
+    assert_eq!(lines[0], before[0]);
+    let planned = status("backend_planned_in_scope");
+    assert!(planned.parse::<u64>().unwrap() >= 1);
+}
+
+#[pg_test]
+fn an_explored_arm_is_applied_while_planning_and_leaves_the_session_settings_alone() {
+    setup();
+    learn_exploring_one_arm(true);
+    Spi::run("SET enable_nestloop = on").unwrap();
+    // First run: the default plan, whose time exploration waits for.
+    Spi::run(JOIN).unwrap();
+    // Now the statement is planned under the other arm too, and its plan explored.
+    let lines = explain_lines(JOIN);
+    assert!(
+        lines.iter().any(|l| l.contains("arm 'enable_hashjoin=off;enable_mergejoin=off' (applied; rule explore)")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("Nested Loop")), "the arm shaped the plan: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("1 arms planned: 1 distinct plans")), "{lines:?}");
+    assert!(counter("backend_candidate_sets") >= 1);
+    let hashjoin: String = one("SELECT current_setting('enable_hashjoin')");
+    assert_eq!(hashjoin, "on");
+}
+
+#[pg_test]
+fn an_error_while_planning_under_an_arm_falls_back_and_leaks_no_setting() {
+    setup();
+    // Folded at plan time (immutable, constant argument), and failing only under the arm.
+    Spi::run(
+        "CREATE FUNCTION rv_boom(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+         BEGIN
+           IF current_setting('enable_hashjoin') = 'off' THEN RAISE EXCEPTION 'planned under the arm'; END IF;
+           RETURN $1;
+         END $$;
+         SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_hashjoin=off;enable_mergejoin=off';
+         SET ruvector.dag_explore_min_ms = 0;
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
+    .unwrap();
+    let q = format!("SELECT count(*) FROM ({JOIN}) q WHERE q.sum > rv_boom(1)");
+    let first: i64 = one(&q);
+    let fallbacks = counter("backend_fallbacks");
+    // The second run plans the candidates: planning under the arm raises, is rolled back, and
+    // the statement runs with the default plan.
+    let second: i64 = one(&q);
+    assert_eq!(first, second);
+    assert!(counter("backend_fallbacks") > fallbacks);
+    let last = status("backend_last_error");
+    assert!(last.contains("planned under the arm"), "{last}");
+    let (hashjoin, mergejoin): (String, String) = Spi::get_two(
+        "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')",
+    )
+    .map(|(a, b)| (a.unwrap_or_default(), b.unwrap_or_default()))
+    .unwrap();
+    assert_eq!((hashjoin.as_str(), mergejoin.as_str()), ("on", "on"));
+}
+
+#[pg_test]
+fn executed_statements_become_trajectories_and_learn_makes_patterns() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'observe';
+         SET ruvector.dag_node_timing_rate = 1;",
+    )
+    .unwrap();
+    for _ in 0..12 {
+        let _: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    }
+    let observed = status("backend_observed");
+    assert!(observed.parse::<u64>().unwrap() >= 12, "{observed}");
+    let (trajectories, patterns): (i64, i64) = Spi::get_two(
+        "SELECT trajectories, patterns FROM ruvector_dag.ruvector_dag_learn()",
+    )
+    .map(|(a, b)| (a.unwrap_or(0), b.unwrap_or(0)))
+    .unwrap();
+    assert!(trajectories >= 12, "{trajectories}");
+    assert!(patterns >= 1, "{patterns}");
+    // Per-node actual times: every node of the executed plan measured, shares summing to 1.
+    let timed: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.trajectory_history
+         WHERE timed_nodes >= 5 AND timed_nodes = cardinality(node_shares)
+           AND abs((SELECT sum(x) FROM unnest(node_shares) x) - 1) < 0.01
+           AND (SELECT count(*) FROM unnest(node_shares) x WHERE x > 0) >= 2",
+    );
+    assert!(timed >= 12, "{timed}");
+    // No query text or constants in what is kept.
+    let texty: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.trajectory_history WHERE arm LIKE '%t_orders%'",
+    );
+    assert_eq!(texty, 0);
+    let (members, listed): (i64, i64) = Spi::get_two(
+        "SELECT max(members), count(*) FROM ruvector_dag.ruvector_dag_patterns()",
+    )
+    .map(|(a, b)| (a.unwrap_or(0), b.unwrap_or(0)))
+    .unwrap();
+    assert!(members >= 12, "{members}");
+    let stored: i64 = one("SELECT count(*) FROM ruvector_dag.patterns");
+    assert_eq!(stored, listed);
+}
+
+#[pg_test]
+fn off_mode_ignores_and_frozen_mode_records_nothing() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'off';",
+    )
+    .unwrap();
+    let lines = explain_lines(JOIN);
+    assert!(!lines.iter().any(|l| l.starts_with("ruvector_dag")), "{lines:?}");
+    let observed = || counter("backend_observed");
+    let before = observed();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before);
+    Spi::run("SET ruvector.dag_mode = 'frozen'").unwrap();
+    let lines = explain_lines(JOIN);
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm")), "{lines:?}");
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before);
+    Spi::run("SET ruvector.dag_mode = 'observe'").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before + 1);
+    // Statements cheaper than ruvector.dag_replan_min_cost are left alone.
+    Spi::run("SET ruvector.dag_replan_min_cost = 1e9").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(observed(), before + 1);
+    let lines = explain_lines(JOIN);
+    assert!(!lines.iter().any(|l| l.starts_with("ruvector_dag")), "{lines:?}");
+}
+
+/// Orders whose region, country and city always agree (the planner multiplies their
+/// selectivities and expects 1 row where 1,000 match), joined to items through an index on a
+/// low-cardinality column: the default plan is a nested loop that probes 800 items per order;
+/// with `enable_nestloop=off` it is a hash join, tens of times faster.
+fn correlated_setup() {
+    Spi::run(
+        "CREATE TABLE IF NOT EXISTS corr_orders (id int PRIMARY KEY, region int, country int, city int, item int);
+         CREATE TABLE IF NOT EXISTS corr_items (id int, sku int, bucket int, price numeric);
+         TRUNCATE corr_orders, corr_items;
+         INSERT INTO corr_orders SELECT g, g % 50, g % 50, g % 50, g % 20000 FROM generate_series(1, 50000) g;
+         INSERT INTO corr_items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
+         CREATE INDEX IF NOT EXISTS corr_items_bucket ON corr_items (bucket);
+         ANALYZE corr_orders; ANALYZE corr_items;
+         SELECT ruvector_dag.ruvector_enable_neural_dag('corr_orders');
+         SET ruvector.dag_replan_min_cost = 0;",
+    )
+    .unwrap();
+}
+
+const CORRELATED: &str = "SELECT count(*), sum(i.price) FROM corr_orders o JOIN corr_items i \
+     ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 7 AND o.country = 7 AND o.city = 7";
+
+#[pg_test]
+fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
+    setup();
+    correlated_setup();
+    Spi::run("SET ruvector.dag_mode = 'off'").unwrap();
+    let default_ms = median((0..3).map(|_| timed_run(CORRELATED)).collect());
+    let fast_ms = {
+        Spi::run("SET enable_nestloop = off").unwrap();
+        let ms = median((0..3).map(|_| timed_run(CORRELATED)).collect());
+        Spi::run("RESET enable_nestloop").unwrap();
+        ms
+    };
+    assert!(default_ms >= 5.0 * fast_ms, "dataset: default {default_ms:.1} ms, nestloop off {fast_ms:.1} ms");
+    // The shipped defaults (exploration budget, explore_min_ms, arms): a faster plan is
+    // verified and applied within 5 runs, and learning goes on to the fastest candidate.
+    Spi::run("SET ruvector.dag_mode = 'learn'").unwrap();
+    // Adopted: a plan verified faster for the shape, applied from then on (or the fallback of
+    // an exploration that goes on, charged against it).
+    let mut adopted = None;
+    let mut runs = 0;
+    let mut reasons = Vec::new();
+    let mut after_adoption = Vec::new();
+    for run in 1..=16 {
+        let ms = timed_run(CORRELATED);
+        if adopted.is_some() {
+            after_adoption.push(ms);
+        }
+        runs = run;
+        let lines = explain_lines(CORRELATED);
+        if lines.iter().any(|l| l.contains("verified: the plan of")) {
+            adopted.get_or_insert(run);
+        }
+        reasons.push(format!("after run {run}: {}", lines.iter().filter(|l| l.starts_with("ruvector_dag")).cloned().collect::<Vec<_>>().join(" / ")));
+    }
+    let first = adopted.unwrap_or_else(|| panic!("nothing adopted: {reasons:#?}"));
+    // What the policy guarantees, whatever the timing noise (which candidate the budget lets
+    // through when): every run before adoption makes progress unless the exploration budget
+    // is repaying a loser. One run measures the default, each candidate is explored at most once
+    // (never the same loser twice), the winner needs one trial run after its first: adoption
+    // within candidates + 2 runs, plus the runs that waited for budget. (reasons[r] is the
+    // decision for run r + 2: EXPLAIN after run r + 1.)
+    let before = &reasons[..first - 1];
+    let waits = before.iter().filter(|r| r.contains("the exploration budget holds")).count();
+    let explored: Vec<&str> = before
+        .iter()
+        .filter(|r| r.contains("(applied; rule explore)"))
+        .filter_map(|r| r.split("arm '").nth(1)?.split('\'').next())
+        .collect();
+    let mut distinct_explored = explored.clone();
+    distinct_explored.sort_unstable();
+    distinct_explored.dedup();
+    assert_eq!(distinct_explored.len(), explored.len(), "a plan explored twice: {reasons:#?}");
+    let candidates = reasons
+        .iter()
+        .filter_map(|r| {
+            let i = r.find(" distinct plans besides the default")?;
+            r[..i].rsplit(' ').next()?.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or_else(|| panic!("candidates never planned: {reasons:#?}"));
+    assert!(
+        first <= candidates + 2 + waits,
+        "first adoption after {first} runs ({candidates} candidates, {waits} runs waiting for budget): {reasons:#?}"
+    );
+    // Once a plan is verified, exploring goes on only where it risks less than it could save:
+    // no run as slow as the default plan again.
+    assert!(
+        after_adoption.iter().all(|&ms| ms < default_ms),
+        "after adoption: {after_adoption:?} ms against the default's {default_ms:.1} ms: {reasons:#?}"
+    );
+    // Frozen: the verified plan applies, nothing is explored, and EXPLAIN says why.
+    Spi::run("SET ruvector.dag_mode = 'frozen'").unwrap();
+    let lines = explain_lines(CORRELATED);
+    let decision = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
+    assert!(decision.contains("(applied; rule verified)"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("reason: verified: the plan of")), "{lines:?}");
+    assert!(!decision.contains("arm 'default'"), "{lines:?}");
+    let learned_ms = median((0..5).map(|_| timed_run(CORRELATED)).collect());
+    assert!(
+        learned_ms * 1.2 < default_ms,
+        "learned {learned_ms:.1} ms vs default {default_ms:.1} ms after {runs} runs"
+    );
+}
+
+/// Orders whose country and city always agree (the planner expects 1 row where 200 match),
+/// joined to items on (bucket = region, sku = item) through an index on the low-cardinality
+/// bucket alone: the default plan is a nested loop that fetches 800 items per order, the plan of
+/// `enable_nestloop=off` a hash join over one scan of the items, several times faster. Items
+/// added later in other buckets leave the nested loop's work as it was and lengthen the hash
+/// join's scan: the data changes under a verified plan. (No parallel plans: a larger table would
+/// turn the scan into a parallel one, another plan.)
+fn drifting_setup() {
+    Spi::run(
+        "CREATE TABLE IF NOT EXISTS drift_orders (id int PRIMARY KEY, region int, country int, city int, item int);
+         CREATE TABLE IF NOT EXISTS drift_items (id int, sku int, bucket int, price numeric);
+         TRUNCATE drift_orders, drift_items;
+         INSERT INTO drift_orders SELECT g, g % 250, g % 250, g % 250, g % 20000 FROM generate_series(1, 50000) g;
+         INSERT INTO drift_items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
+         CREATE INDEX IF NOT EXISTS drift_items_bucket ON drift_items (bucket);
+         ANALYZE drift_orders; ANALYZE drift_items;
+         SELECT ruvector_dag.ruvector_enable_neural_dag('drift_orders');
+         SET ruvector.dag_replan_min_cost = 0;
+         SET max_parallel_workers_per_gather = 0;
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_nestloop=off';
+         SET ruvector.dag_explore_min_ms = 0;
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
+    .unwrap();
+}
+
+const DRIFTING: &str = "SELECT count(*), sum(i.price) FROM drift_orders o JOIN drift_items i \
+     ON i.bucket = o.region AND i.sku = o.item WHERE o.country = 7 AND o.city = 7";
+
+#[pg_test]
+fn a_verified_plan_that_regresses_is_reverted_blocked_and_logged() {
+    drifting_setup();
+    let mut trace = Vec::new();
+    let verified = (1..=12).any(|run| {
+        let ms = timed_run(DRIFTING);
+        let lines = explain_lines(DRIFTING);
+        trace.push(format!("run {run}: {ms:.1} ms; then {lines:?}"));
+        lines.iter().any(|l| l.contains("reason: verified: the plan of 'enable_nestloop=off'"))
+    });
+    assert!(verified, "the hash join was never verified: {trace:#?}");
+    let applied = decision_line(DRIFTING);
+    assert!(applied.contains("arm 'enable_nestloop=off' (applied; rule verified)"), "{applied}");
+    assert_eq!(counter("backend_reverted"), 0);
+    let (plan_before, verified_ms) = (explain_lines(DRIFTING), timed_run(DRIFTING));
+    // The data changes under the verified plan: a million items in a bucket no order joins.
+    Spi::run(
+        "INSERT INTO drift_items SELECT 40000 + g, -1, 999, 1 FROM generate_series(1, 1000000) g",
+    )
+    .unwrap();
+    // Still the same two plans (the planner scales its estimates with the table's pages, its
+    // choice stays): only their times changed.
+    let node_types = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| !l.starts_with("ruvector_dag"))
+            .map(|l| l.split("  (").next().unwrap_or_default().trim().to_string())
+            .collect()
+    };
+    let plan_after = explain_lines(DRIFTING);
+    assert_eq!(node_types(&plan_after), node_types(&plan_before), "the arm's plan changed shape");
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(timed_run(DRIFTING));
+        if counter("backend_reverted") > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        counter("backend_reverted"),
+        1,
+        "verified at {verified_ms:.1} ms, after the change {runs:?} ms: not reverted"
+    );
+    // Reverted: the default plan from now on, and the arm is never applied to this shape again.
+    let after = decision_line(DRIFTING);
+    assert!(after.contains("arm 'default'"), "{after}");
+    let reason: String = explain_lines(DRIFTING)
+        .into_iter()
+        .find(|l| l.starts_with("ruvector_dag reason"))
+        .unwrap_or_default();
+    assert!(!reason.contains("verified: the plan of"), "{reason}");
+    // Blocked: by BTSP memory at once when the first slow run was surprising (far slower than
+    // the default plan's time), or by the evidence after two slow runs (the plan given up).
+    let by_evidence = status("verified_plans_reverted");
+    assert!(
+        reason.contains("blocked by BTSP memory: enable_nestloop=off") || by_evidence == "1",
+        "{reason}; verified at {verified_ms:.1} ms, after the change {runs:?} ms; reverted by the evidence: {by_evidence}"
+    );
+    // The learner logs it for every backend, and the health report judges it.
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    let logged: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.healing_log WHERE arm = 'enable_nestloop=off' \
+         AND action LIKE 'reverted%' AND actual_ms > baseline_ms",
+    );
+    assert!(logged >= 1, "{logged} healing_log rows");
+    let (status, detail): (String, String) = Spi::get_two(
+        "SELECT status, detail FROM ruvector_dag.ruvector_dag_health() \
+         WHERE check_name = 'regressions_reverted'",
+    )
+    .map(|(a, b)| (a.unwrap_or_default(), b.unwrap_or_default()))
+    .unwrap();
+    assert_eq!(status, "warning", "{detail}");
+    let recent: i64 = detail.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(recent >= 1, "{detail}");
+}
+
+#[pg_test]
+fn works_alongside_pg_stat_statements() {
+    setup();
+    Spi::run(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+         SET pg_stat_statements.track = 'all';
+         SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    let lines = explain_lines(JOIN);
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm")), "{lines:?}");
+    let observed = status("backend_observed");
+    assert!(observed.parse::<u64>().unwrap() >= 3);
+    let calls: i64 = one(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%t_customers c ON c.id = o.customer%'",
+    );
+    assert!(calls >= 1, "{calls}");
+}
+
+#[pg_test]
+fn unknown_arm_settings_are_refused_and_bad_values_fall_back_to_the_default_plan() {
+    setup();
+    Spi::run(
+        "CREATE TEMP TABLE guc_errors2 (detail text);
+         DO $$ DECLARE d text; BEGIN
+           SET ruvector.dag_arms = 'default|enable_nestlop=off';
+         EXCEPTION WHEN invalid_parameter_value THEN
+           GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+           INSERT INTO guc_errors2 VALUES (d);
+         END $$;",
+    )
+    .unwrap();
+    let detail: String = one("SELECT detail FROM guc_errors2");
+    assert_eq!(
+        detail,
+        "ruvector.dag_arms: arm 1 'enable_nestlop=off': unknown setting 'enable_nestlop'"
+    );
+    // A known setting with a value PostgreSQL refuses only shows when the arm is applied: the
+    // statement then runs with the default plan and the fallback is counted and named.
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_arms = 'default|enable_nestloop=maybe';
+         SET ruvector.dag_explore_min_ms = 0;
+         SET ruvector.dag_attention_exploration = 1.0;",
+    )
+    .unwrap();
+    let first: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    let second: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    assert_eq!(first, second);
+    let last = status("backend_last_error");
+    assert!(
+        last.contains("PostgreSQL refused the arm's setting enable_nestloop = 'maybe'"),
+        "{last}"
+    );
+    let nestloop: String = one("SELECT current_setting('enable_nestloop')");
+    assert_eq!(nestloop, "on");
+}
+
+#[pg_test]
+fn a_user_who_cannot_read_the_extension_tables_still_runs_queries() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         DROP ROLE IF EXISTS rv_locked_out; CREATE ROLE rv_locked_out;
+         GRANT SELECT ON t_orders, t_customers TO rv_locked_out;
+         REVOKE SELECT ON ruvector_dag.enabled_tables, ruvector_dag.learned_state FROM PUBLIC;
+         SET ROLE rv_locked_out;",
+    )
+    .unwrap();
+    let rows: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    assert!(rows >= 1);
+    let (enabled, learned): (String, String) = Spi::get_two(
+        "SELECT (SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'enabled_tables'),
+                (SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'learned_version')",
+    )
+    .map(|(a, b)| (a.unwrap_or_default(), b.unwrap_or_default()))
+    .unwrap();
+    assert_eq!(enabled, "not readable: permission denied for table enabled_tables");
+    assert_eq!(learned, "not readable: permission denied for table learned_state");
+}
+
+#[pg_test]
+fn sample_rate_zero_decides_but_times_nothing_and_node_timing_is_sampled_apart() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_sample_rate = 0;",
+    )
+    .unwrap();
+    let (planned, observed) = (
+        counter("backend_planned_in_scope"),
+        counter("backend_observed"),
+    );
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    assert_eq!(counter("backend_planned_in_scope"), planned + 3);
+    assert_eq!(counter("backend_observed"), observed);
+    // Observed, timed as a whole: per-node timing only at its own rate.
+    Spi::run(
+        "SET ruvector.dag_sample_rate = 1;
+         SET ruvector.dag_mode = 'observe';
+         SET ruvector.dag_node_timing_rate = 0;",
+    )
+    .unwrap();
+    let nodes = counter("backend_timed_nodes");
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_observed"), observed + 1);
+    assert_eq!(counter("backend_timed_nodes"), nodes);
+    Spi::run("SET ruvector.dag_node_timing_rate = 1").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_observed"), observed + 2);
+    assert!(counter("backend_timed_nodes") >= nodes + 5);
+}
+
+#[pg_test]
+fn statements_planned_through_the_plan_cache_are_observed() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'observe';",
+    )
+    .unwrap();
+    Spi::run(JOIN).unwrap();
+    let before = counter("backend_observed");
+    assert!(before >= 1);
+    // PREPARE / EXECUTE: five custom plans, then the generic one, each a copy the plan cache
+    // made after the planner hook returned.
+    Spi::run(&format!("PREPARE rv_cached AS {JOIN}")).unwrap();
+    for _ in 0..7 {
+        Spi::run("EXECUTE rv_cached").unwrap();
+    }
+    let prepared = counter("backend_observed");
+    assert_eq!(prepared - before, 7, "EXECUTE runs observed");
+    // The generic plan stays recognised while it runs, however many statements are planned
+    // meanwhile: 70 open cursors keep 70 plannings alive (more than the 64 remembered).
+    Spi::run("SET plan_cache_mode = force_generic_plan").unwrap();
+    Spi::run("EXECUTE rv_cached").unwrap();
+    for i in 0..70 {
+        Spi::run(&format!(
+            "DECLARE rv_cursor_{i} CURSOR FOR SELECT count(*) FROM t_orders WHERE amount > {i}"
+        ))
+        .unwrap();
+    }
+    let between = counter("backend_observed");
+    for _ in 0..3 {
+        Spi::run("EXECUTE rv_cached").unwrap();
+    }
+    assert_eq!(
+        counter("backend_observed") - between,
+        3,
+        "the generic plan's runs after 70 other plannings"
+    );
+    Spi::run("RESET plan_cache_mode").unwrap();
+    let prepared = counter("backend_observed");
+    // PL/pgSQL plans its statements through the plan cache too.
+    Spi::run(&format!(
+        "CREATE FUNCTION pg_temp.rv_cached_fn() RETURNS int LANGUAGE plpgsql AS $f$
+         BEGIN PERFORM count(*) FROM ({JOIN}) q; RETURN 1; END $f$"
+    ))
+    .unwrap();
+    for _ in 0..3 {
+        Spi::run("SELECT pg_temp.rv_cached_fn()").unwrap();
+    }
+    assert_eq!(counter("backend_observed") - prepared, 3, "PL/pgSQL runs observed");
+}
+
+#[pg_test]
+fn statements_inside_a_caught_exception_are_decided_observed_and_leak_no_setting() {
+    setup();
+    learn_exploring_one_arm(true);
+    Spi::run(JOIN).unwrap();
+    let before = counter("backend_observed");
+    // The statement completes, then its block fails and the error is caught: it was decided
+    // (an arm explored under the block's subtransaction) and observed.
+    Spi::run(&format!(
+        "DO $do$ BEGIN
+           BEGIN PERFORM count(*) FROM ({JOIN}) q; RAISE EXCEPTION 'boom';
+           EXCEPTION WHEN raise_exception THEN NULL; END;
+         END $do$"
+    ))
+    .unwrap();
+    assert_eq!(counter("backend_observed") - before, 1, "the statement before the error");
+    // A statement that fails while it runs, inside a caught exception: not observed (it never
+    // finished), and nothing of its arm's settings stays.
+    let failed = counter("backend_observed");
+    Spi::run(
+        "DO $do$ BEGIN
+           BEGIN PERFORM count(*) FROM t_orders o JOIN t_customers c ON c.id = o.customer
+                 WHERE 1 / (o.amount - o.amount) > 0;
+           EXCEPTION WHEN division_by_zero THEN NULL; END;
+         END $do$",
+    )
+    .unwrap();
+    assert_eq!(counter("backend_observed"), failed);
+    let settings: String = one(
+        "SELECT current_setting('enable_hashjoin') || current_setting('enable_mergejoin') || current_setting('enable_nestloop')",
+    );
+    assert_eq!(settings, "ononon");
+    // The session goes on: decided (EXPLAIN says so) and observed.
+    let lines = explain_lines(JOIN);
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag: arm")), "{lines:?}");
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_observed") - failed, 1);
+    assert_eq!(status("backend_last_error"), "none");
+}

@@ -1,0 +1,126 @@
+// Scope (enabled tables, who may change it) and the `ruvector.*` settings.
+
+#[pg_test]
+fn enable_and_disable_tables() {
+    setup();
+    assert!(one::<bool>("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')"));
+    assert!(!one::<bool>("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')"));
+    let listed: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.enabled_tables WHERE relid = 't_orders'::regclass",
+    );
+    assert_eq!(listed, 1);
+    assert_eq!(status("enabled_tables"), "1");
+    assert!(one::<bool>("SELECT ruvector_dag.ruvector_disable_neural_dag('t_orders')"));
+    assert!(!one::<bool>("SELECT ruvector_dag.ruvector_disable_neural_dag('t_orders')"));
+}
+
+#[pg_test(error = "relation \"no_such_table\" does not exist")]
+fn enabling_an_unknown_table_is_an_error() {
+    Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('no_such_table')").unwrap();
+}
+
+#[pg_test(
+    error = "ruvector_dag: \"t_orders_pkey\" is not a table (only tables, partitioned tables and materialized views can be enabled)"
+)]
+fn enabling_an_index_is_an_error() {
+    setup();
+    Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders_pkey')").unwrap();
+}
+
+#[pg_test(
+    error = "ruvector_dag: ruvector_enable_neural_dag needs a superuser or a member of role ruvector_dag_admin"
+)]
+fn a_non_admin_cannot_enable_tables() {
+    setup();
+    Spi::run(
+        "DROP ROLE IF EXISTS rv_plain_user; CREATE ROLE rv_plain_user;
+         GRANT SELECT ON t_orders TO rv_plain_user;
+         SET ROLE rv_plain_user;
+         SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');",
+    )
+    .unwrap();
+}
+
+#[pg_test]
+fn an_admin_member_can_enable_tables() {
+    setup();
+    Spi::run(
+        "DROP ROLE IF EXISTS rv_admin_user; CREATE ROLE rv_admin_user IN ROLE ruvector_dag_admin;
+         GRANT SELECT ON t_orders TO rv_admin_user;
+         SET ROLE rv_admin_user;",
+    )
+    .unwrap();
+    assert!(one::<bool>("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')"));
+    let admin = status("is_admin");
+    assert_eq!(admin, "true");
+}
+
+#[pg_test]
+fn status_reflects_settings() {
+    let mode = status("mode");
+    assert_eq!(mode, "observe");
+    Spi::run("SET ruvector.dag_mode = 'learn'").unwrap();
+    let mode = status("mode");
+    assert_eq!(mode, "learn");
+    // As many arms as the setting lists.
+    let listed: i64 =
+        one("SELECT cardinality(string_to_array(current_setting('ruvector.dag_arms'), '|'))::bigint");
+    assert_eq!(status("arms"), listed.to_string());
+    let (ring, setting): (String, i64) = Spi::get_two(
+        "SELECT (SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'ring_bytes'),
+                pg_size_bytes(current_setting('ruvector.dag_ring_size'))",
+    )
+    .map(|(a, b)| (a.unwrap_or_default(), b.unwrap_or(0)))
+    .unwrap();
+    assert_eq!(ring, setting.to_string());
+    assert!(setting >= 1 << 20);
+    Spi::run("SET ruvector.dag_arms = 'default|enable_seqscan=off'").unwrap();
+    let arms = status("arms");
+    assert_eq!(arms, "2");
+    // A malformed arm list is refused when set, with the reason, and the old value stays.
+    Spi::run(
+        "CREATE TEMP TABLE guc_errors (msg text, detail text);
+         DO $$ DECLARE d text; BEGIN
+           SET ruvector.dag_arms = 'seqscan_off';
+         EXCEPTION WHEN invalid_parameter_value THEN
+           GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+           INSERT INTO guc_errors VALUES (SQLERRM, d);
+         END $$;",
+    )
+    .unwrap();
+    let detail: String = one("SELECT detail FROM guc_errors");
+    assert_eq!(detail, "ruvector.dag_arms: the first arm must be 'default', not 'seqscan_off'");
+    let arms = status("arms");
+    assert_eq!(arms, "2");
+}
+
+#[pg_test(error = "invalid value for parameter \"ruvector.dag_mode\": \"sometimes\"")]
+fn bad_mode_is_refused_by_postgres() {
+    Spi::run("SET ruvector.dag_mode = 'sometimes'").unwrap();
+}
+
+#[pg_test(error = "1.5 is outside the valid range for parameter \"ruvector.dag_attention_exploration\" (0 .. 1)")]
+fn bad_exploration_is_refused_by_postgres() {
+    Spi::run("SET ruvector.dag_attention_exploration = 1.5").unwrap();
+}
+
+#[pg_test(error = "invalid value for parameter \"ruvector.dag_arms\": \"nodefault|x\"")]
+fn bad_arms_are_refused_by_postgres() {
+    Spi::run("SET ruvector.dag_arms = 'nodefault|x'").unwrap();
+}
+
+#[pg_test]
+fn arms_lists_each_arm_as_the_setting_parses() {
+    Spi::run("SET ruvector.dag_arms = 'default|enable_nestloop=off| enable_hashjoin = off ; enable_mergejoin=off'").unwrap();
+    let rows: String = one(
+        "SELECT string_agg(arm || ':' || name || ':' || coalesce(setting, '-') || '=' || coalesce(value, '-'), ' / ' ORDER BY arm, setting) \
+         FROM ruvector_dag.ruvector_dag_arms()",
+    );
+    assert_eq!(
+        rows,
+        "0:default:-=- / 1:enable_nestloop=off:enable_nestloop=off / \
+         2:enable_hashjoin = off ; enable_mergejoin=off:enable_hashjoin=off / \
+         2:enable_hashjoin = off ; enable_mergejoin=off:enable_mergejoin=off"
+    );
+    assert_eq!(status("arms"), "3");
+}
