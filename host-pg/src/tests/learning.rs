@@ -156,17 +156,24 @@ fn off_mode_ignores_and_frozen_mode_records_nothing() {
 /// low-cardinality column: the default plan is a nested loop that probes 800 items per order;
 /// with `enable_nestloop=off` it is a hash join, tens of times faster.
 fn correlated_setup() {
-    Spi::run(
-        "CREATE TABLE IF NOT EXISTS corr_orders (id int PRIMARY KEY, region int, country int, city int, item int);
-         CREATE TABLE IF NOT EXISTS corr_items (id int, sku int, bucket int, price numeric);
-         TRUNCATE corr_orders, corr_items;
-         INSERT INTO corr_orders SELECT g, g % 50, g % 50, g % 50, g % 20000 FROM generate_series(1, 50000) g;
-         INSERT INTO corr_items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
-         CREATE INDEX IF NOT EXISTS corr_items_bucket ON corr_items (bucket);
-         ANALYZE corr_orders; ANALYZE corr_items;
-         SELECT ruvector_dag.ruvector_enable_neural_dag('corr_orders');
-         SET ruvector.dag_replan_min_cost = 0;",
-    )
+    orders_and_items("corr", 50);
+}
+
+/// Tables `{name}_orders` (region, country and city always equal, `groups` values) and
+/// `{name}_items` (40,000 items in 50 buckets of 800, indexed by bucket), analyzed, the orders
+/// enabled; planned statements of any cost are in scope.
+fn orders_and_items(name: &str, groups: u32) {
+    Spi::run(&format!(
+        "CREATE TABLE IF NOT EXISTS {name}_orders (id int PRIMARY KEY, region int, country int, city int, item int);
+         CREATE TABLE IF NOT EXISTS {name}_items (id int, sku int, bucket int, price numeric);
+         TRUNCATE {name}_orders, {name}_items;
+         INSERT INTO {name}_orders SELECT g, g % {groups}, g % {groups}, g % {groups}, g % 20000 FROM generate_series(1, 50000) g;
+         INSERT INTO {name}_items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
+         CREATE INDEX IF NOT EXISTS {name}_items_bucket ON {name}_items (bucket);
+         ANALYZE {name}_orders; ANALYZE {name}_items;
+         SELECT ruvector_dag.ruvector_enable_neural_dag('{name}_orders');
+         SET ruvector.dag_replan_min_cost = 0;"
+    ))
     .unwrap();
 }
 
@@ -265,17 +272,9 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
 /// join's scan: the data changes under a verified plan. (No parallel plans: a larger table would
 /// turn the scan into a parallel one, another plan.)
 fn drifting_setup() {
+    orders_and_items("drift", 250);
     Spi::run(
-        "CREATE TABLE IF NOT EXISTS drift_orders (id int PRIMARY KEY, region int, country int, city int, item int);
-         CREATE TABLE IF NOT EXISTS drift_items (id int, sku int, bucket int, price numeric);
-         TRUNCATE drift_orders, drift_items;
-         INSERT INTO drift_orders SELECT g, g % 250, g % 250, g % 250, g % 20000 FROM generate_series(1, 50000) g;
-         INSERT INTO drift_items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
-         CREATE INDEX IF NOT EXISTS drift_items_bucket ON drift_items (bucket);
-         ANALYZE drift_orders; ANALYZE drift_items;
-         SELECT ruvector_dag.ruvector_enable_neural_dag('drift_orders');
-         SET ruvector.dag_replan_min_cost = 0;
-         SET max_parallel_workers_per_gather = 0;
+        "SET max_parallel_workers_per_gather = 0;
          SET ruvector.dag_mode = 'learn';
          SET ruvector.dag_arms = 'default|enable_nestloop=off';
          SET ruvector.dag_explore_min_ms = 0;
