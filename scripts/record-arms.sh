@@ -19,7 +19,7 @@ record_arms() {
   while IFS=$'\t' read -r k name sets; do
     arm_list[k]=$name
     arm_sets[k]=$sets
-  done < <(psql_ -d "$db" -At -F $'\t' -c "SELECT arm, name, coalesce(string_agg(format('SET %s = %L;', setting, value), ' '), '') FROM ruvector_dag.ruvector_dag_arms() GROUP BY arm, name ORDER BY arm")
+  done < <(psql_ -d "$db" -At -F $'\t' -c "SELECT arm, name, coalesce(string_agg(format('SET %s = %L;', setting, value), ' ') FILTER (WHERE setting IS NOT NULL), '') FROM ruvector_dag.ruvector_dag_arms() GROUP BY arm, name ORDER BY arm")
   ((${#arm_list[@]} > 0)) || { echo "record_arms: ruvector_dag_arms() gave no arms" >&2; return 1; }
   printf 'query\tarm\tname\tms1\tms2\tcensored\n' >"$out/times.tsv"
   local q limit_ms arm f times censored rep

@@ -39,6 +39,10 @@ const USAGE: &str = "usage: harness [options]
   --pgbench-seconds N  seconds per pgbench run (default 10; 0 skips pgbench)
   --timeout-s N        statement cap for stock / learn / frozen runs (default 300)
   --seed N             constants' seed (default 1)
+  --sessions per-round|per-query
+                       a new session for every mode each round (default), or for every
+                       instance (what one connection per request meets: each session loads
+                       the learned state again)
   --out DIR            where report.json and report.html go (default target/harness)
   --pg 15|18           PostgreSQL major (default 15, the system's; 18 is unpacked by
                        scripts/setup-pg18.sh into a directory of its own)
@@ -57,6 +61,8 @@ struct Args {
     keep: bool,
     install: bool,
     pg: u32,
+    /// A new session per instance (true) or per round (false).
+    session_per_query: bool,
 }
 
 fn parse_args(repo: &Path) -> Result<Args, String> {
@@ -72,6 +78,7 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
         keep: false,
         install: true,
         pg: 15,
+        session_per_query: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -142,6 +149,14 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
                     .ok_or_else(|| num_err(&v, "15 or 18"))?;
             }
             "--no-install" => a.install = false,
+            "--sessions" => {
+                let v = value("per-round or per-query")?;
+                a.session_per_query = match v.as_str() {
+                    "per-round" => false,
+                    "per-query" => true,
+                    _ => return Err(format!("--sessions '{v}': want per-round or per-query")),
+                };
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -293,17 +308,24 @@ fn status(cluster: &Cluster, db: &str) -> BTreeMap<String, String> {
 
 /// The four sessions of a workload, one per mode.
 struct Sessions {
-    by_mode: Vec<(Mode, postgres::Client)>,
+    /// Per mode: its session, and whether it ran an instance yet.
+    by_mode: Vec<(Mode, postgres::Client, bool)>,
 }
 
 impl Sessions {
     fn open(cluster: &Cluster, db: &str) -> Result<Self, String> {
         let mut by_mode = Vec::new();
         for m in Mode::ALL {
-            by_mode.push((m, cluster.connect(db, m.dag_mode())?));
+            by_mode.push((m, cluster.connect(db, m.dag_mode())?, false));
         }
         Ok(Sessions { by_mode })
     }
+    /// Close every session: the next `get` opens a new one.
+    fn renew(&mut self, cluster: &Cluster, db: &str) -> Result<(), String> {
+        *self = Sessions::open(cluster, db)?;
+        Ok(())
+    }
+
     fn get(
         &mut self,
         cluster: &Cluster,
@@ -313,13 +335,21 @@ impl Sessions {
         let k = self
             .by_mode
             .iter()
-            .position(|(x, _)| *x == m)
+            .position(|(x, _, _)| *x == m)
             .expect("every mode has a session");
         if self.by_mode[k].1.is_closed() {
             // The server closed the session (a crashed backend): a new one, counted as an error.
             self.by_mode[k].1 = cluster.connect(db, m.dag_mode())?;
         }
         Ok(&mut self.by_mode[k].1)
+    }
+
+    /// Whether mode `m`'s session runs its first instance now (and from now on it has run one).
+    fn first_use(&mut self, m: Mode) -> bool {
+        self.by_mode
+            .iter_mut()
+            .find(|(x, _, _)| *x == m)
+            .is_some_and(|(_, _, used)| !std::mem::replace(used, true))
     }
 }
 
@@ -443,10 +473,11 @@ fn run_rounds(
         sessions.push(s);
     }
     println!(
-        "==> {} rounds ({} warm-up); each instance: stock, learn, frozen (order rotating), then the oracle over {} arms",
+        "==> {} rounds ({} warm-up); each instance: stock, learn, frozen and the oracle over {} arms (each distinct plan the median of {} runs), in rotating order",
         a.rounds,
         warmup,
-        arms.first().map_or(0, Vec::len)
+        arms.first().map_or(0, Vec::len),
+        run::ORACLE_RUNS
     );
     let total: u64 = workloads.iter().map(|w| w.templates.len() as u64).sum();
     let mut seq = vec![0u32; workloads.len()];
@@ -461,8 +492,14 @@ fn run_rounds(
         bar.set_prefix(round.to_string());
         let mut sums: BTreeMap<Mode, f64> = BTreeMap::new();
         for (wi, w) in workloads.iter().enumerate() {
+            if round > 1 && !a.session_per_query {
+                sessions[wi].renew(cluster, &w.name)?;
+            }
             for (ti, (name, text)) in w.templates.iter().enumerate() {
                 bar.set_message(format!("{} {name}", w.name));
+                if a.session_per_query && (round, ti) != (1, 0) {
+                    sessions[wi].renew(cluster, &w.name)?;
+                }
                 seq[wi] += 1;
                 let at = Instance {
                     round,
@@ -536,17 +573,40 @@ fn run_instance(
         error: None,
         plans: 0,
         ran: 0,
+        first_in_session: false,
     };
-    let rot = (round as usize + ti) % 3;
-    let order = [Mode::Stock, Mode::Learn, Mode::Frozen];
-    let mut stock = None;
-    for k in 0..3 {
-        let mode = order[(k + rot) % 3];
+    // Every mode in turn, the order rotating by round and template, so that no mode always
+    // runs first (cold caches) or last.
+    let order = [Mode::Stock, Mode::Learn, Mode::Frozen, Mode::Oracle];
+    let rot = (round as usize + ti) % order.len();
+    for k in 0..order.len() {
+        let mode = order[(k + rot) % order.len()];
+        let first_in_session = sessions.first_use(mode);
         let client = sessions.get(cluster, &w.name, mode)?;
         let mut e = Exec {
             mode,
+            first_in_session,
             ..base.clone()
         };
+        if mode == Mode::Oracle {
+            match run::oracle(client, arms, &query) {
+                Ok(o) => {
+                    e.ms = o.ms;
+                    e.planning_ms = o.planning_ms;
+                    e.arm = o.arm;
+                    e.plans = o.plans;
+                    e.ran = o.ran;
+                }
+                Err(msg) => {
+                    bar.println(format!("    {} {name} oracle: {msg}", w.name));
+                    e.ms = cap_ms as f64;
+                    e.arm = "default".into();
+                    e.error = Some(msg);
+                }
+            }
+            out.push(e);
+            continue;
+        }
         match run::run_once(client, &query, cap_ms) {
             Outcome::Done(x) => {
                 e.ms = x.planning_ms + x.execution_ms;
@@ -565,33 +625,8 @@ fn run_instance(
                 e.error = Some(msg);
             }
         }
-        if mode == Mode::Stock {
-            stock = Some((e.ms, e.planning_ms));
-        }
         out.push(e);
     }
-    let (stock_ms, stock_plan) = stock.expect("stock ran");
-    let client = sessions.get(cluster, &w.name, Mode::Oracle)?;
-    let mut e = Exec {
-        mode: Mode::Oracle,
-        ..base.clone()
-    };
-    match run::oracle(client, arms, &query, stock_ms, stock_plan) {
-        Ok(o) => {
-            e.ms = o.ms;
-            e.planning_ms = o.planning_ms;
-            e.arm = o.arm;
-            e.plans = o.plans;
-            e.ran = o.ran;
-        }
-        Err(msg) => {
-            bar.println(format!("    {} {name} oracle: {msg}", w.name));
-            e.ms = stock_ms;
-            e.arm = "default".into();
-            e.error = Some(msg);
-        }
-    }
-    out.push(e);
     Ok(out)
 }
 

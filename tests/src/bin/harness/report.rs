@@ -70,6 +70,12 @@ pub struct Overhead {
     pub stock_planning_median_us: f64,
     pub learn_planning_median_us: f64,
     pub pairs: usize,
+    /// The same difference for the learn session's first instance (it loads the learned
+    /// state), and for its later ones: median microseconds and pairs.
+    pub first_in_session_median_us: f64,
+    pub first_in_session_pairs: usize,
+    pub later_median_us: f64,
+    pub later_pairs: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -190,13 +196,20 @@ pub fn summarize(
     let mut diffs = Vec::new();
     let mut sp = Vec::new();
     let mut lp = Vec::new();
+    let (mut first, mut later) = (Vec::new(), Vec::new());
     for e in ex
         .iter()
         .filter(|e| e.mode == Mode::Learn && e.error.is_none() && !e.timed_out)
     {
         if let Some(s) = stock.get(&(e.round, e.seq)) {
             if s.error.is_none() && !s.timed_out {
-                diffs.push((e.planning_ms - s.planning_ms) * 1000.0);
+                let d = (e.planning_ms - s.planning_ms) * 1000.0;
+                diffs.push(d);
+                if e.first_in_session {
+                    first.push(d);
+                } else {
+                    later.push(d);
+                }
                 sp.push(s.planning_ms * 1000.0);
                 lp.push(e.planning_ms * 1000.0);
             }
@@ -208,6 +221,10 @@ pub fn summarize(
         p99_us: quantile(&mut diffs, 0.99),
         stock_planning_median_us: quantile(&mut sp, 0.5),
         learn_planning_median_us: quantile(&mut lp, 0.5),
+        first_in_session_pairs: first.len(),
+        first_in_session_median_us: quantile(&mut first, 0.5),
+        later_pairs: later.len(),
+        later_median_us: quantile(&mut later, 0.5),
     };
     WorkloadSummary {
         workload: workload.to_string(),
@@ -493,6 +510,17 @@ pub fn terminal(r: &Report) -> String {
         );
     }
     for w in &r.workloads {
+        let _ = writeln!(
+            s,
+            "{}: planning overhead (learn - stock, median): a session's first statement {:.0} us ({} pairs), later ones {:.0} us ({} pairs)",
+            w.workload,
+            w.overhead.first_in_session_median_us,
+            w.overhead.first_in_session_pairs,
+            w.overhead.later_median_us,
+            w.overhead.later_pairs
+        );
+    }
+    for w in &r.workloads {
         let _ = writeln!(s, "\n{}: per template after warm-up (learn / frozen / oracle vs stock; adopted at learn execution)", w.workload);
         for t in &w.templates {
             let _ = writeln!(
@@ -645,12 +673,16 @@ planning + execution from EXPLAIN (ANALYZE, TIMING OFF).</p>",
         }
         let _ = write!(
             h,
-            "<p>Planning: stock median {:.0} &micro;s, learn median {:.0} &micro;s; learn minus stock for the same instance: median {:.0} &micro;s, p99 {:.0} &micro;s ({} pairs). Timeouts: {}. Errors: {}.</p>",
+            "<p>Planning: stock median {:.0} &micro;s, learn median {:.0} &micro;s; learn minus stock for the same instance: median {:.0} &micro;s, p99 {:.0} &micro;s ({} pairs); a session's first statement {:.0} &micro;s ({} pairs), later ones {:.0} &micro;s ({} pairs). Timeouts: {}. Errors: {}.</p>",
             w.overhead.stock_planning_median_us,
             w.overhead.learn_planning_median_us,
             w.overhead.median_us,
             w.overhead.p99_us,
             w.overhead.pairs,
+            w.overhead.first_in_session_median_us,
+            w.overhead.first_in_session_pairs,
+            w.overhead.later_median_us,
+            w.overhead.later_pairs,
             w.timeouts,
             w.errors.len()
         );

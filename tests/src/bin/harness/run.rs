@@ -52,6 +52,8 @@ pub struct Exec {
     /// Oracle only: distinct plans among the arms, and how many ran.
     pub plans: u32,
     pub ran: u32,
+    /// The first instance its session ran (a session loads the learned state then).
+    pub first_in_session: bool,
 }
 
 /// What one EXPLAIN ANALYZE (text) said.
@@ -164,8 +166,9 @@ pub fn run_once(client: &mut postgres::Client, query: &str, timeout_ms: u64) -> 
 pub fn arms(client: &mut postgres::Client) -> Result<Vec<(String, String)>, String> {
     let rows = client
         .query(
-            "SELECT name, coalesce(string_agg(format('SET LOCAL %s = %L;', setting, value), ' ' \
-             ORDER BY setting), '') FROM ruvector_dag.ruvector_dag_arms() GROUP BY arm, name ORDER BY arm",
+            "SELECT name, coalesce(string_agg(format('SET LOCAL %s = %L;', setting, value), ' ') \
+             FILTER (WHERE setting IS NOT NULL), '') \
+             FROM ruvector_dag.ruvector_dag_arms() GROUP BY arm, name ORDER BY arm",
             &[],
         )
         .map_err(|e| format!("ruvector_dag_arms(): {}", pg_error(&e)))?;
@@ -217,56 +220,79 @@ pub struct OracleResult {
     pub ran: u32,
 }
 
-/// The best of every arm for this instance. The default plan's time is the stock run's of the
-/// same instance in the same round; an arm whose plan is the same as one already timed is not run
-/// again; every other arm runs with `statement_timeout` at the best time so far (a plan that
-/// cannot beat it is cut off: it would not be the oracle's choice anyway).
+/// Runs of each distinct plan the oracle times: the median is its time (one run with the best
+/// of several kept would flatter the oracle: the winner's curse).
+pub const ORACLE_RUNS: usize = 3;
+
+/// The best plan of `query` among every arm's distinct plans, each timed as the median of
+/// [`ORACLE_RUNS`] runs (the default plan's too), a plan whose run is slower than the best so far
+/// cut short by `statement_timeout` and out. Runs in a session with the extension off.
 pub fn oracle(
     client: &mut postgres::Client,
     arms: &[(String, String)],
     query: &str,
-    stock_ms: f64,
-    stock_planning_ms: f64,
 ) -> Result<OracleResult, String> {
-    let mut best = OracleResult {
-        arm: "default".into(),
-        ms: stock_ms,
-        planning_ms: stock_planning_ms,
-        plans: 1,
-        ran: 0,
-    };
+    let mut best: Option<OracleResult> = None;
     let mut seen: Vec<u64> = Vec::new();
-    for (k, (name, sets)) in arms.iter().enumerate() {
-        let sig = plan_shape(client, sets, query)?;
-        if seen.contains(&sig) {
+    for (name, sets) in arms {
+        let shape = plan_shape(client, sets, query)?;
+        if seen.contains(&shape) {
             continue;
         }
-        seen.push(sig);
-        if k == 0 {
-            continue; // the default plan: timed by the stock run
-        }
-        best.plans += 1;
-        best.ran += 1;
-        let timeout = (best.ms.ceil() as u64).max(1) + 1;
-        let r = outcome_of(in_rolled_back_txn(
-            client,
-            &format!("{sets} SET LOCAL statement_timeout = {timeout};"),
-            &format!("EXPLAIN (ANALYZE, TIMING OFF) {query}"),
-        ));
-        match r {
-            Outcome::Done(e) => {
-                let ms = e.planning_ms + e.execution_ms;
-                if ms < best.ms {
-                    best.arm = name.clone();
-                    best.ms = ms;
-                    best.planning_ms = e.planning_ms;
+        seen.push(shape);
+        let cap = best.as_ref().map(|b| b.ms);
+        let typical = median_run(client, sets, query, cap)
+            .map_err(|e| format!("oracle arm '{name}': {e}"))?;
+        let (plans, ran) = best.as_ref().map_or((0, 0), |b| (b.plans, b.ran));
+        match typical {
+            Some((ms, planning_ms)) if cap.is_none_or(|c| ms < c) => {
+                best = Some(OracleResult {
+                    arm: name.clone(),
+                    ms,
+                    planning_ms,
+                    plans: plans + 1,
+                    ran: ran + 1,
+                });
+            }
+            _ => {
+                if let Some(b) = best.as_mut() {
+                    b.plans += 1;
+                    b.ran += 1;
                 }
             }
-            Outcome::TimedOut => {}
-            Outcome::Failed(e) => return Err(format!("oracle arm '{name}': {e}")),
         }
     }
-    Ok(best)
+    best.ok_or_else(|| "no arm to time".to_string())
+}
+
+/// The median of [`ORACLE_RUNS`] runs of `query` under `sets` (SET LOCAL statements): (ms,
+/// planning ms); None when a run took longer than `cap` ms (cut by `statement_timeout`).
+fn median_run(
+    client: &mut postgres::Client,
+    sets: &str,
+    query: &str,
+    cap: Option<f64>,
+) -> Result<Option<(f64, f64)>, String> {
+    let timeout = cap.map_or(String::new(), |c| {
+        format!(
+            "SET LOCAL statement_timeout = {};",
+            (c.ceil() as u64).max(1) + 1
+        )
+    });
+    let mut runs = Vec::with_capacity(ORACLE_RUNS);
+    for _ in 0..ORACLE_RUNS {
+        match outcome_of(in_rolled_back_txn(
+            client,
+            &format!("{sets} {timeout}"),
+            &format!("EXPLAIN (ANALYZE, TIMING OFF) {query}"),
+        )) {
+            Outcome::Done(e) => runs.push((e.planning_ms + e.execution_ms, e.planning_ms)),
+            Outcome::TimedOut => return Ok(None),
+            Outcome::Failed(e) => return Err(e),
+        }
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(Some(runs[runs.len() / 2]))
 }
 
 #[cfg(test)]
