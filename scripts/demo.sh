@@ -33,8 +33,8 @@ done
 # shellcheck source=scripts/cluster.sh
 source scripts/cluster.sh
 install_extension "${profile[@]}"
-start_cluster "ruvector.dag_database = 'demo'" "ruvector.dag_background_interval_ms = 5000" \
-  "max_parallel_workers_per_gather = 0"
+# No ruvector.dag_database: the launcher finds the database that uses the extension itself.
+start_cluster "ruvector.dag_background_interval_ms = 5000" "max_parallel_workers_per_gather = 0"
 if ((keep)); then
   trap 'echo "cluster kept: psql -h $dir -p $port -U postgres demo; stop: runuser -u postgres -- $PG_BIN/pg_ctl -D $dir/data stop"' EXIT
 else
@@ -121,8 +121,9 @@ version_after=$(q -c "SELECT version FROM ruvector_dag.learned_state")
 patterns_after=$(q -c "SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()")
 r=$(run_once "$FROZEN")
 echo "after restart: version $version_after, $patterns_after patterns, frozen mode applies '${r%|*}' (${r#*|} ms)"
-# The launcher starts this database's learner at once after a restart (a few seconds at most).
-for _ in $(seq 30); do
+# Nothing configured: the first in-scope statement after the restart asks for this database's
+# learner, and the launcher starts it at its next check (every 10 s).
+for _ in $(seq 60); do
   learner=$(q -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'learner_pid'")
   [[ $learner != 0 ]] && break
   sleep 0.5

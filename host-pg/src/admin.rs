@@ -188,8 +188,10 @@ fn ruvector_dag_health() -> TableIterator<
                     r.worker_cycles
                 )
             } else {
-                "none for this database: add it to ruvector.dag_database, or call \
-                 ruvector_dag_learn() on a schedule (a stopped learner is restarted within 10 s)"
+                "none for this database: the launcher starts one within 10 s of the first \
+                 in-scope statement unless ruvector.dag_database leaves this database out or \
+                 max_worker_processes is reached (see the server log); or call \
+                 ruvector_dag_learn() on a schedule"
                     .into()
             },
         ));

@@ -137,8 +137,8 @@ pub static NODE_TIMING_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.1);
 pub static REPLAN_MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(1000.0);
 pub static EXPLORE_MIN_MS: GucSetting<f64> = GucSetting::<f64>::new(10.0);
 pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
-pub static DATABASE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Empty: every database that uses the extension learns (see `worker`).
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 pub static BACKGROUND_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 pub static RING_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(4);
 // The plugin sandbox's limits (defaults: ruvector_dag_wasm::Limits::default()).
@@ -340,10 +340,10 @@ fn register_server() {
     );
     GucRegistry::define_string_guc(
         c"ruvector.dag_database",
-        c"Databases (comma-separated, at most 16) that learn in the background, one learner worker each.",
-        c"Needs ruvector_dag in shared_preload_libraries and CREATE EXTENSION ruvector_dag in each; other databases learn through ruvector_dag_learn().",
+        c"Empty (the default): every database where ruvector_dag is used learns in the background, one learner worker each (at most 16). A list (comma-separated) restricts it to those databases; !name excludes one.",
+        c"A database asks for its learner when a table is enabled there or an in-scope statement is planned (after a restart: the first one); the launcher starts it within 10 s, within max_worker_processes, and says in the log when it cannot.",
         &DATABASE,
-        GucContext::Postmaster,
+        GucContext::Sighup,
         none(),
     );
     GucRegistry::define_int_guc(

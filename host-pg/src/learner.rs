@@ -34,7 +34,16 @@ pub struct Healing {
     pub arm: String,
     pub actual_ms: f32,
     pub baseline_ms: f32,
+    /// What was done, as healing_log's `action` says it.
+    pub action: &'static str,
 }
+
+/// healing_log's action for a regression (a verified plan reverted, or a run BTSP memory found
+/// surprisingly slow).
+const REVERTED: &str = "reverted to the default plan; arm blocked for this query shape";
+/// healing_log's action for a run cut short under a non-default plan.
+const CUT_SHORT: &str =
+    "cut short (a statement timeout, a cancel or an error) after actual_ms; plan given up for this query shape";
 
 /// What one persisted cycle did.
 #[derive(Debug, Clone)]
@@ -137,14 +146,21 @@ fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
     let mut history = Vec::new();
     let mut shapes: Vec<Shape> = Vec::new();
     for bytes in records {
-        let Ok((t, relids)) = postcard::from_bytes::<(Trajectory, Vec<u32>)>(bytes) else {
+        // (trajectory, the tables it read, cut short: see hooks::executor)
+        let Ok((t, relids, cut)) = postcard::from_bytes::<(Trajectory, Vec<u32>, bool)>(bytes)
+        else {
             rejected += 1;
             continue;
         };
         note_shape(&mut shapes, &t, relids);
         let (fingerprint, pattern, arm, actual) = (t.fingerprint, t.pattern, t.arm, t.actual_ms);
         let (predicted, shares) = (t.predicted_ms, t.op_shares.clone());
-        match opt.observe(t) {
+        let observed = if cut {
+            opt.observe_cut_short(t, true)
+        } else {
+            opt.observe(t)
+        };
+        match observed {
             Ok(o) => {
                 history.push(History {
                     fingerprint,
@@ -154,7 +170,8 @@ fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
                     quality: o.quality,
                     node_shares: shares,
                 });
-                // A verified plan reverted, or a catastrophic run whose arm BTSP now blocks.
+                // A verified plan reverted, a catastrophic run whose arm BTSP now blocks, or a
+                // run cut short.
                 if let (true, Some(base)) = (o.regression, o.baseline_ms) {
                     healed.push(Healing {
                         fingerprint,
@@ -162,6 +179,7 @@ fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
                         arm: opt.arms()[usize::from(arm)].clone(),
                         actual_ms: actual,
                         baseline_ms: base,
+                        action: if cut { CUT_SHORT } else { REVERTED },
                     });
                 }
             }
@@ -479,38 +497,50 @@ fn persist(
             .get::<i64>(1)?
             .unwrap_or(0);
         if let Some(patterns) = patterns {
-        c.update("DELETE FROM ruvector_dag.patterns", None, &[])?;
-        // One statement for all patterns (there may be thousands each cycle).
-        c.update(
-            "INSERT INTO ruvector_dag.patterns \
+            c.update("DELETE FROM ruvector_dag.patterns", None, &[])?;
+            // One statement for all patterns (there may be thousands each cycle).
+            c.update(
+                "INSERT INTO ruvector_dag.patterns \
                (id, members, best_arm, confidence, runs, best_mean_ms, default_mean_ms) \
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::real[], \
                $5::bigint[], $6::float8[], $7::float8[])",
-            None,
-            &[
-                patterns.iter().map(|p| p.id).collect::<Vec<_>>().into(),
-                patterns.iter().map(|p| p.members).collect::<Vec<_>>().into(),
-                patterns
-                    .iter()
-                    .map(|p| p.best_arm.clone())
-                    .collect::<Vec<_>>()
-                    .into(),
-                patterns.iter().map(|p| p.confidence).collect::<Vec<_>>().into(),
-                patterns.iter().map(|p| p.runs).collect::<Vec<_>>().into(),
-                patterns.iter().map(|p| p.best_mean_ms).collect::<Vec<_>>().into(),
-                patterns
-                    .iter()
-                    .map(|p| p.default_mean_ms)
-                    .collect::<Vec<_>>()
-                    .into(),
-            ],
-        )?;
+                None,
+                &[
+                    patterns.iter().map(|p| p.id).collect::<Vec<_>>().into(),
+                    patterns
+                        .iter()
+                        .map(|p| p.members)
+                        .collect::<Vec<_>>()
+                        .into(),
+                    patterns
+                        .iter()
+                        .map(|p| p.best_arm.clone())
+                        .collect::<Vec<_>>()
+                        .into(),
+                    patterns
+                        .iter()
+                        .map(|p| p.confidence)
+                        .collect::<Vec<_>>()
+                        .into(),
+                    patterns.iter().map(|p| p.runs).collect::<Vec<_>>().into(),
+                    patterns
+                        .iter()
+                        .map(|p| p.best_mean_ms)
+                        .collect::<Vec<_>>()
+                        .into(),
+                    patterns
+                        .iter()
+                        .map(|p| p.default_mean_ms)
+                        .collect::<Vec<_>>()
+                        .into(),
+                ],
+            )?;
         }
         for h in healed {
             c.update(
                 "INSERT INTO ruvector_dag.healing_log \
                    (fingerprint, pattern, arm, actual_ms, baseline_ms, action) \
-                 VALUES ($1, $2, $3, $4, $5, 'reverted to the default plan; arm blocked for this query shape')",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 None,
                 &[
                     (h.fingerprint as i64).into(),
@@ -518,6 +548,7 @@ fn persist(
                     h.arm.clone().into(),
                     h.actual_ms.into(),
                     h.baseline_ms.into(),
+                    h.action.into(),
                 ],
             )?;
         }

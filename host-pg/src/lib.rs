@@ -148,6 +148,9 @@ pub mod pg_test {
         vec![
             "shared_preload_libraries = 'pg_stat_statements,ruvector_dag'",
             "ruvector.dag_background_interval_ms = 3600000",
+            // The tests run learning cycles themselves (ruvector_dag_learn()), in transactions
+            // a background learner would race.
+            "ruvector.dag_database = '!pgrx_tests'",
         ]
     }
 }

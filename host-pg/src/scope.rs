@@ -81,6 +81,9 @@ fn ruvector_enable_neural_dag(tbl: PgRelation) -> bool {
             tbl.name()
         );
     }
+    // This database learns from now on: the launcher starts its learner.
+    // SAFETY: reading the backend's database id.
+    crate::shared::want_learner(unsafe { pg_sys::MyDatabaseId }.to_u32());
     change(
         "INSERT INTO ruvector_dag.enabled_tables (relid) VALUES ($1::oid::regclass) \
          ON CONFLICT (relid) DO NOTHING RETURNING relid",

@@ -57,6 +57,9 @@ struct Shared {
     plugins_version: AtomicU64,
     /// The running learners: (database OID, pid); 0 marks a free slot.
     learners: [LearnerSlot; MAX_LEARNERS],
+    /// Databases that want a learner (an in-scope statement was planned there, or a table
+    /// enabled, since the server started); 0 marks a free slot.
+    wanted: [std::sync::atomic::AtomicU32; MAX_LEARNERS],
     /// Cycles the background worker ran.
     worker_cycles: AtomicU64,
     /// When this shared memory was set up (server start, or the restart after a crash): the
@@ -129,6 +132,7 @@ unsafe extern "C-unwind" fn on_startup() {
                 db: std::sync::atomic::AtomicU32::new(0),
                 pid: AtomicI32::new(0),
             }),
+            wanted: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
             worker_cycles: AtomicU64::new(0),
             started_at: pg_sys::GetCurrentTimestamp(),
             plugins: std::array::from_fn(|_| PluginSlot {
@@ -257,6 +261,41 @@ pub fn set_learner(db: u32, pid: i32) {
         l.pid.store(pid, Ordering::Release);
         if pid == 0 {
             l.db.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Database `db` wants a learner: the launcher starts one for it (unless
+/// `ruvector.dag_database` restricts or excludes it). Lock-free and cheap when already known,
+/// as it is called while planning. False when [`MAX_LEARNERS`] databases already want one.
+pub fn want_learner(db: u32) -> bool {
+    let Some(s) = shared() else { return false };
+    if db == 0 || s.wanted.iter().any(|w| w.load(Ordering::Relaxed) == db) {
+        return true;
+    }
+    s.wanted.iter().any(|w| {
+        w.compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            || w.load(Ordering::Acquire) == db
+    })
+}
+
+/// The databases that want a learner.
+pub fn wanted_learners() -> Vec<u32> {
+    shared().map_or_else(Vec::new, |s| {
+        s.wanted
+            .iter()
+            .map(|w| w.load(Ordering::Acquire))
+            .filter(|&db| db != 0)
+            .collect()
+    })
+}
+
+/// Database `db` no longer wants a learner (it was dropped).
+pub fn unwant_learner(db: u32) {
+    if let Some(s) = shared() {
+        for w in &s.wanted {
+            let _ = w.compare_exchange(db, 0, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 }

@@ -98,6 +98,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     put("backend_timed_nodes", c.timed_nodes.to_string());
     put("backend_pushed", c.pushed.to_string());
     put("backend_reverted", c.reverted.to_string());
+    put("backend_cut_short", c.cut_short.to_string());
     put("backend_reloads", c.reloads.to_string());
     put("backend_candidate_sets", c.candidate_sets.to_string());
     put("backend_candidate_plans", c.candidate_plans.to_string());

@@ -1,9 +1,11 @@
 //! Background workers.
 //!
 //! - "ruvector_dag launcher" (registered at server start, connected to no database): every
-//!   10 s, for each database named in `ruvector.dag_database` (a comma-separated list) that
-//!   exists and has no learner running, it starts one. A database that does not exist (yet) is
-//!   reported once, not on every try.
+//!   10 s it starts a learner for each database that wants one and has none running: every
+//!   database where an in-scope statement was planned or a table enabled since the server
+//!   started, except those `ruvector.dag_database` excludes (`!name`); or, when that list
+//!   names databases, exactly those (one that does not exist yet is reported once). A learner
+//!   that cannot start (max_worker_processes) is reported once and tried again every period.
 //! - "ruvector_dag learner" (started by the launcher, one per database): runs the
 //!   persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner when a
 //!   quarter of the shared ring is waiting; in between, every second that trajectories wait, a
@@ -34,35 +36,81 @@ pub fn register() {
         .load();
 }
 
-/// The databases named in `ruvector.dag_database`, without duplicates, at most
-/// [`shared::MAX_LEARNERS`].
-fn database_names() -> Vec<String> {
+/// What `ruvector.dag_database` says: databases to learn in (only those), or with `!name`
+/// databases never to learn in; empty: every database that wants a learner.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Selection {
+    pub(crate) only: Vec<String>,
+    pub(crate) never: Vec<String>,
+}
+
+/// Read `ruvector.dag_database` (a comma-separated list; duplicates ignored).
+fn selection() -> Selection {
     let text = guc::DATABASE
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut names: Vec<String> = Vec::new();
+    parse_selection(&text)
+}
+
+pub(crate) fn parse_selection(text: &str) -> Selection {
+    let mut sel = Selection::default();
     for n in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        if !names.iter().any(|m| m == n) {
-            names.push(n.to_string());
+        let (list, name) = match n.strip_prefix('!') {
+            Some(name) => (&mut sel.never, name.trim()),
+            None => (&mut sel.only, n),
+        };
+        if !name.is_empty() && !list.iter().any(|m| m == name) {
+            list.push(name.to_string());
         }
     }
-    if names.len() > shared::MAX_LEARNERS {
-        log!(
-            "ruvector_dag launcher: ruvector.dag_database names {} databases; learning in the first {}",
-            names.len(),
-            shared::MAX_LEARNERS
-        );
-        names.truncate(shared::MAX_LEARNERS);
+    sel
+}
+
+/// The databases to learn in now: those `ruvector.dag_database` names (reported once when one
+/// does not exist), or else every database that wants a learner ([`shared::want_learner`]: an
+/// in-scope statement was planned there, or a table enabled) and is not excluded. At most
+/// [`shared::MAX_LEARNERS`].
+fn targets(sel: &Selection, missing: &mut Vec<String>) -> Vec<(pg_sys::Oid, String)> {
+    let all = BackgroundWorker::transaction(databases);
+    let mut out: Vec<(pg_sys::Oid, String)> = Vec::new();
+    if sel.only.is_empty() {
+        for db in shared::wanted_learners() {
+            match all.iter().find(|(oid, _)| oid.to_u32() == db) {
+                Some((oid, name)) if !sel.never.contains(name) => out.push((*oid, name.clone())),
+                Some(_) => {}
+                // Dropped since it asked.
+                None => shared::unwant_learner(db),
+            }
+        }
+    } else {
+        for name in &sel.only {
+            match all.iter().find(|(_, n)| n == name) {
+                Some((oid, _)) => {
+                    missing.retain(|m| m != name);
+                    out.push((*oid, name.clone()));
+                }
+                None if !missing.contains(name) => {
+                    log!("ruvector_dag launcher: database \"{name}\" (ruvector.dag_database) does not exist; its learner starts when it does");
+                    missing.push(name.clone());
+                }
+                None => {}
+            }
+        }
     }
-    names
+    if out.len() > shared::MAX_LEARNERS {
+        out.truncate(shared::MAX_LEARNERS);
+    }
+    out
 }
 
 /// One database the launcher looks after.
 struct Watched {
+    oid: pg_sys::Oid,
     name: String,
     learner: Option<DynamicBackgroundWorker>,
-    reported_missing: bool,
+    /// The last start failed (reported once until one succeeds).
+    failed: bool,
 }
 
 /// The launcher's entry point.
@@ -75,19 +123,25 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // No database: only the shared catalogs (pg_database) are read.
     BackgroundWorker::connect_worker_to_spi(None, None);
-    let mut watched: Vec<Watched> = database_names()
-        .into_iter()
-        .map(|name| Watched {
-            name,
-            learner: None,
-            reported_missing: false,
-        })
-        .collect();
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     let mut wait = Duration::ZERO;
     while BackgroundWorker::wait_latch(Some(wait)) {
         wait = Duration::from_secs(LAUNCHER_PERIOD);
         if BackgroundWorker::sighup_received() {
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+        let now = targets(&selection(), &mut missing);
+        // A database no longer selected keeps its running learner until it stops.
+        for (oid, name) in now.iter() {
+            if !watched.iter().any(|w| w.oid == *oid) {
+                watched.push(Watched {
+                    oid: *oid,
+                    name: name.clone(),
+                    learner: None,
+                    failed: false,
+                });
+            }
         }
         for w in &mut watched {
             let running = w.learner.as_ref().is_some_and(|l| {
@@ -96,7 +150,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
                     Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted)
                 )
             });
-            if !running {
+            if !running && now.iter().any(|(oid, _)| *oid == w.oid) {
                 start_learner(w);
             }
         }
@@ -105,15 +159,6 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
 
 fn start_learner(w: &mut Watched) {
     let name = w.name.clone();
-    let oid = BackgroundWorker::transaction(|| database_oid(&name));
-    if oid == pg_sys::InvalidOid {
-        if !w.reported_missing {
-            log!("ruvector_dag launcher: database \"{name}\" (ruvector.dag_database) does not exist; its learner starts when it does");
-            w.reported_missing = true;
-        }
-        return;
-    }
-    w.reported_missing = false;
     // SAFETY: MyProcPid is this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
     w.learner = BackgroundWorkerBuilder::new(&format!("ruvector_dag learner {name}"))
@@ -122,20 +167,29 @@ fn start_learner(w: &mut Watched) {
         .set_library("ruvector_dag")
         .enable_spi_access()
         .set_restart_time(None)
-        .set_argument(Some(pg_sys::Datum::from(oid.to_u32())))
+        .set_argument(Some(pg_sys::Datum::from(w.oid.to_u32())))
         .set_extra(&name)
         .set_notify_pid(me)
         .load_dynamic()
-        .map_err(|_| {
-            log!("ruvector_dag launcher: cannot start the learner for \"{name}\" (max_worker_processes reached?); trying again in {LAUNCHER_PERIOD} s");
-        })
         .ok();
+    match (&w.learner, w.failed) {
+        (None, false) => {
+            log!("ruvector_dag launcher: cannot start the learner for \"{name}\" (max_worker_processes reached?); trying again every {LAUNCHER_PERIOD} s (logged once)");
+            w.failed = true;
+        }
+        (Some(_), true) => {
+            log!("ruvector_dag launcher: started the learner for \"{name}\"");
+            w.failed = false;
+        }
+        _ => {}
+    }
 }
 
-/// The OID of database `name`, or InvalidOid. A heap scan of pg_database, as the logical
-/// replication launcher reads pg_subscription: without a database, and before any backend has
-/// written the shared relcache init file, index scans cannot be used.
-fn database_oid(name: &str) -> pg_sys::Oid {
+/// Every database that accepts connections (not templates' `datallowconn = false`): (OID,
+/// name). A heap scan of pg_database, as the logical replication launcher reads
+/// pg_subscription: without a database, and before any backend has written the shared relcache
+/// init file, index scans cannot be used.
+fn databases() -> Vec<(pg_sys::Oid, String)> {
     // SAFETY: inside a transaction; the tuples are read while the scan holds them.
     unsafe {
         let rel = pg_sys::table_open(
@@ -143,7 +197,7 @@ fn database_oid(name: &str) -> pg_sys::Oid {
             pg_sys::AccessShareLock as pg_sys::LOCKMODE,
         );
         let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
-        let mut found = pg_sys::InvalidOid;
+        let mut out = Vec::new();
         loop {
             let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
             if tuple.is_null() {
@@ -152,15 +206,14 @@ fn database_oid(name: &str) -> pg_sys::Oid {
             let header = (*tuple).t_data;
             let form = (header as *mut u8).add(usize::from((*header).t_hoff))
                 as *const pg_sys::FormData_pg_database;
-            let datname = std::ffi::CStr::from_ptr((*form).datname.data.as_ptr());
-            if datname.to_bytes() == name.as_bytes() {
-                found = (*form).oid;
-                break;
+            if (*form).datallowconn {
+                let datname = std::ffi::CStr::from_ptr((*form).datname.data.as_ptr());
+                out.push(((*form).oid, datname.to_string_lossy().into_owned()));
             }
         }
         pg_sys::table_endscan(scan);
         pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        found
+        out
     }
 }
 

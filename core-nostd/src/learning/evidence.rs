@@ -494,6 +494,30 @@ impl EvidenceBook {
         out
     }
 
+    /// Give up plan `plan` of the shape `fingerprint` at once, whatever its runs say: a run of
+    /// it was cut short (a statement timeout, a cancel, an error), so it is at least as slow as
+    /// it ran and may never finish. A verified plan given up is a revert. Nothing for the
+    /// default plan, a plan not known, or one already given up.
+    pub fn refute(&mut self, fingerprint: u64, plan: u64) -> Recorded {
+        let mut out = Recorded::default();
+        if plan == fingerprint {
+            return out;
+        }
+        let Some(e) = self.shapes.get_mut(&fingerprint) else {
+            return out;
+        };
+        let Some(p) = e.plans.iter_mut().find(|p| p.plan == plan && !p.refuted) else {
+            return out;
+        };
+        p.refuted = true;
+        out.refuted = true;
+        out.reverted = p.was_verified;
+        e.reverts += u32::from(out.reverted);
+        self.refuted += 1;
+        self.reverts += u64::from(out.reverted);
+        out
+    }
+
     /// Whether the budget allows exploring a plan of a shape whose default plan takes
     /// `default_ms`: the pool must hold at least one run's share of it (`share` x default).
     /// The budget is charged what a run really cost above the default, so one loser

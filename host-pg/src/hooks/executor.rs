@@ -1,13 +1,30 @@
 //! The executor hooks: time the statements in scope (per-node timing on a sample), read the
 //! instrumentation into a trajectory at ExecutorEnd, push it to the shared ring and observe it
-//! in this backend at once.
+//! in this backend at once. A run under a non-default plan that never reaches ExecutorEnd (a
+//! statement timeout, a cancel, an error: its (sub)transaction aborts) is evidence too: it is
+//! recorded as cut short after the time it ran ([`cut_short`]), and its plan is given up.
 
 use super::*;
 
+/// A statement in scope that is executing.
+pub(super) struct Running {
+    query_desc: usize,
+    started: Instant,
+    /// Observed at ExecutorEnd (sampled at `ruvector.dag_sample_rate`).
+    timed: bool,
+    /// With per-node timing.
+    node_timed: bool,
+    /// The subtransaction it started in: when it (or its transaction) aborts, the run is cut
+    /// short.
+    subxact: pg_sys::SubTransactionId,
+    /// A run under a non-default plan: its decision, tables and arm, recorded if it is cut
+    /// short (whether timed or not).
+    under_arm: Option<(Rc<Decision>, Rc<Vec<u32>>, u8)>,
+}
+
 thread_local! {
-    /// Timed statements running, by QueryDesc address: start time, and whether per-node
-    /// timing was asked for.
-    pub(super) static STARTED: RefCell<Vec<(usize, Instant, bool)>> = const { RefCell::new(Vec::new()) };
+    /// Statements in scope running (timed, or under a non-default plan).
+    pub(super) static RUNNING: RefCell<Vec<Running>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether a run of `decision`'s plan gets per-node timing. It costs the statement a clock
@@ -37,18 +54,21 @@ pub(super) unsafe extern "C-unwind" fn executor_start_hook(
     eflags: i32,
 ) {
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
-    let (timed, node_timed) = match planned_for(query_desc) {
+    let (timed, node_timed, under_arm) = match planned_for(query_desc) {
         // node_timed implies timed (see `remember`). A plan cache copy runs many times: its
         // per-node timing is sampled again on each run.
-        Some(((d, _, _, timed, node_timed), copy)) if !explain_only && !query_desc.is_null() => {
+        Some(((d, relids, arm_ran, timed, node_timed), copy))
+            if !explain_only && !query_desc.is_null() =>
+        {
             let node_timed = if copy {
                 node_timing(timed, &d)
             } else {
                 node_timed
             };
-            (timed, node_timed)
+            let under_arm = (arm_ran != 0).then(|| (Rc::clone(&d), relids, arm_ran));
+            (timed, node_timed, under_arm)
         }
-        _ => (false, false),
+        _ => (false, false, None),
     };
     if node_timed {
         // Per-node timing, only for this statement.
@@ -60,24 +80,34 @@ pub(super) unsafe extern "C-unwind" fn executor_start_hook(
         Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
         None => pg_sys::standard_ExecutorStart(query_desc, eflags),
     }
-    if timed {
-        STARTED.with(|s| {
-            let mut s = s.borrow_mut();
-            // A statement that failed never reached ExecutorEnd: its entry is stale, and its
-            // address may be this one's.
-            s.retain(|(q, t, _)| *q != query_desc as usize && t.elapsed().as_secs() < 3600);
-            s.push((query_desc as usize, Instant::now(), node_timed));
+    if timed || under_arm.is_some() {
+        let run = Running {
+            query_desc: query_desc as usize,
+            started: Instant::now(),
+            timed,
+            node_timed,
+            subxact: pg_sys::GetCurrentSubTransactionId(),
+            under_arm,
+        };
+        RUNNING.with(|r| {
+            let mut r = r.borrow_mut();
+            // An entry at this address is a statement that never reached ExecutorEnd (its
+            // abort was handled, or it was a portal dropped unfinished): stale.
+            r.retain(|x| {
+                x.query_desc != query_desc as usize && x.started.elapsed().as_secs() < 3600
+            });
+            r.push(run);
         });
     }
 }
 
 #[pg_guard]
 pub(super) unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc) {
-    let started = STARTED.with(|s| {
-        let mut s = s.borrow_mut();
-        let i = s.iter().position(|(q, _, _)| *q == query_desc as usize)?;
-        let (_, t0, node_timed) = s.swap_remove(i);
-        Some((t0, node_timed))
+    let started = RUNNING.with(|r| {
+        let mut r = r.borrow_mut();
+        let i = r.iter().position(|x| x.query_desc == query_desc as usize)?;
+        let run = r.swap_remove(i);
+        run.timed.then_some((run.started, run.node_timed))
     });
     if let (Some((t0, node_timed)), Some(((decision, relids, arm_ran, _, _), _))) =
         (started, planned_for(query_desc))
@@ -110,17 +140,34 @@ pub(super) fn observe(
     executed: Option<&ruvector_dag_core::PlanDag>,
     ms: f32,
 ) {
+    record(decision, relids, arm_ran, executed, ms, false);
+}
+
+/// Learn from one run in this backend and push it to the shared ring for the learner:
+/// completed, or `cut` short (then at least that slow, its plan given up).
+fn record(
+    decision: &Decision,
+    relids: &[u32],
+    arm_ran: u8,
+    executed: Option<&ruvector_dag_core::PlanDag>,
+    ms: f32,
+    cut: bool,
+) {
     // SAFETY: reading the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let result = learning_path("observe", || {
         with_loaded(|o| {
             let t = o.trajectory(decision, arm_ran, executed, ms)?;
             let timed_nodes = t.op_shares.len();
-            let bytes = postcard::to_allocvec(&(&t, relids)).map_err(|e| {
+            let bytes = postcard::to_allocvec(&(&t, relids, cut)).map_err(|e| {
                 ruvector_dag_core::NeuralDagError::InvalidTrajectory(format!("encoding: {e}"))
             })?;
             // The learner queues it for its cycles; this copy only learns from it at once.
-            let observed = o.observe_unqueued(t)?;
+            let observed = if cut {
+                o.observe_cut_short(t, false)?
+            } else {
+                o.observe_unqueued(t)?
+            };
             Ok::<_, ruvector_dag_core::NeuralDagError>((bytes, timed_nodes, observed))
         })
         .transpose()
@@ -128,21 +175,86 @@ pub(super) fn observe(
     });
     // Nothing loaded (the state was forgotten since planning): nothing to observe with. A
     // failure was counted and logged.
-    if let Ok(Some((bytes, timed_nodes, observed))) = result {
-        let pushed = shared::push(db, &bytes).is_ok();
-        let reverted = observed.regression;
-        BACKEND.with(|b| {
-            let mut b = b.borrow_mut();
-            b.counters.observed += 1;
-            b.counters.timed_nodes += timed_nodes as u64;
-            b.counters.pushed += u64::from(pushed);
-            b.counters.reverted += u64::from(reverted);
-        });
-        if reverted {
-            log!(
-                    "ruvector_dag: arm {arm_ran} ran {ms:.1} ms against {:.1} ms for the default plan; back to the default plan for this query shape",
-                    observed.baseline_ms.unwrap_or(0.0)
-                );
+    let Ok(Some((bytes, timed_nodes, observed))) = result else {
+        return;
+    };
+    let pushed = shared::push(db, &bytes).is_ok();
+    let reverted = observed.regression;
+    BACKEND.with(|b| {
+        let Ok(mut b) = b.try_borrow_mut() else {
+            return;
+        };
+        b.counters.observed += 1;
+        b.counters.timed_nodes += timed_nodes as u64;
+        b.counters.pushed += u64::from(pushed);
+        b.counters.reverted += u64::from(reverted);
+        b.counters.cut_short += u64::from(cut);
+    });
+    let baseline = observed.baseline_ms.unwrap_or(0.0);
+    if cut {
+        log!(
+            "ruvector_dag: a statement under arm {arm_ran} was cut short after {ms:.1} ms (a statement timeout, a cancel or an error; {baseline:.1} ms for the default plan); that plan is given up for this query shape"
+        );
+    } else if reverted {
+        log!(
+            "ruvector_dag: arm {arm_ran} ran {ms:.1} ms against {baseline:.1} ms for the default plan; back to the default plan for this query shape"
+        );
+    }
+}
+
+/// Register the (sub)transaction callbacks that find runs cut short (from `hooks::install`).
+pub(super) fn install_abort_callbacks() {
+    // SAFETY: permanent callbacks, registered once while the library is preloaded.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+    {
+        cut_short(|_| true);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // Started in this subtransaction or one below it (their ids are larger).
+        cut_short(|r| r.subxact >= my_subid);
+    }
+}
+
+/// The runs that `aborted` says ended with their (sub)transaction: forgotten, and those under
+/// a non-default plan recorded as cut short after the time they ran. Runs during abort
+/// processing: nothing here may raise an ERROR (the learning path's failures are counted and
+/// logged; a busy backend state is skipped).
+fn cut_short(aborted: impl Fn(&Running) -> bool) {
+    let ended: Vec<Running> = RUNNING.with(|r| {
+        let Ok(mut r) = r.try_borrow_mut() else {
+            return Vec::new();
+        };
+        let (ended, running) = std::mem::take(&mut *r)
+            .into_iter()
+            .partition(|x| aborted(x));
+        *r = running;
+        ended
+    });
+    for run in ended {
+        if let Some((decision, relids, arm_ran)) = run.under_arm {
+            let ms = (run.started.elapsed().as_secs_f64() * 1000.0).max(1e-3) as f32;
+            record(&decision, &relids, arm_ran, None, ms, true);
         }
     }
 }

@@ -81,6 +81,7 @@ pub fn install() {
         PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
         pg_sys::ExecutorEnd_hook = Some(executor_end_hook);
     }
+    install_abort_callbacks();
     #[cfg(feature = "pg18")]
     explain18::install();
     INSTALLED.store(true, std::sync::atomic::Ordering::Release);

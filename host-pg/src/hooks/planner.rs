@@ -180,6 +180,8 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         passed("no table the query reads is enabled (ruvector_enable_neural_dag)");
         return call_planner(parse, query_string, cursor_options, params);
     }
+    // This database learns: the launcher starts its learner (a few atomic reads once known).
+    shared::want_learner(pg_sys::MyDatabaseId.to_u32());
     // The planner scribbles on its Query: keep a pristine copy for planning again under an arm
     // (only modes that apply arms need one).
     let may_apply = matches!(mode, Mode::Learn | Mode::Frozen);

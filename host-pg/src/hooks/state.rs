@@ -23,6 +23,9 @@ pub struct Counters {
     /// Statements whose decision could not use the attention plugin the selector may pick
     /// (it failed, or is not registered) and used the key's built-in kind.
     pub plugin_fallbacks: u64,
+    /// Runs under a non-default plan cut short (statement timeout, cancel, error): their plans
+    /// given up.
+    pub cut_short: u64,
 }
 
 /// This backend's copy of the learned optimizer.
@@ -67,7 +70,7 @@ thread_local! {
         last_explained: None,
         counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
-            candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0 },
+            candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0, cut_short: 0 },
         last_error: None,
         logged_error: false,
         plugin_error: None,
@@ -301,7 +304,10 @@ pub(super) fn planner_plugin() -> Option<(
 
 pub(super) fn note_error(what: &str, e: &str) {
     BACKEND.with(|b| {
-        let mut b = b.borrow_mut();
+        // During abort processing the state may be unavailable: nothing to count then.
+        let Ok(mut b) = b.try_borrow_mut() else {
+            return;
+        };
         b.counters.fallbacks += 1;
         b.last_error = Some(format!("{what}: {e}"));
         if !b.logged_error {

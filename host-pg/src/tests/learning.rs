@@ -573,3 +573,64 @@ fn statements_inside_a_caught_exception_are_decided_observed_and_leak_no_setting
     assert_eq!(counter("backend_observed") - failed, 1);
     assert_eq!(status("backend_last_error"), "none");
 }
+
+/// Run `sql` in a PL/pgSQL block that catches a cancel or an error; the message, if any.
+fn caught(sql: &str) -> Option<String> {
+    Spi::run("CREATE TEMP TABLE IF NOT EXISTS rv_cancelled (msg text); TRUNCATE rv_cancelled;")
+        .unwrap();
+    Spi::run(&format!(
+        "DO $do$ BEGIN PERFORM * FROM ({sql}) s;
+         EXCEPTION WHEN query_canceled OR others THEN INSERT INTO rv_cancelled VALUES (SQLERRM); END $do$"
+    ))
+    .unwrap();
+    Spi::get_one::<String>("SELECT (SELECT msg FROM rv_cancelled)").unwrap()
+}
+
+#[pg_test]
+fn a_plan_cut_short_by_a_cancel_is_never_chosen_again_for_its_shape() {
+    drifting_setup();
+    // Items of bucket 13 cancel the statement that reads them: only the hash join's scan of
+    // every item does (the default nested loop fetches bucket 7's). COST 1 keeps the planner's
+    // view of both plans as it is without the function.
+    Spi::run(
+        "CREATE OR REPLACE FUNCTION rv_cancel_on(b int) RETURNS bool LANGUAGE plpgsql VOLATILE COST 1 AS $f$
+         BEGIN
+           IF b = 13 THEN PERFORM pg_cancel_backend(pg_backend_pid()); PERFORM pg_sleep(5); END IF;
+           RETURN true;
+         END $f$",
+    )
+    .unwrap();
+    let q = format!("{DRIFTING} AND rv_cancel_on(i.bucket)");
+    let mut trace = Vec::new();
+    for run in 1..=6 {
+        let next = decision_line(&q);
+        let error = caught(&q);
+        trace.push(format!("run {run}: {next}: {error:?}"));
+        if counter("backend_cut_short") > 0 {
+            assert!(next.contains("rule explore"), "{trace:#?}");
+            assert!(error.is_some_and(|e| e.contains("canceling statement")), "{trace:#?}");
+            break;
+        }
+        assert_eq!(error, None, "{trace:#?}");
+    }
+    assert_eq!(counter("backend_cut_short"), 1, "{trace:#?}");
+    // Never again for this shape in this session: the default plan, and it runs.
+    for _ in 0..4 {
+        let next = decision_line(&q);
+        assert!(next.contains("arm 'default'"), "{next}; {trace:#?}");
+        assert_eq!(caught(&q), None);
+    }
+    // Nor in another: what the learner learned from the ring is what every session loads
+    // (ruvector_dag_learn() hands its result to this session too).
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    for _ in 0..2 {
+        let next = decision_line(&q);
+        assert!(next.contains("arm 'default'"), "after learning: {next}");
+        assert_eq!(caught(&q), None);
+    }
+    let logged: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.healing_log WHERE arm = 'enable_nestloop=off' \
+         AND action LIKE 'cut short%'",
+    );
+    assert_eq!(logged, 1);
+}

@@ -124,3 +124,11 @@ fn arms_lists_each_arm_as_the_setting_parses() {
     );
     assert_eq!(status("arms"), "3");
 }
+
+#[pg_test]
+fn the_database_setting_restricts_or_excludes() {
+    let sel = crate::worker::parse_selection(" a, b ,!c, a,, ! d ");
+    assert_eq!(sel.only, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(sel.never, vec!["c".to_string(), "d".to_string()]);
+    assert_eq!(crate::worker::parse_selection(""), Default::default());
+}

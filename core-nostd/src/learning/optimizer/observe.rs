@@ -134,6 +134,25 @@ impl Optimizer {
         self.observe_inner(t, false)
     }
 
+    /// [`observe`](Self::observe) of an execution cut short (a statement timeout, a cancel, an
+    /// error) after `t.actual_ms`: it is at least that slow, and may never finish. Learned as a
+    /// run of that time; then its plan, when not the default plan, is given up for the shape at
+    /// once whatever its runs said (a verified plan is reverted, a plan in trial or explored
+    /// refuted), never to be tried again, and the run is reported as a regression. `queue`: as
+    /// `observe` (true) or [`observe_unqueued`](Self::observe_unqueued) (false).
+    pub fn observe_cut_short(&mut self, t: Trajectory, queue: bool) -> Result<Observed> {
+        let (fingerprint, plan) = (t.fingerprint, t.plan);
+        let mut o = self.observe_inner(t, queue)?;
+        if !o.learned || plan == fingerprint {
+            return Ok(o);
+        }
+        let r = self.state.evidence.refute(fingerprint, plan);
+        o.refuted |= r.refuted;
+        o.reverted |= r.reverted;
+        o.regression = true;
+        Ok(o)
+    }
+
     fn observe_inner(&mut self, t: Trajectory, queue: bool) -> Result<Observed> {
         if let Err(e) = self.check(&t) {
             self.state.stats.rejected += 1;
@@ -271,6 +290,7 @@ impl Optimizer {
 mod tests {
     use super::super::testing::*;
     use super::*;
+    use crate::learning::optimizer::{Candidate, Rule};
     use crate::learning::NeuralDagConfig;
     use alloc::string::ToString;
     use alloc::vec;
@@ -311,6 +331,59 @@ mod tests {
         assert_eq!(copy.decide(&p).unwrap().blocked, vec![1]);
         assert_eq!(copy.btsp().len(), queued.btsp().len());
         assert_eq!(copy.evidence().len(), queued.evidence().len());
+    }
+
+    #[test]
+    fn a_run_cut_short_gives_its_plan_up_at_once_even_a_verified_one() {
+        let mut opt = learner();
+        fund(&mut opt, 10);
+        let p = plan(45);
+        let w = World::new(&p, 20.0, 115.0);
+        // Default, the 1.1x-costed plan refuted, the winner explored, trialled, verified.
+        for _ in 0..5 {
+            step(&mut opt, &p, &w);
+        }
+        let d = opt.decide(&p).unwrap();
+        assert_eq!((d.rule, d.arm), (Rule::Verified, 1), "{}", d.reason);
+        // Its next run is cancelled after 15 ms, faster than it usually runs: still given up.
+        let t = opt.trajectory(&d, d.arm, None, 15.0).unwrap();
+        let o = opt.observe_cut_short(t, true).unwrap();
+        assert!(o.reverted && o.refuted && o.regression, "{o:?}");
+        assert_eq!(opt.evidence().reverts, 1);
+        for _ in 0..20 {
+            let (d, _) = step(&mut opt, &p, &w);
+            assert_eq!(d.arm, 0, "{}", d.reason);
+        }
+        // An explored plan cut short is refuted and never explored again; a default run cut
+        // short is just a run.
+        let mut opt = learner();
+        fund(&mut opt, 10);
+        let q = plan(46);
+        let w = World::new(&q, 20.0, 115.0);
+        step(&mut opt, &q, &w);
+        let mut d = opt.decide(&q).unwrap();
+        assert!(d.wants_candidates, "{}", d.reason);
+        let cands: Vec<Candidate> = (1..4)
+            .map(|a| Candidate {
+                arm: a as ArmId,
+                plan: w.plans[a],
+                cost: w.cost[a] * d.default_cost / 1000.0,
+            })
+            .collect();
+        opt.choose(&mut d, &cands).unwrap();
+        assert_eq!(d.rule, Rule::Explore);
+        let explored = d.plan;
+        let t = opt.trajectory(&d, d.arm, None, 5.0).unwrap();
+        let o = opt.observe_cut_short(t, false).unwrap();
+        assert!(o.refuted && !o.reverted && o.regression, "{o:?}");
+        for _ in 0..20 {
+            let (d, _) = step(&mut opt, &q, &w);
+            assert_ne!(d.plan, explored, "{}", d.reason);
+        }
+        let d = opt.decide(&q).unwrap();
+        let t = opt.trajectory(&d, 0, None, 50.0).unwrap();
+        let o = opt.observe_cut_short(t, true).unwrap();
+        assert!(!o.refuted && !o.regression, "{o:?}");
     }
 
     #[test]
