@@ -290,7 +290,7 @@ impl Optimizer {
 mod tests {
     use super::super::testing::*;
     use super::*;
-    use crate::learning::optimizer::{Candidate, Rule};
+    use crate::learning::optimizer::Rule;
     use crate::learning::NeuralDagConfig;
     use alloc::string::ToString;
     use alloc::vec;
@@ -363,13 +363,7 @@ mod tests {
         step(&mut opt, &q, &w);
         let mut d = opt.decide(&q).unwrap();
         assert!(d.wants_candidates, "{}", d.reason);
-        let cands: Vec<Candidate> = (1..4)
-            .map(|a| Candidate {
-                arm: a as ArmId,
-                plan: w.plans[a],
-                cost: w.cost[a] * d.default_cost / 1000.0,
-            })
-            .collect();
+        let cands = w.candidates(&d);
         opt.choose(&mut d, &cands).unwrap();
         assert_eq!(d.rule, Rule::Explore);
         let explored = d.plan;

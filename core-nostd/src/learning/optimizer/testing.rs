@@ -61,18 +61,25 @@ impl World {
     }
 }
 
+impl World {
+    /// The plans the host makes for `d` under every arm `d` does not block.
+    pub(super) fn candidates(&self, d: &Decision) -> Vec<Candidate> {
+        (1..self.plans.len())
+            .filter(|a| !d.blocked.contains(&(*a as ArmId)))
+            .map(|a| Candidate {
+                arm: a as ArmId,
+                plan: self.plans[a],
+                cost: self.cost[a] * d.default_cost / 1000.0,
+            })
+            .collect()
+    }
+}
+
 /// One execution as the host runs it: decide, plan the candidates when asked, run.
 pub(super) fn step(opt: &mut Optimizer, dag: &PlanDag, w: &World) -> (Decision, Observed) {
     let mut d = opt.decide(dag).unwrap();
     if d.wants_candidates {
-        let cands: Vec<Candidate> = (1..w.plans.len())
-            .filter(|a| !d.blocked.contains(&(*a as ArmId)))
-            .map(|a| Candidate {
-                arm: a as ArmId,
-                plan: w.plans[a],
-                cost: w.cost[a] * d.default_cost / 1000.0,
-            })
-            .collect();
+        let cands = w.candidates(&d);
         opt.choose(&mut d, &cands).unwrap();
         assert!(!d.wants_candidates);
     }
