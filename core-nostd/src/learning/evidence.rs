@@ -430,6 +430,34 @@ impl EvidenceBook {
         share: f64,
         margin: f64,
     ) -> Recorded {
+        self.record_as(fingerprint, plan, arm, ms, share, margin, true)
+    }
+
+    /// [`record`](Self::record) of a run the background explorer made: the same verdicts, but
+    /// it cost no user any time, so the exploration budget is neither charged nor credited
+    /// (and a shape first measured this way brings no loan).
+    pub fn record_background(
+        &mut self,
+        fingerprint: u64,
+        plan: u64,
+        arm: ArmId,
+        ms: f64,
+        margin: f64,
+    ) -> Recorded {
+        self.record_as(fingerprint, plan, arm, ms, 0.0, margin, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_as(
+        &mut self,
+        fingerprint: u64,
+        plan: u64,
+        arm: ArmId,
+        ms: f64,
+        share: f64,
+        margin: f64,
+        paid: bool,
+    ) -> Recorded {
         let mut out = Recorded::default();
         let is_default = plan == fingerprint;
         let e = self.entry(fingerprint);
@@ -474,10 +502,13 @@ impl EvidenceBook {
             }
         }
         // The shape's own loan pays first.
-        let from_loan = spent.min(e.loan_ms);
-        e.loan_ms -= from_loan;
-        if before.is_none() && is_default {
-            e.loan_ms = NEW_SHAPE_LOAN * share * ms;
+        let mut from_loan = 0.0;
+        if paid {
+            from_loan = spent.min(e.loan_ms);
+            e.loan_ms -= from_loan;
+            if before.is_none() && is_default {
+                e.loan_ms = NEW_SHAPE_LOAN * share * ms;
+            }
         }
         e.reverts += u32::from(out.reverted);
         let after = e.default_ms();
@@ -487,6 +518,9 @@ impl EvidenceBook {
         self.explorations += u64::from(first_run);
         self.refuted += u64::from(out.refuted);
         self.reverts += u64::from(out.reverted);
+        if !paid {
+            return out;
+        }
         self.spent_ms += spent;
         self.saved_ms += saved;
         let credit = share * after.unwrap_or(reference) + SAVINGS_SHARE * saved;

@@ -88,7 +88,7 @@ impl Optimizer {
     }
 
     /// Whether some arm producing `p` is endorsed.
-    fn endorsed(&self, d: &Decision, p: &PlanEvidence) -> bool {
+    pub(super) fn endorsed(&self, d: &Decision, p: &PlanEvidence) -> bool {
         p.arm_list().any(|a| self.endorsement(d, a).is_some())
     }
 
@@ -187,6 +187,33 @@ impl Optimizer {
         }
     }
 
+    /// Record the plans the host made under each arm for `decision`'s shape (arms with
+    /// identical plans are one candidate; arms whose plan is the default plan are the default),
+    /// with their planner cost over the default plan's. Nothing is chosen: [`Optimizer::choose`]
+    /// does that in the user's statement, [`Optimizer::explore_step`] in the background.
+    pub fn note_candidates(&mut self, decision: &Decision, candidates: &[Candidate]) -> Result<()> {
+        let n = self.state.arms.len();
+        if let Some(c) = candidates
+            .iter()
+            .find(|c| usize::from(c.arm) >= n || !(c.cost.is_finite() && c.cost >= 0.0))
+        {
+            return Err(NeuralDagError::InvalidConfig(format!(
+                "candidate of arm {} (cost {}): want an arm below {n} and a finite cost >= 0",
+                c.arm, c.cost
+            )));
+        }
+        self.state.stats.candidate_sets += 1;
+        let base = decision.default_cost.max(1e-9);
+        let planned: Vec<(u64, ArmId, f64)> = candidates
+            .iter()
+            .map(|c| (c.plan, c.arm, c.cost / base))
+            .collect();
+        self.state
+            .evidence
+            .candidates(decision.fingerprint, &planned);
+        Ok(())
+    }
+
     /// `reason` with the arms BTSP memory blocks for the decision's plan, if any.
     pub(super) fn with_blocked(&self, mut reason: String, d: &Decision) -> String {
         if !d.blocked.is_empty() {
@@ -206,24 +233,8 @@ impl Optimizer {
             return Ok(());
         }
         decision.wants_candidates = false;
-        let n = self.state.arms.len();
-        if let Some(c) = candidates
-            .iter()
-            .find(|c| usize::from(c.arm) >= n || !(c.cost.is_finite() && c.cost >= 0.0))
-        {
-            return Err(NeuralDagError::InvalidConfig(format!(
-                "candidate of arm {} (cost {}): want an arm below {n} and a finite cost >= 0",
-                c.arm, c.cost
-            )));
-        }
-        self.state.stats.candidate_sets += 1;
+        self.note_candidates(decision, candidates)?;
         let fp = decision.fingerprint;
-        let base = decision.default_cost.max(1e-9);
-        let planned: Vec<(u64, ArmId, f64)> = candidates
-            .iter()
-            .map(|c| (c.plan, c.arm, c.cost / base))
-            .collect();
-        self.state.evidence.candidates(fp, &planned);
         let same = candidates.iter().filter(|c| c.plan == fp).count();
         let Some(e) = self.state.evidence.get(fp) else {
             return Ok(());

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use super::choose::usable_arm;
-use super::{Decision, Optimizer, Rule};
+use super::{Decision, Exploration, Optimizer, Rule};
 use crate::attention::AttentionKind;
 use crate::dag::PlanDag;
 use crate::error::Result;
@@ -24,23 +24,54 @@ impl Optimizer {
     /// applied). When the decision `wants_candidates`, the host plans the statement under the
     /// other arms and calls [`Optimizer::choose`].
     pub fn decide(&mut self, dag: &PlanDag) -> Result<Decision> {
+        self.decide_with(dag, Exploration::Here)
+    }
+
+    /// [`decide`](Self::decide), with the statement's untried plans run where `exploration`
+    /// says: in it (the trial and explore rules), by the background explorer
+    /// ([`Decision::background`]) or nowhere; in the last two cases it gets the verified plan
+    /// or the default plan.
+    pub fn decide_with(&mut self, dag: &PlanDag, exploration: Exploration) -> Result<Decision> {
         let (mut d, preds) = self.prepare(dag)?;
         let cfg = &self.state.cfg;
         let learning = cfg.learning_enabled && cfg.attention_exploration > 0.0;
+        let here = learning && exploration == Exploration::Here;
         let ev = self.state.evidence.get(d.fingerprint);
         let mut reason = String::new();
         let mut choice = None;
-        if learning {
+        if here {
             choice = ev.and_then(|e| self.trial(&d, e, &mut reason));
         }
         if choice.is_none() {
             choice = ev.and_then(|e| self.verified(&d, e, learning, &mut reason));
         }
         match (choice, ev) {
-            (Some((_, Rule::Verified, _)), Some(e)) if learning => {
+            (Some((_, Rule::Verified, _)), Some(e)) if here => {
                 d.wants_candidates = self.explore_beside_verified(&d, e, &mut reason);
             }
-            (None, _) => d.wants_candidates = self.explore_or_default(&d, ev, &mut reason),
+            (Some((_, Rule::Verified, _)), Some(e)) if learning => {
+                d.background = exploration == Exploration::Explorer
+                    && e.default_ms()
+                        .is_some_and(|ms| ms >= f64::from(self.state.cfg.explore_min_ms))
+                    && self.left_to_run(&d, e);
+                if d.background {
+                    reason.push_str("; its untried rivals are run by the background explorer");
+                }
+            }
+            (None, _) if here || !learning => {
+                d.wants_candidates = self.explore_or_default(&d, ev, true, &mut reason)
+            }
+            (None, _) => {
+                d.background = self.explore_or_default(&d, ev, false, &mut reason)
+                    && exploration == Exploration::Explorer;
+                if d.background {
+                    reason.push_str(
+                        "candidate plans are run by the background explorer, off the users' path: default plan meanwhile",
+                    );
+                } else if exploration == Exploration::Nowhere && reason.is_empty() {
+                    reason.push_str("not explored in this statement: default plan");
+                }
+            }
             _ => {}
         }
         let (arm, rule, plan) = choice.unwrap_or((0, Rule::Default, d.fingerprint));
@@ -139,6 +170,7 @@ impl Optimizer {
             fingerprint: fp,
             plan: fp,
             wants_candidates: false,
+            background: false,
             default_cost,
             hdc,
             key,
@@ -254,10 +286,15 @@ impl Optimizer {
     /// Rule 3 (learn mode), or else rule 4: with nothing verified or under trial, ask the host
     /// for the candidate plans when an exploration may follow; otherwise the default plan, and
     /// why. Whether candidates are wanted.
+    ///
+    /// Outside the user's statement (`d.background` wanted, or nowhere) the budget is not
+    /// asked: whether anything is left to run ([`Optimizer::left_to_run`]) is the answer, and
+    /// the reason is left to the caller.
     fn explore_or_default(
         &self,
         d: &Decision,
         ev: Option<&ShapeEvidence>,
+        here: bool,
         reason: &mut String,
     ) -> bool {
         let cfg = &self.state.cfg;
@@ -278,6 +315,10 @@ impl Optimizer {
                     "the default plan takes {ms:.3} ms, below explore_min_ms {:.1}: not worth exploring",
                     cfg.explore_min_ms
                 );
+            }
+            (Some(e), Some(_)) if !here && self.left_to_run(d, e) => {
+                // The caller says where (the explorer, or nowhere).
+                return true;
             }
             (Some(e), Some(_))
                 if e.candidates_known

@@ -26,6 +26,11 @@
 //!    (`attention_exploration` x default time, plus half of what verified plans save);
 //! 4. otherwise the default plan.
 //!
+//! With [`Exploration::Explorer`] (a host that runs a background explorer) rules 1 and 3 move
+//! out of the user's statement: the decision asks for the explorer ([`Decision::background`]),
+//! which runs the candidates [`Optimizer::explore_step`] names, off the users' path, its runs
+//! observed with [`RunKind::background`] (no budget is charged), until they are settled.
+//!
 //! A plan slower than the default on its first run is never tried again; BTSP memory blocks an
 //! arm after one catastrophic run on similar shapes; a verified plan that regresses is reverted.
 //! There are no random draws: the same evidence gives the same decision in every backend.
@@ -49,6 +54,7 @@ use crate::embed::EMBED_DIM;
 use crate::error::{NeuralDagError, Result};
 use crate::hdc::HdcEncoder;
 
+mod background;
 mod choose;
 mod decide;
 mod embedding;
@@ -60,7 +66,10 @@ mod types;
 pub use choose::PATTERN_RULE;
 use embedding::{EmbedCache, HostPlugin};
 pub use embedding::{CENTERING, EMBED_CACHE_ENTRIES, REFERENCE_PLANS};
-pub use types::{Candidate, CycleReport, Decision, Forgotten, Observed, OptimizerStats, Rule};
+pub use types::{
+    Candidate, CycleReport, Decision, Exploration, Forgotten, Observed, OptimizerStats, Rule,
+    RunKind, Step,
+};
 
 /// Executions of one query shape remembered for temporal attention.
 pub const HISTORY_LEN: usize = 8;

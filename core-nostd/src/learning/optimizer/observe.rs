@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::{
-    CycleReport, Decision, Observed, Optimizer, CYCLE_EPOCHS, HISTORY_LEN, HISTORY_SHAPES,
+    CycleReport, Decision, Observed, Optimizer, RunKind, CYCLE_EPOCHS, HISTORY_LEN, HISTORY_SHAPES,
     REHEARSAL,
 };
 use crate::attention::AttentionKind;
@@ -123,7 +123,7 @@ impl Optimizer {
     /// Learn from one execution at once: selector reward, MicroLoRA step, BTSP write, the
     /// matched pattern's statistics, the default-arm baseline; then queue it for the cycle.
     pub fn observe(&mut self, t: Trajectory) -> Result<Observed> {
-        self.observe_inner(t, true)
+        self.observe_run(t, RunKind::default(), true)
     }
 
     /// [`observe`](Self::observe) for a copy of the learned state that never runs a cycle (a
@@ -131,7 +131,7 @@ impl Optimizer {
     /// everything `observe` learns at once, so that this copy's next decisions use it, but the
     /// trajectory is not queued, so the copy does not grow with what it executes.
     pub fn observe_unqueued(&mut self, t: Trajectory) -> Result<Observed> {
-        self.observe_inner(t, false)
+        self.observe_run(t, RunKind::default(), false)
     }
 
     /// [`observe`](Self::observe) of an execution cut short (a statement timeout, a cancel, an
@@ -141,9 +141,21 @@ impl Optimizer {
     /// refuted), never to be tried again, and the run is reported as a regression. `queue`: as
     /// `observe` (true) or [`observe_unqueued`](Self::observe_unqueued) (false).
     pub fn observe_cut_short(&mut self, t: Trajectory, queue: bool) -> Result<Observed> {
+        let kind = RunKind {
+            cut: true,
+            background: false,
+        };
+        self.observe_run(t, kind, queue)
+    }
+
+    /// Learn from one run that ended as `kind` says: a run cut short as
+    /// [`observe_cut_short`](Self::observe_cut_short), a background run without touching the
+    /// exploration budget; `queue` as [`observe`](Self::observe) (true) or
+    /// [`observe_unqueued`](Self::observe_unqueued) (false).
+    pub fn observe_run(&mut self, t: Trajectory, kind: RunKind, queue: bool) -> Result<Observed> {
         let (fingerprint, plan) = (t.fingerprint, t.plan);
-        let mut o = self.observe_inner(t, queue)?;
-        if !o.learned || plan == fingerprint {
+        let mut o = self.observe_inner(t, queue, kind.background)?;
+        if !kind.cut || !o.learned || plan == fingerprint {
             return Ok(o);
         }
         let r = self.state.evidence.refute(fingerprint, plan);
@@ -153,7 +165,7 @@ impl Optimizer {
         Ok(o)
     }
 
-    fn observe_inner(&mut self, t: Trajectory, queue: bool) -> Result<Observed> {
+    fn observe_inner(&mut self, t: Trajectory, queue: bool, background: bool) -> Result<Observed> {
         if let Err(e) = self.check(&t) {
             self.state.stats.rejected += 1;
             return Err(e);
@@ -187,14 +199,15 @@ impl Optimizer {
             .get(t.fingerprint)
             .and_then(|e| e.default_ms())
             .map(|b| b as f32);
-        let recorded = st.evidence.record(
-            t.fingerprint,
-            t.plan,
-            t.arm,
-            f64::from(t.actual_ms),
-            f64::from(st.cfg.attention_exploration),
-            f64::from(st.cfg.min_gain),
-        );
+        let (ms, margin) = (f64::from(t.actual_ms), f64::from(st.cfg.min_gain));
+        let recorded = if background {
+            st.evidence
+                .record_background(t.fingerprint, t.plan, t.arm, ms, margin)
+        } else {
+            let share = f64::from(st.cfg.attention_exploration);
+            st.evidence
+                .record(t.fingerprint, t.plan, t.arm, ms, share, margin)
+        };
         let mut surprising = false;
         if t.plan != t.fingerprint {
             if let Some(b) = baseline_ms {

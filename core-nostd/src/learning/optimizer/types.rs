@@ -1,5 +1,6 @@
-//! What the optimizer's calls return: [`Rule`], [`Candidate`], [`Decision`], [`Observed`],
-//! [`Forgotten`], [`CycleReport`], [`OptimizerStats`].
+//! What the optimizer's calls take and return: [`Rule`], [`Exploration`], [`RunKind`],
+//! [`Candidate`], [`Decision`], [`Step`], [`Observed`], [`Forgotten`], [`CycleReport`],
+//! [`OptimizerStats`].
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -36,6 +37,45 @@ impl Rule {
             Rule::Default => "default",
         }
     }
+}
+
+/// Where a statement's untried plans may be run, for [`super::Optimizer::decide_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exploration {
+    /// In the user's statement (the trial and explore rules, within the exploration budget).
+    Here,
+    /// By the background explorer, off the user's path: the decision says so
+    /// ([`Decision::background`]) and the statement gets the verified or the default plan.
+    Explorer,
+    /// Nowhere: the statement gets the verified or the default plan.
+    Nowhere,
+}
+
+/// How a run ended and who ran it, for [`super::Optimizer::observe_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunKind {
+    /// Cut short (a statement timeout, a cancel, an error) after the time it ran: at least
+    /// that slow; its plan, when not the default plan, is given up for the shape at once.
+    pub cut: bool,
+    /// Run by the background explorer: no user waited for it, so the exploration budget is
+    /// neither charged nor credited.
+    pub background: bool,
+}
+
+/// What the background explorer runs next for a shape ([`super::Optimizer::explore_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The default plan (its time is not known yet, or a trial needs it measured again).
+    Default,
+    /// A plan under trial or never run, and the arm that produces it.
+    Plan {
+        /// The arm to plan with.
+        arm: ArmId,
+        /// [`PlanDag::shape_hash`] of the plan it produced when its candidates were planned.
+        plan: u64,
+    },
+    /// Nothing left to run: every candidate was run and settled (or none is usable).
+    Done,
 }
 
 /// One arm the host planned the statement under, for [`super::Optimizer::choose`].
@@ -87,6 +127,11 @@ pub struct Decision {
     /// The host should plan the statement under every arm but the default and those in
     /// `blocked`, and pass the plans to [`super::Optimizer::choose`] (learn mode, exploration due).
     pub wants_candidates: bool,
+    /// The background explorer should run this shape's untried plans (or its trial): with
+    /// [`Exploration::Explorer`], in learn mode, where `wants_candidates` or a trial would have
+    /// been chosen in the user's statement (whatever the budget and the screens say: the
+    /// explorer's runs cost no user any time, and its timeout cuts a loser short).
+    pub background: bool,
     /// The default plan's total cost (the planner's), the reference for candidates' costs.
     pub default_cost: f64,
     /// HDC fingerprint of the plan.

@@ -1,0 +1,192 @@
+//! Exploration off the users' path: what is left to run for a shape
+//! ([`Optimizer::left_to_run`]) and what the background explorer runs next
+//! ([`Optimizer::explore_step`]). The explorer records the candidates it planned with
+//! [`Optimizer::note_candidates`] and its runs with [`Optimizer::observe_run`] and
+//! [`super::RunKind::background`]; the evidence test that settles them is the foreground's.
+
+use super::choose::usable_arm;
+use super::{Decision, Optimizer, Step};
+use crate::learning::evidence::ShapeEvidence;
+
+/// How much an endorsement (a similar shape verified the arm, or BTSP memory recalls it much
+/// faster) moves an untried plan ahead in the explorer's order (log units of planner cost).
+const ENDORSED_FIRST: f64 = 2.0;
+
+impl Optimizer {
+    /// Whether anything of shape `e` is left to run for `d`: its candidates were never
+    /// planned, a plan is under trial, or a candidate was never run (each by an arm BTSP
+    /// memory does not block for the plan).
+    pub fn left_to_run(&self, d: &Decision, e: &ShapeEvidence) -> bool {
+        let margin = f64::from(self.state.cfg.min_gain);
+        !e.candidates_known
+            || e.in_trial(margin)
+                .is_some_and(|p| usable_arm(p, &d.blocked).is_some())
+            || e.untried().any(|p| usable_arm(p, &d.blocked).is_some())
+    }
+
+    /// What the background explorer runs next for `d`'s shape (after
+    /// [`Optimizer::note_candidates`]): the default plan first; a plan under trial, alternating
+    /// with the default plan as the trial rule does, until the evidence settles it; then each
+    /// untried plan, endorsed ones first, then by the planner's cost. No budget and no cost
+    /// screen: the explorer's runs cost no user any time, and its timeout cuts a loser short.
+    pub fn explore_step(&self, d: &Decision) -> Step {
+        let margin = f64::from(self.state.cfg.min_gain);
+        let Some(e) = self.state.evidence.get(d.fingerprint) else {
+            return Step::Default;
+        };
+        if e.default.count == 0 {
+            return Step::Default;
+        }
+        if let Some(p) = e.in_trial(margin) {
+            if let Some(arm) = usable_arm(p, &d.blocked) {
+                return if p.stats.count < 2 || p.stats.count <= e.default.count {
+                    Step::Plan { arm, plan: p.plan }
+                } else {
+                    Step::Default
+                };
+            }
+        }
+        let rank = |p: &crate::learning::evidence::PlanEvidence| {
+            let ratio = if p.cost_ratio > 0.0 {
+                f64::from(p.cost_ratio)
+            } else {
+                1.0
+            };
+            libm::log(ratio.max(1e-3))
+                - if self.endorsed(d, p) {
+                    ENDORSED_FIRST
+                } else {
+                    0.0
+                }
+        };
+        e.untried()
+            .filter_map(|p| usable_arm(p, &d.blocked).map(|arm| (rank(p), arm, p.plan)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or(Step::Done, |(_, arm, plan)| Step::Plan { arm, plan })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{Candidate, Exploration, Rule, RunKind};
+    use super::*;
+    use crate::dag::PlanDag;
+
+    /// One background run of `step` for `p` in world `w`: what the explorer does.
+    fn background_run(opt: &mut Optimizer, p: &PlanDag, w: &World, step: Step) {
+        let mut d = opt.decide_with(p, Exploration::Explorer).unwrap();
+        let (arm, plan) = match step {
+            Step::Default => (0, d.fingerprint),
+            Step::Plan { arm, plan } => (arm, plan),
+            Step::Done => panic!("nothing to run"),
+        };
+        d.arm = arm;
+        d.plan = plan;
+        let t = opt
+            .trajectory(&d, arm, None, w.ms[usize::from(arm)])
+            .unwrap();
+        let kind = RunKind {
+            cut: false,
+            background: true,
+        };
+        opt.observe_run(t, kind, true).unwrap();
+    }
+
+    /// One user execution with the explorer in charge of exploring: what the foreground does.
+    fn step_with(opt: &mut Optimizer, p: &PlanDag, w: &World, exploration: Exploration) {
+        let d = opt.decide_with(p, exploration).unwrap();
+        assert!(!d.wants_candidates && matches!(d.rule, Rule::Default | Rule::Verified));
+        let t = opt
+            .trajectory(&d, d.arm, None, w.ms[usize::from(d.arm)])
+            .unwrap();
+        opt.observe(t).unwrap();
+    }
+
+    /// Run what the explorer would for `p` until it is done (at most `cap` runs); the runs.
+    fn explore(opt: &mut Optimizer, p: &PlanDag, w: &World, cap: usize) -> usize {
+        let d = opt.decide_with(p, Exploration::Explorer).unwrap();
+        let cands: alloc::vec::Vec<Candidate> = w.candidates(&d);
+        opt.note_candidates(&d, &cands).unwrap();
+        let mut runs = 0;
+        while runs < cap {
+            let d = opt.decide_with(p, Exploration::Explorer).unwrap();
+            match opt.explore_step(&d) {
+                Step::Done => break,
+                step => background_run(opt, p, w, step),
+            }
+            runs += 1;
+        }
+        runs
+    }
+
+    #[test]
+    fn the_foreground_asks_for_the_explorer_and_never_explores_itself() {
+        let mut opt = learner();
+        let p = plan(61);
+        let w = World::new(&p, 20.0, 115.0);
+        // The default plan's time is measured first, in the user's statement.
+        let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
+        assert!(!d.background && !d.wants_candidates, "{}", d.reason);
+        step_with(&mut opt, &p, &w, Exploration::Explorer);
+        // No budget at all: the explorer is still asked for, and the user gets the default.
+        let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
+        assert!(d.background && !d.wants_candidates, "{}", d.reason);
+        assert_eq!((d.arm, d.rule), (0, Rule::Default));
+        assert!(d.reason.contains("background explorer"), "{}", d.reason);
+        // Nowhere: neither.
+        let d = opt.decide_with(&p, Exploration::Nowhere).unwrap();
+        assert!(!d.background && !d.wants_candidates, "{}", d.reason);
+        assert_eq!(d.arm, 0);
+    }
+
+    #[test]
+    fn the_explorer_verifies_the_winner_without_spending_the_budget_and_the_foreground_applies_it()
+    {
+        let mut opt = learner();
+        let p = plan(62);
+        // Arms 1 and 3 give a 5x faster plan, which the planner costs 50x the default (never
+        // explored blind in the foreground: over MAX_COST_RATIO).
+        let mut w = World::new(&p, 20.0, 115.0);
+        w.cost[1] = 50_000.0;
+        w.cost[3] = 50_000.0;
+        step_with(&mut opt, &p, &w, Exploration::Explorer);
+        let pool = opt.evidence().pool_ms;
+        let spent = opt.evidence().spent_ms;
+        let runs = explore(&mut opt, &p, &w, 40);
+        assert!(runs > 2 && runs < 40, "{runs} runs");
+        assert_eq!(opt.evidence().spent_ms, spent);
+        assert_eq!(opt.evidence().pool_ms, pool);
+        let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
+        assert_eq!((d.rule, d.arm), (Rule::Verified, 1), "{}", d.reason);
+        // Every loser was run once and given up; nothing is left to run.
+        let e = opt.evidence().get(d.fingerprint).unwrap();
+        assert!(e.plans.iter().all(|q| q.stats.count > 0 || q.arms == 0));
+        assert_eq!(opt.explore_step(&d), Step::Done);
+        assert!(!d.background, "{}", d.reason);
+    }
+
+    #[test]
+    fn a_loser_cut_short_in_the_background_is_given_up_at_once() {
+        let mut opt = learner();
+        let p = plan(63);
+        let w = World::new(&p, 20.0, 115.0);
+        step_with(&mut opt, &p, &w, Exploration::Explorer);
+        let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
+        opt.note_candidates(&d, &w.candidates(&d)).unwrap();
+        let Step::Plan { arm, plan } = opt.explore_step(&d) else {
+            panic!("a candidate is due");
+        };
+        let mut d = d;
+        (d.arm, d.plan) = (arm, plan);
+        let t = opt.trajectory(&d, arm, None, 40.0).unwrap();
+        let kind = RunKind {
+            cut: true,
+            background: true,
+        };
+        let o = opt.observe_run(t, kind, true).unwrap();
+        assert!(o.refuted);
+        let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
+        assert_ne!(opt.explore_step(&d), Step::Plan { arm, plan });
+    }
+}
