@@ -1,5 +1,6 @@
 //! Administrative SQL: `ruvector_dag_export()`, `ruvector_dag_import(bytea)`,
-//! `ruvector_dag_reset()`, and the health report `ruvector_dag_health()`.
+//! `ruvector_dag_reset()`, the health report `ruvector_dag_health()`, and
+//! `ruvector_dag_explorer_pause()` / `ruvector_dag_explorer_resume()`.
 
 use pgrx::prelude::*;
 use pgrx::PgRelation;
@@ -321,4 +322,31 @@ fn reindex(index: &str) {
             format!("REINDEX INDEX {index}: {e}"),
         )
     });
+}
+
+/// Pause every background explorer (administrative): it finishes the run in progress (at most
+/// its timeout) and waits; statements keep being queued, up to the queue's size. Returns
+/// whether they were running before.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_explorer_pause() -> bool {
+    scope::require_admin("ruvector_dag_explorer_pause");
+    require_shared("ruvector_dag_explorer_pause");
+    !shared::pause_explorers(true)
+}
+
+/// Let the background explorers run again (administrative). Returns whether they were paused.
+#[pg_extern(volatile, parallel_unsafe)]
+fn ruvector_dag_explorer_resume() -> bool {
+    scope::require_admin("ruvector_dag_explorer_resume");
+    require_shared("ruvector_dag_explorer_resume");
+    shared::pause_explorers(false)
+}
+
+fn require_shared(what: &str) {
+    if !shared::available() {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("{what}: ruvector_dag is not in shared_preload_libraries, so there is no explorer to pause or resume"),
+        );
+    }
 }

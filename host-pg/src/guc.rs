@@ -136,6 +136,8 @@ pub static SAMPLE_RATE: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 pub static NODE_TIMING_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.1);
 pub static REPLAN_MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(1000.0);
 pub static EXPLORE_MIN_MS: GucSetting<f64> = GucSetting::<f64>::new(10.0);
+pub static EXPLORE_SHARE: GucSetting<f64> = GucSetting::<f64>::new(0.25);
+pub static FOREGROUND_EXPLORATION: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Empty: every database that uses the extension learns (see `worker`).
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
@@ -237,6 +239,24 @@ fn register_scope() {
         &EXPLORE_MIN_MS,
         0.0,
         3.6e6,
+        suset(),
+        none(),
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.dag_explore_share",
+        c"Share of one core the background explorer may use to verify candidate plans off the users' path (0 turns it off).",
+        c"After a run of t ms it waits t x (1 - share) / share; it also waits while as many client backends are active as there are cores, and while ruvector_dag_explorer_pause() holds.",
+        &EXPLORE_SHARE,
+        0.0,
+        1.0,
+        GucContext::Sighup,
+        none(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_foreground_exploration",
+        c"Whether a statement the background explorer cannot run (not a plain read-only SELECT, a volatile function, a generic plan) may explore untried plans in the user's own statement, within ruvector.dag_attention_exploration's budget.",
+        c"Off (the default): such statements get verified plans and the default plan only, and no user's statement runs an untried plan. With ruvector.dag_explore_share = 0 (no explorer) this decides whether learn mode explores at all.",
+        &FOREGROUND_EXPLORATION,
         suset(),
         none(),
     );

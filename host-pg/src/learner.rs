@@ -10,7 +10,8 @@ use std::cell::RefCell;
 
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
-use ruvector_dag_core::learning::{CycleReport, Optimizer, Trajectory};
+use ruvector_dag_core::learning::{Candidate, CycleReport, Optimizer, RunKind, Trajectory};
+use serde::{Deserialize, Serialize};
 
 use crate::{guc, shared};
 
@@ -24,6 +25,45 @@ struct Learner {
 
 thread_local! {
     static LEARNER: RefCell<Option<Learner>> = const { RefCell::new(None) };
+}
+
+/// What the shared ring carries (postcard). In shared memory only: its format may change
+/// with any build.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Record {
+    /// One run: its trajectory, the tables it read, how it ended and who ran it (a user's
+    /// statement, or the background explorer).
+    Run(Trajectory, Vec<u32>, RunKind),
+    /// The candidate plans the explorer planned for a shape: its fingerprint, the default
+    /// plan's cost, and the candidates.
+    Candidates(u64, f64, Vec<Candidate>),
+}
+
+/// [`Record`] borrowed, for encoding without copying the trajectory (the same encoding).
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    Run(&'a Trajectory, &'a [u32], RunKind),
+    Candidates(u64, f64, &'a [Candidate]),
+}
+
+impl Record {
+    /// The encoding of a run.
+    pub fn run(t: &Trajectory, relids: &[u32], kind: RunKind) -> Result<Vec<u8>, String> {
+        encode(&RecordRef::Run(t, relids, kind))
+    }
+
+    /// The encoding of the candidates planned for a shape.
+    pub fn candidates(
+        fingerprint: u64,
+        default_cost: f64,
+        candidates: &[Candidate],
+    ) -> Result<Vec<u8>, String> {
+        encode(&RecordRef::Candidates(fingerprint, default_cost, candidates))
+    }
+}
+
+fn encode(r: &RecordRef<'_>) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(r).map_err(|e| format!("encoding a ring record: {e}"))
 }
 
 /// A regression the cycle reverted: the arm is blocked for the query shape.
@@ -139,27 +179,34 @@ struct Drained {
     shapes: Vec<Shape>,
 }
 
-/// Observe every drained record (postcard `(Trajectory, relids)`) with the learner's optimizer.
+/// Observe every drained record ([`Record`]) with the learner's optimizer.
 fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
     let mut rejected = 0;
     let mut healed = Vec::new();
     let mut history = Vec::new();
     let mut shapes: Vec<Shape> = Vec::new();
     for bytes in records {
-        // (trajectory, the tables it read, cut short: see hooks::executor)
-        let Ok((t, relids, cut)) = postcard::from_bytes::<(Trajectory, Vec<u32>, bool)>(bytes)
-        else {
-            rejected += 1;
-            continue;
+        let (t, relids, kind) = match postcard::from_bytes::<Record>(bytes) {
+            Ok(Record::Run(t, relids, kind)) => (t, relids, kind),
+            Ok(Record::Candidates(fingerprint, default_cost, candidates)) => {
+                if opt
+                    .note_candidates(fingerprint, default_cost, &candidates)
+                    .is_err()
+                {
+                    rejected += 1;
+                }
+                continue;
+            }
+            Err(_) => {
+                rejected += 1;
+                continue;
+            }
         };
         note_shape(&mut shapes, &t, relids);
         let (fingerprint, pattern, arm, actual) = (t.fingerprint, t.pattern, t.arm, t.actual_ms);
         let (predicted, shares) = (t.predicted_ms, t.op_shares.clone());
-        let observed = if cut {
-            opt.observe_cut_short(t, true)
-        } else {
-            opt.observe(t)
-        };
+        let cut = kind.cut;
+        let observed = opt.observe_run(t, kind, true);
         match observed {
             Ok(o) => {
                 history.push(History {

@@ -27,6 +27,7 @@ use pgrx::prelude::*;
 pub mod admin;
 pub mod analyze;
 pub mod compat;
+pub mod explorer;
 pub mod guc;
 pub mod hooks;
 pub mod learner;
@@ -90,6 +91,14 @@ pub(crate) fn require_primary(what: &str) {
 /// revoked from this user) is rolled back and becomes `Err`, so the statement falls back to the
 /// default plan instead of failing.
 pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+    guarded_coded(f).map_err(|(_, m)| m)
+}
+
+/// [`guarded`], with the SQLSTATE of an ERROR (`ERRCODE_INTERNAL_ERROR` for `f`'s own `Err`
+/// and for a Rust panic).
+pub(crate) fn guarded_coded<R>(
+    f: impl FnOnce() -> Result<R, String>,
+) -> Result<R, (PgSqlErrorCode, String)> {
     // SAFETY: the subtransaction is begun here and released or rolled back on every path; the
     // memory context and resource owner are restored as PL/pgSQL does.
     unsafe {
@@ -102,7 +111,7 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Str
             pg_sys::ReleaseCurrentSubTransaction();
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::CurrentResourceOwner = owner;
-            r
+            r.map_err(|m| (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, m))
         }))
         .catch_others(|e| {
             pg_sys::MemoryContextSwitchTo(context);
@@ -111,8 +120,10 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Str
             pg_sys::CurrentResourceOwner = owner;
             Err(match e {
                 pg_sys::panic::CaughtError::PostgresError(r)
-                | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-                other => format!("{other:?}"),
+                | pg_sys::panic::CaughtError::ErrorReport(r) => {
+                    (r.sql_error_code(), r.message().to_string())
+                }
+                other => (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("{other:?}")),
             })
         })
         .execute()

@@ -67,8 +67,111 @@ struct Shared {
     started_at: pg_sys::TimestampTz,
     /// Attention plugin counters, by (database, name).
     plugins: [PluginSlot; MAX_PLUGIN_SLOTS],
+    /// Statements offered to the background explorers (see `offer`, `take`).
+    offers: [OfferSlot; OFFER_SLOTS],
+    /// Order of offers (the oldest is taken first).
+    offer_seq: AtomicU64,
+    /// The running explorers and their counters, by database; 0 marks a free slot.
+    explorers: [ExplorerSlot; MAX_LEARNERS],
+    /// The launcher's process latch (0 while none runs): set when a database first asks for
+    /// its learner.
+    launcher_latch: std::sync::atomic::AtomicUsize,
+    /// Every explorer waits (`ruvector_dag_explorer_pause`).
+    explore_paused: std::sync::atomic::AtomicBool,
+    /// Query shapes the explorer could not run (a re-plan or re-run failed): never offered
+    /// again until the server restarts. A ring of fingerprints; 0 marks a free entry.
+    refused: [AtomicU64; REFUSED_SHAPES],
+    refused_next: std::sync::atomic::AtomicU32,
     /// Guarded by `lock`.
     ring: std::cell::UnsafeCell<RingHeader>,
+}
+
+/// Statements that can wait for a background explorer at once (all databases).
+pub const OFFER_SLOTS: usize = 32;
+/// Bytes of one offered statement (its text, parameters and settings, encoded): a longer one
+/// is not offered.
+pub const OFFER_BYTES: usize = 16 * 1024;
+/// Query shapes remembered as not runnable by the explorer.
+pub const REFUSED_SHAPES: usize = 256;
+
+const OFFER_FREE: u32 = 0;
+const OFFER_WRITING: u32 = 1;
+const OFFER_READY: u32 = 2;
+const OFFER_TAKEN: u32 = 3;
+
+#[repr(C)]
+struct OfferSlot {
+    /// OFFER_FREE, OFFER_WRITING (one backend fills it), OFFER_READY, OFFER_TAKEN (an
+    /// explorer runs it).
+    state: std::sync::atomic::AtomicU32,
+    db: std::sync::atomic::AtomicU32,
+    fingerprint: AtomicU64,
+    seq: AtomicU64,
+    len: std::sync::atomic::AtomicU32,
+    bytes: std::cell::UnsafeCell<[u8; OFFER_BYTES]>,
+}
+
+/// One database's explorer: its pid and what it did since the server started.
+#[repr(C)]
+struct ExplorerSlot {
+    db: std::sync::atomic::AtomicU32,
+    pid: AtomicI32,
+    counters: [AtomicU64; EXPLORER_COUNTERS],
+}
+
+/// What an explorer counts (`ruvector_dag_status()` shows each by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExplorerCounter {
+    /// Statements offered to it by the database's backends.
+    Offered,
+    /// Offers refused because the queue was full.
+    QueueFull,
+    /// Statements it explored (took from the queue and ran).
+    Explored,
+    /// Runs it made (default and candidate plans).
+    Runs,
+    /// Microseconds its runs took (the machine time exploring cost; parallel workers' time is
+    /// within the run's wall time).
+    RunUs,
+    /// Candidate runs cut short at their timeout.
+    Cut,
+    /// Statements dropped because the explorer could not re-plan or re-run them.
+    Failed,
+    /// Statements dropped because the role may not run them any more.
+    Denied,
+    /// Statements given back because the server stayed busy.
+    Busy,
+}
+
+const EXPLORER_COUNTERS: usize = 9;
+
+impl ExplorerCounter {
+    pub const ALL: [ExplorerCounter; EXPLORER_COUNTERS] = [
+        ExplorerCounter::Offered,
+        ExplorerCounter::QueueFull,
+        ExplorerCounter::Explored,
+        ExplorerCounter::Runs,
+        ExplorerCounter::RunUs,
+        ExplorerCounter::Cut,
+        ExplorerCounter::Failed,
+        ExplorerCounter::Denied,
+        ExplorerCounter::Busy,
+    ];
+
+    /// Its name in `ruvector_dag_status()`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExplorerCounter::Offered => "explorer_offered",
+            ExplorerCounter::QueueFull => "explorer_queue_full",
+            ExplorerCounter::Explored => "explorer_explored",
+            ExplorerCounter::Runs => "explorer_runs",
+            ExplorerCounter::RunUs => "explorer_run_ms",
+            ExplorerCounter::Cut => "explorer_cut_short",
+            ExplorerCounter::Failed => "explorer_failed",
+            ExplorerCounter::Denied => "explorer_denied",
+            ExplorerCounter::Busy => "explorer_busy",
+        }
+    }
 }
 
 struct RingHeader {
@@ -144,6 +247,24 @@ unsafe extern "C-unwind" fn on_startup() {
                 error_len: std::sync::atomic::AtomicU32::new(0),
                 error: std::cell::UnsafeCell::new([0; PLUGIN_ERROR_BYTES]),
             }),
+            offers: std::array::from_fn(|_| OfferSlot {
+                state: std::sync::atomic::AtomicU32::new(OFFER_FREE),
+                db: std::sync::atomic::AtomicU32::new(0),
+                fingerprint: AtomicU64::new(0),
+                seq: AtomicU64::new(0),
+                len: std::sync::atomic::AtomicU32::new(0),
+                bytes: std::cell::UnsafeCell::new([0; OFFER_BYTES]),
+            }),
+            offer_seq: AtomicU64::new(1),
+            explorers: std::array::from_fn(|_| ExplorerSlot {
+                db: std::sync::atomic::AtomicU32::new(0),
+                pid: AtomicI32::new(0),
+                counters: std::array::from_fn(|_| AtomicU64::new(0)),
+            }),
+            launcher_latch: std::sync::atomic::AtomicUsize::new(0),
+            explore_paused: std::sync::atomic::AtomicBool::new(false),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            refused_next: std::sync::atomic::AtomicU32::new(0),
             ring: std::cell::UnsafeCell::new(RingHeader {
                 head: 0,
                 tail: 0,
@@ -273,11 +394,25 @@ pub fn want_learner(db: u32) -> bool {
     if db == 0 || s.wanted.iter().any(|w| w.load(Ordering::Relaxed) == db) {
         return true;
     }
-    s.wanted.iter().any(|w| {
+    let claimed = s.wanted.iter().any(|w| {
         w.compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
             || w.load(Ordering::Acquire) == db
-    })
+    });
+    // Wake the launcher: the learner (and explorer) start now, not at its next check.
+    let latch = s.launcher_latch.load(Ordering::Acquire);
+    if claimed && latch != 0 {
+        // SAFETY: the launcher's PGPROC latch, in shared memory (cleared when it exits).
+        unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    }
+    claimed
+}
+
+/// Record the launcher's latch (its process's `MyLatch`, in shared memory), or clear it.
+pub fn set_launcher_latch(latch: *mut pg_sys::Latch) {
+    if let Some(s) = shared() {
+        s.launcher_latch.store(latch as usize, Ordering::Release);
+    }
 }
 
 /// The databases that want a learner.
@@ -607,5 +742,213 @@ pub fn stats() -> Option<RingStats> {
         bytes_used: h.head - h.tail,
 
         worker_cycles: s.worker_cycles.load(Ordering::Acquire),
+    })
+}
+
+/// Why a statement was not offered to the explorer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferError {
+    NoSharedMemory,
+    /// Its encoding is longer than [`OFFER_BYTES`].
+    TooLong(usize),
+    /// A statement of the same shape waits or is being explored.
+    Queued,
+    /// Every slot is taken.
+    Full,
+}
+
+/// Offer an encoded statement of shape `fingerprint` to database `db`'s explorer. Never waits
+/// for a lock: each slot is claimed with a compare-and-swap.
+pub fn offer(db: u32, fingerprint: u64, bytes: &[u8]) -> Result<(), OfferError> {
+    let s = shared().ok_or(OfferError::NoSharedMemory)?;
+    if bytes.len() > OFFER_BYTES {
+        return Err(OfferError::TooLong(bytes.len()));
+    }
+    if s.offers.iter().any(|o| {
+        o.state.load(Ordering::Acquire) != OFFER_FREE
+            && o.db.load(Ordering::Relaxed) == db
+            && o.fingerprint.load(Ordering::Relaxed) == fingerprint
+    }) {
+        return Err(OfferError::Queued);
+    }
+    for o in &s.offers {
+        if o.state
+            .compare_exchange(OFFER_FREE, OFFER_WRITING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        o.db.store(db, Ordering::Relaxed);
+        o.fingerprint.store(fingerprint, Ordering::Relaxed);
+        o.seq.store(s.offer_seq.fetch_add(1, Ordering::AcqRel), Ordering::Relaxed);
+        o.len.store(bytes.len() as u32, Ordering::Relaxed);
+        // SAFETY: the slot is ours (OFFER_WRITING) until it is published below.
+        unsafe { (&mut *o.bytes.get())[..bytes.len()].copy_from_slice(bytes) };
+        o.state.store(OFFER_READY, Ordering::Release);
+        count_explorer(db, ExplorerCounter::Offered, 1);
+        return Ok(());
+    }
+    count_explorer(db, ExplorerCounter::QueueFull, 1);
+    Err(OfferError::Full)
+}
+
+/// Take the oldest statement offered to database `db`'s explorer: (slot, bytes). The slot
+/// stays taken (so the shape is not offered again meanwhile) until [`release`].
+pub fn take(db: u32) -> Option<(usize, Vec<u8>)> {
+    let s = shared()?;
+    loop {
+        let (i, o) = s
+            .offers
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                o.state.load(Ordering::Acquire) == OFFER_READY && o.db.load(Ordering::Relaxed) == db
+            })
+            .min_by_key(|(_, o)| o.seq.load(Ordering::Relaxed))?;
+        if o.state
+            .compare_exchange(OFFER_READY, OFFER_TAKEN, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        let n = (o.len.load(Ordering::Relaxed) as usize).min(OFFER_BYTES);
+        // SAFETY: published (OFFER_READY) and now ours (OFFER_TAKEN).
+        let bytes = unsafe { (&*o.bytes.get())[..n].to_vec() };
+        return Some((i, bytes));
+    }
+}
+
+/// Free a slot [`take`] gave.
+pub fn release(slot: usize) {
+    if let Some(o) = shared().and_then(|s| s.offers.get(slot)) {
+        o.state.store(OFFER_FREE, Ordering::Release);
+    }
+}
+
+/// Free every slot of database `db` an explorer had taken (it ended without releasing them),
+/// and, with `all`, every offer waiting for it.
+pub fn release_all(db: u32, all: bool) {
+    let Some(s) = shared() else { return };
+    for o in &s.offers {
+        if o.db.load(Ordering::Relaxed) == db {
+            let from = if all { OFFER_READY } else { OFFER_TAKEN };
+            let _ = o
+                .state
+                .compare_exchange(from, OFFER_FREE, Ordering::AcqRel, Ordering::Relaxed);
+            if all {
+                let _ = o.state.compare_exchange(
+                    OFFER_TAKEN,
+                    OFFER_FREE,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+}
+
+/// Offers waiting for database `db`'s explorer (being explored included).
+pub fn queued(db: u32) -> usize {
+    shared().map_or(0, |s| {
+        s.offers
+            .iter()
+            .filter(|o| {
+                o.state.load(Ordering::Acquire) != OFFER_FREE && o.db.load(Ordering::Relaxed) == db
+            })
+            .count()
+    })
+}
+
+/// Record that the explorer of database `db` runs as `pid` (0: it ended).
+pub fn set_explorer(db: u32, pid: i32) {
+    let Some(s) = shared() else { return };
+    if let Some(e) = s
+        .explorers
+        .iter()
+        .find(|e| e.db.load(Ordering::Acquire) == db)
+    {
+        e.pid.store(pid, Ordering::Release);
+        return;
+    }
+    for e in &s.explorers {
+        if e.db
+            .compare_exchange(0, db, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            e.pid.store(pid, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// The pid of database `db`'s explorer, 0 when none runs.
+pub fn explorer_pid(db: u32) -> i32 {
+    shared()
+        .and_then(|s| {
+            s.explorers
+                .iter()
+                .find(|e| e.db.load(Ordering::Acquire) == db)
+        })
+        .map_or(0, |e| e.pid.load(Ordering::Acquire))
+}
+
+/// Add `n` to one of database `db`'s explorer counters (its slot is claimed on first use).
+pub fn count_explorer(db: u32, c: ExplorerCounter, n: u64) {
+    let Some(s) = shared() else { return };
+    let slot = s
+        .explorers
+        .iter()
+        .find(|e| e.db.load(Ordering::Acquire) == db)
+        .or_else(|| {
+            s.explorers.iter().find(|e| {
+                e.db.compare_exchange(0, db, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+        });
+    if let Some(e) = slot {
+        e.counters[c as usize].fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+/// Database `db`'s explorer counters, in [`ExplorerCounter::ALL`] order.
+pub fn explorer_counters(db: u32) -> [u64; EXPLORER_COUNTERS] {
+    shared()
+        .and_then(|s| {
+            s.explorers
+                .iter()
+                .find(|e| e.db.load(Ordering::Acquire) == db)
+        })
+        .map_or([0; EXPLORER_COUNTERS], |e| {
+            std::array::from_fn(|i| e.counters[i].load(Ordering::Acquire))
+        })
+}
+
+/// Pause (true) or resume (false) every explorer; the previous state.
+pub fn pause_explorers(paused: bool) -> bool {
+    shared().is_some_and(|s| s.explore_paused.swap(paused, Ordering::AcqRel))
+}
+
+/// Whether the explorers are paused.
+pub fn explorers_paused() -> bool {
+    shared().is_some_and(|s| s.explore_paused.load(Ordering::Acquire))
+}
+
+/// Remember that the explorer could not run shape `fingerprint` (never offered again until the
+/// server restarts; the oldest of [`REFUSED_SHAPES`] is forgotten first).
+pub fn refuse_shape(fingerprint: u64) {
+    let Some(s) = shared() else { return };
+    if fingerprint == 0 || shape_refused(fingerprint) {
+        return;
+    }
+    let i = s.refused_next.fetch_add(1, Ordering::AcqRel) as usize % REFUSED_SHAPES;
+    s.refused[i].store(fingerprint, Ordering::Release);
+}
+
+/// Whether the explorer could not run shape `fingerprint`.
+pub fn shape_refused(fingerprint: u64) -> bool {
+    shared().is_some_and(|s| {
+        s.refused
+            .iter()
+            .any(|f| f.load(Ordering::Acquire) == fingerprint)
     })
 }

@@ -113,6 +113,10 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         hooks::plugin_error().unwrap_or_else(|| "none".into()),
     );
     put(
+        "backend_last_decision",
+        hooks::last_decision().unwrap_or_else(|| "none".into()),
+    );
+    put(
         "backend_last_error",
         hooks::last_error().unwrap_or_else(|| "none".into()),
     );
@@ -141,6 +145,17 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         // SAFETY: reading the backend's database id.
         let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
         put("learner_pid", shared::learner_pid(db).to_string());
+        put("explorer_pid", shared::explorer_pid(db).to_string());
+        put("explorer_paused", shared::explorers_paused().to_string());
+        put("explorer_queued", shared::queued(db).to_string());
+        let counters = shared::explorer_counters(db);
+        for (c, n) in shared::ExplorerCounter::ALL.iter().zip(counters) {
+            let n = match c {
+                shared::ExplorerCounter::RunUs => n / 1000,
+                _ => n,
+            };
+            put(c.name(), n.to_string());
+        }
         put("worker_cycles", r.worker_cycles.to_string());
         // Trajectories still in the ring when the server stopped or crashed were lost then.
         put(

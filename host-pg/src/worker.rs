@@ -6,6 +6,9 @@
 //!   started, except those `ruvector.dag_database` excludes (`!name`); or, when that list
 //!   names databases, exactly those (one that does not exist yet is reported once). A learner
 //!   that cannot start (max_worker_processes) is reported once and tried again every period.
+//! - "ruvector_dag explorer" (started by the launcher with each learner while
+//!   `ruvector.dag_explore_share` is above 0): verifies candidate plans off the users' path
+//!   (see [`crate::explorer`]).
 //! - "ruvector_dag learner" (started by the launcher, one per database): runs the
 //!   persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner when a
 //!   quarter of the shared ring is waiting; in between, every second that trajectories wait, a
@@ -104,13 +107,52 @@ fn targets(sel: &Selection, missing: &mut Vec<String>) -> Vec<(pg_sys::Oid, Stri
     out
 }
 
-/// One database the launcher looks after.
+/// A worker the launcher starts per database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Learner,
+    Explorer,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Learner => "learner",
+            Kind::Explorer => "explorer",
+        }
+    }
+    fn function(self) -> &'static str {
+        match self {
+            Kind::Learner => "ruvector_dag_worker_main",
+            Kind::Explorer => "ruvector_dag_explorer_main",
+        }
+    }
+}
+
+/// One worker of one database the launcher looks after.
+struct Started {
+    worker: Option<DynamicBackgroundWorker>,
+    /// The last start failed (reported once until one succeeds).
+    failed: bool,
+}
+
+impl Started {
+    fn running(&self) -> bool {
+        self.worker.as_ref().is_some_and(|l| {
+            matches!(
+                l.pid(),
+                Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted)
+            )
+        })
+    }
+}
+
+/// One database the launcher looks after: its learner and its explorer.
 struct Watched {
     oid: pg_sys::Oid,
     name: String,
-    learner: Option<DynamicBackgroundWorker>,
-    /// The last start failed (reported once until one succeeds).
-    failed: bool,
+    learner: Started,
+    explorer: Started,
 }
 
 /// The launcher's entry point.
@@ -123,6 +165,9 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // No database: only the shared catalogs (pg_database) are read.
     BackgroundWorker::connect_worker_to_spi(None, None);
+    // A database that first asks for its learner wakes the launcher.
+    shared::set_launcher_latch(&raw mut (*pg_sys::MyProc).procLatch);
+    pg_sys::before_shmem_exit(Some(launcher_exit), pg_sys::Datum::from(0usize));
     let mut watched: Vec<Watched> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     let mut wait = Duration::ZERO;
@@ -138,50 +183,62 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
                 watched.push(Watched {
                     oid: *oid,
                     name: name.clone(),
-                    learner: None,
-                    failed: false,
+                    learner: Started {
+                        worker: None,
+                        failed: false,
+                    },
+                    explorer: Started {
+                        worker: None,
+                        failed: false,
+                    },
                 });
             }
         }
+        // The explorer only where it may run (ruvector.dag_explore_share above 0); one that
+        // runs when it is set to 0 idles.
+        let explore = guc::EXPLORE_SHARE.get() > 0.0;
         for w in &mut watched {
-            let running = w.learner.as_ref().is_some_and(|l| {
-                matches!(
-                    l.pid(),
-                    Ok(_) | Err(pgrx::bgworkers::BackgroundWorkerStatus::NotYetStarted)
-                )
-            });
-            if !running && now.iter().any(|(oid, _)| *oid == w.oid) {
-                start_learner(w);
+            if !now.iter().any(|(oid, _)| *oid == w.oid) {
+                continue;
+            }
+            if !w.learner.running() {
+                w.learner = start(w.oid, &w.name, Kind::Learner, w.learner.failed);
+            }
+            if explore && !w.explorer.running() {
+                w.explorer = start(w.oid, &w.name, Kind::Explorer, w.explorer.failed);
             }
         }
     }
 }
 
-fn start_learner(w: &mut Watched) {
-    let name = w.name.clone();
+/// Start database `oid`'s worker of `kind`; `failed`: its last start failed (reported).
+fn start(oid: pg_sys::Oid, name: &str, kind: Kind, failed: bool) -> Started {
     // SAFETY: MyProcPid is this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
-    w.learner = BackgroundWorkerBuilder::new(&format!("ruvector_dag learner {name}"))
-        .set_type("ruvector_dag learner")
-        .set_function("ruvector_dag_worker_main")
+    let what = kind.name();
+    let worker = BackgroundWorkerBuilder::new(&format!("ruvector_dag {what} {name}"))
+        .set_type(&format!("ruvector_dag {what}"))
+        .set_function(kind.function())
         .set_library("ruvector_dag")
         .enable_spi_access()
         .set_restart_time(None)
-        .set_argument(Some(pg_sys::Datum::from(w.oid.to_u32())))
-        .set_extra(&name)
+        .set_argument(Some(pg_sys::Datum::from(oid.to_u32())))
+        .set_extra(name)
         .set_notify_pid(me)
         .load_dynamic()
         .ok();
-    match (&w.learner, w.failed) {
+    match (&worker, failed) {
         (None, false) => {
-            log!("ruvector_dag launcher: cannot start the learner for \"{name}\" (max_worker_processes reached?); trying again every {LAUNCHER_PERIOD} s (logged once)");
-            w.failed = true;
+            log!("ruvector_dag launcher: cannot start the {what} for \"{name}\" (max_worker_processes reached?); trying again every {LAUNCHER_PERIOD} s (logged once)");
         }
         (Some(_), true) => {
-            log!("ruvector_dag launcher: started the learner for \"{name}\"");
-            w.failed = false;
+            log!("ruvector_dag launcher: started the {what} for \"{name}\"");
         }
         _ => {}
+    }
+    Started {
+        failed: worker.is_none(),
+        worker,
     }
 }
 
@@ -290,6 +347,11 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(arg: pg_sys::Datum) {
             Some(Err(_)) => {}
         }
     }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn launcher_exit(_code: i32, _arg: pg_sys::Datum) {
+    shared::set_launcher_latch(std::ptr::null_mut());
 }
 
 #[pg_guard]

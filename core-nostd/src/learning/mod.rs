@@ -17,7 +17,8 @@ pub use config::NeuralDagConfig;
 pub use estimator::CostEstimator;
 pub use evidence::{EvidenceBook, PlanEvidence, ShapeEvidence, Verdict};
 pub use optimizer::{
-    Candidate, CycleReport, Decision, Forgotten, Observed, Optimizer, OptimizerStats, Rule,
+    Candidate, CycleReport, Decision, Exploration, Forgotten, Observed, Optimizer, OptimizerStats,
+    Rule, RunKind, Step,
 };
 pub use reasoning_bank::{Pattern, ReasoningBank};
 pub use selector::{AttentionSelector, PluginArms};

@@ -159,15 +159,14 @@ fn record(
         with_loaded(|o| {
             let t = o.trajectory(decision, arm_ran, executed, ms)?;
             let timed_nodes = t.op_shares.len();
-            let bytes = postcard::to_allocvec(&(&t, relids, cut)).map_err(|e| {
-                ruvector_dag_core::NeuralDagError::InvalidTrajectory(format!("encoding: {e}"))
-            })?;
-            // The learner queues it for its cycles; this copy only learns from it at once.
-            let observed = if cut {
-                o.observe_cut_short(t, false)?
-            } else {
-                o.observe_unqueued(t)?
+            let kind = ruvector_dag_core::learning::RunKind {
+                cut,
+                background: false,
             };
+            let bytes = learner::Record::run(&t, relids, kind)
+                .map_err(ruvector_dag_core::NeuralDagError::InvalidTrajectory)?;
+            // The learner queues it for its cycles; this copy only learns from it at once.
+            let observed = o.observe_run(t, kind, false)?;
             Ok::<_, ruvector_dag_core::NeuralDagError>((bytes, timed_nodes, observed))
         })
         .transpose()

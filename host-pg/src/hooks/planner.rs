@@ -3,12 +3,60 @@
 //! candidate plans `Optimizer::choose` picks among; `ruvector_dag_compare_json`.
 
 use super::*;
+use crate::explorer;
 use ruvector_dag_core::dag::without_disable_cost;
+use ruvector_dag_core::learning::Exploration;
+use std::fmt::Write;
 
 thread_local! {
     /// What the planner hook did with the last statement it was asked about (for
     /// `ruvector_dag_compare_json`).
     pub(super) static OUTCOME: RefCell<Option<Outcome>> = const { RefCell::new(None) };
+    /// In the background explorer: every statement is planned as PostgreSQL plans it (the
+    /// explorer sets the arm), and the first plan made after [`begin_probe`] is kept here.
+    static PROBE: RefCell<Option<Option<Probed>>> = const { RefCell::new(None) };
+}
+
+/// Set in the background explorer's process: the hooks plan, run and explain statements as
+/// PostgreSQL does, and the planner keeps the first plan for [`take_probe`].
+static EXPLORER_PROCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What the planner made of the statement the explorer planned or ran.
+pub(crate) struct Probed {
+    /// The plan.
+    pub dag: ruvector_dag_core::PlanDag,
+    /// Its total cost without PostgreSQL's `disable_cost` penalties.
+    pub cost: f64,
+}
+
+/// This process is the background explorer (for good).
+pub(crate) fn set_explorer_process() {
+    EXPLORER_PROCESS.store(true, std::sync::atomic::Ordering::Release);
+}
+
+pub(super) fn explorer_process() -> bool {
+    EXPLORER_PROCESS.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Keep the next plan made (until [`take_probe`]).
+pub(crate) fn begin_probe() {
+    PROBE.with(|p| *p.borrow_mut() = Some(None));
+}
+
+/// The plan kept since [`begin_probe`], if one was made (and readable).
+pub(crate) fn take_probe() -> Option<Probed> {
+    PROBE.with(|p| p.borrow_mut().take().flatten())
+}
+
+unsafe fn note_probe(planned: *mut pg_sys::PlannedStmt) {
+    let waiting = PROBE.with(|p| matches!(*p.borrow(), Some(None)));
+    if !waiting || planned.is_null() || (*planned).planTree.is_null() {
+        return;
+    }
+    if let Ok(dag) = dag_from_plan(planned) {
+        let cost = without_disable_cost((*(*planned).planTree).total_cost);
+        PROBE.with(|p| *p.borrow_mut() = Some(Some(Probed { dag, cost })));
+    }
 }
 
 /// What the planner hook did with a statement.
@@ -66,7 +114,7 @@ pub(super) unsafe fn plan_with_arm(
 /// Run `f` with an arm's settings at a new GUC nest level, restored on success and on error.
 /// `Err` names a setting PostgreSQL refused (unknown, bad value, not settable by this user);
 /// then `f` is not run.
-pub(super) fn under_arm<R>(
+pub(crate) fn under_arm<R>(
     settings: &[(String, String)],
     f: impl FnOnce() -> R,
 ) -> Result<R, String> {
@@ -125,7 +173,9 @@ pub(super) fn remember(
     };
     push_planned(stmt, planned);
     BACKEND.with(|b| {
-        b.borrow_mut().last_explained = Some((stmt as usize, Rc::clone(&decision), arm_ran))
+        let mut b = b.borrow_mut();
+        b.last_explained = Some((stmt as usize, Rc::clone(&decision), arm_ran));
+        b.last_decided = Some((Rc::clone(&decision), arm_ran));
     });
     OUTCOME.with(|o| *o.borrow_mut() = Some(Outcome::Decided(decision, arm_ran)));
 }
@@ -155,6 +205,11 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     cursor_options: i32,
     params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
+    if explorer_process() {
+        let planned = call_planner(parse, query_string, cursor_options, params);
+        note_probe(planned);
+        return planned;
+    }
     let mode = guc::mode();
     if BUSY.with(|b| b.get()) {
         return call_planner(parse, query_string, cursor_options, params);
@@ -212,11 +267,14 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         }
     };
     let plugin = planner_plugin();
+    // Where untried plans run (learn mode): in the background explorer when it can run this
+    // statement; otherwise in the user's statement only if the DBA allows it.
+    let (exploration, explorer_text, not_background) = where_to_explore(mode, pristine, query_string, params);
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     let decided = learning_path("decide", || {
         with_optimizer(|o| {
             o.set_plugin(plugin);
-            o.decide(&dag)
+            o.decide_with(&dag, exploration)
         })
         .map_err(|e| ("loading the learned state", e))?
         .map_err(|e| ("decide", e.to_string()))
@@ -238,6 +296,15 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     let record = guc::records();
     let timed = record && sampled(guc::SAMPLE_RATE.get());
     let mut decision = decision;
+    if decision.background {
+        offer_to_explorer(&mut decision, explorer_text, params, &relids);
+    } else if let Some(why) = not_background {
+        if exploration == Exploration::Nowhere
+            && decision.reason.contains("not explored in this statement")
+        {
+            let _ = write!(decision.reason, " ({why})");
+        }
+    }
     // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
     // pick among the distinct plans; the chosen arm's plan is used as it is.
     let mut candidates: Vec<(u8, *mut pg_sys::PlannedStmt)> = Vec::new();
@@ -291,6 +358,78 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     }
     remember(chosen, decision, relids, arm, timed);
     chosen
+}
+
+/// Where a statement's untried plans may run, its text for the explorer when there, and why
+/// not there (when the explorer cannot run it).
+unsafe fn where_to_explore(
+    mode: Mode,
+    pristine: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    params: pg_sys::ParamListInfo,
+) -> (Exploration, Option<String>, Option<String>) {
+    if mode != Mode::Learn || pristine.is_null() {
+        return (Exploration::Here, None, None);
+    }
+    let fallback = if guc::FOREGROUND_EXPLORATION.get() {
+        Exploration::Here
+    } else {
+        Exploration::Nowhere
+    };
+    if !explorer::offer::explorer_available() {
+        return (
+            fallback,
+            None,
+            Some("no background explorer runs for this database (ruvector.dag_explore_share, max_worker_processes) and ruvector.dag_foreground_exploration is off".into()),
+        );
+    }
+    match explorer::offer::check(pristine, query_string, params) {
+        Ok(text) => (Exploration::Explorer, Some(text), None),
+        Err(why) => (
+            fallback,
+            None,
+            Some(format!("the background explorer cannot run it: {why}; ruvector.dag_foreground_exploration is off")),
+        ),
+    }
+}
+
+/// Hand the statement to the background explorer (shared memory); say in the reason what
+/// became of it.
+unsafe fn offer_to_explorer(
+    decision: &mut Decision,
+    text: Option<String>,
+    params: pg_sys::ParamListInfo,
+    relids: &[u32],
+) {
+    let fp = decision.fingerprint;
+    let db = pg_sys::MyDatabaseId.to_u32();
+    let note = if shared::shape_refused(fp) {
+        "; not queued: the explorer could not run this query shape (see ruvector_dag_status: explorer_failed, explorer_denied)".to_string()
+    } else {
+        let captured = match text {
+            Some(t) => explorer::offer::capture(t, params, fp, relids),
+            None => Err("its text is not known"),
+        };
+        match captured.map(|o| postcard::to_allocvec(&o)) {
+            Ok(Ok(bytes)) => match shared::offer(db, fp, &bytes) {
+                Ok(()) => " (queued)".to_string(),
+                Err(shared::OfferError::Queued) => " (queued already)".to_string(),
+                Err(shared::OfferError::Full) => {
+                    " (the explorer's queue is full: offered again on a later run)".to_string()
+                }
+                Err(shared::OfferError::TooLong(n)) => format!(
+                    "; not queued: the statement takes {n} bytes, over the queue's {}",
+                    shared::OFFER_BYTES
+                ),
+                Err(shared::OfferError::NoSharedMemory) => {
+                    "; not queued: no shared memory".to_string()
+                }
+            },
+            Ok(Err(e)) => format!("; not queued: encoding it failed ({e})"),
+            Err(why) => format!("; not queued: {why}"),
+        }
+    };
+    decision.reason.push_str(&note);
 }
 
 /// Plan a copy of `pristine` under every arm the decision does not block, hand the plans to

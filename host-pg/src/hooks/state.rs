@@ -54,6 +54,8 @@ pub(super) struct Backend {
     /// The last in-scope statement planned: (its `PlannedStmt` address, decision, arm that
     /// ran), for EXPLAIN.
     pub(super) last_explained: Option<(usize, Rc<Decision>, u8)>,
+    /// The last decision made in this session, and the arm its statement got (status).
+    pub(super) last_decided: Option<(Rc<Decision>, u8)>,
     pub(super) counters: Counters,
     pub(super) last_error: Option<String>,
     pub(super) logged_error: bool,
@@ -68,6 +70,7 @@ thread_local! {
         planned: VecDeque::new(),
         adopted: VecDeque::new(),
         last_explained: None,
+        last_decided: None,
         counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
             candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0, cut_short: 0 },
@@ -86,6 +89,15 @@ pub fn counters() -> Counters {
 }
 
 /// The last learning-path error of this backend, if any.
+/// The last decision this session made: its rule, the arm its statement got, and why.
+pub fn last_decision() -> Option<String> {
+    BACKEND.with(|b| {
+        b.borrow().last_decided.as_ref().map(|(d, arm)| {
+            format!("rule {}, arm {arm}: {}", d.rule.name(), d.reason)
+        })
+    })
+}
+
 pub fn last_error() -> Option<String> {
     BACKEND.with(|b| b.borrow().last_error.clone())
 }
@@ -191,7 +203,7 @@ pub fn with_optimizer<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Result<R, Strin
 
 /// Run `f` on this backend's optimizer as it is, without reloading (the executor hooks may run
 /// without a snapshot, where reading tables is not possible). None when none is loaded.
-pub(super) fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
+pub(crate) fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
     BACKEND.with(|b| b.borrow_mut().loaded.as_mut().map(|l| f(&mut l.opt)))
 }
 

@@ -107,7 +107,8 @@ mod tests {
     fn explore(opt: &mut Optimizer, p: &PlanDag, w: &World, cap: usize) -> usize {
         let d = opt.decide_with(p, Exploration::Explorer).unwrap();
         let cands: alloc::vec::Vec<Candidate> = w.candidates(&d);
-        opt.note_candidates(&d, &cands).unwrap();
+        opt.note_candidates(d.fingerprint, d.default_cost, &cands)
+            .unwrap();
         let mut runs = 0;
         while runs < cap {
             let d = opt.decide_with(p, Exploration::Explorer).unwrap();
@@ -173,7 +174,8 @@ mod tests {
         let w = World::new(&p, 20.0, 115.0);
         step_with(&mut opt, &p, &w, Exploration::Explorer);
         let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
-        opt.note_candidates(&d, &w.candidates(&d)).unwrap();
+        opt.note_candidates(d.fingerprint, d.default_cost, &w.candidates(&d))
+            .unwrap();
         let Step::Plan { arm, plan } = opt.explore_step(&d) else {
             panic!("a candidate is due");
         };

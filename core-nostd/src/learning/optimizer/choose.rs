@@ -187,11 +187,17 @@ impl Optimizer {
         }
     }
 
-    /// Record the plans the host made under each arm for `decision`'s shape (arms with
+    /// Record the plans the host made under each arm for the shape `fingerprint` (arms with
     /// identical plans are one candidate; arms whose plan is the default plan are the default),
-    /// with their planner cost over the default plan's. Nothing is chosen: [`Optimizer::choose`]
-    /// does that in the user's statement, [`Optimizer::explore_step`] in the background.
-    pub fn note_candidates(&mut self, decision: &Decision, candidates: &[Candidate]) -> Result<()> {
+    /// with their planner cost over the default plan's (`default_cost`, as
+    /// [`Decision::default_cost`]). Nothing is chosen: [`Optimizer::choose`] does that in the
+    /// user's statement, [`Optimizer::explore_step`] in the background.
+    pub fn note_candidates(
+        &mut self,
+        fingerprint: u64,
+        default_cost: f64,
+        candidates: &[Candidate],
+    ) -> Result<()> {
         let n = self.state.arms.len();
         if let Some(c) = candidates
             .iter()
@@ -203,14 +209,12 @@ impl Optimizer {
             )));
         }
         self.state.stats.candidate_sets += 1;
-        let base = decision.default_cost.max(1e-9);
+        let base = default_cost.max(1e-9);
         let planned: Vec<(u64, ArmId, f64)> = candidates
             .iter()
             .map(|c| (c.plan, c.arm, c.cost / base))
             .collect();
-        self.state
-            .evidence
-            .candidates(decision.fingerprint, &planned);
+        self.state.evidence.candidates(fingerprint, &planned);
         Ok(())
     }
 
@@ -233,7 +237,7 @@ impl Optimizer {
             return Ok(());
         }
         decision.wants_candidates = false;
-        self.note_candidates(decision, candidates)?;
+        self.note_candidates(decision.fingerprint, decision.default_cost, candidates)?;
         let fp = decision.fingerprint;
         let same = candidates.iter().filter(|c| c.plan == fp).count();
         let Some(e) = self.state.evidence.get(fp) else {

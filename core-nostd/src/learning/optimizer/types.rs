@@ -52,7 +52,7 @@ pub enum Exploration {
 }
 
 /// How a run ended and who ran it, for [`super::Optimizer::observe_run`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RunKind {
     /// Cut short (a statement timeout, a cancel, an error) after the time it ran: at least
     /// that slow; its plan, when not the default plan, is given up for the shape at once.
@@ -79,7 +79,7 @@ pub enum Step {
 }
 
 /// One arm the host planned the statement under, for [`super::Optimizer::choose`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// The arm.
     pub arm: ArmId,

@@ -1,0 +1,539 @@
+//! The background explorer ("ruvector_dag explorer", one per learning database, started by the
+//! launcher with the learner): exploration off the users' path.
+//!
+//! In `learn` mode a statement whose shape has untried candidate plans (or a plan under trial)
+//! is offered to a bounded shared-memory queue ([`offer`]: its text, parameters, role and the
+//! settings that change plans; only plain read-only SELECTs without volatile functions). The
+//! explorer takes the offers one at a time and, in a READ ONLY transaction per run, as the
+//! statement's role (`SECURITY_RESTRICTED_OPERATION`), with the session's settings:
+//! 1. plans the statement under the default and under every arm BTSP memory does not block
+//!    (`EXPLAIN`, nothing run), and records the candidate plans;
+//! 2. runs what the optimizer's [`explore_step`](ruvector_dag_core::learning::Optimizer::explore_step)
+//!    names (the default plan, a trial, an untried plan) with `EXPLAIN ANALYZE` (the rows are
+//!    not sent anywhere), under a statement timeout at [`TIMEOUT_RATIO`] x the default plan's
+//!    typical time: a loser is cut short and recorded as at least that slow;
+//! 3. records every run in the shared ring as a background run (the learner observes it: the
+//!    same evidence the foreground uses, without charging the users' exploration budget);
+//!    until the evidence settles every candidate or [`MAX_RUNS`] runs were made.
+//!
+//! It is paced by `ruvector.dag_explore_share` (after a run of t ms it waits t x (1 - share) /
+//! share), waits while as many client backends are active as the machine has cores, and
+//! waits while `ruvector_dag_explorer_pause()` is in effect. A statement it cannot re-plan or
+//! re-run (a dropped table, a revoked permission, a changed search_path) is dropped with a
+//! counted reason and its shape never offered again until the server restarts; nothing it
+//! does is an error in a user's session. It keeps no query text beyond its queue slot.
+
+pub mod offer;
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use ruvector_dag_core::learning::{Candidate, Decision, Exploration, RunKind, Step};
+
+use crate::shared::{self, ExplorerCounter};
+use crate::{guc, hooks, learner};
+use offer::Offer;
+
+/// A candidate run is cut short at this many times the default plan's typical time (plus
+/// [`TIMEOUT_SLACK_MS`]): a plan that slow cannot verify faster, so nothing is lost by not
+/// finishing it.
+pub const TIMEOUT_RATIO: f64 = 2.0;
+/// Added to every run's timeout (timer and start-up noise of short statements), ms.
+pub const TIMEOUT_SLACK_MS: f64 = 50.0;
+/// The default plan's own runs are cut at this many times its typical time.
+pub const DEFAULT_TIMEOUT_RATIO: f64 = 5.0;
+/// Most runs for one offered statement.
+pub const MAX_RUNS: usize = 24;
+/// A shape explored this recently is not explored again (the learner has not published what
+/// the explorer measured yet, or nothing was left), seconds.
+pub const REVISIT_AFTER_S: u64 = 30;
+/// Longest wait for the server to be less busy before an offer is given back, seconds.
+pub const BUSY_WAIT_S: u64 = 30;
+
+/// `STATEMENT_TIMEOUT` of `enum TimeoutId` (utils/timeout.h, the same from 15 to 18; pgrx
+/// does not bind that header).
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+
+extern "C-unwind" {
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+    fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
+}
+
+/// The explorer's entry point; its argument is the database's OID.
+///
+/// # Safety
+/// Called by the postmaster as a background worker's main function.
+#[pg_guard]
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let oid = pg_sys::Oid::from(arg.value() as u32);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid), None);
+    let db = oid.to_u32();
+    hooks::set_explorer_process();
+    // Offers an earlier explorer of this database took and never released.
+    shared::release_all(db, false);
+    shared::set_explorer(db, std::process::id() as i32);
+    pg_sys::before_shmem_exit(Some(explorer_exit), pg_sys::Datum::from(db));
+    let name = BackgroundWorker::get_extra();
+    log!("ruvector_dag explorer: started, exploring for database \"{name}\"");
+    let mut recent: HashMap<u64, Instant> = HashMap::new();
+    let mut last_error: Option<String> = None;
+    while BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) {
+        if BackgroundWorker::sighup_received() {
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+        if shared::explorers_paused() || guc::EXPLORE_SHARE.get() <= 0.0 {
+            continue;
+        }
+        // A standby never explores (its foreground does not offer either).
+        if pg_sys::RecoveryInProgress() {
+            continue;
+        }
+        recent.retain(|_, t| t.elapsed().as_secs() < REVISIT_AFTER_S);
+        while let Some((slot, bytes)) = shared::take(db) {
+            let outcome = explore(db, &bytes, &mut recent);
+            shared::release(slot);
+            match outcome {
+                Ok(()) => {}
+                Err(e) if last_error.as_deref() != Some(e.as_str()) => {
+                    log!("ruvector_dag explorer: {e} (logged again only if it changes)");
+                    last_error = Some(e);
+                }
+                Err(_) => {}
+            }
+            if BackgroundWorker::sigterm_received() || shared::explorers_paused() {
+                break;
+            }
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn explorer_exit(_code: i32, arg: pg_sys::Datum) {
+    let db = arg.value() as u32;
+    shared::set_explorer(db, 0);
+    shared::release_all(db, false);
+}
+
+/// How one run ended.
+enum Ran {
+    /// It finished in this many ms; the plan it ran.
+    Done(f64, hooks::Probed),
+    /// The statement timeout cut it short.
+    Cut,
+}
+
+/// Why the explorer gave up a statement.
+struct Refused {
+    counter: ExplorerCounter,
+    why: String,
+}
+
+impl Refused {
+    fn of((code, message): (PgSqlErrorCode, String), what: &str) -> Refused {
+        let denied = matches!(
+            code,
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+                | PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
+        );
+        Refused {
+            counter: if denied {
+                ExplorerCounter::Denied
+            } else {
+                ExplorerCounter::Failed
+            },
+            why: format!("{what}: {message}"),
+        }
+    }
+}
+
+/// Explore one offered statement until the evidence settles it, [`MAX_RUNS`] runs, the
+/// server stays busy, or the explorer is paused or stopped.
+fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<(), String> {
+    let offer: Offer = postcard::from_bytes(bytes)
+        .map_err(|e| format!("an offer could not be read ({e}); dropped"))?;
+    if recent.contains_key(&offer.fingerprint) {
+        return Ok(());
+    }
+    recent.insert(offer.fingerprint, Instant::now());
+    shared::count_explorer(db, ExplorerCounter::Explored, 1);
+    let refuse = |r: Refused| {
+        shared::count_explorer(db, r.counter, 1);
+        shared::refuse_shape(offer.fingerprint);
+        Err(format!(
+            "a statement of shape {:016x} cannot be explored, never offered again until restart: {}",
+            offer.fingerprint, r.why
+        ))
+    };
+    let (dag, mut d) = match plan_candidates(db, &offer) {
+        Ok(x) => x,
+        Err(r) => return refuse(r),
+    };
+    recent.insert(d.fingerprint, Instant::now());
+    let kind = |cut| RunKind {
+        cut,
+        background: true,
+    };
+    for _ in 0..MAX_RUNS {
+        let step = hooks::with_loaded(|o| o.explore_step(&d)).unwrap_or(Step::Done);
+        let (arm, expected) = match step {
+            Step::Done => break,
+            Step::Default => (0, d.fingerprint),
+            Step::Plan { arm, plan } => (arm, plan),
+        };
+        if !wait_until_quiet() {
+            shared::count_explorer(db, ExplorerCounter::Busy, 1);
+            recent.remove(&offer.fingerprint);
+            recent.remove(&d.fingerprint);
+            return Ok(());
+        }
+        let default_ms = hooks::with_loaded(|o| {
+            o.evidence()
+                .get(d.fingerprint)
+                .and_then(|e| e.default_ms())
+        })
+        .flatten();
+        let timeout_ms = match (arm, default_ms) {
+            (0, Some(ms)) => DEFAULT_TIMEOUT_RATIO * ms + TIMEOUT_SLACK_MS,
+            (_, Some(ms)) => TIMEOUT_RATIO * ms + TIMEOUT_SLACK_MS,
+            // The default plan's time is not known yet: the session's own limit, at most 5 min.
+            (_, None) => 300_000.0,
+        };
+        let t0 = Instant::now();
+        let ran = run(&offer, arm, timeout_ms, true);
+        let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        shared::count_explorer(db, ExplorerCounter::Runs, 1);
+        shared::count_explorer(db, ExplorerCounter::RunUs, (wall_ms * 1000.0) as u64);
+        let (ms, plan, cut) = match ran {
+            Ok(Ran::Done(ms, probed)) => (ms, probed.dag.shape_hash(), false),
+            // The default plan cut short: the server is slower than it was; try another time.
+            Ok(Ran::Cut) if arm == 0 => break,
+            Ok(Ran::Cut) => {
+                shared::count_explorer(db, ExplorerCounter::Cut, 1);
+                (timeout_ms, expected, true)
+            }
+            Err(r) => return refuse(r),
+        };
+        // The default plan is what ran under the default arm, whatever its hash now.
+        let plan = if arm == 0 { d.fingerprint } else { plan };
+        d.arm = arm;
+        d.plan = plan;
+        record(db, &d, &offer.relids, ms as f32, kind(cut))?;
+        // Refresh what BTSP memory blocks (a catastrophe just ran) for the next step.
+        if let Some(Ok(fresh)) = hooks::with_loaded(|o| o.decide_with(&dag, Exploration::Explorer))
+        {
+            d = fresh;
+        }
+        if !pace(wall_ms) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Plan the offered statement under the default arm (its decision) and under every arm the
+/// decision does not block, and record the candidate plans (here and, for the learner, in the
+/// ring).
+fn plan_candidates(
+    db: u32,
+    offer: &Offer,
+) -> Result<(ruvector_dag_core::PlanDag, Decision), Refused> {
+    let probed = match run(offer, 0, 60_000.0, false)? {
+        Ran::Done(_, p) => p,
+        Ran::Cut => {
+            return Err(Refused {
+                counter: ExplorerCounter::Failed,
+                why: "planning it took over a minute".into(),
+            })
+        }
+    };
+    let dag = probed.dag;
+    let decided = BackgroundWorker::transaction(|| {
+        hooks::with_optimizer(|o| o.decide_with(&dag, Exploration::Explorer))
+    });
+    let d = match decided {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            return Err(Refused {
+                counter: ExplorerCounter::Failed,
+                why: format!("deciding: {e}"),
+            })
+        }
+        Err(e) => {
+            return Err(Refused {
+                counter: ExplorerCounter::Failed,
+                why: format!("loading the learned state: {e}"),
+            })
+        }
+    };
+    let arms = guc::arms_shared().map(|(a, _)| a.len()).unwrap_or(0);
+    let mut candidates = Vec::new();
+    for arm in 1..arms as u8 {
+        if d.blocked.contains(&arm) {
+            continue;
+        }
+        if let Ran::Done(_, p) = run(offer, arm, 60_000.0, false)? {
+            candidates.push(Candidate {
+                arm,
+                plan: p.dag.shape_hash(),
+                cost: p.cost,
+            });
+        }
+    }
+    let noted = hooks::with_loaded(|o| {
+        o.note_candidates(d.fingerprint, d.default_cost, &candidates)
+    });
+    if let Some(Err(e)) = noted {
+        return Err(Refused {
+            counter: ExplorerCounter::Failed,
+            why: format!("recording its candidates: {e}"),
+        });
+    }
+    if let Ok(bytes) = learner::Record::candidates(d.fingerprint, d.default_cost, &candidates) {
+        let _ = shared::push(db, &bytes);
+    }
+    Ok((dag, d))
+}
+
+/// Observe one background run here and push it to the ring for the learner.
+fn record(db: u32, d: &Decision, relids: &[u32], ms: f32, kind: RunKind) -> Result<(), String> {
+    let encoded = hooks::with_loaded(|o| {
+        let t = o.trajectory(d, d.arm, None, ms.max(1e-3))?;
+        let bytes = learner::Record::run(&t, relids, kind)
+            .map_err(ruvector_dag_core::NeuralDagError::InvalidTrajectory)?;
+        o.observe_run(t, kind, false)?;
+        Ok::<_, ruvector_dag_core::NeuralDagError>(bytes)
+    });
+    match encoded {
+        Some(Ok(bytes)) => shared::push(db, &bytes)
+            .map_err(|e| format!("pushing a background run to the ring: {e:?}")),
+        Some(Err(e)) => Err(format!("recording a background run: {e}")),
+        None => Err("recording a background run: no learned state loaded".into()),
+    }
+}
+
+/// Wait `wall_ms` x (1 - share) / share after a run of `wall_ms` (at least 10 ms). False when
+/// the explorer must stop (SIGTERM) or pause.
+fn pace(wall_ms: f64) -> bool {
+    let share = guc::EXPLORE_SHARE.get().clamp(0.001, 1.0);
+    let wait = (wall_ms * (1.0 - share) / share).max(10.0);
+    let until = Instant::now() + Duration::from_secs_f64(wait / 1000.0);
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now());
+        if !BackgroundWorker::wait_latch(Some(left.min(Duration::from_millis(500)))) {
+            return false;
+        }
+        if shared::explorers_paused() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Wait while as many client backends are active as the machine has cores (at most
+/// [`BUSY_WAIT_S`]). False when the server stayed busy, or the explorer must stop or pause.
+fn wait_until_quiet() -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let started = Instant::now();
+    loop {
+        if shared::explorers_paused() {
+            return false;
+        }
+        let active = BackgroundWorker::transaction(|| {
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                 WHERE state = 'active' AND backend_type = 'client backend'",
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+        });
+        if active < cores {
+            return true;
+        }
+        if started.elapsed().as_secs() >= BUSY_WAIT_S
+            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(500)))
+        {
+            return false;
+        }
+    }
+}
+
+/// Plan (`analyze` false) or run the offered statement under `arm`, in a READ ONLY
+/// transaction of its own, as its role, with its session's settings, cut short after
+/// `timeout_ms`.
+fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Refused> {
+    let mut settings = offer.settings.clone();
+    settings.push(("transaction_read_only".into(), "on".into()));
+    if arm != 0 {
+        let arms = guc::arms_shared().map_err(|e| Refused {
+            counter: ExplorerCounter::Failed,
+            why: format!("the arm list: {e}"),
+        })?;
+        match arms.0.get(usize::from(arm)) {
+            Some((_, s)) => settings.extend(s.iter().cloned()),
+            None => {
+                return Err(Refused {
+                    counter: ExplorerCounter::Failed,
+                    why: format!("arm {arm} is not in ruvector.dag_arms any more"),
+                })
+            }
+        }
+    }
+    let what = if analyze { "running it" } else { "planning it" };
+    BackgroundWorker::transaction(|| {
+        // SAFETY: the user id is restored on success below and by the subtransaction's abort.
+        let (saved_user, saved_context) = unsafe {
+            let (mut u, mut c) = (pg_sys::InvalidOid, 0);
+            pg_sys::GetUserIdAndSecContext(&mut u, &mut c);
+            (u, c)
+        };
+        hooks::begin_probe();
+        let result = crate::guarded_coded(|| {
+            // SAFETY: inside the subtransaction, which restores the user id if it aborts.
+            unsafe {
+                pg_sys::SetUserIdAndSecContext(
+                    pg_sys::Oid::from(offer.role),
+                    saved_context
+                        | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                        | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+                );
+            }
+            let r = hooks::under_arm(&settings, || {
+                // SAFETY: the timer is disabled after the statement, on every path (below).
+                unsafe {
+                    enable_timeout_after(
+                        STATEMENT_TIMEOUT,
+                        timeout_ms.clamp(1.0, i32::MAX as f64) as i32,
+                    );
+                }
+                explain(offer, analyze)
+            });
+            // SAFETY: restoring what was saved before the subtransaction.
+            unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+            r?
+        });
+        // SAFETY: the statement is over; a timer that fired unhandled is cleared (one that was
+        // handled raised the ERROR, and reset its indicator).
+        unsafe {
+            if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
+                pg_sys::QueryCancelPending = 0;
+            }
+            disable_timeout(STATEMENT_TIMEOUT, false);
+        }
+        let probed = hooks::take_probe();
+        match result {
+            Ok(ms) => match probed {
+                Some(p) => Ok(Ran::Done(ms, p)),
+                None => Err(Refused {
+                    counter: ExplorerCounter::Failed,
+                    why: format!("{what}: no plan was made"),
+                }),
+            },
+            Err((PgSqlErrorCode::ERRCODE_QUERY_CANCELED, m)) if m.contains("statement timeout") => {
+                Ok(Ran::Cut)
+            }
+            Err(e) => Err(Refused::of(e, what)),
+        }
+    })
+}
+
+/// EXPLAIN (with ANALYZE: run, rows discarded) the offered statement with its parameters; the
+/// execution time, ms (0 without ANALYZE).
+fn explain(offer: &Offer, analyze: bool) -> Result<f64, String> {
+    let sql = if analyze {
+        format!(
+            "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY, FORMAT JSON) {}",
+            offer.query
+        )
+    } else {
+        format!("EXPLAIN (FORMAT JSON) {}", offer.query)
+    };
+    let sql = CString::new(sql).map_err(|_| "the statement's text holds a NUL".to_string())?;
+    // SAFETY: SPI connected and finished here (an ERROR in between is cleaned up by the
+    // subtransaction's abort); parameter values are built by their types' input functions.
+    unsafe {
+        let mut types = Vec::with_capacity(offer.params.len());
+        let mut values = Vec::with_capacity(offer.params.len());
+        let mut nulls = Vec::with_capacity(offer.params.len());
+        for (ty, text) in &offer.params {
+            let ty = pg_sys::Oid::from(*ty);
+            types.push(ty);
+            match text {
+                None => {
+                    values.push(pg_sys::Datum::from(0usize));
+                    nulls.push(b'n' as std::ffi::c_char);
+                }
+                Some(t) => {
+                    let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+                    pg_sys::getTypeInputInfo(ty, &mut input, &mut ioparam);
+                    let c = CString::new(t.as_str())
+                        .map_err(|_| "a parameter holds a NUL".to_string())?;
+                    values.push(pg_sys::OidInputFunctionCall(
+                        input,
+                        c.as_ptr() as *mut _,
+                        ioparam,
+                        -1,
+                    ));
+                    nulls.push(b' ' as std::ffi::c_char);
+                }
+            }
+        }
+        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+            return Err("SPI_connect failed".into());
+        }
+        let rc = pg_sys::SPI_execute_with_args(
+            sql.as_ptr(),
+            types.len() as i32,
+            types.as_mut_ptr(),
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            false,
+            0,
+        );
+        let text = if rc >= 0 && !pg_sys::SPI_tuptable.is_null() && pg_sys::SPI_processed > 0 {
+            let t = pg_sys::SPI_tuptable;
+            let v = pg_sys::SPI_getvalue(*(*t).vals, (*t).tupdesc, 1);
+            (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+        } else {
+            None
+        };
+        pg_sys::SPI_finish();
+        let text = text.ok_or_else(|| format!("EXPLAIN returned nothing (SPI code {rc})"))?;
+        if !analyze {
+            return Ok(0.0);
+        }
+        execution_ms(&text)
+    }
+}
+
+/// "Execution Time" of EXPLAIN (ANALYZE, FORMAT JSON)'s output, ms.
+fn execution_ms(json: &str) -> Result<f64, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("EXPLAIN's output is not JSON: {e}"))?;
+    v.get(0)
+        .and_then(|x| x.get("Execution Time"))
+        .and_then(|x| x.as_f64())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .ok_or_else(|| "EXPLAIN's output has no Execution Time".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::execution_ms;
+
+    #[test]
+    fn the_execution_time_is_read_from_explain_json() {
+        let json = r#"[{"Plan": {"Node Type": "Result"}, "Planning Time": 0.05, "Execution Time": 12.5}]"#;
+        assert_eq!(execution_ms(json), Ok(12.5));
+        assert!(execution_ms(r#"[{"Plan": {}}]"#)
+            .unwrap_err()
+            .contains("no Execution Time"));
+        assert!(execution_ms("not json").unwrap_err().contains("not JSON"));
+    }
+}

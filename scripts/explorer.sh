@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The background explorer on a real server (issue 22), in a throwaway PostgreSQL with
+# ruvector_dag preloaded and nothing configured but `ruvector.dag_mode = 'learn'`:
+#   1. a join over perfectly correlated columns, whose winning plan the planner costs far above
+#      the default (its estimate is off 50x): one session per query, 2 s apart; the winner is
+#      verified in the background and applied within 5 user executions, and no user execution
+#      ever runs an untried plan (EXPLAIN's rule is never explore or trial);
+#   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time);
+#      ruvector_dag_explorer_pause() stops it, resume lets it go on;
+#   3. a statement the explorer cannot run any more (its role's permission revoked) is dropped
+#      with a counted reason, never retried, never an error in a user's session;
+#   4. statements it must not run are never queued: FOR UPDATE, a volatile function;
+#   5. kill -9 of the explorer: the server restarts and learns on (the learned state is intact).
+# Every check prints what it measured; the script exits non-zero at the first failed check.
+# Options: --no-install (use the installed extension), --keep (leave the cluster), --pg 15|18.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+install=1 keep=0
+PG_MAJOR=15
+while (($#)); do
+  case $1 in
+    --no-install) install=0 ;;
+    --keep) keep=1 ;;
+    --pg) PG_MAJOR=${2:?}; shift ;;
+    *) echo "unknown option $1 (want --no-install, --keep, --pg 15|18)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# shellcheck source=scripts/cluster.sh
+source scripts/cluster.sh
+((install)) && install_extension
+start_cluster "ruvector.dag_mode = 'learn'" "restart_after_crash = on"
+cleanup() {
+  if ((keep)); then echo "cluster kept in $dir (port $port)"; return; fi
+  stop_cluster
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; echo "--- server log (tail)" >&2; tail -n 40 "$dir/server.log" >&2; exit 1; }
+status() { psql_ -At -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = '$1'"; }
+
+psql_ <<'SQL'
+SELECT setseed(0.42);
+CREATE TABLE orders (id int PRIMARY KEY, region int, country int, city int, item int, amount numeric);
+INSERT INTO orders SELECT g, g % 50, g % 50, g % 50, g % 20000, round((random() * 500)::numeric, 2)
+  FROM generate_series(1, 200000) g;
+CREATE TABLE items (id int PRIMARY KEY, sku int, bucket int, price numeric);
+INSERT INTO items SELECT g, g % 20000, g % 50, g % 97 FROM generate_series(1, 40000) g;
+CREATE INDEX ON items (bucket);
+VACUUM ANALYZE orders, items;
+CREATE EXTENSION ruvector_dag;
+SELECT ruvector_dag.ruvector_enable_neural_dag('orders'), ruvector_dag.ruvector_enable_neural_dag('items');
+CREATE ROLE reader LOGIN;
+GRANT SELECT ON orders, items TO reader;
+GRANT USAGE ON SCHEMA ruvector_dag TO reader;
+SQL
+
+Q="SELECT count(*), sum(i.price) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 7 AND o.country = 7 AND o.city = 7"
+echo "==> 1. the correlated join, one session per query, 2 s apart (role reader)"
+applied_at=0 first_ms="" last_ms=""
+for n in $(seq 1 12); do
+  # The user's statement as it is (an EXPLAIN's text is not a SELECT's); then, in the same
+  # session, what the extension decided for it.
+  out=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c '\timing on' -c "$Q" \
+    -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_decision'")
+  decision=$(grep '^rule ' <<<"$out" || true)
+  rule=$(grep -o "^rule [a-z]*" <<<"$decision" | cut -d" " -f2 || true)
+  ms=$(grep -o '^Time: [0-9.]*' <<<"$out" | head -1 | awk '{print $2}')
+  reason=$(cut -c1-150 <<<"$decision")
+  printf '  execution %2d: rule %-8s %8s ms  %s\n' "$n" "${rule:-none}" "$ms" "$reason"
+  [[ $rule == explore || $rule == trial ]] && fail "execution $n ran an untried plan in the user's statement (rule $rule)"
+  [[ -z $first_ms ]] && first_ms=$ms
+  last_ms=$ms
+  if [[ $rule == verified ]] && ((applied_at == 0)); then applied_at=$n; fi
+  ((applied_at > 0 && n >= applied_at + 1)) && break
+  sleep 2
+done
+echo "  explorer: runs $(status explorer_runs), machine time $(status explorer_run_ms) ms, cut short $(status explorer_cut_short), explored $(status explorer_explored), offered $(status explorer_offered)"
+((applied_at > 0)) || fail "no verified plan was applied in 12 executions"
+((applied_at <= 5)) || fail "the verified plan was first applied at execution $applied_at (target: within 5)"
+awk -v a="$first_ms" -v b="$last_ms" 'BEGIN { exit !(b < a / 1.5) }' ||
+  fail "the applied plan ($last_ms ms) is not clearly faster than the default ($first_ms ms)"
+echo "  ok: applied at execution $applied_at; $first_ms ms -> $last_ms ms; no user execution explored"
+
+echo "==> 2. pause and resume"
+[[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()") == t ]] || fail "pause did not report a running explorer"
+[[ $(status explorer_paused) == true ]] || fail "status does not say paused"
+[[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_resume()") == t ]] || fail "resume did not report a paused explorer"
+[[ $(status explorer_paused) == false ]] || fail "status still says paused"
+echo "  ok"
+
+echo "==> 3. a permission revoked before the explorer runs the statement"
+psql_ -c "ALTER TABLE orders ADD COLUMN note text DEFAULT 'x'" -c "ANALYZE orders"
+Q3="SELECT count(*), max(o.note) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 9 AND o.country = 9"
+psql_ -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()" >/dev/null
+before=$(status explorer_denied)
+for n in 1 2 3; do psql -X -q -h "$dir" -p "$port" -U reader postgres -c "$Q3" >/dev/null || fail "the user's query failed"; sleep 1.2; done
+psql_ -c "REVOKE SELECT ON orders FROM reader" -c "SELECT ruvector_dag.ruvector_dag_explorer_resume()" >/dev/null
+sleep 3
+after=$(status explorer_denied)
+((after > before)) || fail "explorer_denied did not count the revoked statement ($before -> $after)"
+psql_ -c "GRANT SELECT ON orders TO reader" >/dev/null
+for n in 1 2 3; do psql -X -q -h "$dir" -p "$port" -U reader postgres -c "$Q3" >/dev/null || fail "the user's query failed after the refusal"; done
+sleep 2
+again=$(status explorer_denied)
+((again == after)) || fail "the refused shape was tried again ($after -> $again)"
+echo "  ok: denied $before -> $after, not retried"
+
+echo "==> 4. statements never queued"
+offered=$(status explorer_offered)
+out=$(psql_ -c "EXPLAIN (ANALYZE, COSTS OFF) SELECT o.id FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 11 AND o.country = 11 FOR UPDATE OF o" 2>&1 >/dev/null || true)
+for n in 1 2 3; do
+  psql_ -c "SELECT count(*) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 12 AND o.country = 12 AND random() >= 0" >/dev/null
+  sleep 1.2
+done
+reason=$(psql_ -At -c "EXPLAIN SELECT count(*) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 12 AND o.country = 12 AND random() >= 0" | grep 'ruvector_dag reason' || true)
+echo "  $reason"
+grep -q "volatile function" <<<"$reason" || fail "the reason does not say the volatile function keeps it from the explorer"
+[[ $(status explorer_offered) == "$offered" ]] || fail "a statement with a volatile function was offered"
+echo "  ok"
+
+echo "==> 5. kill -9 of the explorer"
+version=$(status learned_version)
+pid=$(status explorer_pid)
+((pid > 0)) || fail "no explorer pid"
+kill -9 "$pid"
+for n in $(seq 1 60); do
+  sleep 1
+  psql_ -At -c "SELECT 1" >/dev/null 2>&1 && break
+done
+# After a restart a database asks for its learner and explorer at its first in-scope statement.
+psql -X -q -h "$dir" -p "$port" -U reader postgres -c "$Q" >/dev/null
+for n in $(seq 1 20); do
+  [[ $(status explorer_pid) -gt 0 ]] && break
+  sleep 0.5
+done
+[[ $(status explorer_pid) -gt 0 ]] || fail "no explorer after the restart"
+v2=$(status learned_version)
+((v2 >= version)) || fail "learned_version went back ($version -> $v2)"
+# The verified plan is applied (or the default plan measured again beside it, as every 50 runs).
+for n in 1 2 3; do
+  out=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c "$Q" \
+    -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_decision'")
+  grep -q '^rule verified' <<<"$out" && break
+done
+grep -q '^rule verified' <<<"$out" || fail "the verified plan is not applied after the restart: $(tr '\n' ' ' <<<"$out")"
+echo "  ok: explorer back (pid $(status explorer_pid)), learned version $version -> $v2, verified plan still applied"
+echo "explorer.sh: all checks passed"
