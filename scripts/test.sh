@@ -6,7 +6,8 @@
 # tests, the extension's SQL tests (cargo pgrx test) and the extension learning end to
 # end in a throwaway cluster with a restart (scripts/demo.sh --check), each on PostgreSQL 15
 # and 18, reliability on PostgreSQL 15 (scripts/reliability.sh: concurrency, crashes, a
-# standby, DROP / CREATE EXTENSION, distinct query shapes), the attention plugins built for
+# standby, DROP / CREATE EXTENSION, distinct query shapes), the background explorer
+# (scripts/explorer.sh), the attention plugins built for
 # wasm32 and run in the sandbox (every evil one refused by name), the workload harness at a small scale
 # (runs end to end and writes a well-formed report), the simulator's summary lines, the
 # no_std core built for wasm32-unknown-unknown, the analyze example on a fixture, the web demo
@@ -86,6 +87,9 @@ step "reliability on a real server (scripts/reliability.sh: pgbench -c 8 simple 
 # The extension demo.sh --check installed above serves; 10 s per pgbench run and 3,000 shapes
 # (README: --release --seconds 60 --shapes 100000).
 scripts/reliability.sh --no-install --seconds 10 --shapes 3000
+
+step "the background explorer on a real server (scripts/explorer.sh: a misestimated join verified off the users' path and applied within 5 executions, one session each, no user execution exploring; pause and resume; a revoked permission dropped and counted, never retried; FOR UPDATE and volatile functions never queued; kill -9 of the explorer)"
+scripts/explorer.sh --no-install
 
 step "the workload harness at a small scale: runs end to end and writes a well-formed report"
 # The extension demo.sh --check installed above serves (a debug build: --no-install).

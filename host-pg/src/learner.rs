@@ -33,7 +33,7 @@ thread_local! {
 pub enum Record {
     /// One run: its trajectory, the tables it read, how it ended and who ran it (a user's
     /// statement, or the background explorer).
-    Run(Trajectory, Vec<u32>, RunKind),
+    Run(Box<Trajectory>, Vec<u32>, RunKind),
     /// The candidate plans the explorer planned for a shape: its fingerprint, the default
     /// plan's cost, and the candidates.
     Candidates(u64, f64, Vec<Candidate>),
@@ -187,7 +187,7 @@ fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
     let mut shapes: Vec<Shape> = Vec::new();
     for bytes in records {
         let (t, relids, kind) = match postcard::from_bytes::<Record>(bytes) {
-            Ok(Record::Run(t, relids, kind)) => (t, relids, kind),
+            Ok(Record::Run(t, relids, kind)) => (*t, relids, kind),
             Ok(Record::Candidates(fingerprint, default_cost, candidates)) => {
                 if opt
                     .note_candidates(fingerprint, default_cost, &candidates)

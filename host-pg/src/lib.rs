@@ -162,6 +162,10 @@ pub mod pg_test {
             // The tests run learning cycles themselves (ruvector_dag_learn()), in transactions
             // a background learner would race.
             "ruvector.dag_database = '!pgrx_tests'",
+            // Each test runs in one transaction, whose data no background explorer can see:
+            // the tests exercise the policy in the user's statement (exploring there is off by
+            // default); scripts/explorer.sh tests the explorer on a real server.
+            "ruvector.dag_foreground_exploration = on",
         ]
     }
 }

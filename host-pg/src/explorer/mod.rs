@@ -123,7 +123,7 @@ unsafe extern "C-unwind" fn explorer_exit(_code: i32, arg: pg_sys::Datum) {
 /// How one run ended.
 enum Ran {
     /// It finished in this many ms; the plan it ran.
-    Done(f64, hooks::Probed),
+    Done(f64, Box<hooks::Probed>),
     /// The statement timeout cut it short.
     Cut,
 }
@@ -252,7 +252,7 @@ fn plan_candidates(
             })
         }
     };
-    let dag = probed.dag;
+    let dag = probed.dag.clone();
     let decided = BackgroundWorker::transaction(|| {
         hooks::with_optimizer(|o| o.decide_with(&dag, Exploration::Explorer))
     });
@@ -429,7 +429,7 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
         let probed = hooks::take_probe();
         match result {
             Ok(ms) => match probed {
-                Some(p) => Ok(Ran::Done(ms, p)),
+                Some(p) => Ok(Ran::Done(ms, Box::new(p))),
                 None => Err(Refused {
                     counter: ExplorerCounter::Failed,
                     why: format!("{what}: no plan was made"),

@@ -126,18 +126,17 @@ unsafe fn reads_temporary(parse: *mut pg_sys::Query) -> bool {
     };
     for rte in list((*parse).rtable) {
         let rte = rte as *mut pg_sys::RangeTblEntry;
-        match (*rte).rtekind {
+        let temporary = match (*rte).rtekind {
             pg_sys::RTEKind::RTE_RELATION => {
-                if pg_sys::get_rel_persistence((*rte).relid) == pg_sys::RELPERSISTENCE_TEMP as i8 {
-                    return true;
-                }
+                pg_sys::get_rel_persistence((*rte).relid) == pg_sys::RELPERSISTENCE_TEMP as i8
             }
             pg_sys::RTEKind::RTE_SUBQUERY if !(*rte).subquery.is_null() => {
-                if reads_temporary((*rte).subquery) {
-                    return true;
-                }
+                reads_temporary((*rte).subquery)
             }
-            _ => {}
+            _ => false,
+        };
+        if temporary {
+            return true;
         }
     }
     for cte in list((*parse).cteList) {

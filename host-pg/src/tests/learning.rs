@@ -634,3 +634,33 @@ fn a_plan_cut_short_by_a_cancel_is_never_chosen_again_for_its_shape() {
     );
     assert_eq!(logged, 1);
 }
+
+#[pg_test]
+fn without_an_explorer_learn_mode_never_runs_an_untried_plan_in_a_users_statement() {
+    setup();
+    learn_exploring_one_arm(true);
+    // The shipped default: untried plans run only in the background explorer, and none runs
+    // for this database (the tests exclude it from the launcher).
+    Spi::run("SET ruvector.dag_foreground_exploration = off").unwrap();
+    for _ in 0..6 {
+        Spi::run(JOIN).unwrap();
+    }
+    let lines = explain_lines(JOIN);
+    let reason = lines
+        .iter()
+        .find(|l| l.starts_with("ruvector_dag reason"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("no background explorer runs for this database"),
+        "{lines:#?}"
+    );
+    assert_eq!(counter("backend_candidate_sets"), 0, "{lines:#?}");
+    assert_eq!(counter("backend_arms_applied"), 0, "{lines:#?}");
+    // With exploring in the user's statement allowed, the same session explores.
+    Spi::run("SET ruvector.dag_foreground_exploration = on").unwrap();
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    assert!(counter("backend_candidate_sets") > 0);
+}

@@ -2,7 +2,7 @@
 
 /// Every function of the extension, called as a user would: the administrative ones and the
 /// ones any user may call. A function missing from both lists fails the test below.
-const ADMIN_CALLS: [(&str, &str); 9] = [
+const ADMIN_CALLS: [(&str, &str); 11] = [
     ("ruvector_dag_export", "SELECT ruvector_dag.ruvector_dag_export()"),
     ("ruvector_dag_import", "SELECT ruvector_dag.ruvector_dag_import('\\x00'::bytea)"),
     ("ruvector_dag_reset", "SELECT ruvector_dag.ruvector_dag_reset()"),
@@ -18,6 +18,8 @@ const ADMIN_CALLS: [(&str, &str); 9] = [
         "ruvector_dag_unregister_attention",
         "SELECT ruvector_dag.ruvector_dag_unregister_attention('p')",
     ),
+    ("ruvector_dag_explorer_pause", "SELECT ruvector_dag.ruvector_dag_explorer_pause()"),
+    ("ruvector_dag_explorer_resume", "SELECT ruvector_dag.ruvector_dag_explorer_resume()"),
 ];
 
 fn plain_calls() -> Vec<(String, String)> {
