@@ -324,14 +324,26 @@ fn reindex(index: &str) {
     });
 }
 
-/// Pause every background explorer (administrative): it finishes the run in progress (at most
-/// its timeout) and waits; statements keep being queued, up to the queue's size. Returns
-/// whether they were running before.
+/// Pause every background explorer (administrative): returns once no run is in progress (a
+/// run finishes within its timeout; this waits at most a minute, then says so in a WARNING),
+/// so that what runs next runs alone; statements keep being queued, up to the queue's size.
+/// Returns whether they were running before.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_explorer_pause() -> bool {
     scope::require_admin("ruvector_dag_explorer_pause");
     require_shared("ruvector_dag_explorer_pause");
-    !shared::pause_explorers(true)
+    let was_paused = shared::pause_explorers(true);
+    let t0 = std::time::Instant::now();
+    while shared::any_explorer_running() {
+        if t0.elapsed().as_secs() >= 60 {
+            warning!("ruvector_dag_explorer_pause: an explorer's run is still in progress after 60 s; it stops after it");
+            break;
+        }
+        // SAFETY: a plain sleep; a cancel interrupts it.
+        unsafe { pg_sys::pg_usleep(10_000) };
+        pgrx::check_for_interrupts!();
+    }
+    !was_paused
 }
 
 /// Let the background explorers run again (administrative). Returns whether they were paused.

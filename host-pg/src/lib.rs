@@ -141,6 +141,7 @@ mod tests {
     // Tests through SQL, as a user would call the functions (`cargo pgrx test pg15`).
     // `#[pg_schema]` needs an inline module; the tests live in files by subject.
     include!("tests/common.rs");
+    include!("tests/explorer.rs");
     include!("tests/analysis.rs");
     include!("tests/settings.rs");
     include!("tests/learning.rs");

@@ -116,6 +116,8 @@ struct OfferSlot {
 struct ExplorerSlot {
     db: std::sync::atomic::AtomicU32,
     pid: AtomicI32,
+    /// A run is in progress (a pause waits for it).
+    running: std::sync::atomic::AtomicBool,
     counters: [AtomicU64; EXPLORER_COUNTERS],
 }
 
@@ -259,6 +261,7 @@ unsafe extern "C-unwind" fn on_startup() {
             explorers: std::array::from_fn(|_| ExplorerSlot {
                 db: std::sync::atomic::AtomicU32::new(0),
                 pid: AtomicI32::new(0),
+                running: std::sync::atomic::AtomicBool::new(false),
                 counters: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
             launcher_latch: std::sync::atomic::AtomicUsize::new(0),
@@ -921,6 +924,26 @@ pub fn explorer_counters(db: u32) -> [u64; EXPLORER_COUNTERS] {
         .map_or([0; EXPLORER_COUNTERS], |e| {
             std::array::from_fn(|i| e.counters[i].load(Ordering::Acquire))
         })
+}
+
+/// Mark database `db`'s explorer as in a run (true) or between runs.
+pub fn explorer_running(db: u32, running: bool) {
+    if let Some(e) = shared().and_then(|s| {
+        s.explorers
+            .iter()
+            .find(|e| e.db.load(Ordering::Acquire) == db)
+    }) {
+        e.running.store(running, Ordering::Release);
+    }
+}
+
+/// Whether some explorer is in a run.
+pub fn any_explorer_running() -> bool {
+    shared().is_some_and(|s| {
+        s.explorers
+            .iter()
+            .any(|e| e.pid.load(Ordering::Acquire) != 0 && e.running.load(Ordering::Acquire))
+    })
 }
 
 /// Pause (true) or resume (false) every explorer; the previous state.

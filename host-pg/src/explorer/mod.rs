@@ -106,7 +106,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
                 }
                 Err(_) => {}
             }
-            if BackgroundWorker::sigterm_received() || shared::explorers_paused() {
+            if BackgroundWorker::sigterm_received() {
                 break;
             }
         }
@@ -116,6 +116,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
 #[pg_guard]
 unsafe extern "C-unwind" fn explorer_exit(_code: i32, arg: pg_sys::Datum) {
     let db = arg.value() as u32;
+    shared::explorer_running(db, false);
     shared::set_explorer(db, 0);
     shared::release_all(db, false);
 }
@@ -160,7 +161,6 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
     if recent.contains_key(&offer.fingerprint) {
         return Ok(());
     }
-    recent.insert(offer.fingerprint, Instant::now());
     shared::count_explorer(db, ExplorerCounter::Explored, 1);
     let refuse = |r: Refused| {
         shared::count_explorer(db, r.counter, 1);
@@ -174,7 +174,6 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         Ok(x) => x,
         Err(r) => return refuse(r),
     };
-    recent.insert(d.fingerprint, Instant::now());
     let kind = |cut| RunKind {
         cut,
         background: true,
@@ -187,9 +186,8 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             Step::Plan { arm, plan } => (arm, plan),
         };
         if !wait_until_quiet() {
+            // Given back: offered again by a later run of the statement.
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
-            recent.remove(&offer.fingerprint);
-            recent.remove(&d.fingerprint);
             return Ok(());
         }
         let default_ms = hooks::with_loaded(|o| {
@@ -205,14 +203,16 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             (_, None) => 300_000.0,
         };
         let t0 = Instant::now();
+        shared::explorer_running(db, true);
         let ran = run(&offer, arm, timeout_ms, true);
+        shared::explorer_running(db, false);
         let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
         shared::count_explorer(db, ExplorerCounter::Runs, 1);
         shared::count_explorer(db, ExplorerCounter::RunUs, (wall_ms * 1000.0) as u64);
         let (ms, plan, cut) = match ran {
             Ok(Ran::Done(ms, probed)) => (ms, probed.dag.shape_hash(), false),
             // The default plan cut short: the server is slower than it was; try another time.
-            Ok(Ran::Cut) if arm == 0 => break,
+            Ok(Ran::Cut) if arm == 0 => return Ok(()),
             Ok(Ran::Cut) => {
                 shared::count_explorer(db, ExplorerCounter::Cut, 1);
                 (timeout_ms, expected, true)
@@ -230,9 +230,13 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             d = fresh;
         }
         if !pace(wall_ms) {
-            break;
+            return Ok(());
         }
     }
+    // Settled (or as far as one offer goes): not explored again until the learner has
+    // published what was measured here.
+    recent.insert(offer.fingerprint, Instant::now());
+    recent.insert(d.fingerprint, Instant::now());
     Ok(())
 }
 
@@ -317,8 +321,8 @@ fn record(db: u32, d: &Decision, relids: &[u32], ms: f32, kind: RunKind) -> Resu
     }
 }
 
-/// Wait `wall_ms` x (1 - share) / share after a run of `wall_ms` (at least 10 ms). False when
-/// the explorer must stop (SIGTERM) or pause.
+/// Wait `wall_ms` x (1 - share) / share after a run of `wall_ms` (at least 10 ms), and while
+/// the explorers are paused. False when the explorer must stop (SIGTERM).
 fn pace(wall_ms: f64) -> bool {
     let share = guc::EXPLORE_SHARE.get().clamp(0.001, 1.0);
     let wait = (wall_ms * (1.0 - share) / share).max(10.0);
@@ -328,7 +332,15 @@ fn pace(wall_ms: f64) -> bool {
         if !BackgroundWorker::wait_latch(Some(left.min(Duration::from_millis(500)))) {
             return false;
         }
-        if shared::explorers_paused() {
+    }
+    while_paused()
+}
+
+/// Wait while the explorers are paused (`ruvector_dag_explorer_pause()`). False when the
+/// explorer must stop (SIGTERM).
+fn while_paused() -> bool {
+    while shared::explorers_paused() {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(20))) {
             return false;
         }
     }
@@ -336,12 +348,13 @@ fn pace(wall_ms: f64) -> bool {
 }
 
 /// Wait while as many client backends are active as the machine has cores (at most
-/// [`BUSY_WAIT_S`]). False when the server stayed busy, or the explorer must stop or pause.
+/// [`BUSY_WAIT_S`], not counting a pause). False when the server stayed busy, or the explorer
+/// must stop.
 fn wait_until_quiet() -> bool {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-    let started = Instant::now();
+    let mut busy = Duration::ZERO;
     loop {
-        if shared::explorers_paused() {
+        if !while_paused() {
             return false;
         }
         let active = BackgroundWorker::transaction(|| {
@@ -356,7 +369,8 @@ fn wait_until_quiet() -> bool {
         if active < cores {
             return true;
         }
-        if started.elapsed().as_secs() >= BUSY_WAIT_S
+        busy += Duration::from_millis(500);
+        if busy.as_secs() >= BUSY_WAIT_S
             || !BackgroundWorker::wait_latch(Some(Duration::from_millis(500)))
         {
             return false;
@@ -513,7 +527,7 @@ fn explain(offer: &Offer, analyze: bool) -> Result<f64, String> {
 }
 
 /// "Execution Time" of EXPLAIN (ANALYZE, FORMAT JSON)'s output, ms.
-fn execution_ms(json: &str) -> Result<f64, String> {
+pub(crate) fn execution_ms(json: &str) -> Result<f64, String> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("EXPLAIN's output is not JSON: {e}"))?;
     v.get(0)
@@ -521,19 +535,4 @@ fn execution_ms(json: &str) -> Result<f64, String> {
         .and_then(|x| x.as_f64())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
         .ok_or_else(|| "EXPLAIN's output has no Execution Time".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::execution_ms;
-
-    #[test]
-    fn the_execution_time_is_read_from_explain_json() {
-        let json = r#"[{"Plan": {"Node Type": "Result"}, "Planning Time": 0.05, "Execution Time": 12.5}]"#;
-        assert_eq!(execution_ms(json), Ok(12.5));
-        assert!(execution_ms(r#"[{"Plan": {}}]"#)
-            .unwrap_err()
-            .contains("no Execution Time"));
-        assert!(execution_ms("not json").unwrap_err().contains("not JSON"));
-    }
 }

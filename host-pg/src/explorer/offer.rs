@@ -171,11 +171,44 @@ unsafe fn statement_text(
         .trim()
         .trim_end_matches(';')
         .trim();
+    let text = without_explain(text);
     let first = first_word(text).to_ascii_lowercase();
     if !matches!(first.as_str(), "select" | "with" | "values" | "table") {
-        return Err("its text is not a plain SELECT (EXPLAIN, CREATE TABLE AS, PREPARE, DECLARE or COPY around it)");
+        return Err("its text is not a plain SELECT (CREATE TABLE AS, PREPARE, DECLARE or COPY around it)");
     }
     Ok(text.to_string())
+}
+
+/// `text` without a leading `EXPLAIN` and its options (`EXPLAIN (ANALYZE, ...)`, `EXPLAIN
+/// ANALYZE VERBOSE`): the statement it explains (the planner hook sees that statement).
+pub(crate) fn without_explain(text: &str) -> &str {
+    let t = text.trim_start();
+    if t.get(..7).is_none_or(|p| !p.eq_ignore_ascii_case("explain"))
+        || !first_word(t).eq_ignore_ascii_case("explain")
+    {
+        return text;
+    }
+    let mut rest = t[7..].trim_start();
+    if let Some(inner) = rest.strip_prefix('(') {
+        match inner.find(')') {
+            Some(i) => rest = inner[i + 1..].trim_start(),
+            None => return text,
+        }
+    } else {
+        loop {
+            let w = first_word(rest);
+            if ["analyze", "analyse", "verbose"]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k))
+                && rest.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w))
+            {
+                rest = rest[w.len()..].trim_start();
+            } else {
+                break;
+            }
+        }
+    }
+    rest
 }
 
 /// The first word of SQL text, after blanks, comments and opening parentheses.
@@ -318,18 +351,4 @@ pub fn explorer_available() -> bool {
         )
     };
     !standby && crate::shared::explorer_pid(db) != 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::first_word;
-
-    #[test]
-    fn the_first_word_skips_blanks_comments_and_parentheses() {
-        assert_eq!(first_word("  SELECT 1"), "SELECT");
-        assert_eq!(first_word("-- a comment\n (select 1)"), "select");
-        assert_eq!(first_word("/* x */ WITH a AS (SELECT 1) TABLE a"), "WITH");
-        assert_eq!(first_word("explain select 1"), "explain");
-        assert_eq!(first_word("/* never closed"), "");
-    }
 }

@@ -310,6 +310,8 @@ fn status(cluster: &Cluster, db: &str) -> BTreeMap<String, String> {
 struct Sessions {
     /// Per mode: its session, and whether it ran an instance yet.
     by_mode: Vec<(Mode, postgres::Client, bool)>,
+    /// Whether the background explorers were last let run (true) or paused (false).
+    explorers: Option<bool>,
 }
 
 impl Sessions {
@@ -318,11 +320,32 @@ impl Sessions {
         for m in Mode::ALL {
             by_mode.push((m, cluster.connect(db, m.dag_mode())?, false));
         }
-        Ok(Sessions { by_mode })
+        Ok(Sessions {
+            by_mode,
+            explorers: None,
+        })
     }
     /// Close every session: the next `get` opens a new one.
     fn renew(&mut self, cluster: &Cluster, db: &str) -> Result<(), String> {
+        let explorers = self.explorers;
         *self = Sessions::open(cluster, db)?;
+        self.explorers = explorers;
+        Ok(())
+    }
+
+    /// Let the background explorers run while mode `m` runs (learn, frozen) or pause them
+    /// (stock and the oracle measure PostgreSQL alone; a pause waits for a run in progress).
+    /// (From the stock session, which no in-scope statement counts.)
+    fn explorers_for(&mut self, cluster: &Cluster, db: &str, m: Mode) -> Result<(), String> {
+        let on = matches!(m, Mode::Learn | Mode::Frozen);
+        if self.explorers == Some(on) {
+            return Ok(());
+        }
+        let f = if on { "resume" } else { "pause" };
+        self.get(cluster, db, Mode::Stock)?
+            .batch_execute(&format!("SELECT ruvector_dag.ruvector_dag_explorer_{f}()"))
+            .map_err(sql_err("pausing or resuming the explorers"))?;
+        self.explorers = Some(on);
         Ok(())
     }
 
@@ -373,7 +396,7 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
         workloads.push(wl);
     }
     let warmup = a.warmup.unwrap_or(a.rounds / 2);
-    let execs = run_rounds(&cluster, &workloads, a, warmup, t0)?;
+    let (execs, explorer_ms_by_round) = run_rounds(&cluster, &workloads, a, warmup, t0)?;
     let pgbench = if a.pgbench_seconds > 0 {
         Some(pgbench(&cluster, a)?)
     } else {
@@ -404,6 +427,7 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
         seed: a.seed,
         settings: conf,
         workloads: summaries,
+        explorer_ms_by_round,
         pgbench,
         crashes_in_server_log: cluster.crashes_in_log(),
         duration_s: t0.elapsed().as_secs_f64(),
@@ -456,15 +480,17 @@ fn start_cluster(repo: &Path, a: &Args) -> Result<(Cluster, Vec<String>, String)
 }
 
 /// Every round: each template of each workload once, with newly drawn constants, under every
-/// mode ([`run_instance`]).
+/// mode ([`run_instance`]); the executions, and the background explorers' run time per round.
 fn run_rounds(
     cluster: &Cluster,
     workloads: &[Workload],
     a: &Args,
     warmup: u32,
     t0: Instant,
-) -> Result<Vec<Exec>, String> {
+) -> Result<(Vec<Exec>, Vec<f64>), String> {
     let mut execs: Vec<Exec> = Vec::new();
+    // Per round: the time the background explorers' runs took (machine time, no user waited).
+    let mut explorer_ms: Vec<f64> = Vec::new();
     let mut sessions = Vec::new();
     let mut arms = Vec::new();
     for w in workloads {
@@ -519,14 +545,25 @@ fn run_rounds(
             .iter()
             .map(|(m, ms)| format!("{} {:.1} s", m.name(), ms / 1000.0))
             .collect();
+        let explored_ms: f64 = workloads
+            .iter()
+            .map(|w| {
+                status(cluster, &w.name)
+                    .get("explorer_run_ms")
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .sum();
+        explorer_ms.push(explored_ms - explorer_ms.iter().sum::<f64>());
         bar.finish_and_clear();
         println!(
-            "    round {round:>2}: {} ({:.0} s so far)",
+            "    round {round:>2}: {}; the explorers' runs {:.1} s ({:.0} s so far)",
             parts.join(", "),
+            explorer_ms.last().copied().unwrap_or(0.0) / 1000.0,
             t0.elapsed().as_secs_f64()
         );
     }
-    Ok(execs)
+    Ok((execs, explorer_ms))
 }
 
 /// Which instance of a template a round runs.
@@ -581,6 +618,7 @@ fn run_instance(
     let rot = (round as usize + ti) % order.len();
     for k in 0..order.len() {
         let mode = order[(k + rot) % order.len()];
+        sessions.explorers_for(cluster, &w.name, mode)?;
         let first_in_session = sessions.first_use(mode);
         let client = sessions.get(cluster, &w.name, mode)?;
         let mut e = Exec {

@@ -278,6 +278,9 @@ pub struct Report {
     pub seed: u64,
     pub settings: Vec<String>,
     pub workloads: Vec<WorkloadSummary>,
+    /// Per round: what the background explorers' runs took, ms (machine time: no user waited
+    /// for it; paused while stock and the oracle ran).
+    pub explorer_ms_by_round: Vec<f64>,
     pub pgbench: Option<Pgbench>,
     pub crashes_in_server_log: Vec<String>,
     pub duration_s: f64,
@@ -559,6 +562,17 @@ pub fn terminal(r: &Report) -> String {
             w.errors.len()
         );
     }
+    let explored: Vec<String> = r
+        .explorer_ms_by_round
+        .iter()
+        .map(|ms| format!("{:.1}", ms / 1000.0))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\nbackground explorers' runs per round (s, machine time, paused during stock and oracle): {} (total {:.1} s)",
+        explored.join(" "),
+        r.explorer_ms_by_round.iter().sum::<f64>() / 1000.0
+    );
     if let Some(p) = &r.pgbench {
         let _ = writeln!(
             s,

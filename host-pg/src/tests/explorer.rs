@@ -1,0 +1,64 @@
+// The background explorer's pieces that need no server: what it reads of a statement's text
+// and of EXPLAIN's output (scripts/explorer.sh tests it on a real server).
+
+#[pg_test]
+fn the_first_word_skips_blanks_comments_and_parentheses() {
+    use crate::explorer::offer::first_word;
+    assert_eq!(first_word("  SELECT 1"), "SELECT");
+    assert_eq!(first_word("-- a comment\n (select 1)"), "select");
+    assert_eq!(first_word("/* x */ WITH a AS (SELECT 1) TABLE a"), "WITH");
+    assert_eq!(first_word("explain select 1"), "explain");
+    assert_eq!(first_word("/* never closed"), "");
+}
+
+#[pg_test]
+fn an_explained_statement_is_the_statement_it_explains() {
+    use crate::explorer::offer::without_explain;
+    assert_eq!(without_explain("EXPLAIN (ANALYZE, TIMING OFF) SELECT 1"), "SELECT 1");
+    assert_eq!(without_explain("explain analyze verbose select 1"), "select 1");
+    assert_eq!(without_explain("EXPLAIN SELECT 1"), "SELECT 1");
+    assert_eq!(without_explain("SELECT 1"), "SELECT 1");
+    assert_eq!(without_explain("EXPLAIN (ANALYZE"), "EXPLAIN (ANALYZE");
+    assert_eq!(without_explain("/*é*/ EXPLAIN SELECT 1"), "/*é*/ EXPLAIN SELECT 1");
+    // What follows is the caller's to check (a SELECT's first word).
+    assert_eq!(without_explain("EXPLAIN ANALYZE DELETE FROM t"), "DELETE FROM t");
+}
+
+#[pg_test]
+fn the_execution_time_is_read_from_explain_json() {
+    use crate::explorer::execution_ms;
+    let json = r#"[{"Plan": {"Node Type": "Result"}, "Planning Time": 0.05, "Execution Time": 12.5}]"#;
+    assert_eq!(execution_ms(json), Ok(12.5));
+    assert!(execution_ms(r#"[{"Plan": {}}]"#).unwrap_err().contains("no Execution Time"));
+    assert!(execution_ms("not json").unwrap_err().contains("not JSON"));
+}
+
+#[pg_test]
+fn only_a_plain_read_only_select_is_offered() {
+    // What the planner hook checks before offering (ineligible(): the analyzed query).
+    setup();
+    let reason = |sql: &str| -> Option<&'static str> {
+        let sql = std::ffi::CString::new(sql).unwrap();
+        // SAFETY: parse analysis of one statement in this transaction.
+        unsafe {
+            let raw = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+            let stmt = (*(*raw).elements).ptr_value as *mut pg_sys::RawStmt;
+            let q = pg_sys::parse_analyze_fixedparams(stmt, sql.as_ptr(), std::ptr::null_mut(), 0, std::ptr::null_mut());
+            crate::explorer::offer::ineligible(q)
+        }
+    };
+    assert_eq!(reason("SELECT * FROM t_orders o JOIN t_customers c ON c.id = o.customer"), None);
+    assert_eq!(reason("SELECT * FROM t_orders FOR UPDATE"), Some("it locks rows (FOR UPDATE / SHARE)"));
+    assert_eq!(reason("SELECT * FROM t_orders WHERE random() < 0.5"), Some("it calls a volatile function"));
+    assert_eq!(
+        reason("SELECT * FROM (SELECT pg_advisory_lock(id) FROM t_orders) s"),
+        Some("it calls a volatile function")
+    );
+    assert_eq!(
+        reason("WITH d AS (DELETE FROM t_orders RETURNING id) SELECT * FROM d"),
+        Some("it has a data-modifying WITH")
+    );
+    Spi::run("CREATE TEMP TABLE t_tmp (id int)").unwrap();
+    assert_eq!(reason("SELECT * FROM t_orders JOIN t_tmp USING (id)"), Some("it reads a temporary table"));
+    assert_eq!(reason("INSERT INTO t_orders SELECT * FROM t_orders LIMIT 0"), Some("it is not a SELECT"));
+}
