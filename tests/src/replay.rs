@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use ruvector_dag_core::dag::without_disable_cost;
 use ruvector_dag_core::explain::parse_explain;
-use ruvector_dag_core::learning::{Candidate, NeuralDagConfig, Optimizer, Rule};
+use ruvector_dag_core::learning::{
+    explore_timeout_ms, Candidate, Exploration, NeuralDagConfig, Optimizer, Rule, RunKind, Step,
+    EXPLORE_MAX_RUNS,
+};
 use ruvector_dag_core::rng::SplitMix64;
 use ruvector_dag_core::PlanDag;
 
@@ -211,4 +214,117 @@ pub fn replay_with(
         opt.learn_cycle().expect("learn cycle");
     }
     runs
+}
+
+/// [`replay`] with the background explorer, as the extension ships: no user's run explores
+/// ([`Exploration::Explorer`]); the queries that ask for it are queued, and between rounds the
+/// explorer runs what [`Optimizer::explore_step`] names, within `share` of the round's user
+/// time (its pacing), each candidate run cut at [`explore_timeout_ms`]; its runs are observed as
+/// background runs (the budget untouched). Returns the users' runs, the explorer's machine time
+/// per round (ms), and the optimizer.
+pub fn replay_explorer(
+    cfg: NeuralDagConfig,
+    names: &[String],
+    queries: &[QueryTrace],
+    rounds: usize,
+    seed: u64,
+    share: f64,
+) -> (Vec<Run>, Vec<f64>, Optimizer) {
+    let mut opt = Optimizer::new(cfg, names.to_vec()).expect("optimizer");
+    let mut rng = SplitMix64::new(seed);
+    let mut runs = Vec::new();
+    let mut machine = Vec::new();
+    let mut queue: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    for round in 1..=rounds {
+        let mut order: Vec<usize> = (0..queries.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let mut user_ms = 0.0;
+        for &qi in &order {
+            let q = &queries[qi];
+            let d = opt
+                .decide_with(&q.arms[0].plan, Exploration::Explorer)
+                .expect("decide");
+            let arm = d.arm;
+            let noise = rng.normal();
+            let pick = |a: usize| q.arms[a].ms[round % 2] * (0.05 * noise).exp();
+            let (ms, default_ms) = (pick(usize::from(arm)), pick(0));
+            let t = opt
+                .trajectory(&d, arm, Some(&q.arms[usize::from(arm)].plan), ms as f32)
+                .expect("trajectory");
+            opt.observe(t).expect("observe");
+            user_ms += ms;
+            if d.background && !queue.contains(&qi) {
+                queue.push_back(qi);
+            }
+            runs.push(Run {
+                round,
+                query: qi,
+                arm,
+                rule: d.rule,
+                ms,
+                default_ms,
+                reason: d.reason.clone(),
+            });
+        }
+        let mut spent = 0.0;
+        while spent < share * user_ms {
+            let Some(qi) = queue.pop_front() else { break };
+            spent += explore_query(&mut opt, &queries[qi], round, &mut rng);
+        }
+        machine.push(spent);
+        opt.learn_cycle().expect("learn cycle");
+    }
+    (runs, machine, opt)
+}
+
+/// What the explorer does with one offered query: plan its candidates, then run what the
+/// optimizer names until it is settled or [`EXPLORE_MAX_RUNS`] runs. The machine time, ms.
+fn explore_query(opt: &mut Optimizer, q: &QueryTrace, round: usize, rng: &mut SplitMix64) -> f64 {
+    let default = &q.arms[0].plan;
+    let d = opt
+        .decide_with(default, Exploration::Explorer)
+        .expect("decide");
+    let cands: Vec<Candidate> = (1..q.arms.len())
+        .filter(|&a| !d.blocked.contains(&(a as u8)))
+        .map(|a| Candidate {
+            arm: a as u8,
+            plan: q.arms[a].plan.shape_hash(),
+            cost: q.arms[a].cost,
+        })
+        .collect();
+    opt.note_candidates(d.fingerprint, d.default_cost, &cands)
+        .expect("candidates");
+    let mut spent = 0.0;
+    for _ in 0..EXPLORE_MAX_RUNS {
+        let mut d = opt
+            .decide_with(default, Exploration::Explorer)
+            .expect("decide");
+        let arm = match opt.explore_step(&d) {
+            Step::Done => break,
+            Step::Default => 0,
+            Step::Plan { arm, .. } => arm,
+        };
+        let noise = rng.normal();
+        let ms = q.arms[usize::from(arm)].ms[round % 2] * (0.05 * noise).exp();
+        let typical = opt
+            .evidence()
+            .get(d.fingerprint)
+            .and_then(|e| e.default_ms());
+        let cut_at = typical.map(explore_timeout_ms);
+        let cut = arm != 0 && cut_at.is_some_and(|c| ms > c);
+        let ms = if cut { cut_at.unwrap_or(ms) } else { ms };
+        d.arm = arm;
+        let t = opt
+            .trajectory(&d, arm, Some(&q.arms[usize::from(arm)].plan), ms as f32)
+            .expect("trajectory");
+        let kind = RunKind {
+            cut,
+            background: true,
+        };
+        opt.observe_run(t, kind, true).expect("observe");
+        spent += ms;
+    }
+    spent
 }

@@ -5,7 +5,7 @@
 
 use ruvector_dag_core::learning::{NeuralDagConfig, Rule};
 use ruvector_dag_tests::replay::{
-    correlated_dir, load, load_dir, replay, replay_with, QueryTrace, Run,
+    correlated_dir, load, load_dir, replay, replay_explorer, replay_with, QueryTrace, Run,
 };
 
 const ROUNDS: usize = 30;
@@ -251,3 +251,85 @@ fn a_new_query_with_a_5x_faster_plan_is_adopted_within_5_executions() {
         lines.join("\n  ")
     );
 }
+
+/// The shipped policy: the background explorer verifies plans off the users' path; no user's run
+/// explores. Per seed: the users' time over always-default (every round, and after warm-up),
+/// the share of the oracle's gain captured, and the explorer's machine time.
+#[test]
+fn replay_with_the_background_explorer_never_explores_in_a_users_run() {
+    let (names, queries) = load();
+    let default_round: f64 = queries.iter().map(|q| q.arms[0].mean_ms()).sum();
+    let oracle = queries.iter().map(QueryTrace::oracle_ms).sum::<f64>() / default_round;
+    let mut lines = Vec::new();
+    let (mut worst_round, mut late_sum, mut captured_min) = (0.0f64, 0.0, f64::INFINITY);
+    for seed in 1..=SEEDS {
+        let (runs, machine, _) = replay_explorer(
+            NeuralDagConfig::default(),
+            &names,
+            &queries,
+            ROUNDS,
+            seed,
+            0.25,
+        );
+        // Structural: a user's run is the verified plan or the default plan, never an untried one.
+        assert!(
+            runs.iter()
+                .all(|r| matches!(r.rule, Rule::Verified | Rule::Default)),
+            "seed {seed}: a user's run explored"
+        );
+        let per_round: Vec<f64> = (1..=ROUNDS)
+            .map(|n| {
+                let mine: Vec<Run> = runs.iter().filter(|r| r.round == n).cloned().collect();
+                let (c, d) = totals(&mine);
+                c / d
+            })
+            .collect();
+        let late: Vec<Run> = runs.iter().filter(|r| r.round > WARM_UP).cloned().collect();
+        let (chosen, default) = totals(&late);
+        let oracle_late: f64 = late.iter().map(|r| queries[r.query].oracle_ms()).sum();
+        let captured = (default - chosen) / (default - oracle_late);
+        worst_round = per_round.iter().copied().fold(worst_round, f64::max);
+        late_sum += chosen / default;
+        captured_min = captured_min.min(captured);
+        let machine_s: f64 = machine.iter().sum::<f64>() / 1000.0;
+        lines.push(format!(
+            "seed {seed}: every round at most {:.3}x default; rounds {}-{ROUNDS} {:.3}x, {:.0}% of the oracle's gain; explorer {machine_s:.1} s of machine time ({:.1} s in the first {WARM_UP} rounds)",
+            per_round.iter().copied().fold(0.0, f64::max),
+            WARM_UP + 1,
+            chosen / default,
+            100.0 * captured,
+            machine[..WARM_UP].iter().sum::<f64>() / 1000.0
+        ));
+        // Close to what it measures (see the printed lines): a user's round is the default's
+        // within the noise, and the explorer finds the gain.
+        assert!(
+            per_round.iter().all(|&x| x <= 1.02),
+            "seed {seed}: a round above 1.02x: {per_round:?}"
+        );
+    }
+    let late_mean = late_sum / SEEDS as f64;
+    println!(
+        "replay with the explorer: oracle {oracle:.3}x; every user round at most {worst_round:.3}x default; rounds {}-{ROUNDS} {late_mean:.3}x on average, at least {:.0}% of the oracle's gain",
+        WARM_UP + 1,
+        100.0 * captured_min
+    );
+    for l in &lines {
+        println!("  {l}");
+    }
+    assert!(
+        late_mean <= LATE_WITH_EXPLORER,
+        "rounds {}-{ROUNDS} at {late_mean:.3}x on average",
+        WARM_UP + 1
+    );
+    assert!(
+        captured_min >= CAPTURED_WITH_EXPLORER,
+        "a seed captured {:.0}%",
+        100.0 * captured_min
+    );
+}
+
+/// Bounds of the explorer replay, just above (below) what it measures (0.673x on average, 95 %
+/// at least, over 6 seeds; in sample: these fixtures are what the policy's constants were
+/// chosen on).
+const LATE_WITH_EXPLORER: f64 = 0.69;
+const CAPTURED_WITH_EXPLORER: f64 = 0.92;

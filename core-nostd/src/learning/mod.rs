@@ -17,8 +17,8 @@ pub use config::NeuralDagConfig;
 pub use estimator::CostEstimator;
 pub use evidence::{EvidenceBook, PlanEvidence, ShapeEvidence, Verdict};
 pub use optimizer::{
-    Candidate, CycleReport, Decision, Exploration, Forgotten, Observed, Optimizer, OptimizerStats,
-    Rule, RunKind, Step,
+    explore_timeout_ms, Candidate, CycleReport, Decision, Exploration, Forgotten, Observed,
+    Optimizer, OptimizerStats, Rule, RunKind, Step, EXPLORE_MAX_RUNS,
 };
 pub use reasoning_bank::{Pattern, ReasoningBank};
 pub use selector::{AttentionSelector, PluginArms};

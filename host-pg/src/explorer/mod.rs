@@ -10,11 +10,11 @@
 //!    (`EXPLAIN`, nothing run), and records the candidate plans;
 //! 2. runs what the optimizer's [`explore_step`](ruvector_dag_core::learning::Optimizer::explore_step)
 //!    names (the default plan, a trial, an untried plan) with `EXPLAIN ANALYZE` (the rows are
-//!    not sent anywhere), under a statement timeout at [`TIMEOUT_RATIO`] x the default plan's
-//!    typical time: a loser is cut short and recorded as at least that slow;
+//!    not sent anywhere), under a statement timeout at [`explore_timeout_ms`] (2x the default
+//!    plan's typical time + 50 ms): a loser is cut short and recorded as at least that slow;
 //! 3. records every run in the shared ring as a background run (the learner observes it: the
 //!    same evidence the foreground uses, without charging the users' exploration budget);
-//!    until the evidence settles every candidate or [`MAX_RUNS`] runs were made.
+//!    until the evidence settles every candidate or [`EXPLORE_MAX_RUNS`] runs were made.
 //!
 //! It is paced by `ruvector.dag_explore_share` (after a run of t ms it waits t x (1 - share) /
 //! share), waits while as many client backends are active as the machine has cores, and
@@ -31,22 +31,17 @@ use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
-use ruvector_dag_core::learning::{Candidate, Decision, Exploration, RunKind, Step};
+use ruvector_dag_core::learning::{
+    explore_timeout_ms, Candidate, Decision, Exploration, RunKind, Step, EXPLORE_MAX_RUNS,
+};
 
 use crate::shared::{self, ExplorerCounter};
 use crate::{guc, hooks, learner};
 use offer::Offer;
 
-/// A candidate run is cut short at this many times the default plan's typical time (plus
-/// [`TIMEOUT_SLACK_MS`]): a plan that slow cannot verify faster, so nothing is lost by not
-/// finishing it.
-pub const TIMEOUT_RATIO: f64 = 2.0;
-/// Added to every run's timeout (timer and start-up noise of short statements), ms.
-pub const TIMEOUT_SLACK_MS: f64 = 50.0;
-/// The default plan's own runs are cut at this many times its typical time.
+/// The default plan's own runs are cut at this many times its typical time (candidates at the
+/// core's [`explore_timeout_ms`]).
 pub const DEFAULT_TIMEOUT_RATIO: f64 = 5.0;
-/// Most runs for one offered statement.
-pub const MAX_RUNS: usize = 24;
 /// A shape explored this recently is not explored again (the learner has not published what
 /// the explorer measured yet, or nothing was left), seconds.
 pub const REVISIT_AFTER_S: u64 = 30;
@@ -153,7 +148,7 @@ impl Refused {
     }
 }
 
-/// Explore one offered statement until the evidence settles it, [`MAX_RUNS`] runs, the
+/// Explore one offered statement until the evidence settles it, [`EXPLORE_MAX_RUNS`] runs, the
 /// server stays busy, or the explorer is paused or stopped.
 fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<(), String> {
     let offer: Offer = postcard::from_bytes(bytes)
@@ -178,7 +173,7 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         cut,
         background: true,
     };
-    for _ in 0..MAX_RUNS {
+    for _ in 0..EXPLORE_MAX_RUNS {
         let step = hooks::with_loaded(|o| o.explore_step(&d)).unwrap_or(Step::Done);
         let (arm, expected) = match step {
             Step::Done => break,
@@ -197,8 +192,8 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         })
         .flatten();
         let timeout_ms = match (arm, default_ms) {
-            (0, Some(ms)) => DEFAULT_TIMEOUT_RATIO * ms + TIMEOUT_SLACK_MS,
-            (_, Some(ms)) => TIMEOUT_RATIO * ms + TIMEOUT_SLACK_MS,
+            (0, Some(ms)) => DEFAULT_TIMEOUT_RATIO * ms + 1000.0,
+            (_, Some(ms)) => explore_timeout_ms(ms),
             // The default plan's time is not known yet: the session's own limit, at most 5 min.
             (_, None) => 300_000.0,
         };

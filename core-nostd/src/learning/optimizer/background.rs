@@ -8,6 +8,21 @@ use super::choose::usable_arm;
 use super::{Decision, Optimizer, Step};
 use crate::learning::evidence::ShapeEvidence;
 
+/// A background candidate run is cut short at this many times the default plan's typical time
+/// (plus [`EXPLORE_TIMEOUT_SLACK_MS`]): a plan that slow cannot verify faster, so nothing is
+/// lost by not finishing it.
+pub const EXPLORE_TIMEOUT_RATIO: f64 = 2.0;
+/// Added to every background run's timeout (timer and start-up noise of short statements), ms.
+pub const EXPLORE_TIMEOUT_SLACK_MS: f64 = 50.0;
+/// Most background runs for one offered statement.
+pub const EXPLORE_MAX_RUNS: usize = 24;
+
+/// The timeout of a background run of a candidate plan of a shape whose default plan
+/// typically takes `default_ms`, ms.
+pub fn explore_timeout_ms(default_ms: f64) -> f64 {
+    EXPLORE_TIMEOUT_RATIO * default_ms + EXPLORE_TIMEOUT_SLACK_MS
+}
+
 /// How much an endorsement (a similar shape verified the arm, or BTSP memory recalls it much
 /// faster) moves an untried plan ahead in the explorer's order (log units of planner cost).
 const ENDORSED_FIRST: f64 = 2.0;

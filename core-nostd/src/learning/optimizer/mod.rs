@@ -63,6 +63,9 @@ mod observe;
 mod testing;
 mod types;
 
+pub use background::{
+    explore_timeout_ms, EXPLORE_MAX_RUNS, EXPLORE_TIMEOUT_RATIO, EXPLORE_TIMEOUT_SLACK_MS,
+};
 pub use choose::PATTERN_RULE;
 use embedding::{EmbedCache, HostPlugin};
 pub use embedding::{CENTERING, EMBED_CACHE_ENTRIES, REFERENCE_PLANS};
