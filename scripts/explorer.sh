@@ -10,7 +10,8 @@
 #   3. a statement the explorer cannot run any more (its role's permission revoked) is dropped
 #      with a counted reason, never retried, never an error in a user's session;
 #   4. statements it must not run are never queued: FOR UPDATE, a volatile function;
-#   5. kill -9 of the explorer: the server restarts and learns on (the learned state is intact).
+#   5. kill -9 of the explorer: the server restarts and learns on (the learned state is intact);
+#   6. a fast shutdown does not wait for the explorer.
 # Every check prints what it measured; the script exits non-zero at the first failed check.
 # Options: --no-install (use the installed extension), --keep (leave the cluster), --pg 15|18.
 set -euo pipefail
@@ -146,4 +147,7 @@ for n in 1 2 3; do
 done
 grep -q '^rule verified' <<<"$out" || fail "the verified plan is not applied after the restart: $(tr '\n' ' ' <<<"$out")"
 echo "  ok: explorer back (pid $(status explorer_pid)), learned version $version -> $v2, verified plan still applied"
+echo "==> 6. a fast shutdown does not wait for the explorer"
+as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -t 30 -w stop >/dev/null || fail "the server did not stop within 30 s"
+echo "  ok"
 echo "explorer.sh: all checks passed"

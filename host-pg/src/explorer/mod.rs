@@ -53,9 +53,49 @@ pub const BUSY_WAIT_S: u64 = 30;
 const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
 
 extern "C-unwind" {
+    /// postgres.c's SIGTERM handler (pgrx's binding of it is a Rust wrapper, not a handler).
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
     fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
     fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
     fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
+}
+
+/// Install PostgreSQL's `die` as the SIGTERM handler: it marks the process to end, and the
+/// next CHECK_FOR_INTERRUPTS (in a running statement, or [`wait`]'s) ends it with FATAL
+/// (before_shmem_exit callbacks run: the queue slots are released).
+unsafe fn die_on_sigterm() {
+    /// SIGTERM on Linux.
+    const SIGTERM: std::ffi::c_int = 15;
+    #[cfg(not(feature = "pg18"))]
+    pg_sys::pqsignal(SIGTERM, Some(postgres_die));
+    #[cfg(feature = "pg18")]
+    pg_sys::pqsignal_be(SIGTERM, Some(postgres_die));
+}
+
+/// SIGTERM was seen (pgrx's flag is cleared by the first look at it; this one stays).
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Wait on the latch for at most `timeout`; false once SIGTERM came (now or before).
+fn wait(timeout: Option<Duration>) -> bool {
+    if stopping() {
+        return false;
+    }
+    let go_on = BackgroundWorker::wait_latch(timeout);
+    // A SIGTERM (`die`) ends the process here.
+    pgrx::check_for_interrupts!();
+    if !go_on {
+        STOPPING.store(true, std::sync::atomic::Ordering::Release);
+    }
+    go_on
+}
+
+/// Whether SIGTERM came: the explorer must end.
+fn stopping() -> bool {
+    if BackgroundWorker::sigterm_received() {
+        STOPPING.store(true, std::sync::atomic::Ordering::Release);
+    }
+    STOPPING.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// The explorer's entry point; its argument is the database's OID.
@@ -66,6 +106,9 @@ extern "C-unwind" {
 #[no_mangle]
 pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SIGTERM as for a backend (`die`): a run in progress ends at its next interrupt check,
+    // not at its timeout, so a shutdown never waits for the explorer.
+    die_on_sigterm();
     let oid = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid), None);
     let db = oid.to_u32();
@@ -78,7 +121,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     log!("ruvector_dag explorer: started, exploring for database \"{name}\"");
     let mut recent: HashMap<u64, Instant> = HashMap::new();
     let mut last_error: Option<String> = None;
-    while BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) {
+    while wait(Some(Duration::from_millis(500))) {
         if BackgroundWorker::sighup_received() {
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
         }
@@ -101,7 +144,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
                 }
                 Err(_) => {}
             }
-            if BackgroundWorker::sigterm_received() {
+            if stopping() {
                 break;
             }
         }
@@ -320,11 +363,11 @@ fn record(db: u32, d: &Decision, relids: &[u32], ms: f32, kind: RunKind) -> Resu
 /// the explorers are paused. False when the explorer must stop (SIGTERM).
 fn pace(wall_ms: f64) -> bool {
     let share = guc::EXPLORE_SHARE.get().clamp(0.001, 1.0);
-    let wait = (wall_ms * (1.0 - share) / share).max(10.0);
-    let until = Instant::now() + Duration::from_secs_f64(wait / 1000.0);
+    let rest_ms = (wall_ms * (1.0 - share) / share).max(10.0);
+    let until = Instant::now() + Duration::from_secs_f64(rest_ms / 1000.0);
     while Instant::now() < until {
         let left = until.saturating_duration_since(Instant::now());
-        if !BackgroundWorker::wait_latch(Some(left.min(Duration::from_millis(500)))) {
+        if !wait(Some(left.min(Duration::from_millis(500)))) {
             return false;
         }
     }
@@ -335,7 +378,7 @@ fn pace(wall_ms: f64) -> bool {
 /// explorer must stop (SIGTERM).
 fn while_paused() -> bool {
     while shared::explorers_paused() {
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(20))) {
+        if !wait(Some(Duration::from_millis(20))) {
             return false;
         }
     }
@@ -366,7 +409,7 @@ fn wait_until_quiet() -> bool {
         }
         busy += Duration::from_millis(500);
         if busy.as_secs() >= BUSY_WAIT_S
-            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(500)))
+            || !wait(Some(Duration::from_millis(500)))
         {
             return false;
         }
