@@ -58,7 +58,11 @@ impl Record {
         default_cost: f64,
         candidates: &[Candidate],
     ) -> Result<Vec<u8>, String> {
-        encode(&RecordRef::Candidates(fingerprint, default_cost, candidates))
+        encode(&RecordRef::Candidates(
+            fingerprint,
+            default_cost,
+            candidates,
+        ))
     }
 }
 

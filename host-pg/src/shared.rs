@@ -776,14 +776,22 @@ pub fn offer(db: u32, fingerprint: u64, bytes: &[u8]) -> Result<(), OfferError> 
     }
     for o in &s.offers {
         if o.state
-            .compare_exchange(OFFER_FREE, OFFER_WRITING, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                OFFER_FREE,
+                OFFER_WRITING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             continue;
         }
         o.db.store(db, Ordering::Relaxed);
         o.fingerprint.store(fingerprint, Ordering::Relaxed);
-        o.seq.store(s.offer_seq.fetch_add(1, Ordering::AcqRel), Ordering::Relaxed);
+        o.seq.store(
+            s.offer_seq.fetch_add(1, Ordering::AcqRel),
+            Ordering::Relaxed,
+        );
         o.len.store(bytes.len() as u32, Ordering::Relaxed);
         // SAFETY: the slot is ours (OFFER_WRITING) until it is published below.
         unsafe { (&mut *o.bytes.get())[..bytes.len()].copy_from_slice(bytes) };
@@ -809,7 +817,12 @@ pub fn take(db: u32) -> Option<(usize, Vec<u8>)> {
             })
             .min_by_key(|(_, o)| o.seq.load(Ordering::Relaxed))?;
         if o.state
-            .compare_exchange(OFFER_READY, OFFER_TAKEN, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                OFFER_READY,
+                OFFER_TAKEN,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             continue;

@@ -228,12 +228,9 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
             return Ok(());
         }
-        let default_ms = hooks::with_loaded(|o| {
-            o.evidence()
-                .get(d.fingerprint)
-                .and_then(|e| e.default_ms())
-        })
-        .flatten();
+        let default_ms =
+            hooks::with_loaded(|o| o.evidence().get(d.fingerprint).and_then(|e| e.default_ms()))
+                .flatten();
         let timeout_ms = match (arm, default_ms) {
             (0, Some(ms)) => DEFAULT_TIMEOUT_RATIO * ms + 1000.0,
             (_, Some(ms)) => explore_timeout_ms(ms),
@@ -327,9 +324,8 @@ fn plan_candidates(
             });
         }
     }
-    let noted = hooks::with_loaded(|o| {
-        o.note_candidates(d.fingerprint, d.default_cost, &candidates)
-    });
+    let noted =
+        hooks::with_loaded(|o| o.note_candidates(d.fingerprint, d.default_cost, &candidates));
     if let Some(Err(e)) = noted {
         return Err(Refused {
             counter: ExplorerCounter::Failed,
@@ -408,9 +404,7 @@ fn wait_until_quiet() -> bool {
             return true;
         }
         busy += Duration::from_millis(500);
-        if busy.as_secs() >= BUSY_WAIT_S
-            || !wait(Some(Duration::from_millis(500)))
-        {
+        if busy.as_secs() >= BUSY_WAIT_S || !wait(Some(Duration::from_millis(500))) {
             return false;
         }
     }

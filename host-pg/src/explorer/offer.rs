@@ -174,7 +174,9 @@ unsafe fn statement_text(
     let text = without_explain(text);
     let first = first_word(text).to_ascii_lowercase();
     if !matches!(first.as_str(), "select" | "with" | "values" | "table") {
-        return Err("its text is not a plain SELECT (CREATE TABLE AS, PREPARE, DECLARE or COPY around it)");
+        return Err(
+            "its text is not a plain SELECT (CREATE TABLE AS, PREPARE, DECLARE or COPY around it)",
+        );
     }
     Ok(text.to_string())
 }
@@ -183,7 +185,8 @@ unsafe fn statement_text(
 /// ANALYZE VERBOSE`): the statement it explains (the planner hook sees that statement).
 pub(crate) fn without_explain(text: &str) -> &str {
     let t = text.trim_start();
-    if t.get(..7).is_none_or(|p| !p.eq_ignore_ascii_case("explain"))
+    if t.get(..7)
+        .is_none_or(|p| !p.eq_ignore_ascii_case("explain"))
         || !first_word(t).eq_ignore_ascii_case("explain")
     {
         return text;
@@ -200,7 +203,9 @@ pub(crate) fn without_explain(text: &str) -> &str {
             if ["analyze", "analyse", "verbose"]
                 .iter()
                 .any(|k| w.eq_ignore_ascii_case(k))
-                && rest.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w))
+                && rest
+                    .get(..w.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(w))
             {
                 rest = rest[w.len()..].trim_start();
             } else {
@@ -249,7 +254,9 @@ unsafe fn parameters_known(params: pg_sys::ParamListInfo, text: &str) -> Result<
 }
 
 /// The bound parameters' types and text forms (after [`parameters_known`]).
-unsafe fn parameters(params: pg_sys::ParamListInfo) -> Result<Vec<(u32, Option<String>)>, &'static str> {
+unsafe fn parameters(
+    params: pg_sys::ParamListInfo,
+) -> Result<Vec<(u32, Option<String>)>, &'static str> {
     if params.is_null() {
         return Ok(Vec::new());
     }
@@ -289,7 +296,10 @@ fn session_settings() -> Vec<(String, String)> {
         unsafe {
             let v = pg_sys::GetConfigOptionByName(c.as_ptr(), std::ptr::null_mut(), true);
             if !v.is_null() {
-                out.push((name.to_string(), CStr::from_ptr(v).to_string_lossy().into_owned()));
+                out.push((
+                    name.to_string(),
+                    CStr::from_ptr(v).to_string_lossy().into_owned(),
+                ));
             }
         }
     }
@@ -344,11 +354,6 @@ pub fn explorer_available() -> bool {
         return false;
     }
     // SAFETY: reading backend globals.
-    let (db, standby) = unsafe {
-        (
-            pg_sys::MyDatabaseId.to_u32(),
-            pg_sys::RecoveryInProgress(),
-        )
-    };
+    let (db, standby) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::RecoveryInProgress()) };
     !standby && crate::shared::explorer_pid(db) != 0
 }

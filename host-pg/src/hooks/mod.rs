@@ -57,12 +57,12 @@ use state::*;
 pub(crate) use planner::{
     begin_probe, compare, set_explorer_process, take_probe, under_arm, Probed,
 };
-pub(crate) use state::with_loaded;
 pub use scope::scope_changed;
+pub(crate) use state::with_loaded;
 pub(crate) use state::Busy;
 pub use state::{
-    adopt, counters, evidence_summary, last_decision, last_error, learn_now, loaded_info, plugin_error,
-    plugin_selector_stats, with_optimizer, Counters,
+    adopt, counters, evidence_summary, last_decision, last_error, learn_now, loaded_info,
+    plugin_error, plugin_selector_stats, with_optimizer, Counters,
 };
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;

@@ -269,7 +269,8 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     let plugin = planner_plugin();
     // Where untried plans run (learn mode): in the background explorer when it can run this
     // statement; otherwise in the user's statement only if the DBA allows it.
-    let (exploration, explorer_text, not_background) = where_to_explore(mode, pristine, query_string, params);
+    let (exploration, explorer_text, not_background) =
+        where_to_explore(mode, pristine, query_string, params);
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     let decided = learning_path("decide", || {
         with_optimizer(|o| {

@@ -92,9 +92,10 @@ pub fn counters() -> Counters {
 /// The last decision this session made: its rule, the arm its statement got, and why.
 pub fn last_decision() -> Option<String> {
     BACKEND.with(|b| {
-        b.borrow().last_decided.as_ref().map(|(d, arm)| {
-            format!("rule {}, arm {arm}: {}", d.rule.name(), d.reason)
-        })
+        b.borrow()
+            .last_decided
+            .as_ref()
+            .map(|(d, arm)| format!("rule {}, arm {arm}: {}", d.rule.name(), d.reason))
     })
 }
 
