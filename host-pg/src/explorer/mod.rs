@@ -171,6 +171,20 @@ enum Ran {
 struct Refused {
     counter: ExplorerCounter,
     why: String,
+    /// The statement is to blame (its shape is never offered again); otherwise the explorer
+    /// (its learned state, the arm list) is, and the statement may be offered again.
+    statement: bool,
+}
+
+impl Refused {
+    /// The explorer's own failure, not the statement's.
+    fn ours(why: String) -> Refused {
+        Refused {
+            counter: ExplorerCounter::Failed,
+            why,
+            statement: false,
+        }
+    }
 }
 
 impl Refused {
@@ -187,6 +201,7 @@ impl Refused {
                 ExplorerCounter::Failed
             },
             why: format!("{what}: {message}"),
+            statement: true,
         }
     }
 }
@@ -202,6 +217,12 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
     shared::count_explorer(db, ExplorerCounter::Explored, 1);
     let refuse = |r: Refused| {
         shared::count_explorer(db, r.counter, 1);
+        if !r.statement {
+            return Err(format!(
+                "exploring a statement of shape {:016x} failed: {}",
+                offer.fingerprint, r.why
+            ));
+        }
         shared::refuse_shape(offer.fingerprint);
         Err(format!(
             "a statement of shape {:016x} cannot be explored, never offered again until restart: {}",
@@ -282,33 +303,23 @@ fn plan_candidates(
     db: u32,
     offer: &Offer,
 ) -> Result<(ruvector_dag_core::PlanDag, Decision), Refused> {
-    let probed = match run(offer, 0, 60_000.0, false)? {
-        Ran::Done(_, p) => p,
+    let dag = match run(offer, 0, 60_000.0, false)? {
+        Ran::Done(_, p) => p.dag,
         Ran::Cut => {
             return Err(Refused {
                 counter: ExplorerCounter::Failed,
                 why: "planning it took over a minute".into(),
+                statement: true,
             })
         }
     };
-    let dag = probed.dag.clone();
     let decided = BackgroundWorker::transaction(|| {
         hooks::with_optimizer(|o| o.decide_with(&dag, Exploration::Explorer))
     });
     let d = match decided {
         Ok(Ok(d)) => d,
-        Ok(Err(e)) => {
-            return Err(Refused {
-                counter: ExplorerCounter::Failed,
-                why: format!("deciding: {e}"),
-            })
-        }
-        Err(e) => {
-            return Err(Refused {
-                counter: ExplorerCounter::Failed,
-                why: format!("loading the learned state: {e}"),
-            })
-        }
+        Ok(Err(e)) => return Err(Refused::ours(format!("deciding: {e}"))),
+        Err(e) => return Err(Refused::ours(format!("loading the learned state: {e}"))),
     };
     let arms = guc::arms_shared().map(|(a, _)| a.len()).unwrap_or(0);
     let mut candidates = Vec::new();
@@ -327,10 +338,7 @@ fn plan_candidates(
     let noted =
         hooks::with_loaded(|o| o.note_candidates(d.fingerprint, d.default_cost, &candidates));
     if let Some(Err(e)) = noted {
-        return Err(Refused {
-            counter: ExplorerCounter::Failed,
-            why: format!("recording its candidates: {e}"),
-        });
+        return Err(Refused::ours(format!("recording its candidates: {e}")));
     }
     if let Ok(bytes) = learner::Record::candidates(d.fingerprint, d.default_cost, &candidates) {
         let _ = shared::push(db, &bytes);
@@ -417,17 +425,13 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
     let mut settings = offer.settings.clone();
     settings.push(("transaction_read_only".into(), "on".into()));
     if arm != 0 {
-        let arms = guc::arms_shared().map_err(|e| Refused {
-            counter: ExplorerCounter::Failed,
-            why: format!("the arm list: {e}"),
-        })?;
+        let arms = guc::arms_shared().map_err(|e| Refused::ours(format!("the arm list: {e}")))?;
         match arms.0.get(usize::from(arm)) {
             Some((_, s)) => settings.extend(s.iter().cloned()),
             None => {
-                return Err(Refused {
-                    counter: ExplorerCounter::Failed,
-                    why: format!("arm {arm} is not in ruvector.dag_arms any more"),
-                })
+                return Err(Refused::ours(format!(
+                    "arm {arm} is not in ruvector.dag_arms any more"
+                )))
             }
         }
     }
@@ -479,6 +483,7 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
                 None => Err(Refused {
                     counter: ExplorerCounter::Failed,
                     why: format!("{what}: no plan was made"),
+                    statement: true,
                 }),
             },
             Err((PgSqlErrorCode::ERRCODE_QUERY_CANCELED, m)) if m.contains("statement timeout") => {
