@@ -285,9 +285,12 @@ done
 [[ $caught -ge $new_version ]] || fail "a new standby session holds version $caught; the primary is at $new_version"
 learn_err=$(qs -c "SELECT ruvector_dag.ruvector_dag_learn()" 2>&1 || true)
 [[ $learn_err == *standby* || $learn_err == *recovery* ]] || fail "ruvector_dag_learn() on the standby: $learn_err"
+# A standby never explores: its in-scope statements are never offered to an explorer.
+offered=$(qs -c "SELECT count(*) FROM ($JOIN) x" -c "$sv = 'explorer_offered'" | tail -1)
+[[ $offered == 0 ]] || fail "the standby offered $offered statements to a background explorer"
 bad=$(grep -E 'PANIC|ERROR:.*ruvector_dag|ruvector_dag.*(panic|failed)' "$dir/standby.log" | grep -v 'ruvector_dag_learn' || true)
 [[ -z $bad ]] || fail "standby log: $bad"
-ok "standby: the open session moved from version $primary_version to $picked as it replicated, a new one holds $caught (primary: $new_version); learning there is refused by name (${learn_err%%$'\n'*})"
+ok "standby: the open session moved from version $primary_version to $picked as it replicated, a new one holds $caught (primary: $new_version); learning there is refused by name (${learn_err%%$'\n'*}); nothing offered to an explorer"
 as_pg "$PG_BIN/pg_ctl" -D "$standby" -m fast stop >/dev/null
 standby=""
 
