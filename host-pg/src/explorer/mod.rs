@@ -113,6 +113,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid), None);
     let db = oid.to_u32();
     hooks::set_explorer_process();
+    quiet_logging();
     // Offers an earlier explorer of this database took and never released.
     shared::release_all(db, false);
     shared::set_explorer(db, std::process::id() as i32);
@@ -159,6 +160,67 @@ unsafe extern "C-unwind" fn explorer_exit(_code: i32, arg: pg_sys::Datum) {
     shared::release_all(db, false);
 }
 
+/// The explorer's statements carry users' constants: none of them may reach the server log.
+/// For this process (and the parallel workers its statements start, which inherit it): no
+/// `STATEMENT:` line after an error (a run cut short is one), no bound parameters in error
+/// reports, no statement or duration logging, no auto_explain. Its own log lines name a
+/// statement by its shape and an error by [`redacted`] text.
+fn quiet_logging() {
+    for (name, value) in [
+        ("log_min_error_statement", "panic"),
+        ("log_parameter_max_length_on_error", "0"),
+        ("log_statement", "none"),
+        ("log_min_duration_statement", "-1"),
+        ("log_duration", "off"),
+        ("auto_explain.log_min_duration", "-1"),
+    ] {
+        let (n, v) = (
+            CString::new(name).expect("no NUL"),
+            CString::new(value).expect("no NUL"),
+        );
+        // SAFETY: session-level settings of this process, set as the superuser it connected
+        // as; a setting this server does not have is skipped (elevel DEBUG1).
+        unsafe {
+            pg_sys::set_config_option(
+                n.as_ptr(),
+                v.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SET,
+                true,
+                pg_sys::DEBUG1 as i32,
+                false,
+            );
+        }
+    }
+}
+
+/// `message` with every quoted part (where PostgreSQL puts values: `invalid input syntax for
+/// type date: "2024-13-01"`) replaced by `"..."`.
+pub(crate) fn redacted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quote: Option<char> = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push_str("...");
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None if c == '"' || c == '\'' => {
+                out.push(c);
+                quote = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if quote.is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// How one run ended.
 enum Ran {
     /// It finished in this many ms; the plan it ran.
@@ -200,7 +262,7 @@ impl Refused {
             } else {
                 ExplorerCounter::Failed
             },
-            why: format!("{what}: {message}"),
+            why: format!("{what}: {}", redacted(&message)),
             statement: true,
         }
     }

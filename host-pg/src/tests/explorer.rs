@@ -62,3 +62,14 @@ fn only_a_plain_read_only_select_is_offered() {
     assert_eq!(reason("SELECT * FROM t_orders JOIN t_tmp USING (id)"), Some("it reads a temporary table"));
     assert_eq!(reason("INSERT INTO t_orders SELECT * FROM t_orders LIMIT 0"), Some("it is not a SELECT"));
 }
+
+#[pg_test]
+fn the_explorers_log_lines_carry_no_quoted_value() {
+    use crate::explorer::redacted;
+    assert_eq!(
+        redacted(r#"invalid input syntax for type date: "2024-13-01""#),
+        r#"invalid input syntax for type date: "...""#
+    );
+    assert_eq!(redacted("permission denied for table orders"), "permission denied for table orders");
+    assert_eq!(redacted("value 'secret"), "value '...");
+}
