@@ -171,7 +171,7 @@ unsafe fn statement_text(
         .trim()
         .trim_end_matches(';')
         .trim();
-    let text = without_explain(text);
+    let text = without_prepare(without_explain(text));
     let first = first_word(text).to_ascii_lowercase();
     if !matches!(first.as_str(), "select" | "with" | "values" | "table") {
         return Err(
@@ -179,6 +179,46 @@ unsafe fn statement_text(
         );
     }
     Ok(text.to_string())
+}
+
+/// `text` without a leading `PREPARE name [(types)] AS`: the statement prepared (an EXECUTE
+/// plans it with its source text; the parameters are the EXECUTE's, bound).
+pub(crate) fn without_prepare(text: &str) -> &str {
+    let t = text.trim_start();
+    if t.get(..7)
+        .is_none_or(|p| !p.eq_ignore_ascii_case("prepare"))
+        || !first_word(t).eq_ignore_ascii_case("prepare")
+    {
+        return text;
+    }
+    let rest = t[7..].trim_start();
+    // The name: an identifier or a quoted one.
+    let rest = match rest.strip_prefix('"') {
+        Some(q) => match q.find('"') {
+            Some(i) => &q[i + 1..],
+            None => return text,
+        },
+        None => {
+            let w = first_word(rest);
+            if w.is_empty() || !rest.starts_with(w) {
+                return text;
+            }
+            &rest[w.len()..]
+        }
+    };
+    let mut rest = rest.trim_start();
+    if let Some(types) = rest.strip_prefix('(') {
+        match types.find(')') {
+            Some(i) => rest = types[i + 1..].trim_start(),
+            None => return text,
+        }
+    }
+    match rest.get(..2) {
+        Some(a) if a.eq_ignore_ascii_case("as") && first_word(rest).eq_ignore_ascii_case("as") => {
+            rest[2..].trim_start()
+        }
+        _ => text,
+    }
 }
 
 /// `text` without a leading `EXPLAIN` and its options (`EXPLAIN (ANALYZE, ...)`, `EXPLAIN

@@ -25,6 +25,17 @@ fn an_explained_statement_is_the_statement_it_explains() {
 }
 
 #[pg_test]
+fn a_prepared_statement_is_the_statement_it_prepares() {
+    use crate::explorer::offer::without_prepare;
+    assert_eq!(without_prepare("PREPARE q (int, text) AS SELECT $1, $2"), "SELECT $1, $2");
+    assert_eq!(without_prepare("prepare q as select 1"), "select 1");
+    assert_eq!(without_prepare(r#"PREPARE "my q" AS SELECT 1"#), "SELECT 1");
+    assert_eq!(without_prepare("PREPARE q (int AS SELECT 1"), "PREPARE q (int AS SELECT 1");
+    assert_eq!(without_prepare("PREPARE q SELECT 1"), "PREPARE q SELECT 1");
+    assert_eq!(without_prepare("SELECT 1"), "SELECT 1");
+}
+
+#[pg_test]
 fn the_execution_time_is_read_from_explain_json() {
     use crate::explorer::execution_ms;
     let json = r#"[{"Plan": {"Node Type": "Result"}, "Planning Time": 0.05, "Execution Time": 12.5}]"#;
