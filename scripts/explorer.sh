@@ -6,6 +6,7 @@
 #      is verified in the background and applied within 5 user executions, no user execution
 #      ever runs an untried plan (the session's last decision is never explore or trial), and
 #      the server log holds none of the explorer's statement text;
+#      The same kind of join PREPAREd and EXECUTEd with a bound parameter: explored the same way;
 #   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time);
 #      ruvector_dag_explorer_pause() stops it, resume lets it go on;
 #   3. a statement the explorer cannot run any more (its role's permission revoked) is dropped
@@ -87,6 +88,22 @@ echo "  ok: applied at execution $applied_at; $first_ms ms -> $last_ms ms; no us
 # The explorer's statements carry the users' constants: none reaches the server log (a run cut
 # short is an error; a parallel worker's too).
 if grep -n 'region = 7' "$dir/server.log" >&2; then fail "the server log holds the explorer's statement text"; fi
+
+echo "==> 1b. the same kind of join PREPAREd and EXECUTEd (custom plans: parameters bound)"
+offered=$(status explorer_offered) failed=$(status explorer_failed)
+P="PREPARE q (int) AS SELECT count(*), sum(i.price) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = \$1 AND o.city = \$1"
+for n in $(seq 1 6); do
+  decision=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c "$P" -c "EXECUTE q(8)" \
+    -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_decision'" | tail -n 1)
+  printf '  execution %d: %s\n' "$n" "$(cut -c1-140 <<<"$decision")"
+  [[ $decision == "rule explore"* || $decision == "rule trial"* ]] && fail "EXECUTE ran an untried plan"
+  [[ $decision == "rule verified"* ]] && break
+  sleep 2
+done
+(($(status explorer_offered) > offered)) || fail "the EXECUTEd statement was never offered"
+[[ $(status explorer_failed) == "$failed" ]] || fail "the explorer could not run the EXECUTEd statement (explorer_failed $failed -> $(status explorer_failed))"
+[[ $decision == "rule verified"* ]] || fail "the EXECUTEd statement got no verified plan in 6 executions"
+echo "  ok: offered and explored with its bound parameter"
 
 echo "==> 2. pause and resume"
 [[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()") == t ]] || fail "pause did not report a running explorer"
