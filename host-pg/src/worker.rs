@@ -274,7 +274,7 @@ fn databases() -> Vec<(pg_sys::Oid, String)> {
     }
 }
 
-fn extension_here() -> bool {
+pub(crate) fn extension_here() -> bool {
     Spi::get_one::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'ruvector_dag')",
     )

@@ -276,12 +276,16 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
     if recent.contains_key(&offer.fingerprint) {
         return Ok(());
     }
+    // Offered before a DROP EXTENSION: nothing to learn into any more.
+    if !BackgroundWorker::transaction(crate::worker::extension_here) {
+        return Ok(());
+    }
     shared::count_explorer(db, ExplorerCounter::Explored, 1);
     let refuse = |r: Refused| {
         shared::count_explorer(db, r.counter, 1);
         if !r.statement {
             return Err(format!(
-                "exploring a statement of shape {:016x} failed: {}",
+                "a statement of shape {:016x} was not explored (offered again later): {}",
                 offer.fingerprint, r.why
             ));
         }
