@@ -489,7 +489,6 @@ fn wait_until_quiet() -> bool {
 /// `timeout_ms`.
 fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Refused> {
     let mut settings = offer.settings.clone();
-    settings.push(("transaction_read_only".into(), "on".into()));
     if arm != 0 {
         let arms = guc::arms_shared().map_err(|e| Refused::ours(format!("the arm list: {e}")))?;
         match arms.0.get(usize::from(arm)) {
@@ -503,6 +502,10 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
     }
     let what = if analyze { "running it" } else { "planning it" };
     BackgroundWorker::transaction(|| {
+        // READ ONLY, as SET TRANSACTION READ ONLY makes it (the setting itself cannot be set at
+        // a GUC nest level from PostgreSQL 16 on); a subtransaction keeps it.
+        // SAFETY: this transaction's flag, reset when the next one starts.
+        unsafe { pg_sys::XactReadOnly = true };
         // SAFETY: the user id is restored on success below and by the subtransaction's abort.
         let (saved_user, saved_context) = unsafe {
             let (mut u, mut c) = (pg_sys::InvalidOid, 0);
