@@ -875,25 +875,24 @@ pub fn queued(db: u32) -> usize {
     })
 }
 
-/// Record that the explorer of database `db` runs as `pid` (0: it ended).
-pub fn set_explorer(db: u32, pid: i32) {
-    let Some(s) = shared() else { return };
-    if let Some(e) = s
-        .explorers
+/// Database `db`'s explorer slot, claimed on first use (None: every slot is taken).
+fn explorer_slot(db: u32) -> Option<&'static ExplorerSlot> {
+    let s = shared()?;
+    s.explorers
         .iter()
         .find(|e| e.db.load(Ordering::Acquire) == db)
-    {
+        .or_else(|| {
+            s.explorers.iter().find(|e| {
+                e.db.compare_exchange(0, db, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+        })
+}
+
+/// Record that the explorer of database `db` runs as `pid` (0: it ended).
+pub fn set_explorer(db: u32, pid: i32) {
+    if let Some(e) = explorer_slot(db) {
         e.pid.store(pid, Ordering::Release);
-        return;
-    }
-    for e in &s.explorers {
-        if e.db
-            .compare_exchange(0, db, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            e.pid.store(pid, Ordering::Release);
-            return;
-        }
     }
 }
 
@@ -910,18 +909,7 @@ pub fn explorer_pid(db: u32) -> i32 {
 
 /// Add `n` to one of database `db`'s explorer counters (its slot is claimed on first use).
 pub fn count_explorer(db: u32, c: ExplorerCounter, n: u64) {
-    let Some(s) = shared() else { return };
-    let slot = s
-        .explorers
-        .iter()
-        .find(|e| e.db.load(Ordering::Acquire) == db)
-        .or_else(|| {
-            s.explorers.iter().find(|e| {
-                e.db.compare_exchange(0, db, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            })
-        });
-    if let Some(e) = slot {
+    if let Some(e) = explorer_slot(db) {
         e.counters[c as usize].fetch_add(n, Ordering::AcqRel);
     }
 }
@@ -941,11 +929,7 @@ pub fn explorer_counters(db: u32) -> [u64; EXPLORER_COUNTERS] {
 
 /// Mark database `db`'s explorer as in a run (true) or between runs.
 pub fn explorer_running(db: u32, running: bool) {
-    if let Some(e) = shared().and_then(|s| {
-        s.explorers
-            .iter()
-            .find(|e| e.db.load(Ordering::Acquire) == db)
-    }) {
+    if let Some(e) = explorer_slot(db) {
         e.running.store(running, Ordering::Release);
     }
 }

@@ -112,41 +112,15 @@ pub unsafe fn ineligible(parse: *mut pg_sys::Query) -> Option<&'static str> {
     None
 }
 
-/// Whether the query's range tables (its subqueries' and WITH queries' too) name a temporary
-/// table. (One in a sublink of WHERE is found when the explorer cannot see it: then the shape
-/// is refused, once.)
+/// Whether the query reads a temporary table (its subqueries' and WITH queries' range tables
+/// too: [`crate::hooks::query_relations`]; one in a sublink of WHERE is found when the explorer
+/// cannot see it: then the shape is refused, once).
 unsafe fn reads_temporary(parse: *mut pg_sys::Query) -> bool {
-    let list = |l: *mut pg_sys::List| -> Vec<*mut std::ffi::c_void> {
-        if l.is_null() {
-            return Vec::new();
-        }
-        (0..(*l).length as usize)
-            .map(|i| (*(*l).elements.add(i)).ptr_value)
-            .collect()
-    };
-    for rte in list((*parse).rtable) {
-        let rte = rte as *mut pg_sys::RangeTblEntry;
-        let temporary = match (*rte).rtekind {
-            pg_sys::RTEKind::RTE_RELATION => {
-                pg_sys::get_rel_persistence((*rte).relid) == pg_sys::RELPERSISTENCE_TEMP as i8
-            }
-            pg_sys::RTEKind::RTE_SUBQUERY if !(*rte).subquery.is_null() => {
-                reads_temporary((*rte).subquery)
-            }
-            _ => false,
-        };
-        if temporary {
-            return true;
-        }
-    }
-    for cte in list((*parse).cteList) {
-        let cte = cte as *mut pg_sys::CommonTableExpr;
-        let q = (*cte).ctequery as *mut pg_sys::Query;
-        if !q.is_null() && (*q).type_ == pg_sys::NodeTag::T_Query && reads_temporary(q) {
-            return true;
-        }
-    }
-    false
+    let mut rels = Vec::new();
+    crate::hooks::query_relations(parse, &mut rels, 0);
+    rels.into_iter().any(|r| {
+        pg_sys::get_rel_persistence(pg_sys::Oid::from(r)) == pg_sys::RELPERSISTENCE_TEMP as i8
+    })
 }
 
 /// The text of the one statement `parse` came from, when it is a plain SELECT's (not EXPLAIN,

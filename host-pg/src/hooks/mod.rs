@@ -57,6 +57,7 @@ use state::*;
 pub(crate) use planner::{
     begin_probe, compare, set_explorer_process, take_probe, under_arm, Probed,
 };
+pub(crate) use scope::query_relations;
 pub use scope::scope_changed;
 pub(crate) use state::with_loaded;
 pub(crate) use state::Busy;

@@ -88,7 +88,7 @@ pub(super) fn extension_present() -> bool {
 }
 
 /// Relations a query reads, including subqueries and CTEs in its range table.
-pub(super) unsafe fn query_relations(q: *mut pg_sys::Query, out: &mut Vec<u32>, depth: usize) {
+pub(crate) unsafe fn query_relations(q: *mut pg_sys::Query, out: &mut Vec<u32>, depth: usize) {
     if q.is_null() || depth > 64 {
         return;
     }
