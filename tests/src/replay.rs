@@ -170,50 +170,69 @@ pub fn replay_with(
     let mut rng = SplitMix64::new(seed);
     let mut runs = Vec::new();
     for round in rounds {
-        let mut order: Vec<usize> = (0..queries.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
-        for &qi in &order {
+        for qi in round_order(&mut rng, queries.len()) {
             let q = &queries[qi];
-            let default = &q.arms[0].plan;
-            let mut d = opt.decide(default).expect("decide");
+            let mut d = opt.decide(&q.arms[0].plan).expect("decide");
             if d.wants_candidates {
-                let cands: Vec<Candidate> = (1..q.arms.len())
-                    .filter(|&a| !d.blocked.contains(&(a as u8)))
-                    .map(|a| Candidate {
-                        arm: a as u8,
-                        plan: q.arms[a].plan.shape_hash(),
-                        cost: q.arms[a].cost,
-                    })
-                    .collect();
+                let cands = candidates(q, &d.blocked);
                 opt.choose(&mut d, &cands).expect("choose");
             }
-            let arm = d.arm;
-            // One of the two recordings (alternating by round) with 5% log-normal noise, the
-            // same draw for the arm that ran and for the default it is compared with.
-            let noise = rng.normal();
-            let pick = |a: usize| q.arms[a].ms[round % 2] * (0.05 * noise).exp();
-            let ms = pick(usize::from(arm));
-            let default_ms = pick(0);
-            let executed = &q.arms[usize::from(arm)].plan;
-            let t = opt
-                .trajectory(&d, arm, Some(executed), ms as f32)
-                .expect("trajectory");
-            opt.observe(t).expect("observe");
-            runs.push(Run {
-                round,
-                query: qi,
-                arm,
-                rule: d.rule,
-                ms,
-                default_ms,
-                reason: d.reason.clone(),
-            });
+            runs.push(user_run(opt, q, qi, round, &d, &mut rng));
         }
         opt.learn_cycle().expect("learn cycle");
     }
     runs
+}
+
+/// The queries of one round, in a seeded shuffled order.
+fn round_order(rng: &mut SplitMix64, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order
+}
+
+/// The candidate plans the host would plan for `q`: every arm but the default and `blocked`.
+fn candidates(q: &QueryTrace, blocked: &[u8]) -> Vec<Candidate> {
+    (1..q.arms.len())
+        .filter(|&a| !blocked.contains(&(a as u8)))
+        .map(|a| Candidate {
+            arm: a as u8,
+            plan: q.arms[a].plan.shape_hash(),
+            cost: q.arms[a].cost,
+        })
+        .collect()
+}
+
+/// One user's run of `q` under decision `d`: one of the two recordings (alternating by round)
+/// with 5% log-normal noise, the same draw for the arm that ran and for the default it is
+/// compared with; observed, and returned.
+fn user_run(
+    opt: &mut Optimizer,
+    q: &QueryTrace,
+    qi: usize,
+    round: usize,
+    d: &ruvector_dag_core::learning::Decision,
+    rng: &mut SplitMix64,
+) -> Run {
+    let arm = d.arm;
+    let noise = rng.normal();
+    let pick = |a: usize| q.arms[a].ms[round % 2] * (0.05 * noise).exp();
+    let (ms, default_ms) = (pick(usize::from(arm)), pick(0));
+    let t = opt
+        .trajectory(d, arm, Some(&q.arms[usize::from(arm)].plan), ms as f32)
+        .expect("trajectory");
+    opt.observe(t).expect("observe");
+    Run {
+        round,
+        query: qi,
+        arm,
+        rule: d.rule,
+        ms,
+        default_ms,
+        reason: d.reason.clone(),
+    }
 }
 
 /// [`replay`] with the background explorer, as the extension ships: no user's run explores
@@ -236,37 +255,18 @@ pub fn replay_explorer(
     let mut machine = Vec::new();
     let mut queue: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     for round in 1..=rounds {
-        let mut order: Vec<usize> = (0..queries.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.below(i + 1));
-        }
         let mut user_ms = 0.0;
-        for &qi in &order {
+        for qi in round_order(&mut rng, queries.len()) {
             let q = &queries[qi];
             let d = opt
                 .decide_with(&q.arms[0].plan, Exploration::Explorer)
                 .expect("decide");
-            let arm = d.arm;
-            let noise = rng.normal();
-            let pick = |a: usize| q.arms[a].ms[round % 2] * (0.05 * noise).exp();
-            let (ms, default_ms) = (pick(usize::from(arm)), pick(0));
-            let t = opt
-                .trajectory(&d, arm, Some(&q.arms[usize::from(arm)].plan), ms as f32)
-                .expect("trajectory");
-            opt.observe(t).expect("observe");
-            user_ms += ms;
+            let run = user_run(&mut opt, q, qi, round, &d, &mut rng);
+            user_ms += run.ms;
             if d.background && !queue.contains(&qi) {
                 queue.push_back(qi);
             }
-            runs.push(Run {
-                round,
-                query: qi,
-                arm,
-                rule: d.rule,
-                ms,
-                default_ms,
-                reason: d.reason.clone(),
-            });
+            runs.push(run);
         }
         let mut spent = 0.0;
         while spent < share * user_ms {
@@ -286,15 +286,7 @@ fn explore_query(opt: &mut Optimizer, q: &QueryTrace, round: usize, rng: &mut Sp
     let d = opt
         .decide_with(default, Exploration::Explorer)
         .expect("decide");
-    let cands: Vec<Candidate> = (1..q.arms.len())
-        .filter(|&a| !d.blocked.contains(&(a as u8)))
-        .map(|a| Candidate {
-            arm: a as u8,
-            plan: q.arms[a].plan.shape_hash(),
-            cost: q.arms[a].cost,
-        })
-        .collect();
-    opt.note_candidates(d.fingerprint, d.default_cost, &cands)
+    opt.note_candidates(d.fingerprint, d.default_cost, &candidates(q, &d.blocked))
         .expect("candidates");
     let mut spent = 0.0;
     for _ in 0..EXPLORE_MAX_RUNS {

@@ -18,6 +18,17 @@ fn totals(runs: &[Run]) -> (f64, f64) {
         .fold((0.0, 0.0), |(c, d), r| (c + r.ms, d + r.default_ms))
 }
 
+/// Per round, the time of what ran over always-default.
+fn per_round(runs: &[Run]) -> Vec<f64> {
+    (1..=ROUNDS)
+        .map(|n| {
+            let mine: Vec<Run> = runs.iter().filter(|r| r.round == n).cloned().collect();
+            let (c, d) = totals(&mine);
+            c / d
+        })
+        .collect()
+}
+
 /// What one replay measured.
 struct Summary {
     line: String,
@@ -37,13 +48,7 @@ struct Summary {
 
 fn replay_seed(names: &[String], queries: &[QueryTrace], seed: u64) -> Summary {
     let (runs, opt) = replay(NeuralDagConfig::default(), names, queries, ROUNDS, seed);
-    let per_round: Vec<f64> = (1..=ROUNDS)
-        .map(|n| {
-            let mine: Vec<Run> = runs.iter().filter(|r| r.round == n).cloned().collect();
-            let (c, d) = totals(&mine);
-            c / d
-        })
-        .collect();
+    let per_round = per_round(&runs);
     let worst_early = per_round[..WARM_UP].iter().copied().fold(0.0, f64::max);
     let late: Vec<Run> = runs.iter().filter(|r| r.round > WARM_UP).cloned().collect();
     let (chosen, default) = totals(&late);
@@ -277,13 +282,7 @@ fn replay_with_the_background_explorer_never_explores_in_a_users_run() {
                 .all(|r| matches!(r.rule, Rule::Verified | Rule::Default)),
             "seed {seed}: a user's run explored"
         );
-        let per_round: Vec<f64> = (1..=ROUNDS)
-            .map(|n| {
-                let mine: Vec<Run> = runs.iter().filter(|r| r.round == n).cloned().collect();
-                let (c, d) = totals(&mine);
-                c / d
-            })
-            .collect();
+        let per_round = per_round(&runs);
         let late: Vec<Run> = runs.iter().filter(|r| r.round > WARM_UP).cloned().collect();
         let (chosen, default) = totals(&late);
         let oracle_late: f64 = late.iter().map(|r| queries[r.query].oracle_ms()).sum();
