@@ -94,6 +94,11 @@ for _ in 1 2 3; do
   learned_ms+=("${r#*|}")
 done
 echo "frozen mode now applies '$learned_arm': ${learned_ms[*]} ms (default was ${default_ms[*]} ms)"
+# The background explorer would go on verifying the query's other candidates meanwhile: pause
+# it (the pause waits for a run in progress) and let the learner take what it measured, so the
+# state read here is the one the restart must keep.
+q -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()" >/dev/null
+sleep 2
 version_before=$(q -c "SELECT version FROM ruvector_dag.learned_state")
 patterns_before=$(q -c "SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()")
 bytes=$(q -c "SELECT octet_length(snapshot) FROM ruvector_dag.learned_state")
