@@ -371,17 +371,7 @@ pub fn bump_scope() {
 /// Record that the learner `pid` runs for database `db` (pid 0: it stopped).
 pub fn set_learner(db: u32, pid: i32) {
     let Some(s) = shared() else { return };
-    let slot = s
-        .learners
-        .iter()
-        .find(|l| l.db.load(Ordering::Acquire) == db)
-        .or_else(|| {
-            s.learners.iter().find(|l| {
-                l.db.compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            })
-        });
-    if let Some(l) = slot {
+    if let Some(l) = find_or_claim(&s.learners, db, |l| &l.db) {
         l.pid.store(pid, Ordering::Release);
         if pid == 0 {
             l.db.store(0, Ordering::Release);
@@ -877,13 +867,23 @@ pub fn queued(db: u32) -> usize {
 
 /// Database `db`'s explorer slot, claimed on first use (None: every slot is taken).
 fn explorer_slot(db: u32) -> Option<&'static ExplorerSlot> {
-    let s = shared()?;
-    s.explorers
+    find_or_claim(&shared()?.explorers, db, |e| &e.db)
+}
+
+/// The slot of database `db` among `slots` (its database in `key`; 0 marks a free one),
+/// claimed with a compare-and-swap on first use. None: every slot is taken.
+fn find_or_claim<T>(
+    slots: &[T],
+    db: u32,
+    key: impl Fn(&T) -> &std::sync::atomic::AtomicU32,
+) -> Option<&T> {
+    slots
         .iter()
-        .find(|e| e.db.load(Ordering::Acquire) == db)
+        .find(|x| key(x).load(Ordering::Acquire) == db)
         .or_else(|| {
-            s.explorers.iter().find(|e| {
-                e.db.compare_exchange(0, db, Ordering::AcqRel, Ordering::Relaxed)
+            slots.iter().find(|x| {
+                key(x)
+                    .compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             })
         })

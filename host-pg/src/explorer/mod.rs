@@ -181,15 +181,11 @@ fn quiet_logging() {
         // SAFETY: session-level settings of this process, set as the superuser it connected
         // as; a setting this server does not have is skipped (elevel DEBUG1).
         unsafe {
-            pg_sys::set_config_option(
-                n.as_ptr(),
-                v.as_ptr(),
+            hooks::set_setting(
+                &n,
+                &v,
                 pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
                 pg_sys::GucAction::GUC_ACTION_SET,
-                true,
-                pg_sys::DEBUG1 as i32,
-                false,
             );
         }
     }

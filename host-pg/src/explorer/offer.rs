@@ -158,14 +158,9 @@ unsafe fn statement_text(
 /// `text` without a leading `PREPARE name [(types)] AS`: the statement prepared (an EXECUTE
 /// plans it with its source text; the parameters are the EXECUTE's, bound).
 pub(crate) fn without_prepare(text: &str) -> &str {
-    let t = text.trim_start();
-    if t.get(..7)
-        .is_none_or(|p| !p.eq_ignore_ascii_case("prepare"))
-        || !first_word(t).eq_ignore_ascii_case("prepare")
-    {
+    let Some(rest) = after_keyword(text, "prepare") else {
         return text;
-    }
-    let rest = t[7..].trim_start();
+    };
     // The name: an identifier or a quoted one.
     let rest = match rest.strip_prefix('"') {
         Some(q) => match q.find('"') {
@@ -180,52 +175,44 @@ pub(crate) fn without_prepare(text: &str) -> &str {
             &rest[w.len()..]
         }
     };
-    let mut rest = rest.trim_start();
-    if let Some(types) = rest.strip_prefix('(') {
-        match types.find(')') {
-            Some(i) => rest = types[i + 1..].trim_start(),
-            None => return text,
-        }
-    }
-    match rest.get(..2) {
-        Some(a) if a.eq_ignore_ascii_case("as") && first_word(rest).eq_ignore_ascii_case("as") => {
-            rest[2..].trim_start()
-        }
-        _ => text,
+    let Some(rest) = after_parenthesis(rest.trim_start()) else {
+        return text;
+    };
+    after_keyword(rest, "as").unwrap_or(text)
+}
+
+/// `text` after its leading keyword `kw` (any case), when it starts with it.
+fn after_keyword<'a>(text: &'a str, kw: &str) -> Option<&'a str> {
+    let t = text.trim_start();
+    let head = t.get(..kw.len())?;
+    (head.eq_ignore_ascii_case(kw) && first_word(t).eq_ignore_ascii_case(kw))
+        .then(|| t[kw.len()..].trim_start())
+}
+
+/// `text` after a leading parenthesised list (`text` itself without one; None when it is
+/// never closed).
+fn after_parenthesis(text: &str) -> Option<&str> {
+    match text.strip_prefix('(') {
+        Some(inner) => inner.find(')').map(|i| inner[i + 1..].trim_start()),
+        None => Some(text),
     }
 }
 
 /// `text` without a leading `EXPLAIN` and its options (`EXPLAIN (ANALYZE, ...)`, `EXPLAIN
 /// ANALYZE VERBOSE`): the statement it explains (the planner hook sees that statement).
 pub(crate) fn without_explain(text: &str) -> &str {
-    let t = text.trim_start();
-    if t.get(..7)
-        .is_none_or(|p| !p.eq_ignore_ascii_case("explain"))
-        || !first_word(t).eq_ignore_ascii_case("explain")
-    {
+    let Some(rest) = after_keyword(text, "explain") else {
         return text;
+    };
+    if rest.starts_with('(') {
+        return after_parenthesis(rest).unwrap_or(text);
     }
-    let mut rest = t[7..].trim_start();
-    if let Some(inner) = rest.strip_prefix('(') {
-        match inner.find(')') {
-            Some(i) => rest = inner[i + 1..].trim_start(),
-            None => return text,
-        }
-    } else {
-        loop {
-            let w = first_word(rest);
-            if ["analyze", "analyse", "verbose"]
-                .iter()
-                .any(|k| w.eq_ignore_ascii_case(k))
-                && rest
-                    .get(..w.len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case(w))
-            {
-                rest = rest[w.len()..].trim_start();
-            } else {
-                break;
-            }
-        }
+    let mut rest = rest;
+    while let Some(r) = ["analyze", "analyse", "verbose"]
+        .iter()
+        .find_map(|k| after_keyword(rest, k))
+    {
+        rest = r;
     }
     rest
 }

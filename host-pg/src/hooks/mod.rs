@@ -55,7 +55,7 @@ use scope::*;
 use state::*;
 
 pub(crate) use planner::{
-    begin_probe, compare, set_explorer_process, take_probe, under_arm, Probed,
+    begin_probe, compare, set_explorer_process, set_setting, take_probe, under_arm, Probed,
 };
 pub(crate) use scope::query_relations;
 pub use scope::scope_changed;

@@ -127,19 +127,13 @@ pub(crate) fn under_arm<R>(
                     CString::new(k.as_str()).unwrap_or_default(),
                     CString::new(v.as_str()).unwrap_or_default(),
                 );
-                // Reported at DEBUG1 only: a refused setting is our fallback, not the user's
-                // error.
-                let ok = pg_sys::set_config_option(
-                    ck.as_ptr(),
-                    cv.as_ptr(),
+                let ok = set_setting(
+                    &ck,
+                    &cv,
                     pg_sys::GucContext::PGC_USERSET,
-                    pg_sys::GucSource::PGC_S_SESSION,
                     pg_sys::GucAction::GUC_ACTION_SAVE,
-                    true,
-                    pg_sys::DEBUG1 as i32,
-                    false,
                 );
-                if ok <= 0 {
+                if !ok {
                     return Err(format!(
                         "PostgreSQL refused the arm's setting {k} = '{v}' (unknown, bad value, or not settable by this user)"
                     ));
@@ -150,6 +144,29 @@ pub(crate) fn under_arm<R>(
         .finally(|| pg_sys::AtEOXact_GUC(true, nest))
         .execute()
     }
+}
+
+/// Set a setting at session source with `context` and `action`; whether PostgreSQL took it.
+/// A refusal is reported at DEBUG1 only: it is the caller's fallback, not the user's error.
+///
+/// # Safety
+/// As `set_config_option`: in a backend, with `action`'s nest level open when it is SAVE.
+pub(crate) unsafe fn set_setting(
+    name: &std::ffi::CStr,
+    value: &std::ffi::CStr,
+    context: pg_sys::GucContext::Type,
+    action: pg_sys::GucAction::Type,
+) -> bool {
+    pg_sys::set_config_option(
+        name.as_ptr(),
+        value.as_ptr(),
+        context,
+        pg_sys::GucSource::PGC_S_SESSION,
+        action,
+        true,
+        pg_sys::DEBUG1 as i32,
+        false,
+    ) > 0
 }
 
 pub(super) fn remember(
