@@ -92,7 +92,7 @@ if grep -n 'region = 7' "$dir/server.log" >&2; then fail "the server log holds t
 echo "==> 1b. the same kind of join PREPAREd and EXECUTEd (custom plans: parameters bound)"
 offered=$(status explorer_offered) failed=$(status explorer_failed)
 P="PREPARE q (int) AS SELECT count(*), sum(i.price) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = \$1 AND o.city = \$1"
-for n in $(seq 1 6); do
+for n in $(seq 1 10); do
   decision=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c "$P" -c "EXECUTE q(8)" \
     -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_decision'" | tail -n 1)
   printf '  execution %d: %s\n' "$n" "$(cut -c1-140 <<<"$decision")"
@@ -104,7 +104,7 @@ done
 (($(status explorer_offered) > offered)) || fail "the EXECUTEd statement was never offered"
 [[ $(status explorer_failed) == "$failed" ]] || fail "the explorer could not run the EXECUTEd statement (explorer_failed $failed -> $(status explorer_failed))"
 [[ $decision == "rule verified"* || $decision == *"every candidate plan was tried"* ]] ||
-  fail "the EXECUTEd statement was not settled in 6 executions"
+  fail "the EXECUTEd statement was not settled in 10 executions"
 echo "  ok: offered, explored with its bound parameter and settled (${decision%%:*})"
 
 echo "==> 2. pause and resume"

@@ -831,6 +831,24 @@ pub fn release(slot: usize) {
     }
 }
 
+/// Put a slot [`take`] gave back at the end of its database's queue (its statement has more
+/// to run; others wait for their turn first).
+pub fn requeue(slot: usize) {
+    let Some(s) = shared() else { return };
+    if let Some(o) = s.offers.get(slot) {
+        o.seq.store(
+            s.offer_seq.fetch_add(1, Ordering::AcqRel),
+            Ordering::Relaxed,
+        );
+        let _ = o.state.compare_exchange(
+            OFFER_TAKEN,
+            OFFER_READY,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// Free every slot of database `db` an explorer had taken (it ended without releasing them),
 /// and, with `all`, every offer waiting for it.
 pub fn release_all(db: u32, all: bool) {

@@ -16,6 +16,10 @@
 //!    same evidence the foreground uses, without charging the users' exploration budget);
 //!    until the evidence settles every candidate or [`EXPLORE_MAX_RUNS`] runs were made.
 //!
+//! The offers take turns: when other statements wait, one goes back to the end of the queue
+//! after [`RUNS_PER_TURN`] runs, or at once when its shape has a verified plan (what users gain
+//! most from is a first verified plan for a shape that has none).
+//!
 //! It is paced by `ruvector.dag_explore_share` (after a run of t ms it waits t x (1 - share) /
 //! share), waits while as many client backends are active as the machine has cores, and
 //! waits while `ruvector_dag_explorer_pause()` is in effect. A statement it cannot re-plan or
@@ -32,7 +36,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 use ruvector_dag_core::learning::{
-    explore_timeout_ms, Candidate, Decision, Exploration, RunKind, Step, EXPLORE_MAX_RUNS,
+    explore_timeout_ms, Candidate, Decision, Exploration, Rule, RunKind, Step, EXPLORE_MAX_RUNS,
 };
 
 use crate::shared::{self, ExplorerCounter};
@@ -47,6 +51,10 @@ pub const DEFAULT_TIMEOUT_RATIO: f64 = 5.0;
 pub const REVISIT_AFTER_S: u64 = 30;
 /// Longest wait for the server to be less busy before an offer is given back, seconds.
 pub const BUSY_WAIT_S: u64 = 30;
+/// Runs of one offered statement before it goes back to the end of the queue when other
+/// statements wait (at once when its shape has a verified plan): one slow shape with many
+/// candidates does not hold up the shapes offered after it.
+pub const RUNS_PER_TURN: usize = 3;
 
 /// `STATEMENT_TIMEOUT` of `enum TimeoutId` (utils/timeout.h, the same from 15 to 18; pgrx
 /// does not bind that header).
@@ -136,9 +144,13 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
         recent.retain(|_, t| t.elapsed().as_secs() < REVISIT_AFTER_S);
         while let Some((slot, bytes)) = shared::take(db) {
             let outcome = explore(db, &bytes, &mut recent);
-            shared::release(slot);
+            if matches!(outcome, Ok(Turn::Again)) {
+                shared::requeue(slot);
+            } else {
+                shared::release(slot);
+            }
             match outcome {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(e) if last_error.as_deref() != Some(e.as_str()) => {
                     log!("ruvector_dag explorer: {e} (logged again only if it changes)");
                     last_error = Some(e);
@@ -264,17 +276,27 @@ impl Refused {
     }
 }
 
+/// What becomes of an offer after its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Done with: its slot is freed (a later run of the statement may offer it again).
+    Over,
+    /// Other statements wait and this one has more to run: back to the end of the queue.
+    Again,
+}
+
 /// Explore one offered statement until the evidence settles it, [`EXPLORE_MAX_RUNS`] runs, the
-/// server stays busy, or the explorer is paused or stopped.
-fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<(), String> {
+/// server stays busy, the explorer is paused or stopped, or (after [`RUNS_PER_TURN`] runs, or
+/// at once once its shape has a verified plan) other offered statements wait for their turn.
+fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<Turn, String> {
     let offer: Offer = postcard::from_bytes(bytes)
         .map_err(|e| format!("an offer could not be read ({e}); dropped"))?;
     if recent.contains_key(&offer.fingerprint) {
-        return Ok(());
+        return Ok(Turn::Over);
     }
     // Offered before a DROP EXTENSION: nothing to learn into any more.
     if !BackgroundWorker::transaction(crate::worker::extension_here) {
-        return Ok(());
+        return Ok(Turn::Over);
     }
     shared::count_explorer(db, ExplorerCounter::Explored, 1);
     let refuse = |r: Refused| {
@@ -299,7 +321,7 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         cut,
         background: true,
     };
-    for _ in 0..EXPLORE_MAX_RUNS {
+    for n in 1..=EXPLORE_MAX_RUNS {
         let step = hooks::with_loaded(|o| o.explore_step(&d)).unwrap_or(Step::Done);
         let (arm, expected) = match step {
             Step::Done => break,
@@ -309,7 +331,7 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         if !wait_until_quiet() {
             // Given back: offered again by a later run of the statement.
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
-            return Ok(());
+            return Ok(Turn::Over);
         }
         let default_ms =
             hooks::with_loaded(|o| o.evidence().get(d.fingerprint).and_then(|e| e.default_ms()))
@@ -330,7 +352,7 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         let (ms, plan, cut) = match ran {
             Ok(Ran::Done(ms, probed)) => (ms, probed.dag.shape_hash(), false),
             // The default plan cut short: the server is slower than it was; try another time.
-            Ok(Ran::Cut) if arm == 0 => return Ok(()),
+            Ok(Ran::Cut) if arm == 0 => return Ok(Turn::Over),
             Ok(Ran::Cut) => {
                 shared::count_explorer(db, ExplorerCounter::Cut, 1);
                 (timeout_ms, expected, true)
@@ -348,14 +370,19 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             d = fresh;
         }
         if !pace(wall_ms) {
-            return Ok(());
+            return Ok(Turn::Over);
+        }
+        let others_wait = shared::queued(db) > 1;
+        let more = hooks::with_loaded(|o| o.explore_step(&d) != Step::Done).unwrap_or(false);
+        if others_wait && more && (n >= RUNS_PER_TURN || d.rule == Rule::Verified) {
+            return Ok(Turn::Again);
         }
     }
     // Settled (or as far as one offer goes): not explored again until the learner has
     // published what was measured here.
     recent.insert(offer.fingerprint, Instant::now());
     recent.insert(d.fingerprint, Instant::now());
-    Ok(())
+    Ok(Turn::Over)
 }
 
 /// Plan the offered statement under the default arm (its decision) and under every arm the
