@@ -317,6 +317,85 @@ pub struct EvidenceBook {
     pub evicted: u64,
 }
 
+/// The book-wide figures of an [`EvidenceBook`]: the exploration budget and its counters. A
+/// host that keeps the shapes' evidence elsewhere (PostgreSQL's shared memory) keeps these
+/// beside them, and adds what one update changed ([`Budget::since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Budget {
+    /// [`EvidenceBook::pool_ms`].
+    pub pool_ms: f64,
+    /// [`EvidenceBook::default_sum_ms`].
+    pub default_sum_ms: f64,
+    /// [`EvidenceBook::spent_ms`].
+    pub spent_ms: f64,
+    /// [`EvidenceBook::saved_ms`].
+    pub saved_ms: f64,
+    /// [`EvidenceBook::explorations`].
+    pub explorations: u64,
+    /// [`EvidenceBook::refuted`].
+    pub refuted: u64,
+    /// [`EvidenceBook::reverts`].
+    pub reverts: u64,
+    /// [`EvidenceBook::evicted`].
+    pub evicted: u64,
+}
+
+impl Budget {
+    /// What changed from `before` to `self`, field by field (the counters never go down).
+    pub fn since(&self, before: &Budget) -> BudgetDelta {
+        BudgetDelta {
+            ms: [
+                self.pool_ms - before.pool_ms,
+                self.default_sum_ms - before.default_sum_ms,
+                self.spent_ms - before.spent_ms,
+                self.saved_ms - before.saved_ms,
+            ],
+            counts: [
+                self.explorations.saturating_sub(before.explorations),
+                self.refuted.saturating_sub(before.refuted),
+                self.reverts.saturating_sub(before.reverts),
+                self.evicted.saturating_sub(before.evicted),
+            ],
+        }
+    }
+
+    /// The figures in the order [`BudgetDelta`] lists them: (ms fields, count fields).
+    pub fn fields(&self) -> ([f64; 4], [u64; 4]) {
+        (
+            [
+                self.pool_ms,
+                self.default_sum_ms,
+                self.spent_ms,
+                self.saved_ms,
+            ],
+            [self.explorations, self.refuted, self.reverts, self.evicted],
+        )
+    }
+
+    /// The budget of these figures (in [`Budget::fields`]' order).
+    pub fn from_fields(ms: [f64; 4], counts: [u64; 4]) -> Budget {
+        Budget {
+            pool_ms: ms[0],
+            default_sum_ms: ms[1],
+            spent_ms: ms[2],
+            saved_ms: ms[3],
+            explorations: counts[0],
+            refuted: counts[1],
+            reverts: counts[2],
+            evicted: counts[3],
+        }
+    }
+}
+
+/// What one update changed of a [`Budget`] (in [`Budget::fields`]' order).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BudgetDelta {
+    /// Change of the ms fields (may be negative).
+    pub ms: [f64; 4],
+    /// Increase of the counters.
+    pub counts: [u64; 4],
+}
+
 impl EvidenceBook {
     /// An empty book for at most `capacity` (>= 1) shapes.
     pub fn new(capacity: usize) -> Self {
@@ -389,6 +468,67 @@ impl EvidenceBook {
             }
             None => false,
         }
+    }
+
+    /// The book-wide figures.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            pool_ms: self.pool_ms,
+            default_sum_ms: self.default_sum_ms,
+            spent_ms: self.spent_ms,
+            saved_ms: self.saved_ms,
+            explorations: self.explorations,
+            refuted: self.refuted,
+            reverts: self.reverts,
+            evicted: self.evicted,
+        }
+    }
+
+    /// Take the book-wide figures another copy holds.
+    pub fn set_budget(&mut self, b: &Budget) {
+        self.pool_ms = b.pool_ms;
+        self.default_sum_ms = b.default_sum_ms;
+        self.spent_ms = b.spent_ms;
+        self.saved_ms = b.saved_ms;
+        self.explorations = b.explorations;
+        self.refuted = b.refuted;
+        self.reverts = b.reverts;
+        self.evicted = b.evicted;
+    }
+
+    /// Hold `e` for `fingerprint` as another copy holds it (None: that copy has no evidence of
+    /// it), replacing what this book held. The book-wide figures are not touched (they come
+    /// with [`set_budget`](Self::set_budget)); at capacity the least recently used other
+    /// shape is dropped from this copy without being counted as evicted.
+    pub fn put(&mut self, fingerprint: u64, e: Option<ShapeEvidence>) {
+        let Some(mut e) = e else {
+            self.shapes.remove(&fingerprint);
+            return;
+        };
+        if !self.shapes.contains_key(&fingerprint) && self.shapes.len() >= self.capacity {
+            let oldest = self
+                .shapes
+                .iter()
+                .min_by_key(|(_, s)| s.seen)
+                .map(|(&f, _)| f);
+            if let Some(f) = oldest {
+                self.shapes.remove(&f);
+            }
+        }
+        self.tick += 1;
+        e.seen = self.tick;
+        self.shapes.insert(fingerprint, e);
+    }
+
+    /// Replace every shape and the book-wide figures with another copy's, `shapes` least
+    /// recently used first (past capacity the oldest are left out).
+    pub fn replace_all(&mut self, shapes: Vec<(u64, ShapeEvidence)>, b: &Budget) {
+        self.shapes.clear();
+        let skip = shapes.len().saturating_sub(self.capacity);
+        for (f, e) in shapes.into_iter().skip(skip) {
+            self.put(f, Some(e));
+        }
+        self.set_budget(b);
     }
 
     /// Forget shapes; returns how many were known.

@@ -15,7 +15,7 @@ pub mod trajectory;
 pub use btsp::{BtspMemory, BtspVerdict};
 pub use config::NeuralDagConfig;
 pub use estimator::CostEstimator;
-pub use evidence::{EvidenceBook, PlanEvidence, ShapeEvidence, Verdict};
+pub use evidence::{Budget, BudgetDelta, EvidenceBook, PlanEvidence, ShapeEvidence, Verdict};
 pub use optimizer::{
     explore_timeout_ms, Candidate, CycleReport, Decision, Exploration, Forgotten, Observed,
     Optimizer, OptimizerStats, Rule, RunKind, Step, EXPLORE_MAX_RUNS,

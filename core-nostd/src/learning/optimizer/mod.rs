@@ -332,6 +332,13 @@ impl Optimizer {
         &self.state.evidence
     }
 
+    /// The evidence book, for a host that keeps the shapes' evidence in a store of its own
+    /// (shared memory) and brings one shape in before a decision or an observation
+    /// ([`EvidenceBook::put`], [`EvidenceBook::set_budget`]).
+    pub fn evidence_mut(&mut self) -> &mut EvidenceBook {
+        &mut self.state.evidence
+    }
+
     /// The recent per-operator time shares of query shape `fingerprint` (its default plan's
     /// [`crate::PlanDag::shape_hash`]), oldest first: the history temporal BTSP attention
     /// reads. Empty when none was measured.

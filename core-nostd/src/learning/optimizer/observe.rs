@@ -154,7 +154,7 @@ impl Optimizer {
     /// [`observe_unqueued`](Self::observe_unqueued) (false).
     pub fn observe_run(&mut self, t: Trajectory, kind: RunKind, queue: bool) -> Result<Observed> {
         let (fingerprint, plan) = (t.fingerprint, t.plan);
-        let mut o = self.observe_inner(t, queue, kind.background)?;
+        let mut o = self.observe_inner(t, queue, Some(kind.background))?;
         if !kind.cut || !o.learned || plan == fingerprint {
             return Ok(o);
         }
@@ -165,7 +165,21 @@ impl Optimizer {
         Ok(o)
     }
 
-    fn observe_inner(&mut self, t: Trajectory, queue: bool, background: bool) -> Result<Observed> {
+    /// [`observe`](Self::observe) of a run whose evidence was recorded where it ran (a
+    /// PostgreSQL backend, into the evidence book it shares with every other backend): the
+    /// learner queues it and learns everything else from it (cost model, selector, BTSP
+    /// memory, patterns, history) but leaves the shape's evidence and the budget as they are.
+    pub fn observe_recorded(&mut self, t: Trajectory) -> Result<Observed> {
+        self.observe_inner(t, true, None)
+    }
+
+    /// `evidence`: record the run in the evidence book (Some(background)), or not (None).
+    fn observe_inner(
+        &mut self,
+        t: Trajectory,
+        queue: bool,
+        evidence: Option<bool>,
+    ) -> Result<Observed> {
         if let Err(e) = self.check(&t) {
             self.state.stats.rejected += 1;
             return Err(e);
@@ -200,13 +214,16 @@ impl Optimizer {
             .and_then(|e| e.default_ms())
             .map(|b| b as f32);
         let (ms, margin) = (f64::from(t.actual_ms), f64::from(st.cfg.min_gain));
-        let recorded = if background {
-            st.evidence
-                .record_background(t.fingerprint, t.plan, t.arm, ms, margin)
-        } else {
-            let share = f64::from(st.cfg.attention_exploration);
-            st.evidence
-                .record(t.fingerprint, t.plan, t.arm, ms, share, margin)
+        let recorded = match evidence {
+            Some(true) => st
+                .evidence
+                .record_background(t.fingerprint, t.plan, t.arm, ms, margin),
+            Some(false) => {
+                let share = f64::from(st.cfg.attention_exploration);
+                st.evidence
+                    .record(t.fingerprint, t.plan, t.arm, ms, share, margin)
+            }
+            None => Default::default(),
         };
         let mut surprising = false;
         if t.plan != t.fingerprint {
@@ -344,6 +361,106 @@ mod tests {
         assert_eq!(copy.decide(&p).unwrap().blocked, vec![1]);
         assert_eq!(copy.btsp().len(), queued.btsp().len());
         assert_eq!(copy.evidence().len(), queued.evidence().len());
+    }
+
+    /// A store that holds every shape's evidence and the budget for several copies (what the
+    /// extension keeps in shared memory), and the protocol a copy follows with it.
+    #[derive(Default)]
+    struct Store {
+        shapes: alloc::collections::BTreeMap<u64, crate::learning::ShapeEvidence>,
+        budget: crate::learning::Budget,
+    }
+
+    impl Store {
+        fn bring_in(&self, opt: &mut Optimizer, fp: u64) {
+            let e = self.shapes.get(&fp).cloned();
+            opt.evidence_mut().put(fp, e);
+            opt.evidence_mut().set_budget(&self.budget);
+        }
+
+        /// Bring the shape in, run `f`, write back the shape and what `f` changed of the budget.
+        fn update<R>(
+            &mut self,
+            opt: &mut Optimizer,
+            fp: u64,
+            f: impl FnOnce(&mut Optimizer) -> R,
+        ) -> R {
+            self.bring_in(opt, fp);
+            let before = opt.evidence().budget();
+            let r = f(opt);
+            let delta = opt.evidence().budget().since(&before);
+            let (mut ms, mut counts) = self.budget.fields();
+            for i in 0..4 {
+                ms[i] += delta.ms[i];
+                counts[i] += delta.counts[i];
+            }
+            self.budget = crate::learning::Budget::from_fields(ms, counts);
+            if let Some(e) = opt.evidence().get(fp) {
+                self.shapes.insert(fp, e.clone());
+            }
+            r
+        }
+    }
+
+    #[test]
+    fn copies_sharing_one_evidence_store_decide_as_one_optimizer_would() {
+        // Three backends' copies take turns with one store; a single optimizer sees every run.
+        let mut one = learner();
+        let mut copies = [learner(), learner(), learner()];
+        let mut store = Store::default();
+        let shapes: Vec<PlanDag> = (0..3).map(|i| plan(140 + i)).collect();
+        let worlds: Vec<World> = shapes.iter().map(|p| World::new(p, 20.0, 115.0)).collect();
+        let mut applied = 0;
+        for i in 0..36 {
+            let k = i % shapes.len();
+            let (p, w) = (&shapes[k], &worlds[k]);
+            let fp = p.shape_hash();
+            let (d1, _) = step(&mut one, p, w);
+            let c = &mut copies[(i / 2) % 3];
+            store.bring_in(c, fp);
+            let mut d = c.decide(p).unwrap();
+            if d.wants_candidates {
+                let cands = w.candidates(&d);
+                store.update(c, fp, |c| c.choose(&mut d, &cands)).unwrap();
+            }
+            assert_eq!(
+                (d.arm, d.rule, &d.reason),
+                (d1.arm, d1.rule, &d1.reason),
+                "run {i}"
+            );
+            applied += usize::from(d.rule == Rule::Verified);
+            let t = c
+                .trajectory(&d, d.arm, None, w.ms[usize::from(d.arm)])
+                .unwrap();
+            store.update(c, fp, |c| c.observe_unqueued(t)).unwrap();
+        }
+        assert!(applied > 0, "no copy applied a verified plan");
+        for p in &shapes {
+            let fp = p.shape_hash();
+            let (mut a, mut b) = (
+                one.evidence().get(fp).unwrap().clone(),
+                store.shapes[&fp].clone(),
+            );
+            (a.seen, b.seen) = (0, 0);
+            assert_eq!(a, b);
+        }
+        assert_eq!(
+            one.evidence().budget().explorations,
+            store.budget.explorations
+        );
+        assert!((one.evidence().pool_ms - store.budget.pool_ms).abs() < 1e-6);
+    }
+
+    #[test]
+    fn observing_a_run_recorded_elsewhere_leaves_the_evidence_as_it_is() {
+        let mut opt = learner();
+        let p = plan(150);
+        let d = opt.decide(&p).unwrap();
+        let t = opt.trajectory(&d, 0, None, 80.0).unwrap();
+        let o = opt.observe_recorded(t).unwrap();
+        assert!(o.learned);
+        assert!(opt.evidence().get(p.shape_hash()).is_none());
+        assert_eq!(opt.pending(), 1);
     }
 
     #[test]
