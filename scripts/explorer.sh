@@ -107,6 +107,37 @@ done
   fail "the EXECUTEd statement was not settled in 10 executions"
 echo "  ok: offered, explored with its bound parameter and settled (${decision%%:*})"
 
+echo "==> 1c. one long session sees what the explorer verified without reloading the learned state"
+# The evidence is in the shared book: no learner cycle and no reload stand between the
+# explorer's verdict and a session's next decision. (No training cycle in this step: the only
+# thing that makes a session reload the learned state.)
+psql_ -c "ALTER SYSTEM SET ruvector.dag_background_interval_ms = 3600000" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+Q1c="SELECT count(*) FROM (SELECT i.price FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.region = 21 AND o.country = 21 AND o.city = 21 ORDER BY i.price) s"
+script=""
+for n in $(seq 1 10); do
+  script+="$Q1c;
+SELECT 'decision ' || value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_decision';
+SELECT 'reloads ' || value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_reloads';
+\\! sleep 2
+"
+done
+out=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres <<<"$script")
+mapfile -t decisions < <(grep '^decision ' <<<"$out" | cut -d' ' -f2-)
+mapfile -t reloads < <(grep '^reloads ' <<<"$out" | cut -d' ' -f2)
+psql_ -c "ALTER SYSTEM RESET ruvector.dag_background_interval_ms" -c "SELECT pg_reload_conf()" >/dev/null
+applied=0
+for i in "${!decisions[@]}"; do
+  printf '  execution %2d: reloads %s, %s\n' $((i + 1)) "${reloads[$i]}" "$(cut -c1-120 <<<"${decisions[$i]}")"
+  [[ ${decisions[$i]} == "rule explore"* || ${decisions[$i]} == "rule trial"* ]] && fail "the session ran an untried plan"
+  if [[ ${decisions[$i]} == "rule verified"* ]]; then applied=$((i + 1)); break; fi
+done
+((applied > 0)) || fail "the long session never applied the plan the explorer verified (10 executions)"
+[[ ${reloads[$((applied - 1))]} == "${reloads[0]}" ]] ||
+  fail "the session reloaded the learned state between its first execution and the verified plan (${reloads[0]} -> ${reloads[$((applied - 1))]})"
+[[ $(status shared_book_shapes) -gt 0 ]] || fail "status shows no shape in the shared book"
+echo "  ok: applied at execution $applied, learned state loaded once (backend_reloads ${reloads[0]}); $(status shared_book)"
+
 echo "==> 2. pause and resume"
 [[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()") == t ]] || fail "pause did not report a running explorer"
 [[ $(status explorer_paused) == true ]] || fail "status does not say paused"

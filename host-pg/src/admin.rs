@@ -57,7 +57,12 @@ fn ruvector_dag_import(state: &[u8]) -> i64 {
             format!("ruvector_dag_import: {e}"),
         )
     });
-    hooks::adopt(opt, version, shared::learned_version());
+    hooks::adopt(
+        opt,
+        version,
+        shared::learned_version(),
+        crate::book::Holding::detached(),
+    );
     patterns
 }
 
@@ -97,7 +102,12 @@ fn ruvector_dag_reset() -> i64 {
             format!("ruvector_dag_reset: {e}"),
         )
     });
-    hooks::adopt(fresh, version, shared::learned_version());
+    hooks::adopt(
+        fresh,
+        version,
+        shared::learned_version(),
+        crate::book::Holding::detached(),
+    );
     before
 }
 
@@ -111,7 +121,12 @@ fn ruvector_dag_reset_table(tbl: PgRelation) -> i64 {
     crate::require_primary("ruvector_dag_reset");
     match learner::forget_table(tbl.oid().to_u32()) {
         Ok(Some((gone, version, opt))) => {
-            hooks::adopt(opt, version, shared::learned_version());
+            hooks::adopt(
+                opt,
+                version,
+                shared::learned_version(),
+                crate::book::Holding::detached(),
+            );
             gone.patterns as i64
         }
         Ok(None) => 0,
@@ -223,12 +238,11 @@ fn regressions() -> (String, String, String, String) {
     });
     // Applied plans: query shapes with a verified plan in the learned state, plus those
     // reverted within the hour (no longer verified).
-    let verified = hooks::with_optimizer(|o| {
-        let margin = f64::from(o.config().min_gain);
-        o.evidence()
-            .iter()
+    let verified = hooks::with_optimizer(|_| ()).and_then(|()| {
+        let (e, margin) = hooks::full_evidence().ok_or("no learned state loaded")?;
+        Ok(e.iter()
             .filter(|(_, s)| s.verified(margin).is_some())
-            .count() as i64
+            .count() as i64)
     });
     let (status, applied) = match verified {
         Ok(v) => {

@@ -143,12 +143,16 @@ pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 pub static BACKGROUND_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 pub static RING_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static SHARED_SHAPES: GucSetting<i32> = GucSetting::<i32>::new(10_240);
 // The plugin sandbox's limits (defaults: ruvector_dag_wasm::Limits::default()).
 pub static PLUGIN_FUEL: GucSetting<f64> = GucSetting::<f64>::new(50_000_000.0);
 pub static PLUGIN_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static PLUGIN_STACK_KB: GucSetting<i32> = GucSetting::<i32>::new(512);
 pub static PLUGIN_OUTPUT_KB: GucSetting<i32> = GucSetting::<i32>::new(1024);
 pub static PLUGIN_MODULE_KB: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
+
+/// Fewest shape slots of the shared evidence book (one per partition).
+const PARTITIONS_MIN: i32 = crate::book::PARTITIONS as i32;
 
 /// Register every setting (called from `_PG_init`).
 pub fn register() {
@@ -375,6 +379,16 @@ fn register_server() {
         1024,
         GucContext::Postmaster,
         GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_shared_shapes",
+        c"Query shapes whose measured evidence every backend shares, in shared memory (about 1 KiB each, all databases).",
+        c"At capacity the least recently used shape of a partition is dropped (ruvector_dag_status: shared_book_evicted); its evidence is measured again when it runs.",
+        &SHARED_SHAPES,
+        PARTITIONS_MIN,
+        1 << 20,
+        GucContext::Postmaster,
+        GucFlags::empty(),
     );
     GucRegistry::define_int_guc(
         c"ruvector.dag_background_interval_ms",

@@ -13,7 +13,7 @@ use pgrx::{register_xact_callback, PgXactCallbackEvent};
 use ruvector_dag_core::learning::{Candidate, CycleReport, Optimizer, RunKind, Trajectory};
 use serde::{Deserialize, Serialize};
 
-use crate::{guc, shared};
+use crate::{book, guc, shared};
 
 /// Advisory lock key of the learning cycle ("rvdag" in ASCII).
 const LOCK_KEY: i64 = 0x72_76_64_61_67;
@@ -21,6 +21,8 @@ const LOCK_KEY: i64 = 0x72_76_64_61_67;
 struct Learner {
     version: i64,
     opt: Optimizer,
+    /// What its copy is for the shared evidence book.
+    holding: book::Holding,
 }
 
 thread_local! {
@@ -32,24 +34,39 @@ thread_local! {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Record {
     /// One run: its trajectory, the tables it read, how it ended and who ran it (a user's
-    /// statement, or the background explorer).
-    Run(Box<Trajectory>, Vec<u32>, RunKind),
+    /// statement, or the background explorer), and what it did to the evidence when it was
+    /// recorded in the shared evidence book where it ran (None: it was not).
+    Run(Box<Trajectory>, Vec<u32>, RunKind, Option<Booked>),
     /// The candidate plans the explorer planned for a shape: its fingerprint, the default
     /// plan's cost, and the candidates.
     Candidates(u64, f64, Vec<Candidate>),
 }
 
+/// What a run recorded in the shared evidence book did there (the learner's healing log).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Booked {
+    /// A verified plan reverted, a run BTSP memory found catastrophic, or a run cut short.
+    pub regression: bool,
+    /// The default plan's typical time when it ran, ms.
+    pub baseline_ms: Option<f32>,
+}
+
 /// [`Record`] borrowed, for encoding without copying the trajectory (the same encoding).
 #[derive(Serialize)]
 enum RecordRef<'a> {
-    Run(&'a Trajectory, &'a [u32], RunKind),
+    Run(&'a Trajectory, &'a [u32], RunKind, Option<Booked>),
     Candidates(u64, f64, &'a [Candidate]),
 }
 
 impl Record {
-    /// The encoding of a run.
-    pub fn run(t: &Trajectory, relids: &[u32], kind: RunKind) -> Result<Vec<u8>, String> {
-        encode(&RecordRef::Run(t, relids, kind))
+    /// The encoding of a run (`booked`: see [`Record::Run`]).
+    pub fn run(
+        t: &Trajectory,
+        relids: &[u32],
+        kind: RunKind,
+        booked: Option<Booked>,
+    ) -> Result<Vec<u8>, String> {
+        encode(&RecordRef::Run(t, relids, kind, booked))
     }
 
     /// The encoding of the candidates planned for a shape.
@@ -101,6 +118,8 @@ pub struct Outcome {
     pub healed: Vec<Healing>,
     /// Settings the learned state keeps as learned (they differ from the session's).
     pub kept: Vec<&'static str>,
+    /// OID of the learned-state table (the shared evidence book's identity).
+    pub table: u32,
 }
 
 /// The learned state's row: (version, snapshot) or None when nothing was learned yet.
@@ -147,9 +166,23 @@ pub fn load(snapshot: Option<&[u8]>) -> Result<Optimizer, String> {
     Ok(opt)
 }
 
-/// The stored version, and an optimizer loaded from it unless `held(version)` says the caller
-/// already has that version (the snapshot, possibly megabytes, is read only then).
-pub fn load_unless(held: impl FnOnce(i64) -> bool) -> Result<(i64, Option<Optimizer>), String> {
+/// The OID of `ruvector_dag.learned_state` (another one after DROP and CREATE EXTENSION):
+/// part of the shared evidence book's identity.
+pub fn state_table() -> Result<u32, String> {
+    Spi::get_one::<pg_sys::Oid>(
+        "SELECT 'ruvector_dag.learned_state'::pg_catalog.regclass::pg_catalog.oid",
+    )
+    .map_err(|e| format!("finding ruvector_dag.learned_state: {e}"))?
+    .map(|o| o.to_u32())
+    .ok_or_else(|| "ruvector_dag.learned_state does not exist".to_string())
+}
+
+/// The stored version, and an optimizer loaded from it (with what it is for the shared
+/// evidence book) unless `held(version)` says the caller already has that version (the
+/// snapshot, possibly megabytes, is read only then).
+pub fn load_unless(
+    held: impl FnOnce(i64) -> bool,
+) -> Result<(i64, Option<(Optimizer, book::Holding)>), String> {
     let version = read_state(false)?.map_or(0, |s| s.0);
     if held(version) {
         return Ok((version, None));
@@ -159,7 +192,11 @@ pub fn load_unless(held: impl FnOnce(i64) -> bool) -> Result<(i64, Option<Optimi
     } else {
         read_state(true)?.and_then(|s| s.1)
     };
-    Ok((version, Some(load(snapshot.as_deref())?)))
+    let opt = load(snapshot.as_deref())?;
+    // SAFETY: reading the backend's database id.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let holding = book::Holding::loaded(db, state_table()?, version);
+    Ok((version, Some((opt, holding))))
 }
 
 /// Trajectories a light cycle may leave pending (in the snapshot) before it trains anyway.
@@ -183,22 +220,28 @@ struct Drained {
     shapes: Vec<Shape>,
 }
 
-/// Observe every drained record ([`Record`]) with the learner's optimizer.
-fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
+/// Observe every drained record ([`Record`]) with the learner's optimizer `opt` (its copy
+/// `holding` for the shared evidence book, of database `db`): a run recorded in the book
+/// where it ran leaves the evidence to the book; any other (and the candidates an explorer
+/// planned) is recorded in the book from here.
+fn observe_records(
+    db: u32,
+    opt: &mut Optimizer,
+    holding: &mut book::Holding,
+    records: &[Vec<u8>],
+) -> Drained {
     let mut rejected = 0;
     let mut healed = Vec::new();
     let mut history = Vec::new();
     let mut shapes: Vec<Shape> = Vec::new();
     for bytes in records {
-        let (t, relids, kind) = match postcard::from_bytes::<Record>(bytes) {
-            Ok(Record::Run(t, relids, kind)) => (*t, relids, kind),
+        let (t, relids, kind, booked) = match postcard::from_bytes::<Record>(bytes) {
+            Ok(Record::Run(t, relids, kind, booked)) => (*t, relids, kind, booked),
             Ok(Record::Candidates(fingerprint, default_cost, candidates)) => {
-                if opt
-                    .note_candidates(fingerprint, default_cost, &candidates)
-                    .is_err()
-                {
-                    rejected += 1;
-                }
+                let (noted, _) = book::update(db, holding, opt, fingerprint, |o| {
+                    o.note_candidates(fingerprint, default_cost, &candidates)
+                });
+                rejected += usize::from(noted.is_err());
                 continue;
             }
             Err(_) => {
@@ -210,7 +253,15 @@ fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
         let (fingerprint, pattern, arm, actual) = (t.fingerprint, t.pattern, t.arm, t.actual_ms);
         let (predicted, shares) = (t.predicted_ms, t.op_shares.clone());
         let cut = kind.cut;
-        let observed = opt.observe_run(t, kind, true);
+        let observed = match booked {
+            Some(_) => opt.observe_recorded(t),
+            None => {
+                book::update(db, holding, opt, fingerprint, |o| {
+                    o.observe_run(t, kind, true)
+                })
+                .0
+            }
+        };
         match observed {
             Ok(o) => {
                 history.push(History {
@@ -222,8 +273,15 @@ fn observe_records(opt: &mut Optimizer, records: &[Vec<u8>]) -> Drained {
                     node_shares: shares,
                 });
                 // A verified plan reverted, a catastrophic run whose arm BTSP now blocks, or a
-                // run cut short.
-                if let (true, Some(base)) = (o.regression, o.baseline_ms) {
+                // run cut short: as the book saw it where it ran, or as observed here.
+                let (regression, baseline) = match booked {
+                    Some(b) => (
+                        b.regression || o.regression,
+                        b.baseline_ms.or(o.baseline_ms),
+                    ),
+                    None => (o.regression, o.baseline_ms),
+                };
+                if let (true, Some(base)) = (regression, baseline) {
                     healed.push(Healing {
                         fingerprint,
                         pattern,
@@ -275,11 +333,12 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
     take_lock()?;
     let (stored_version, loaded) =
         load_unless(|v| LEARNER.with(|l| l.borrow().as_ref().is_some_and(|l| l.version == v)))?;
-    if let Some(opt) = loaded {
+    if let Some((opt, holding)) = loaded {
         LEARNER.with(|l| {
             *l.borrow_mut() = Some(Learner {
                 version: stored_version,
                 opt,
+                holding,
             })
         });
     }
@@ -295,7 +354,12 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         let learner = l.as_mut().expect("loaded above");
         let opt = &mut learner.opt;
         let kept = opt.retune(&guc::core_config()).map_err(|e| e.to_string())?;
-        let drained = observe_records(opt, &records);
+        let drained = observe_records(db, opt, &mut learner.holding, &records);
+        // The evidence as every backend sees it goes into the snapshot (a restart loses at
+        // most one cycle of it).
+        if let Some((shapes, budget)) = book::shapes(db, &mut learner.holding, opt.evidence()) {
+            opt.evidence_mut().replace_all(shapes, &budget);
+        }
         // Pending trajectories travel in the snapshot: past a few hundred, train now rather
         // than write a large snapshot every second.
         let train = train || opt.pending() >= LIGHT_CYCLE_MAX_PENDING;
@@ -309,9 +373,17 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         };
         let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
         let patterns: Option<Vec<PatternRow>> = train.then(|| pattern_rows(opt));
-        Ok::<_, String>((report, drained, kept, snapshot, patterns))
+        Ok::<_, String>((
+            report,
+            drained,
+            kept,
+            snapshot,
+            patterns,
+            train,
+            learner.holding.table,
+        ))
     })?;
-    let (report, drained, kept, snapshot, patterns) = result;
+    let (report, drained, kept, snapshot, patterns, trained, table) = result;
     let Drained {
         rejected,
         healed,
@@ -328,6 +400,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
             snapshot,
             healed,
             kept,
+            table,
         });
     }
     let version = persist(&snapshot, patterns.as_deref(), &healed, &history)?;
@@ -337,7 +410,11 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
             l.version = version;
         }
     });
-    register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_learned);
+    // Backends reload the state only when the model changed: the evidence they decide on is
+    // the shared book's, current without a reload (a light cycle only keeps it on disk).
+    if trained || !book::in_use(db) {
+        register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_learned);
+    }
     Ok(Outcome {
         report,
         drained: records.len(),
@@ -346,6 +423,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         snapshot,
         healed,
         kept,
+        table,
     })
 }
 
@@ -356,7 +434,14 @@ pub fn replace(opt: &Optimizer) -> Result<i64, String> {
     let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
     let version = persist(&snapshot, Some(&pattern_rows(opt)), &[], &[])?;
     LEARNER.with(|l| *l.borrow_mut() = None);
-    register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_learned);
+    // SAFETY: reading the backend's database id.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    // The shared evidence book starts again from this version (seeded by the first copy
+    // loaded from it); then every backend reloads.
+    register_xact_callback(PgXactCallbackEvent::Commit, move || {
+        book::clear(db, version);
+        shared::bump_learned();
+    });
     Ok(version)
 }
 
@@ -371,6 +456,14 @@ pub fn forget_table(
         return Ok(None);
     };
     let mut opt = load(Some(&bytes))?;
+    // What every backend measured since the last cycle is in the shared book, not yet here.
+    // SAFETY: reading the backend's database id.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let version = read_state(false)?.map_or(0, |s| s.0);
+    let mut holding = book::Holding::loaded(db, state_table()?, version);
+    if let Some((shapes, budget)) = book::shapes(db, &mut holding, opt.evidence()) {
+        opt.evidence_mut().replace_all(shapes, &budget);
+    }
     let (fingerprints, keys) = shapes_of(relid)?;
     let gone = opt.forget(&fingerprints, &keys);
     let version = replace(&opt)?;

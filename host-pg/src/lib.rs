@@ -26,6 +26,7 @@ use pgrx::prelude::*;
 
 pub mod admin;
 pub mod analyze;
+pub mod book;
 pub mod compat;
 pub mod explorer;
 pub mod guc;

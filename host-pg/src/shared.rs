@@ -215,6 +215,7 @@ unsafe extern "C-unwind" fn on_request() {
     }
     pg_sys::RequestAddinShmemSpace(total_size());
     pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
+    crate::book::on_request();
 }
 
 #[pgrx::pg_guard]
@@ -278,6 +279,7 @@ unsafe extern "C-unwind" fn on_startup() {
         });
     }
     SHARED = p;
+    crate::book::on_startup();
     pg_sys::LWLockRelease(init_lock);
 }
 
@@ -890,7 +892,7 @@ fn explorer_slot(db: u32) -> Option<&'static ExplorerSlot> {
 
 /// The slot of database `db` among `slots` (its database in `key`; 0 marks a free one),
 /// claimed with a compare-and-swap on first use. None: every slot is taken.
-fn find_or_claim<T>(
+pub(crate) fn find_or_claim<T>(
     slots: &[T],
     db: u32,
     key: impl Fn(&T) -> &std::sync::atomic::AtomicU32,

@@ -156,6 +156,28 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
             };
             put(c.name(), n.to_string());
         }
+        if let Some(b) = crate::book::stats(db) {
+            put(
+                "shared_book",
+                if b.seeded {
+                    format!(
+                        "{} query shapes of {} slots (all databases), seeded from version {}",
+                        b.shapes, b.capacity, b.seeded_from
+                    )
+                } else if crate::guc::standby() {
+                    "not used on a standby (the primary's learned state replicates)".into()
+                } else {
+                    format!(
+                        "not seeded yet (the first session that loads the learned state seeds it; {} slots)",
+                        b.capacity
+                    )
+                },
+            );
+            put("shared_book_shapes", b.shapes.to_string());
+            put("shared_book_evicted", b.evicted.to_string());
+            put("shared_book_too_large", b.too_large.to_string());
+            put("shared_book_unreadable", b.unreadable.to_string());
+        }
         put("worker_cycles", r.worker_cycles.to_string());
         // Trajectories still in the ring when the server stopped or crashed were lost then.
         put(

@@ -12,7 +12,8 @@
 //! - "ruvector_dag learner" (started by the launcher, one per database): runs the
 //!   persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner when a
 //!   quarter of the shared ring is waiting; in between, every second that trajectories wait, a
-//!   light cycle observes them (evidence, budget, BTSP) and writes the snapshot. In a database without the extension it waits. If it
+//!   light cycle observes them (BTSP memory, history; the evidence is in the shared book, see
+//!   [`crate::book`]) and writes the snapshot with the book in it. In a database without the extension it waits. If it
 //!   fails, the launcher starts it again at its next check; the learned state keeps its last
 //!   committed version.
 
@@ -310,7 +311,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_worker_main(arg: pg_sys::Datum) {
         let crowded = stats.is_some_and(|s| s.bytes_used as usize >= shared::ring_bytes() / 4);
         let waiting = stats.is_some_and(|s| s.pending > 0);
         // Training is due on the interval (or when the ring fills); trajectories that wait are
-        // observed every second in a light cycle, so new sessions see fresh evidence.
+        // observed every second in a light cycle, which keeps the shared evidence book on disk.
         let train = last.elapsed() >= interval || crowded;
         if !train && !waiting {
             continue;

@@ -322,7 +322,8 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         background: true,
     };
     for n in 1..=EXPLORE_MAX_RUNS {
-        let step = hooks::with_loaded(|o| o.explore_step(&d)).unwrap_or(Step::Done);
+        let step =
+            hooks::with_shape(d.fingerprint, |o| o.explore_step(&d)).map_or(Step::Done, |(s, _)| s);
         let (arm, expected) = match step {
             Step::Done => break,
             Step::Default => (0, d.fingerprint),
@@ -333,9 +334,10 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
             return Ok(Turn::Over);
         }
-        let default_ms =
-            hooks::with_loaded(|o| o.evidence().get(d.fingerprint).and_then(|e| e.default_ms()))
-                .flatten();
+        let default_ms = hooks::with_shape(d.fingerprint, |o| {
+            o.evidence().get(d.fingerprint).and_then(|e| e.default_ms())
+        })
+        .and_then(|(ms, _)| ms);
         let timeout_ms = match (arm, default_ms) {
             (0, Some(ms)) => DEFAULT_TIMEOUT_RATIO * ms + 1000.0,
             (_, Some(ms)) => explore_timeout_ms(ms),
@@ -365,15 +367,17 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         d.plan = plan;
         record(db, &d, &offer.relids, ms as f32, kind(cut))?;
         // Refresh what BTSP memory blocks (a catastrophe just ran) for the next step.
-        if let Some(Ok(fresh)) = hooks::with_loaded(|o| o.decide_with(&dag, Exploration::Explorer))
-        {
+        if let Some((Ok(fresh), _)) = hooks::with_shape(d.fingerprint, |o| {
+            o.decide_with(&dag, Exploration::Explorer)
+        }) {
             d = fresh;
         }
         if !pace(wall_ms) {
             return Ok(Turn::Over);
         }
         let others_wait = shared::queued(db) > 1;
-        let more = hooks::with_loaded(|o| o.explore_step(&d) != Step::Done).unwrap_or(false);
+        let more = hooks::with_shape(d.fingerprint, |o| o.explore_step(&d) != Step::Done)
+            .is_some_and(|(more, _)| more);
         if others_wait && more && (n >= RUNS_PER_TURN || d.rule == Rule::Verified) {
             return Ok(Turn::Again);
         }
@@ -403,7 +407,9 @@ fn plan_candidates(
         }
     };
     let decided = BackgroundWorker::transaction(|| {
-        hooks::with_optimizer(|o| o.decide_with(&dag, Exploration::Explorer))
+        hooks::with_optimizer_for(dag.shape_hash(), |o| {
+            o.decide_with(&dag, Exploration::Explorer)
+        })
     });
     let d = match decided {
         Ok(Ok(d)) => d,
@@ -424,32 +430,41 @@ fn plan_candidates(
             });
         }
     }
-    let noted =
-        hooks::with_loaded(|o| o.note_candidates(d.fingerprint, d.default_cost, &candidates));
-    if let Some(Err(e)) = noted {
-        return Err(Refused::ours(format!("recording its candidates: {e}")));
-    }
-    if let Ok(bytes) = learner::Record::candidates(d.fingerprint, d.default_cost, &candidates) {
-        let _ = shared::push(db, &bytes);
+    let noted = hooks::with_shape(d.fingerprint, |o| {
+        o.note_candidates(d.fingerprint, d.default_cost, &candidates)
+    });
+    let booked = match noted {
+        Some((Err(e), _)) => return Err(Refused::ours(format!("recording its candidates: {e}"))),
+        Some((Ok(_), booked)) => booked,
+        None => false,
+    };
+    // Without the shared book the learner records them (with it, they are recorded already).
+    if !booked {
+        if let Ok(bytes) = learner::Record::candidates(d.fingerprint, d.default_cost, &candidates) {
+            let _ = shared::push(db, &bytes);
+        }
     }
     Ok((dag, d))
 }
 
 /// Observe one background run here and push it to the ring for the learner.
 fn record(db: u32, d: &Decision, relids: &[u32], ms: f32, kind: RunKind) -> Result<(), String> {
-    let encoded = hooks::with_loaded(|o| {
+    let observed = hooks::with_shape(d.fingerprint, |o| {
         let t = o.trajectory(d, d.arm, None, ms.max(1e-3))?;
-        let bytes = learner::Record::run(&t, relids, kind)
-            .map_err(ruvector_dag_core::NeuralDagError::InvalidTrajectory)?;
-        o.observe_run(t, kind, false)?;
-        Ok::<_, ruvector_dag_core::NeuralDagError>(bytes)
+        let observed = o.observe_run(t.clone(), kind, false)?;
+        Ok::<_, ruvector_dag_core::NeuralDagError>((t, observed))
     });
-    match encoded {
-        Some(Ok(bytes)) => shared::push(db, &bytes)
-            .map_err(|e| format!("pushing a background run to the ring: {e:?}")),
-        Some(Err(e)) => Err(format!("recording a background run: {e}")),
-        None => Err("recording a background run: no learned state loaded".into()),
-    }
+    let (t, observed, booked) = match observed {
+        Some((Ok((t, o)), booked)) => (t, o, booked),
+        Some((Err(e), _)) => return Err(format!("recording a background run: {e}")),
+        None => return Err("recording a background run: no learned state loaded".into()),
+    };
+    let booked = booked.then_some(learner::Booked {
+        regression: observed.regression,
+        baseline_ms: observed.baseline_ms,
+    });
+    let bytes = learner::Record::run(&t, relids, kind, booked)?;
+    shared::push(db, &bytes).map_err(|e| format!("pushing a background run to the ring: {e:?}"))
 }
 
 /// Wait `wall_ms` x (1 - share) / share after a run of `wall_ms` (at least 10 ms), and while

@@ -155,22 +155,28 @@ fn record(
 ) {
     // SAFETY: reading the backend's database id.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let kind = ruvector_dag_core::learning::RunKind {
+        cut,
+        background: false,
+    };
     let result = learning_path("observe", || {
-        with_loaded(|o| {
+        let observed = with_shape(decision.fingerprint, |o| {
             let t = o.trajectory(decision, arm_ran, executed, ms)?;
-            let timed_nodes = t.op_shares.len();
-            let kind = ruvector_dag_core::learning::RunKind {
-                cut,
-                background: false,
-            };
-            let bytes = learner::Record::run(&t, relids, kind)
-                .map_err(ruvector_dag_core::NeuralDagError::InvalidTrajectory)?;
-            // The learner queues it for its cycles; this copy only learns from it at once.
-            let observed = o.observe_run(t, kind, false)?;
-            Ok::<_, ruvector_dag_core::NeuralDagError>((bytes, timed_nodes, observed))
-        })
-        .transpose()
-        .map_err(|e| ("observe", e.to_string()))
+            // The learner queues it for its cycles; this copy only learns from it at once
+            // (and, with the shared evidence book, every backend's evidence with it).
+            let observed = o.observe_run(t.clone(), kind, false)?;
+            Ok::<_, ruvector_dag_core::NeuralDagError>((t, observed))
+        });
+        let Some((done, booked)) = observed else {
+            return Ok(None);
+        };
+        let (t, observed) = done.map_err(|e| ("observe", e.to_string()))?;
+        let booked = booked.then_some(learner::Booked {
+            regression: observed.regression,
+            baseline_ms: observed.baseline_ms,
+        });
+        let bytes = learner::Record::run(&t, relids, kind, booked).map_err(|e| ("observe", e))?;
+        Ok(Some((bytes, t.op_shares.len(), observed)))
     });
     // Nothing loaded (the state was forgotten since planning): nothing to observe with. A
     // failure was counted and logged.

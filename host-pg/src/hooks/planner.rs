@@ -290,7 +290,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         where_to_explore(mode, pristine, query_string, params);
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     let decided = learning_path("decide", || {
-        with_optimizer(|o| {
+        with_optimizer_for(dag.shape_hash(), |o| {
             o.set_plugin(plugin);
             o.decide_with(&dag, exploration)
         })
@@ -499,7 +499,9 @@ pub(super) unsafe fn plan_candidates(
     }
     // A failure leaves the decision at the default plan (counted and logged).
     let _ = learning_path("choose", || {
-        with_loaded(|o| o.choose(decision, &cands))
+        let fingerprint = decision.fingerprint;
+        with_shape(fingerprint, |o| o.choose(decision, &cands))
+            .map(|(r, _)| r)
             .transpose()
             .map_err(|e| ("choose", e.to_string()))
     });

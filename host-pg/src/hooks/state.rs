@@ -41,6 +41,8 @@ pub(super) struct Loaded {
     pub(super) config: NeuralDagConfig,
     /// Settings the learned state keeps as learned.
     pub(super) kept: Vec<&'static str>,
+    /// What the copy is for the shared evidence book.
+    pub(super) holding: crate::book::Holding,
 }
 
 pub(super) struct Backend {
@@ -157,8 +159,8 @@ pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
             })
         })
     })?;
-    if let Some(opt) = loaded {
-        adopt(opt, version, seen);
+    if let Some((opt, holding)) = loaded {
+        adopt(opt, version, seen, holding);
     }
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
@@ -171,8 +173,9 @@ pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
 }
 
 /// Use `opt` (learned state of table version `version`) in this backend from now on (it keeps
-/// the attention plugin the previous one had attached).
-pub fn adopt(mut opt: Optimizer, version: i64, seen: u64) {
+/// the attention plugin the previous one had attached); `holding`: what it is for the shared
+/// evidence book ([`crate::book::Holding::detached`] for a state not committed yet).
+pub fn adopt(mut opt: Optimizer, version: i64, seen: u64, holding: crate::book::Holding) {
     let arms = opt.arms().join("|");
     let config = opt.config().clone();
     BACKEND.with(|b| {
@@ -189,6 +192,7 @@ pub fn adopt(mut opt: Optimizer, version: i64, seen: u64) {
             arms,
             config,
             kept: Vec::new(),
+            holding,
         });
     });
 }
@@ -208,12 +212,70 @@ pub(crate) fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
     BACKEND.with(|b| b.borrow_mut().loaded.as_mut().map(|l| f(&mut l.opt)))
 }
 
+fn database() -> u32 {
+    // SAFETY: reading the backend's database id.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// [`with_optimizer`] with shape `fingerprint`'s evidence brought in from the shared book
+/// first (a decision).
+pub fn with_optimizer_for<R>(
+    fingerprint: u64,
+    f: impl FnOnce(&mut Optimizer) -> R,
+) -> Result<R, String> {
+    ready()?;
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let l = b.loaded.as_mut().expect("ready");
+        crate::book::bring_in(database(), &mut l.holding, &mut l.opt, fingerprint);
+        Ok(f(&mut l.opt))
+    })
+}
+
+/// Run `f` on this backend's optimizer as it is (as [`with_loaded`]) with shape
+/// `fingerprint`'s evidence brought in from the shared book, and write back what `f` changed
+/// of it (an observation, the candidates planned), under the book's lock for that shape. The
+/// bool: whether the shared book holds the result (false: this copy only). None when no
+/// state is loaded.
+pub(crate) fn with_shape<R>(
+    fingerprint: u64,
+    f: impl FnOnce(&mut Optimizer) -> R,
+) -> Option<(R, bool)> {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let l = b.loaded.as_mut()?;
+        Some(crate::book::update(
+            database(),
+            &mut l.holding,
+            &mut l.opt,
+            fingerprint,
+            f,
+        ))
+    })
+}
+
+/// Every shape's evidence as the shared book holds it (this copy's own without the book),
+/// and the optimizer's margin; None before a state is loaded.
+pub fn full_evidence() -> Option<(ruvector_dag_core::learning::EvidenceBook, f64)> {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let l = b.loaded.as_mut()?;
+        let mut e = l.opt.evidence().clone();
+        if let Some((shapes, budget)) =
+            crate::book::shapes(database(), &mut l.holding, l.opt.evidence())
+        {
+            e.replace_all(shapes, &budget);
+        }
+        Some((e, f64::from(l.opt.config().min_gain)))
+    })
+}
+
 /// What this backend's learned state holds (patterns, BTSP engrams, query shapes with
 /// evidence) and the exploration budget, as status rows; None before it is loaded.
 pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
+    let (e, margin) = full_evidence()?;
+    let e = &e;
     with_loaded(|o| {
-        let e = o.evidence();
-        let margin = f64::from(o.config().min_gain);
         let (mut verified, mut trials) = (0, 0);
         for (_, s) in e.iter() {
             verified += usize::from(s.verified(margin).is_some());
@@ -377,6 +439,7 @@ pub fn learn_now() -> Result<learner::Outcome, String> {
     let _busy = Busy::enter();
     let outcome = learner::cycle(true)?;
     let opt = Optimizer::restore(&outcome.snapshot).map_err(|e| e.to_string())?;
-    adopt(opt, outcome.version, shared::learned_version());
+    let holding = crate::book::Holding::loaded(database(), outcome.table, outcome.version);
+    adopt(opt, outcome.version, shared::learned_version(), holding);
     Ok(outcome)
 }
