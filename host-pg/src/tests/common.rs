@@ -2,7 +2,18 @@
 
 use pgrx::prelude::*;
 
+/// Every test's transaction is rolled back, but the shared evidence book lives on in the test
+/// server's shared memory, and the tests run at once in sessions of their own: each test that
+/// learns waits for the others (a lock its rolled-back transaction holds to its end) and
+/// starts from an empty book (seeded from the learned state again, as after a server start).
+fn fresh_book() {
+    Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(7263, 1)").expect("the tests' lock");
+    // SAFETY: reading the backend's database id.
+    crate::book::clear(unsafe { pg_sys::MyDatabaseId }.to_u32(), 0);
+}
+
 fn setup() {
+    fresh_book();
     Spi::run(
         "CREATE TABLE IF NOT EXISTS t_orders (id int PRIMARY KEY, customer int, amount numeric);
          CREATE TABLE IF NOT EXISTS t_customers (id int PRIMARY KEY, region text);

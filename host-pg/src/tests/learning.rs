@@ -272,6 +272,7 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
 /// join's scan: the data changes under a verified plan. (No parallel plans: a larger table would
 /// turn the scan into a parallel one, another plan.)
 fn drifting_setup() {
+    fresh_book();
     orders_and_items("drift", 250);
     Spi::run(
         "SET max_parallel_workers_per_gather = 0;
@@ -350,7 +351,10 @@ fn a_verified_plan_that_regresses_is_reverted_blocked_and_logged() {
         "SELECT count(*) FROM ruvector_dag.healing_log WHERE arm = 'enable_nestloop=off' \
          AND action LIKE 'reverted%' AND actual_ms > baseline_ms",
     );
-    assert!(logged >= 1, "{logged} healing_log rows");
+    let rows: String = one(
+        "SELECT coalesce(string_agg(arm || ' ' || action || ' ' || actual_ms || ' vs ' || baseline_ms, '; '), 'none')          FROM ruvector_dag.healing_log",
+    );
+    assert!(logged >= 1, "{logged} healing_log rows of a revert; all rows: {rows}");
     let (status, detail): (String, String) = Spi::get_two(
         "SELECT status, detail FROM ruvector_dag.ruvector_dag_health() \
          WHERE check_name = 'regressions_reverted'",
@@ -625,7 +629,11 @@ fn a_plan_cut_short_by_a_cancel_is_never_chosen_again_for_its_shape() {
     Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
     for _ in 0..2 {
         let next = decision_line(&q);
-        assert!(next.contains("arm 'default'"), "after learning: {next}");
+        assert!(
+            next.contains("arm 'default'"),
+            "after learning: {next}; book: {}",
+            status("shared_book")
+        );
         assert_eq!(caught(&q), None);
     }
     let logged: i64 = one(
@@ -663,4 +671,30 @@ fn without_an_explorer_learn_mode_never_runs_an_untried_plan_in_a_users_statemen
         Spi::run(JOIN).unwrap();
     }
     assert!(counter("backend_candidate_sets") > 0);
+}
+
+#[pg_test]
+fn runs_are_recorded_in_the_shared_evidence_book_that_every_session_decides_on() {
+    setup();
+    learn_exploring_one_arm(true);
+    assert!(status("shared_book").starts_with("not seeded"), "{}", status("shared_book"));
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    // Seeded by this session's first decision; the statement's shape is in it, with the runs.
+    let book = status("shared_book");
+    assert!(book.contains("seeded from version"), "{book}");
+    assert!(counter("shared_book_shapes") >= 1, "{book}");
+    let (e, margin) = crate::hooks::full_evidence().expect("a learned state");
+    let runs: u32 = e
+        .iter()
+        .map(|(_, s)| s.default.count + s.plans.iter().map(|p| p.stats.count).sum::<u32>())
+        .sum();
+    assert!(runs >= 3, "{runs} runs in the book (margin {margin})");
+    // Emptied (as a reset does at commit), it is seeded again only from a copy loaded after
+    // that, never from this session's copy (whose evidence the book has been standing in for).
+    fresh_book();
+    Spi::run(JOIN).unwrap();
+    assert!(status("shared_book").starts_with("not seeded"), "{}", status("shared_book"));
+    assert_eq!(counter("shared_book_shapes"), 0);
 }
