@@ -169,10 +169,17 @@ pub fn load(snapshot: Option<&[u8]>) -> Result<Optimizer, String> {
 /// The OID of `ruvector_dag.learned_state` (another one after DROP and CREATE EXTENSION):
 /// part of the shared evidence book's identity.
 pub fn state_table() -> Result<u32, String> {
-    Spi::get_one::<pg_sys::Oid>(
-        "SELECT 'ruvector_dag.learned_state'::pg_catalog.regclass::pg_catalog.oid",
-    )
-    .map_err(|e| format!("finding ruvector_dag.learned_state: {e}"))?
+    // Read-only (Spi::get_one is not: on a standby that fails).
+    Spi::connect(|c| {
+        c.select(
+            "SELECT 'ruvector_dag.learned_state'::pg_catalog.regclass::pg_catalog.oid",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get_one::<pg_sys::Oid>()
+    })
+    .map_err(|e: pgrx::spi::Error| format!("finding ruvector_dag.learned_state: {e}"))?
     .map(|o| o.to_u32())
     .ok_or_else(|| "ruvector_dag.learned_state does not exist".to_string())
 }
