@@ -165,8 +165,7 @@ fn ruvector_dag_health() -> TableIterator<
         },
     ));
     if let crate::guc::AttentionSetting::Plugin(name) = crate::guc::attention_setting() {
-        // SAFETY: reading the backend's database id.
-        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let db = crate::database();
         let (calls, failures, last) = shared::plugin_stats(db, &name);
         let fallbacks = c.plugin_fallbacks;
         let last = hooks::plugin_error().or(last);
@@ -191,8 +190,7 @@ fn ruvector_dag_health() -> TableIterator<
                 r.pushed, r.taken, r.dropped, r.pending
             ),
         ));
-        // SAFETY: reading the backend's database id.
-        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let db = crate::database();
         let pid = shared::learner_pid(db);
         rows.push((
             "background_learner".into(),

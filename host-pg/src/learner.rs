@@ -200,8 +200,7 @@ pub fn load_unless(
         read_state(true)?.and_then(|s| s.1)
     };
     let opt = load(snapshot.as_deref())?;
-    // SAFETY: reading the backend's database id.
-    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let db = crate::database();
     let holding = book::Holding::loaded(db, state_table()?, version);
     Ok((version, Some((opt, holding))))
 }
@@ -353,8 +352,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
     register_xact_callback(PgXactCallbackEvent::Abort, || {
         LEARNER.with(|l| *l.borrow_mut() = None)
     });
-    // SAFETY: reading the backend's database id.
-    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let db = crate::database();
     let records = shared::drain(db);
     let result = LEARNER.with(|l| {
         let mut l = l.borrow_mut();
@@ -441,8 +439,7 @@ pub fn replace(opt: &Optimizer) -> Result<i64, String> {
     let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
     let version = persist(&snapshot, Some(&pattern_rows(opt)), &[], &[])?;
     LEARNER.with(|l| *l.borrow_mut() = None);
-    // SAFETY: reading the backend's database id.
-    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let db = crate::database();
     // The shared evidence book starts again from this version (seeded by the first copy
     // loaded from it); then every backend reloads.
     register_xact_callback(PgXactCallbackEvent::Commit, move || {
@@ -464,8 +461,7 @@ pub fn forget_table(
     };
     let mut opt = load(Some(&bytes))?;
     // What every backend measured since the last cycle is in the shared book, not yet here.
-    // SAFETY: reading the backend's database id.
-    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let db = crate::database();
     let version = read_state(false)?.map_or(0, |s| s.0);
     let mut holding = book::Holding::loaded(db, state_table()?, version);
     if let Some((shapes, budget)) = book::shapes(db, &mut holding, opt.evidence()) {

@@ -44,6 +44,12 @@ pub mod worker;
 
 extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 
+/// The OID of the database this process is connected to.
+pub(crate) fn database() -> u32 {
+    // SAFETY: MyDatabaseId is set for every process connected to a database (0 before).
+    unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32()
+}
+
 /// Called when the library is loaded. Preloaded (`shared_preload_libraries`), it also asks
 /// for shared memory, installs the hooks and registers the background worker; loaded later
 /// (by `CREATE EXTENSION` or a function call) only the analysis functions work, and the

@@ -111,11 +111,6 @@ fn first<T: FromDatum + IntoDatum>(
     })
 }
 
-fn database() -> u32 {
-    // SAFETY: MyDatabaseId is set for every backend connected to a database.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
-}
-
 /// Why `name` cannot name a plugin (None when it can): lower-case letters, digits and `_`,
 /// starting with a letter, at most 63.
 pub fn name_error(name: &str) -> Option<String> {
@@ -209,7 +204,7 @@ pub fn plugin(name: &str) -> Plugin {
         }
         Err(e) => {
             let msg = e.to_string();
-            shared::count_plugin_call(database(), name, Some(&msg));
+            shared::count_plugin_call(crate::database(), name, Some(&msg));
             fail(
                 PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
                 format!("ruvector_dag: {msg}"),
@@ -226,12 +221,12 @@ pub fn attend(name: &str, dag: &PlanDag) -> Vec<f32> {
     let result = with_sandbox(|sb| sb.attend(&plugin, dag, &AttentionContext::default(), &cfg));
     match result {
         Ok(run) => {
-            shared::count_plugin_call(database(), name, None);
+            shared::count_plugin_call(crate::database(), name, None);
             run.weights
         }
         Err(e) => {
             let msg = e.to_string();
-            shared::count_plugin_call(database(), name, Some(&msg));
+            shared::count_plugin_call(crate::database(), name, Some(&msg));
             fail(
                 PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
                 format!("ruvector_dag: {msg}"),
@@ -278,7 +273,7 @@ fn ruvector_dag_register_attention(name: &str, wasm: &[u8]) -> String {
         )
     });
     if changed.is_some() {
-        shared::forget_plugin(database(), name);
+        shared::forget_plugin(crate::database(), name);
         LOADED.with_borrow_mut(|m| m.insert(name.to_string(), plugin));
         registry_changed();
     }
@@ -305,7 +300,7 @@ fn ruvector_dag_unregister_attention(name: &str) -> String {
     let Some(sha) = removed else {
         not_registered(name)
     };
-    shared::forget_plugin(database(), name);
+    shared::forget_plugin(crate::database(), name);
     LOADED.with_borrow_mut(|m| m.remove(name));
     registry_changed();
     sha
@@ -371,10 +366,10 @@ pub fn for_planner(name: &str) -> ForPlanner {
         }
     }
     // Another backend saw it fail while planning: leave it alone here too (shown in status).
-    if shared::plugin_planner_off(database(), name) {
+    if shared::plugin_planner_off(crate::database(), name) {
         PLANNER.with_borrow_mut(|p| {
             if let Some(p) = p.as_mut().filter(|p| p.failed.is_none()) {
-                let (_, _, last) = shared::plugin_stats(database(), name);
+                let (_, _, last) = shared::plugin_stats(crate::database(), name);
                 p.failed = Some(format!(
                     "it failed while planning in another session{}; register it again to retry",
                     last.map_or_else(String::new, |e| format!(" ({e})"))
@@ -448,7 +443,7 @@ pub fn planner_status() -> Option<(String, Option<String>)> {
 fn planner_failed(why: &str) {
     PLANNER.with_borrow_mut(|p| {
         if let Some(p) = p.as_mut() {
-            shared::set_plugin_planner_off(database(), &p.name);
+            shared::set_plugin_planner_off(crate::database(), &p.name);
             if p.failed.is_none() {
                 p.failed = Some(why.to_string());
                 p.reported = false;
@@ -508,9 +503,9 @@ impl DagAttention for PlannerAttention {
             .weights(dag, ctx)
             .and_then(|w| AttentionMap::from_weights(self.kind(), w).map_err(|e| e.to_string()));
         match &result {
-            Ok(_) => shared::count_plugin_call(database(), &self.0.name, None),
+            Ok(_) => shared::count_plugin_call(crate::database(), &self.0.name, None),
             Err(e) => {
-                shared::count_plugin_call(database(), &self.0.name, Some(e));
+                shared::count_plugin_call(crate::database(), &self.0.name, Some(e));
                 planner_failed(e);
             }
         }
@@ -544,7 +539,7 @@ fn ruvector_dag_plugins() -> TableIterator<
         let mut out = Vec::new();
         for row in rows {
             let name: String = row.get(1)?.unwrap_or_default();
-            let (calls, failures, last_error) = shared::plugin_stats(database(), &name);
+            let (calls, failures, last_error) = shared::plugin_stats(crate::database(), &name);
             out.push((
                 name,
                 row.get::<String>(2)?.unwrap_or_default(),

@@ -82,8 +82,7 @@ fn ruvector_enable_neural_dag(tbl: PgRelation) -> bool {
         );
     }
     // This database learns from now on: the launcher starts its learner.
-    // SAFETY: reading the backend's database id.
-    crate::shared::want_learner(unsafe { pg_sys::MyDatabaseId }.to_u32());
+    crate::shared::want_learner(crate::database());
     change(
         "INSERT INTO ruvector_dag.enabled_tables (relid) VALUES ($1::oid::regclass) \
          ON CONFLICT (relid) DO NOTHING RETURNING relid",

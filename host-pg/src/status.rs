@@ -142,8 +142,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         put("ring_pending", r.pending.to_string());
         put("ring_bytes_used", r.bytes_used.to_string());
         put("ring_bytes", shared::ring_bytes().to_string());
-        // SAFETY: reading the backend's database id.
-        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let db = crate::database();
         put("learner_pid", shared::learner_pid(db).to_string());
         put("explorer_pid", shared::explorer_pid(db).to_string());
         put("explorer_paused", shared::explorers_paused().to_string());

@@ -153,8 +153,7 @@ fn record(
     ms: f32,
     cut: bool,
 ) {
-    // SAFETY: reading the backend's database id.
-    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let db = crate::database();
     let kind = ruvector_dag_core::learning::RunKind {
         cut,
         background: false,

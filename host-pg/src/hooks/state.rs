@@ -212,11 +212,6 @@ pub(crate) fn with_loaded<R>(f: impl FnOnce(&mut Optimizer) -> R) -> Option<R> {
     BACKEND.with(|b| b.borrow_mut().loaded.as_mut().map(|l| f(&mut l.opt)))
 }
 
-fn database() -> u32 {
-    // SAFETY: reading the backend's database id.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
-}
-
 /// [`with_optimizer`] with shape `fingerprint`'s evidence brought in from the shared book
 /// first (a decision).
 pub fn with_optimizer_for<R>(
@@ -227,7 +222,7 @@ pub fn with_optimizer_for<R>(
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         let l = b.loaded.as_mut().expect("ready");
-        crate::book::bring_in(database(), &mut l.holding, &mut l.opt, fingerprint);
+        crate::book::bring_in(crate::database(), &mut l.holding, &mut l.opt, fingerprint);
         Ok(f(&mut l.opt))
     })
 }
@@ -245,7 +240,7 @@ pub(crate) fn with_shape<R>(
         let mut b = b.borrow_mut();
         let l = b.loaded.as_mut()?;
         Some(crate::book::update(
-            database(),
+            crate::database(),
             &mut l.holding,
             &mut l.opt,
             fingerprint,
@@ -262,7 +257,7 @@ pub fn full_evidence() -> Option<(ruvector_dag_core::learning::EvidenceBook, f64
         let l = b.loaded.as_mut()?;
         let mut e = l.opt.evidence().clone();
         if let Some((shapes, budget)) =
-            crate::book::shapes(database(), &mut l.holding, l.opt.evidence())
+            crate::book::shapes(crate::database(), &mut l.holding, l.opt.evidence())
         {
             e.replace_all(shapes, &budget);
         }
@@ -439,7 +434,7 @@ pub fn learn_now() -> Result<learner::Outcome, String> {
     let _busy = Busy::enter();
     let outcome = learner::cycle(true)?;
     let opt = Optimizer::restore(&outcome.snapshot).map_err(|e| e.to_string())?;
-    let holding = crate::book::Holding::loaded(database(), outcome.table, outcome.version);
+    let holding = crate::book::Holding::loaded(crate::database(), outcome.table, outcome.version);
     adopt(opt, outcome.version, shared::learned_version(), holding);
     Ok(outcome)
 }

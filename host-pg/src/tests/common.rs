@@ -8,8 +8,7 @@ use pgrx::prelude::*;
 /// starts from an empty book (seeded from the learned state again, as after a server start).
 fn fresh_book() {
     Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(7263, 1)").expect("the tests' lock");
-    // SAFETY: reading the backend's database id.
-    crate::book::clear(unsafe { pg_sys::MyDatabaseId }.to_u32(), 0);
+    crate::book::clear(crate::database(), 0);
 }
 
 fn setup() {
