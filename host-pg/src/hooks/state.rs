@@ -155,7 +155,9 @@ pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
                 b.borrow()
                     .loaded
                     .as_ref()
-                    .is_some_and(|l| l.version == v && *l.arms == *arms)
+                    // A copy adopted before its commit (a reset, an import) is loaded again
+                    // once, so that it knows its table and uses the shared evidence book.
+                    .is_some_and(|l| l.version == v && *l.arms == *arms && l.holding.table != 0)
             })
         })
     })?;
