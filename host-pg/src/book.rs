@@ -378,12 +378,15 @@ fn write(b: &Book, hd: &Header, db: u32, p: usize, fingerprint: u64, e: Option<&
     slot.used.store(b.tick(), Ordering::Relaxed);
 }
 
-/// The evidence in a slot (the caller holds its partition's lock); None when it cannot be
-/// read (counted; it is then treated as absent).
-fn read(b: &Book, hd: &Header, s: &Slot) -> Option<ShapeEvidence> {
+/// The evidence in a slot (the caller holds its partition's lock), a use of it when `touch`
+/// (least recently used slots are taken over first); None when it cannot be read (counted; it
+/// is then treated as absent).
+fn read(b: &Book, hd: &Header, s: &Slot, touch: bool) -> Option<ShapeEvidence> {
     // SAFETY: the caller holds the partition's lock.
     let bytes = unsafe { &(&*s.bytes.get())[..(*s.len.get() as usize).min(SLOT_BYTES)] };
-    s.used.store(b.tick(), Ordering::Relaxed);
+    if touch {
+        s.used.store(b.tick(), Ordering::Relaxed);
+    }
     match postcard::from_bytes(bytes) {
         Ok(e) => Some(e),
         Err(_) => {
@@ -394,7 +397,7 @@ fn read(b: &Book, hd: &Header, s: &Slot) -> Option<ShapeEvidence> {
 }
 
 fn bring_in_locked(b: &Book, hd: &Header, db: u32, p: usize, fp: u64, opt: &mut Optimizer) {
-    let e = find(b, db, p, fp).and_then(|s| read(b, hd, s));
+    let e = find(b, db, p, fp).and_then(|s| read(b, hd, s, true));
     let ev = opt.evidence_mut();
     ev.put(fp, e);
     ev.set_budget(&hd.budget());
@@ -457,14 +460,8 @@ pub fn shapes(
             if sdb != db {
                 continue;
             }
-            let used = s.used.load(Ordering::Relaxed);
-            // SAFETY: shared lock held.
-            let bytes = unsafe { &(&*s.bytes.get())[..(*s.len.get() as usize).min(SLOT_BYTES)] };
-            match postcard::from_bytes(bytes) {
-                Ok(e) => all.push((used, fp, e)),
-                Err(_) => {
-                    hd.unreadable.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(e) = read(b, hd, s, false) {
+                all.push((s.used.load(Ordering::Relaxed), fp, e));
             }
         }
     }

@@ -449,21 +449,9 @@ fn plan_candidates(
 
 /// Observe one background run here and push it to the ring for the learner.
 fn record(db: u32, d: &Decision, relids: &[u32], ms: f32, kind: RunKind) -> Result<(), String> {
-    let observed = hooks::with_shape(d.fingerprint, |o| {
-        let t = o.trajectory(d, d.arm, None, ms.max(1e-3))?;
-        let observed = o.observe_run(t.clone(), kind, false)?;
-        Ok::<_, ruvector_dag_core::NeuralDagError>((t, observed))
-    });
-    let (t, observed, booked) = match observed {
-        Some((Ok((t, o)), booked)) => (t, o, booked),
-        Some((Err(e), _)) => return Err(format!("recording a background run: {e}")),
-        None => return Err("recording a background run: no learned state loaded".into()),
-    };
-    let booked = booked.then_some(learner::Booked {
-        regression: observed.regression,
-        baseline_ms: observed.baseline_ms,
-    });
-    let bytes = learner::Record::run(&t, relids, kind, booked)?;
+    let (bytes, _, _) = hooks::observe_shared(d, d.arm, None, ms.max(1e-3), relids, kind)
+        .ok_or("recording a background run: no learned state loaded")?
+        .map_err(|e| format!("recording a background run: {e}"))?;
     shared::push(db, &bytes).map_err(|e| format!("pushing a background run to the ring: {e:?}"))
 }
 

@@ -159,23 +159,9 @@ fn record(
         background: false,
     };
     let result = learning_path("observe", || {
-        let observed = with_shape(decision.fingerprint, |o| {
-            let t = o.trajectory(decision, arm_ran, executed, ms)?;
-            // The learner queues it for its cycles; this copy only learns from it at once
-            // (and, with the shared evidence book, every backend's evidence with it).
-            let observed = o.observe_run(t.clone(), kind, false)?;
-            Ok::<_, ruvector_dag_core::NeuralDagError>((t, observed))
-        });
-        let Some((done, booked)) = observed else {
-            return Ok(None);
-        };
-        let (t, observed) = done.map_err(|e| ("observe", e.to_string()))?;
-        let booked = booked.then_some(learner::Booked {
-            regression: observed.regression,
-            baseline_ms: observed.baseline_ms,
-        });
-        let bytes = learner::Record::run(&t, relids, kind, booked).map_err(|e| ("observe", e))?;
-        Ok(Some((bytes, t.op_shares.len(), observed)))
+        observe_shared(decision, arm_ran, executed, ms, relids, kind)
+            .transpose()
+            .map_err(|e| ("observe", e))
     });
     // Nothing loaded (the state was forgotten since planning): nothing to observe with. A
     // failure was counted and logged.

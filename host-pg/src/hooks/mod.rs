@@ -59,12 +59,12 @@ pub(crate) use planner::{
 };
 pub(crate) use scope::query_relations;
 pub use scope::scope_changed;
-pub(crate) use state::with_shape;
 pub(crate) use state::Busy;
 pub use state::{
     adopt, counters, evidence_summary, full_evidence, last_decision, last_error, learn_now,
     loaded_info, plugin_error, plugin_selector_stats, with_optimizer, with_optimizer_for, Counters,
 };
+pub(crate) use state::{observe_shared, with_shape};
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;

@@ -251,6 +251,34 @@ pub(crate) fn with_shape<R>(
     })
 }
 
+/// Learn from one run of `decision`'s statement under `arm` in this copy, with the shape's
+/// evidence in the shared book (every backend's at once), and encode the run for the learner's
+/// ring (marked as recorded in the book when it was). `(ring record, timed nodes, what the
+/// run did)`; None when no state is loaded.
+pub(crate) fn observe_shared(
+    decision: &Decision,
+    arm: u8,
+    executed: Option<&ruvector_dag_core::PlanDag>,
+    ms: f32,
+    relids: &[u32],
+    kind: ruvector_dag_core::learning::RunKind,
+) -> Option<Result<(Vec<u8>, usize, ruvector_dag_core::learning::Observed), String>> {
+    let (done, booked) = with_shape(decision.fingerprint, |o| {
+        let t = o.trajectory(decision, arm, executed, ms)?;
+        // The learner queues it for its cycles; this copy only learns from it at once.
+        let observed = o.observe_run(t.clone(), kind, false)?;
+        Ok::<_, ruvector_dag_core::NeuralDagError>((t, observed))
+    })?;
+    Some(done.map_err(|e| e.to_string()).and_then(|(t, observed)| {
+        let booked = booked.then_some(crate::learner::Booked {
+            regression: observed.regression,
+            baseline_ms: observed.baseline_ms,
+        });
+        let bytes = crate::learner::Record::run(&t, relids, kind, booked)?;
+        Ok((bytes, t.op_shares.len(), observed))
+    }))
+}
+
 /// Every shape's evidence as the shared book holds it (this copy's own without the book),
 /// and the optimizer's margin; None before a state is loaded.
 pub fn full_evidence() -> Option<(ruvector_dag_core::learning::EvidenceBook, f64)> {
