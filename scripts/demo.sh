@@ -95,10 +95,12 @@ for _ in 1 2 3; do
 done
 echo "frozen mode now applies '$learned_arm': ${learned_ms[*]} ms (default was ${default_ms[*]} ms)"
 # The background explorer would go on verifying the query's other candidates meanwhile: pause
-# it (the pause waits for a run in progress) and let the learner take what it measured, so the
-# state read here is the one the restart must keep.
+# it (the pause waits for a run in progress), then run a learning cycle here: it takes every
+# run recorded so far and trains on it, so the background learner has nothing left to store
+# and the state read here is the one the restart must keep. (Waiting for the background
+# learner instead raced with its next training, which stores a new version.)
 q -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()" >/dev/null
-sleep 2
+q -c "SELECT state_version FROM ruvector_dag.ruvector_dag_learn()" >/dev/null
 version_before=$(q -c "SELECT version FROM ruvector_dag.learned_state")
 patterns_before=$(q -c "SELECT count(*) FROM ruvector_dag.ruvector_dag_patterns()")
 bytes=$(q -c "SELECT octet_length(snapshot) FROM ruvector_dag.learned_state")
