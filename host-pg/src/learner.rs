@@ -185,23 +185,41 @@ pub fn state_table() -> Result<u32, String> {
 }
 
 /// The stored version, and an optimizer loaded from it (with what it is for the shared
-/// evidence book) unless `held(version)` says the caller already has that version (the
-/// snapshot, possibly megabytes, is read only then).
-pub fn load_unless(
-    held: impl FnOnce(i64) -> bool,
-) -> Result<(i64, Option<(Optimizer, book::Holding)>), String> {
-    let version = read_state(false)?.map_or(0, |s| s.0);
-    if held(version) {
+/// evidence book) unless the caller already holds that version (`held`; the snapshot,
+/// possibly megabytes, is read only then). One query: a session's first statement pays for
+/// it, on cold catalog caches.
+pub fn load_unless(held: Option<i64>) -> Result<(i64, Option<(Optimizer, book::Holding)>), String> {
+    let row = Spi::connect(|c| {
+        let mut rows = c.select(
+            "SELECT version, tableoid, \
+                    CASE WHEN version IS NOT DISTINCT FROM $1 THEN NULL ELSE snapshot END \
+               FROM ruvector_dag.learned_state WHERE id = 1",
+            Some(1),
+            &[held.into()],
+        )?;
+        match rows.next() {
+            Some(row) => Ok(Some((
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<pg_sys::Oid>(2)?,
+                row.get::<Vec<u8>>(3)?,
+            ))),
+            None => Ok(None),
+        }
+    })
+    .map_err(|e: pgrx::spi::Error| format!("reading ruvector_dag.learned_state: {e}"))?;
+    let (version, table, snapshot) = match row {
+        Some((v, t, s)) => (v, t.map(|t| t.to_u32()), s),
+        None => (0, None, None),
+    };
+    if held == Some(version) {
         return Ok((version, None));
     }
-    let snapshot = if version == 0 {
-        None
-    } else {
-        read_state(true)?.and_then(|s| s.1)
+    let opt = load(snapshot.as_deref().filter(|_| version != 0))?;
+    let table = match table {
+        Some(t) => t,
+        None => state_table()?,
     };
-    let opt = load(snapshot.as_deref())?;
-    let db = crate::database();
-    let holding = book::Holding::loaded(db, state_table()?, version);
+    let holding = book::Holding::loaded(crate::database(), table, version);
     Ok((version, Some((opt, holding))))
 }
 
@@ -338,7 +356,7 @@ fn note_shape(shapes: &mut Vec<Shape>, t: &Trajectory, relids: Vec<u32>) {
 pub fn cycle(train: bool) -> Result<Outcome, String> {
     take_lock()?;
     let (stored_version, loaded) =
-        load_unless(|v| LEARNER.with(|l| l.borrow().as_ref().is_some_and(|l| l.version == v)))?;
+        load_unless(LEARNER.with(|l| l.borrow().as_ref().map(|l| l.version)))?;
     if let Some((opt, holding)) = loaded {
         LEARNER.with(|l| {
             *l.borrow_mut() = Some(Learner {

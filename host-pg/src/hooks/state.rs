@@ -150,16 +150,15 @@ pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
     }
     let _busy = Busy::enter();
     let (version, loaded) = crate::guarded(|| {
-        learner::load_unless(|v| {
-            BACKEND.with(|b| {
-                b.borrow()
-                    .loaded
-                    .as_ref()
-                    // A copy adopted before its commit (a reset, an import) is loaded again
-                    // once, so that it knows its table and uses the shared evidence book.
-                    .is_some_and(|l| l.version == v && *l.arms == *arms && l.holding.table != 0)
-            })
-        })
+        learner::load_unless(BACKEND.with(|b| {
+            b.borrow()
+                .loaded
+                .as_ref()
+                // A copy adopted before its commit (a reset, an import) is loaded again once,
+                // so that it knows its table and uses the shared evidence book.
+                .filter(|l| *l.arms == *arms && l.holding.table != 0)
+                .map(|l| l.version)
+        }))
     })?;
     if let Some((opt, holding)) = loaded {
         adopt(opt, version, seen, holding);
