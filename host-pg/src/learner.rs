@@ -474,14 +474,12 @@ pub fn forget_table(
     relid: u32,
 ) -> Result<Option<(ruvector_dag_core::learning::Forgotten, i64, Optimizer)>, String> {
     take_lock()?;
-    let Some(bytes) = read_state(true)?.and_then(|s| s.1) else {
+    let (version, loaded) = load_unless(None)?;
+    let Some((mut opt, mut holding)) = loaded.filter(|_| version != 0) else {
         return Ok(None);
     };
-    let mut opt = load(Some(&bytes))?;
     // What every backend measured since the last cycle is in the shared book, not yet here.
     let db = crate::database();
-    let version = read_state(false)?.map_or(0, |s| s.0);
-    let mut holding = book::Holding::loaded(db, state_table()?, version);
     if let Some((shapes, budget)) = book::shapes(db, &mut holding, opt.evidence()) {
         opt.evidence_mut().replace_all(shapes, &budget);
     }
