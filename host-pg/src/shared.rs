@@ -82,8 +82,31 @@ struct Shared {
     /// again until the server restarts. A ring of fingerprints; 0 marks a free entry.
     refused: [AtomicU64; REFUSED_SHAPES],
     refused_next: std::sync::atomic::AtomicU32,
+    /// Each learning database's enabled tables as last read (see [`scope_set`]).
+    scopes: [ScopeSlot; MAX_LEARNERS],
     /// Guarded by `lock`.
     ring: std::cell::UnsafeCell<RingHeader>,
+}
+
+/// Most enabled tables a database's shared scope entry holds: a database with more reads its
+/// set from `ruvector_dag.enabled_tables` in each session, as without shared memory.
+pub const SCOPE_TABLES: usize = 256;
+
+/// One database's enabled tables, read by a backend and shared with every later session (a
+/// session's first statement then needs no query of its own). Written under `busy` as a
+/// sequence lock: `label` is 0 while the set is written, so a reader that sees the same
+/// non-zero label before and after copying has a whole set.
+#[repr(C)]
+struct ScopeSlot {
+    db: std::sync::atomic::AtomicU32,
+    busy: std::sync::atomic::AtomicBool,
+    /// The scope version the set was read at (0: being written or none yet).
+    label: AtomicU64,
+    /// The OID of the `ruvector_dag.enabled_tables` it was read from (a dropped and created
+    /// again extension has another).
+    table: std::sync::atomic::AtomicU32,
+    len: std::sync::atomic::AtomicU32,
+    oids: [std::sync::atomic::AtomicU32; SCOPE_TABLES],
 }
 
 /// Statements that can wait for a background explorer at once (all databases).
@@ -269,6 +292,14 @@ unsafe extern "C-unwind" fn on_startup() {
             explore_paused: std::sync::atomic::AtomicBool::new(false),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
             refused_next: std::sync::atomic::AtomicU32::new(0),
+            scopes: std::array::from_fn(|_| ScopeSlot {
+                db: std::sync::atomic::AtomicU32::new(0),
+                busy: std::sync::atomic::AtomicBool::new(false),
+                label: AtomicU64::new(0),
+                table: std::sync::atomic::AtomicU32::new(0),
+                len: std::sync::atomic::AtomicU32::new(0),
+                oids: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
+            }),
             ring: std::cell::UnsafeCell::new(RingHeader {
                 head: 0,
                 tail: 0,
@@ -368,6 +399,60 @@ pub fn bump_scope() {
     if let Some(s) = shared() {
         s.scope_version.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// Database `db`'s enabled tables as shared at the current scope version, read from its
+/// `ruvector_dag.enabled_tables` of OID `table`; None when none is shared for them (then the
+/// caller reads the table and may [`publish_scope`] what it read).
+pub fn scope_set(db: u32, table: u32) -> Option<Vec<u32>> {
+    let s = shared()?;
+    let version = scope_version();
+    let slot = s
+        .scopes
+        .iter()
+        .find(|x| x.db.load(Ordering::Acquire) == db)?;
+    let label = slot.label.load(Ordering::Acquire);
+    if label == 0 || label != version || slot.table.load(Ordering::Acquire) != table {
+        return None;
+    }
+    let len = (slot.len.load(Ordering::Acquire) as usize).min(SCOPE_TABLES);
+    let set = slot.oids[..len]
+        .iter()
+        .map(|o| o.load(Ordering::Acquire))
+        .collect();
+    // Written meanwhile: the copy may mix two sets.
+    (slot.label.load(Ordering::Acquire) == label).then_some(set)
+}
+
+/// Share `set`, database `db`'s enabled tables read from its `ruvector_dag.enabled_tables` of
+/// OID `table` with a snapshot taken after scope version `version` was current. Skipped (the
+/// next reader tries again) when the version moved since, another backend is writing, every
+/// slot is taken, or the set has more than [`SCOPE_TABLES`] tables.
+pub fn publish_scope(db: u32, table: u32, version: u64, set: &std::collections::HashSet<u32>) {
+    let Some(s) = shared() else { return };
+    if set.len() > SCOPE_TABLES || version == 0 {
+        return;
+    }
+    let Some(slot) = find_or_claim(&s.scopes, db, |x| &x.db) else {
+        return;
+    };
+    if slot
+        .busy
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    if scope_version() == version {
+        slot.label.store(0, Ordering::Release);
+        slot.table.store(table, Ordering::Release);
+        slot.len.store(set.len() as u32, Ordering::Release);
+        for (o, &oid) in slot.oids.iter().zip(set) {
+            o.store(oid, Ordering::Release);
+        }
+        slot.label.store(version, Ordering::Release);
+    }
+    slot.busy.store(false, Ordering::Release);
 }
 
 /// Record that the learner `pid` runs for database `db` (pid 0: it stopped).

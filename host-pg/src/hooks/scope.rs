@@ -1,24 +1,41 @@
 //! Which statements are in scope: those that read a table enabled with
 //! `ruvector_enable_neural_dag`. The set of enabled tables is cached per backend and read
-//! again when the shared scope version moves.
+//! again when the shared scope version moves; the set read is shared (`shared::scope_set`), so
+//! that a session's first statement needs no query of its own.
 
 use super::*;
 
+/// Enabled tables, as cached in this backend.
+pub(super) struct Enabled {
+    /// The shared scope version they were read at.
+    version: u64,
+    /// The OID of the `ruvector_dag.enabled_tables` they were read from.
+    table: u32,
+    set: HashSet<u32>,
+}
+
 thread_local! {
-    /// Relation OIDs enabled for learning, with the shared scope version they were read at.
-    pub(super) static ENABLED: RefCell<Option<(u64, HashSet<u32>)>> = const { RefCell::new(None) };
+    /// Relation OIDs enabled for learning, with where and when they were read.
+    pub(super) static ENABLED: RefCell<Option<Enabled>> = const { RefCell::new(None) };
 }
 
 /// A table was enabled (`true`) or disabled in this transaction: this backend sees it at
 /// once; other backends after commit.
 pub fn scope_changed(relid: u32, enabled: bool) {
-    let mut set = enabled_tables();
+    let table = enabled_tables_oid();
+    let mut set = enabled_tables(table);
     if enabled {
         set.insert(relid);
     } else {
         set.remove(&relid);
     }
-    ENABLED.with(|e| *e.borrow_mut() = Some((shared::scope_version(), set)));
+    ENABLED.with(|e| {
+        *e.borrow_mut() = Some(Enabled {
+            version: shared::scope_version(),
+            table,
+            set,
+        })
+    });
     register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_scope);
     register_xact_callback(PgXactCallbackEvent::Abort, forget_enabled);
 }
@@ -27,14 +44,34 @@ pub(super) fn forget_enabled() {
     ENABLED.with(|e| *e.borrow_mut() = None);
 }
 
-pub(super) fn enabled_tables() -> HashSet<u32> {
+/// The enabled tables, read from `ruvector_dag.enabled_tables` of OID `table` (this backend's
+/// cache, the set another backend shared, or the table itself, in that order).
+pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
     let version = shared::scope_version();
     if let Some(set) = ENABLED.with(|e| {
         e.borrow()
             .as_ref()
-            .filter(|(v, _)| *v == version)
-            .map(|(_, s)| s.clone())
+            .filter(|c| c.version == version && c.table == table)
+            .map(|c| c.set.clone())
     }) {
+        return set;
+    }
+    // SAFETY: reads backend-local state.
+    let (db, writing) = unsafe {
+        (
+            pg_sys::MyDatabaseId.to_u32(),
+            pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId,
+        )
+    };
+    if let Some(shared_set) = shared::scope_set(db, table) {
+        let set: HashSet<u32> = shared_set.into_iter().collect();
+        ENABLED.with(|e| {
+            *e.borrow_mut() = Some(Enabled {
+                version,
+                table,
+                set: set.clone(),
+            })
+        });
         return set;
     }
     // SAFETY: reads a backend-local flag.
@@ -43,13 +80,19 @@ pub(super) fn enabled_tables() -> HashSet<u32> {
         return ENABLED.with(|e| {
             e.borrow()
                 .as_ref()
-                .map(|(_, s)| s.clone())
+                .map(|c| c.set.clone())
                 .unwrap_or_default()
         });
     }
     let _busy = Busy::enter();
+    // Read with a snapshot taken now, after `version` was current: the statement's own
+    // snapshot may be older than the commit that moved the version, and what is read is kept
+    // (and shared) for that version.
     let oids = crate::guarded(|| {
-        Spi::connect(|c| {
+        // SAFETY: pushed and popped around the read (an ERROR in it rolls back `guarded`'s
+        // subtransaction, which pops the snapshots pushed in it).
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot()) };
+        let read = Spi::connect(|c| {
             let rows = c.select(
                 "SELECT relid::oid FROM ruvector_dag.enabled_tables",
                 None,
@@ -63,11 +106,24 @@ pub(super) fn enabled_tables() -> HashSet<u32> {
             }
             Ok::<_, pgrx::spi::Error>(out)
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+        // SAFETY: the snapshot pushed above.
+        unsafe { pg_sys::PopActiveSnapshot() };
+        read
     });
     match oids {
         Ok(set) => {
-            ENABLED.with(|e| *e.borrow_mut() = Some((version, set.clone())));
+            // A transaction that wrote may see its own uncommitted rows: kept here only.
+            if !writing {
+                shared::publish_scope(db, table, version, &set);
+            }
+            ENABLED.with(|e| {
+                *e.borrow_mut() = Some(Enabled {
+                    version,
+                    table,
+                    set: set.clone(),
+                })
+            });
             set
         }
         Err(e) => {
@@ -77,13 +133,16 @@ pub(super) fn enabled_tables() -> HashSet<u32> {
     }
 }
 
-/// Whether the extension is installed in this database (its table exists).
-pub(super) fn extension_present() -> bool {
+/// The OID of `ruvector_dag.enabled_tables`, 0 when the extension is not installed in this
+/// database.
+pub(super) fn enabled_tables_oid() -> u32 {
     // SAFETY: catalog lookup by name.
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
-        ns != pg_sys::InvalidOid
-            && pg_sys::get_relname_relid(c"enabled_tables".as_ptr(), ns) != pg_sys::InvalidOid
+        if ns == pg_sys::InvalidOid {
+            return 0;
+        }
+        pg_sys::get_relname_relid(c"enabled_tables".as_ptr(), ns).to_u32()
     }
 }
 
@@ -120,7 +179,11 @@ pub(super) unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
 
 /// The enabled tables `parse` reads (none: the statement is out of scope).
 pub(super) unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
-    if (*parse).commandType == pg_sys::CmdType::CMD_UTILITY || !extension_present() {
+    if (*parse).commandType == pg_sys::CmdType::CMD_UTILITY {
+        return Vec::new();
+    }
+    let table = enabled_tables_oid();
+    if table == 0 {
         return Vec::new();
     }
     let mut rels = Vec::new();
@@ -131,14 +194,14 @@ pub(super) unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
     // The common case, a current cache, without copying the set.
     let version = shared::scope_version();
     let cached = ENABLED.with(|e| match e.borrow().as_ref() {
-        Some((v, set)) if *v == version => {
-            rels.retain(|r| set.contains(r));
+        Some(c) if c.version == version && c.table == table => {
+            rels.retain(|r| c.set.contains(r));
             true
         }
         _ => false,
     });
     if !cached {
-        let enabled = enabled_tables();
+        let enabled = enabled_tables(table);
         rels.retain(|r| enabled.contains(r));
     }
     rels.sort_unstable();

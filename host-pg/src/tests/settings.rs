@@ -14,6 +14,35 @@ fn enable_and_disable_tables() {
     assert!(!one::<bool>("SELECT ruvector_dag.ruvector_disable_neural_dag('t_orders')"));
 }
 
+#[pg_test]
+fn the_enabled_set_is_shared_for_its_version_and_table_only_once_committed() {
+    setup();
+    let db = crate::database();
+    let table: u32 = one::<pg_sys::Oid>("SELECT 'ruvector_dag.enabled_tables'::regclass::oid")
+        .to_u32();
+    let version = crate::shared::scope_version();
+    let set: std::collections::HashSet<u32> = [11, 22, 33].into_iter().collect();
+    crate::shared::publish_scope(db, table, version, &set);
+    let shared = |t: u32| {
+        crate::shared::scope_set(db, t).map(|v| v.into_iter().collect::<std::collections::HashSet<_>>())
+    };
+    assert_eq!(shared(table), Some(set.clone()));
+    // Another extension's table (dropped and created again) or another version: not shared.
+    assert_eq!(shared(table + 1), None);
+    crate::shared::publish_scope(db, table, version + 1, &set);
+    assert_eq!(shared(table), Some(set), "a stale writer does not overwrite");
+    crate::shared::bump_scope();
+    assert_eq!(shared(table), None);
+    // Planning reads the table again; enabled (not committed) in this transaction, t_orders is
+    // in this session's scope but never in the shared set.
+    Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')").unwrap();
+    crate::shared::bump_scope();
+    let lines = explain_lines(JOIN);
+    assert!(lines.iter().any(|l| l.starts_with("ruvector_dag")), "{lines:?}");
+    let orders: u32 = one::<pg_sys::Oid>("SELECT 't_orders'::regclass::oid").to_u32();
+    assert!(shared(table).is_none_or(|s| !s.contains(&orders)));
+}
+
 #[pg_test(error = "relation \"no_such_table\" does not exist")]
 fn enabling_an_unknown_table_is_an_error() {
     Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('no_such_table')").unwrap();
