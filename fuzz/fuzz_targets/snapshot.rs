@@ -8,9 +8,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ruvector_dag_core::learning::snapshot::{FORMAT_VERSION, MAGIC};
+use ruvector_dag_core::learning::snapshot::{checksum, FORMAT_VERSION, MAGIC};
 use ruvector_dag_core::learning::{NeuralDagConfig, Optimizer};
-use ruvector_dag_core::rng::fnv1a64;
 use ruvector_dag_core::synth::{random_plan, SynthOptions};
 
 const HEADER: usize = 20;
@@ -69,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
     forged.extend_from_slice(MAGIC);
     forged.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     forged.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    forged.extend_from_slice(&fnv1a64(&payload).to_le_bytes());
+    forged.extend_from_slice(&checksum(FORMAT_VERSION, &payload).to_le_bytes());
     forged.extend_from_slice(&payload);
     exercise(&forged);
 });

@@ -23,10 +23,13 @@ GRANT SELECT ON enabled_tables TO PUBLIC;
 
 -- The learned state: one row, written by the learning cycle (background worker or
 -- ruvector_dag_learn()); `version` moves on every write and backends reload when it does.
+-- `snapshot` is the model every backend loads; `pending` the trajectories waiting for the next
+-- training (read by the learner only; NULL when none wait).
 CREATE TABLE learned_state (
     id           int         PRIMARY KEY CHECK (id = 1),
     version      bigint      NOT NULL,
     snapshot     bytea       NOT NULL,
+    pending      bytea,
     arms         text        NOT NULL,
     trajectories bigint      NOT NULL DEFAULT 0,
     cycles       bigint      NOT NULL DEFAULT 0,

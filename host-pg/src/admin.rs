@@ -30,7 +30,7 @@ fn ruvector_dag_export() -> Vec<u8> {
 fn ruvector_dag_import(state: &[u8]) -> i64 {
     scope::require_admin("ruvector_dag_import");
     crate::require_primary("ruvector_dag_import");
-    let opt = match Optimizer::restore(state) {
+    let opt = match learner::restore(state) {
         Ok(o) => o,
         Err(e) => fail(
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,

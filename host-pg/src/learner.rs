@@ -10,7 +10,9 @@ use std::cell::RefCell;
 
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
-use ruvector_dag_core::learning::{Candidate, CycleReport, Optimizer, RunKind, Trajectory};
+use ruvector_dag_core::learning::{
+    Candidate, CycleReport, Machinery, Optimizer, RunKind, Trajectory,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{book, guc, shared};
@@ -142,13 +144,47 @@ pub fn read_state(with_snapshot: bool) -> Result<Option<(i64, Option<Vec<u8>>)>,
     .map_err(|e: pgrx::spi::Error| format!("reading ruvector_dag.learned_state: {e}"))
 }
 
+/// The attention machinery (random projections, HDC item memory) the optimizers this process
+/// restores share: built in the postmaster at preload for the configured attention parameters,
+/// so that every backend inherits it and a session's first load does not draw it again; then
+/// the last one a restore used.
+static MACHINERY: std::sync::Mutex<Option<std::sync::Arc<Machinery>>> = std::sync::Mutex::new(None);
+
+/// Build the machinery for the configured attention parameters (at preload, in the
+/// postmaster, where only settings may be read: not the mode, which asks whether recovery is in
+/// progress of shared memory not set up yet). A configuration it refuses leaves none: each
+/// restore then builds its own and reports what it refuses.
+pub fn prepare_machinery() {
+    if let Ok(m) = Machinery::new(&guc::attention_config()) {
+        if let Ok(mut slot) = MACHINERY.lock() {
+            *slot = Some(m);
+        }
+    }
+}
+
+/// [`Optimizer::restore`], sharing this process's machinery when it fits (and keeping the
+/// restored optimizer's for the next restore).
+pub fn restore(bytes: &[u8]) -> Result<Optimizer, ruvector_dag_core::NeuralDagError> {
+    let shared = MACHINERY.lock().ok().and_then(|m| m.clone());
+    let opt = match &shared {
+        Some(m) => Optimizer::restore_sharing(bytes, m)?,
+        None => Optimizer::restore(bytes)?,
+    };
+    if !shared.is_some_and(|m| std::sync::Arc::ptr_eq(&m, opt.machinery())) {
+        if let Ok(mut slot) = MACHINERY.lock() {
+            *slot = Some(std::sync::Arc::clone(opt.machinery()));
+        }
+    }
+    Ok(opt)
+}
+
 /// An optimizer from the stored snapshot, or a fresh one from the settings when there is none;
 /// refused when the stored arms are not the configured ones.
 pub fn load(snapshot: Option<&[u8]>) -> Result<Optimizer, String> {
     let arms = guc::arms()?;
     let names: Vec<String> = arms.iter().map(|a| a.0.clone()).collect();
     let opt = match snapshot {
-        Some(bytes) => Optimizer::restore(bytes).map_err(|e| {
+        Some(bytes) => restore(bytes).map_err(|e| {
             format!(
                 "the stored learned state cannot be read ({e}); ruvector_dag_reset() starts over"
             )
@@ -186,35 +222,52 @@ pub fn state_table() -> Result<u32, String> {
 
 /// The stored version, and an optimizer loaded from it (with what it is for the shared
 /// evidence book) unless the caller already holds that version (`held`; the snapshot,
-/// possibly megabytes, is read only then). One query: a session's first statement pays for
-/// it, on cold catalog caches.
-pub fn load_unless(held: Option<i64>) -> Result<(i64, Option<(Optimizer, book::Holding)>), String> {
+/// possibly megabytes, is read only then). `pending`: with the trajectories waiting for the
+/// next training (the learner's; a backend that decides never needs them). One query: a
+/// session's first statement pays for it, on cold catalog caches.
+pub fn load_unless(
+    held: Option<i64>,
+    pending: bool,
+) -> Result<(i64, Option<(Optimizer, book::Holding)>), String> {
     let row = Spi::connect(|c| {
         let mut rows = c.select(
             "SELECT version, tableoid, \
-                    CASE WHEN version IS NOT DISTINCT FROM $1 THEN NULL ELSE snapshot END \
+                    CASE WHEN version IS NOT DISTINCT FROM $1 THEN NULL ELSE snapshot END, \
+                    CASE WHEN version IS NOT DISTINCT FROM $1 OR NOT $2 THEN NULL \
+                         ELSE pending END \
                FROM ruvector_dag.learned_state WHERE id = 1",
             Some(1),
-            &[held.into()],
+            &[held.into(), pending.into()],
         )?;
         match rows.next() {
             Some(row) => Ok(Some((
                 row.get::<i64>(1)?.unwrap_or(0),
                 row.get::<pg_sys::Oid>(2)?,
                 row.get::<Vec<u8>>(3)?,
+                row.get::<Vec<u8>>(4)?,
             ))),
             None => Ok(None),
         }
     })
     .map_err(|e: pgrx::spi::Error| format!("reading ruvector_dag.learned_state: {e}"))?;
-    let (version, table, snapshot) = match row {
-        Some((v, t, s)) => (v, t.map(|t| t.to_u32()), s),
-        None => (0, None, None),
+    let (version, table, snapshot, waiting) = match row {
+        Some((v, t, s, p)) => (v, t.map(|t| t.to_u32()), s, p),
+        None => (0, None, None, None),
     };
     if held == Some(version) {
         return Ok((version, None));
     }
-    let opt = load(snapshot.as_deref().filter(|_| version != 0))?;
+    let mut opt = load(snapshot.as_deref().filter(|_| version != 0))?;
+    if let Some(bytes) = waiting.filter(|_| version != 0) {
+        // Not learned from yet, so not learned state: unreadable ones are dropped (and said),
+        // never a reason to stop learning.
+        if let Err(e) = opt.restore_pending(&bytes) {
+            pgrx::warning!(
+                "ruvector_dag: the trajectories waiting in ruvector_dag.learned_state.pending \
+                 (version {version}) cannot be read and are dropped: {e}"
+            );
+        }
+    }
     let table = match table {
         Some(t) => t,
         None => state_table()?,
@@ -223,7 +276,8 @@ pub fn load_unless(held: Option<i64>) -> Result<(i64, Option<(Optimizer, book::H
     Ok((version, Some((opt, holding))))
 }
 
-/// Trajectories a light cycle may leave pending (in the snapshot) before it trains anyway.
+/// Trajectories a light cycle may leave pending (stored beside the snapshot, in the `pending`
+/// column) before it trains anyway.
 const LIGHT_CYCLE_MAX_PENDING: usize = 256;
 
 /// Take this database's learning lock until the transaction ends: cycles, imports, resets
@@ -355,8 +409,10 @@ fn note_shape(shapes: &mut Vec<Shape>, t: &Trajectory, relids: Vec<u32>) {
 /// the snapshot, so that new sessions see what the others measured within a second.
 pub fn cycle(train: bool) -> Result<Outcome, String> {
     take_lock()?;
-    let (stored_version, loaded) =
-        load_unless(LEARNER.with(|l| l.borrow().as_ref().map(|l| l.version)))?;
+    let (stored_version, loaded) = load_unless(
+        LEARNER.with(|l| l.borrow().as_ref().map(|l| l.version)),
+        true,
+    )?;
     if let Some((opt, holding)) = loaded {
         LEARNER.with(|l| {
             *l.borrow_mut() = Some(Learner {
@@ -383,8 +439,8 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         if let Some((shapes, budget)) = book::shapes(db, &mut learner.holding, opt.evidence()) {
             opt.evidence_mut().replace_all(shapes, &budget);
         }
-        // Pending trajectories travel in the snapshot: past a few hundred, train now rather
-        // than write a large snapshot every second.
+        // Pending trajectories are written beside the snapshot: past a few hundred, train now
+        // rather than write them every second.
         let train = train || opt.pending() >= LIGHT_CYCLE_MAX_PENDING;
         let report = if train {
             opt.learn_cycle().map_err(|e| e.to_string())?
@@ -394,19 +450,22 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
                 ..CycleReport::default()
             }
         };
-        let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
+        // Backends read the model only; the waiting trajectories go beside it.
+        let snapshot = opt.snapshot_model().map_err(|e| e.to_string())?;
+        let pending = opt.snapshot_pending().map_err(|e| e.to_string())?;
         let patterns: Option<Vec<PatternRow>> = train.then(|| pattern_rows(opt));
         Ok::<_, String>((
             report,
             drained,
             kept,
             snapshot,
+            pending,
             patterns,
             train,
             learner.holding.table,
         ))
     })?;
-    let (report, drained, kept, snapshot, patterns, trained, table) = result;
+    let (report, drained, kept, snapshot, pending, patterns, trained, table) = result;
     let Drained {
         rejected,
         healed,
@@ -426,7 +485,13 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
             table,
         });
     }
-    let version = persist(&snapshot, patterns.as_deref(), &healed, &history)?;
+    let version = persist(
+        &snapshot,
+        pending.as_deref(),
+        patterns.as_deref(),
+        &healed,
+        &history,
+    )?;
     remember_shapes(&shapes)?;
     LEARNER.with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
@@ -450,12 +515,26 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
     })
 }
 
+/// Forget the learner's optimizer in this process: the next cycle loads the stored state, as a
+/// learner that just started does.
+#[cfg(any(test, feature = "pg_test"))]
+pub fn forget_loaded() {
+    LEARNER.with(|l| *l.borrow_mut() = None);
+}
+
 /// Store `opt` as the learned state (import, reset): a new version, its patterns, and the
 /// learner of this backend continues from it. Returns the new version.
 pub fn replace(opt: &Optimizer) -> Result<i64, String> {
     take_lock()?;
-    let snapshot = opt.snapshot().map_err(|e| e.to_string())?;
-    let version = persist(&snapshot, Some(&pattern_rows(opt)), &[], &[])?;
+    let snapshot = opt.snapshot_model().map_err(|e| e.to_string())?;
+    let pending = opt.snapshot_pending().map_err(|e| e.to_string())?;
+    let version = persist(
+        &snapshot,
+        pending.as_deref(),
+        Some(&pattern_rows(opt)),
+        &[],
+        &[],
+    )?;
     LEARNER.with(|l| *l.borrow_mut() = None);
     let db = crate::database();
     // The shared evidence book starts again from this version (seeded by the first copy
@@ -474,7 +553,7 @@ pub fn forget_table(
     relid: u32,
 ) -> Result<Option<(ruvector_dag_core::learning::Forgotten, i64, Optimizer)>, String> {
     take_lock()?;
-    let (version, loaded) = load_unless(None)?;
+    let (version, loaded) = load_unless(None, true)?;
     let Some((mut opt, mut holding)) = loaded.filter(|_| version != 0) else {
         return Ok(None);
     };
@@ -629,10 +708,12 @@ struct History {
 /// Rows of `trajectory_history` kept (the oldest go first).
 const HISTORY_KEPT: i64 = 10_000;
 
-/// Write a new version of the learned state; the pattern table too when `patterns` is given
-/// (full cycles, import, reset).
+/// Write a new version of the learned state (the model's snapshot, and the trajectories waiting
+/// for training beside it); the pattern table too when `patterns` is given (full cycles,
+/// import, reset).
 fn persist(
     snapshot: &[u8],
+    pending: Option<&[u8]>,
     patterns: Option<&[PatternRow]>,
     healed: &[Healing],
     history: &[History],
@@ -647,14 +728,14 @@ fn persist(
         let version = c
             .update(
                 "INSERT INTO ruvector_dag.learned_state AS s \
-                   (id, version, snapshot, arms, trajectories, cycles, updated_at) \
-                 VALUES (1, 1, $1, $2, $3, 1, now()) \
+                   (id, version, snapshot, pending, arms, trajectories, cycles, updated_at) \
+                 VALUES (1, 1, $1, $4, $2, $3, 1, now()) \
                  ON CONFLICT (id) DO UPDATE SET version = s.version + 1, snapshot = $1, \
-                   arms = $2, trajectories = s.trajectories + $3, cycles = s.cycles + 1, \
-                   updated_at = now() \
+                   pending = $4, arms = $2, trajectories = s.trajectories + $3, \
+                   cycles = s.cycles + 1, updated_at = now() \
                  RETURNING version",
                 Some(1),
-                &[snapshot.into(), arms.into(), drained.into()],
+                &[snapshot.into(), arms.into(), drained.into(), pending.into()],
             )?
             .first()
             .get::<i64>(1)?

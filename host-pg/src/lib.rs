@@ -64,6 +64,7 @@ pub extern "C-unwind" fn _PG_init() {
         shared::request();
         hooks::install();
         worker::register();
+        learner::prepare_machinery();
     }
 }
 

@@ -185,21 +185,36 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         );
     }
     let learned = crate::guarded(|| {
-        Spi::get_three::<i64, i64, i64>(
-            // One row always (NULLs before anything was learned).
-            "SELECT (SELECT version FROM ruvector_dag.learned_state WHERE id = 1),
-                    (SELECT octet_length(snapshot)::bigint FROM ruvector_dag.learned_state WHERE id = 1),
-                    (SELECT cycles FROM ruvector_dag.learned_state WHERE id = 1)",
-        )
-        .map_err(|e| e.to_string())
+        Spi::connect(|c| {
+            let mut rows = c.select(
+                "SELECT version, octet_length(snapshot)::bigint, \
+                        coalesce(octet_length(pending), 0)::bigint, cycles \
+                   FROM ruvector_dag.learned_state WHERE id = 1",
+                Some(1),
+                &[],
+            )?;
+            match rows.next() {
+                Some(r) => Ok(Some((
+                    r.get::<i64>(1)?.unwrap_or(0),
+                    r.get::<i64>(2)?.unwrap_or(0),
+                    r.get::<i64>(3)?.unwrap_or(0),
+                    r.get::<i64>(4)?.unwrap_or(0),
+                ))),
+                None => Ok(None),
+            }
+        })
+        .map_err(|e: pgrx::spi::Error| e.to_string())
     });
     match learned {
-        Ok((Some(v), Some(bytes), Some(cycles))) => {
+        Ok(Some((v, bytes, pending, cycles))) => {
             put("learned_version", v.to_string());
+            // The model every backend loads; the trajectories waiting for the next training
+            // are stored beside it (the learner reads them).
             put("learned_state_bytes", bytes.to_string());
+            put("learned_pending_bytes", pending.to_string());
             put("learned_cycles", cycles.to_string());
         }
-        Ok(_) => put("learned_version", "0 (nothing learned yet)".into()),
+        Ok(None) => put("learned_version", "0 (nothing learned yet)".into()),
         Err(e) => put("learned_version", format!("not readable: {e}")),
     }
     TableIterator::new(rows)

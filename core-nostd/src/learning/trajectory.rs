@@ -109,6 +109,39 @@ impl TrajectoryBuffer {
         (*best / actual_ms).clamp(0.0, 1.0)
     }
 
+    /// This buffer without its waiting trajectories, for a snapshot that leaves them out: it
+    /// encodes as the buffer would with none waiting.
+    pub(crate) fn without_ring(&self) -> impl Serialize + '_ {
+        #[derive(Serialize)]
+        struct Rest<'a> {
+            ring: &'a [Trajectory],
+            capacity: usize,
+            dropped: u64,
+            recorded: u64,
+            best_ms: &'a BTreeMap<u64, f32>,
+        }
+        Rest {
+            ring: &[],
+            capacity: self.capacity,
+            dropped: self.dropped,
+            recorded: self.recorded,
+            best_ms: &self.best_ms,
+        }
+    }
+
+    /// Queue `ts` again (trajectories a snapshot left out, already recorded once: they count
+    /// neither as recorded nor towards the best latencies again), oldest first, dropping the
+    /// oldest beyond the capacity.
+    pub(crate) fn requeue(&mut self, ts: Vec<Trajectory>) {
+        for t in ts {
+            if self.ring.len() == self.capacity {
+                self.ring.pop_front();
+                self.dropped += 1;
+            }
+            self.ring.push_back(t);
+        }
+    }
+
     /// Take everything out, oldest first.
     pub fn drain(&mut self) -> Vec<Trajectory> {
         self.ring.drain(..).collect()

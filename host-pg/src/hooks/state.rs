@@ -150,15 +150,18 @@ pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
     }
     let _busy = Busy::enter();
     let (version, loaded) = crate::guarded(|| {
-        learner::load_unless(BACKEND.with(|b| {
-            b.borrow()
-                .loaded
-                .as_ref()
-                // A copy adopted before its commit (a reset, an import) is loaded again once,
-                // so that it knows its table and uses the shared evidence book.
-                .filter(|l| *l.arms == *arms && l.holding.table != 0)
-                .map(|l| l.version)
-        }))
+        learner::load_unless(
+            BACKEND.with(|b| {
+                b.borrow()
+                    .loaded
+                    .as_ref()
+                    // A copy adopted before its commit (a reset, an import) is loaded again once,
+                    // so that it knows its table and uses the shared evidence book.
+                    .filter(|l| *l.arms == *arms && l.holding.table != 0)
+                    .map(|l| l.version)
+            }),
+            false,
+        )
     })?;
     if let Some((opt, holding)) = loaded {
         adopt(opt, version, seen, holding);
@@ -462,7 +465,7 @@ impl Drop for Busy {
 pub fn learn_now() -> Result<learner::Outcome, String> {
     let _busy = Busy::enter();
     let outcome = learner::cycle(true)?;
-    let opt = Optimizer::restore(&outcome.snapshot).map_err(|e| e.to_string())?;
+    let opt = learner::restore(&outcome.snapshot).map_err(|e| e.to_string())?;
     let holding = crate::book::Holding::loaded(crate::database(), outcome.table, outcome.version);
     adopt(opt, outcome.version, shared::learned_version(), holding);
     Ok(outcome)

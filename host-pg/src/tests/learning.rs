@@ -78,6 +78,40 @@ fn an_error_while_planning_under_an_arm_falls_back_and_leaks_no_setting() {
 }
 
 #[pg_test]
+fn waiting_trajectories_are_stored_beside_the_model_and_learned_from_later() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'observe';",
+    )
+    .unwrap();
+    for _ in 0..6 {
+        let _: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    }
+    // A light cycle observes them and stores them as waiting, apart from the model.
+    let light = crate::learner::cycle(false).expect("a light cycle");
+    assert_eq!(light.report.trajectories, 0);
+    let (model, waiting): (Vec<u8>, Option<Vec<u8>>) = Spi::get_two(
+        "SELECT snapshot, pending FROM ruvector_dag.learned_state WHERE id = 1",
+    )
+    .map(|(a, b)| (a.expect("a snapshot"), b))
+    .unwrap();
+    let waiting = waiting.expect("trajectories wait beside the model");
+    let backend = ruvector_dag_core::learning::Optimizer::restore(&model).unwrap();
+    assert_eq!(backend.pending(), 0, "a backend's load carries none of them");
+    let mut again = ruvector_dag_core::learning::Optimizer::restore(&model).unwrap();
+    assert!(again.restore_pending(&waiting).unwrap() >= 6);
+    assert_eq!(status("learned_pending_bytes"), waiting.len().to_string());
+    // A learner that starts from the table (a restart) still learns from them.
+    crate::learner::forget_loaded();
+    let trained = crate::learner::cycle(true).expect("a full cycle").report.trajectories;
+    let pending: Option<Vec<u8>> =
+        Spi::get_one("SELECT pending FROM ruvector_dag.learned_state WHERE id = 1").unwrap();
+    assert!(trained >= 6, "{trained}");
+    assert_eq!(pending, None, "nothing waits after training");
+}
+
+#[pg_test]
 fn executed_statements_become_trajectories_and_learn_makes_patterns() {
     setup();
     Spi::run(

@@ -136,7 +136,7 @@ impl Optimizer {
         if let Some(h) = self.cache.borrow().fingerprints.get(&fp) {
             return h.clone();
         }
-        let h = self.encoder.fingerprint(dag);
+        let h = self.machinery.encoder.fingerprint(dag);
         self.cache.borrow_mut().put_fingerprint(fp, h.clone());
         h
     }
@@ -176,7 +176,7 @@ impl Optimizer {
                 (map, center)
             }
             k => (
-                self.mechanisms[k.index()].attend(dag, &ctx)?,
+                self.machinery.mechanisms[k.index()].attend(dag, &ctx)?,
                 self.center(k),
             ),
         };
@@ -192,7 +192,7 @@ impl Optimizer {
     /// The reference centre of `kind` (computed once; restored from a snapshot when it has one).
     pub(super) fn center(&self, kind: AttentionKind) -> &Vec<f32> {
         self.centers[kind.index()]
-            .get_or_init(|| reference_center(self.mechanisms[kind.index()].as_ref()))
+            .get_or_init(|| reference_center(self.machinery.mechanisms[kind.index()].as_ref()))
     }
 
     /// Attach `mechanism`, attention plugin `id`, as one more kind the selector may pick for

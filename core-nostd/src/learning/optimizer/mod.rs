@@ -35,9 +35,11 @@
 //! arm after one catastrophic run on similar shapes; a verified plan that regresses is reverted.
 //! There are no random draws: the same evidence gives the same decision in every backend.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::{OnceCell, RefCell};
 use serde::{Deserialize, Serialize};
@@ -47,9 +49,9 @@ use super::reasoning_bank::{MAX_ARMS, MERGE_COSINE};
 use super::ArmId;
 use super::{
     snapshot, AttentionSelector, BtspMemory, CostEstimator, NeuralDagConfig, PluginArms,
-    ReasoningBank, TrajectoryBuffer,
+    ReasoningBank, Trajectory, TrajectoryBuffer,
 };
-use crate::attention::{mechanism, AttentionKind, DagAttention};
+use crate::attention::{mechanism, AttentionConfig, AttentionKind, DagAttention};
 use crate::embed::EMBED_DIM;
 use crate::error::{NeuralDagError, Result};
 use crate::hdc::HdcEncoder;
@@ -103,11 +105,49 @@ struct LearnedState {
     rehearsal: VecDeque<(Vec<f32>, ArmId, f32)>,
 }
 
+/// What an optimizer derives from its attention parameters alone and never learns: the
+/// attention mechanisms (their random projections, drawn from the seed) and the HDC item
+/// memory. Building it is most of the cost of restoring a small snapshot, so optimizers of the
+/// same parameters may share one ([`Optimizer::restore_sharing`]): a host builds it once per
+/// process (the extension in the postmaster, which every backend inherits).
+pub struct Machinery {
+    attention: AttentionConfig,
+    encoder: HdcEncoder,
+    mechanisms: Vec<Box<dyn DagAttention + Send + Sync>>,
+}
+
+impl Machinery {
+    /// The machinery of `attention` (an error names a parameter it refuses).
+    pub fn new(attention: &AttentionConfig) -> Result<Arc<Machinery>> {
+        let mechanisms = AttentionKind::ALL
+            .iter()
+            .map(|&k| mechanism(k, attention))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Machinery {
+            attention: attention.clone(),
+            encoder: HdcEncoder::default(),
+            mechanisms,
+        }))
+    }
+
+    /// Whether an optimizer configured with `cfg` can use it.
+    pub fn fits(&self, cfg: &NeuralDagConfig) -> bool {
+        self.attention == cfg.attention
+    }
+}
+
+impl core::fmt::Debug for Machinery {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Machinery")
+            .field("attention", &self.attention)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The optimizer. See the module documentation.
 pub struct Optimizer {
     state: LearnedState,
-    encoder: HdcEncoder,
-    mechanisms: Vec<alloc::boxed::Box<dyn DagAttention + Send + Sync>>,
+    machinery: Arc<Machinery>,
     /// Per attention kind, the centering vector (computed on first use).
     centers: [OnceCell<Vec<f32>>; AttentionKind::ALL.len()],
     /// The plugin the selector may pick as one more kind (the host's; never persisted).
@@ -149,10 +189,11 @@ impl Optimizer {
             arms,
             cfg,
         };
-        Self::from_state(state)
+        Self::from_state(state, None)
     }
 
-    fn from_state(state: LearnedState) -> Result<Self> {
+    /// `state` checked, with `shared` machinery when it fits the state's configuration.
+    fn from_state(state: LearnedState, shared: Option<&Arc<Machinery>>) -> Result<Self> {
         state.cfg.validate()?;
         let n = state.arms.len();
         if n == 0 || n > MAX_ARMS {
@@ -194,13 +235,12 @@ impl Optimizer {
                 cfg.btsp_capacity
             )));
         }
-        let mechanisms = AttentionKind::ALL
-            .iter()
-            .map(|&k| mechanism(k, &state.cfg.attention))
-            .collect::<Result<Vec<_>>>()?;
+        let machinery = match shared {
+            Some(m) if m.fits(&state.cfg) => Arc::clone(m),
+            _ => Machinery::new(&state.cfg.attention)?,
+        };
         let opt = Optimizer {
-            encoder: HdcEncoder::default(),
-            mechanisms,
+            machinery,
             centers: Default::default(),
             plugin: None,
             plugin_arms: PluginArms::default(),
@@ -372,10 +412,86 @@ impl Optimizer {
         snapshot::encode(&(&self.state, centers, &self.plugin_arms))
     }
 
+    /// [`Optimizer::snapshot`] without the trajectories waiting for the next
+    /// [`Optimizer::learn_cycle`] (each a few KiB: hundreds of them are most of a snapshot
+    /// between cycles, and a backend that only decides never reads them). They are kept apart
+    /// with [`Optimizer::snapshot_pending`]; the snapshot restores with none waiting.
+    pub fn snapshot_model(&self) -> Result<Vec<u8>> {
+        #[derive(Serialize)]
+        struct View<'a, B: Serialize> {
+            cfg: &'a NeuralDagConfig,
+            arms: &'a Vec<String>,
+            estimator: &'a CostEstimator,
+            bank: &'a ReasoningBank,
+            selector: &'a AttentionSelector,
+            btsp: &'a BtspMemory,
+            buffer: B,
+            evidence: &'a EvidenceBook,
+            history: &'a BTreeMap<u64, Vec<Vec<f32>>>,
+            stats: &'a OptimizerStats,
+        }
+        let st = &self.state;
+        let view = View {
+            cfg: &st.cfg,
+            arms: &st.arms,
+            estimator: &st.estimator,
+            bank: &st.bank,
+            selector: &st.selector,
+            btsp: &st.btsp,
+            buffer: st.buffer.without_ring(),
+            evidence: &st.evidence,
+            history: &st.history,
+            stats: &st.stats,
+        };
+        let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| self.center(k)).collect();
+        snapshot::encode(&(view, centers, &self.plugin_arms))
+    }
+
+    /// The trajectories waiting for the next [`Optimizer::learn_cycle`], as a snapshot of their
+    /// own (None when none wait), for [`Optimizer::restore_pending`].
+    pub fn snapshot_pending(&self) -> Result<Option<Vec<u8>>> {
+        if self.state.buffer.is_empty() {
+            return Ok(None);
+        }
+        let ts: Vec<&Trajectory> = self.state.buffer.iter().collect();
+        snapshot::encode(&ts).map(Some)
+    }
+
+    /// Queue again the trajectories of a [`Optimizer::snapshot_pending`] (after those waiting
+    /// now). Corrupt bytes, or a trajectory this optimizer cannot learn from (another
+    /// embedding width, an arm it does not have), are a [`NeuralDagError::CorruptState`] and
+    /// queue nothing. Returns how many were queued.
+    pub fn restore_pending(&mut self, bytes: &[u8]) -> Result<usize> {
+        let ts: Vec<Trajectory> = snapshot::decode(bytes)?;
+        if let Some(e) = ts.iter().find_map(|t| self.check(t).err()) {
+            return Err(NeuralDagError::CorruptState(format!(
+                "a pending trajectory: {e}"
+            )));
+        }
+        let n = ts.len();
+        self.state.buffer.requeue(ts);
+        Ok(n)
+    }
+
     /// An optimizer from a [`Optimizer::snapshot`]. Corrupt, truncated or foreign bytes, or a
     /// snapshot whose parts disagree, are a [`NeuralDagError::CorruptState`] (or
     /// `InvalidConfig` for a stored configuration this build refuses).
     pub fn restore(bytes: &[u8]) -> Result<Self> {
+        Self::restore_inner(bytes, None)
+    }
+
+    /// [`Optimizer::restore`], sharing `machinery` when the snapshot's attention parameters
+    /// are the ones it was built for (otherwise the restored optimizer builds its own).
+    pub fn restore_sharing(bytes: &[u8], machinery: &Arc<Machinery>) -> Result<Self> {
+        Self::restore_inner(bytes, Some(machinery))
+    }
+
+    /// The machinery this optimizer uses (to share with the next one restored).
+    pub fn machinery(&self) -> &Arc<Machinery> {
+        &self.machinery
+    }
+
+    fn restore_inner(bytes: &[u8], shared: Option<&Arc<Machinery>>) -> Result<Self> {
         let bad = |e: postcard::Error| {
             NeuralDagError::CorruptState(format!("payload does not decode: {e}"))
         };
@@ -394,7 +510,7 @@ impl Optimizer {
             _ => postcard::from_bytes(payload).map_err(bad)?,
         };
         plugin_arms.check()?;
-        let mut opt = Self::from_state(state)?;
+        let mut opt = Self::from_state(state, shared)?;
         opt.plugin_arms = plugin_arms;
         if !centers.is_empty() && centers.len() != AttentionKind::ALL.len() {
             return Err(NeuralDagError::CorruptState(format!(
@@ -422,7 +538,7 @@ mod tests {
     use super::testing::*;
     use super::*;
     use crate::learning::snapshot::{FORMAT_VERSION, MAGIC};
-    use crate::rng::{fnv1a64, SplitMix64};
+    use crate::rng::SplitMix64;
     use alloc::vec;
 
     #[test]
@@ -539,7 +655,7 @@ mod tests {
             forged.extend_from_slice(MAGIC);
             forged.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
             forged.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            forged.extend_from_slice(&fnv1a64(&payload).to_le_bytes());
+            forged.extend_from_slice(&snapshot::checksum(FORMAT_VERSION, &payload).to_le_bytes());
             forged.extend_from_slice(&payload);
             if let Ok(mut o) = Optimizer::restore(&forged) {
                 // Whatever decoded is whole enough to use.
@@ -547,6 +663,77 @@ mod tests {
                 let _ = o.learn_cycle();
             }
         }
+    }
+
+    #[test]
+    fn the_model_snapshot_leaves_the_pending_trajectories_apart_and_loses_nothing() {
+        let mut opt = optimizer();
+        let p = plan(7);
+        for i in 0..12 {
+            run(&mut opt, &p, (i % 3) as ArmId, 20.0 + i as f32);
+        }
+        opt.learn_cycle().unwrap();
+        for i in 0..9 {
+            run(&mut opt, &p, (i % 2) as ArmId, 30.0 + i as f32);
+        }
+        assert_eq!(opt.pending(), 9);
+        let whole = opt.snapshot().unwrap();
+        let model = opt.snapshot_model().unwrap();
+        let pending = opt.snapshot_pending().unwrap().expect("trajectories wait");
+        assert!(model.len() < whole.len());
+        let mut back = Optimizer::restore(&model).unwrap();
+        assert_eq!(back.pending(), 0);
+        assert_eq!(back.restore_pending(&pending).unwrap(), 9);
+        assert!(
+            back.snapshot().unwrap() == whole,
+            "the two parts restore the whole"
+        );
+        // Everything but the waiting trajectories: the same decisions.
+        let mut model_only = Optimizer::restore(&model).unwrap();
+        let (a, b) = (opt.decide(&p).unwrap(), model_only.decide(&p).unwrap());
+        assert_eq!((a.arm, &a.reason), (b.arm, &b.reason));
+        // Damaged pending bytes are refused and queue nothing.
+        let mut fresh = Optimizer::restore(&model).unwrap();
+        let mut bad = pending.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x10;
+        assert!(matches!(
+            fresh.restore_pending(&bad),
+            Err(NeuralDagError::CorruptState(_))
+        ));
+        assert_eq!(fresh.pending(), 0);
+        assert!(
+            fresh.restore_pending(&model).is_err(),
+            "a model is not pending trajectories"
+        );
+        opt.learn_cycle().unwrap();
+        assert_eq!(opt.snapshot_pending().unwrap(), None);
+    }
+
+    #[test]
+    fn restoring_shares_fitting_machinery_and_decides_the_same() {
+        let mut opt = optimizer();
+        let p = plan(9);
+        for i in 0..20 {
+            run(&mut opt, &p, (i % 3) as ArmId, 15.0 + i as f32);
+        }
+        opt.learn_cycle().unwrap();
+        let bytes = opt.snapshot().unwrap();
+        let shared = Machinery::new(&opt.config().attention).unwrap();
+        let mut sharing = Optimizer::restore_sharing(&bytes, &shared).unwrap();
+        assert!(Arc::ptr_eq(sharing.machinery(), &shared));
+        let mut own = Optimizer::restore(&bytes).unwrap();
+        assert!(!Arc::ptr_eq(own.machinery(), &shared));
+        let (a, b) = (sharing.decide(&p).unwrap(), own.decide(&p).unwrap());
+        assert_eq!((a.arm, &a.reason, &a.key), (b.arm, &b.reason, &b.key));
+        // Machinery of other attention parameters is not used: the state's own is built.
+        let mut other = opt.config().attention.clone();
+        other.seed ^= 1;
+        let foreign = Machinery::new(&other).unwrap();
+        assert!(!foreign.fits(opt.config()));
+        let mut rebuilt = Optimizer::restore_sharing(&bytes, &foreign).unwrap();
+        assert!(!Arc::ptr_eq(rebuilt.machinery(), &foreign));
+        assert_eq!(rebuilt.decide(&p).unwrap().key, b.key);
     }
 
     #[test]
