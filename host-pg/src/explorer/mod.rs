@@ -21,8 +21,8 @@
 //! most from is a first verified plan for a shape that has none).
 //!
 //! It is paced by `ruvector.dag_explore_share` (after a run of t ms it waits t x (1 - share) /
-//! share), waits while as many client backends are active as the machine has cores, and
-//! waits while `ruvector_dag_explorer_pause()` is in effect. A statement it cannot re-plan or
+//! share), waits while as many client backends and their parallel workers are active as the
+//! machine has cores, and waits while `ruvector_dag_explorer_pause()` is in effect. A statement it cannot re-plan or
 //! re-run (a dropped table, a revoked permission, a changed search_path) is dropped with a
 //! counted reason and its shape never offered again until the server restarts; nothing it
 //! does is an error in a user's session. It keeps no query text beyond its queue slot.
@@ -481,9 +481,11 @@ fn while_paused() -> bool {
     true
 }
 
-/// Wait while as many client backends are active as the machine has cores (at most
-/// [`BUSY_WAIT_S`], not counting a pause). False when the server stayed busy, or the explorer
-/// must stop.
+/// Wait while the users' work takes as many processes as the machine has cores: active client
+/// backends and the parallel workers their queries started (a query with two workers takes
+/// three cores; this explorer is between runs here, so neither it nor its workers count). At
+/// most [`BUSY_WAIT_S`], not counting a pause. False when the server stayed busy, or the
+/// explorer must stop.
 fn wait_until_quiet() -> bool {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     let mut busy = Duration::ZERO;
@@ -494,7 +496,8 @@ fn wait_until_quiet() -> bool {
         let active = BackgroundWorker::transaction(|| {
             Spi::get_one::<i64>(
                 "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                 WHERE state = 'active' AND backend_type = 'client backend'",
+                 WHERE state = 'active' \
+                   AND backend_type IN ('client backend', 'parallel worker')",
             )
             .ok()
             .flatten()
