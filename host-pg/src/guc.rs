@@ -143,6 +143,7 @@ pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
 pub static BACKGROUND_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 pub static RING_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static MODEL_CACHE_MB: GucSetting<i32> = GucSetting::<i32>::new(8);
 pub static SHARED_SHAPES: GucSetting<i32> = GucSetting::<i32>::new(10_240);
 // The plugin sandbox's limits (defaults: ruvector_dag_wasm::Limits::default()).
 pub static PLUGIN_FUEL: GucSetting<f64> = GucSetting::<f64>::new(50_000_000.0);
@@ -376,6 +377,16 @@ fn register_server() {
         c"When it is full the oldest trajectories are dropped and counted (ruvector_dag_status: ring_dropped).",
         &RING_SIZE_MB,
         1,
+        1024,
+        GucContext::Postmaster,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_model_cache",
+        c"Shared memory for the learned model's snapshot, in MiB, split between 2 databases (0: off).",
+        c"A session loads the model from here instead of reading ruvector_dag.learned_state; a model larger than its half is read from the table (ruvector_dag_status: model_cache).",
+        &MODEL_CACHE_MB,
+        0,
         1024,
         GucContext::Postmaster,
         GucFlags::UNIT_MB,

@@ -276,6 +276,35 @@ pub fn load_unless(
     Ok((version, Some((opt, holding))))
 }
 
+/// [`load_unless`] (without the pending trajectories) from the model cache in shared memory,
+/// when it holds this database's model: no query. None: not cached (read the table).
+pub fn load_cached(
+    held: Option<i64>,
+) -> Option<Result<(i64, Option<(Optimizer, book::Holding)>), String>> {
+    // SAFETY: catalog lookups by name (the syscache; no table is read).
+    let table = unsafe {
+        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            return None;
+        }
+        pg_sys::get_relname_relid(c"learned_state".as_ptr(), ns).to_u32()
+    };
+    if table == 0 {
+        return None;
+    }
+    let db = crate::database();
+    let (version, bytes) = crate::model_cache::read(db, table, held)?;
+    let Some(bytes) = bytes else {
+        return Some(Ok((version, None)));
+    };
+    Some(load(Some(&bytes)).map(|opt| {
+        (
+            version,
+            Some((opt, book::Holding::loaded(db, table, version))),
+        )
+    }))
+}
+
 /// Trajectories a light cycle may leave pending (stored beside the snapshot, in the `pending`
 /// column) before it trains anyway.
 const LIGHT_CYCLE_MAX_PENDING: usize = 256;
@@ -421,6 +450,12 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
                 holding,
             })
         });
+    }
+    // A cached model that is not the table's version (written around the extension's
+    // functions) is dropped: sessions read the table until the next write.
+    if stored_version != 0 {
+        let table = LEARNER.with(|l| l.borrow().as_ref().map_or(0, |l| l.holding.table));
+        crate::model_cache::check(crate::database(), table, stored_version);
     }
     // If this transaction fails after the learner changed, start again from the table.
     register_xact_callback(PgXactCallbackEvent::Abort, || {
@@ -724,8 +759,9 @@ fn persist(
         .map(|a| a.0.clone())
         .collect::<Vec<_>>()
         .join("|");
+    let db = crate::database();
     Spi::connect_mut(|c| {
-        let version = c
+        let row = c
             .update(
                 "INSERT INTO ruvector_dag.learned_state AS s \
                    (id, version, snapshot, pending, arms, trajectories, cycles, updated_at) \
@@ -733,13 +769,18 @@ fn persist(
                  ON CONFLICT (id) DO UPDATE SET version = s.version + 1, snapshot = $1, \
                    pending = $4, arms = $2, trajectories = s.trajectories + $3, \
                    cycles = s.cycles + 1, updated_at = now() \
-                 RETURNING version",
+                 RETURNING version, tableoid",
                 Some(1),
                 &[snapshot.into(), arms.into(), drained.into(), pending.into()],
             )?
-            .first()
-            .get::<i64>(1)?
-            .unwrap_or(0);
+            .first();
+        let version = row.get::<i64>(1)?.unwrap_or(0);
+        let table = row.get::<pg_sys::Oid>(2)?.map_or(0, |o| o.to_u32());
+        // Sessions load the model from shared memory once this commits.
+        let model = snapshot.to_vec();
+        register_xact_callback(PgXactCallbackEvent::Commit, move || {
+            crate::model_cache::publish(db, table, version, &model)
+        });
         if let Some(patterns) = patterns {
             c.update("DELETE FROM ruvector_dag.patterns", None, &[])?;
             // One statement for all patterns (there may be thousands each cycle).

@@ -32,6 +32,7 @@ pub mod explorer;
 pub mod guc;
 pub mod hooks;
 pub mod learner;
+pub mod model_cache;
 pub mod plan;
 pub mod plantree;
 pub mod plugins;

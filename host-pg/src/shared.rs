@@ -239,6 +239,7 @@ unsafe extern "C-unwind" fn on_request() {
     pg_sys::RequestAddinShmemSpace(total_size());
     pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
     crate::book::on_request();
+    crate::model_cache::on_request();
 }
 
 #[pgrx::pg_guard]
@@ -311,6 +312,7 @@ unsafe extern "C-unwind" fn on_startup() {
     }
     SHARED = p;
     crate::book::on_startup();
+    crate::model_cache::on_startup();
     pg_sys::LWLockRelease(init_lock);
 }
 

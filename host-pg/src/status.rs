@@ -217,6 +217,26 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         Ok(None) => put("learned_version", "0 (nothing learned yet)".into()),
         Err(e) => put("learned_version", format!("not readable: {e}")),
     }
+    put(
+        "model_cache",
+        match crate::model_cache::stats(crate::database()) {
+            None => "off (ruvector.dag_model_cache = 0, or not preloaded)".into(),
+            Some((mine, too_large, capacity)) => {
+                let here = match mine {
+                    Some((v, bytes, hits)) if v != 0 => {
+                        format!("version {v}, {bytes} bytes, {hits} loads from it")
+                    }
+                    Some((_, _, hits)) => {
+                        format!("nothing usable cached ({hits} loads from it before)")
+                    }
+                    None => "this database has no slot".into(),
+                };
+                format!(
+                    "{here}; {capacity} bytes per database; {too_large} models too large for it"
+                )
+            }
+        },
+    );
     TableIterator::new(rows)
 }
 

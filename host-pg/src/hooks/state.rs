@@ -144,25 +144,26 @@ pub(super) fn ready() -> Result<(), String> {
 }
 
 pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
-    // SAFETY: reads a backend-local flag.
-    if !unsafe { pg_sys::ActiveSnapshotSet() } {
-        return Err("no active snapshot to read ruvector_dag.learned_state with".into());
-    }
-    let _busy = Busy::enter();
-    let (version, loaded) = crate::guarded(|| {
-        learner::load_unless(
-            BACKEND.with(|b| {
-                b.borrow()
-                    .loaded
-                    .as_ref()
-                    // A copy adopted before its commit (a reset, an import) is loaded again once,
-                    // so that it knows its table and uses the shared evidence book.
-                    .filter(|l| *l.arms == *arms && l.holding.table != 0)
-                    .map(|l| l.version)
-            }),
-            false,
-        )
-    })?;
+    let held = BACKEND.with(|b| {
+        b.borrow()
+            .loaded
+            .as_ref()
+            // A copy adopted before its commit (a reset, an import) is loaded again once, so
+            // that it knows its table and uses the shared evidence book.
+            .filter(|l| *l.arms == *arms && l.holding.table != 0)
+            .map(|l| l.version)
+    });
+    let (version, loaded) = match learner::load_cached(held) {
+        Some(r) => r?,
+        None => {
+            // SAFETY: reads a backend-local flag.
+            if !unsafe { pg_sys::ActiveSnapshotSet() } {
+                return Err("no active snapshot to read ruvector_dag.learned_state with".into());
+            }
+            let _busy = Busy::enter();
+            crate::guarded(|| learner::load_unless(held, false))?
+        }
+    };
     if let Some((opt, holding)) = loaded {
         adopt(opt, version, seen, holding);
     }

@@ -117,3 +117,34 @@ fn reset_of_one_table_forgets_only_its_statements() {
     let d = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
     assert!(!d.contains("similarity 1.000"), "{d}");
 }
+
+#[pg_test]
+fn the_model_cache_holds_the_newest_version_of_its_table_only() {
+    setup();
+    use crate::model_cache::{check, publish, read, stats};
+    // A table OID no test's learned state has: the tests' own loads never find these bytes.
+    let (db, table) = (crate::database(), 4_000_000_001u32);
+    let (_, _, capacity) = stats(db).expect("the cache is on by default");
+    publish(db, table, 5, b"model five");
+    assert_eq!(read(db, table, None), Some((5, Some(b"model five".to_vec()))));
+    assert_eq!(read(db, table, Some(5)), Some((5, None)), "held: no copy");
+    assert_eq!(read(db, table + 1, None), None, "another table (the extension re-created)");
+    // An older writer committing late does not overwrite a newer version.
+    publish(db, table, 4, b"model four");
+    assert_eq!(read(db, table, None).map(|r| r.0), Some(5));
+    publish(db, table, 6, b"model six");
+    assert_eq!(read(db, table, None), Some((6, Some(b"model six".to_vec()))));
+    // The learner read another version from the table: the slot is emptied.
+    check(db, table, 6);
+    assert!(read(db, table, None).is_some());
+    check(db, table, 7);
+    assert_eq!(read(db, table, None), None);
+    // A model larger than a slot is not cached, and leaves no older version behind.
+    publish(db, table, 8, b"model eight");
+    let before = stats(db).unwrap().1;
+    publish(db, table, 9, &vec![1u8; capacity + 1]);
+    assert_eq!(read(db, table, None), None);
+    assert_eq!(stats(db).unwrap().1, before + 1);
+    let shown = status("model_cache");
+    assert!(shown.contains("models too large"), "{shown}");
+}
