@@ -281,14 +281,7 @@ pub fn load_unless(
 pub fn load_cached(
     held: Option<i64>,
 ) -> Option<Result<(i64, Option<(Optimizer, book::Holding)>), String>> {
-    // SAFETY: catalog lookups by name (the syscache; no table is read).
-    let table = unsafe {
-        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
-        if ns == pg_sys::InvalidOid {
-            return None;
-        }
-        pg_sys::get_relname_relid(c"learned_state".as_ptr(), ns).to_u32()
-    };
+    let table = crate::extension_relid(c"learned_state");
     if table == 0 {
         return None;
     }

@@ -69,6 +69,19 @@ pub extern "C-unwind" fn _PG_init() {
     }
 }
 
+/// The OID of the extension's table `name` (in schema `ruvector_dag`), 0 when it is not there
+/// (the extension is not installed in this database). A syscache lookup: no table is read.
+pub(crate) fn extension_relid(name: &std::ffi::CStr) -> u32 {
+    // SAFETY: catalog lookups by name, in a transaction (the callers plan or run SQL).
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            return 0;
+        }
+        pg_sys::get_relname_relid(name.as_ptr(), ns).to_u32()
+    }
+}
+
 /// ERROR unless the library was preloaded, naming the fix.
 pub(crate) fn require_preload(what: &str) {
     if !shared::available() || !hooks::installed() {

@@ -136,14 +136,7 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
 /// The OID of `ruvector_dag.enabled_tables`, 0 when the extension is not installed in this
 /// database.
 pub(super) fn enabled_tables_oid() -> u32 {
-    // SAFETY: catalog lookup by name.
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
-        if ns == pg_sys::InvalidOid {
-            return 0;
-        }
-        pg_sys::get_relname_relid(c"enabled_tables".as_ptr(), ns).to_u32()
-    }
+    crate::extension_relid(c"enabled_tables")
 }
 
 /// Relations a query reads, including subqueries and CTEs in its range table.
