@@ -177,6 +177,18 @@ grep -q "volatile function" <<<"$reason" || fail "the reason does not say the vo
 echo "  ok"
 
 echo "==> 5. kill -9 of the explorer"
+# Step 3 added a column to orders and analysed it again: the join's plan (ANALYZE samples)
+# may now be another shape, which the explorer verifies first. What the kill must not lose is
+# a plan verified and applied before it.
+for n in $(seq 1 10); do
+  out=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c "$Q" \
+    -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_decision'")
+  grep -q '^rule verified' <<<"$out" && break
+  sleep 2
+done
+grep -q '^rule verified' <<<"$out" || fail "the join's verified plan is not applied before the kill: $(tr '\n' ' ' <<<"$out")"
+# The learner keeps the shared book on disk in its next cycle (every second while runs wait).
+sleep 3
 version=$(status learned_version)
 pid=$(status explorer_pid)
 ((pid > 0)) || fail "no explorer pid"
