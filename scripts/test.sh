@@ -95,7 +95,7 @@ step "the workload harness at a small scale: runs end to end and writes a well-f
 # The extension demo.sh --check installed above serves (a debug build: --no-install).
 rm -rf target/harness-test
 cargo run -q --locked -p ruvector-dag-tests --bin harness -- --no-install --scale 0.01 --rounds 2 \
-  --pgbench-seconds 1 --out target/harness-test
+  --pgbench-seconds 1 --pgbench-rounds 2 --out target/harness-test
 python3 - target/harness-test <<'PY'
 import json, sys
 d = sys.argv[1]
@@ -109,7 +109,10 @@ modes = {e["mode"] for e in r["executions"]}
 assert modes == {"stock", "learn", "frozen", "oracle"}, modes
 assert len(r["executions"]) == 2 * 4 * (22 + 6), len(r["executions"])
 assert all(e["ms"] > 0 for e in r["executions"]), "an execution without a time"
-assert r["pgbench"] and all(len(v) == 3 for v in r["pgbench"]["tps"].values()), r["pgbench"]
+p = r["pgbench"]
+assert p and len(p["tps"]) == 4 and all(len(v) == 2 for v in p["tps"].values()), p
+assert [x["mode"] for x in p["ratios"]] == ["observe", "learn", "learn, tables not enabled"], p["ratios"]
+assert all(x["low"] <= x["mean"] <= x["high"] and len(x["per_round"]) == 2 for x in p["ratios"]), p["ratios"]
 assert not r["crashes_in_server_log"], r["crashes_in_server_log"]
 html = open(f"{d}/report.html").read()
 assert html.count("<svg") == 4 and html.rstrip().endswith("</html>") and "http" not in html.replace("http://www.w3.org", ""), "report.html"

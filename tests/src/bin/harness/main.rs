@@ -37,6 +37,8 @@ const USAGE: &str = "usage: harness [options]
   --warmup N           warm-up rounds (default rounds / 2)
   --workloads LIST     tpch,correlated (default both)
   --pgbench-seconds N  seconds per pgbench run (default 10; 0 skips pgbench)
+  --pgbench-rounds N   pgbench rounds, each mode once per round in a rotating order
+                       (default 6); ratios to off are per round, their spread printed
   --timeout-s N        statement cap for stock / learn / frozen runs (default 300)
   --seed N             constants' seed (default 1)
   --sessions per-round|per-query
@@ -55,6 +57,7 @@ struct Args {
     warmup: Option<u32>,
     workloads: Vec<String>,
     pgbench_seconds: u32,
+    pgbench_rounds: u32,
     timeout_s: u64,
     seed: u64,
     out: PathBuf,
@@ -72,6 +75,7 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
         warmup: None,
         workloads: vec!["tpch".into(), "correlated".into()],
         pgbench_seconds: 10,
+        pgbench_rounds: 6,
         timeout_s: 300,
         seed: 1,
         out: repo.join("target").join("harness"),
@@ -125,6 +129,14 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
             "--pgbench-seconds" => {
                 let v = value("a number")?;
                 a.pgbench_seconds = v.parse().map_err(|_| num_err(&v, "a number of seconds"))?;
+            }
+            "--pgbench-rounds" => {
+                let v = value("a number")?;
+                a.pgbench_rounds = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 2)
+                    .ok_or_else(|| num_err(&v, "a round count >= 2"))?;
             }
             "--timeout-s" => {
                 let v = value("a number")?;
@@ -452,7 +464,7 @@ fn start_cluster(repo: &Path, a: &Args) -> Result<(Cluster, Vec<String>, String)
     }
     let mut dbs: Vec<&str> = a.workloads.iter().map(String::as_str).collect();
     if a.pgbench_seconds > 0 {
-        dbs.push("pgbench");
+        dbs.extend(PGBENCH_DBS);
     }
     let settings = vec![
         "shared_buffers = 2GB".to_string(),
@@ -689,56 +701,78 @@ fn write_report(out: &Path, rep: &report::Report) -> Result<(), String> {
     Ok(())
 }
 
-/// pgbench select-only with the extension off / observe / learn, interleaved, three runs each.
+/// pgbench's databases: its tables enabled for learning in the first, not in the second
+/// (the extension created in both).
+const PGBENCH_DBS: [&str; 2] = ["pgbench", "pgbench_plain"];
+
+/// pgbench select-only: off, observe and learn on its tables enabled for learning, and learn
+/// where they are not; `--pgbench-rounds` rounds, each mode once per round in a rotating
+/// order. Each mode's ratio to off is taken per round (against that round's off run, minutes
+/// apart at most), so the machine's drift between rounds cancels; the spread of those ratios
+/// is the figure's own error.
 fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
     let scale = ((a.scale * 10.0).round() as u32).clamp(1, 100);
     let clients = 2u32;
-    let reps: u32 = 3;
+    let rounds = a.pgbench_rounds;
     let s = spinner(&format!("==> pgbench: initialising scale {scale}"));
     let host = cluster.dir.display().to_string();
     let port = cluster.port.to_string();
     let base = |cmd: &mut Command| {
         cmd.args(["-h", &host, "-p", &port, "-U", "postgres"]);
     };
-    let mut init = Command::new(cluster::pg_bin().join("pgbench"));
-    base(&mut init);
-    init.args(["-i", "-q", "-s", &scale.to_string(), "pgbench"]);
-    let out = init.output().map_err(|e| format!("pgbench -i: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "pgbench -i failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    enable(
-        cluster,
-        &Workload {
-            name: "pgbench".into(),
-            templates: Vec::new(),
-            tables: vec![
+    for (i, db) in PGBENCH_DBS.iter().enumerate() {
+        let mut init = Command::new(cluster::pg_bin().join("pgbench"));
+        base(&mut init);
+        init.args(["-i", "-q", "-s", &scale.to_string(), db]);
+        let out = init.output().map_err(|e| format!("pgbench -i: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pgbench -i {db} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let tables = if i == 0 {
+            vec![
                 "pgbench_accounts",
                 "pgbench_branches",
                 "pgbench_tellers",
                 "pgbench_history",
-            ],
-        },
-    )?;
+            ]
+        } else {
+            Vec::new()
+        };
+        enable(
+            cluster,
+            &Workload {
+                name: (*db).into(),
+                templates: Vec::new(),
+                tables,
+            },
+        )?;
+    }
     s.finish_and_clear();
+    // (label, database, ruvector.dag_mode)
+    let modes: [(&str, &str, &str); 4] = [
+        ("off", PGBENCH_DBS[0], "off"),
+        ("observe", PGBENCH_DBS[0], "observe"),
+        ("learn", PGBENCH_DBS[0], "learn"),
+        (report::LEARN_NOT_ENABLED, PGBENCH_DBS[1], "learn"),
+    ];
     println!(
-        "==> pgbench -S (scale {scale}): off / observe / learn, {reps} runs each of {} s, interleaved",
+        "==> pgbench -S (scale {scale}, {clients} clients): {} modes x {rounds} rounds of {} s, interleaved",
+        modes.len(),
         a.pgbench_seconds
     );
-    let bar = ProgressBar::new(u64::from(reps) * 3).with_style(
+    let bar = ProgressBar::new(u64::from(rounds) * modes.len() as u64).with_style(
         ProgressStyle::with_template("    [{bar:30}] {pos}/{len} {msg}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
     let mut tps: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for rep in 0..reps {
-        let modes = ["off", "observe", "learn"];
-        for k in 0..3 {
-            let mode = modes[(k + rep as usize) % 3];
-            bar.set_message(mode);
+    for round in 0..rounds as usize {
+        for k in 0..modes.len() {
+            let (label, db, mode) = modes[(k + round) % modes.len()];
+            bar.set_message(label);
             let mut cmd = Command::new(cluster::pg_bin().join("pgbench"));
             base(&mut cmd);
             cmd.env("PGOPTIONS", format!("-c ruvector.dag_mode={mode}"))
@@ -751,13 +785,13 @@ fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
                     &clients.to_string(),
                     "-T",
                     &a.pgbench_seconds.to_string(),
-                    "pgbench",
+                    db,
                 ]);
             let out = cmd.output().map_err(|e| format!("pgbench: {e}"))?;
             let text = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
                 return Err(format!(
-                    "pgbench -S ({mode}) failed: {}{}",
+                    "pgbench -S ({label}) failed: {}{}",
                     text,
                     String::from_utf8_lossy(&out.stderr)
                 ));
@@ -767,29 +801,13 @@ fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
                 .find(|l| l.starts_with("tps = "))
                 .and_then(|l| l.split_whitespace().nth(2))
                 .and_then(|v| v.parse::<f64>().ok())
-                .ok_or_else(|| format!("pgbench ({mode}) printed no tps line:\n{text}"))?;
-            tps.entry(mode.to_string()).or_default().push(t);
+                .ok_or_else(|| format!("pgbench ({label}) printed no tps line:\n{text}"))?;
+            tps.entry(label.to_string()).or_default().push(t);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let off = median(&tps["off"]);
-    let r = report::Pgbench {
-        scale,
-        seconds: a.pgbench_seconds,
-        clients,
-        observe_vs_off: median(&tps["observe"]) / off,
-        learn_vs_off: median(&tps["learn"]) / off,
-        tps,
-    };
-    println!(
-        "    pgbench: observe/off {:.3}, learn/off {:.3}",
-        r.observe_vs_off, r.learn_vs_off
-    );
+    let r = report::Pgbench::from_runs(scale, a.pgbench_seconds, clients, tps)?;
+    println!("{}", r.summary_line());
     Ok(r)
 }

@@ -256,15 +256,120 @@ pub fn summarize(
     }
 }
 
+/// pgbench's label for learn mode on tables not enabled for learning.
+pub const LEARN_NOT_ENABLED: &str = "learn, tables not enabled";
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Pgbench {
     pub scale: u32,
     pub seconds: u32,
     pub clients: u32,
-    /// TPS of each repetition, by mode (off, observe, learn), interleaved.
+    /// TPS of each round, by mode (off, observe, learn, learn on tables not enabled).
     pub tps: BTreeMap<String, Vec<f64>>,
-    pub observe_vs_off: f64,
-    pub learn_vs_off: f64,
+    /// Each mode but off against off, from the per-round ratios.
+    pub ratios: Vec<Ratio>,
+}
+
+/// One mode's TPS against off's: the geometric mean of the per-round ratios and its 95 %
+/// confidence interval (Student's t on the logarithms, rounds taken as independent).
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratio {
+    pub mode: String,
+    pub per_round: Vec<f64>,
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Student's t, two-sided 95 %, for 1..=30 degrees of freedom (beyond: 1.96).
+fn t95(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
+}
+
+impl Ratio {
+    /// `mode`'s runs against `off`'s, round by round (the same number of rounds, >= 2).
+    pub fn per_round(mode: &str, runs: &[f64], off: &[f64]) -> Result<Ratio, String> {
+        if runs.len() != off.len() || runs.len() < 2 {
+            return Err(format!(
+                "pgbench {mode}: {} runs against {} of off (want the same number, >= 2)",
+                runs.len(),
+                off.len()
+            ));
+        }
+        if let Some(bad) = runs
+            .iter()
+            .chain(off)
+            .find(|t| !(t.is_finite() && **t > 0.0))
+        {
+            return Err(format!("pgbench {mode}: a run measured {bad} TPS"));
+        }
+        let per_round: Vec<f64> = runs.iter().zip(off).map(|(r, o)| r / o).collect();
+        let logs: Vec<f64> = per_round.iter().map(|r| r.ln()).collect();
+        let n = logs.len() as f64;
+        let mean = logs.iter().sum::<f64>() / n;
+        let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let half = t95(logs.len() - 1) * (var / n).sqrt();
+        Ok(Ratio {
+            mode: mode.to_string(),
+            per_round,
+            mean: mean.exp(),
+            low: (mean - half).exp(),
+            high: (mean + half).exp(),
+        })
+    }
+
+    /// "learn/off 0.981 (95 % 0.962-1.001)".
+    pub fn text(&self) -> String {
+        format!(
+            "{}/off {:.3} (95 % {:.3}-{:.3})",
+            self.mode, self.mean, self.low, self.high
+        )
+    }
+}
+
+impl Pgbench {
+    /// The figures of the runs `tps` (by mode, one per round; "off" among them).
+    pub fn from_runs(
+        scale: u32,
+        seconds: u32,
+        clients: u32,
+        tps: BTreeMap<String, Vec<f64>>,
+    ) -> Result<Pgbench, String> {
+        let off = tps
+            .get("off")
+            .ok_or("pgbench: no run with the extension off")?;
+        let mut ratios = Vec::new();
+        for mode in ["observe", "learn", LEARN_NOT_ENABLED] {
+            if let Some(runs) = tps.get(mode) {
+                ratios.push(Ratio::per_round(mode, runs, off)?);
+            }
+        }
+        Ok(Pgbench {
+            scale,
+            seconds,
+            clients,
+            tps,
+            ratios,
+        })
+    }
+
+    /// One line of every ratio.
+    pub fn summary_line(&self) -> String {
+        let rounds = self.tps.get("off").map_or(0, Vec::len);
+        let parts: Vec<String> = self.ratios.iter().map(Ratio::text).collect();
+        format!(
+            "    pgbench -S (scale {}, {} clients, {rounds} interleaved rounds of {} s): {}",
+            self.scale,
+            self.clients,
+            self.seconds,
+            parts.join(", ")
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -574,11 +679,7 @@ pub fn terminal(r: &Report) -> String {
         r.explorer_ms_by_round.iter().sum::<f64>() / 1000.0
     );
     if let Some(p) = &r.pgbench {
-        let _ = writeln!(
-            s,
-            "\npgbench -S (scale {}, {} clients, {} s per run): observe/off {:.3}, learn/off {:.3}",
-            p.scale, p.clients, p.seconds, p.observe_vs_off, p.learn_vs_off
-        );
+        let _ = writeln!(s, "\n{}", p.summary_line().trim_start());
     }
     let _ = writeln!(
         s,
@@ -634,8 +735,12 @@ planning + execution from EXPLAIN (ANALYZE, TIMING OFF).</p>",
     if let Some(p) = &r.pgbench {
         let _ = write!(
             h,
-            "<h2>pgbench</h2><p><code>pgbench -S</code>, scale {}, {} clients, {} s per run, modes interleaved: observe / off = <b>{:.3}</b>, learn / off = <b>{:.3}</b></p><table><tr><th>mode</th><th>TPS per run</th></tr>",
-            p.scale, p.clients, p.seconds, p.observe_vs_off, p.learn_vs_off
+            "<h2>pgbench</h2><p><code>pgbench -S</code>, scale {}, {} clients, {} s per run, each mode once per round in a rotating order; \
+ratios to off per round, their geometric mean and 95 % interval: <b>{}</b></p><table><tr><th>mode</th><th>TPS per round</th></tr>",
+            p.scale,
+            p.clients,
+            p.seconds,
+            esc(&p.ratios.iter().map(Ratio::text).collect::<Vec<_>>().join(", "))
         );
         for (m, v) in &p.tps {
             let runs: Vec<String> = v.iter().map(|t| format!("{t:.0}")).collect();
@@ -719,4 +824,36 @@ planning + execution from EXPLAIN (ANALYZE, TIMING OFF).</p>",
     }
     h.push_str("</ul><p>All executions are in report.json.</p></body></html>\n");
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_ratios_are_taken_per_round_so_drift_cancels() {
+        // The machine doubles its speed between rounds; learn is 2 % slower in each.
+        let off = [100.0, 200.0, 400.0, 800.0];
+        let learn: Vec<f64> = off.iter().map(|t| t * 0.98).collect();
+        let r = Ratio::per_round("learn", &learn, &off).unwrap();
+        assert!((r.mean - 0.98).abs() < 1e-9, "{r:?}");
+        assert!((r.high - r.low).abs() < 1e-9, "no spread: {r:?}");
+        // A noisy mode: its interval holds the mean and widens with the noise.
+        let noisy = [99.0, 206.0, 388.0, 812.0];
+        let n = Ratio::per_round("observe", &noisy, &off).unwrap();
+        assert!(n.low < n.mean && n.mean < n.high, "{n:?}");
+        let noisier = [90.0, 220.0, 360.0, 880.0];
+        let m = Ratio::per_round("observe", &noisier, &off).unwrap();
+        assert!(m.high - m.low > n.high - n.low, "{m:?} vs {n:?}");
+    }
+
+    #[test]
+    fn pgbench_ratios_refuse_runs_that_do_not_pair() {
+        assert!(Ratio::per_round("learn", &[1.0, 2.0], &[1.0]).is_err());
+        assert!(Ratio::per_round("learn", &[1.0], &[1.0]).is_err());
+        assert!(Ratio::per_round("learn", &[1.0, 0.0], &[1.0, 1.0]).is_err());
+        let mut tps = BTreeMap::new();
+        tps.insert("learn".to_string(), vec![1.0, 2.0]);
+        assert!(Pgbench::from_runs(1, 1, 2, tps).is_err(), "no off runs");
+    }
 }
