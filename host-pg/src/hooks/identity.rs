@@ -40,19 +40,28 @@ pub(super) struct Planned {
 /// the evidence, the candidates and the harness's oracle, and sees no estimates): two plannings
 /// of one shape with other constants differ here, so a copy is matched to its own planning.
 pub(super) unsafe fn copy_identity(stmt: *mut pg_sys::PlannedStmt) -> u64 {
-    let mut bytes: Vec<u8> = Vec::with_capacity(128);
-    let mut put = |x: u64| bytes.extend_from_slice(&x.to_le_bytes());
+    // Every planning in scope computes this: words mixed as they are read, nothing allocated.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut put = |x: u64| {
+        h = (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 32;
+    };
     put((*stmt).commandType as u64);
     // uint64 before PostgreSQL 18, int64 from 18 on: its bits either way.
     put(u64::from_ne_bytes((*stmt).queryId.to_ne_bytes()));
-    let mut nodes = vec![(*stmt).planTree];
-    if !(*stmt).planTree.is_null() {
-        nodes.push((*(*stmt).planTree).lefttree);
-        nodes.push((*(*stmt).planTree).righttree);
-    }
-    for p in nodes {
+    let top = (*stmt).planTree;
+    let nodes = if top.is_null() {
+        [top, std::ptr::null_mut(), std::ptr::null_mut()]
+    } else {
+        [top, (*top).lefttree, (*top).righttree]
+    };
+    for (i, p) in nodes.into_iter().enumerate() {
         if p.is_null() {
+            // A missing top node is the whole identity's end (as before: one word for it).
             put(0);
+            if i == 0 {
+                break;
+            }
             continue;
         }
         put((*p).type_ as u64);
@@ -61,13 +70,17 @@ pub(super) unsafe fn copy_identity(stmt: *mut pg_sys::PlannedStmt) -> u64 {
         put((*p).plan_rows.to_bits());
         put((*p).plan_width as u64);
     }
-    for rte in list_ptrs::<pg_sys::RangeTblEntry>((*stmt).rtable) {
-        if !rte.is_null() {
-            put((*rte).rtekind as u64);
-            put(u64::from((*rte).relid.to_u32()));
+    let rtable = (*stmt).rtable;
+    if !rtable.is_null() {
+        for i in 0..(*rtable).length as usize {
+            let rte = (*(*rtable).elements.add(i)).ptr_value as *mut pg_sys::RangeTblEntry;
+            if !rte.is_null() {
+                put((*rte).rtekind as u64);
+                put(u64::from((*rte).relid.to_u32()));
+            }
         }
     }
-    ruvector_dag_core::rng::fnv1a64(&bytes).max(1)
+    h.max(1)
 }
 
 /// Remember `p` for the executor hooks (the oldest of [`REMEMBERED`] is forgotten), with the
@@ -105,6 +118,8 @@ pub(super) fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Remembe
         let mut b = b.borrow_mut();
         let b = &mut *b;
         let (found, copy) = if let Some(p) = b.planned.iter().rev().find(|p| same(p)) {
+            // Planned in scope without a decision (too cheap, say): nothing to time or observe.
+            p.decision.as_ref()?;
             (p.clone(), false)
         } else {
             if b.planned.is_empty() && b.adopted.is_empty() {

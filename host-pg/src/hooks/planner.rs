@@ -65,10 +65,46 @@ pub(super) enum Outcome {
     /// A decision, and the arm whose plan the statement got.
     Decided(Rc<Decision>, u8),
     /// No decision, and why.
-    Passed(String),
+    Passed(Why),
 }
 
-pub(super) fn passed(why: impl Into<String>) {
+/// Why a statement got no decision, put into words only when someone asks
+/// (`ruvector_dag_compare_json`): most statements a hook passes are cheap ones, and formatting
+/// a sentence for each cost pgbench -S about as much as the rest of the hooks.
+#[derive(Clone)]
+pub(super) enum Why {
+    Said(&'static str),
+    Told(String),
+    /// The default plan's cost was below `ruvector.dag_replan_min_cost`.
+    BelowMinCost { cost: f64, min: f64 },
+}
+
+impl From<&'static str> for Why {
+    fn from(s: &'static str) -> Why {
+        Why::Said(s)
+    }
+}
+
+impl From<String> for Why {
+    fn from(s: String) -> Why {
+        Why::Told(s)
+    }
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Said(s) => f.write_str(s),
+            Why::Told(s) => f.write_str(s),
+            Why::BelowMinCost { cost, min } => write!(
+                f,
+                "the default plan's cost ({cost:.1}) is below ruvector.dag_replan_min_cost ({min})"
+            ),
+        }
+    }
+}
+
+pub(super) fn passed(why: impl Into<Why>) {
     OUTCOME.with(|o| *o.borrow_mut() = Some(Outcome::Passed(why.into())));
 }
 
@@ -200,7 +236,7 @@ pub(super) fn remember(
 /// An in-scope statement planned without a decision: remembered as such, so that the
 /// executor does not take it (or the plan cache's copy of it) for an earlier statement of the
 /// same shape that had one. `why` is what `ruvector_dag_compare_json` reports.
-pub(super) fn pass_in_scope(stmt: *mut pg_sys::PlannedStmt, why: String) {
+pub(super) fn pass_in_scope(stmt: *mut pg_sys::PlannedStmt, why: impl Into<Why>) {
     passed(why);
     let planned = Planned {
         stmt: stmt as usize,
@@ -264,15 +300,9 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     };
     let default = call_planner(parse, query_string, cursor_options, params);
     // Statements this cheap are never re-planned, so there is nothing to decide or learn.
-    let cost = (*(*default).planTree).total_cost;
-    if cost < guc::REPLAN_MIN_COST.get() {
-        pass_in_scope(
-            default,
-            format!(
-                "the default plan's cost ({cost:.1}) is below ruvector.dag_replan_min_cost ({})",
-                guc::REPLAN_MIN_COST.get()
-            ),
-        );
+    let (cost, min) = ((*(*default).planTree).total_cost, guc::REPLAN_MIN_COST.get());
+    if cost < min {
+        pass_in_scope(default, Why::BelowMinCost { cost, min });
         return default;
     }
     let dag = match dag_from_plan(default) {
@@ -573,7 +603,7 @@ pub(crate) fn compare(query: &str) -> serde_json::Value {
             });
             (decision, learned, note)
         }
-        Some(Outcome::Passed(why)) => (serde_json::Value::Null, hooked, Some(why)),
+        Some(Outcome::Passed(why)) => (serde_json::Value::Null, hooked, Some(why.to_string())),
         None => (
             serde_json::Value::Null,
             hooked,
