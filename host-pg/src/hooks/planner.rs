@@ -76,7 +76,10 @@ pub(super) enum Why {
     Said(&'static str),
     Told(String),
     /// The default plan's cost was below `ruvector.dag_replan_min_cost`.
-    BelowMinCost { cost: f64, min: f64 },
+    BelowMinCost {
+        cost: f64,
+        min: f64,
+    },
 }
 
 impl From<&'static str> for Why {
@@ -300,7 +303,10 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     };
     let default = call_planner(parse, query_string, cursor_options, params);
     // Statements this cheap are never re-planned, so there is nothing to decide or learn.
-    let (cost, min) = ((*(*default).planTree).total_cost, guc::REPLAN_MIN_COST.get());
+    let (cost, min) = (
+        (*(*default).planTree).total_cost,
+        guc::REPLAN_MIN_COST.get(),
+    );
     if cost < min {
         pass_in_scope(default, Why::BelowMinCost { cost, min });
         return default;
