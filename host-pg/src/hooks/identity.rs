@@ -50,34 +50,25 @@ pub(super) unsafe fn copy_identity(stmt: *mut pg_sys::PlannedStmt) -> u64 {
     // uint64 before PostgreSQL 18, int64 from 18 on: its bits either way.
     put(u64::from_ne_bytes((*stmt).queryId.to_ne_bytes()));
     let top = (*stmt).planTree;
-    let nodes = if top.is_null() {
-        [top, std::ptr::null_mut(), std::ptr::null_mut()]
+    if top.is_null() {
+        put(0);
     } else {
-        [top, (*top).lefttree, (*top).righttree]
-    };
-    for (i, p) in nodes.into_iter().enumerate() {
-        if p.is_null() {
-            // A missing top node is the whole identity's end (as before: one word for it).
-            put(0);
-            if i == 0 {
-                break;
+        for p in [top, (*top).lefttree, (*top).righttree] {
+            if p.is_null() {
+                put(0);
+                continue;
             }
-            continue;
+            put((*p).type_ as u64);
+            put((*p).startup_cost.to_bits());
+            put((*p).total_cost.to_bits());
+            put((*p).plan_rows.to_bits());
+            put((*p).plan_width as u64);
         }
-        put((*p).type_ as u64);
-        put((*p).startup_cost.to_bits());
-        put((*p).total_cost.to_bits());
-        put((*p).plan_rows.to_bits());
-        put((*p).plan_width as u64);
     }
-    let rtable = (*stmt).rtable;
-    if !rtable.is_null() {
-        for i in 0..(*rtable).length as usize {
-            let rte = (*(*rtable).elements.add(i)).ptr_value as *mut pg_sys::RangeTblEntry;
-            if !rte.is_null() {
-                put((*rte).rtekind as u64);
-                put(u64::from((*rte).relid.to_u32()));
-            }
+    for rte in list_ptrs::<pg_sys::RangeTblEntry>((*stmt).rtable) {
+        if !rte.is_null() {
+            put((*rte).rtekind as u64);
+            put(u64::from((*rte).relid.to_u32()));
         }
     }
     h.max(1)

@@ -73,8 +73,7 @@ pub(super) enum Outcome {
 /// a sentence for each cost pgbench -S about as much as the rest of the hooks.
 #[derive(Clone)]
 pub(super) enum Why {
-    Said(&'static str),
-    Told(String),
+    Text(std::borrow::Cow<'static, str>),
     /// The default plan's cost was below `ruvector.dag_replan_min_cost`.
     BelowMinCost {
         cost: f64,
@@ -82,23 +81,16 @@ pub(super) enum Why {
     },
 }
 
-impl From<&'static str> for Why {
-    fn from(s: &'static str) -> Why {
-        Why::Said(s)
-    }
-}
-
-impl From<String> for Why {
-    fn from(s: String) -> Why {
-        Why::Told(s)
+impl<T: Into<std::borrow::Cow<'static, str>>> From<T> for Why {
+    fn from(s: T) -> Why {
+        Why::Text(s.into())
     }
 }
 
 impl std::fmt::Display for Why {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Why::Said(s) => f.write_str(s),
-            Why::Told(s) => f.write_str(s),
+            Why::Text(s) => f.write_str(s),
             Why::BelowMinCost { cost, min } => write!(
                 f,
                 "the default plan's cost ({cost:.1}) is below ruvector.dag_replan_min_cost ({min})"

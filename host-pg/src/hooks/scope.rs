@@ -161,13 +161,18 @@ pub(crate) unsafe fn query_relations(q: *mut pg_sys::Query, out: &mut Vec<u32>, 
     }
 }
 
-pub(super) unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    (0..(*list).length as usize)
-        .map(|i| (*(*list).elements.add(i)).ptr_value as *mut T)
-        .collect()
+/// The pointers a PostgreSQL `List` holds, without copying them out.
+///
+/// # Safety
+/// `list` is null or a valid pointer list that outlives the iterator.
+pub(super) unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> impl Iterator<Item = *mut T> {
+    let n = if list.is_null() {
+        0
+    } else {
+        (*list).length as usize
+    };
+    // SAFETY: i < the list's length (the caller's contract).
+    (0..n).map(move |i| unsafe { (*(*list).elements.add(i)).ptr_value as *mut T })
 }
 
 /// The enabled tables `parse` reads (none: the statement is out of scope).
