@@ -7,8 +7,8 @@
 #      ever runs an untried plan (the session's last decision is never explore or trial), and
 #      the server log holds none of the explorer's statement text;
 #      The same kind of join PREPAREd and EXECUTEd with a bound parameter: explored the same way;
-#   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time);
-#      ruvector_dag_explorer_pause() stops it, resume lets it go on;
+#   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time, CPU waits);
+#      it runs at nice 19; ruvector_dag_explorer_pause() stops it, resume lets it go on;
 #   3. a statement the explorer cannot run any more (its role's permission revoked) is dropped
 #      with a counted reason, never retried, never an error in a user's session;
 #   4. statements it must not run are never queued: FOR UPDATE, a volatile function;
@@ -138,7 +138,13 @@ done
 [[ $(status shared_book_shapes) -gt 0 ]] || fail "status shows no shape in the shared book"
 echo "  ok: applied at execution $applied, learned state loaded once (backend_reloads ${reloads[0]}); $(status shared_book)"
 
-echo "==> 2. pause and resume"
+echo "==> 2. the explorer runs at the lowest CPU priority; pause and resume"
+epid=$(status explorer_pid)
+nice=$(ps -o ni= -p "$epid" | tr -d ' ')
+[[ $nice == 19 ]] || fail "the explorer (pid $epid) runs at nice '$nice', not 19"
+[[ $(status explorer_wait_ms) =~ ^[0-9]+$ && $(status explorer_contended) =~ ^[0-9]+$ ]] ||
+  fail "status does not count the explorer's CPU waits (explorer_wait_ms, explorer_contended)"
+echo "  explorer pid $epid at nice $nice; waited $(status explorer_wait_ms) ms for a CPU, $(status explorer_contended) runs contended"
 [[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()") == t ]] || fail "pause did not report a running explorer"
 [[ $(status explorer_paused) == true ]] || fail "status does not say paused"
 [[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_resume()") == t ]] || fail "resume did not report a paused explorer"

@@ -166,9 +166,14 @@ pub enum ExplorerCounter {
     Denied,
     /// Statements given back because the server stayed busy.
     Busy,
+    /// Microseconds its runs' processes (the explorer and its parallel workers) waited for a
+    /// CPU while other work had it (the kernel's run-queue delay; see `explorer::priority`).
+    WaitUs,
+    /// Runs not counted as evidence because they waited for a CPU too long.
+    Contended,
 }
 
-const EXPLORER_COUNTERS: usize = 9;
+const EXPLORER_COUNTERS: usize = 11;
 
 impl ExplorerCounter {
     pub const ALL: [ExplorerCounter; EXPLORER_COUNTERS] = [
@@ -181,6 +186,8 @@ impl ExplorerCounter {
         ExplorerCounter::Failed,
         ExplorerCounter::Denied,
         ExplorerCounter::Busy,
+        ExplorerCounter::WaitUs,
+        ExplorerCounter::Contended,
     ];
 
     /// Its name in `ruvector_dag_status()`.
@@ -195,6 +202,8 @@ impl ExplorerCounter {
             ExplorerCounter::Failed => "explorer_failed",
             ExplorerCounter::Denied => "explorer_denied",
             ExplorerCounter::Busy => "explorer_busy",
+            ExplorerCounter::WaitUs => "explorer_wait_ms",
+            ExplorerCounter::Contended => "explorer_contended",
         }
     }
 }

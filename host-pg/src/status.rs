@@ -150,7 +150,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         let counters = shared::explorer_counters(db);
         for (c, n) in shared::ExplorerCounter::ALL.iter().zip(counters) {
             let n = match c {
-                shared::ExplorerCounter::RunUs => n / 1000,
+                shared::ExplorerCounter::RunUs | shared::ExplorerCounter::WaitUs => n / 1000,
                 _ => n,
             };
             put(c.name(), n.to_string());

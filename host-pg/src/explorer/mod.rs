@@ -22,12 +22,15 @@
 //!
 //! It is paced by `ruvector.dag_explore_share` (after a run of t ms it waits t x (1 - share) /
 //! share), waits while as many client backends and their parallel workers are active as the
-//! machine has cores, and waits while `ruvector_dag_explorer_pause()` is in effect. A statement it cannot re-plan or
-//! re-run (a dropped table, a revoked permission, a changed search_path) is dropped with a
-//! counted reason and its shape never offered again until the server restarts; nothing it
-//! does is an error in a user's session. It keeps no query text beyond its queue slot.
+//! machine has cores, and waits while `ruvector_dag_explorer_pause()` is in effect. It and the
+//! parallel workers of its statements run at the lowest CPU priority, and a run that waited for
+//! a CPU too long is not evidence ([`priority`]). A statement it cannot re-plan or re-run (a
+//! dropped table, a revoked permission, a changed search_path) is dropped with a counted reason
+//! and its shape never offered again until the server restarts; nothing it does is an error in
+//! a user's session. It keeps no query text beyond its queue slot.
 
 pub mod offer;
+pub mod priority;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -128,6 +131,13 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     pg_sys::before_shmem_exit(Some(explorer_exit), pg_sys::Datum::from(db));
     let name = BackgroundWorker::get_extra();
     log!("ruvector_dag explorer: started, exploring for database \"{name}\"");
+    // Users' statements first: this process and its parallel workers run at the lowest
+    // priority (the workers lower their own, see `priority::worker_start`).
+    if let Err(e) = priority::lower() {
+        log!(
+            "ruvector_dag explorer: could not lower its scheduling priority ({e}); its runs compete with users' statements for the CPU"
+        );
+    }
     let mut recent: HashMap<u64, Instant> = HashMap::new();
     let mut last_error: Option<String> = None;
     while wait(Some(Duration::from_millis(500))) {
@@ -344,13 +354,27 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             // The default plan's time is not known yet: the session's own limit, at most 5 min.
             (_, None) => 300_000.0,
         };
+        let waited_before = waited(db);
+        let own_before = priority::run_delay_us();
         let t0 = Instant::now();
         shared::explorer_running(db, true);
         let ran = run(&offer, arm, timeout_ms, true);
         shared::explorer_running(db, false);
         let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if let (Some(a), Some(b)) = (own_before, priority::run_delay_us()) {
+            shared::count_explorer(db, ExplorerCounter::WaitUs, b.saturating_sub(a));
+        }
         shared::count_explorer(db, ExplorerCounter::Runs, 1);
         shared::count_explorer(db, ExplorerCounter::RunUs, (wall_ms * 1000.0) as u64);
+        // Held up by the users' work (it runs at the lowest priority): the time says how busy
+        // the server was, not how fast the plan is. Not evidence; tried again after the pause.
+        if ran.is_ok() && priority::contended(waited(db).saturating_sub(waited_before), wall_ms) {
+            shared::count_explorer(db, ExplorerCounter::Contended, 1);
+            if !pace(wall_ms) {
+                return Ok(Turn::Over);
+            }
+            continue;
+        }
         let (ms, plan, cut) = match ran {
             Ok(Ran::Done(ms, probed)) => (ms, probed.dag.shape_hash(), false),
             // The default plan cut short: the server is slower than it was; try another time.
@@ -453,6 +477,11 @@ fn record(db: u32, d: &Decision, relids: &[u32], ms: f32, kind: RunKind) -> Resu
         .ok_or("recording a background run: no learned state loaded")?
         .map_err(|e| format!("recording a background run: {e}"))?;
     shared::push(db, &bytes).map_err(|e| format!("pushing a background run to the ring: {e:?}"))
+}
+
+/// What the explorer of `db` and its parallel workers have waited for a CPU so far, us.
+fn waited(db: u32) -> u64 {
+    shared::explorer_counters(db)[ExplorerCounter::WaitUs as usize]
 }
 
 /// Wait `wall_ms` x (1 - share) / share after a run of `wall_ms` (at least 10 ms), and while

@@ -53,6 +53,9 @@ pub(super) unsafe extern "C-unwind" fn executor_start_hook(
     query_desc: *mut pg_sys::QueryDesc,
     eflags: i32,
 ) {
+    if pg_sys::ParallelWorkerNumber >= 0 {
+        crate::explorer::priority::worker_start();
+    }
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
     let (timed, node_timed, under_arm) = match planned_for(query_desc) {
         // node_timed implies timed (see `remember`). A plan cache copy runs many times: its
@@ -103,6 +106,9 @@ pub(super) unsafe extern "C-unwind" fn executor_start_hook(
 
 #[pg_guard]
 pub(super) unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys::QueryDesc) {
+    if pg_sys::ParallelWorkerNumber >= 0 {
+        crate::explorer::priority::worker_end();
+    }
     let started = RUNNING.with(|r| {
         let mut r = r.borrow_mut();
         let i = r.iter().position(|x| x.query_desc == query_desc as usize)?;

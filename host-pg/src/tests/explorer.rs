@@ -84,3 +84,32 @@ fn the_explorers_log_lines_carry_no_quoted_value() {
     assert_eq!(redacted("permission denied for table orders"), "permission denied for table orders");
     assert_eq!(redacted("value 'secret"), "value '...");
 }
+
+#[pg_test]
+fn schedstat_lines_are_read_and_bad_ones_refused() {
+    use crate::explorer::priority::parse_schedstat;
+    assert_eq!(parse_schedstat("1731903 4014839 2\n"), Some(4014));
+    assert_eq!(parse_schedstat("0 999 1"), Some(0));
+    assert_eq!(parse_schedstat(""), None);
+    assert_eq!(parse_schedstat("12 x 3"), None);
+    assert_eq!(parse_schedstat("12 34"), None);
+}
+
+#[pg_test]
+fn a_run_is_contended_past_its_share_of_waiting() {
+    use crate::explorer::priority::{contended, CONTENDED_SHARE};
+    // A 100 ms run: waiting exactly its share is not over it, a microsecond more is.
+    let limit_us = (CONTENDED_SHARE * 100.0 * 1000.0) as u64;
+    assert!(!contended(limit_us, 100.0));
+    assert!(contended(limit_us + 1, 100.0));
+    assert!(!contended(0, 0.5));
+}
+
+#[pg_test]
+fn this_backend_reports_a_run_queue_delay_that_only_grows() {
+    use crate::explorer::priority::run_delay_us;
+    // A kernel without schedstat reports nothing (then no run is taken for contended).
+    let Some(a) = run_delay_us() else { return };
+    let b = run_delay_us().expect("read once, read again");
+    assert!(b >= a);
+}

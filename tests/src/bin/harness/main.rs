@@ -557,22 +557,27 @@ fn run_rounds(
             .iter()
             .map(|(m, ms)| format!("{} {:.1} s", m.name(), ms / 1000.0))
             .collect();
-        let explored_ms: f64 = workloads
-            .iter()
-            .map(|w| {
-                status(cluster, &w.name)
-                    .get("explorer_run_ms")
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            })
-            .sum();
-        explorer_ms.push(explored_ms - explorer_ms.iter().sum::<f64>());
+        // A counter of ruvector_dag_status summed over the workloads' databases.
+        let total = |key: &str| -> f64 {
+            workloads
+                .iter()
+                .map(|w| {
+                    status(cluster, &w.name)
+                        .get(key)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                })
+                .sum()
+        };
+        explorer_ms.push(total("explorer_run_ms") - explorer_ms.iter().sum::<f64>());
+        let (waited, contended) = (total("explorer_wait_ms"), total("explorer_contended"));
         bar.finish_and_clear();
         println!(
-            "    round {round:>2}: {}; the explorers' runs {:.1} s ({:.0} s so far)",
+            "    round {round:>2}: {}; the explorers' runs {:.1} s (at {:.0} s; so far they waited {:.1} s for a CPU and {contended:.0} runs were contended, not evidence)",
             parts.join(", "),
             explorer_ms.last().copied().unwrap_or(0.0) / 1000.0,
-            t0.elapsed().as_secs_f64()
+            t0.elapsed().as_secs_f64(),
+            waited / 1000.0,
         );
     }
     Ok((execs, explorer_ms))

@@ -1,0 +1,111 @@
+//! The explorer's place on the CPU. Its runs are not a user's: the explorer and the parallel
+//! workers its statements start run at the lowest scheduling priority (nice 19), so a user's
+//! statement that wants a core gets it first. A run that waited for a CPU for more than
+//! [`CONTENDED_SHARE`] of its time (the run-queue delay the kernel reports in
+//! `/proc/thread-self/schedstat`, of the explorer and of its parallel workers together) measured
+//! the users' load, not its plan: it is not evidence, and it is counted (`explorer_contended`).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::pg_sys;
+
+use crate::shared::{self, ExplorerCounter};
+
+/// The nice value the explorer and its parallel workers run at (the lowest priority there is).
+pub const EXPLORER_NICE: i32 = 19;
+
+/// A run whose processes waited for a CPU, together, longer than this share of its wall time
+/// is not evidence (10 %: the smallest gain the evidence acts on is of that order).
+pub const CONTENDED_SHARE: f64 = 0.10;
+
+/// Whether this kernel reports run-queue delays (read once; without them no run is taken for
+/// contended).
+static NO_SCHEDSTAT: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// In a parallel worker of an explorer's statement: the database whose explorer leads it and
+    /// the worker's run-queue delay when its execution started.
+    static WORKER: Cell<Option<(u32, u64)>> = const { Cell::new(None) };
+}
+
+/// Lower this process's scheduling priority to [`EXPLORER_NICE`]. Raising one's own nice value
+/// needs no privilege; the error (a kernel that refuses it) is returned for the log.
+pub fn lower() -> Result<(), String> {
+    // SAFETY: setpriority on the calling process (who = 0), no memory involved.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, EXPLORER_NICE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
+}
+
+/// How long this thread has waited on a run queue for a CPU since it started, microseconds
+/// (the second field of `/proc/thread-self/schedstat`, in nanoseconds). None where the kernel
+/// does not report it.
+pub fn run_delay_us() -> Option<u64> {
+    if NO_SCHEDSTAT.load(Ordering::Relaxed) {
+        return None;
+    }
+    let parsed = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| parse_schedstat(&s));
+    if parsed.is_none() {
+        NO_SCHEDSTAT.store(true, Ordering::Relaxed);
+    }
+    parsed
+}
+
+/// The run-queue delay (microseconds) in a schedstat line: "exec_ns run_delay_ns timeslices".
+pub(crate) fn parse_schedstat(line: &str) -> Option<u64> {
+    let mut fields = line.split_ascii_whitespace();
+    fields.next()?.parse::<u64>().ok()?;
+    let delay_ns: u64 = fields.next()?.parse().ok()?;
+    fields.next()?.parse::<u64>().ok()?;
+    Some(delay_ns / 1000)
+}
+
+/// Whether a run of `wall_ms` whose processes waited `waited_us` for a CPU in all was
+/// contended (see [`CONTENDED_SHARE`]).
+pub fn contended(waited_us: u64, wall_ms: f64) -> bool {
+    waited_us as f64 / 1000.0 > CONTENDED_SHARE * wall_ms
+}
+
+/// At ExecutorStart in a parallel worker: when its leader is this database's explorer, lower
+/// the worker's priority and note its run-queue delay so far ([`worker_end`] adds what it
+/// waited to the explorer's count). Any other process: nothing.
+pub fn worker_start() {
+    // SAFETY: backend globals, read in the worker's own process.
+    let (worker, leader, db) = unsafe {
+        let leader = if pg_sys::MyProc.is_null() || (*pg_sys::MyProc).lockGroupLeader.is_null() {
+            0
+        } else {
+            (*(*pg_sys::MyProc).lockGroupLeader).pid
+        };
+        (
+            pg_sys::ParallelWorkerNumber >= 0,
+            leader,
+            pg_sys::MyDatabaseId.to_u32(),
+        )
+    };
+    if !worker || leader == 0 || shared::explorer_pid(db) != leader {
+        return;
+    }
+    // Lowered or not (a kernel that refuses), the wait is measured the same.
+    let _ = lower();
+    if let Some(d) = run_delay_us() {
+        WORKER.with(|w| w.set(Some((db, d))));
+    }
+}
+
+/// At ExecutorEnd in a parallel worker [`worker_start`] noted: add its run-queue delay since
+/// then to the explorer's `explorer_wait_ms` (the explorer reads it when the run ends: the
+/// worker ends its execution before the leader's Gather finishes).
+pub fn worker_end() {
+    if let Some((db, d0)) = WORKER.with(|w| w.take()) {
+        if let Some(d1) = run_delay_us() {
+            shared::count_explorer(db, ExplorerCounter::WaitUs, d1.saturating_sub(d0));
+        }
+    }
+}
