@@ -23,8 +23,7 @@ const LAST_MASK: u64 = (1u64 << (HDC_BITS % 64)) - 1;
 
 /// A 10,000-bit hypervector. Serialises as its 1,256 little-endian bytes; bytes of the wrong
 /// length or with padding bits set are refused.
-#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(into = "Vec<u8>", try_from = "Vec<u8>")]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Hypervector {
     words: [u64; HDC_WORDS],
 }
@@ -55,6 +54,47 @@ impl TryFrom<Vec<u8>> for Hypervector {
                 HDC_WORDS * 8
             )
         })
+    }
+}
+
+/// A byte string: in postcard the same bytes as the sequence of `u8` it was up to snapshot
+/// format 5 (a length, then the bytes), read in one piece instead of one serde call per byte.
+/// Formats that tell the two apart (JSON) get a sequence of numbers, and either is read back.
+impl serde::Serialize for Hypervector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> core::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hypervector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> core::result::Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Hypervector;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, "a hypervector of {} bytes", HDC_WORDS * 8)
+            }
+            fn visit_bytes<E: serde::de::Error>(
+                self,
+                v: &[u8],
+            ) -> core::result::Result<Hypervector, E> {
+                Hypervector::try_from(v.to_vec()).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> core::result::Result<Hypervector, A::Error> {
+                let mut bytes = Vec::with_capacity(HDC_WORDS * 8);
+                while let Some(b) = seq.next_element::<u8>()? {
+                    if bytes.len() > HDC_WORDS * 8 {
+                        break;
+                    }
+                    bytes.push(b);
+                }
+                Hypervector::try_from(bytes).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_bytes(Bytes)
     }
 }
 
@@ -344,6 +384,28 @@ pub fn nearest(query: &Hypervector, candidates: &[Hypervector], k: usize) -> Vec
 mod tests {
     use super::*;
     use crate::synth::{random_plan, SynthOptions};
+
+    #[test]
+    fn a_hypervector_is_the_same_bytes_in_postcard_as_the_u8_sequence_it_was() {
+        let hv = Hypervector::random(99);
+        let now = postcard::to_allocvec(&hv).unwrap();
+        let before = postcard::to_allocvec(&hv.to_bytes()).unwrap();
+        assert_eq!(now, before);
+        let back: Hypervector = postcard::from_bytes(&before).unwrap();
+        assert_eq!(back, hv);
+        // A wrong length, or padding bits set, is refused by name.
+        let short = postcard::to_allocvec(&alloc::vec![0u8; 10]).unwrap();
+        let e = postcard::from_bytes::<Hypervector>(&short).unwrap_err();
+        assert!(matches!(e, postcard::Error::SerdeDeCustom), "{e:?}");
+        #[cfg(feature = "explain-json")]
+        {
+            let json = serde_json::to_string(&hv).unwrap();
+            assert_eq!(serde_json::from_str::<Hypervector>(&json).unwrap(), hv);
+            let long = serde_json::to_string(&alloc::vec![0u8; HDC_WORDS * 8 + 5]).unwrap();
+            let e = serde_json::from_str::<Hypervector>(&long).unwrap_err();
+            assert!(alloc::format!("{e}").contains("want"), "{e}");
+        }
+    }
 
     #[test]
     fn self_similarity_is_one_and_random_pairs_are_near_zero() {

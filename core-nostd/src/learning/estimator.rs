@@ -378,13 +378,31 @@ impl CostEstimator {
             &self.anchor,
         ]
         .iter()
-        .all(|v| v.iter().all(|x| x.is_finite()));
+        .all(|v| all_finite(v));
         if !finite || !self.lambda.is_finite() {
             return Err(crate::error::NeuralDagError::CorruptState(
                 "cost model holds a non-finite weight".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Every weight vector, named, in a fixed order (a snapshot stores them apart from the
+    /// rest, see [`crate::learning::snapshot`]).
+    pub(crate) fn for_each_vector(&mut self, f: &mut dyn FnMut(&'static str, &mut Vec<f32>)) {
+        f("W0", &mut self.w0);
+        f("hidden bias", &mut self.b0);
+        f("BaseLoRA A", &mut self.base.a);
+        f("BaseLoRA B", &mut self.base.b);
+        f("MicroLoRA A", &mut self.micro.a);
+        f("MicroLoRA B", &mut self.micro.b);
+        f("heads", &mut self.heads);
+        f("head biases", &mut self.head_bias);
+        f("Fisher", &mut self.fisher);
+        f("EWC anchor", &mut self.anchor);
+        f("accumulated heads", &mut self.acc_heads);
+        f("accumulated biases", &mut self.acc_bias);
+        f("consolidated heads", &mut self.consolidated);
     }
 
     /// Observations whose head gradients wait for the next flush.
@@ -615,6 +633,14 @@ fn apply(p: &mut [f32], g: &[f32], lr: f32) {
     for (x, d) in p.iter_mut().zip(g) {
         *x -= lr * d.clamp(-10.0, 10.0);
     }
+}
+
+/// Whether every number of `v` is finite: none has the all-ones exponent of an infinity or a
+/// NaN. Without an early exit, so that it runs over whole vectors at once (a backend checks
+/// the model's weights on every session's first statement).
+pub(crate) fn all_finite(v: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    v.iter().fold(0u32, |m, x| m.max(x.to_bits() & EXPONENT)) != EXPONENT
 }
 
 #[cfg(test)]

@@ -409,6 +409,14 @@ impl ReasoningBank {
         self.patterns.iter().find(|p| p.id == id)
     }
 
+    /// Every pattern's centroid, in order (a snapshot stores them apart from the rest, see
+    /// [`crate::learning::snapshot`]).
+    pub(crate) fn for_each_vector(&mut self, f: &mut dyn FnMut(&'static str, &mut Vec<f32>)) {
+        for p in &mut self.patterns {
+            f("a pattern's centroid", &mut p.centroid);
+        }
+    }
+
     /// Check a restored bank: every pattern has a finite unit-scale centroid of
     /// [`crate::EMBED_DIM`] values and [`MAX_ARMS`] arm statistics with sane counts.
     pub fn check(&self) -> crate::error::Result<()> {
@@ -416,7 +424,7 @@ impl ReasoningBank {
         for p in &self.patterns {
             let norm = dot(&p.centroid, &p.centroid);
             if p.centroid.len() != crate::EMBED_DIM
-                || p.centroid.iter().any(|x| !x.is_finite())
+                || !crate::learning::estimator::all_finite(&p.centroid)
                 || !(norm == 0.0 || (norm - 1.0).abs() < 1e-3)
             {
                 return bad(alloc::format!(

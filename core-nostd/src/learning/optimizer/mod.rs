@@ -408,8 +408,7 @@ impl Optimizer {
     /// be: about 64 synthetic plans each), so that a backend restoring it embeds its first
     /// statements without computing them.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| self.center(k)).collect();
-        snapshot::encode(&(&self.state, centers, &self.plugin_arms))
+        self.encode_with(&self.state.buffer)
     }
 
     /// [`Optimizer::snapshot`] without the trajectories waiting for the next
@@ -417,6 +416,14 @@ impl Optimizer {
     /// between cycles, and a backend that only decides never reads them). They are kept apart
     /// with [`Optimizer::snapshot_pending`]; the snapshot restores with none waiting.
     pub fn snapshot_model(&self) -> Result<Vec<u8>> {
+        self.encode_with(self.state.buffer.without_ring())
+    }
+
+    /// The state with `buffer` for its trajectory ring, the attention centres and the plugins'
+    /// statistics as one snapshot; the cost model's weights and the patterns' centroids go into
+    /// its bulk (see [`snapshot`]).
+    fn encode_with<B: Serialize>(&self, buffer: B) -> Result<Vec<u8>> {
+        /// [`LearnedState`]'s fields in its order (it decodes as one).
         #[derive(Serialize)]
         struct View<'a, B: Serialize> {
             cfg: &'a NeuralDagConfig,
@@ -431,20 +438,24 @@ impl Optimizer {
             stats: &'a OptimizerStats,
         }
         let st = &self.state;
+        let mut bulk = snapshot::Bulk::new();
+        let (mut estimator, mut bank) = (st.estimator.clone(), st.bank.clone());
+        estimator.for_each_vector(&mut |_, v| bulk.put(&core::mem::take(v)));
+        bank.for_each_vector(&mut |_, v| bulk.put(&core::mem::take(v)));
         let view = View {
             cfg: &st.cfg,
             arms: &st.arms,
-            estimator: &st.estimator,
-            bank: &st.bank,
+            estimator: &estimator,
+            bank: &bank,
             selector: &st.selector,
             btsp: &st.btsp,
-            buffer: st.buffer.without_ring(),
+            buffer,
             evidence: &st.evidence,
             history: &st.history,
             stats: &st.stats,
         };
         let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| self.center(k)).collect();
-        snapshot::encode(&(view, centers, &self.plugin_arms))
+        snapshot::encode_with_bulk(&(view, centers, &self.plugin_arms), &bulk)
     }
 
     /// The trajectories waiting for the next [`Optimizer::learn_cycle`], as a snapshot of their
@@ -496,19 +507,35 @@ impl Optimizer {
             NeuralDagError::CorruptState(format!("payload does not decode: {e}"))
         };
         let (version, payload) = snapshot::open(bytes)?;
-        let (state, centers, plugin_arms): (LearnedState, Vec<Vec<f32>>, PluginArms) = match version
-        {
-            2 => (
-                postcard::from_bytes(payload).map_err(bad)?,
-                Vec::new(),
-                PluginArms::default(),
-            ),
-            3 => {
-                let (state, centers) = postcard::from_bytes(payload).map_err(bad)?;
-                (state, centers, PluginArms::default())
+        let (payload, mut bulk) = snapshot::parts(version, payload)?;
+        let (mut state, centers, plugin_arms): (LearnedState, Vec<Vec<f32>>, PluginArms) =
+            match version {
+                2 => (
+                    postcard::from_bytes(payload).map_err(bad)?,
+                    Vec::new(),
+                    PluginArms::default(),
+                ),
+                3 => {
+                    let (state, centers) = postcard::from_bytes(payload).map_err(bad)?;
+                    (state, centers, PluginArms::default())
+                }
+                _ => postcard::from_bytes(payload).map_err(bad)?,
+            };
+        // The vectors stored apart (format 6; a snapshot without a bulk holds them in place).
+        if !bulk.is_empty() {
+            let mut failed = None;
+            let mut fill = |what: &'static str, v: &mut Vec<f32>| {
+                if failed.is_none() {
+                    failed = bulk.fill(what, v).err();
+                }
+            };
+            state.estimator.for_each_vector(&mut fill);
+            state.bank.for_each_vector(&mut fill);
+            if let Some(e) = failed {
+                return Err(e);
             }
-            _ => postcard::from_bytes(payload).map_err(bad)?,
-        };
+        }
+        bulk.finish()?;
         plugin_arms.check()?;
         let mut opt = Self::from_state(state, shared)?;
         opt.plugin_arms = plugin_arms;
@@ -540,6 +567,30 @@ mod tests {
     use crate::learning::snapshot::{FORMAT_VERSION, MAGIC};
     use crate::rng::SplitMix64;
     use alloc::vec;
+
+    /// A snapshot of the current format around `payload`, its checksum recomputed (what a
+    /// hostile import could craft).
+    fn sealed(payload: &[u8]) -> Vec<u8> {
+        let mut forged = Vec::new();
+        forged.extend_from_slice(MAGIC);
+        forged.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        forged.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        forged.extend_from_slice(&snapshot::checksum(FORMAT_VERSION, payload).to_le_bytes());
+        forged.extend_from_slice(payload);
+        forged
+    }
+
+    /// An optimizer that ran `p` `n` times (arms 0-3 in turn, latencies from `ms` up) and
+    /// trained once; its decision for `p` afterwards.
+    fn trained_on(p: &crate::dag::PlanDag, n: usize, ms: f32) -> (Optimizer, Decision) {
+        let mut opt = optimizer();
+        for i in 0..n {
+            run(&mut opt, p, (i % 4) as ArmId, ms + i as f32);
+        }
+        opt.learn_cycle().unwrap();
+        let d = opt.decide(p).unwrap();
+        (opt, d)
+    }
 
     #[test]
     fn forget_removes_what_a_shape_taught_and_keeps_the_rest() {
@@ -651,13 +702,7 @@ mod tests {
             if round % 7 == 0 {
                 payload.truncate(rng.below(payload.len()));
             }
-            let mut forged = Vec::new();
-            forged.extend_from_slice(MAGIC);
-            forged.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-            forged.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            forged.extend_from_slice(&snapshot::checksum(FORMAT_VERSION, &payload).to_le_bytes());
-            forged.extend_from_slice(&payload);
-            if let Ok(mut o) = Optimizer::restore(&forged) {
+            if let Ok(mut o) = Optimizer::restore(&sealed(&payload)) {
                 // Whatever decoded is whole enough to use.
                 let _ = o.decide(&p);
                 let _ = o.learn_cycle();
@@ -737,14 +782,48 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_carry_the_attention_centres_and_version_2_is_still_read() {
-        let mut opt = optimizer();
-        let p = plan(5);
-        for i in 0..12 {
-            run(&mut opt, &p, (i % 4) as ArmId, 20.0 + i as f32);
+    fn format_6_keeps_the_weights_apart_and_format_5_is_still_read() {
+        let p = plan(11);
+        let (opt, before) = trained_on(&p, 24, 15.0);
+        let bytes = opt.snapshot_model().unwrap();
+        // The weights and centroids are the bulk; the postcard value is the small rest.
+        let (version, payload) = snapshot::open(&bytes).unwrap();
+        assert_eq!(version, FORMAT_VERSION);
+        let (value, _) = snapshot::parts(version, payload).unwrap();
+        assert!(
+            value.len() * 3 < payload.len(),
+            "value {} of payload {}",
+            value.len(),
+            payload.len()
+        );
+        let mut back = Optimizer::restore_sharing(&bytes, opt.machinery()).unwrap();
+        assert_eq!(back.snapshot_model().unwrap(), bytes);
+        let after = back.decide(&p).unwrap();
+        assert_eq!((before.arm, &before.key), (after.arm, &after.key));
+        // A format-5 snapshot (the weights in the postcard value) restores to the same model,
+        // and is written back as format 6.
+        let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| opt.center(k)).collect();
+        let v5 = snapshot::encode_as(&(&opt.state, centers, &opt.plugin_arms), 5).unwrap();
+        assert_eq!(snapshot::open(&v5).unwrap().0, 5);
+        let mut old = Optimizer::restore(&v5).unwrap();
+        assert_eq!(old.snapshot().unwrap(), opt.snapshot().unwrap());
+        let again = old.decide(&p).unwrap();
+        assert_eq!((before.arm, &before.key), (again.arm, &again.key));
+        // A weight vector cut short in the bulk (behind a recomputed checksum) is named.
+        let mut payload = payload.to_vec();
+        let value_len = value.len();
+        let w0 = 4 + value_len;
+        payload[w0..w0 + 4].copy_from_slice(&7u32.to_le_bytes());
+        match Optimizer::restore(&sealed(&payload)) {
+            Err(NeuralDagError::CorruptState(m)) => assert!(m.contains("hidden bias"), "{m}"),
+            other => panic!("expected CorruptState, got {:?}", other.map(|_| ())),
         }
-        opt.learn_cycle().unwrap();
-        let before = opt.decide(&p).unwrap();
+    }
+
+    #[test]
+    fn snapshots_carry_the_attention_centres_and_version_2_is_still_read() {
+        let p = plan(5);
+        let (opt, before) = trained_on(&p, 12, 20.0);
         let bytes = opt.snapshot().unwrap();
         let restored = Optimizer::restore(&bytes).unwrap();
         assert_eq!(restored.centers_ready(), AttentionKind::ALL.len());

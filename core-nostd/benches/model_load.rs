@@ -1,0 +1,53 @@
+//! What a backend pays to load the learned model on a session's first in-scope statement: a
+//! model snapshot (`Optimizer::snapshot_model`) restored with the process's shared attention
+//! machinery (`Optimizer::restore_sharing`, what the extension does from its shared-memory
+//! cache), split into the envelope check (magic, length, checksum) and the whole restore.
+//!
+//! `cargo bench -p ruvector-dag-core --bench model_load`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ruvector_dag_core::learning::{snapshot, NeuralDagConfig, Optimizer};
+use ruvector_dag_core::synth::{random_plan, SynthOptions};
+
+fn model_load(c: &mut Criterion) {
+    let arms: Vec<String> = (0..8).map(|i| format!("arm{i}")).collect();
+    let mut opt = Optimizer::new(NeuralDagConfig::default(), arms).expect("optimizer");
+    // A model that has trained (the EWC anchor and the consolidated heads are filled) on 22
+    // query shapes run 10 times each, as a learner's on TPC-H after its first cycles.
+    for _cycle in 0..2 {
+        for i in 0..110u64 {
+            let p = random_plan(i % 22, 10 + (i % 22) as usize, SynthOptions::default());
+            let d = opt.decide(&p).expect("decide");
+            let arm = (i % 8) as u8;
+            let t = opt
+                .trajectory(&d, arm, None, 5.0 + (i % 31) as f32)
+                .expect("trajectory");
+            opt.observe(t).expect("observe");
+        }
+        opt.learn_cycle().expect("cycle");
+    }
+    let bytes = opt.snapshot_model().expect("snapshot");
+    println!(
+        "model snapshot: {} bytes ({:.1} KiB)",
+        bytes.len(),
+        bytes.len() as f64 / 1024.0
+    );
+    let machinery = opt.machinery().clone();
+    let mut g = c.benchmark_group("model_load");
+    g.bench_function("envelope check (magic, length, checksum)", |b| {
+        b.iter(|| black_box(snapshot::open(black_box(&bytes)).map(|(v, p)| (v, p.len()))))
+    });
+    g.bench_function("restore_sharing (decode + check)", |b| {
+        b.iter(|| {
+            black_box(
+                Optimizer::restore_sharing(black_box(&bytes), &machinery).map(|o| o.pending()),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, model_load);
+criterion_main!(benches);
