@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The planning overhead of a session's first in-scope statement against later ones, per mode
+# (off, frozen, learn), on a real server: a throwaway cluster with ruvector_dag preloaded, a
+# two-table join over perfectly correlated columns (cost above ruvector.dag_replan_min_cost),
+# 12 runs and a training cycle to learn it, then for each mode SESSIONS new sessions (40 by
+# default) that each run EXPLAIN (SUMMARY) of the join three times. Prints the median Planning
+# Time of the first statement and of the later two. A measurement tool (README: "Where a
+# session's first statement goes"), not a test: it asserts nothing.
+# Options: --no-install (use the installed extension).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+install=1
+[[ ${1:-} == --no-install ]] && install=0
+# shellcheck source=scripts/cluster.sh
+source scripts/cluster.sh
+((install)) && install_extension --release
+start_cluster "ruvector.dag_mode = 'learn'"
+trap stop_cluster EXIT
+psql_ <<'SQL' >/dev/null
+CREATE TABLE a (x int, y int);
+INSERT INTO a SELECT g % 1000, g % 1000 FROM generate_series(1, 200000) g;
+CREATE TABLE b (x int, y int);
+INSERT INTO b SELECT g % 1000, g % 1000 FROM generate_series(1, 50000) g;
+CREATE INDEX ON b (x);
+VACUUM ANALYZE a, b;
+CREATE EXTENSION ruvector_dag;
+SELECT ruvector_dag.ruvector_enable_neural_dag('a'), ruvector_dag.ruvector_enable_neural_dag('b');
+SQL
+Q="SELECT count(*) FROM a JOIN b ON a.x = b.x WHERE a.x < 20 AND a.y < 20"
+for _ in $(seq 1 12); do psql_ -c "$Q" >/dev/null; sleep 0.5; done
+psql_ -c "SELECT ruvector_dag.ruvector_dag_learn()" >/dev/null
+sleep 2
+med() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+for mode in off frozen learn; do
+  psql_ -c "ALTER SYSTEM SET ruvector.dag_mode = '$mode'" -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+  firsts=() laters=()
+  for _ in $(seq 1 "${SESSIONS:-40}"); do
+    out=$(psql_ -At -c "EXPLAIN (SUMMARY) $Q" -c "EXPLAIN (SUMMARY) $Q" -c "EXPLAIN (SUMMARY) $Q" |
+      awk '/Planning Time/ {print $3}')
+    firsts+=("$(sed -n 1p <<<"$out")")
+    mapfile -t -O "${#laters[@]}" laters < <(sed -n 2,3p <<<"$out")
+  done
+  echo "$mode: a session's first statement $(med "${firsts[@]}") ms, later ones $(med "${laters[@]}") ms (median Planning Time, ${SESSIONS:-40} sessions)"
+done
