@@ -70,16 +70,78 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 /// The OID of the extension's table `name` (in schema `ruvector_dag`), 0 when it is not there
-/// (the extension is not installed in this database). A syscache lookup: no table is read.
-pub(crate) fn extension_relid(name: &std::ffi::CStr) -> u32 {
+/// (the extension is not installed in this database). Two syscache lookups the first time, then
+/// remembered in this process until `pg_class` or `pg_namespace` changes (a catalog cache
+/// invalidation: the extension created, dropped or re-created here or in another session, a
+/// table renamed), so the planner hook's scope check costs a comparison per statement.
+pub(crate) fn extension_relid(name: &'static std::ffi::CStr) -> u32 {
+    thread_local! {
+        /// (name, OID, the invalidation generation it was looked up at).
+        static KNOWN: std::cell::RefCell<Vec<(&'static std::ffi::CStr, u32, u64)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    watch_catalog();
+    let generation = CATALOG_GENERATION.with(|g| g.get());
+    let known = KNOWN.with(|k| {
+        k.borrow()
+            .iter()
+            .find(|(n, _, g)| *g == generation && *n == name)
+            .map(|&(_, oid, _)| oid)
+    });
+    if let Some(oid) = known {
+        return oid;
+    }
     // SAFETY: catalog lookups by name, in a transaction (the callers plan or run SQL).
-    unsafe {
+    let oid = unsafe {
         let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
         if ns == pg_sys::InvalidOid {
-            return 0;
+            0
+        } else {
+            pg_sys::get_relname_relid(name.as_ptr(), ns).to_u32()
         }
-        pg_sys::get_relname_relid(name.as_ptr(), ns).to_u32()
+    };
+    // A lookup can itself take in invalidations (a catalog cache miss opens the catalog): what
+    // it found is kept only when none arrived meanwhile.
+    if CATALOG_GENERATION.with(|g| g.get()) == generation {
+        KNOWN.with(|k| {
+            let mut k = k.borrow_mut();
+            k.retain(|(n, _, g)| *g == generation && *n != name);
+            k.push((name, oid, generation));
+        });
     }
+    oid
+}
+
+thread_local! {
+    /// Moves whenever this process takes in an invalidation of `pg_class` or `pg_namespace`
+    /// names (a `Cell`: the callback never fails to record one, whatever is borrowed).
+    static CATALOG_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Register (once per process) the catalog cache callbacks that move [`CATALOG_GENERATION`].
+fn watch_catalog() {
+    if WATCHING.with(|w| w.replace(true)) {
+        return;
+    }
+    // SAFETY: two of the process's syscache callback slots, registered once and for good.
+    unsafe {
+        for cache in [
+            pg_sys::SysCacheIdentifier::RELNAMENSP,
+            pg_sys::SysCacheIdentifier::NAMESPACENAME,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(
+                cache as i32,
+                Some(catalog_changed),
+                pg_sys::Datum::from(0usize),
+            );
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn catalog_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    CATALOG_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
 }
 
 /// ERROR unless the library was preloaded, naming the fix.

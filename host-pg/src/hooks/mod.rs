@@ -13,7 +13,8 @@
 //! - ExplainOneQuery: EXPLAIN (text format) prints the decision and its reason.
 //!
 //! Rooms: [`state`] (this backend's copy of the learned optimizer, its counters, the one
-//! guard of the learning path), [`scope`] (which statements are in scope), [`planner`] (the
+//! guard of the learning path), [`scope`] (which statements are in scope), [`cheap`] (which
+//! statements need no copy to plan again: too cheap every time), [`planner`] (the
 //! planner hook, candidate plans, arms applied at a GUC nest level), [`identity`] (which
 //! remembered decision a statement the executor runs belongs to), [`executor`] (timing and
 //! observing), [`explain`] (EXPLAIN's lines; `explain18` for PostgreSQL 18's extension points).
@@ -38,6 +39,7 @@ use crate::guc::{self, Mode};
 use crate::plantree::{dag_from_plan, dag_with_actuals, measure};
 use crate::{learner, shared};
 
+mod cheap;
 mod executor;
 mod explain;
 #[cfg(feature = "pg18")]
@@ -54,6 +56,7 @@ use planner::*;
 use scope::*;
 use state::*;
 
+pub(crate) use cheap::{key_of_text as text_key, STREAK as CHEAP_STREAK};
 pub(crate) use planner::{
     begin_probe, compare, set_explorer_process, set_setting, take_probe, under_arm, Probed,
 };

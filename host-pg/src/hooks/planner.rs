@@ -232,13 +232,17 @@ pub(super) fn remember(
 /// executor does not take it (or the plan cache's copy of it) for an earlier statement of the
 /// same shape that had one. `why` is what `ruvector_dag_compare_json` reports.
 pub(super) fn pass_in_scope(stmt: *mut pg_sys::PlannedStmt, why: impl Into<Why>) {
+    thread_local! {
+        /// One empty list for every statement passed (no allocation per statement).
+        static NO_TABLES: Rc<Vec<u32>> = Rc::new(Vec::new());
+    }
     passed(why);
     let planned = Planned {
         stmt: stmt as usize,
         tree: 0,
         copy_identity: 0,
         decision: None,
-        relids: Rc::new(Vec::new()),
+        relids: NO_TABLES.with(Rc::clone),
         arm_ran: 0,
         timed: false,
         node_timed: false,
@@ -286,21 +290,39 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     // This database learns: the launcher starts its learner (a few atomic reads once known).
     shared::want_learner(pg_sys::MyDatabaseId.to_u32());
     // The planner scribbles on its Query: keep a pristine copy for planning again under an arm
-    // (only modes that apply arms need one).
+    // (only modes that apply arms need one), unless the statement came out below
+    // ruvector.dag_replan_min_cost its last few plannings: copied for nothing (see `cheap`).
     let may_apply = matches!(mode, Mode::Learn | Mode::Frozen);
-    let pristine = if may_apply {
+    let min = guc::REPLAN_MIN_COST.get();
+    let key = if may_apply {
+        cheap::key(parse, query_string, &relids, min)
+    } else {
+        0
+    };
+    let uncopied = key != 0 && cheap::known(key);
+    let pristine = if may_apply && !uncopied {
         pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query
     } else {
         std::ptr::null_mut()
     };
     let default = call_planner(parse, query_string, cursor_options, params);
     // Statements this cheap are never re-planned, so there is nothing to decide or learn.
-    let (cost, min) = (
-        (*(*default).planTree).total_cost,
-        guc::REPLAN_MIN_COST.get(),
-    );
+    let cost = (*(*default).planTree).total_cost;
+    if key != 0 {
+        cheap::saw(key, cost < min);
+    }
     if cost < min {
         pass_in_scope(default, Why::BelowMinCost { cost, min });
+        return default;
+    }
+    if uncopied {
+        pass_in_scope(
+            default,
+            format!(
+                "its last {} plannings cost below ruvector.dag_replan_min_cost ({min}), so it was planned without a copy to plan again; this one ({cost:.1}) keeps the default plan, the next is decided",
+                cheap::STREAK
+            ),
+        );
         return default;
     }
     let dag = match dag_from_plan(default) {

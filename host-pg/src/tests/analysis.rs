@@ -237,6 +237,55 @@ fn compare_json_carries_both_plans_and_the_decision_and_the_demo_marks_the_chang
 }
 
 #[pg_test]
+fn a_statement_cheap_every_time_is_planned_without_a_copy_and_decided_again_once_it_is_not() {
+    setup();
+    learn_exploring_one_arm(true);
+    // One text, two costs: an index scan for a few ids, a scan of the table for most of them.
+    let few = "SELECT id, amount FROM t_orders WHERE id < 5";
+    let most = "SELECT id, amount FROM t_orders WHERE id < 4000";
+    let cost = |sql: &str| -> f64 {
+        compare(sql)["default"][0]["Plan"]["Total Cost"]
+            .as_f64()
+            .expect("a cost")
+    };
+    let (cheap, dear) = (cost(few), cost(most));
+    assert!(cheap * 4.0 < dear, "{cheap} vs {dear}");
+    let min = (cheap + dear) / 2.0;
+    Spi::run(&format!("SET ruvector.dag_replan_min_cost = {min}")).unwrap();
+    let note = |sql: &str| compare(sql)["note"].as_str().unwrap_or("").to_string();
+    // Alternating, the streak never grows: each costly one is decided.
+    for _ in 0..crate::hooks::CHEAP_STREAK + 1 {
+        assert!(note(few).contains("below ruvector.dag_replan_min_cost"));
+        let doc = compare(most);
+        assert!(!doc["decision"].is_null(), "{doc}");
+    }
+    // Cheap in a row: the copy is skipped from then on; the one costly planning after it keeps
+    // the default plan and says why, the next is decided again.
+    for _ in 0..crate::hooks::CHEAP_STREAK {
+        assert!(note(few).contains("below ruvector.dag_replan_min_cost"));
+    }
+    let skipped = compare(most);
+    assert!(skipped["decision"].is_null(), "{skipped}");
+    assert!(
+        skipped["note"].as_str().unwrap_or("").contains("planned without a copy"),
+        "{skipped}"
+    );
+    assert_eq!(node_types(&skipped["default"]), node_types(&skipped["learned"]));
+    assert!(!compare(most)["decision"].is_null());
+    // Another threshold starts every streak again.
+    for _ in 0..crate::hooks::CHEAP_STREAK {
+        note(few);
+    }
+    Spi::run(&format!("SET ruvector.dag_replan_min_cost = {}", min * 1.01)).unwrap();
+    assert!(!compare(most)["decision"].is_null());
+    // The key leaves constants out, not names.
+    use crate::hooks::text_key as k;
+    assert_eq!(k(b"SELECT a FROM t WHERE b = 1"), k(b"SELECT a FROM t WHERE b = 22"));
+    assert_eq!(k(b"WHERE c = 'x'"), k(b"WHERE c = 'yz'"));
+    assert_ne!(k(b"SELECT a FROM t WHERE b = 1"), k(b"SELECT a FROM t WHERE c = 1"));
+}
+
+#[pg_test]
 fn temporal_attention_reads_the_shapes_recorded_history_and_says_when_there_is_none() {
     setup();
     Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders')").unwrap();

@@ -1,0 +1,113 @@
+//! Statements known to be cheap: in `learn` and `frozen` mode the planner hook copies a
+//! statement's Query before planning it (the planner scribbles on it, and applying an arm plans
+//! it again), but a statement whose default plan costs less than
+//! `ruvector.dag_replan_min_cost` is never planned again, so that copy is wasted on exactly the
+//! statements that run most often (an OLTP lookup by key). This backend remembers, by the
+//! statement's text with its constants left out and the tables it reads, how many plannings in
+//! a row came out below the threshold; after [`STREAK`] of them the copy is skipped. A
+//! statement that then costs more than the threshold keeps its default plan that once (it
+//! cannot be planned again without the copy: exactly what PostgreSQL would run) and is copied
+//! again from its next planning on.
+
+use super::*;
+
+/// Plannings in a row below the threshold before the copy is skipped.
+pub(crate) const STREAK: u8 = 4;
+/// Statements remembered (direct-mapped by key: a collision forgets the older one).
+const SLOTS: usize = 256;
+
+thread_local! {
+    /// (key, plannings in a row below the threshold) per slot.
+    static CHEAP: RefCell<Vec<(u64, u8)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The key of `parse`'s statement: its text (the part of `query_string` it came from) with
+/// digits and quoted literals left out, its command type, the enabled tables it reads and the
+/// threshold `min` (a changed `ruvector.dag_replan_min_cost` starts every streak again). Two
+/// statements that differ only in their constants share a key: if their costs fall on both
+/// sides of the threshold the streak never grows, so the copy is only ever skipped for
+/// statements that were cheap every time. Never 0.
+///
+/// # Safety
+/// `parse` is a valid Query and `query_string` null or the text it was parsed from.
+pub(super) unsafe fn key(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    relids: &[u32],
+    min: f64,
+) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut put = |x: u64| {
+        h = (h ^ x).wrapping_mul(0x0100_0000_01b3);
+    };
+    put((*parse).commandType as u64);
+    put(min.to_bits());
+    for r in relids {
+        put(u64::from(*r));
+    }
+    if !query_string.is_null() {
+        let text = std::ffi::CStr::from_ptr(query_string).to_bytes();
+        let start = usize::try_from((*parse).stmt_location)
+            .unwrap_or(0)
+            .min(text.len());
+        let end = match usize::try_from((*parse).stmt_len) {
+            Ok(n) if n > 0 => (start + n).min(text.len()),
+            _ => text.len(),
+        };
+        put(key_of_text(&text[start..end]));
+    }
+    h.max(1)
+}
+
+/// A hash of `text` without its digits and the contents of its quoted literals.
+pub(crate) fn key_of_text(text: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut quoted = false;
+    for &c in text {
+        if c == b'\'' {
+            quoted = !quoted;
+            continue;
+        }
+        if quoted || c.is_ascii_digit() {
+            continue;
+        }
+        h = (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Whether the statement of `key` came out below the threshold on its last [`STREAK`]
+/// plannings.
+pub(super) fn known(key: u64) -> bool {
+    CHEAP.with(|c| {
+        c.borrow()
+            .get(slot(key))
+            .is_some_and(|&(k, n)| k == key && n >= STREAK)
+    })
+}
+
+/// A planning of the statement of `key` came out `below` the threshold or not.
+pub(super) fn saw(key: u64, below: bool) {
+    CHEAP.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_empty() {
+            c.resize(SLOTS, (0, 0));
+        }
+        let e = &mut c[slot(key)];
+        if !below {
+            if e.0 == key {
+                *e = (0, 0);
+            }
+            return;
+        }
+        *e = if e.0 == key {
+            (key, e.1.saturating_add(1))
+        } else {
+            (key, 1)
+        };
+    });
+}
+
+fn slot(key: u64) -> usize {
+    (key % SLOTS as u64) as usize
+}
