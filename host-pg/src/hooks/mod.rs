@@ -56,6 +56,7 @@ use planner::*;
 use scope::*;
 use state::*;
 
+#[cfg(any(test, feature = "pg_test"))]
 pub(crate) use cheap::{key_of_text as text_key, STREAK as CHEAP_STREAK};
 pub(crate) use planner::{
     begin_probe, compare, set_explorer_process, set_setting, take_probe, under_arm, Probed,
