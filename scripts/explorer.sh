@@ -8,7 +8,7 @@
 #      the server log holds none of the explorer's statement text;
 #      The same kind of join PREPAREd and EXECUTEd with a bound parameter: explored the same way;
 #   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time, CPU waits);
-#      it runs at nice 19; ruvector_dag_explorer_pause() stops it, resume lets it go on;
+#      it runs at nice 19 (its autogroup too); ruvector_dag_explorer_pause() stops it, resume lets it go on;
 #   3. a statement the explorer cannot run any more (its role's permission revoked) is dropped
 #      with a counted reason, never retried, never an error in a user's session;
 #   4. statements it must not run are never queued: FOR UPDATE, a volatile function;
@@ -142,6 +142,12 @@ echo "==> 2. the explorer runs at the lowest CPU priority; pause and resume"
 epid=$(status explorer_pid)
 nice=$(ps -o ni= -p "$epid" | tr -d ' ')
 [[ $nice == 19 ]] || fail "the explorer (pid $epid) runs at nice '$nice', not 19"
+# With autogroups the CPU is shared between sessions first: the explorer's own session's nice.
+if [[ -r /proc/$epid/autogroup ]]; then
+  group=$(cat "/proc/$epid/autogroup")
+  [[ $group == *" nice 19" ]] || fail "the explorer's autogroup is at '$group', not nice 19"
+  nice="$nice (autogroup: $group)"
+fi
 [[ $(status explorer_wait_ms) =~ ^[0-9]+$ && $(status explorer_contended) =~ ^[0-9]+$ ]] ||
   fail "status does not count the explorer's CPU waits (explorer_wait_ms, explorer_contended)"
 echo "  explorer pid $epid at nice $nice; waited $(status explorer_wait_ms) ms for a CPU, $(status explorer_contended) runs contended"

@@ -133,7 +133,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     log!("ruvector_dag explorer: started, exploring for database \"{name}\"");
     // Users' statements first: this process and its parallel workers run at the lowest
     // priority (the workers lower their own, see `priority::worker_start`).
-    if let Err(e) = priority::lower() {
+    if let Err(e) = priority::lower(priority::EXPLORER_ATTEMPTS) {
         log!(
             "ruvector_dag explorer: could not lower its scheduling priority ({e}); its runs compete with users' statements for the CPU"
         );

@@ -1,6 +1,7 @@
 //! The explorer's place on the CPU. Its runs are not a user's: the explorer and the parallel
-//! workers its statements start run at the lowest scheduling priority (nice 19), so a user's
-//! statement that wants a core gets it first. A run that waited for a CPU for more than
+//! workers its statements start run at the lowest scheduling priority (nice 19, for the
+//! process and for its session's autogroup: see [`lower`]), so a user's statement that wants
+//! a core gets it first. A run that waited for a CPU for more than
 //! [`CONTENDED_SHARE`] of its time (the run-queue delay the kernel reports in
 //! `/proc/thread-self/schedstat`, of the explorer and of its parallel workers together) measured
 //! the users' load, not its plan: it is not evidence, and it is counted (`explorer_contended`).
@@ -29,15 +30,64 @@ thread_local! {
     static WORKER: Cell<Option<(u32, u64)>> = const { Cell::new(None) };
 }
 
-/// Lower this process's scheduling priority to [`EXPLORER_NICE`]. Raising one's own nice value
-/// needs no privilege; the error (a kernel that refuses it) is returned for the log.
-pub fn lower() -> Result<(), String> {
+/// Lower this process's scheduling priority to [`EXPLORER_NICE`], and its autogroup's.
+///
+/// Nice alone is not enough: with the kernel's autogroups (`kernel.sched_autogroup_enabled`,
+/// on by default in Debian's and Ubuntu's kernels) the CPU is shared fairly between sessions
+/// first and by nice only within one, and every PostgreSQL process is a session of its own
+/// (InitPostmasterChild calls setsid): a nice-19 explorer beside one user's backend got half
+/// of a core, measured. Its session's autogroup holds only this process (PostgreSQL's
+/// processes do not fork), so its nice, in `/proc/self/autogroup`, is this process's share
+/// against the others. Raising one's own nice value needs no privilege; the error (a kernel
+/// that refuses it) is returned for the log. A kernel without autogroups has no such file.
+///
+/// The kernel takes an unprivileged write of an autogroup's nice at most once per 100 ms on
+/// the whole machine (EAGAIN otherwise: two explorers starting together, the two workers of
+/// one Gather): a refused write is tried again every [`AUTOGROUP_RETRY`], `attempts` times in
+/// all.
+pub fn lower(attempts: u32) -> Result<(), String> {
     // SAFETY: setpriority on the calling process (who = 0), no memory involved.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, EXPLORER_NICE) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().to_string())
+    if r != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    lower_autogroup(std::path::Path::new("/proc/self/autogroup"), attempts)
+}
+
+/// Attempts at the autogroup's nice in the explorer as it starts (two databases' explorers
+/// start together), about 2 s.
+pub const EXPLORER_ATTEMPTS: u32 = 50;
+/// Attempts in a parallel worker of the explorer's, about 120 ms (the kernel's limit is 100).
+pub const WORKER_ATTEMPTS: u32 = 4;
+
+/// The pause between two writes of an autogroup's nice the kernel refused as too frequent.
+pub const AUTOGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// Write [`EXPLORER_NICE`] to the autogroup file `path` when it exists and this process leads
+/// its session (then the autogroup is its own; otherwise others share it, and it is left
+/// alone), trying again after [`AUTOGROUP_RETRY`] while the kernel says "try again", at most
+/// `attempts` times.
+pub(crate) fn lower_autogroup(path: &std::path::Path, attempts: u32) -> Result<(), String> {
+    // SAFETY: getsid/getpid of the calling process, no memory involved.
+    let leader = unsafe { libc::getsid(0) == libc::getpid() };
+    if !leader || !path.exists() {
+        return Ok(());
+    }
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match std::fs::write(path, EXPLORER_NICE.to_string()) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tried < attempts => {
+                std::thread::sleep(AUTOGROUP_RETRY)
+            }
+            Err(e) => {
+                return Err(format!(
+                    "its autogroup's nice ({}), {tried} attempt(s): {e}",
+                    path.display()
+                ))
+            }
+        }
     }
 }
 
@@ -92,8 +142,10 @@ pub fn worker_start() {
     if !worker || leader == 0 || shared::explorer_pid(db) != leader {
         return;
     }
-    // Lowered or not (a kernel that refuses), the wait is measured the same.
-    let _ = lower();
+    // Lowered or not (a kernel that refuses), the wait is measured the same. The second worker
+    // of a Gather finds the kernel's limit on autogroup writes just used by the first: it waits
+    // for it (the leader and the first worker go on meanwhile), up to WORKER_ATTEMPTS.
+    let _ = lower(WORKER_ATTEMPTS);
     if let Some(d) = run_delay_us() {
         WORKER.with(|w| w.set(Some((db, d))));
     }

@@ -113,3 +113,47 @@ fn this_backend_reports_a_run_queue_delay_that_only_grows() {
     let b = run_delay_us().expect("read once, read again");
     assert!(b >= a);
 }
+
+#[pg_test]
+fn the_explorer_lowers_its_own_autogroup_only() {
+    use crate::explorer::priority::{lower_autogroup, EXPLORER_NICE};
+    // A backend leads its own session (InitPostmasterChild's setsid): its autogroup is its own.
+    let dir = std::env::temp_dir().join(format!("ruvector_dag_autogroup_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("autogroup");
+    std::fs::write(&file, "/autogroup-1 nice 0\n").unwrap();
+    // SAFETY: reading the calling process's ids.
+    let leader = unsafe { libc::getsid(0) == libc::getpid() };
+    lower_autogroup(&file, 1).unwrap();
+    let written = std::fs::read_to_string(&file).unwrap();
+    if leader {
+        assert_eq!(written.trim(), EXPLORER_NICE.to_string());
+    } else {
+        assert_eq!(written, "/autogroup-1 nice 0\n", "a shared autogroup is left alone");
+    }
+    // A kernel without autogroups: nothing to do, no error.
+    assert_eq!(lower_autogroup(&dir.join("absent"), 1), Ok(()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[pg_test]
+fn autogroup_writes_the_kernel_refuses_as_too_frequent_are_retried() {
+    use crate::explorer::priority::{lower_autogroup, EXPLORER_NICE, WORKER_ATTEMPTS};
+    // This backend's own autogroup (it only lowers this test backend's CPU share). The kernel
+    // takes an unprivileged write at most every 100 ms: the second of two writes in a row is
+    // refused and has to be retried, as in the second parallel worker of a Gather.
+    let real = std::path::Path::new("/proc/self/autogroup");
+    // SAFETY: reading the calling process's ids.
+    let leader = unsafe { libc::getsid(0) == libc::getpid() };
+    if !real.exists() || !leader {
+        return;
+    }
+    for _ in 0..3 {
+        lower_autogroup(real, WORKER_ATTEMPTS).expect("lowered, retried while refused");
+    }
+    let now = std::fs::read_to_string(real).unwrap();
+    assert!(
+        now.trim_end().ends_with(&format!(" nice {EXPLORER_NICE}")),
+        "{now}"
+    );
+}
