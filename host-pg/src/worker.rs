@@ -172,6 +172,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
     let mut watched: Vec<Watched> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     let mut wait = Duration::ZERO;
+    let mut slots_said = 0;
     while BackgroundWorker::wait_latch(Some(wait)) {
         wait = Duration::from_secs(LAUNCHER_PERIOD);
         if BackgroundWorker::sighup_received() {
@@ -209,6 +210,35 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
                 w.explorer = start(w.oid, &w.name, Kind::Explorer, w.explorer.failed);
             }
         }
+        let ours = 1 + watched
+            .iter()
+            .map(|w| i32::from(w.learner.running()) + i32::from(w.explorer.running()))
+            .sum::<i32>();
+        report_worker_slots(ours, &mut slots_said);
+    }
+}
+
+/// Warn (once for each number of workers) when this extension's `ours` background workers
+/// leave parallel queries fewer slots than `max_parallel_workers` allows: background workers
+/// and parallel workers share `max_worker_processes`, so every learner and explorer running is
+/// one worker fewer a user's parallel query can start (measured: with PostgreSQL's default 8
+/// and two learning databases, 2 were left, and an explorer's run took both from the users'
+/// queries running beside it). `said`: the number last warned about, 0 when none.
+fn report_worker_slots(ours: i32, said: &mut i32) {
+    // SAFETY: the server's settings, read in this process.
+    let (slots, parallel) = unsafe { (pg_sys::max_worker_processes, pg_sys::max_parallel_workers) };
+    let left = slots - ours;
+    if left >= parallel {
+        *said = 0;
+        return;
+    }
+    if ours != *said {
+        warning!(
+            "ruvector_dag launcher: its {ours} background workers (the launcher, and a learner and an explorer per learning database) take {ours} of max_worker_processes = {slots}, which parallel queries share: at most {} parallel workers can run, fewer than max_parallel_workers = {parallel}; set max_worker_processes to at least {} plus one for every other background worker (PostgreSQL's logical replication launcher is one; a restart) so users' parallel queries keep their workers",
+            left.max(0),
+            parallel + ours
+        );
+        *said = ours;
     }
 }
 
