@@ -470,10 +470,6 @@ fn start_cluster(repo: &Path, a: &Args) -> Result<(Cluster, Vec<String>, String)
         "shared_buffers = 2GB".to_string(),
         "work_mem = 64MB".to_string(),
         "max_parallel_workers_per_gather = 2".to_string(),
-        // As README's set-up says (and the launcher's warning): the extension's workers (the
-        // launcher, a learner and an explorer per database) on top of the parallel workers
-        // (max_parallel_workers, 8 by default) and the logical replication launcher.
-        format!("max_worker_processes = {}", 8 + 1 + 1 + 2 * dbs.len()),
         format!("ruvector.dag_database = '{}'", dbs.join(",")),
     ];
     let cluster = Cluster::start(&settings, a.keep)?;
