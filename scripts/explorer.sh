@@ -8,7 +8,9 @@
 #      the server log holds none of the explorer's statement text;
 #      The same kind of join PREPAREd and EXECUTEd with a bound parameter: explored the same way;
 #   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time, CPU waits);
-#      it runs at nice 19 (its autogroup too); ruvector_dag_explorer_pause() stops it, resume lets it go on;
+#      with ruvector.dag_explorer_nice = 19 it runs at nice 19 (its autogroup too), set back to 0
+#      a new explorer runs at nice 0; ruvector_dag_explorer_pause() stops it, resume lets it go on;
+#      the launcher warns that its workers leave parallel queries too few max_worker_processes;
 #   3. a statement the explorer cannot run any more (its role's permission revoked) is dropped
 #      with a counted reason, never retried, never an error in a user's session;
 #   4. statements it must not run are never queued: FOR UPDATE, a volatile function;
@@ -34,7 +36,7 @@ done
 # shellcheck source=scripts/cluster.sh
 source scripts/cluster.sh
 ((install)) && install_extension
-start_cluster "ruvector.dag_mode = 'learn'" "restart_after_crash = on"
+start_cluster "ruvector.dag_mode = 'learn'" "restart_after_crash = on" "ruvector.dag_explorer_nice = 19"
 cleanup() {
   if ((keep)); then echo "cluster kept in $dir (port $port)"; return; fi
   stop_cluster
@@ -138,7 +140,7 @@ done
 [[ $(status shared_book_shapes) -gt 0 ]] || fail "status shows no shape in the shared book"
 echo "  ok: applied at execution $applied, learned state loaded once (backend_reloads ${reloads[0]}); $(status shared_book)"
 
-echo "==> 2. the explorer runs at the lowest CPU priority; pause and resume"
+echo "==> 2. ruvector.dag_explorer_nice = 19: the lowest CPU priority, autogroup too; back to 0; pause and resume"
 epid=$(status explorer_pid)
 nice=$(ps -o ni= -p "$epid" | tr -d ' ')
 [[ $nice == 19 ]] || fail "the explorer (pid $epid) runs at nice '$nice', not 19"
@@ -155,7 +157,22 @@ echo "  explorer pid $epid at nice $nice; waited $(status explorer_wait_ms) ms f
 [[ $(status explorer_paused) == true ]] || fail "status does not say paused"
 [[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_resume()") == t ]] || fail "resume did not report a paused explorer"
 [[ $(status explorer_paused) == false ]] || fail "status still says paused"
-echo "  ok"
+# Back to a user's priority (the shipped default): a new explorer, at nice 0.
+psql_ -q -c "ALTER SYSTEM SET ruvector.dag_explorer_nice = 0" -c "SELECT pg_reload_conf()" >/dev/null
+for _ in $(seq 1 60); do
+  npid=$(status explorer_pid)
+  [[ -n $npid && $npid != "$epid" && $npid != 0 ]] && break
+  sleep 0.5
+done
+[[ -n $npid && $npid != "$epid" && $npid != 0 ]] || fail "no new explorer within 30 s of ruvector.dag_explorer_nice = 0 (still pid $epid)"
+nnice=$(ps -o ni= -p "$npid" | tr -d ' ')
+[[ $nnice == 0 ]] || fail "the new explorer (pid $npid) runs at nice '$nnice', not 0"
+echo "  ruvector.dag_explorer_nice = 0: explorer pid $epid stopped, pid $npid at nice $nnice"
+# This cluster keeps PostgreSQL's max_worker_processes (8): the launcher, the learner and the
+# explorer leave parallel queries 5 of the 8 parallel workers max_parallel_workers allows.
+grep -q "its 3 background workers .* take 3 of max_worker_processes = 8" "$dir/server.log" ||
+  fail "the launcher did not warn that its 3 workers leave parallel queries too few max_worker_processes slots"
+echo "  ok (the launcher warned: $(grep -o 'at most [0-9]* parallel workers can run' "$dir/server.log" | head -1))"
 
 echo "==> 3. a permission revoked before the explorer runs the statement"
 psql_ -c "ALTER TABLE orders ADD COLUMN note text DEFAULT 'x'" -c "ANALYZE orders"

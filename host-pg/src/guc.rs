@@ -137,6 +137,8 @@ pub static NODE_TIMING_RATE: GucSetting<f64> = GucSetting::<f64>::new(0.1);
 pub static REPLAN_MIN_COST: GucSetting<f64> = GucSetting::<f64>::new(1000.0);
 pub static EXPLORE_MIN_MS: GucSetting<f64> = GucSetting::<f64>::new(10.0);
 pub static EXPLORE_SHARE: GucSetting<f64> = GucSetting::<f64>::new(0.25);
+/// 0: the explorer competes for the CPU as a user's backend does (see `explorer::priority`).
+pub static EXPLORER_NICE: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static FOREGROUND_EXPLORATION: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Empty: every database that uses the extension learns (see `worker`).
@@ -254,6 +256,16 @@ fn register_scope() {
         &EXPLORE_SHARE,
         0.0,
         1.0,
+        GucContext::Sighup,
+        none(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_explorer_nice",
+        c"Scheduling priority (nice, 0-19) of the background explorer and the parallel workers of its statements; 0, the default, is a user's.",
+        c"Above 0 the explorer also sets its autogroup's nice, so it takes only the CPU users leave: on a busy server its runs then wait for a CPU and are not evidence, and it verifies little. A change restarts the explorer.",
+        &EXPLORER_NICE,
+        0,
+        19,
         GucContext::Sighup,
         none(),
     );

@@ -27,7 +27,7 @@ use pgrx::prelude::*;
 use crate::{guc, learner, shared};
 
 /// Seconds between the launcher's checks.
-const LAUNCHER_PERIOD: u64 = 10;
+pub(crate) const LAUNCHER_PERIOD: u64 = 10;
 
 /// Register the launcher (from `_PG_init`, while preloading).
 pub fn register() {
@@ -228,7 +228,9 @@ fn report_worker_slots(ours: i32, said: &mut i32) {
     // SAFETY: the server's settings, read in this process.
     let (slots, parallel) = unsafe { (pg_sys::max_worker_processes, pg_sys::max_parallel_workers) };
     let left = slots - ours;
-    if left >= parallel {
+    // The launcher alone is one slot, like PostgreSQL's own logical replication launcher: said
+    // only once a database learns.
+    if left >= parallel || ours <= 1 {
         *said = 0;
         return;
     }

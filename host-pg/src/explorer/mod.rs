@@ -23,8 +23,9 @@
 //! It is paced by `ruvector.dag_explore_share` (after a run of t ms it waits t x (1 - share) /
 //! share), waits while as many client backends and their parallel workers are active as the
 //! machine has cores, and waits while `ruvector_dag_explorer_pause()` is in effect. It and the
-//! parallel workers of its statements run at the lowest CPU priority, and a run that waited for
-//! a CPU too long is not evidence ([`priority`]). A statement it cannot re-plan or re-run (a
+//! parallel workers of its statements run at `ruvector.dag_explorer_nice` (0, a user's
+//! priority, by default), and a run that waited for a CPU too long is not evidence
+//! ([`priority`]). A statement it cannot re-plan or re-run (a
 //! dropped table, a revoked permission, a changed search_path) is dropped with a counted reason
 //! and its shape never offered again until the server restarts; nothing it does is an error in
 //! a user's session. It keeps no query text beyond its queue slot.
@@ -131,11 +132,12 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     pg_sys::before_shmem_exit(Some(explorer_exit), pg_sys::Datum::from(db));
     let name = BackgroundWorker::get_extra();
     log!("ruvector_dag explorer: started, exploring for database \"{name}\"");
-    // Users' statements first: this process and its parallel workers run at the lowest
+    // ruvector.dag_explorer_nice above 0: this process and its parallel workers run at that
     // priority (the workers lower their own, see `priority::worker_start`).
-    if let Err(e) = priority::lower(priority::EXPLORER_ATTEMPTS) {
+    let nice = guc::EXPLORER_NICE.get();
+    if let Err(e) = priority::lower(nice, priority::EXPLORER_ATTEMPTS) {
         log!(
-            "ruvector_dag explorer: could not lower its scheduling priority ({e}); its runs compete with users' statements for the CPU"
+            "ruvector_dag explorer: could not lower its scheduling priority to nice {nice} ({e}); its runs compete with users' statements for the CPU"
         );
     }
     let mut recent: HashMap<u64, Instant> = HashMap::new();
@@ -143,6 +145,12 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     while wait(Some(Duration::from_millis(500))) {
         if BackgroundWorker::sighup_received() {
             pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            // A process cannot raise its own priority again: a new explorer applies the value.
+            let now = guc::EXPLORER_NICE.get();
+            if now != nice {
+                log!("ruvector_dag explorer: ruvector.dag_explorer_nice changed from {nice} to {now}; the explorer stops, the launcher starts it again within {} s", crate::worker::LAUNCHER_PERIOD);
+                return;
+            }
         }
         if shared::explorers_paused() || guc::EXPLORE_SHARE.get() <= 0.0 {
             continue;

@@ -1,10 +1,13 @@
-//! The explorer's place on the CPU. Its runs are not a user's: the explorer and the parallel
-//! workers its statements start run at the lowest scheduling priority (nice 19, for the
-//! process and for its session's autogroup: see [`lower`]), so a user's statement that wants
-//! a core gets it first. A run that waited for a CPU for more than
-//! [`CONTENDED_SHARE`] of its time (the run-queue delay the kernel reports in
-//! `/proc/thread-self/schedstat`, of the explorer and of its parallel workers together) measured
-//! the users' load, not its plan: it is not evidence, and it is counted (`explorer_contended`).
+//! The explorer's place on the CPU. By default its runs compete for the CPU as a user's
+//! statement does; with `ruvector.dag_explorer_nice` above 0 the explorer and the parallel
+//! workers its statements start run at that nice value, for the process and for its session's
+//! autogroup (see [`lower`]), so a user's statement that wants a core gets it first. Measured
+//! on 2 cores (README): at 19 the users beside it kept their speed, and the explorer, waiting
+//! for a CPU most of the time a user's statement ran, verified nothing in the default run. A
+//! run that waited for a CPU for more than [`CONTENDED_SHARE`] of its time (the run-queue delay
+//! the kernel reports in `/proc/thread-self/schedstat`, of the explorer and of its parallel
+//! workers together) measured the users' load, not its plan: it is not evidence, and it is
+//! counted (`explorer_contended`).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::pg_sys;
 
 use crate::shared::{self, ExplorerCounter};
-
-/// The nice value the explorer and its parallel workers run at (the lowest priority there is).
-pub const EXPLORER_NICE: i32 = 19;
 
 /// A run whose processes waited for a CPU, together, longer than this share of its wall time
 /// is not evidence (10 %: the smallest gain the evidence acts on is of that order).
@@ -30,7 +30,7 @@ thread_local! {
     static WORKER: Cell<Option<(u32, u64)>> = const { Cell::new(None) };
 }
 
-/// Lower this process's scheduling priority to [`EXPLORER_NICE`], and its autogroup's.
+/// Lower this process's scheduling priority to `nice` (0: leave it), and its autogroup's.
 ///
 /// Nice alone is not enough: with the kernel's autogroups (`kernel.sched_autogroup_enabled`,
 /// on by default in Debian's and Ubuntu's kernels) the CPU is shared fairly between sessions
@@ -45,13 +45,16 @@ thread_local! {
 /// the whole machine (EAGAIN otherwise: two explorers starting together, the two workers of
 /// one Gather): a refused write is tried again every [`AUTOGROUP_RETRY`], `attempts` times in
 /// all.
-pub fn lower(attempts: u32) -> Result<(), String> {
+pub fn lower(nice: i32, attempts: u32) -> Result<(), String> {
+    if nice <= 0 {
+        return Ok(());
+    }
     // SAFETY: setpriority on the calling process (who = 0), no memory involved.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, EXPLORER_NICE) };
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     if r != 0 {
         return Err(std::io::Error::last_os_error().to_string());
     }
-    lower_autogroup(std::path::Path::new("/proc/self/autogroup"), attempts)
+    lower_autogroup(std::path::Path::new("/proc/self/autogroup"), nice, attempts)
 }
 
 /// Attempts at the autogroup's nice in the explorer as it starts (two databases' explorers
@@ -63,11 +66,15 @@ pub const WORKER_ATTEMPTS: u32 = 4;
 /// The pause between two writes of an autogroup's nice the kernel refused as too frequent.
 pub const AUTOGROUP_RETRY: std::time::Duration = std::time::Duration::from_millis(40);
 
-/// Write [`EXPLORER_NICE`] to the autogroup file `path` when it exists and this process leads
+/// Write `nice` to the autogroup file `path` when it exists and this process leads
 /// its session (then the autogroup is its own; otherwise others share it, and it is left
 /// alone), trying again after [`AUTOGROUP_RETRY`] while the kernel says "try again", at most
 /// `attempts` times.
-pub(crate) fn lower_autogroup(path: &std::path::Path, attempts: u32) -> Result<(), String> {
+pub(crate) fn lower_autogroup(
+    path: &std::path::Path,
+    nice: i32,
+    attempts: u32,
+) -> Result<(), String> {
     // SAFETY: getsid/getpid of the calling process, no memory involved.
     let leader = unsafe { libc::getsid(0) == libc::getpid() };
     if !leader || !path.exists() {
@@ -76,7 +83,7 @@ pub(crate) fn lower_autogroup(path: &std::path::Path, attempts: u32) -> Result<(
     let mut tried = 0;
     loop {
         tried += 1;
-        match std::fs::write(path, EXPLORER_NICE.to_string()) {
+        match std::fs::write(path, nice.to_string()) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tried < attempts => {
                 std::thread::sleep(AUTOGROUP_RETRY)
@@ -145,7 +152,8 @@ pub fn worker_start() {
     // Lowered or not (a kernel that refuses), the wait is measured the same. The second worker
     // of a Gather finds the kernel's limit on autogroup writes just used by the first: it waits
     // for it (the leader and the first worker go on meanwhile), up to WORKER_ATTEMPTS.
-    let _ = lower(WORKER_ATTEMPTS);
+    // The leader's ruvector.dag_explorer_nice (a parallel worker runs with its leader's settings).
+    let _ = lower(crate::guc::EXPLORER_NICE.get(), WORKER_ATTEMPTS);
     if let Some(d) = run_delay_us() {
         WORKER.with(|w| w.set(Some((db, d))));
     }

@@ -116,7 +116,7 @@ fn this_backend_reports_a_run_queue_delay_that_only_grows() {
 
 #[pg_test]
 fn the_explorer_lowers_its_own_autogroup_only() {
-    use crate::explorer::priority::{lower_autogroup, EXPLORER_NICE};
+    use crate::explorer::priority::lower_autogroup;
     // A backend leads its own session (InitPostmasterChild's setsid): its autogroup is its own.
     let dir = std::env::temp_dir().join(format!("ruvector_dag_autogroup_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -124,21 +124,21 @@ fn the_explorer_lowers_its_own_autogroup_only() {
     std::fs::write(&file, "/autogroup-1 nice 0\n").unwrap();
     // SAFETY: reading the calling process's ids.
     let leader = unsafe { libc::getsid(0) == libc::getpid() };
-    lower_autogroup(&file, 1).unwrap();
+    lower_autogroup(&file, 17, 1).unwrap();
     let written = std::fs::read_to_string(&file).unwrap();
     if leader {
-        assert_eq!(written.trim(), EXPLORER_NICE.to_string());
+        assert_eq!(written.trim(), "17");
     } else {
         assert_eq!(written, "/autogroup-1 nice 0\n", "a shared autogroup is left alone");
     }
     // A kernel without autogroups: nothing to do, no error.
-    assert_eq!(lower_autogroup(&dir.join("absent"), 1), Ok(()));
+    assert_eq!(lower_autogroup(&dir.join("absent"), 17, 1), Ok(()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[pg_test]
 fn autogroup_writes_the_kernel_refuses_as_too_frequent_are_retried() {
-    use crate::explorer::priority::{lower_autogroup, EXPLORER_NICE, WORKER_ATTEMPTS};
+    use crate::explorer::priority::{lower_autogroup, WORKER_ATTEMPTS};
     // This backend's own autogroup (it only lowers this test backend's CPU share). The kernel
     // takes an unprivileged write at most every 100 ms: the second of two writes in a row is
     // refused and has to be retried, as in the second parallel worker of a Gather.
@@ -149,11 +149,20 @@ fn autogroup_writes_the_kernel_refuses_as_too_frequent_are_retried() {
         return;
     }
     for _ in 0..3 {
-        lower_autogroup(real, WORKER_ATTEMPTS).expect("lowered, retried while refused");
+        lower_autogroup(real, 19, WORKER_ATTEMPTS).expect("lowered, retried while refused");
     }
     let now = std::fs::read_to_string(real).unwrap();
-    assert!(
-        now.trim_end().ends_with(&format!(" nice {EXPLORER_NICE}")),
-        "{now}"
-    );
+    assert!(now.trim_end().ends_with(" nice 19"), "{now}");
+}
+
+#[pg_test]
+fn the_explorer_keeps_a_users_priority_by_default() {
+    use crate::explorer::priority::lower;
+    // SAFETY: reading the calling process's priority.
+    let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let group = std::fs::read_to_string("/proc/self/autogroup").ok();
+    lower(crate::guc::EXPLORER_NICE.get(), 1).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, before);
+    assert_eq!(std::fs::read_to_string("/proc/self/autogroup").ok(), group);
 }
