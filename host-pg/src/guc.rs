@@ -262,7 +262,7 @@ fn register_scope() {
     GucRegistry::define_int_guc(
         c"ruvector.dag_explorer_nice",
         c"Scheduling priority (nice, 0-19) of the background explorer and the parallel workers of its statements; 0, the default, is a user's.",
-        c"Above 0 the explorer also sets its autogroup's nice, so it takes only the CPU users leave: on a busy server its runs then wait for a CPU and are not evidence, and it verifies little. A change restarts the explorer.",
+        c"Above 0 the explorer also sets its autogroup's nice, so it takes only the CPU users leave: on a busy server its runs then wait for a CPU more often, are not evidence, and it verifies more slowly. A change restarts the explorer.",
         &EXPLORER_NICE,
         0,
         19,
