@@ -44,6 +44,15 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; echo "--- server log (tail)" >&2; tail -n 40 "$dir/server.log" >&2; exit 1; }
 status() { psql_ -At -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = '$1'"; }
+# The pid of an explorer other than pid $1, once one runs (up to 30 s); empty when none came.
+new_explorer() {
+  local p
+  for _ in $(seq 1 60); do
+    p=$(status explorer_pid 2>/dev/null || true)
+    [[ -n $p && $p != 0 && $p != "$1" ]] && { echo "$p"; return; }
+    sleep 0.5
+  done
+}
 
 psql_ <<'SQL'
 SELECT setseed(0.42);
@@ -159,12 +168,8 @@ echo "  explorer pid $epid at nice $nice; waited $(status explorer_wait_ms) ms f
 [[ $(status explorer_paused) == false ]] || fail "status still says paused"
 # Back to a user's priority (the shipped default): a new explorer, at nice 0.
 psql_ -q -c "ALTER SYSTEM SET ruvector.dag_explorer_nice = 0" -c "SELECT pg_reload_conf()" >/dev/null
-for _ in $(seq 1 60); do
-  npid=$(status explorer_pid)
-  [[ -n $npid && $npid != "$epid" && $npid != 0 ]] && break
-  sleep 0.5
-done
-[[ -n $npid && $npid != "$epid" && $npid != 0 ]] || fail "no new explorer within 30 s of ruvector.dag_explorer_nice = 0 (still pid $epid)"
+npid=$(new_explorer "$epid")
+[[ -n $npid ]] || fail "no new explorer within 30 s of ruvector.dag_explorer_nice = 0 (still pid $epid)"
 nnice=$(ps -o ni= -p "$npid" | tr -d ' ')
 [[ $nnice == 0 ]] || fail "the new explorer (pid $npid) runs at nice '$nnice', not 0"
 echo "  ruvector.dag_explorer_nice = 0: explorer pid $epid stopped, pid $npid at nice $nnice"
@@ -228,11 +233,7 @@ for n in $(seq 1 60); do
 done
 # After a restart a database asks for its learner and explorer at its first in-scope statement.
 psql -X -q -h "$dir" -p "$port" -U reader postgres -c "$Q" >/dev/null
-for n in $(seq 1 20); do
-  [[ $(status explorer_pid) -gt 0 ]] && break
-  sleep 0.5
-done
-[[ $(status explorer_pid) -gt 0 ]] || fail "no explorer after the restart"
+[[ -n $(new_explorer "$pid") ]] || fail "no explorer after the restart"
 v2=$(status learned_version)
 ((v2 >= version)) || fail "learned_version went back ($version -> $v2)"
 # The verified plan is applied (or the default plan measured again beside it, as every 50 runs).

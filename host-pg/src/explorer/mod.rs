@@ -374,7 +374,7 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         }
         shared::count_explorer(db, ExplorerCounter::Runs, 1);
         shared::count_explorer(db, ExplorerCounter::RunUs, (wall_ms * 1000.0) as u64);
-        // Held up by the users' work (it runs at the lowest priority): the time says how busy
+        // Held up by the users' work (waiting for a CPU beside them): the time says how busy
         // the server was, not how fast the plan is. Not evidence; tried again after the pause.
         if ran.is_ok() && priority::contended(waited(db).saturating_sub(waited_before), wall_ms) {
             shared::count_explorer(db, ExplorerCounter::Contended, 1);
