@@ -63,22 +63,11 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
     for s in std.iter_mut() {
         *s = libm::sqrtf(s.max(0.0));
     }
-    // Random-sign projection of [mean; std] (64 inputs): one u64 of signs per output row.
-    let mut rng = SplitMix64::new(PROJ_SEED);
-    let scale = 1.0 / libm::sqrtf((2 * FEATURE_DIM) as f32);
-    for p in proj.iter_mut() {
-        let signs = rng.next_u64();
-        let mut z = 0.0f32;
-        for k in 0..2 * FEATURE_DIM {
-            let x = if k < FEATURE_DIM {
-                mean[k]
-            } else {
-                std[k - FEATURE_DIM]
-            };
-            z += if signs >> k & 1 == 1 { x } else { -x };
-        }
-        *p = libm::tanhf(2.0 * z * scale);
-    }
+    let mut inputs = [0.0f32; 2 * FEATURE_DIM];
+    inputs[..FEATURE_DIM].copy_from_slice(mean);
+    inputs[FEATURE_DIM..].copy_from_slice(std);
+    let proj: &mut [f32; PROJ_OUT] = proj.try_into().expect("PROJ_OUT wide");
+    sign_projection(&inputs, proj);
 
     let nf = n as f32;
     for v in 0..n {
@@ -133,6 +122,28 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
     Ok(out)
 }
 
+/// tanh of a fixed seeded random-sign projection of `inputs` ([mean; std]) into `out`: one u64
+/// of signs per output, bit k set = +x_k. Each output's sum runs over k in order from 0.0, as
+/// `z += if bit { x } else { -x }` would, so the result is that formula's to the bit; but the
+/// sign is applied by flipping x_k's sign bit instead of a branch on a random bit (which a
+/// fresh backend mispredicts half the time), and the outputs are summed side by side (k
+/// outside, outputs inside: no chain of 64 dependent additions per output). This loop was the
+/// largest item of a session's first decision.
+fn sign_projection(inputs: &[f32; 2 * FEATURE_DIM], out: &mut [f32; PROJ_OUT]) {
+    let mut rng = SplitMix64::new(PROJ_SEED);
+    let flips: [u64; PROJ_OUT] = core::array::from_fn(|_| !rng.next_u64());
+    let mut z = [0.0f32; PROJ_OUT];
+    for (k, x) in inputs.iter().map(|x| x.to_bits()).enumerate() {
+        for (zp, &f) in z.iter_mut().zip(&flips) {
+            *zp += f32::from_bits(x ^ (((f >> k) as u32 & 1) << 31));
+        }
+    }
+    let scale = 1.0 / libm::sqrtf((2 * FEATURE_DIM) as f32);
+    for (p, zp) in out.iter_mut().zip(z) {
+        *p = libm::tanhf(2.0 * zp * scale);
+    }
+}
+
 /// Cosine similarity of two embeddings (both L2-normalised: the dot product).
 pub fn cosine(a: &PlanEmbedding, b: &PlanEmbedding) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -167,5 +178,30 @@ mod tests {
             pairwise: None,
         };
         assert!(embed(&d1, &wrong).is_err());
+    }
+
+    #[test]
+    fn the_sign_projection_is_the_branching_formula_to_the_bit() {
+        let mut rng = SplitMix64::new(11);
+        for _ in 0..50 {
+            let mut inputs = [0.0f32; 2 * FEATURE_DIM];
+            for x in &mut inputs {
+                *x = (rng.next_f64() * 8.0 - 4.0) as f32;
+            }
+            inputs[3] = 0.0;
+            inputs[7] = -0.0;
+            let mut got = [0.0f32; PROJ_OUT];
+            sign_projection(&inputs, &mut got);
+            let mut signs = SplitMix64::new(PROJ_SEED);
+            let scale = 1.0 / libm::sqrtf((2 * FEATURE_DIM) as f32);
+            for g in got {
+                let s = signs.next_u64();
+                let mut z = 0.0f32;
+                for (k, &x) in inputs.iter().enumerate() {
+                    z += if s >> k & 1 == 1 { x } else { -x };
+                }
+                assert_eq!(g.to_bits(), libm::tanhf(2.0 * z * scale).to_bits());
+            }
+        }
     }
 }
