@@ -100,18 +100,17 @@ thread_local! {
 
 /// The current `ruvector.dag_attention_type` (checked when it was set; parsed once per text).
 pub fn attention_setting() -> AttentionSetting {
-    let text = ATTENTION_TYPE
-        .get()
-        .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    ATTENTION_CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(t, _)| *t != text) {
-            let parsed = parse_attention(&text)
-                .unwrap_or(AttentionSetting::Kind(AttentionKind::Topological));
-            *c = Some((text, parsed));
-        }
-        c.as_ref().expect("just set").1.clone()
+    with_text(&ATTENTION_TYPE, |bytes| {
+        ATTENTION_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(t, _)| t.as_bytes() != bytes) {
+                let text = String::from_utf8_lossy(bytes).into_owned();
+                let parsed = parse_attention(&text)
+                    .unwrap_or(AttentionSetting::Kind(AttentionKind::Topological));
+                *c = Some((text, parsed));
+            }
+            c.as_ref().expect("just set").1.clone()
+        })
     })
 }
 
@@ -632,27 +631,40 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
+/// `f` of a string setting's current text, read in place (`GucSetting::get` copies it): the
+/// planner hook reads some on every statement in scope.
+fn with_text<R>(setting: &GucSetting<Option<CString>>, f: impl FnOnce(&[u8]) -> R) -> R {
+    // SAFETY: the backend's current value of the setting, a NUL-terminated string or null; it
+    // is only replaced by an assignment of the setting, which nothing in `f` makes.
+    let raw = unsafe { *setting.as_ptr() };
+    if raw.is_null() {
+        f(b"")
+    } else {
+        f(unsafe { CStr::from_ptr(raw) }.to_bytes())
+    }
+}
+
 /// The arm list (parsed once per distinct setting text) and its names joined by `|`.
 pub fn arms_shared() -> Result<ParsedArms, String> {
-    let text = ARMS
-        .get()
-        .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    ARMS_CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(t, _)| *t != text) {
-            let parsed = parse_arms(&text).map(|arms| {
-                let key: Rc<str> = arms
-                    .iter()
-                    .map(|a| a.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join("|")
-                    .into();
-                (Rc::new(arms), key)
-            });
-            *c = Some((text, parsed));
-        }
-        c.as_ref().expect("just set").1.clone()
+    with_text(&ARMS, |bytes| {
+        ARMS_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            // Compared as bytes: no copy of the text on the statements' path.
+            if c.as_ref().is_none_or(|(t, _)| t.as_bytes() != bytes) {
+                let text = String::from_utf8_lossy(bytes).into_owned();
+                let parsed = parse_arms(&text).map(|arms| {
+                    let key: Rc<str> = arms
+                        .iter()
+                        .map(|a| a.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join("|")
+                        .into();
+                    (Rc::new(arms), key)
+                });
+                *c = Some((text, parsed));
+            }
+            c.as_ref().expect("just set").1.clone()
+        })
     })
 }
 
