@@ -63,7 +63,9 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
             pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId,
         )
     };
-    if let Some(shared_set) = shared::scope_set(db, table) {
+    // A transaction that wrote may have enabled or disabled a table itself: it reads the table
+    // (its own rows), never the set another backend read from committed rows.
+    if let Some(shared_set) = (!writing).then(|| shared::scope_set(db, table)).flatten() {
         let set: HashSet<u32> = shared_set.into_iter().collect();
         ENABLED.with(|e| {
             *e.borrow_mut() = Some(Enabled {
