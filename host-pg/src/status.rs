@@ -94,6 +94,8 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     let c = hooks::counters();
     put("backend_planned_in_scope", c.planned_in_scope.to_string());
     put("backend_arms_applied", c.applied.to_string());
+    put("backend_planned_alone", c.planned_alone.to_string());
+    put("backend_planned_alone_missed", c.alone_missed.to_string());
     put("backend_observed", c.observed.to_string());
     put("backend_timed_nodes", c.timed_nodes.to_string());
     put("backend_pushed", c.pushed.to_string());

@@ -47,6 +47,7 @@ pub mod explain18;
 mod identity;
 mod planner;
 mod scope;
+mod settled;
 mod state;
 
 use executor::*;

@@ -300,6 +300,23 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         0
     };
     let uncopied = key != 0 && cheap::known(key);
+    // Settled on a verified plan: planned under its arm alone when that gives the verified plan.
+    if key != 0 && !uncopied {
+        if let Some(dag) = settled::take(key) {
+            if let Some(planned) = plan_settled(
+                key,
+                &dag,
+                mode,
+                parse,
+                query_string,
+                cursor_options,
+                params,
+                &relids,
+            ) {
+                return planned;
+            }
+        }
+    }
     let pristine = if may_apply && !uncopied {
         pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query
     } else {
@@ -312,6 +329,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         cheap::saw(key, cost < min);
     }
     if cost < min {
+        settled::forget(key);
         pass_in_scope(default, Why::BelowMinCost { cost, min });
         return default;
     }
@@ -347,32 +365,22 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         .map_err(|e| ("loading the learned state", e))?
         .map_err(|e| ("decide", e.to_string()))
     });
-    let decision = match decided {
+    let mut decision = match decided {
         Ok(d) => d,
         Err((what, e)) => {
+            settled::forget(key);
             pass_in_scope(default, format!("{what} failed: {e}"));
             return default;
         }
     };
-    BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
-    // A plugin failure (on this plan, a reference plan, or an executed plan before) is
-    // reported once; the plugin is not used again in this session.
-    let unreported = crate::plugins::unreported_failure();
-    if let Some(e) = decision.plugin_error.as_ref().or(unreported.as_ref()) {
-        note_plugin_fallback(e);
-    }
-    let record = guc::records();
-    let timed = record && sampled(guc::SAMPLE_RATE.get());
-    let mut decision = decision;
-    if decision.background {
-        offer_to_explorer(&mut decision, explorer_text, params, &relids);
-    } else if let Some(why) = not_background {
-        if exploration == Exploration::Nowhere
-            && decision.reason.contains("not explored in this statement")
-        {
-            let _ = write!(decision.reason, " ({why})");
-        }
-    }
+    let timed = decided_in_scope(
+        &mut decision,
+        exploration,
+        explorer_text,
+        not_background,
+        params,
+        &relids,
+    );
     // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
     // pick among the distinct plans; the chosen arm's plan is used as it is.
     let mut candidates: Vec<(u8, *mut pg_sys::PlannedStmt)> = Vec::new();
@@ -387,9 +395,13 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     }
     let apply = may_apply && !pristine.is_null() && decision.arm != 0;
     if !apply {
+        settled::forget(key);
         remember(default, decision, relids, 0, timed);
         return default;
     }
+    // The verified plan, if that is what is applied (`decision.plan` becomes the plan the arm
+    // really gives below).
+    let verified = (decision.rule == Rule::Verified).then_some(decision.plan);
     let arm = decision.arm;
     // A candidate's plan was hashed when it was planned (`choose` set decision.plan to it).
     let replanned = !candidates.iter().any(|(a, _)| *a == arm);
@@ -411,6 +423,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     let chosen = match chosen {
         Ok(c) => c,
         Err(e) => {
+            settled::forget(key);
             note_error("applying an arm", &e);
             pass_in_scope(default, format!("applying arm {arm} failed: {e}"));
             return default;
@@ -424,8 +437,121 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             decision.plan = dag.shape_hash();
         }
     }
+    let verified_applied = verified == Some(decision.plan);
     remember(chosen, decision, relids, arm, timed);
+    if key != 0 {
+        settled::note(key, dag, verified_applied);
+    }
     chosen
+}
+
+/// What follows every decision on an in-scope statement: it is counted, a plugin failure is
+/// reported, and the statement is offered to the background explorer when the decision asks.
+/// Whether its run is to be timed.
+unsafe fn decided_in_scope(
+    decision: &mut Decision,
+    exploration: Exploration,
+    explorer_text: Option<String>,
+    not_background: Option<String>,
+    params: pg_sys::ParamListInfo,
+    relids: &[u32],
+) -> bool {
+    BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
+    // A plugin failure (on this plan, a reference plan, or an executed plan before) is
+    // reported once; the plugin is not used again in this session.
+    let unreported = crate::plugins::unreported_failure();
+    if let Some(e) = decision.plugin_error.as_ref().or(unreported.as_ref()) {
+        note_plugin_fallback(e);
+    }
+    let timed = guc::records() && sampled(guc::SAMPLE_RATE.get());
+    if decision.background {
+        offer_to_explorer(decision, explorer_text, params, relids);
+    } else if let Some(why) = not_background {
+        if exploration == Exploration::Nowhere
+            && decision.reason.contains("not explored in this statement")
+        {
+            let _ = write!(decision.reason, " ({why})");
+        }
+    }
+    timed
+}
+
+/// Plan `parse` (not planned yet) under the arm that its decision on `dag` (the default plan
+/// its statement `key` got in its last usual plannings: [`settled`]) applies, without planning
+/// the default plan: the plan, when it is the verified plan; None when the statement is to be
+/// planned the usual way (`parse` is left as it was).
+#[allow(clippy::too_many_arguments)]
+unsafe fn plan_settled(
+    key: u64,
+    dag: &ruvector_dag_core::PlanDag,
+    mode: Mode,
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+    relids: &[u32],
+) -> Option<*mut pg_sys::PlannedStmt> {
+    let plugin = planner_plugin();
+    let (exploration, explorer_text, not_background) =
+        where_to_explore(mode, parse, query_string, params);
+    let decided = learning_path("decide", || {
+        with_optimizer_for(dag.shape_hash(), |o| {
+            o.set_plugin(plugin);
+            o.decide_with(dag, exploration)
+        })
+        .map_err(|e| ("loading the learned state", e))?
+        .map_err(|e| ("decide", e.to_string()))
+    });
+    let mut decision = match decided {
+        Ok(d) if d.rule == Rule::Verified && d.arm != 0 && !d.wants_candidates => d,
+        // Not (or no longer) a verified plan to apply, or a failure the usual way reports.
+        _ => {
+            settled::forget(key);
+            return None;
+        }
+    };
+    let arm = decision.arm;
+    let settings = guc::arms_shared()
+        .ok()
+        .and_then(|(a, _)| a.get(usize::from(arm)).map(|x| x.1.clone()))?;
+    let copy = pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query;
+    let chosen = {
+        let _busy = Busy::enter();
+        crate::guarded(|| plan_with_arm(&settings, copy, query_string, cursor_options, params))
+    };
+    let plan = match chosen {
+        Ok(c) => dag_from_plan(c).ok().map(|d| d.shape_hash()),
+        Err(_) => None,
+    };
+    let chosen = match chosen {
+        Ok(c) if plan == Some(decision.plan) => c,
+        _ => {
+            BACKEND.with(|b| b.borrow_mut().counters.alone_missed += 1);
+            settled::missed(key);
+            return None;
+        }
+    };
+    let timed = decided_in_scope(
+        &mut decision,
+        exploration,
+        explorer_text,
+        not_background,
+        params,
+        relids,
+    );
+    let _ = write!(
+        decision.reason,
+        "; planned under its arm alone (the default plan was not planned: it had this shape the last {} times this statement was planned in full; one planning in {} is)",
+        settled::STREAK,
+        settled::FULL_EVERY
+    );
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.counters.applied += 1;
+        b.counters.planned_alone += 1;
+    });
+    remember(chosen, decision, relids.to_vec(), arm, timed);
+    Some(chosen)
 }
 
 /// Where a statement's untried plans may run, its text for the explorer when there, and why

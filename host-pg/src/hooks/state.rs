@@ -26,6 +26,11 @@ pub struct Counters {
     /// Runs under a non-default plan cut short (statement timeout, cancel, error): their plans
     /// given up.
     pub cut_short: u64,
+    /// Statements settled on a verified plan planned under its arm alone (no default plan
+    /// planned: `settled`), and those whose plan under the arm alone was not the verified one
+    /// (then planned the usual way).
+    pub planned_alone: u64,
+    pub alone_missed: u64,
 }
 
 /// This backend's copy of the learned optimizer.
@@ -75,7 +80,8 @@ thread_local! {
         last_decided: None,
         counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
-            candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0, cut_short: 0 },
+            candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0, cut_short: 0,
+            planned_alone: 0, alone_missed: 0 },
         last_error: None,
         logged_error: false,
         plugin_error: None,

@@ -302,6 +302,32 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
         learned_ms * 1.2 < default_ms,
         "learned {learned_ms:.1} ms vs default {default_ms:.1} ms after {runs} runs"
     );
+    // Settled on its verified plan: planned under its arm alone (no default plan planned
+    // first), and still the verified plan; one planning in FULL_EVERY goes the usual way.
+    let alone_before = counter("backend_planned_alone");
+    let explains: Vec<Vec<String>> = (0..16).map(|_| explain_lines(CORRELATED)).collect();
+    let plan_of = |lines: &[String]| -> Vec<String> {
+        lines.iter().take_while(|l| !l.starts_with("ruvector_dag")).cloned().collect()
+    };
+    let alone = |lines: &[String]| lines.iter().any(|l| l.contains("planned under its arm alone"));
+    let said_alone = explains.iter().filter(|l| alone(l)).count();
+    assert!(said_alone >= 12, "{said_alone} of 16 plannings under the arm alone: {explains:#?}");
+    assert!(said_alone < 16, "never planned the usual way: {explains:#?}");
+    assert_eq!(counter("backend_planned_alone") - alone_before, said_alone as u64);
+    for lines in &explains {
+        let decision = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
+        assert!(decision.contains("(applied; rule verified)"), "{lines:?}");
+        assert_eq!(plan_of(lines), plan_of(&explains[0]), "{explains:#?}");
+    }
+    // A setting of the session's makes the arm's plan another one (a merge join): no longer
+    // the verified plan, so it is planned the usual way (the default plan, then the arm).
+    Spi::run("SET enable_hashjoin = off").unwrap();
+    let missed_before = counter("backend_planned_alone_missed");
+    let usual: Vec<Vec<String>> = (0..3).map(|_| explain_lines(CORRELATED)).collect();
+    assert!(usual.iter().all(|l| !alone(l)), "{usual:#?}");
+    assert!(usual.iter().all(|l| plan_of(l) != plan_of(&explains[0])), "{usual:#?}");
+    assert!(counter("backend_planned_alone_missed") - missed_before <= 1);
+    Spi::run("RESET enable_hashjoin").unwrap();
 }
 
 /// Orders whose country and city always agree (the planner expects 1 row where 200 match),
