@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The extension's planning overhead on TPC-H plans, per query, on a real server: a throwaway
+# cluster with ruvector_dag preloaded (learn mode, shipped settings otherwise), TPC-H at a small
+# scale (tests' tpch_gen) with the 22 queries of tests/fixtures/tpch/queries run 3 times each
+# (the background explorer verifies plans for some of them) and a learning cycle; then the
+# explorer is paused and ONE session EXPLAINs (SUMMARY) every query PASSES times, the modes
+# off / frozen / learn interleaved statement by statement (so machine noise hits them alike).
+# Prints per query the median Planning Time in mode off and what frozen and learn add to it,
+# with the decision's reason, and the sums. A measurement tool (README: "The extension's
+# cost"), not a test: it asserts nothing.
+# Options: --sf F (scale factor, default 0.1), --passes N (default 6), --no-install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sf=0.1 passes=6 install=1
+while (($#)); do
+  case $1 in
+    --sf) sf=$2; shift ;;
+    --passes) passes=$2; shift ;;
+    --no-install) install=0 ;;
+    *) echo "unknown option $1 (--sf F, --passes N, --no-install)" >&2; exit 2 ;;
+  esac
+  shift
+done
+scripts/setup-pg.sh >/dev/null
+cargo build -q --release --locked -p ruvector-dag-tests --bin tpch_gen
+# shellcheck source=scripts/cluster.sh
+source scripts/cluster.sh
+((install)) && install_extension --release
+start_cluster "shared_buffers = 512MB" "max_parallel_workers_per_gather = 2" "ruvector.dag_mode = 'learn'"
+trap stop_cluster EXIT
+echo "==> TPC-H scale $sf: loading, then the 22 queries 3 times in learn mode"
+psql_ -d postgres -q -f tests/fixtures/tpch/schema.sql >/dev/null
+for t in region nation part supplier partsupp customer orders lineitem; do
+  target/release/tpch_gen "$t" "$sf" | psql_ -d postgres -c "COPY $t FROM STDIN WITH (DELIMITER '|')" >/dev/null
+done
+psql_ -d postgres -q -f tests/fixtures/tpch/indexes.sql >/dev/null
+psql_ -d postgres -c "VACUUM ANALYZE" -c "CREATE EXTENSION ruvector_dag" \
+  -c "SELECT ruvector_dag.ruvector_enable_neural_dag(t::regclass) FROM unnest(array['region','nation','part','supplier','partsupp','customer','orders','lineitem']) t" >/dev/null
+queries=(tests/fixtures/tpch/queries/q*.sql)
+for _ in 1 2 3; do
+  for q in "${queries[@]}"; do psql_ -d postgres -q -o /dev/null -f "$q"; done
+done
+psql_ -d postgres -c "SELECT ruvector_dag.ruvector_dag_learn()" -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()" >/dev/null
+echo "==> $passes passes, off / frozen / learn interleaved per statement, one session"
+out=$(mktemp)
+for _ in $(seq 1 "$passes"); do
+  for q in "${queries[@]}"; do
+    for m in off frozen learn; do
+      echo "SET ruvector.dag_mode = '$m';"
+      echo "\\echo MODE $m $(basename "$q" .sql)"
+      printf 'EXPLAIN (SUMMARY) '
+      cat "$q"
+      echo
+    done
+  done
+done | psql_ -d postgres -At >"$out"
+python3 - "$out" <<'PY'
+import collections, statistics, sys
+times, reasons, mode = collections.defaultdict(list), {}, None
+for line in open(sys.argv[1]):
+    if line.startswith("MODE "):
+        _, mode, query = line.split()
+    elif line.startswith("Planning Time:"):
+        times[(mode, query)].append(float(line.split()[2]))
+    elif line.startswith("ruvector_dag reason:") and mode == "frozen":
+        reasons[query] = line[len("ruvector_dag reason: "):].strip()
+total = collections.Counter()
+print(f"{'query':6} {'off us':>7} {'frozen +us':>10} {'learn +us':>9}  frozen decision")
+for q in sorted({q for _, q in times}):
+    med = {m: 1000 * statistics.median(times[(m, q)]) for m in ("off", "frozen", "learn")}
+    total.update(med)
+    print(f"{q:6} {med['off']:7.0f} {med['frozen'] - med['off']:+10.0f} {med['learn'] - med['off']:+9.0f}  {reasons.get(q, '')[:90]}")
+print(f"sum of medians: off {total['off'] / 1000:.2f} ms, frozen {total['frozen'] / 1000:.2f} ms, learn {total['learn'] / 1000:.2f} ms")
+PY
+rm -f "$out"
