@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The extension's planning overhead on TPC-H plans, per query, on a real server: a throwaway
 # cluster with ruvector_dag preloaded (learn mode, shipped settings otherwise), TPC-H at a small
-# scale (tests' tpch_gen) with the 22 queries of tests/fixtures/tpch/queries run 3 times each
-# (the background explorer verifies plans for some of them) and a learning cycle; then the
+# scale (tests' tpch_gen) with the 22 queries of tests/fixtures/tpch/queries run 3 times each,
+# the background explorer's queue emptied (it verifies plans for some of them), 2 more runs each
+# and a learning cycle; then the
 # explorer is paused and ONE session EXPLAINs (SUMMARY) every query PASSES times, the modes
 # off / frozen / learn interleaved statement by statement (so machine noise hits them alike).
 # Prints per query the median Planning Time in mode off and what frozen and learn add to it,
@@ -37,9 +38,16 @@ psql_ -d postgres -q -f tests/fixtures/tpch/indexes.sql >/dev/null
 psql_ -d postgres -c "VACUUM ANALYZE" -c "CREATE EXTENSION ruvector_dag" \
   -c "SELECT ruvector_dag.ruvector_enable_neural_dag(t::regclass) FROM unnest(array['region','nation','part','supplier','partsupp','customer','orders','lineitem']) t" >/dev/null
 queries=(tests/fixtures/tpch/queries/q*.sql)
-for _ in 1 2 3; do
-  for q in "${queries[@]}"; do psql_ -d postgres -q -o /dev/null -f "$q"; done
+run_all() { for q in "${queries[@]}"; do psql_ -d postgres -q -o /dev/null -f "$q"; done; }
+for _ in 1 2 3; do run_all; done
+# The explorer verifies what it can (up to 5 minutes), then two more rounds use what it found.
+for _ in $(seq 1 60); do
+  queued=$(psql_ -d postgres -At -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'explorer_queued'")
+  [[ $queued == 0 ]] && break
+  sleep 5
 done
+run_all
+run_all
 psql_ -d postgres -c "SELECT ruvector_dag.ruvector_dag_learn()" -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()" >/dev/null
 echo "==> $passes passes, off / frozen / learn interleaved per statement, one session"
 out=$(mktemp)
