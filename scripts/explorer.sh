@@ -11,6 +11,7 @@
 #      with ruvector.dag_explorer_nice = 19 it runs at nice 19 (its autogroup too), set back to 0
 #      a new explorer runs at nice 0; ruvector_dag_explorer_pause() stops it, resume lets it go on;
 #      the launcher warns that its workers leave parallel queries too few max_worker_processes;
+#      a run is given up when users' statements start that want the cores (explorer_yielded);
 #   3. a statement the explorer cannot run any more (its role's permission revoked) is dropped
 #      with a counted reason, never retried, never an error in a user's session;
 #   4. statements it must not run are never queued: FOR UPDATE, a volatile function;
@@ -178,6 +179,33 @@ echo "  ruvector.dag_explorer_nice = 0: explorer pid $epid stopped, pid $npid at
 grep -q "its 3 background workers .* take 3 of max_worker_processes = 8" "$dir/server.log" ||
   fail "the launcher did not warn that its 3 workers leave parallel queries too few max_worker_processes slots"
 echo "  ok (the launcher warned: $(grep -o 'at most [0-9]* parallel workers can run' "$dir/server.log" | head -1))"
+
+echo "==> 2b. a run given up for the users' statements that need the cores"
+# A slow statement of a shape of its own, offered by one execution; once the explorer is in a
+# run of it, as many sessions as the machine has cores start a statement (pg_sleep executes, as
+# the executor counts it): users and explorer together want more cores than there are, and the
+# run is given up at once (not evidence), the explorer going on.
+QY="SELECT count(*) FROM orders a JOIN orders b ON a.item % 2000 = b.item % 2000 AND a.region <> b.region WHERE a.amount > 1"
+yielded=$(status explorer_yielded) epid=$(status explorer_pid) cores=$(nproc)
+# Offered from its second execution (no plan is explored before the default plan's time is known).
+ms=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c '\timing on' -c "$QY" -c "$QY" | grep -o '^Time: [0-9.]*' | tail -1 | cut -d' ' -f2)
+caught=0
+for _ in $(seq 1 600); do
+  if [[ $(status explorer_in_run) == true ]]; then
+    for _ in $(seq 1 "$cores"); do psql_ -c "SELECT pg_sleep(1.5)" >/dev/null & done
+    sleep 0.5
+    seen=$(status executing_users)
+    wait
+    caught=1
+    break
+  fi
+  sleep 0.05
+done
+((caught)) || fail "the explorer never ran the offered slow statement ($ms ms) in 60 s"
+after=$(status explorer_yielded)
+((after > yielded)) || fail "the explorer did not give its run up while $seen users' statements executed on $cores cores (explorer_yielded $yielded -> $after)"
+[[ $(status explorer_pid) == "$epid" ]] || fail "the explorer ended (pid $epid -> $(status explorer_pid))"
+echo "  ok: the statement ($ms ms by default) in a run; $seen users' statements executing on $cores cores; explorer_yielded $yielded -> $after, the same explorer goes on"
 
 echo "==> 3. a permission revoked before the explorer runs the statement"
 psql_ -c "ALTER TABLE orders ADD COLUMN note text DEFAULT 'x'" -c "ANALYZE orders"

@@ -78,6 +78,9 @@ struct Shared {
     launcher_latch: std::sync::atomic::AtomicUsize,
     /// Every explorer waits (`ruvector_dag_explorer_pause`).
     explore_paused: std::sync::atomic::AtomicBool,
+    /// Processes executing a statement, by [`Executor`]: the users' (client backends and the
+    /// parallel workers of their queries) and the explorers' (with their parallel workers).
+    executing: [AtomicI32; 2],
     /// Query shapes the explorer could not run (a re-plan or re-run failed): never offered
     /// again until the server restarts. A ring of fingerprints; 0 marks a free entry.
     refused: [AtomicU64; REFUSED_SHAPES],
@@ -171,9 +174,11 @@ pub enum ExplorerCounter {
     WaitUs,
     /// Runs not counted as evidence because they waited for a CPU too long.
     Contended,
+    /// Runs given up for a user's statement that needed the cores (not evidence).
+    Yielded,
 }
 
-const EXPLORER_COUNTERS: usize = 11;
+const EXPLORER_COUNTERS: usize = 12;
 
 impl ExplorerCounter {
     pub const ALL: [ExplorerCounter; EXPLORER_COUNTERS] = [
@@ -188,6 +193,7 @@ impl ExplorerCounter {
         ExplorerCounter::Busy,
         ExplorerCounter::WaitUs,
         ExplorerCounter::Contended,
+        ExplorerCounter::Yielded,
     ];
 
     /// Its name in `ruvector_dag_status()`.
@@ -204,6 +210,7 @@ impl ExplorerCounter {
             ExplorerCounter::Busy => "explorer_busy",
             ExplorerCounter::WaitUs => "explorer_wait_ms",
             ExplorerCounter::Contended => "explorer_contended",
+            ExplorerCounter::Yielded => "explorer_yielded",
         }
     }
 }
@@ -300,6 +307,7 @@ unsafe extern "C-unwind" fn on_startup() {
             }),
             launcher_latch: std::sync::atomic::AtomicUsize::new(0),
             explore_paused: std::sync::atomic::AtomicBool::new(false),
+            executing: std::array::from_fn(|_| AtomicI32::new(0)),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
             refused_next: std::sync::atomic::AtomicU32::new(0),
             scopes: std::array::from_fn(|_| ScopeSlot {
@@ -1050,6 +1058,17 @@ pub fn explorer_running(db: u32, running: bool) {
     }
 }
 
+/// Whether database `db`'s explorer is in a run.
+pub fn explorer_in_run(db: u32) -> bool {
+    shared().is_some_and(|s| {
+        s.explorers.iter().any(|e| {
+            e.db.load(Ordering::Acquire) == db
+                && e.pid.load(Ordering::Acquire) != 0
+                && e.running.load(Ordering::Acquire)
+        })
+    })
+}
+
 /// Whether some explorer is in a run.
 pub fn any_explorer_running() -> bool {
     shared().is_some_and(|s| {
@@ -1057,6 +1076,54 @@ pub fn any_explorer_running() -> bool {
             .iter()
             .any(|e| e.pid.load(Ordering::Acquire) != 0 && e.running.load(Ordering::Acquire))
     })
+}
+
+/// Whose work a process executing a statement is (see [`executing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// A client backend, or a parallel worker of one's query.
+    User = 0,
+    /// A background explorer, or a parallel worker of its statement.
+    Explorer = 1,
+}
+
+/// A process of `who` starts (`true`) or ends executing a statement.
+pub fn executing_changed(who: Executor, started: bool) {
+    if let Some(s) = shared() {
+        let c = &s.executing[who as usize];
+        if started {
+            c.fetch_add(1, Ordering::AcqRel);
+        } else {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Processes executing a statement now: (the users', the explorers').
+pub fn executing() -> (i32, i32) {
+    shared().map_or((0, 0), |s| {
+        (
+            s.executing[0].load(Ordering::Acquire).max(0),
+            s.executing[1].load(Ordering::Acquire).max(0),
+        )
+    })
+}
+
+/// Ask every explorer in a run to give it up (a user's statement needs the cores): SIGUSR2,
+/// which an explorer takes as a cancel of its run only while a run executes
+/// (`explorer::yield_run`); between runs it is ignored.
+pub fn ask_explorers_to_yield() {
+    let Some(s) = shared() else { return };
+    for e in &s.explorers {
+        let pid = e.pid.load(Ordering::Acquire);
+        if pid != 0 && e.running.load(Ordering::Acquire) {
+            // SAFETY: a signal to this server's explorer, sent only while its slot says a run is
+            // in progress (an explorer clears its running flag and pid before it exits).
+            unsafe {
+                libc::kill(pid, libc::SIGUSR2);
+            }
+        }
+    }
 }
 
 /// Pause (true) or resume (false) every explorer; the previous state.

@@ -148,6 +148,10 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         put("learner_pid", shared::learner_pid(db).to_string());
         put("explorer_pid", shared::explorer_pid(db).to_string());
         put("explorer_paused", shared::explorers_paused().to_string());
+        put("explorer_in_run", shared::explorer_in_run(db).to_string());
+        let (users, explorers) = shared::executing();
+        put("executing_users", users.to_string());
+        put("executing_explorers", explorers.to_string());
         put("explorer_queued", shared::queued(db).to_string());
         let counters = shared::explorer_counters(db);
         for (c, n) in shared::ExplorerCounter::ALL.iter().zip(counters) {

@@ -73,6 +73,38 @@ extern "C-unwind" {
     fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
 }
 
+/// A run's statement is executing (set around it in [`run`]): SIGUSR2 cancels it then.
+static RUN_EXECUTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// A SIGUSR2 cancelled (or came at the end of) the run executing.
+static YIELDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// SIGUSR2: a user's statement started that leaves the cores fewer than the processes executing
+/// (`hooks::Executing`, `shared::ask_explorers_to_yield`): cancel the run executing, as a
+/// statement cancel does (its parallel workers end with it). Between runs it only wakes the
+/// latch. Async-signal-safe: atomics, PostgreSQL's interrupt flags and SetLatch.
+unsafe extern "C-unwind" fn yield_run(_signal: std::ffi::c_int) {
+    let saved = *libc::__errno_location();
+    if RUN_EXECUTING.load(std::sync::atomic::Ordering::Acquire) {
+        YIELDED.store(true, std::sync::atomic::Ordering::Release);
+        std::ptr::write_volatile(&raw mut pg_sys::QueryCancelPending, 1);
+        std::ptr::write_volatile(&raw mut pg_sys::InterruptPending, 1);
+    }
+    if !pg_sys::MyLatch.is_null() {
+        pg_sys::SetLatch(pg_sys::MyLatch);
+    }
+    *libc::__errno_location() = saved;
+}
+
+/// Install [`yield_run`] as the SIGUSR2 handler (a background worker ignores SIGUSR2 otherwise).
+unsafe fn yield_on_sigusr2() {
+    /// SIGUSR2 on Linux.
+    const SIGUSR2: std::ffi::c_int = 12;
+    #[cfg(not(feature = "pg18"))]
+    pg_sys::pqsignal(SIGUSR2, Some(yield_run));
+    #[cfg(feature = "pg18")]
+    pg_sys::pqsignal_be(SIGUSR2, Some(yield_run));
+}
+
 /// Install PostgreSQL's `die` as the SIGTERM handler: it marks the process to end, and the
 /// next CHECK_FOR_INTERRUPTS (in a running statement, or [`wait`]'s) ends it with FATAL
 /// (before_shmem_exit callbacks run: the queue slots are released).
@@ -121,6 +153,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     // SIGTERM as for a backend (`die`): a run in progress ends at its next interrupt check,
     // not at its timeout, so a shutdown never waits for the explorer.
     die_on_sigterm();
+    yield_on_sigusr2();
     let oid = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(oid), None);
     let db = oid.to_u32();
@@ -253,6 +286,8 @@ enum Ran {
     Done(f64, Box<hooks::Probed>),
     /// The statement timeout cut it short.
     Cut,
+    /// Given up for a user's statement that needed the cores ([`yield_run`]): no evidence.
+    Yielded,
 }
 
 /// Why the explorer gave up a statement.
@@ -374,6 +409,14 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         }
         shared::count_explorer(db, ExplorerCounter::Runs, 1);
         shared::count_explorer(db, ExplorerCounter::RunUs, (wall_ms * 1000.0) as u64);
+        // Given up for a user's statement: not evidence; tried again when the cores are free.
+        if matches!(ran, Ok(Ran::Yielded)) {
+            shared::count_explorer(db, ExplorerCounter::Yielded, 1);
+            if !pace(wall_ms) {
+                return Ok(Turn::Over);
+            }
+            continue;
+        }
         // Held up by the users' work (waiting for a CPU beside them): the time says how busy
         // the server was, not how fast the plan is. Not evidence; tried again after the pause.
         if ran.is_ok() && priority::contended(waited(db).saturating_sub(waited_before), wall_ms) {
@@ -391,6 +434,7 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
                 shared::count_explorer(db, ExplorerCounter::Cut, 1);
                 (timeout_ms, expected, true)
             }
+            Ok(Ran::Yielded) => continue,
             Err(r) => return refuse(r),
         };
         // The default plan is what ran under the default arm, whatever its hash now.
@@ -430,7 +474,7 @@ fn plan_candidates(
 ) -> Result<(ruvector_dag_core::PlanDag, Decision), Refused> {
     let dag = match run(offer, 0, 60_000.0, false)? {
         Ran::Done(_, p) => p.dag,
-        Ran::Cut => {
+        Ran::Cut | Ran::Yielded => {
             return Err(Refused {
                 counter: ExplorerCounter::Failed,
                 why: "planning it took over a minute".into(),
@@ -518,33 +562,25 @@ fn while_paused() -> bool {
     true
 }
 
-/// Wait while the users' work takes as many processes as the machine has cores: active client
-/// backends and the parallel workers their queries started (a query with two workers takes
-/// three cores; this explorer is between runs here, so neither it nor its workers count). At
-/// most [`BUSY_WAIT_S`], not counting a pause. False when the server stayed busy, or the
-/// explorer must stop.
+/// Wait while the users' work takes as many processes as the machine has cores: statements
+/// executing in client backends and in the parallel workers of their queries
+/// ([`shared::executing`]; this explorer is between runs here, so neither it nor its workers
+/// count). A run started beside them is given up as soon as a user's statement leaves the cores
+/// fewer than the processes executing ([`yield_run`]). At most [`BUSY_WAIT_S`], not counting a
+/// pause. False when the server stayed busy, or the explorer must stop.
 fn wait_until_quiet() -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let cores = hooks::cores() as i32;
+    let step = Duration::from_millis(20);
     let mut busy = Duration::ZERO;
     loop {
         if !while_paused() {
             return false;
         }
-        let active = BackgroundWorker::transaction(|| {
-            Spi::get_one::<i64>(
-                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
-                 WHERE state = 'active' \
-                   AND backend_type IN ('client backend', 'parallel worker')",
-            )
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-        });
-        if active < cores {
+        if shared::executing().0 < cores {
             return true;
         }
-        busy += Duration::from_millis(500);
-        if busy.as_secs() >= BUSY_WAIT_S || !wait(Some(Duration::from_millis(500))) {
+        busy += step;
+        if busy.as_secs() >= BUSY_WAIT_S || !wait(Some(step)) {
             return false;
         }
     }
@@ -597,7 +633,10 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
                         timeout_ms.clamp(1.0, i32::MAX as f64) as i32,
                     );
                 }
-                explain(offer, analyze)
+                RUN_EXECUTING.store(analyze, std::sync::atomic::Ordering::Release);
+                let r = explain(offer, analyze);
+                RUN_EXECUTING.store(false, std::sync::atomic::Ordering::Release);
+                r
             });
             // SAFETY: restoring what was saved before the subtransaction.
             unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
@@ -605,8 +644,11 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
         });
         // SAFETY: the statement is over; a timer that fired unhandled is cleared (one that was
         // handled raised the ERROR, and reset its indicator).
+        // A yield that came after the statement ended (or was not reached) cancels nothing later.
+        RUN_EXECUTING.store(false, std::sync::atomic::Ordering::Release);
+        let yielded = YIELDED.swap(false, std::sync::atomic::Ordering::AcqRel);
         unsafe {
-            if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
+            if get_timeout_indicator(STATEMENT_TIMEOUT, true) || yielded {
                 pg_sys::QueryCancelPending = 0;
             }
             disable_timeout(STATEMENT_TIMEOUT, false);
@@ -624,6 +666,7 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
             Err((PgSqlErrorCode::ERRCODE_QUERY_CANCELED, m)) if m.contains("statement timeout") => {
                 Ok(Ran::Cut)
             }
+            Err((PgSqlErrorCode::ERRCODE_QUERY_CANCELED, _)) if yielded => Ok(Ran::Yielded),
             Err(e) => Err(Refused::of(e, what)),
         }
     })

@@ -139,6 +139,157 @@ pub(super) unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys
     }
 }
 
+/// Whose work this process's statements are for the explorer's pacing ([`shared::executing`]):
+/// a client backend's and its queries' parallel workers' are the users', the explorer's and its
+/// statements' parallel workers' the explorer's; the learner's and other workers' neither.
+fn executor_kind() -> Option<shared::Executor> {
+    thread_local! {
+        static KIND: Cell<Option<Option<shared::Executor>>> = const { Cell::new(None) };
+    }
+    if let Some(k) = KIND.get() {
+        return k;
+    }
+    // SAFETY: backend globals of this process.
+    let k = unsafe {
+        if explorer_process() {
+            Some(shared::Executor::Explorer)
+        } else if pg_sys::ParallelWorkerNumber >= 0 {
+            // A parallel worker serves one query of one leader, for its whole life.
+            let leader = if pg_sys::MyProc.is_null() || (*pg_sys::MyProc).lockGroupLeader.is_null()
+            {
+                0
+            } else {
+                (*(*pg_sys::MyProc).lockGroupLeader).pid
+            };
+            if leader != 0 && shared::explorer_pid(pg_sys::MyDatabaseId.to_u32()) == leader {
+                Some(shared::Executor::Explorer)
+            } else {
+                Some(shared::Executor::User)
+            }
+        } else if pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND {
+            Some(shared::Executor::User)
+        } else {
+            None
+        }
+    };
+    KIND.set(Some(k));
+    k
+}
+
+thread_local! {
+    /// ExecutorRun calls under way in this process, and whether the outermost one is counted in
+    /// [`shared::executing`].
+    static RUN_DEPTH: Cell<(u32, Option<shared::Executor>)> = const { Cell::new((0, None)) };
+}
+
+/// This process executes a statement while it lives (the outermost ExecutorRun): counted in
+/// [`shared::executing`], and a user's statement that leaves the cores fewer than the processes
+/// executing asks a running explorer to give its run up. Dropped on return and on an ERROR (it
+/// unwinds through the hook); a process that exits inside (FATAL) uncounts at exit
+/// ([`uncount_at_exit`]).
+pub(super) struct Executing;
+
+impl Executing {
+    pub(super) fn enter() -> Executing {
+        let (depth, counted) = RUN_DEPTH.get();
+        if depth > 0 {
+            RUN_DEPTH.set((depth + 1, counted));
+            return Executing;
+        }
+        let kind = executor_kind();
+        if let Some(k) = kind {
+            static REGISTERED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !REGISTERED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                // SAFETY: registers a callback for this process's exit.
+                unsafe { pg_sys::before_shmem_exit(Some(uncount_at_exit), pg_sys::Datum::from(0)) };
+            }
+            shared::executing_changed(k, true);
+            if k == shared::Executor::User {
+                let (users, explorers) = shared::executing();
+                if explorers > 0 && (users + explorers) as usize > cores() {
+                    shared::ask_explorers_to_yield();
+                }
+            }
+        }
+        RUN_DEPTH.set((1, kind));
+        Executing
+    }
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        let (depth, counted) = RUN_DEPTH.get();
+        if depth <= 1 {
+            if let Some(k) = counted {
+                shared::executing_changed(k, false);
+            }
+            RUN_DEPTH.set((0, None));
+        } else {
+            RUN_DEPTH.set((depth - 1, counted));
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn uncount_at_exit(_code: i32, _arg: pg_sys::Datum) {
+    let (depth, counted) = RUN_DEPTH.get();
+    if depth > 0 {
+        if let Some(k) = counted {
+            shared::executing_changed(k, false);
+        }
+        RUN_DEPTH.set((0, None));
+    }
+}
+
+/// This process's ExecutorRun depth and what its outermost run is counted as (SQL tests).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn run_depth() -> (u32, Option<shared::Executor>) {
+    RUN_DEPTH.get()
+}
+
+/// The machine's cores (read once per process: it reads the cgroup's quota).
+pub(crate) fn cores() -> usize {
+    thread_local! {
+        static CORES: Cell<usize> = const { Cell::new(0) };
+    }
+    if CORES.get() == 0 {
+        CORES.set(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    CORES.get()
+}
+
+#[cfg(not(feature = "pg18"))]
+#[pg_guard]
+pub(super) unsafe extern "C-unwind" fn executor_run_hook(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    let _executing = Executing::enter();
+    match PREV_EXECUTOR_RUN {
+        Some(prev) => {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once))
+        }
+        None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
+    }
+}
+
+#[cfg(feature = "pg18")]
+#[pg_guard]
+pub(super) unsafe extern "C-unwind" fn executor_run_hook(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    let _executing = Executing::enter();
+    match PREV_EXECUTOR_RUN {
+        Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, direction, count)),
+        None => pg_sys::standard_ExecutorRun(query_desc, direction, count),
+    }
+}
+
 pub(super) fn observe(
     decision: &Decision,
     relids: &[u32],

@@ -59,6 +59,9 @@ use state::*;
 
 #[cfg(any(test, feature = "pg_test"))]
 pub(crate) use cheap::{key_of_text as text_key, STREAK as CHEAP_STREAK};
+pub(crate) use executor::cores;
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) use executor::run_depth;
 pub(crate) use planner::{
     begin_probe, compare, set_explorer_process, set_setting, take_probe, under_arm, Probed,
 };
@@ -75,6 +78,7 @@ static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Install the hooks (from `_PG_init`, while preloading).
@@ -89,6 +93,8 @@ pub fn install() {
         pg_sys::ExecutorStart_hook = Some(executor_start_hook);
         PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
         pg_sys::ExecutorEnd_hook = Some(executor_end_hook);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run_hook);
     }
     install_abort_callbacks();
     #[cfg(feature = "pg18")]

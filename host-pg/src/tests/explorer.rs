@@ -166,3 +166,21 @@ fn the_explorer_keeps_a_users_priority_by_default() {
     assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, before);
     assert_eq!(std::fs::read_to_string("/proc/self/autogroup").ok(), group);
 }
+
+#[pg_test]
+fn a_users_statement_counts_as_executing_until_it_ends_or_fails() {
+    use crate::shared::{executing, Executor};
+    // This test's own statement (SELECT of the test function, from a client backend) is the
+    // outermost run: counted as a user's for the explorer's pacing.
+    assert_eq!(crate::hooks::run_depth(), (1, Some(Executor::User)));
+    assert!(executing().0 >= 1, "{:?}", executing());
+    // Nested statements are not counted again, and leave the count as it was.
+    Spi::run("SELECT count(*) FROM generate_series(1, 10)").unwrap();
+    assert_eq!(crate::hooks::run_depth(), (1, Some(Executor::User)));
+    // A statement that fails inside (an ERROR unwinds through the hook) leaves it too.
+    Spi::run(
+        "DO $do$ BEGIN PERFORM 1 / (SELECT 0); EXCEPTION WHEN division_by_zero THEN NULL; END $do$",
+    )
+    .unwrap();
+    assert_eq!(crate::hooks::run_depth(), (1, Some(Executor::User)));
+}
