@@ -99,10 +99,18 @@ unsafe extern "C-unwind" fn yield_run(_signal: std::ffi::c_int) {
 unsafe fn yield_on_sigusr2() {
     /// SIGUSR2 on Linux.
     const SIGUSR2: std::ffi::c_int = 12;
+    set_handler(SIGUSR2, yield_run);
+}
+
+/// Make `handler` the process's handler of `signal` (PostgreSQL's `pqsignal`).
+unsafe fn set_handler(
+    signal: std::ffi::c_int,
+    handler: unsafe extern "C-unwind" fn(std::ffi::c_int),
+) {
     #[cfg(not(feature = "pg18"))]
-    pg_sys::pqsignal(SIGUSR2, Some(yield_run));
+    pg_sys::pqsignal(signal, Some(handler));
     #[cfg(feature = "pg18")]
-    pg_sys::pqsignal_be(SIGUSR2, Some(yield_run));
+    pg_sys::pqsignal_be(signal, Some(handler));
 }
 
 /// Install PostgreSQL's `die` as the SIGTERM handler: it marks the process to end, and the
@@ -111,10 +119,7 @@ unsafe fn yield_on_sigusr2() {
 unsafe fn die_on_sigterm() {
     /// SIGTERM on Linux.
     const SIGTERM: std::ffi::c_int = 15;
-    #[cfg(not(feature = "pg18"))]
-    pg_sys::pqsignal(SIGTERM, Some(postgres_die));
-    #[cfg(feature = "pg18")]
-    pg_sys::pqsignal_be(SIGTERM, Some(postgres_die));
+    set_handler(SIGTERM, postgres_die);
 }
 
 /// SIGTERM was seen (pgrx's flag is cleared by the first look at it; this one stays).

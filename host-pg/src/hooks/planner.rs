@@ -142,6 +142,26 @@ pub(super) unsafe fn plan_with_arm(
     })
 }
 
+/// Plan `parse` under arm `arm` of `ruvector.dag_arms` ([`plan_with_arm`]) as the extension
+/// (the planner hook passes through), in a subtransaction: an ERROR while planning under the
+/// arm (say, a function folded at plan time that fails under its settings) is rolled back and
+/// returned, and the statement keeps the default plan.
+unsafe fn plan_under(
+    arm: u8,
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    params: pg_sys::ParamListInfo,
+) -> Result<*mut pg_sys::PlannedStmt, String> {
+    let settings = guc::arms_shared()?
+        .0
+        .get(usize::from(arm))
+        .map(|x| x.1.clone())
+        .ok_or_else(|| format!("arm {arm} is not in ruvector.dag_arms"))?;
+    let _busy = Busy::enter();
+    crate::guarded(|| plan_with_arm(&settings, parse, query_string, cursor_options, params))
+}
+
 /// Run `f` with an arm's settings at a new GUC nest level, restored on success and on error.
 /// `Err` names a setting PostgreSQL refused (unknown, bad value, not settable by this user);
 /// then `f` is not run.
@@ -351,20 +371,8 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             return default;
         }
     };
-    let plugin = planner_plugin();
-    // Where untried plans run (learn mode): in the background explorer when it can run this
-    // statement; otherwise in the user's statement only if the DBA allows it.
-    let (exploration, explorer_text, not_background) =
-        where_to_explore(mode, pristine, query_string, params);
-    // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
-    let decided = learning_path("decide", || {
-        with_optimizer_for(dag.shape_hash(), |o| {
-            o.set_plugin(plugin);
-            o.decide_with(&dag, exploration)
-        })
-        .map_err(|e| ("loading the learned state", e))?
-        .map_err(|e| ("decide", e.to_string()))
-    });
+    let (decided, exploration, explorer_text, not_background) =
+        decide_on(&dag, mode, pristine, query_string, params);
     let mut decision = match decided {
         Ok(d) => d,
         Err((what, e)) => {
@@ -407,18 +415,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     let replanned = !candidates.iter().any(|(a, _)| *a == arm);
     let chosen = match candidates.iter().find(|(a, _)| *a == arm) {
         Some(&(_, planned)) => Ok(planned),
-        None => {
-            let settings = guc::arms_shared()
-                .ok()
-                .and_then(|(a, _)| a.get(usize::from(arm)).map(|x| x.1.clone()))
-                .unwrap_or_default();
-            let _busy = Busy::enter();
-            // An ERROR while planning under the arm (say, a function folded at plan time that
-            // fails under its settings) is rolled back and the statement keeps the default plan.
-            crate::guarded(|| {
-                plan_with_arm(&settings, pristine, query_string, cursor_options, params)
-            })
-        }
+        None => plan_under(arm, pristine, query_string, cursor_options, params),
     };
     let chosen = match chosen {
         Ok(c) => c,
@@ -443,6 +440,38 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         settled::note(key, dag, verified_applied);
     }
     chosen
+}
+
+/// The decision on `dag`, the default plan of the statement whose Query (not planned yet) is
+/// `pristine` (null: none kept), with where its untried plans may run (learn mode: in the
+/// background explorer when it can run the statement, otherwise in the user's statement only if
+/// the DBA allows it), its text for the explorer, and why not there. A failure says what failed.
+#[allow(clippy::type_complexity)]
+unsafe fn decide_on(
+    dag: &ruvector_dag_core::PlanDag,
+    mode: Mode,
+    pristine: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    params: pg_sys::ParamListInfo,
+) -> (
+    Result<Decision, (&'static str, String)>,
+    Exploration,
+    Option<String>,
+    Option<String>,
+) {
+    let plugin = planner_plugin();
+    let (exploration, explorer_text, not_background) =
+        where_to_explore(mode, pristine, query_string, params);
+    // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
+    let decided = learning_path("decide", || {
+        with_optimizer_for(dag.shape_hash(), |o| {
+            o.set_plugin(plugin);
+            o.decide_with(dag, exploration)
+        })
+        .map_err(|e| ("loading the learned state", e))?
+        .map_err(|e| ("decide", e.to_string()))
+    });
+    (decided, exploration, explorer_text, not_background)
 }
 
 /// What follows every decision on an in-scope statement: it is counted, a plugin failure is
@@ -491,17 +520,8 @@ unsafe fn plan_settled(
     params: pg_sys::ParamListInfo,
     relids: &[u32],
 ) -> Option<*mut pg_sys::PlannedStmt> {
-    let plugin = planner_plugin();
-    let (exploration, explorer_text, not_background) =
-        where_to_explore(mode, parse, query_string, params);
-    let decided = learning_path("decide", || {
-        with_optimizer_for(dag.shape_hash(), |o| {
-            o.set_plugin(plugin);
-            o.decide_with(dag, exploration)
-        })
-        .map_err(|e| ("loading the learned state", e))?
-        .map_err(|e| ("decide", e.to_string()))
-    });
+    let (decided, exploration, explorer_text, not_background) =
+        decide_on(dag, mode, parse, query_string, params);
     let mut decision = match decided {
         Ok(d) if d.rule == Rule::Verified && d.arm != 0 && !d.wants_candidates => d,
         // Not (or no longer) a verified plan to apply, or a failure the usual way reports.
@@ -511,14 +531,8 @@ unsafe fn plan_settled(
         }
     };
     let arm = decision.arm;
-    let settings = guc::arms_shared()
-        .ok()
-        .and_then(|(a, _)| a.get(usize::from(arm)).map(|x| x.1.clone()))?;
     let copy = pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query;
-    let chosen = {
-        let _busy = Busy::enter();
-        crate::guarded(|| plan_with_arm(&settings, copy, query_string, cursor_options, params))
-    };
+    let chosen = plan_under(arm, copy, query_string, cursor_options, params);
     let plan = match chosen {
         Ok(c) => dag_from_plan(c).ok().map(|d| d.shape_hash()),
         Err(_) => None,
