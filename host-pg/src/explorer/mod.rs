@@ -647,11 +647,12 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
             unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
             r?
         });
-        // SAFETY: the statement is over; a timer that fired unhandled is cleared (one that was
-        // handled raised the ERROR, and reset its indicator).
         // A yield that came after the statement ended (or was not reached) cancels nothing later.
         RUN_EXECUTING.store(false, std::sync::atomic::Ordering::Release);
         let yielded = YIELDED.swap(false, std::sync::atomic::Ordering::AcqRel);
+        // SAFETY: the statement is over; a timer that fired unhandled, or a yield that came too
+        // late to cancel it, is cleared (a timer that was handled raised the ERROR, and reset its
+        // indicator).
         unsafe {
             if get_timeout_indicator(STATEMENT_TIMEOUT, true) || yielded {
                 pg_sys::QueryCancelPending = 0;
