@@ -320,12 +320,15 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         0
     };
     let uncopied = key != 0 && cheap::known(key);
-    // Settled on a verified plan: planned under its arm alone when that gives the verified plan.
+    // Settled on a verified plan: planned under its arm alone when that gives the verified plan
+    // at the cost it had (otherwise that plan is kept for the usual way, if it applies the arm).
+    let mut planned_alone = None;
     if key != 0 && !uncopied {
-        if let Some(dag) = settled::take(key) {
-            if let Some(planned) = plan_settled(
+        if let Some((dag, cost)) = settled::take(key) {
+            match plan_settled(
                 key,
                 &dag,
+                cost,
                 mode,
                 parse,
                 query_string,
@@ -333,7 +336,8 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
                 params,
                 &relids,
             ) {
-                return planned;
+                Ok(planned) => return planned,
+                Err(kept) => planned_alone = kept,
             }
         }
     }
@@ -415,7 +419,11 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     let replanned = !candidates.iter().any(|(a, _)| *a == arm);
     let chosen = match candidates.iter().find(|(a, _)| *a == arm) {
         Some(&(_, planned)) => Ok(planned),
-        None => plan_under(arm, pristine, query_string, cursor_options, params),
+        // Planned under this arm already, on the way to planning it alone.
+        None => match planned_alone {
+            Some((a, planned)) if a == arm => Ok(planned),
+            _ => plan_under(arm, pristine, query_string, cursor_options, params),
+        },
     };
     let chosen = match chosen {
         Ok(c) => c,
@@ -434,10 +442,10 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             decision.plan = dag.shape_hash();
         }
     }
-    let verified_applied = verified == Some(decision.plan);
+    let verified_cost = (verified == Some(decision.plan)).then(|| (*(*chosen).planTree).total_cost);
     remember(chosen, decision, relids, arm, timed);
     if key != 0 {
-        settled::note(key, dag, verified_applied);
+        settled::note(key, dag, verified_cost);
     }
     chosen
 }
@@ -507,19 +515,23 @@ unsafe fn decided_in_scope(
 
 /// Plan `parse` (not planned yet) under the arm that its decision on `dag` (the default plan
 /// its statement `key` got in its last usual plannings: [`settled`]) applies, without planning
-/// the default plan: the plan, when it is the verified plan; None when the statement is to be
-/// planned the usual way (`parse` is left as it was).
+/// the default plan: `Ok`, the plan, when it is the verified plan at the cost `cost` it had
+/// then (the same plan on the same estimates: the decision on the remembered default plan, its
+/// embeddings and what BTSP memory recalls for them, still holds); `Err` when the statement is
+/// to be planned the usual way (`parse` is left as it was), with the arm and its plan when one
+/// was made (the usual way uses it if it applies that arm).
 #[allow(clippy::too_many_arguments)]
 unsafe fn plan_settled(
     key: u64,
     dag: &ruvector_dag_core::PlanDag,
+    cost: f64,
     mode: Mode,
     parse: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
     cursor_options: i32,
     params: pg_sys::ParamListInfo,
     relids: &[u32],
-) -> Option<*mut pg_sys::PlannedStmt> {
+) -> Result<*mut pg_sys::PlannedStmt, Option<(u8, *mut pg_sys::PlannedStmt)>> {
     let (decided, exploration, explorer_text, not_background) =
         decide_on(dag, mode, parse, query_string, params);
     let mut decision = match decided {
@@ -527,24 +539,25 @@ unsafe fn plan_settled(
         // Not (or no longer) a verified plan to apply, or a failure the usual way reports.
         _ => {
             settled::forget(key);
-            return None;
+            return Err(None);
         }
     };
     let arm = decision.arm;
     let copy = pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query;
-    let chosen = plan_under(arm, copy, query_string, cursor_options, params);
-    let plan = match chosen {
-        Ok(c) => dag_from_plan(c).ok().map(|d| d.shape_hash()),
-        Err(_) => None,
-    };
-    let chosen = match chosen {
-        Ok(c) if plan == Some(decision.plan) => c,
-        _ => {
-            BACKEND.with(|b| b.borrow_mut().counters.alone_missed += 1);
+    let chosen = match plan_under(arm, copy, query_string, cursor_options, params) {
+        Ok(c) => c,
+        Err(_) => {
             settled::missed(key);
-            return None;
+            return Err(None);
         }
     };
+    let same_plan = dag_from_plan(chosen).is_ok_and(|d| d.shape_hash() == decision.plan);
+    let now = (*(*chosen).planTree).total_cost;
+    if !same_plan || !settled::same_cost(cost, now) {
+        BACKEND.with(|b| b.borrow_mut().counters.alone_missed += 1);
+        settled::missed(key);
+        return Err(Some((arm, chosen)));
+    }
     let timed = decided_in_scope(
         &mut decision,
         exploration,
@@ -565,7 +578,7 @@ unsafe fn plan_settled(
         b.counters.planned_alone += 1;
     });
     remember(chosen, decision, relids.to_vec(), arm, timed);
-    Some(chosen)
+    Ok(chosen)
 }
 
 /// Where a statement's untried plans may run, its text for the explorer when there, and why
