@@ -375,8 +375,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             return default;
         }
     };
-    let (decided, exploration, explorer_text, not_background) =
-        decide_on(&dag, mode, pristine, query_string, params);
+    let (decided, at) = decide_on(&dag, mode, pristine, query_string, params);
     let mut decision = match decided {
         Ok(d) => d,
         Err((what, e)) => {
@@ -385,14 +384,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             return default;
         }
     };
-    let timed = decided_in_scope(
-        &mut decision,
-        exploration,
-        explorer_text,
-        not_background,
-        params,
-        &relids,
-    );
+    let timed = decided_in_scope(&mut decision, at, params, &relids);
     // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
     // pick among the distinct plans; the chosen arm's plan is used as it is.
     let mut candidates: Vec<(u8, *mut pg_sys::PlannedStmt)> = Vec::new();
@@ -443,30 +435,34 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         }
     }
     let verified_cost = (verified == Some(decision.plan)).then(|| (*(*chosen).planTree).total_cost);
+    let fingerprint = decision.fingerprint;
     remember(chosen, decision, relids, arm, timed);
     if key != 0 {
-        settled::note(key, dag, verified_cost);
+        settled::note(key, dag, fingerprint, verified_cost);
     }
     chosen
 }
 
+/// Where a statement's untried plans may run ([`where_to_explore`]).
+struct Where {
+    exploration: Exploration,
+    /// Its text for the background explorer, when it runs there.
+    explorer_text: Option<String>,
+    /// Why the explorer cannot run it.
+    not_background: Option<String>,
+}
+
 /// The decision on `dag`, the default plan of the statement whose Query (not planned yet) is
-/// `pristine` (null: none kept), with where its untried plans may run (learn mode: in the
+/// `pristine` (null: none kept), and where its untried plans may run (learn mode: in the
 /// background explorer when it can run the statement, otherwise in the user's statement only if
-/// the DBA allows it), its text for the explorer, and why not there. A failure says what failed.
-#[allow(clippy::type_complexity)]
+/// the DBA allows it). A failure says what failed.
 unsafe fn decide_on(
     dag: &ruvector_dag_core::PlanDag,
     mode: Mode,
     pristine: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
     params: pg_sys::ParamListInfo,
-) -> (
-    Result<Decision, (&'static str, String)>,
-    Exploration,
-    Option<String>,
-    Option<String>,
-) {
+) -> (Result<Decision, (&'static str, String)>, Where) {
     let plugin = planner_plugin();
     let (exploration, explorer_text, not_background) =
         where_to_explore(mode, pristine, query_string, params);
@@ -479,7 +475,12 @@ unsafe fn decide_on(
         .map_err(|e| ("loading the learned state", e))?
         .map_err(|e| ("decide", e.to_string()))
     });
-    (decided, exploration, explorer_text, not_background)
+    let at = Where {
+        exploration,
+        explorer_text,
+        not_background,
+    };
+    (decided, at)
 }
 
 /// What follows every decision on an in-scope statement: it is counted, a plugin failure is
@@ -487,9 +488,7 @@ unsafe fn decide_on(
 /// Whether its run is to be timed.
 unsafe fn decided_in_scope(
     decision: &mut Decision,
-    exploration: Exploration,
-    explorer_text: Option<String>,
-    not_background: Option<String>,
+    at: Where,
     params: pg_sys::ParamListInfo,
     relids: &[u32],
 ) -> bool {
@@ -502,9 +501,9 @@ unsafe fn decided_in_scope(
     }
     let timed = guc::records() && sampled(guc::SAMPLE_RATE.get());
     if decision.background {
-        offer_to_explorer(decision, explorer_text, params, relids);
-    } else if let Some(why) = not_background {
-        if exploration == Exploration::Nowhere
+        offer_to_explorer(decision, at.explorer_text, params, relids);
+    } else if let Some(why) = at.not_background {
+        if at.exploration == Exploration::Nowhere
             && decision.reason.contains("not explored in this statement")
         {
             let _ = write!(decision.reason, " ({why})");
@@ -532,8 +531,7 @@ unsafe fn plan_settled(
     params: pg_sys::ParamListInfo,
     relids: &[u32],
 ) -> Result<*mut pg_sys::PlannedStmt, Option<(u8, *mut pg_sys::PlannedStmt)>> {
-    let (decided, exploration, explorer_text, not_background) =
-        decide_on(dag, mode, parse, query_string, params);
+    let (decided, at) = decide_on(dag, mode, parse, query_string, params);
     let mut decision = match decided {
         Ok(d) if d.rule == Rule::Verified && d.arm != 0 && !d.wants_candidates => d,
         // Not (or no longer) a verified plan to apply, or a failure the usual way reports.
@@ -558,14 +556,7 @@ unsafe fn plan_settled(
         settled::missed(key);
         return Err(Some((arm, chosen)));
     }
-    let timed = decided_in_scope(
-        &mut decision,
-        exploration,
-        explorer_text,
-        not_background,
-        params,
-        relids,
-    );
+    let timed = decided_in_scope(&mut decision, at, params, relids);
     let _ = write!(
         decision.reason,
         "; planned under its arm alone (the default plan was not planned: it had this shape the last {} times this statement was planned in full; one planning in {} is)",

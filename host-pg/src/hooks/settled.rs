@@ -34,8 +34,9 @@ const SLOTS: usize = 64;
 
 struct Settled {
     key: u64,
-    /// The default plan of its last usual planning.
+    /// The default plan of its last usual planning, and its shape hash.
     dag: Rc<PlanDag>,
+    fingerprint: u64,
     /// The planner's total cost of the verified plan applied then.
     cost: f64,
     /// Usual plannings in a row with this default shape and a verified plan applied.
@@ -55,10 +56,10 @@ fn slot(key: u64) -> usize {
     (key % SLOTS as u64) as usize
 }
 
-/// After a usual planning of `key`'s statement: its default plan `dag`, and the cost of the
-/// verified plan applied for it (None: no verified plan was applied, or the arm's plan was
-/// another one).
-pub(super) fn note(key: u64, dag: PlanDag, verified_cost: Option<f64>) {
+/// After a usual planning of `key`'s statement: its default plan `dag` (of shape hash
+/// `fingerprint`), and the cost of the verified plan applied for it (None: no verified plan was
+/// applied, or the arm's plan was another one).
+pub(super) fn note(key: u64, dag: PlanDag, fingerprint: u64, verified_cost: Option<f64>) {
     SETTLED.with(|s| {
         let mut s = s.borrow_mut();
         if s.is_empty() {
@@ -72,11 +73,7 @@ pub(super) fn note(key: u64, dag: PlanDag, verified_cost: Option<f64>) {
             return;
         };
         let (streak, misses) = match at {
-            Some(x)
-                if x.key == key
-                    && x.dag.shape_hash() == dag.shape_hash()
-                    && same_cost(x.cost, cost) =>
-            {
+            Some(x) if x.key == key && x.fingerprint == fingerprint && same_cost(x.cost, cost) => {
                 (x.streak.saturating_add(1), x.misses)
             }
             Some(x) if x.key == key => (1, x.misses),
@@ -85,6 +82,7 @@ pub(super) fn note(key: u64, dag: PlanDag, verified_cost: Option<f64>) {
         *at = Some(Settled {
             key,
             dag: Rc::new(dag),
+            fingerprint,
             cost,
             streak,
             alone: 0,
