@@ -6,6 +6,8 @@
 #      is verified in the background and applied within 5 user executions, no user execution
 #      ever runs an untried plan (the session's last decision is never explore or trial), and
 #      the server log holds none of the explorer's statement text;
+#      once settled (its last two plannings applied the verified plan on the same default plan),
+#      new sessions plan it under the verified arm alone from their first planning;
 #      The same kind of join PREPAREd and EXECUTEd with a bound parameter: explored the same way;
 #   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time, CPU waits);
 #      with ruvector.dag_explorer_nice = 19 it runs at nice 19 (its autogroup too), set back to 0
@@ -100,6 +102,25 @@ echo "  ok: applied at execution $applied_at; $first_ms ms -> $last_ms ms; no us
 # The explorer's statements carry the users' constants: none reaches the server log (a run cut
 # short is an error; a parallel worker's too).
 if grep -n 'region = 7' "$dir/server.log" >&2; then fail "the server log holds the explorer's statement text"; fi
+
+echo "==> 1a. settled: new sessions plan the statement under its verified arm alone, from their first planning"
+# Its last two plannings (two sessions) applied the verified plan on the same default plan: the
+# shared memory of settled statements lets every later session skip planning the default plan.
+alone_before=$(status settled_planned_alone)
+said=0
+for n in 1 2 3 4; do
+  out=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c "$Q" \
+    -c "SELECT key || '=' || value FROM ruvector_dag.ruvector_dag_status() WHERE key IN ('backend_planned_alone', 'backend_last_decision')")
+  alone=$(grep -o '^backend_planned_alone=[0-9]*' <<<"$out" | cut -d= -f2)
+  decision=$(grep '^backend_last_decision=' <<<"$out" | cut -d= -f2-)
+  printf '  session %d: planned under the arm alone %s  %s\n' "$n" "$alone" "$(cut -c1-110 <<<"$decision")"
+  [[ $decision == "rule verified"* ]] || fail "session $n did not apply the verified plan: $decision"
+  [[ $alone == 1 ]] && said=$((said + 1))
+done
+alone_after=$(status settled_planned_alone)
+((said >= 3)) || fail "$said of 4 new sessions planned the settled statement under its arm alone (want >= 3: one planning in 8 goes the usual way)"
+((alone_after - alone_before == said)) || fail "settled_planned_alone moved by $((alone_after - alone_before)), the sessions said $said"
+echo "  ok: $said of 4 new sessions planned it under the arm alone (settled_statements $(status settled_statements))"
 
 echo "==> 1b. the same kind of join PREPAREd and EXECUTEd (custom plans: parameters bound)"
 offered=$(status explorer_offered) failed=$(status explorer_failed)

@@ -4,21 +4,25 @@
 # scale (tests' tpch_gen) with the 22 queries of tests/fixtures/tpch/queries run 3 times each,
 # the background explorer's queue emptied (it verifies plans for some of them), 2 more runs each
 # and a learning cycle; then the
-# explorer is paused and ONE session EXPLAINs (SUMMARY) every query PASSES times, the modes
-# off / frozen / learn interleaved statement by statement (so machine noise hits them alike).
-# Prints per query the median Planning Time in mode off and what frozen and learn add to it,
-# with the decision's reason, and the sums. A measurement tool (README: "The extension's
-# cost"), not a test: it asserts nothing.
-# Options: --sf F (scale factor, default 0.1), --passes N (default 6), --no-install.
+# explorer is paused and the queries are EXPLAINed (SUMMARY) PASSES times two ways: in ONE
+# session, the modes off / frozen / learn interleaved statement by statement (so machine noise
+# hits them alike: a statement repeated in a session), and in a new session per mode per pass
+# that EXPLAINs every query once (what the harness's sessions meet). Prints for each way per
+# query the median Planning Time in mode off and what frozen and learn add to it, with the
+# decision's reason, and the sums. A measurement tool (README: "The extension's cost"), not a
+# test: it asserts nothing.
+# Options: --sf F (scale factor, default 0.1), --passes N (default 6), --no-install, --keep
+# (leave the cluster running afterwards and print how to reach it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sf=0.1 passes=6 install=1
+sf=0.1 passes=6 install=1 keep=0
 while (($#)); do
   case $1 in
     --sf) sf=$2; shift ;;
     --passes) passes=$2; shift ;;
     --no-install) install=0 ;;
-    *) echo "unknown option $1 (--sf F, --passes N, --no-install)" >&2; exit 2 ;;
+    --keep) keep=1 ;;
+    *) echo "unknown option $1 (--sf F, --passes N, --no-install, --keep)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -49,20 +53,18 @@ done
 run_all
 run_all
 psql_ -d postgres -c "SELECT ruvector_dag.ruvector_dag_learn()" -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()" >/dev/null
-echo "==> $passes passes, off / frozen / learn interleaved per statement, one session"
-out=$(mktemp)
-for _ in $(seq 1 "$passes"); do
-  for q in "${queries[@]}"; do
-    for m in off frozen learn; do
-      echo "SET ruvector.dag_mode = '$m';"
-      echo "\\echo MODE $m $(basename "$q" .sql)"
-      printf 'EXPLAIN (SUMMARY) '
-      cat "$q"
-      echo
-    done
-  done
-done | psql_ -d postgres -At >"$out"
-python3 - "$out" <<'PY'
+# One EXPLAIN (SUMMARY) of query $1 under mode $2, marked for the parser.
+explain_() {
+  echo "SET ruvector.dag_mode = '$2';"
+  echo "\\echo MODE $2 $(basename "$1" .sql)"
+  printf 'EXPLAIN (SUMMARY) '
+  cat "$1"
+  echo
+}
+# The median Planning Time per query and mode in the output file $1, what frozen and learn add
+# to off, with frozen's reason, and the sums.
+summarize() {
+  python3 - "$1" <<'PY'
 import collections, statistics, sys
 times, reasons, mode = collections.defaultdict(list), {}, None
 for line in open(sys.argv[1]):
@@ -80,4 +82,31 @@ for q in sorted({q for _, q in times}):
     print(f"{q:6} {med['off']:7.0f} {med['frozen'] - med['off']:+10.0f} {med['learn'] - med['off']:+9.0f}  {reasons.get(q, '')[:90]}")
 print(f"sum of medians: off {total['off'] / 1000:.2f} ms, frozen {total['frozen'] / 1000:.2f} ms, learn {total['learn'] / 1000:.2f} ms")
 PY
-rm -f "$out"
+}
+out=$(mktemp)
+done_() {
+  rm -f "$out"
+  if ((keep)); then
+    echo "==> the cluster is left running: psql -h $dir -p $port -U postgres postgres"
+  else
+    stop_cluster
+  fi
+}
+trap done_ EXIT
+echo "==> $passes passes, off / frozen / learn interleaved per statement, one session"
+for _ in $(seq 1 "$passes"); do
+  for q in "${queries[@]}"; do
+    for m in off frozen learn; do explain_ "$q" "$m"; done
+  done
+done | psql_ -d postgres -At >"$out"
+summarize "$out"
+# What the harness's sessions meet: a new session for each mode in each pass, every query once
+# in it (no statement repeated in a session). Its first statement, q01, also loads the state.
+echo "==> $passes passes, a new session per mode per pass, each query once in it (q01 first)"
+: >"$out"
+for _ in $(seq 1 "$passes"); do
+  for m in off frozen learn; do
+    for q in "${queries[@]}"; do explain_ "$q" "$m"; done | psql_ -d postgres -At >>"$out"
+  done
+done
+summarize "$out"

@@ -257,6 +257,17 @@ pub fn load_unless(
     if held == Some(version) {
         return Ok((version, None));
     }
+    // Not in the model cache (the server restarted, or the cache was found stale, and no
+    // version was written since: a frozen server writes none): put what was read there, so
+    // that the next sessions copy it from memory. Only from a transaction that has written
+    // nothing (what it reads is committed); a slot holding a newer version keeps it.
+    if let (Some(bytes), Some(t)) = (snapshot.as_deref(), table) {
+        // SAFETY: reads this backend's transaction state.
+        let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+        if version != 0 && !wrote {
+            crate::model_cache::publish(crate::database(), t, version, bytes);
+        }
+    }
     let mut opt = load(snapshot.as_deref().filter(|_| version != 0))?;
     if let Some(bytes) = waiting.filter(|_| version != 0) {
         // Not learned from yet, so not learned state: unreadable ones are dropped (and said),

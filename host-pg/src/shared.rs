@@ -256,6 +256,7 @@ unsafe extern "C-unwind" fn on_request() {
     pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
     crate::book::on_request();
     crate::model_cache::on_request();
+    crate::hooks::settled::on_request();
 }
 
 #[pgrx::pg_guard]
@@ -330,6 +331,7 @@ unsafe extern "C-unwind" fn on_startup() {
     SHARED = p;
     crate::book::on_startup();
     crate::model_cache::on_startup();
+    crate::hooks::settled::on_startup();
     pg_sys::LWLockRelease(init_lock);
 }
 

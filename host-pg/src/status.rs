@@ -183,6 +183,15 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
             put("shared_book_too_large", b.too_large.to_string());
             put("shared_book_unreadable", b.unreadable.to_string());
         }
+        if let Some([held, alone, missed, too_large, unreadable]) = crate::hooks::settled::stats(db)
+        {
+            // Statements settled on a verified plan, planned under its arm alone in any session.
+            put("settled_statements", held.to_string());
+            put("settled_planned_alone", alone.to_string());
+            put("settled_planned_alone_missed", missed.to_string());
+            put("settled_too_large", too_large.to_string());
+            put("settled_unreadable", unreadable.to_string());
+        }
         put("worker_cycles", r.worker_cycles.to_string());
         // Trajectories still in the ring when the server stopped or crashed were lost then.
         put(

@@ -47,7 +47,7 @@ pub mod explain18;
 mod identity;
 mod planner;
 mod scope;
-mod settled;
+pub(crate) mod settled;
 mod state;
 
 use executor::*;

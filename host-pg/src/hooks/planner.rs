@@ -568,6 +568,7 @@ unsafe fn plan_settled(
         b.counters.applied += 1;
         b.counters.planned_alone += 1;
     });
+    settled::planned_alone();
     remember(chosen, decision, relids.to_vec(), arm, timed);
     Ok(chosen)
 }
