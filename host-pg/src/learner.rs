@@ -297,11 +297,11 @@ pub fn load_cached(
         return None;
     }
     let db = crate::database();
-    let (version, loaded) = crate::model_cache::read_with(db, table, held, |b| load(Some(b)))?;
-    let Some(loaded) = loaded else {
+    let (version, bytes) = crate::model_cache::read(db, table, held)?;
+    let Some(bytes) = bytes else {
         return Some(Ok((version, None)));
     };
-    Some(loaded.map(|opt| {
+    Some(load(Some(&bytes)).map(|opt| {
         (
             version,
             Some((opt, book::Holding::loaded(db, table, version))),

@@ -166,20 +166,7 @@ pub fn publish(db: u32, table: u32, version: i64, bytes: &[u8]) {
 /// What the cache holds of database `db`'s model in its learned-state table of OID `table`:
 /// `(version, bytes)`, the bytes only when the caller does not hold that version (`held`).
 /// None: not cached (read the table).
-#[cfg(any(test, feature = "pg_test"))]
 pub fn read(db: u32, table: u32, held: Option<i64>) -> Option<(i64, Option<Vec<u8>>)> {
-    read_with(db, table, held, <[u8]>::to_vec)
-}
-
-/// As [`read`], with `f` given the bytes in place (no copy: a new backend's first touch of a
-/// copy's pages cost about as much as decoding them), under the slot's shared lock; `f` must
-/// not raise a PostgreSQL ERROR (decoding does not).
-pub fn read_with<R>(
-    db: u32,
-    table: u32,
-    held: Option<i64>,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Option<(i64, Option<R>)> {
     let c = cache()?;
     let i = c
         .slots
@@ -195,11 +182,10 @@ pub fn read_with<R>(
         return Some((version, None));
     }
     let len = (slot.len.load(Ordering::Acquire) as usize).min(c.capacity);
+    // SAFETY: `len` bytes were written under the exclusive lock; the shared lock is held.
+    let bytes = unsafe { std::slice::from_raw_parts(data(c, i), len) }.to_vec();
     slot.hits.fetch_add(1, Ordering::AcqRel);
-    // SAFETY: `len` bytes were written under the exclusive lock; the shared lock is held while
-    // `f` reads them.
-    let bytes = unsafe { std::slice::from_raw_parts(data(c, i), len) };
-    Some((version, Some(f(bytes))))
+    Some((version, Some(bytes)))
 }
 
 /// The learner read version `version` from database `db`'s learned-state table of OID `table`,
