@@ -865,11 +865,7 @@ pub fn offer(db: u32, fingerprint: u64, bytes: &[u8]) -> Result<(), OfferError> 
     if bytes.len() > OFFER_BYTES {
         return Err(OfferError::TooLong(bytes.len()));
     }
-    if s.offers.iter().any(|o| {
-        o.state.load(Ordering::Acquire) != OFFER_FREE
-            && o.db.load(Ordering::Relaxed) == db
-            && o.fingerprint.load(Ordering::Relaxed) == fingerprint
-    }) {
+    if queued_in(s, db, fingerprint) {
         return Err(OfferError::Queued);
     }
     for o in &s.offers {
@@ -899,6 +895,21 @@ pub fn offer(db: u32, fingerprint: u64, bytes: &[u8]) -> Result<(), OfferError> 
     }
     count_explorer(db, ExplorerCounter::QueueFull, 1);
     Err(OfferError::Full)
+}
+
+fn queued_in(s: &Shared, db: u32, fingerprint: u64) -> bool {
+    s.offers.iter().any(|o| {
+        o.state.load(Ordering::Acquire) != OFFER_FREE
+            && o.db.load(Ordering::Relaxed) == db
+            && o.fingerprint.load(Ordering::Relaxed) == fingerprint
+    })
+}
+
+/// Whether a statement of shape `fingerprint` is in database `db`'s explorer's queue (offered,
+/// or taken and not released): a later offer would be refused, so the planner hook does not
+/// capture the statement's parameters and settings for one.
+pub fn offered(db: u32, fingerprint: u64) -> bool {
+    shared().is_some_and(|s| queued_in(s, db, fingerprint))
 }
 
 /// Take the oldest statement offered to database `db`'s explorer: (slot, bytes). The slot

@@ -618,6 +618,10 @@ unsafe fn offer_to_explorer(
     let db = pg_sys::MyDatabaseId.to_u32();
     let note = if shared::shape_refused(fp) {
         "; not queued: the explorer could not run this query shape (see ruvector_dag_status: explorer_failed, explorer_denied)".to_string()
+    } else if shared::offered(db, fp) {
+        // Checked before the statement is captured (its parameters, its session's settings):
+        // every execution of a shape waiting in the queue would capture it for nothing.
+        " (queued already)".to_string()
     } else {
         let captured = match text {
             Some(t) => explorer::offer::capture(t, params, fp, relids),
