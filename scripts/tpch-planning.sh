@@ -12,17 +12,20 @@
 # decision's reason, and the sums. A measurement tool (README: "The extension's cost"), not a
 # test: it asserts nothing.
 # Options: --sf F (scale factor, default 0.1), --passes N (default 6), --no-install, --keep
-# (leave the cluster running afterwards and print how to reach it).
+# (leave the cluster running afterwards and print how to reach it), --cold (in the new
+# sessions, a scan of lineitem before each EXPLAIN, which leaves the CPU's caches cold as the
+# harness's executions do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sf=0.1 passes=6 install=1 keep=0
+sf=0.1 passes=6 install=1 keep=0 cold=0
 while (($#)); do
   case $1 in
     --sf) sf=$2; shift ;;
     --passes) passes=$2; shift ;;
     --no-install) install=0 ;;
     --keep) keep=1 ;;
-    *) echo "unknown option $1 (--sf F, --passes N, --no-install, --keep)" >&2; exit 2 ;;
+    --cold) cold=1 ;;
+    *) echo "unknown option $1 (--sf F, --passes N, --no-install, --keep, --cold)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -102,11 +105,14 @@ done | psql_ -d postgres -At >"$out"
 summarize "$out"
 # What the harness's sessions meet: a new session for each mode in each pass, every query once
 # in it (no statement repeated in a session). Its first statement, q01, also loads the state.
-echo "==> $passes passes, a new session per mode per pass, each query once in it (q01 first)"
+echo "==> $passes passes, a new session per mode per pass, each query once in it (q01 first)$( ((cold)) && echo ', each after a scan of lineitem')"
 : >"$out"
 for _ in $(seq 1 "$passes"); do
   for m in off frozen learn; do
-    for q in "${queries[@]}"; do explain_ "$q" "$m"; done | psql_ -d postgres -At >>"$out"
+    for q in "${queries[@]}"; do
+      ((cold)) && echo "SELECT count(*) FROM lineitem WHERE l_comment <> 'x';"
+      explain_ "$q" "$m"
+    done | psql_ -d postgres -At >>"$out"
   done
 done
 summarize "$out"

@@ -305,6 +305,7 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
     // Settled on its verified plan: planned under its arm alone (no default plan planned
     // first), and still the verified plan; one planning in FULL_EVERY goes the usual way.
     let alone_before = counter("backend_planned_alone");
+    let server_alone_before = counter("settled_planned_alone");
     let explains: Vec<Vec<String>> = (0..16).map(|_| explain_lines(CORRELATED)).collect();
     let plan_of = |lines: &[String]| -> Vec<String> {
         lines.iter().take_while(|l| !l.starts_with("ruvector_dag")).cloned().collect()
@@ -314,6 +315,9 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
     assert!(said_alone >= 12, "{said_alone} of 16 plannings under the arm alone: {explains:#?}");
     assert!(said_alone < 16, "never planned the usual way: {explains:#?}");
     assert_eq!(counter("backend_planned_alone") - alone_before, said_alone as u64);
+    // The server's count (shared memory: every session's, other tests' too) moved with it.
+    assert!(counter("settled_planned_alone") - server_alone_before >= said_alone as u64);
+    assert!(counter("settled_statements") >= 1);
     for lines in &explains {
         let decision = lines.iter().find(|l| l.starts_with("ruvector_dag: arm")).unwrap();
         assert!(decision.contains("(applied; rule verified)"), "{lines:?}");
