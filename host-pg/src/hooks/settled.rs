@@ -313,27 +313,31 @@ pub(super) fn planned_alone() {
 /// `key`'s statement planned under its arm alone did not give the verified plan: planned the
 /// usual way until it settles again, over a streak twice as long.
 pub(super) fn missed(key: u64) {
-    let Some(m) = memo() else { return };
-    m.missed.fetch_add(1, Ordering::AcqRel);
-    let (db, i) = (database(), slot(key));
-    let s = slot_of(m, i);
-    if !holds(s, db, key) {
-        return;
+    if let Some(m) = memo() {
+        m.missed.fetch_add(1, Ordering::AcqRel);
     }
-    let _held = Held::take(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    if holds(s, db, key) {
+    with_held(key, |s| {
         // SAFETY: under the exclusive lock.
         unsafe {
             *s.streak.get() = 0;
             *s.misses.get() = (*s.misses.get()).saturating_add(1);
         }
-    }
+    });
 }
 
 /// `key`'s statement has no verified plan to apply any more (or failed to be decided):
 /// planned the usual way until it settles again. Costs two atomic reads when it was not
 /// remembered (most statements).
 pub(super) fn forget(key: u64) {
+    with_held(key, |s| {
+        s.db.store(0, Ordering::Release);
+        s.key.store(0, Ordering::Release);
+    });
+}
+
+/// `f` on the slot of `key`'s statement of this database under the exclusive lock, when the
+/// slot holds it (looked at without the lock first: most statements are not remembered).
+fn with_held(key: u64, f: impl FnOnce(&Slot)) {
     let Some(m) = memo() else { return };
     let (db, i) = (database(), slot(key));
     let s = slot_of(m, i);
@@ -342,8 +346,7 @@ pub(super) fn forget(key: u64) {
     }
     let _held = Held::take(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
     if holds(s, db, key) {
-        s.db.store(0, Ordering::Release);
-        s.key.store(0, Ordering::Release);
+        f(s);
     }
 }
 
