@@ -260,11 +260,13 @@ pub fn load_unless(
     // Not in the model cache (the server restarted, or the cache was found stale, and no
     // version was written since: a frozen server writes none): put what was read there, so
     // that the next sessions copy it from memory. Only from a transaction that has written
-    // nothing (what it reads is committed); a slot holding a newer version keeps it.
+    // nothing (what it reads is committed); a slot holding a newer version keeps it. Never on a
+    // standby: its table changes by WAL replay, which publishes nothing, so a copy left there
+    // would hide every newer version.
     if let (Some(bytes), Some(t)) = (snapshot.as_deref(), table) {
         // SAFETY: reads this backend's transaction state.
         let wrote = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
-        if version != 0 && !wrote {
+        if version != 0 && !wrote && !guc::standby() {
             crate::model_cache::publish(crate::database(), t, version, bytes);
         }
     }
@@ -292,8 +294,9 @@ pub fn load_unless(
 pub fn load_cached(
     held: Option<i64>,
 ) -> Option<Result<(i64, Option<(Optimizer, book::Holding)>), String>> {
+    // A standby's table changes by WAL replay, which publishes nothing: it reads the table.
     let table = crate::extension_relid(c"learned_state");
-    if table == 0 {
+    if table == 0 || guc::standby() {
         return None;
     }
     let db = crate::database();
