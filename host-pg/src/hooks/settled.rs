@@ -303,7 +303,7 @@ pub(super) fn take(key: u64) -> Option<(Rc<PlanDag>, f64)> {
     Some((dag, cost))
 }
 
-/// `key`'s statement was planned under its arm alone and kept that plan (counted).
+/// A settled statement was planned under its arm alone and kept that plan (the server's count).
 pub(super) fn planned_alone() {
     if let Some(m) = memo() {
         m.planned_alone.fetch_add(1, Ordering::AcqRel);
