@@ -98,24 +98,10 @@ fn cache() -> Option<&'static Cache> {
     unsafe { CACHE.as_ref() }.filter(|c| c.capacity > 0)
 }
 
-/// Slot `i`'s lock, held while it lives.
-struct Held(*mut pg_sys::LWLock);
-impl Held {
-    fn take(c: &Cache, i: usize, mode: pg_sys::LWLockMode::Type) -> Held {
-        // SAFETY: the tranche has SLOTS locks, in shared memory for the server's life;
-        // PostgreSQL releases LWLocks itself if an ERROR escapes (nothing here raises one).
-        unsafe {
-            let lock = &raw mut (*c.locks.add(i)).lock;
-            pg_sys::LWLockAcquire(lock, mode);
-            Held(lock)
-        }
-    }
-}
-impl Drop for Held {
-    fn drop(&mut self) {
-        // SAFETY: acquired in `take`.
-        unsafe { pg_sys::LWLockRelease(self.0) };
-    }
+/// Slot `i`'s lock, held while the result lives.
+fn lock_slot(c: &Cache, i: usize, mode: pg_sys::LWLockMode::Type) -> crate::shared::LockHeld {
+    // SAFETY: the tranche has SLOTS locks, in shared memory for the server's life.
+    unsafe { crate::shared::LockHeld::acquire(&raw mut (*c.locks.add(i)).lock, mode) }
 }
 
 fn data(c: &Cache, i: usize) -> *mut u8 {
@@ -143,7 +129,7 @@ pub fn publish(db: u32, table: u32, version: i64, bytes: &[u8]) {
     else {
         return;
     };
-    let _held = Held::take(c, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let _held = lock_slot(c, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
     let same_table = slot.table.load(Ordering::Acquire) == table;
     if same_table && slot.newest.load(Ordering::Acquire) >= version {
         return;
@@ -173,7 +159,7 @@ pub fn read(db: u32, table: u32, held: Option<i64>) -> Option<(i64, Option<Vec<u
         .iter()
         .position(|s| s.db.load(Ordering::Acquire) == db)?;
     let slot = &c.slots[i];
-    let _held = Held::take(c, i, pg_sys::LWLockMode::LW_SHARED);
+    let _held = lock_slot(c, i, pg_sys::LWLockMode::LW_SHARED);
     let version = slot.version.load(Ordering::Acquire);
     if version == 0 || slot.table.load(Ordering::Acquire) != table {
         return None;
@@ -205,7 +191,7 @@ pub fn check(db: u32, table: u32, version: i64) {
     if cached == 0 || cached == version && slot.table.load(Ordering::Acquire) == table {
         return;
     }
-    let _held = Held::take(c, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let _held = lock_slot(c, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
     slot.table.store(table, Ordering::Release);
     slot.newest.store(version, Ordering::Release);
     slot.version.store(0, Ordering::Release);

@@ -335,6 +335,28 @@ unsafe extern "C-unwind" fn on_startup() {
     pg_sys::LWLockRelease(init_lock);
 }
 
+/// An LWLock in shared memory, held while this lives (released on unwind too; PostgreSQL
+/// releases LWLocks itself if an ERROR escapes).
+pub(crate) struct LockHeld(*mut pg_sys::LWLock);
+impl LockHeld {
+    /// # Safety
+    /// `lock` is an LWLock in shared memory, set up for the server's life, not held by this
+    /// process.
+    pub(crate) unsafe fn acquire(
+        lock: *mut pg_sys::LWLock,
+        mode: pg_sys::LWLockMode::Type,
+    ) -> Self {
+        pg_sys::LWLockAcquire(lock, mode);
+        LockHeld(lock)
+    }
+}
+impl Drop for LockHeld {
+    fn drop(&mut self) {
+        // SAFETY: acquired in `acquire`.
+        unsafe { pg_sys::LWLockRelease(self.0) };
+    }
+}
+
 fn shared() -> Option<&'static Shared> {
     // SAFETY: set once at shared memory startup (inherited by every backend), never freed.
     unsafe { SHARED.as_ref() }

@@ -137,23 +137,11 @@ fn slot_of(m: &Memo, i: usize) -> &Slot {
     }
 }
 
-/// Partition `i`'s lock, held while it lives.
-struct Held(*mut pg_sys::LWLock);
-impl Held {
-    fn take(m: &Memo, slot: usize, mode: pg_sys::LWLockMode::Type) -> Held {
-        // SAFETY: the tranche has PARTITIONS locks, in shared memory for the server's life;
-        // PostgreSQL releases LWLocks itself if an ERROR escapes (nothing here raises one).
-        unsafe {
-            let lock = &raw mut (*m.locks.add(slot % PARTITIONS)).lock;
-            pg_sys::LWLockAcquire(lock, mode);
-            Held(lock)
-        }
-    }
-}
-impl Drop for Held {
-    fn drop(&mut self) {
-        // SAFETY: acquired in `take`.
-        unsafe { pg_sys::LWLockRelease(self.0) };
+/// The lock of `slot`'s partition, held while the result lives.
+fn held(m: &Memo, slot: usize, mode: pg_sys::LWLockMode::Type) -> crate::shared::LockHeld {
+    // SAFETY: the tranche has PARTITIONS locks, in shared memory for the server's life.
+    unsafe {
+        crate::shared::LockHeld::acquire(&raw mut (*m.locks.add(slot % PARTITIONS)).lock, mode)
     }
 }
 
@@ -202,7 +190,7 @@ pub(super) fn note(key: u64, dag: PlanDag, fingerprint: u64, verified_cost: Opti
     };
     let generation = m.generation.fetch_add(1, Ordering::AcqRel) + 1;
     {
-        let _held = Held::take(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _held = held(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
         // SAFETY: the fields behind UnsafeCell are written under the exclusive lock only.
         unsafe {
             let (streak, misses) = if holds(s, db, key) {
@@ -263,7 +251,7 @@ pub(super) fn take(key: u64) -> Option<(Rc<PlanDag>, f64)> {
         return None;
     }
     let (generation, cost, bytes) = {
-        let _held = Held::take(m, i, pg_sys::LWLockMode::LW_SHARED);
+        let _held = held(m, i, pg_sys::LWLockMode::LW_SHARED);
         // SAFETY: read under the shared lock; writers hold the exclusive one.
         unsafe {
             let needed = u32::from(STREAK) << (*s.misses.get()).min(5);
@@ -344,7 +332,7 @@ fn with_held(key: u64, f: impl FnOnce(&Slot)) {
     if !holds(s, db, key) {
         return;
     }
-    let _held = Held::take(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let _held = held(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
     if holds(s, db, key) {
         f(s);
     }
