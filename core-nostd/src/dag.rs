@@ -233,6 +233,10 @@ pub struct PlanDag {
     height: Vec<u32>,
     roots: Vec<u32>,
     self_cost: Vec<f64>,
+    /// [`PlanDag::shape_hash`] and [`PlanDag::content_hash`], computed once (a plan never
+    /// changes after it is built).
+    shape: u64,
+    content: u64,
 }
 
 /// Compressed adjacency: for every node, its neighbours in edge-list order.
@@ -384,7 +388,7 @@ impl PlanDag {
             *s = s.max(0.0);
         }
 
-        Ok(PlanDag {
+        let mut dag = PlanDag {
             nodes,
             edges,
             child_start,
@@ -396,7 +400,12 @@ impl PlanDag {
             height,
             roots,
             self_cost,
-        })
+            shape: 0,
+            content: 0,
+        };
+        dag.shape = dag.compute_shape_hash();
+        dag.content = dag.compute_content_hash();
+        Ok(dag)
     }
 
     /// Number of nodes.
@@ -491,50 +500,62 @@ impl PlanDag {
     /// ordered (outer before inner), so swapping a join's sides changes it. Stable across
     /// platforms and releases: it keys persisted per-query statistics.
     pub fn shape_hash(&self) -> u64 {
+        self.shape
+    }
+
+    fn compute_shape_hash(&self) -> u64 {
         let mut h = vec![0u64; self.len()];
         for &v in &self.topo {
             let v = v as usize;
-            let mut bytes = Vec::with_capacity(24 + 8 * self.children(v).len());
-            bytes.extend_from_slice(self.nodes[v].op.name().as_bytes());
-            bytes.push(0);
-            bytes.extend_from_slice(&self.nodes[v].relation_hash.to_le_bytes());
+            let mut f = crate::rng::Fnv1a64::new();
+            f.write(self.nodes[v].op.name().as_bytes());
+            f.write(&[0]);
+            f.write(&self.nodes[v].relation_hash.to_le_bytes());
             for &c in self.children(v) {
-                bytes.extend_from_slice(&h[c as usize].to_le_bytes());
+                f.write(&h[c as usize].to_le_bytes());
             }
-            h[v] = crate::rng::fnv1a64(&bytes);
+            h[v] = f.finish();
         }
         let mut roots: Vec<u64> = self.roots.iter().map(|&r| h[r as usize]).collect();
         roots.sort_unstable();
-        let bytes: Vec<u8> = roots.iter().flat_map(|r| r.to_le_bytes()).collect();
-        crate::rng::fnv1a64(&bytes)
+        let mut f = crate::rng::Fnv1a64::new();
+        for r in roots {
+            f.write(&r.to_le_bytes());
+        }
+        f.finish()
     }
 
     /// Hash of everything the embedding sees: the node numbering, operators, relations,
     /// estimates, measurements and edges in order. Equal plans (the same statement planned the
-    /// same way) hash equal; any changed estimate changes it. Keys caches, never persisted.
+    /// same way) hash equal; any changed estimate changes it. Keys caches, never persisted (not
+    /// stable across releases).
     pub fn content_hash(&self) -> u64 {
-        let mut bytes = Vec::with_capacity(self.nodes.len() * 96 + self.edges.len() * 8);
+        self.content
+    }
+
+    fn compute_content_hash(&self) -> u64 {
+        let mut h = crate::rng::WordHash::new();
         for n in &self.nodes {
-            bytes.extend_from_slice(n.op.name().as_bytes());
-            bytes.push(0);
+            h.word(n.op as u64);
             for x in [n.est_rows, n.startup_cost, n.total_cost, n.width, n.loops] {
-                bytes.extend_from_slice(&x.to_bits().to_le_bytes());
+                h.word(x.to_bits());
             }
-            bytes.push(u8::from(n.parallel_aware));
-            bytes.extend_from_slice(&n.workers.to_le_bytes());
-            bytes.extend_from_slice(&n.relation_hash.to_le_bytes());
-            if let Some(a) = n.actual {
-                for x in [a.rows, a.self_ms, a.total_ms] {
-                    bytes.extend_from_slice(&x.to_bits().to_le_bytes());
+            h.word(u64::from(n.parallel_aware) | u64::from(n.workers) << 8);
+            h.word(n.relation_hash);
+            match n.actual {
+                Some(a) => {
+                    for x in [a.rows, a.self_ms, a.total_ms] {
+                        h.word(x.to_bits());
+                    }
                 }
+                None => h.word(u64::MAX),
             }
-            bytes.push(0xFF);
         }
+        h.word(self.edges.len() as u64);
         for &(c, p) in &self.edges {
-            bytes.extend_from_slice(&c.to_le_bytes());
-            bytes.extend_from_slice(&p.to_le_bytes());
+            h.word(u64::from(c) | u64::from(p) << 32);
         }
-        crate::rng::fnv1a64(&bytes)
+        h.finish()
     }
 
     /// Whether every node carries measured values.
@@ -628,6 +649,76 @@ mod tests {
             h
         );
         assert_ne!(random_plan(4, 40, SynthOptions::default()).shape_hash(), h);
+    }
+
+    /// The shape hash keys persisted evidence: computed as it always was (FNV-1a over each
+    /// node's operator name, a zero byte, its relation hash and its inputs' hashes, then over
+    /// the sorted root hashes), whatever the implementation.
+    #[test]
+    fn shape_hash_is_the_persisted_definition() {
+        use crate::synth::{random_plan, SynthOptions};
+        fn reference(d: &PlanDag) -> u64 {
+            let mut h = vec![0u64; d.len()];
+            for &v in d.topo_order() {
+                let v = v as usize;
+                let mut bytes = Vec::new();
+                bytes.extend_from_slice(d.node(v).op.name().as_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(&d.node(v).relation_hash.to_le_bytes());
+                for &c in d.children(v) {
+                    bytes.extend_from_slice(&h[c as usize].to_le_bytes());
+                }
+                h[v] = crate::rng::fnv1a64(&bytes);
+            }
+            let mut roots: Vec<u64> = d.roots().iter().map(|&r| h[r as usize]).collect();
+            roots.sort_unstable();
+            let bytes: Vec<u8> = roots.iter().flat_map(|r| r.to_le_bytes()).collect();
+            crate::rng::fnv1a64(&bytes)
+        }
+        for seed in 0..40 {
+            let d = random_plan(seed, 3 + seed as usize * 5, SynthOptions::default());
+            assert_eq!(d.shape_hash(), reference(&d), "seed {seed}");
+        }
+        // And a value fixed once, so the definition itself cannot drift unnoticed.
+        let (nodes, edges) = chain(3);
+        assert_eq!(
+            PlanDag::new(nodes, edges).unwrap().shape_hash(),
+            18_105_060_171_528_405_734
+        );
+    }
+
+    #[test]
+    fn content_hash_sees_every_estimate_measurement_and_edge() {
+        let (nodes, edges) = chain(4);
+        let d = PlanDag::new(nodes.clone(), edges.clone()).unwrap();
+        let h = d.content_hash();
+        assert_eq!(
+            PlanDag::new(nodes.clone(), edges.clone())
+                .unwrap()
+                .content_hash(),
+            h
+        );
+        let changed = |f: &dyn Fn(&mut PlanNode)| {
+            let mut n = nodes.clone();
+            f(&mut n[2]);
+            PlanDag::new(n, edges.clone()).unwrap().content_hash()
+        };
+        assert_ne!(changed(&|n| n.est_rows += 1.0), h);
+        assert_ne!(changed(&|n| n.startup_cost += 1.0), h);
+        assert_ne!(changed(&|n| n.width += 1.0), h);
+        assert_ne!(changed(&|n| n.loops += 1.0), h);
+        assert_ne!(changed(&|n| n.workers += 1), h);
+        assert_ne!(changed(&|n| n.parallel_aware = !n.parallel_aware), h);
+        assert_ne!(changed(&|n| n.relation_hash ^= 1), h);
+        assert_ne!(changed(&|n| n.op = OpKind::Sort), h);
+        assert_ne!(
+            changed(&|n| n.actual = Some(Actuals {
+                rows: 1.0,
+                self_ms: 0.5,
+                total_ms: 1.0
+            })),
+            h
+        );
     }
 
     #[test]

@@ -13,11 +13,12 @@
 //! Same plan and attention, same embedding, on every platform: nothing random at run time.
 
 use alloc::format;
+use alloc::vec::Vec;
 
 use crate::attention::{critical_path, AttentionMap};
 use crate::dag::PlanDag;
 use crate::error::{NeuralDagError, Result};
-use crate::features::{node_features, FEATURE_DIM, OP_BUCKETS};
+use crate::features::{node_features, FeatureVector, FEATURE_DIM, OP_BUCKETS};
 use crate::rng::SplitMix64;
 
 /// Width of a plan embedding.
@@ -29,16 +30,93 @@ pub type PlanEmbedding = [f32; EMBED_DIM];
 const PROJ_OUT: usize = 128;
 const PROJ_SEED: u64 = 0x000E_3BED;
 
+/// What an embedding of a plan takes from the plan alone, whatever the attention: its node
+/// features, their maxima, the operator histogram and the structural statistics. Computed once
+/// for a plan embedded under several attention maps ([`embed_with`]).
+#[derive(Debug, Clone)]
+pub struct PlanStatics {
+    feats: Vec<FeatureVector>,
+    max: [f32; FEATURE_DIM],
+    hist: [f32; OP_BUCKETS],
+    /// The statistics block, its two attention-dependent entries (7, 8) left at zero.
+    stats: [f32; STATS],
+    /// ln(n), the entropy's normaliser (0 for a single node).
+    ln_n: f32,
+}
+
+const STATS: usize = EMBED_DIM - 3 * FEATURE_DIM - PROJ_OUT - OP_BUCKETS;
+
+impl PlanStatics {
+    /// Everything of `dag` an embedding needs besides the attention map.
+    pub fn of(dag: &PlanDag) -> Self {
+        let n = dag.len();
+        let feats = node_features(dag);
+        let mut max = [f32::NEG_INFINITY; FEATURE_DIM];
+        for x in &feats {
+            for k in 0..FEATURE_DIM {
+                max[k] = max[k].max(x[k]);
+            }
+        }
+        let nf = n as f32;
+        let mut hist = [0.0f32; OP_BUCKETS];
+        for v in 0..n {
+            hist[dag.node(v).op.bucket()] += 1.0 / nf;
+        }
+        let work_total: f64 = (0..n).map(|v| dag.self_work(v)).sum();
+        let cp = critical_path(dag);
+        let root_cost: f64 = dag
+            .roots()
+            .iter()
+            .map(|&r| dag.node(r as usize).total_cost)
+            .sum();
+        let root_rows: f64 = dag
+            .roots()
+            .iter()
+            .map(|&r| dag.node(r as usize).est_rows)
+            .sum();
+        let ln1p = |x: f64| libm::log1p(x.max(0.0)) as f32;
+        let mut stats = [0.0f32; STATS];
+        stats[0] = ln1p(n as f64) / 10.0;
+        stats[1] = ln1p(dag.edges().len() as f64) / 10.0;
+        stats[2] = (0..n).map(|v| dag.depth(v)).max().unwrap_or(0) as f32 / 16.0;
+        stats[3] = dag.edges().len() as f32 / nf / 2.0;
+        stats[4] = (0..n).filter(|&v| dag.parents(v).len() > 1).count() as f32 / nf;
+        stats[5] = (0..n).filter(|&v| dag.is_leaf(v)).count() as f32 / nf;
+        stats[6] = (0..n).filter(|&v| dag.node(v).op.is_join()).count() as f32 / nf;
+        stats[9] = if work_total > 0.0 {
+            (cp.length / work_total).min(1.0) as f32
+        } else {
+            0.0
+        };
+        stats[10] = f32::from(u8::from(dag.has_actuals()));
+        stats[11] = ln1p(root_cost) / 20.0;
+        stats[12] = ln1p(root_rows) / 20.0;
+        stats[13] = (0..n).filter(|&v| dag.node(v).parallel_aware).count() as f32 / nf;
+        PlanStatics {
+            feats,
+            max,
+            hist,
+            stats,
+            ln_n: if n > 1 { libm::logf(nf) } else { 0.0 },
+        }
+    }
+}
+
 /// Embed `dag` pooled by `attention` (which must have one weight per node).
 pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
-    let n = dag.len();
+    embed_with(&PlanStatics::of(dag), attention)
+}
+
+/// [`embed`] of the plan whose [`PlanStatics`] these are: the same embedding to the bit.
+pub fn embed_with(plan: &PlanStatics, attention: &AttentionMap) -> Result<PlanEmbedding> {
+    let n = plan.feats.len();
     if attention.alpha.len() != n {
         return Err(NeuralDagError::AttentionComputationFailed(format!(
             "embedding: attention has {} weights for a plan of {n} nodes",
             attention.alpha.len()
         )));
     }
-    let feats = node_features(dag);
+    let feats = &plan.feats;
     let alpha = &attention.alpha;
     let mut out = [0.0f32; EMBED_DIM];
     let (mean, rest) = out.split_at_mut(FEATURE_DIM);
@@ -47,13 +125,12 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
     let (proj, rest) = rest.split_at_mut(PROJ_OUT);
     let (hist, stats) = rest.split_at_mut(OP_BUCKETS);
 
-    max.fill(f32::NEG_INFINITY);
     for (x, &a) in feats.iter().zip(alpha) {
         for k in 0..FEATURE_DIM {
             mean[k] += a * x[k];
-            max[k] = max[k].max(x[k]);
         }
     }
+    max.copy_from_slice(&plan.max);
     for (x, &a) in feats.iter().zip(alpha) {
         for k in 0..FEATURE_DIM {
             let d = x[k] - mean[k];
@@ -69,46 +146,15 @@ pub fn embed(dag: &PlanDag, attention: &AttentionMap) -> Result<PlanEmbedding> {
     let proj: &mut [f32; PROJ_OUT] = proj.try_into().expect("PROJ_OUT wide");
     sign_projection(&inputs, proj);
 
-    let nf = n as f32;
-    for v in 0..n {
-        hist[dag.node(v).op.bucket()] += 1.0 / nf;
-    }
+    hist.copy_from_slice(&plan.hist);
     let entropy: f32 = alpha
         .iter()
         .filter(|&&a| a > 0.0)
         .map(|&a| -a * libm::logf(a))
         .sum();
-    let work_total: f64 = (0..n).map(|v| dag.self_work(v)).sum();
-    let cp = critical_path(dag);
-    let root_cost: f64 = dag
-        .roots()
-        .iter()
-        .map(|&r| dag.node(r as usize).total_cost)
-        .sum();
-    let root_rows: f64 = dag
-        .roots()
-        .iter()
-        .map(|&r| dag.node(r as usize).est_rows)
-        .sum();
-    let ln1p = |x: f64| libm::log1p(x.max(0.0)) as f32;
-    stats[0] = ln1p(n as f64) / 10.0;
-    stats[1] = ln1p(dag.edges().len() as f64) / 10.0;
-    stats[2] = (0..n).map(|v| dag.depth(v)).max().unwrap_or(0) as f32 / 16.0;
-    stats[3] = dag.edges().len() as f32 / nf / 2.0;
-    stats[4] = (0..n).filter(|&v| dag.parents(v).len() > 1).count() as f32 / nf;
-    stats[5] = (0..n).filter(|&v| dag.is_leaf(v)).count() as f32 / nf;
-    stats[6] = (0..n).filter(|&v| dag.node(v).op.is_join()).count() as f32 / nf;
-    stats[7] = if n > 1 { entropy / libm::logf(nf) } else { 0.0 };
+    stats.copy_from_slice(&plan.stats);
+    stats[7] = if n > 1 { entropy / plan.ln_n } else { 0.0 };
     stats[8] = alpha.iter().copied().fold(0.0, f32::max);
-    stats[9] = if work_total > 0.0 {
-        (cp.length / work_total).min(1.0) as f32
-    } else {
-        0.0
-    };
-    stats[10] = f32::from(u8::from(dag.has_actuals()));
-    stats[11] = ln1p(root_cost) / 20.0;
-    stats[12] = ln1p(root_rows) / 20.0;
-    stats[13] = (0..n).filter(|&v| dag.node(v).parallel_aware).count() as f32 / nf;
 
     let norm = libm::sqrtf(out.iter().map(|x| x * x).sum());
     if !(norm.is_finite() && norm > 0.0) {

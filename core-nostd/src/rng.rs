@@ -49,12 +49,62 @@ impl SplitMix64 {
 /// FNV-1a 64-bit hash: stable across platforms and releases (unlike `core::hash`), used for
 /// relation names and operator identities that end up in persisted state.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    let mut h = Fnv1a64::new();
+    h.write(bytes);
+    h.finish()
+}
+
+/// [`fnv1a64`] fed piece by piece: the hash of the concatenation, with nothing allocated.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    /// The hash of nothing yet.
+    pub fn new() -> Self {
+        Fnv1a64(0xcbf2_9ce4_8422_2325)
     }
-    h
+
+    /// Feed `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    /// The hash of everything fed.
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A fast 64-bit hash of a sequence of words, for keys that never leave the process (caches):
+/// each word multiplied in, then a final avalanche (not stable across releases, unlike
+/// [`fnv1a64`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WordHash(u64);
+
+impl WordHash {
+    pub(crate) fn new() -> Self {
+        WordHash(0x243F_6A88_85A3_08D3)
+    }
+
+    pub(crate) fn word(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    pub(crate) fn finish(self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub use causal_cone::CausalCone;
 pub use critical_path::{critical_path, CriticalPath, CriticalPathInfo};
 pub use ensemble::Ensemble;
 pub use hierarchical::{lorentz_inner, lorentz_positions, HierarchicalLorentz};
+pub(crate) use mincut_gated::gate as mincut_gate;
 pub use mincut_gated::MinCutGated;
 pub use parallel_branch::ParallelBranch;
 pub use temporal_btsp::TemporalBtsp;

@@ -9,9 +9,11 @@ use alloc::vec::Vec;
 use core::cell::OnceCell;
 
 use super::Optimizer;
-use crate::attention::{AttentionContext, AttentionKind, DagAttention, PluginId};
+use crate::attention::{
+    mincut_gate, AttentionContext, AttentionKind, AttentionMap, DagAttention, PluginId,
+};
 use crate::dag::PlanDag;
-use crate::embed::{embed, EMBED_DIM};
+use crate::embed::{embed, embed_with, PlanStatics, EMBED_DIM};
 use crate::error::{NeuralDagError, Result};
 use crate::hdc::Hypervector;
 use crate::learning::{ArmId, PluginArms};
@@ -80,6 +82,11 @@ pub(super) struct EmbedCache {
     pub(super) fingerprint_order: VecDeque<u64>,
     pub(super) hits: u64,
     pub(super) misses: u64,
+    /// The last plan embedded (by content hash): what its embeddings share under any
+    /// attention, and its topological attention (min-cut gated attention gates it), so a
+    /// decision that embeds one plan under two kinds computes them once.
+    pub(super) last_statics: Option<(u64, PlanStatics)>,
+    pub(super) last_topological: Option<(u64, AttentionMap)>,
 }
 
 impl EmbedCache {
@@ -175,12 +182,43 @@ impl Optimizer {
                     .map_err(|e| NeuralDagError::AttentionComputationFailed(e.clone()))?;
                 (map, center)
             }
-            k => (
-                self.machinery.mechanisms[k.index()].attend(dag, &ctx)?,
-                self.center(k),
-            ),
+            AttentionKind::MinCutGated => {
+                let content = dag.content_hash();
+                let base = self
+                    .cache
+                    .borrow()
+                    .last_topological
+                    .as_ref()
+                    .filter(|(c, _)| *c == content)
+                    .map(|(_, m)| mincut_gate(dag, m, self.machinery.attention.mincut_threshold));
+                let map = match base {
+                    Some(gated) => gated?,
+                    None => self.machinery.mechanisms[kind.index()].attend(dag, &ctx)?,
+                };
+                (map, self.center(kind))
+            }
+            k => {
+                let map = self.machinery.mechanisms[k.index()].attend(dag, &ctx)?;
+                if k == AttentionKind::Topological {
+                    self.cache.borrow_mut().last_topological =
+                        Some((dag.content_hash(), map.clone()));
+                }
+                (map, self.center(k))
+            }
         };
-        let raw = embed(dag, &map)?;
+        let raw = {
+            let content = dag.content_hash();
+            let mut cache = self.cache.borrow_mut();
+            if cache
+                .last_statics
+                .as_ref()
+                .is_none_or(|(c, _)| *c != content)
+            {
+                cache.last_statics = Some((content, PlanStatics::of(dag)));
+            }
+            let (_, statics) = cache.last_statics.as_ref().expect("just set");
+            embed_with(statics, &map)?
+        };
         let mut e: Vec<f32> = raw.iter().zip(center).map(|(x, c)| x - c).collect();
         let norm = libm::sqrtf(e.iter().map(|x| x * x).sum());
         if norm > 1e-6 {
@@ -294,6 +332,30 @@ mod tests {
         // A fresh optimizer computes the same embeddings from scratch.
         let mut fresh = optimizer();
         assert_eq!(fresh.decide(&q).unwrap().key, dq.key);
+    }
+
+    /// A plan embedded under the topological kind and then the min-cut gated kind (the key
+    /// and the input of a decision) gates the topological attention already computed: the
+    /// same embedding to the bit as the min-cut gated mechanism run alone, and never another
+    /// plan's attention.
+    #[test]
+    fn two_kinds_of_one_plan_share_their_work_not_their_result() {
+        let opt = optimizer();
+        let (p, q) = (plan(33), plan(34));
+        let (topo, gated) = (AttentionKind::Topological, AttentionKind::MinCutGated);
+        let alone = |d: &PlanDag, k| optimizer().embed_as(d, k, d.shape_hash()).unwrap();
+        assert_eq!(
+            opt.embed_as(&p, topo, p.shape_hash()).unwrap(),
+            alone(&p, topo)
+        );
+        let shared = opt.embed_as(&p, gated, p.shape_hash()).unwrap();
+        assert_eq!(shared, alone(&p, gated));
+        assert_ne!(shared, alone(&p, topo));
+        // The last topological attention is p's: q's is computed, not p's gated.
+        assert_eq!(
+            opt.embed_as(&q, gated, q.shape_hash()).unwrap(),
+            alone(&q, gated)
+        );
     }
 
     #[test]
