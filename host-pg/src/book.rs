@@ -41,12 +41,18 @@ const UNSEEDED: u32 = 0;
 const SEEDING: u32 = 1;
 const SEEDED: u32 = 2;
 
+/// Whose a slot is: kept apart from the slots, side by side, so that finding a shape reads a
+/// few contiguous cache lines instead of one line (and page) per slot of its partition.
 #[repr(C)]
-struct Slot {
+struct Key {
     /// Database OID; 0 marks a free slot. Guarded by the partition's lock.
     db: UnsafeCell<u32>,
-    len: UnsafeCell<u32>,
     fingerprint: UnsafeCell<u64>,
+}
+
+#[repr(C)]
+struct Slot {
+    len: UnsafeCell<u32>,
     /// Logical time of the last use (read under a shared lock, hence atomic).
     used: AtomicU64,
     bytes: UnsafeCell<[u8; SLOT_BYTES]>,
@@ -89,8 +95,13 @@ fn per_partition() -> usize {
 }
 
 fn size() -> usize {
-    std::mem::size_of::<Book>().next_multiple_of(64)
+    slots_offset()
         + per_partition() * PARTITIONS * std::mem::size_of::<Slot>()
+        + per_partition() * PARTITIONS * std::mem::size_of::<Key>()
+}
+
+fn slots_offset() -> usize {
+    std::mem::size_of::<Book>().next_multiple_of(64)
 }
 
 /// Ask for the book's shared memory and locks (from the shmem request hook).
@@ -130,13 +141,16 @@ pub(crate) unsafe fn on_startup() {
             }),
         });
         let slots = slots_ptr(p);
+        let keys = keys_ptr(p, n);
         for i in 0..n * PARTITIONS {
             slots.add(i).write(Slot {
-                db: UnsafeCell::new(0),
                 len: UnsafeCell::new(0),
-                fingerprint: UnsafeCell::new(0),
                 used: AtomicU64::new(0),
                 bytes: UnsafeCell::new([0; SLOT_BYTES]),
+            });
+            keys.add(i).write(Key {
+                db: UnsafeCell::new(0),
+                fingerprint: UnsafeCell::new(0),
             });
         }
     }
@@ -144,9 +158,12 @@ pub(crate) unsafe fn on_startup() {
 }
 
 unsafe fn slots_ptr(p: *mut Book) -> *mut Slot {
-    p.cast::<u8>()
-        .add(std::mem::size_of::<Book>().next_multiple_of(64))
-        .cast::<Slot>()
+    p.cast::<u8>().add(slots_offset()).cast::<Slot>()
+}
+
+/// The keys follow the slots (`per_partition` of each for every partition).
+unsafe fn keys_ptr(p: *mut Book, per_partition: usize) -> *mut Key {
+    slots_ptr(p).add(per_partition * PARTITIONS).cast::<Key>()
 }
 
 fn book() -> Option<&'static Book> {
@@ -164,6 +181,15 @@ impl Book {
         // SAFETY: the slots follow the book, `per_partition` of them for each partition.
         unsafe {
             let base = slots_ptr(self as *const Book as *mut Book);
+            std::slice::from_raw_parts(base.add(partition * self.per_partition), self.per_partition)
+        }
+    }
+
+    /// The keys of partition `partition`'s slots, in slot order.
+    fn keys(&self, partition: usize) -> &[Key] {
+        // SAFETY: the keys follow the slots, `per_partition` of them for each partition.
+        unsafe {
+            let base = keys_ptr(self as *const Book as *mut Book, self.per_partition);
             std::slice::from_raw_parts(base.add(partition * self.per_partition), self.per_partition)
         }
     }
@@ -315,11 +341,11 @@ fn usable<'a>(db: u32, h: &mut Holding, evidence: &EvidenceBook) -> Option<(&'a 
 fn remove_all(b: &Book, db: u32) {
     for p in 0..PARTITIONS {
         let _l = b.lock(p, true);
-        for s in b.slots(p) {
+        for k in b.keys(p) {
             // SAFETY: guarded by the partition's exclusive lock.
             unsafe {
-                if *s.db.get() == db {
-                    *s.db.get() = 0;
+                if *k.db.get() == db {
+                    *k.db.get() = 0;
                 }
             }
         }
@@ -327,21 +353,22 @@ fn remove_all(b: &Book, db: u32) {
 }
 
 /// The slot of `fingerprint` in partition `p` (the caller holds its lock).
-fn find(b: &Book, db: u32, p: usize, fingerprint: u64) -> Option<&Slot> {
+fn find(b: &Book, db: u32, p: usize, fingerprint: u64) -> Option<usize> {
     // SAFETY: the caller holds the partition's lock (shared or exclusive).
-    b.slots(p)
+    b.keys(p)
         .iter()
-        .find(|s| unsafe { *s.db.get() == db && *s.fingerprint.get() == fingerprint })
+        .position(|k| unsafe { *k.fingerprint.get() == fingerprint && *k.db.get() == db })
 }
 
 /// Write (Some) or remove (None) the evidence of `fingerprint` (the caller holds partition
 /// `p`'s exclusive lock).
 fn write(b: &Book, hd: &Header, db: u32, p: usize, fingerprint: u64, e: Option<&ShapeEvidence>) {
+    let (keys, slots) = (b.keys(p), b.slots(p));
     let found = find(b, db, p, fingerprint);
     let Some(e) = e else {
-        if let Some(s) = found {
+        if let Some(i) = found {
             // SAFETY: exclusive lock held.
-            unsafe { *s.db.get() = 0 };
+            unsafe { *keys[i].db.get() = 0 };
         }
         return;
     };
@@ -350,28 +377,28 @@ fn write(b: &Book, hd: &Header, db: u32, p: usize, fingerprint: u64, e: Option<&
         Ok(used) => used.len(),
         Err(_) => {
             hd.too_large.fetch_add(1, Ordering::Relaxed);
-            if let Some(s) = found {
+            if let Some(i) = found {
                 // SAFETY: exclusive lock held.
-                unsafe { *s.db.get() = 0 };
+                unsafe { *keys[i].db.get() = 0 };
             }
             return;
         }
     };
-    let slot = found.unwrap_or_else(|| {
+    let i = found.unwrap_or_else(|| {
         // SAFETY: exclusive lock held.
-        let free = b.slots(p).iter().find(|s| unsafe { *s.db.get() == 0 });
+        let free = keys.iter().position(|k| unsafe { *k.db.get() == 0 });
         free.unwrap_or_else(|| {
             hd.evicted.fetch_add(1, Ordering::Relaxed);
-            b.slots(p)
-                .iter()
-                .min_by_key(|s| s.used.load(Ordering::Relaxed))
+            (0..slots.len())
+                .min_by_key(|&i| slots[i].used.load(Ordering::Relaxed))
                 .expect("a partition has slots")
         })
     });
+    let slot = &slots[i];
     // SAFETY: exclusive lock held.
     unsafe {
-        *slot.db.get() = db;
-        *slot.fingerprint.get() = fingerprint;
+        *keys[i].db.get() = db;
+        *keys[i].fingerprint.get() = fingerprint;
         *slot.len.get() = len as u32;
         (&mut *slot.bytes.get())[..len].copy_from_slice(&buf[..len]);
     }
@@ -397,7 +424,7 @@ fn read(b: &Book, hd: &Header, s: &Slot, touch: bool) -> Option<ShapeEvidence> {
 }
 
 fn bring_in_locked(b: &Book, hd: &Header, db: u32, p: usize, fp: u64, opt: &mut Optimizer) {
-    let e = find(b, db, p, fp).and_then(|s| read(b, hd, s, true));
+    let e = find(b, db, p, fp).and_then(|i| read(b, hd, &b.slots(p)[i], true));
     let ev = opt.evidence_mut();
     ev.put(fp, e);
     ev.set_budget(&hd.budget());
@@ -454,9 +481,9 @@ pub fn shapes(
     let mut all: Vec<(u64, u64, ShapeEvidence)> = Vec::new();
     for p in 0..PARTITIONS {
         let _l = b.lock(p, false);
-        for s in b.slots(p) {
+        for (k, s) in b.keys(p).iter().zip(b.slots(p)) {
             // SAFETY: shared lock held.
-            let (sdb, fp) = unsafe { (*s.db.get(), *s.fingerprint.get()) };
+            let (sdb, fp) = unsafe { (*k.db.get(), *k.fingerprint.get()) };
             if sdb != db {
                 continue;
             }
@@ -515,9 +542,9 @@ pub fn stats(db: u32) -> Option<BookStats> {
         let _l = b.lock(p, false);
         // SAFETY: shared lock held.
         shapes += b
-            .slots(p)
+            .keys(p)
             .iter()
-            .filter(|s| unsafe { *s.db.get() == db })
+            .filter(|k| unsafe { *k.db.get() == db })
             .count();
     }
     Some(BookStats {

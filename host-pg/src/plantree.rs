@@ -103,8 +103,12 @@ unsafe fn ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
 
 impl Walker<'_> {
     unsafe fn relation_name(&self, scanrelid: pg_sys::Index) -> Option<String> {
-        let rtable = ptrs::<pg_sys::RangeTblEntry>((*self.stmt).rtable);
-        let rte = *rtable.get((scanrelid as usize).checked_sub(1)?)?;
+        let rtable = (*self.stmt).rtable;
+        let i = (scanrelid as usize).checked_sub(1)?;
+        if rtable.is_null() || i >= (*rtable).length as usize {
+            return None;
+        }
+        let rte = (*(*rtable).elements.add(i)).ptr_value as *mut pg_sys::RangeTblEntry;
         if rte.is_null() || (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
             return None;
         }
