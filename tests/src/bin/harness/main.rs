@@ -589,8 +589,8 @@ fn run_rounds(
 /// untimed and unrecorded (constants of a round 0 no measured round uses): the data and indexes
 /// are then read from memory by whichever mode runs first in round 1. Without it that mode paid
 /// for reading them from disk: round 1's order starts every workload with learn, and q01, the
-/// first template (a scan of all of lineitem), ran 1.3-1.5x slower in learn and in frozen (the
-/// second) than in stock in three of four default runs.
+/// first template (a scan of all of lineitem), ran 1.29-1.50x slower in learn than in stock in
+/// three of the last four default runs (frozen, the second, 1.55x in one of them).
 fn warm_caches(cluster: &Cluster, workloads: &[Workload], a: &Args) -> Result<(), String> {
     let s = spinner("==> warming the caches: every template once, the extension off, not measured");
     for w in workloads {
