@@ -596,12 +596,7 @@ fn warm_caches(cluster: &Cluster, workloads: &[Workload], a: &Args) -> Result<()
     for w in workloads {
         let mut c = cluster.connect(&w.name, "off")?;
         for (name, text) in &w.templates {
-            let mut rng = Rng::for_instance(a.seed, &w.name, 0, name);
-            let query = if w.name == "tpch" {
-                tpch::instance(name, text, &mut rng, a.scale)?
-            } else {
-                correlated::instance(name, &mut rng, a.scale)?
-            };
+            let query = instance_of(w, name, text, a, 0)?;
             if let run::Outcome::Failed(e) = run::run_once(&mut c, &query, a.timeout_s * 1000) {
                 return Err(format!("warming the caches with {} {name}: {e}", w.name));
             }
@@ -610,6 +605,23 @@ fn warm_caches(cluster: &Cluster, workloads: &[Workload], a: &Args) -> Result<()
     s.finish_and_clear();
     println!("==> caches warmed: every template run once with the extension off (not measured)");
     Ok(())
+}
+
+/// The instance of template `name` (text `text`) that round `round` runs: its constants drawn
+/// from the run's seed, the workload, the round and the template.
+fn instance_of(
+    w: &Workload,
+    name: &str,
+    text: &str,
+    a: &Args,
+    round: u32,
+) -> Result<String, String> {
+    let mut rng = Rng::for_instance(a.seed, &w.name, round, name);
+    if w.name == "tpch" {
+        tpch::instance(name, text, &mut rng, a.scale)
+    } else {
+        correlated::instance(name, &mut rng, a.scale)
+    }
 }
 
 /// Which instance of a template a round runs.
@@ -635,12 +647,7 @@ fn run_instance(
     let (round, name, text, ti) = (at.round, at.name, at.text, at.template);
     let cap_ms = a.timeout_s * 1000;
     let mut out = Vec::new();
-    let mut rng = Rng::for_instance(a.seed, &w.name, round, name);
-    let query = if w.name == "tpch" {
-        tpch::instance(name, text, &mut rng, a.scale)?
-    } else {
-        correlated::instance(name, &mut rng, a.scale)?
-    };
+    let query = instance_of(w, name, text, a, round)?;
     let base = Exec {
         workload: w.name.clone(),
         round,
