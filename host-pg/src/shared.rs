@@ -81,6 +81,10 @@ struct Shared {
     /// Processes executing a statement, by [`Executor`]: the users' (client backends and the
     /// parallel workers of their queries) and the explorers' (with their parallel workers).
     executing: [AtomicI32; 2],
+    /// Statements the users' processes started executing since the server started (client
+    /// backends and the parallel workers of their queries): an explorer reads it to know
+    /// whether the server has been quiet for a while.
+    user_starts: AtomicU64,
     /// Query shapes the explorer could not run (a re-plan or re-run failed): never offered
     /// again until the server restarts. A ring of fingerprints; 0 marks a free entry.
     refused: [AtomicU64; REFUSED_SHAPES],
@@ -144,6 +148,9 @@ struct ExplorerSlot {
     pid: AtomicI32,
     /// A run is in progress (a pause waits for it).
     running: std::sync::atomic::AtomicBool,
+    /// How long no user's statement must have started before it starts a run, ms (its
+    /// back-off after runs given up; see `explorer::Backoff`).
+    quiet_ms: std::sync::atomic::AtomicU32,
     counters: [AtomicU64; EXPLORER_COUNTERS],
 }
 
@@ -304,11 +311,13 @@ unsafe extern "C-unwind" fn on_startup() {
                 db: std::sync::atomic::AtomicU32::new(0),
                 pid: AtomicI32::new(0),
                 running: std::sync::atomic::AtomicBool::new(false),
+                quiet_ms: std::sync::atomic::AtomicU32::new(0),
                 counters: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
             launcher_latch: std::sync::atomic::AtomicUsize::new(0),
             explore_paused: std::sync::atomic::AtomicBool::new(false),
             executing: std::array::from_fn(|_| AtomicI32::new(0)),
+            user_starts: AtomicU64::new(0),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
             refused_next: std::sync::atomic::AtomicU32::new(0),
             scopes: std::array::from_fn(|_| ScopeSlot {
@@ -1128,10 +1137,36 @@ pub fn executing_changed(who: Executor, started: bool) {
         let c = &s.executing[who as usize];
         if started {
             c.fetch_add(1, Ordering::AcqRel);
+            if who == Executor::User {
+                s.user_starts.fetch_add(1, Ordering::AcqRel);
+            }
         } else {
             c.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// Statements the users' processes started executing since the server started.
+pub fn user_starts() -> u64 {
+    shared().map_or(0, |s| s.user_starts.load(Ordering::Acquire))
+}
+
+/// Database `db`'s explorer's quiet window (see `explorer::Backoff`), ms.
+pub fn set_explorer_quiet_ms(db: u32, ms: u32) {
+    if let Some(e) = explorer_slot(db) {
+        e.quiet_ms.store(ms, Ordering::Release);
+    }
+}
+
+/// Database `db`'s explorer's quiet window, ms (0 when none runs, or it does not back off).
+pub fn explorer_quiet_ms(db: u32) -> u32 {
+    shared()
+        .and_then(|s| {
+            s.explorers
+                .iter()
+                .find(|e| e.db.load(Ordering::Acquire) == db && e.pid.load(Ordering::Acquire) != 0)
+        })
+        .map_or(0, |e| e.quiet_ms.load(Ordering::Acquire))
 }
 
 /// Processes executing a statement now: (the users', the explorers').

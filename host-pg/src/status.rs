@@ -149,6 +149,10 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         put("explorer_pid", shared::explorer_pid(db).to_string());
         put("explorer_paused", shared::explorers_paused().to_string());
         put("explorer_in_run", shared::explorer_in_run(db).to_string());
+        put(
+            "explorer_quiet_ms",
+            shared::explorer_quiet_ms(db).to_string(),
+        );
         let (users, explorers) = shared::executing();
         put("executing_users", users.to_string());
         put("executing_explorers", explorers.to_string());

@@ -60,6 +60,71 @@ pub const BUSY_WAIT_S: u64 = 30;
 /// candidates does not hold up the shapes offered after it.
 pub const RUNS_PER_TURN: usize = 3;
 
+/// The shortest quiet window (no user's statement started) an explorer waits for once a run
+/// was given up, ms.
+pub const QUIET_MIN_MS: u32 = 50;
+/// The longest, ms.
+pub const QUIET_MAX_MS: u32 = 5_000;
+/// A run that completed shortens the window to this share of what it was (below
+/// [`QUIET_MIN_MS`], to none): about seven runs completed undo one given up, so at most about
+/// one run in eight is given up in a steady state.
+pub const QUIET_SHRINK: f64 = 0.9;
+/// The window halves for every this many seconds without a run given up (the users' pattern
+/// changed; an explorer that had no offers for a while starts afresh).
+pub const QUIET_HALF_LIFE_S: u64 = 60;
+
+/// How long no user's statement must have started before the explorer starts a run.
+///
+/// A run given up for a user's statement ([`yield_run`]) is wasted work, and until it stops
+/// it competes with that statement: it started in a gap between the users' statements that was
+/// shorter than the run. Where the gaps are that short (a client that connects for each query
+/// and keeps the cores busy between its connections) the explorer waits for a longer quiet
+/// before its next run: the window doubles with each run given up (from [`QUIET_MIN_MS`] up to
+/// [`QUIET_MAX_MS`]), shrinks with each run that completed ([`QUIET_SHRINK`]) and decays while
+/// no run is given up ([`QUIET_HALF_LIFE_S`]). Without runs given up it is zero: the explorer
+/// runs as soon as the users leave a core free, as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backoff {
+    quiet_ms: u32,
+    /// When a run was last given up.
+    last_yield: Option<Instant>,
+}
+
+impl Backoff {
+    /// A run was given up for a user's statement (at `now`).
+    pub fn yielded(&mut self, now: Instant) {
+        self.quiet_ms = self
+            .window_ms(now)
+            .saturating_mul(2)
+            .clamp(QUIET_MIN_MS, QUIET_MAX_MS);
+        self.last_yield = Some(now);
+    }
+
+    /// A run completed (at `now`).
+    pub fn completed(&mut self, now: Instant) {
+        let shrunk = (self.window_ms(now) as f64 * QUIET_SHRINK) as u32;
+        self.quiet_ms = if shrunk < QUIET_MIN_MS { 0 } else { shrunk };
+        self.last_yield = self.last_yield.filter(|_| self.quiet_ms > 0);
+    }
+
+    /// The quiet window in force at `now`, ms.
+    pub fn window_ms(&self, now: Instant) -> u32 {
+        let Some(at) = self.last_yield else {
+            return self.quiet_ms;
+        };
+        let halvings = now.saturating_duration_since(at).as_secs() / QUIET_HALF_LIFE_S;
+        let w = self
+            .quiet_ms
+            .checked_shr(halvings.min(31) as u32)
+            .unwrap_or(0);
+        if w < QUIET_MIN_MS {
+            0
+        } else {
+            w
+        }
+    }
+}
+
 /// `STATEMENT_TIMEOUT` of `enum TimeoutId` (utils/timeout.h, the same from 15 to 18; pgrx
 /// does not bind that header).
 const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
@@ -179,6 +244,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
         );
     }
     let mut recent: HashMap<u64, Instant> = HashMap::new();
+    let mut backoff = Backoff::default();
     let mut last_error: Option<String> = None;
     while wait(Some(Duration::from_millis(500))) {
         if BackgroundWorker::sighup_received() {
@@ -199,7 +265,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
         }
         recent.retain(|_, t| t.elapsed().as_secs() < REVISIT_AFTER_S);
         while let Some((slot, bytes)) = shared::take(db) {
-            let outcome = explore(db, &bytes, &mut recent);
+            let outcome = explore(db, &bytes, &mut recent, &mut backoff);
             if matches!(outcome, Ok(Turn::Again)) {
                 shared::requeue(slot);
             } else {
@@ -346,7 +412,12 @@ enum Turn {
 /// Explore one offered statement until the evidence settles it, [`EXPLORE_MAX_RUNS`] runs, the
 /// server stays busy, the explorer is paused or stopped, or (after [`RUNS_PER_TURN`] runs, or
 /// at once once its shape has a verified plan) other offered statements wait for their turn.
-fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<Turn, String> {
+fn explore(
+    db: u32,
+    bytes: &[u8],
+    recent: &mut HashMap<u64, Instant>,
+    backoff: &mut Backoff,
+) -> Result<Turn, String> {
     let offer: Offer = postcard::from_bytes(bytes)
         .map_err(|e| format!("an offer could not be read ({e}); dropped"))?;
     if recent.contains_key(&offer.fingerprint) {
@@ -354,6 +425,11 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
     }
     // Offered before a DROP EXTENSION: nothing to learn into any more.
     if !BackgroundWorker::transaction(crate::worker::extension_here) {
+        return Ok(Turn::Over);
+    }
+    // Planning it under every arm is work beside the users' too.
+    if !wait_until_quiet(db, backoff) {
+        shared::count_explorer(db, ExplorerCounter::Busy, 1);
         return Ok(Turn::Over);
     }
     shared::count_explorer(db, ExplorerCounter::Explored, 1);
@@ -387,7 +463,7 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             Step::Default => (0, d.fingerprint),
             Step::Plan { arm, plan } => (arm, plan),
         };
-        if !wait_until_quiet() {
+        if !wait_until_quiet(db, backoff) {
             // Given back: offered again by a later run of the statement.
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
             return Ok(Turn::Over);
@@ -417,6 +493,8 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
         // Given up for a user's statement: not evidence; tried again when the cores are free.
         if matches!(ran, Ok(Ran::Yielded)) {
             shared::count_explorer(db, ExplorerCounter::Yielded, 1);
+            backoff.yielded(Instant::now());
+            shared::set_explorer_quiet_ms(db, backoff.window_ms(Instant::now()));
             if !pace(wall_ms) {
                 return Ok(Turn::Over);
             }
@@ -442,6 +520,8 @@ fn explore(db: u32, bytes: &[u8], recent: &mut HashMap<u64, Instant>) -> Result<
             Ok(Ran::Yielded) => continue,
             Err(r) => return refuse(r),
         };
+        backoff.completed(Instant::now());
+        shared::set_explorer_quiet_ms(db, backoff.window_ms(Instant::now()));
         // The default plan is what ran under the default arm, whatever its hash now.
         let plan = if arm == 0 { d.fingerprint } else { plan };
         d.arm = arm;
@@ -570,18 +650,28 @@ fn while_paused() -> bool {
 /// Wait while the users' work takes as many processes as the machine has cores: statements
 /// executing in client backends and in the parallel workers of their queries
 /// ([`shared::executing`]; this explorer is between runs here, so neither it nor its workers
-/// count). A run started beside them is given up as soon as a user's statement leaves the cores
+/// count), and, after runs given up, until no user's statement started for the [`Backoff`]
+/// window. A run started beside them is given up as soon as a user's statement leaves the cores
 /// fewer than the processes executing ([`yield_run`]). At most [`BUSY_WAIT_S`], not counting a
 /// pause. False when the server stayed busy, or the explorer must stop.
-fn wait_until_quiet() -> bool {
+fn wait_until_quiet(db: u32, backoff: &Backoff) -> bool {
     let cores = hooks::cores() as i32;
     let step = Duration::from_millis(20);
+    let window = Duration::from_millis(u64::from(backoff.window_ms(Instant::now())));
+    shared::set_explorer_quiet_ms(db, window.as_millis() as u32);
+    let mut starts = shared::user_starts();
+    let mut quiet_since = Instant::now();
     let mut busy = Duration::ZERO;
     loop {
         if !while_paused() {
             return false;
         }
-        if shared::executing().0 < cores {
+        let now_starts = shared::user_starts();
+        if now_starts != starts {
+            starts = now_starts;
+            quiet_since = Instant::now();
+        }
+        if shared::executing().0 < cores && quiet_since.elapsed() >= window {
             return true;
         }
         busy += step;

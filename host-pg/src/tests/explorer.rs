@@ -106,6 +106,49 @@ fn a_run_is_contended_past_its_share_of_waiting() {
 }
 
 #[pg_test]
+fn the_explorer_waits_longer_after_runs_given_up_and_less_after_runs_completed() {
+    use crate::explorer::{Backoff, QUIET_HALF_LIFE_S, QUIET_MAX_MS, QUIET_MIN_MS};
+    use std::time::{Duration, Instant};
+    let t = Instant::now();
+    let mut b = Backoff::default();
+    // No run given up: no window, and a completed run leaves it so.
+    assert_eq!(b.window_ms(t), 0);
+    b.completed(t);
+    assert_eq!(b.window_ms(t), 0);
+    // Each run given up doubles it, from the minimum, up to the maximum.
+    b.yielded(t);
+    assert_eq!(b.window_ms(t), QUIET_MIN_MS);
+    b.yielded(t);
+    assert_eq!(b.window_ms(t), 2 * QUIET_MIN_MS);
+    for _ in 0..20 {
+        b.yielded(t);
+    }
+    assert_eq!(b.window_ms(t), QUIET_MAX_MS);
+    // A completed run shortens it, but one does not undo a run given up.
+    let before = b.window_ms(t);
+    b.completed(t);
+    let after = b.window_ms(t);
+    assert!(after < before && after > before / 2, "{before} -> {after}");
+    // Enough completed runs bring it back to none.
+    for _ in 0..200 {
+        b.completed(t);
+    }
+    assert_eq!(b.window_ms(t), 0);
+    // Without runs given up it decays with time: halved after a half-life, gone after many.
+    let mut b = Backoff::default();
+    for _ in 0..5 {
+        b.yielded(t);
+    }
+    let w = b.window_ms(t);
+    let later = t + Duration::from_secs(QUIET_HALF_LIFE_S);
+    assert_eq!(b.window_ms(later), w / 2);
+    assert_eq!(b.window_ms(t + Duration::from_secs(QUIET_HALF_LIFE_S * 40)), 0);
+    // A run given up after the decay starts from the decayed window.
+    b.yielded(later);
+    assert_eq!(b.window_ms(later), w);
+}
+
+#[pg_test]
 fn this_backend_reports_a_run_queue_delay_that_only_grows() {
     use crate::explorer::priority::run_delay_us;
     // A kernel without schedstat reports nothing (then no run is taken for contended).

@@ -48,6 +48,8 @@ const USAGE: &str = "usage: harness [options]
   --out DIR            where report.json and report.html go (default target/harness)
   --pg 15|18           PostgreSQL major (default 15, the system's; 18 is unpacked by
                        scripts/setup-pg18.sh into a directory of its own)
+  --set 'NAME = VALUE' a server setting beyond the shipped ones (repeatable; listed in the
+                       report's settings, so a run that is not on the shipped defaults says so)
   --keep               leave the cluster running afterwards
   --no-install         do not build and install the extension (already installed)";
 
@@ -66,6 +68,8 @@ struct Args {
     pg: u32,
     /// A new session per instance (true) or per round (false).
     session_per_query: bool,
+    /// Server settings beyond the shipped ones (`--set`), as postgresql.conf lines.
+    extra_settings: Vec<String>,
 }
 
 fn parse_args(repo: &Path) -> Result<Args, String> {
@@ -83,6 +87,7 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
         install: true,
         pg: 15,
         session_per_query: false,
+        extra_settings: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -161,6 +166,23 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
                     .ok_or_else(|| num_err(&v, "15 or 18"))?;
             }
             "--no-install" => a.install = false,
+            "--set" => {
+                let v = value("'name = value'")?;
+                let (name, setting) = v
+                    .split_once('=')
+                    .map(|(n, s)| (n.trim(), s.trim()))
+                    .filter(|(n, s)| {
+                        !n.is_empty()
+                            && !s.is_empty()
+                            && n.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    })
+                    .ok_or_else(|| format!("--set '{v}': want 'name = value'"))?;
+                if v.contains('\n') {
+                    return Err(format!("--set '{v}': one setting, on one line"));
+                }
+                a.extra_settings.push(format!("{name} = {setting}"));
+            }
             "--sessions" => {
                 let v = value("per-round or per-query")?;
                 a.session_per_query = match v.as_str() {
@@ -466,17 +488,24 @@ fn start_cluster(repo: &Path, a: &Args) -> Result<(Cluster, Vec<String>, String)
     if a.pgbench_seconds > 0 {
         dbs.extend(PGBENCH_DBS);
     }
-    let settings = vec![
+    let mut settings = vec![
         "shared_buffers = 2GB".to_string(),
         "work_mem = 64MB".to_string(),
         "max_parallel_workers_per_gather = 2".to_string(),
         format!("ruvector.dag_database = '{}'", dbs.join(",")),
     ];
+    // Later lines win in postgresql.conf: a --set overrides a setting above.
+    settings.extend(a.extra_settings.iter().cloned());
     let cluster = Cluster::start(&settings, a.keep)?;
     println!(
-        "==> cluster in {} (port {}), the extension's shipped settings",
+        "==> cluster in {} (port {}), the extension's shipped settings{}",
         cluster.dir.display(),
-        cluster.port
+        cluster.port,
+        if a.extra_settings.is_empty() {
+            String::new()
+        } else {
+            format!(" except {}", a.extra_settings.join(", "))
+        }
     );
     let mut admin = cluster.connect("postgres", "off")?;
     let server_version: String = admin
