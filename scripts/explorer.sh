@@ -220,6 +220,7 @@ for _ in $(seq 1 600); do
     for _ in $(seq 1 "$cores"); do psql_ -c "SELECT pg_sleep(1.5)" >/dev/null & done
     sleep 0.5
     seen=$(status executing_users)
+    quiet=$(status explorer_quiet_ms)
     wait
     caught=1
     break
@@ -230,7 +231,9 @@ done
 after=$(status explorer_yielded)
 ((after > yielded)) || fail "the explorer did not give its run up while $seen users' statements executed on $cores cores (explorer_yielded $yielded -> $after)"
 [[ $(status explorer_pid) == "$epid" ]] || fail "the explorer ended (pid $epid -> $(status explorer_pid))"
-echo "  ok: the statement ($ms ms by default) in a run; $seen users' statements executing on $cores cores; explorer_yielded $yielded -> $after, the same explorer goes on"
+# Given up once: before its next run it waits until no user's statement started for a while.
+((quiet > 0)) || fail "after a run given up the explorer does not wait for a quiet window (explorer_quiet_ms $quiet)"
+echo "  ok: the statement ($ms ms by default) in a run; $seen users' statements executing on $cores cores; explorer_yielded $yielded -> $after, the same explorer goes on, waiting for ${quiet} ms of quiet before its next run"
 
 echo "==> 3. a permission revoked before the explorer runs the statement"
 psql_ -c "ALTER TABLE orders ADD COLUMN note text DEFAULT 'x'" -c "ANALYZE orders"

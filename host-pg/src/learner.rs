@@ -181,7 +181,11 @@ pub fn restore(bytes: &[u8]) -> Result<Optimizer, ruvector_dag_core::NeuralDagEr
 /// An optimizer from the stored snapshot, or a fresh one from the settings when there is none;
 /// refused when the stored arms are not the configured ones.
 pub fn load(snapshot: Option<&[u8]>) -> Result<Optimizer, String> {
-    let arms = guc::arms()?;
+    load_with(snapshot, &guc::arms()?)
+}
+
+/// [`load`] for the arms `arms` (`ruvector.dag_arms` as read).
+fn load_with(snapshot: Option<&[u8]>, arms: &[guc::Arm]) -> Result<Optimizer, String> {
     let names: Vec<String> = arms.iter().map(|a| a.0.clone()).collect();
     let opt = match snapshot {
         Some(bytes) => restore(bytes).map_err(|e| {
@@ -300,11 +304,17 @@ pub fn load_cached(
         return None;
     }
     let db = crate::database();
-    let (version, bytes) = crate::model_cache::read(db, table, held)?;
-    let Some(bytes) = bytes else {
+    // The arms are read before the cache's lock is taken (they parse a setting).
+    let arms = match guc::arms() {
+        Ok(a) => a,
+        Err(e) => return Some(Err(e)),
+    };
+    let (version, loaded) =
+        crate::model_cache::read(db, table, held, |bytes| load_with(Some(bytes), &arms))?;
+    let Some(loaded) = loaded else {
         return Some(Ok((version, None)));
     };
-    Some(load(Some(&bytes)).map(|opt| {
+    Some(loaded.map(|opt| {
         (
             version,
             Some((opt, book::Holding::loaded(db, table, version))),

@@ -150,9 +150,20 @@ pub fn publish(db: u32, table: u32, version: i64, bytes: &[u8]) {
 }
 
 /// What the cache holds of database `db`'s model in its learned-state table of OID `table`:
-/// `(version, bytes)`, the bytes only when the caller does not hold that version (`held`).
-/// None: not cached (read the table).
-pub fn read(db: u32, table: u32, held: Option<i64>) -> Option<(i64, Option<Vec<u8>>)> {
+/// `(version, f(bytes))`, `f` called (on the bytes in shared memory, under the slot's shared
+/// lock: no copy) only when the caller does not hold that version (`held`). None: not cached
+/// (read the table).
+///
+/// A new session's first statement loads the model from here: decoding it where it lies
+/// instead of copying it first saves that session the copy and the page faults of a fresh
+/// buffer as large as the model. `f` must not raise a PostgreSQL error (the decoder is pure
+/// Rust); a writer waits for it.
+pub fn read<R>(
+    db: u32,
+    table: u32,
+    held: Option<i64>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<(i64, Option<R>)> {
     let c = cache()?;
     let i = c
         .slots
@@ -168,10 +179,12 @@ pub fn read(db: u32, table: u32, held: Option<i64>) -> Option<(i64, Option<Vec<u
         return Some((version, None));
     }
     let len = (slot.len.load(Ordering::Acquire) as usize).min(c.capacity);
-    // SAFETY: `len` bytes were written under the exclusive lock; the shared lock is held.
-    let bytes = unsafe { std::slice::from_raw_parts(data(c, i), len) }.to_vec();
+    // SAFETY: `len` bytes were written under the exclusive lock; the shared lock is held
+    // while `f` reads them.
+    let bytes = unsafe { std::slice::from_raw_parts(data(c, i), len) };
+    let out = f(bytes);
     slot.hits.fetch_add(1, Ordering::AcqRel);
-    Some((version, Some(bytes)))
+    Some((version, Some(out)))
 }
 
 /// The learner read version `version` from database `db`'s learned-state table of OID `table`,
