@@ -206,4 +206,102 @@ mod tests {
         let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
         assert_ne!(opt.explore_step(&d), Step::Plan { arm, plan });
     }
+
+    /// A learner whose state has every kind of shape: verified plans, refuted candidates, a
+    /// plan BTSP memory blocks, trained cost model and patterns.
+    fn trained() -> (Optimizer, alloc::vec::Vec<PlanDag>) {
+        let mut opt = learner();
+        let plans: alloc::vec::Vec<PlanDag> = (0..10).map(|i| plan(200 + i)).collect();
+        for round in 0..4 {
+            for (i, p) in plans.iter().enumerate() {
+                // Even shapes have a fast candidate, odd ones only losers (one catastrophic).
+                let (fast, slow) = if i % 2 == 0 {
+                    (30.0, 150.0)
+                } else {
+                    (160.0, 900.0)
+                };
+                let w = World::new(p, fast, slow);
+                step_with(&mut opt, p, &w, Exploration::Explorer);
+                if round == 1 {
+                    explore(&mut opt, p, &w, 24);
+                }
+            }
+            opt.learn_cycle().unwrap();
+        }
+        (opt, plans)
+    }
+
+    #[test]
+    fn a_lean_decision_decides_as_the_full_one_and_its_runs_complete_to_the_same_trajectory() {
+        let (mut opt, plans) = trained();
+        let (mut verified, mut blocked) = (0, 0);
+        for p in &plans {
+            for ex in [Exploration::Explorer, Exploration::Nowhere] {
+                let full = opt.decide_with(p, ex).unwrap();
+                let lean = opt.decide_lean(p, ex).unwrap();
+                assert!(full.model_view && !lean.model_view);
+                assert_eq!(
+                    (lean.arm, lean.rule, lean.plan, lean.fingerprint),
+                    (full.arm, full.rule, full.plan, full.fingerprint)
+                );
+                assert_eq!(
+                    (&lean.blocked, &lean.promising),
+                    (&full.blocked, &full.promising)
+                );
+                assert_eq!(lean.reason, full.reason);
+                assert_eq!(
+                    (lean.wants_candidates, lean.background, lean.default_cost),
+                    (full.wants_candidates, full.background, full.default_cost)
+                );
+                assert_eq!(lean.key, full.key);
+                assert!(lean.input.is_empty() && lean.predicted_ms.is_nan());
+                verified += usize::from(full.rule == Rule::Verified);
+                blocked += usize::from(!full.blocked.is_empty());
+                // Its runs, completed where the model is, are the full decision's trajectories:
+                // the arm it chose and another, with and without the executed plan.
+                for (arm, executed) in [(full.arm, None), (0, Some(p)), (2, Some(p))] {
+                    let want = opt.trajectory(&full, arm, executed, 37.5).unwrap();
+                    let mut got = opt.trajectory(&lean, arm, executed, 37.5).unwrap();
+                    assert!(got.input.is_empty() && got.executed.is_empty());
+                    opt.complete_trajectory(&mut got, p, executed).unwrap();
+                    assert_eq!(got, want);
+                }
+            }
+        }
+        // The state had something to decide on: verified plans and a BTSP block.
+        assert!(
+            verified > 0 && blocked > 0,
+            "verified {verified}, blocked {blocked}"
+        );
+        // Where the statement itself may explore, a lean decision is the full one.
+        let mut here = learner();
+        let d = here.decide_lean(&plans[0], Exploration::Here).unwrap();
+        assert!(d.model_view);
+    }
+
+    #[test]
+    fn a_run_without_the_model_view_teaches_a_copy_its_evidence_and_is_never_queued() {
+        let (mut opt, plans) = trained();
+        let p = &plans[1];
+        let mut twin = Optimizer::restore(&opt.snapshot().unwrap()).unwrap();
+        let full = opt.decide_with(p, Exploration::Explorer).unwrap();
+        let lean = twin.decide_lean(p, Exploration::Explorer).unwrap();
+        let a = opt.trajectory(&full, 0, None, 99.0).unwrap();
+        let b = twin.trajectory(&lean, 0, None, 99.0).unwrap();
+        // Queued incomplete: refused, nothing learned.
+        let before = twin.evidence().get(p.shape_hash()).cloned();
+        assert!(twin.observe(b.clone()).is_err());
+        assert_eq!(twin.evidence().get(p.shape_hash()).cloned(), before);
+        // Unqueued (a backend's copy): the same evidence as the full run.
+        opt.observe_unqueued(a).unwrap();
+        twin.observe_unqueued(b.clone()).unwrap();
+        assert_eq!(
+            twin.evidence().get(p.shape_hash()),
+            opt.evidence().get(p.shape_hash())
+        );
+        // Completed with another shape's plan: refused.
+        let mut c = b;
+        assert!(twin.complete_trajectory(&mut c, &plans[2], None).is_err());
+        assert!(c.input.is_empty());
+    }
 }

@@ -19,6 +19,14 @@ use crate::learning::ArmId;
 /// What a rule chose: the arm, the rule, the plan it is expected to produce.
 type Choice = (ArmId, Rule, u64);
 
+/// The planner's total cost of a plan (the sum over its roots).
+fn default_cost(dag: &PlanDag) -> f64 {
+    dag.roots()
+        .iter()
+        .map(|&r| dag.node(r as usize).total_cost)
+        .sum()
+}
+
 impl Optimizer {
     /// Choose a plan for a query, given its default plan (what the planner made with no arm
     /// applied). When the decision `wants_candidates`, the host plans the statement under the
@@ -32,7 +40,37 @@ impl Optimizer {
     /// ([`Decision::background`]) or nowhere; in the last two cases it gets the verified plan
     /// or the default plan.
     pub fn decide_with(&mut self, dag: &PlanDag, exploration: Exploration) -> Result<Decision> {
-        let (mut d, preds) = self.prepare(dag)?;
+        let (d, preds) = self.prepare(dag)?;
+        self.decide_from(d, &preds, exploration)
+    }
+
+    /// [`decide_with`](Self::decide_with) computing only what the outcome depends on where
+    /// nothing is explored in the statement itself (`exploration` is not
+    /// [`Exploration::Here`], or learning is off): the plan's key embedding, what BTSP memory
+    /// recalls for it and the shape's evidence. The arm, rule, plan, blocked and promising arms
+    /// and the reason are those `decide_with` gives; the model's view (HDC fingerprint, the
+    /// estimator's input and predictions, the matching pattern) is left out
+    /// ([`Decision::model_view`] false): a backend decides without it, and the learner
+    /// computes it for the run's trajectory ([`complete_trajectory`](Self::complete_trajectory)),
+    /// off the statement's path. Where the statement itself may explore, the full decision.
+    pub fn decide_lean(&mut self, dag: &PlanDag, exploration: Exploration) -> Result<Decision> {
+        let cfg = &self.state.cfg;
+        let learning = cfg.learning_enabled && cfg.attention_exploration > 0.0;
+        if learning && exploration == Exploration::Here {
+            return self.decide_with(dag, exploration);
+        }
+        let d = self.prepare_lean(dag)?;
+        self.decide_from(d, &[], exploration)
+    }
+
+    /// The rules, on a prepared decision and the cost model's predictions per arm (empty for
+    /// a lean decision: NaN).
+    fn decide_from(
+        &mut self,
+        mut d: Decision,
+        preds: &[f32],
+        exploration: Exploration,
+    ) -> Result<Decision> {
         let cfg = &self.state.cfg;
         let learning = cfg.learning_enabled && cfg.attention_exploration > 0.0;
         let here = learning && exploration == Exploration::Here;
@@ -94,9 +132,58 @@ impl Optimizer {
         Ok(d)
     }
 
+    /// What the rules read of one plan and nothing more ([`decide_lean`](Self::decide_lean)):
+    /// the key embedding, BTSP memory's verdicts for it and the default plan's cost.
+    fn prepare_lean(&self, dag: &PlanDag) -> Result<Decision> {
+        let fp = dag.shape_hash();
+        let key_kind = self.state.cfg.default_attention;
+        let key = self.embed_as(dag, key_kind, fp)?;
+        let (blocked, promising) = self.recall(&key);
+        Ok(Decision {
+            arm: 0,
+            rule: Rule::Default,
+            pattern: None,
+            similarity: 0.0,
+            confidence: 0.0,
+            attention: key_kind,
+            plugin_error: None,
+            predicted_ms: f32::NAN,
+            default_predicted_ms: f32::NAN,
+            blocked,
+            promising,
+            reason: String::new(),
+            fingerprint: fp,
+            plan: fp,
+            wants_candidates: false,
+            background: false,
+            default_cost: default_cost(dag),
+            hdc: crate::hdc::Hypervector::zero(),
+            key,
+            input: Vec::new(),
+            model_view: false,
+        })
+    }
+
+    /// What BTSP memory recalls for a plan's key, per arm but the default: (blocked arms,
+    /// promising arms with their ratio to the default and similarity).
+    fn recall(&self, key: &[f32]) -> (Vec<ArmId>, Vec<(ArmId, f32, f32)>) {
+        let mut blocked = Vec::new();
+        let mut promising = Vec::new();
+        for a in 1..self.state.arms.len() as ArmId {
+            match self.state.btsp.recall(key, a) {
+                Some(BtspVerdict::Blocked { .. }) => blocked.push(a),
+                Some(BtspVerdict::Promising { ratio, similarity }) => {
+                    promising.push((a, ratio, similarity))
+                }
+                None => {}
+            }
+        }
+        (blocked, promising)
+    }
+
     /// Everything the rules read of one plan, as a decision for the default plan with no
     /// reason yet, and the cost model's prediction per arm.
-    fn prepare(&self, dag: &PlanDag) -> Result<(Decision, Vec<f32>)> {
+    pub(super) fn prepare(&self, dag: &PlanDag) -> Result<(Decision, Vec<f32>)> {
         let fp = dag.shape_hash();
         let hdc = self.fingerprint_of(dag, fp);
         let key_kind = self.state.cfg.default_attention;
@@ -127,20 +214,9 @@ impl Optimizer {
                 Err(e) => return Err(e),
             }
         };
-        let n = self.state.arms.len();
         let preds = self.state.estimator.predict_all_ms(&input);
         // One recall per arm serves both the blocked list and choose's endorsements.
-        let mut blocked = Vec::new();
-        let mut promising = Vec::new();
-        for a in 1..n as ArmId {
-            match self.state.btsp.recall(&key, a) {
-                Some(BtspVerdict::Blocked { .. }) => blocked.push(a),
-                Some(BtspVerdict::Promising { ratio, similarity }) => {
-                    promising.push((a, ratio, similarity))
-                }
-                None => {}
-            }
-        }
+        let (blocked, promising) = self.recall(&key);
         let matched = self
             .state
             .bank
@@ -149,11 +225,7 @@ impl Optimizer {
             .map(|&(s, p)| (s, p.id, p.confidence()));
         let (pattern, similarity, confidence) =
             matched.map_or((None, 0.0, 0.0), |(s, id, c)| (Some(id), s, c));
-        let default_cost = dag
-            .roots()
-            .iter()
-            .map(|&r| dag.node(r as usize).total_cost)
-            .sum();
+        let default_cost = default_cost(dag);
         let decision = Decision {
             arm: 0,
             rule: Rule::Default,
@@ -175,6 +247,7 @@ impl Optimizer {
             hdc,
             key,
             input,
+            model_view: true,
         };
         Ok((decision, preds))
     }

@@ -247,7 +247,12 @@ impl Optimizer {
             cache: RefCell::new(EmbedCache::default()),
             state,
         };
-        if let Some(e) = opt.state.buffer.iter().find_map(|t| opt.check(t).err()) {
+        if let Some(e) = opt
+            .state
+            .buffer
+            .iter()
+            .find_map(|t| opt.check_queued(t).err())
+        {
             return Err(NeuralDagError::CorruptState(format!(
                 "a pending trajectory: {e}"
             )));
@@ -474,7 +479,7 @@ impl Optimizer {
     /// queue nothing. Returns how many were queued.
     pub fn restore_pending(&mut self, bytes: &[u8]) -> Result<usize> {
         let ts: Vec<Trajectory> = snapshot::decode(bytes)?;
-        if let Some(e) = ts.iter().find_map(|t| self.check(t).err()) {
+        if let Some(e) = ts.iter().find_map(|t| self.check_queued(t).err()) {
             return Err(NeuralDagError::CorruptState(format!(
                 "a pending trajectory: {e}"
             )));

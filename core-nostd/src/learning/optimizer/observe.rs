@@ -30,8 +30,10 @@ impl Optimizer {
         executed: Option<&PlanDag>,
         actual_ms: f32,
     ) -> Result<Trajectory> {
+        // A lean decision leaves the executed plan's embedding, like the rest of the model's
+        // view, to `complete_trajectory`.
         let (exec_embedding, op_shares) = match executed {
-            Some(dag) => (
+            Some(dag) if decision.model_view => (
                 match self.embed_as(dag, decision.attention, decision.fingerprint) {
                     Ok(e) => e,
                     // A plugin that fails on the executed plan leaves its embedding unknown.
@@ -40,6 +42,7 @@ impl Optimizer {
                 },
                 dag.measured_shares().unwrap_or_default(),
             ),
+            Some(dag) => (Vec::new(), dag.measured_shares().unwrap_or_default()),
             None => (Vec::new(), Vec::new()),
         };
         let plan = match executed {
@@ -49,7 +52,7 @@ impl Optimizer {
             // Another arm ran and its plan is unknown: a plan of its own, per arm.
             None => decision.fingerprint ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(u64::from(arm))),
         };
-        let predicted_ms = if arm == decision.arm {
+        let predicted_ms = if arm == decision.arm || !decision.model_view {
             decision.predicted_ms
         } else {
             self.state
@@ -76,9 +79,61 @@ impl Optimizer {
         })
     }
 
+    /// Complete the trajectory of a run decided without the model's view
+    /// ([`decide_lean`](Self::decide_lean)): its HDC fingerprint, the estimator's input, the
+    /// attention kind and the prediction for the arm that ran, the matching pattern, and the
+    /// executed plan's embedding, computed by this optimizer from `default` (the default plan
+    /// the decision was made on) and `executed` (the executed plan with its measurements, when
+    /// instrumented). The result is what [`trajectory`](Self::trajectory) gives for the same
+    /// run decided with [`decide_with`](Self::decide_with) by an optimizer in this state. A
+    /// complete trajectory is left as it is.
+    pub fn complete_trajectory(
+        &self,
+        t: &mut Trajectory,
+        default: &PlanDag,
+        executed: Option<&PlanDag>,
+    ) -> Result<()> {
+        if !t.input.is_empty() {
+            return Ok(());
+        }
+        if default.shape_hash() != t.fingerprint {
+            return Err(NeuralDagError::InvalidTrajectory(format!(
+                "the default plan given (shape {:016x}) is not the trajectory's ({:016x})",
+                default.shape_hash(),
+                t.fingerprint
+            )));
+        }
+        let (d, preds) = self.prepare(default)?;
+        if let Some(dag) = executed {
+            t.executed = match self.embed_as(dag, d.attention, d.fingerprint) {
+                Ok(e) => e,
+                Err(_) if !d.attention.is_builtin() => Vec::new(),
+                Err(e) => return Err(e),
+            };
+        }
+        t.predicted_ms = preds.get(usize::from(t.arm)).copied().unwrap_or(f32::NAN);
+        t.pattern = d.pattern.filter(|_| d.similarity >= MERGE_COSINE);
+        t.attention = d.attention;
+        t.hdc = d.hdc;
+        t.key = d.key;
+        t.input = d.input;
+        Ok(())
+    }
+
+    /// [`check`](Self::check) for a trajectory to queue (or queued): it must be complete.
+    pub(super) fn check_queued(&self, t: &Trajectory) -> Result<()> {
+        if t.input.is_empty() {
+            return Err(NeuralDagError::InvalidTrajectory(
+                "a trajectory without the model's view is completed before it is queued".into(),
+            ));
+        }
+        self.check(t)
+    }
+
     pub(super) fn check(&self, t: &Trajectory) -> Result<()> {
         let bad = |m: String| Err(NeuralDagError::InvalidTrajectory(m));
-        if t.key.len() != EMBED_DIM || t.input.len() != EMBED_DIM {
+        // Not completed yet (a lean decision's run): no input; see `observe_inner`.
+        if t.key.len() != EMBED_DIM || !(t.input.is_empty() || t.input.len() == EMBED_DIM) {
             return bad(format!(
                 "key and input embeddings have {} and {} values, want {EMBED_DIM}",
                 t.key.len(),
@@ -184,6 +239,16 @@ impl Optimizer {
             self.state.stats.rejected += 1;
             return Err(e);
         }
+        // A run decided without the model's view: this copy learns what needs no model (the
+        // evidence, BTSP memory, the operator history); the learner completes it
+        // (`complete_trajectory`) and learns the rest. It is never queued incomplete.
+        let complete = !t.input.is_empty();
+        if queue {
+            if let Err(e) = self.check_queued(&t) {
+                self.state.stats.rejected += 1;
+                return Err(e);
+            }
+        }
         if !self.state.cfg.learning_enabled {
             return Ok(Observed {
                 learned: false,
@@ -199,15 +264,17 @@ impl Optimizer {
         let st = &mut self.state;
         // An untrained model's errors say nothing about the attention kind: the selector
         // learns from predictions made after the first background cycle.
-        if st.estimator.trained_batches() > 0 {
+        if complete && st.estimator.trained_batches() > 0 {
             let reward = AttentionSelector::reward(t.predicted_ms, t.actual_ms);
             match t.attention {
                 AttentionKind::Plugin(id) => self.plugin_arms.update(id, reward),
                 kind => st.selector.update(kind, reward),
             }
         }
-        st.estimator
-            .observe(&t.input, usize::from(t.arm), t.actual_ms);
+        if complete {
+            st.estimator
+                .observe(&t.input, usize::from(t.arm), t.actual_ms);
+        }
         let baseline_ms = st
             .evidence
             .get(t.fingerprint)

@@ -140,6 +140,14 @@ pub struct Decision {
     pub key: Vec<f32>,
     /// Embedding under `attention` (the estimator's input).
     pub input: Vec<f32>,
+    /// Whether the model's view of the plan was computed: its HDC fingerprint, the estimator's
+    /// input and predictions and the matching pattern. False for a
+    /// [`lean`](super::Optimizer::decide_lean) decision, which computes only what its outcome
+    /// depends on (the key embedding, what BTSP memory recalls for it, the evidence): then
+    /// `hdc` is all zeros, `input` empty, `pattern` None and the predictions NaN, and its
+    /// trajectories are completed where the model lives
+    /// ([`complete_trajectory`](super::Optimizer::complete_trajectory)).
+    pub model_view: bool,
 }
 
 /// What one [`super::Optimizer::observe`] did.
