@@ -10,9 +10,11 @@ use std::cell::RefCell;
 
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use ruvector_dag_core::dag::PlanNode;
 use ruvector_dag_core::learning::{
     Candidate, CycleReport, Machinery, Optimizer, RunKind, Trajectory,
 };
+use ruvector_dag_core::PlanDag;
 use serde::{Deserialize, Serialize};
 
 use crate::{book, guc, shared};
@@ -42,6 +44,29 @@ pub enum Record {
     /// The candidate plans the explorer planned for a shape: its fingerprint, the default
     /// plan's cost, and the candidates.
     Candidates(u64, f64, Vec<Candidate>),
+    /// A run [`Record::Run`] whose decision left the model's view out (a backend's lean
+    /// decision): its trajectory without it, the default plan it was decided on and the
+    /// executed plan with its measurements (when instrumented), from which the learner
+    /// completes it (`Optimizer::complete_trajectory`); then as `Run`.
+    RunLean(
+        Box<Trajectory>,
+        Plan,
+        Option<Plan>,
+        Vec<u32>,
+        RunKind,
+        Option<Booked>,
+    ),
+}
+
+/// A plan as the ring carries it: its operators (estimates, measurements, relation names:
+/// never a constant) and edges.
+pub type Plan = (Vec<PlanNode>, Vec<(u32, u32)>);
+
+/// [`Plan`] borrowed (the same encoding).
+type PlanRef<'a> = (&'a [PlanNode], &'a [(u32, u32)]);
+
+fn plan_ref(dag: &PlanDag) -> PlanRef<'_> {
+    (dag.nodes(), dag.edges())
 }
 
 /// What a run recorded in the shared evidence book did there (the learner's healing log).
@@ -58,6 +83,14 @@ pub struct Booked {
 enum RecordRef<'a> {
     Run(&'a Trajectory, &'a [u32], RunKind, Option<Booked>),
     Candidates(u64, f64, &'a [Candidate]),
+    RunLean(
+        &'a Trajectory,
+        PlanRef<'a>,
+        Option<PlanRef<'a>>,
+        &'a [u32],
+        RunKind,
+        Option<Booked>,
+    ),
 }
 
 impl Record {
@@ -69,6 +102,27 @@ impl Record {
         booked: Option<Booked>,
     ) -> Result<Vec<u8>, String> {
         encode(&RecordRef::Run(t, relids, kind, booked))
+    }
+
+    /// The encoding of a run decided without the model's view (see [`Record::RunLean`]):
+    /// `default` the default plan it was decided on, `executed` the plan that ran with its
+    /// measurements.
+    pub fn run_lean(
+        t: &Trajectory,
+        default: &PlanDag,
+        executed: Option<&PlanDag>,
+        relids: &[u32],
+        kind: RunKind,
+        booked: Option<Booked>,
+    ) -> Result<Vec<u8>, String> {
+        encode(&RecordRef::RunLean(
+            t,
+            plan_ref(default),
+            executed.map(plan_ref),
+            relids,
+            kind,
+            booked,
+        ))
     }
 
     /// The encoding of the candidates planned for a shape.
@@ -87,6 +141,22 @@ impl Record {
 
 fn encode(r: &RecordRef<'_>) -> Result<Vec<u8>, String> {
     postcard::to_allocvec(r).map_err(|e| format!("encoding a ring record: {e}"))
+}
+
+/// Complete the trajectory of a lean decision's run from the plans its record carries.
+fn complete(
+    opt: &Optimizer,
+    t: &mut Trajectory,
+    default: Plan,
+    executed: Option<Plan>,
+) -> Result<(), String> {
+    let default = PlanDag::new(default.0, default.1).map_err(|e| e.to_string())?;
+    let executed = executed
+        .map(|(n, e)| PlanDag::new(n, e))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    opt.complete_trajectory(t, &default, executed.as_ref())
+        .map_err(|e| e.to_string())
 }
 
 /// A regression the cycle reverted: the arm is blocked for the query shape.
@@ -361,6 +431,16 @@ fn observe_records(
     for bytes in records {
         let (t, relids, kind, booked) = match postcard::from_bytes::<Record>(bytes) {
             Ok(Record::Run(t, relids, kind, booked)) => (*t, relids, kind, booked),
+            Ok(Record::RunLean(t, default, executed, relids, kind, booked)) => {
+                let mut t = *t;
+                match complete(opt, &mut t, default, executed) {
+                    Ok(()) => (t, relids, kind, booked),
+                    Err(_) => {
+                        rejected += 1;
+                        continue;
+                    }
+                }
+            }
             Ok(Record::Candidates(fingerprint, default_cost, candidates)) => {
                 let (noted, _) = book::update(db, holding, opt, fingerprint, |o| {
                     o.note_candidates(fingerprint, default_cost, &candidates)

@@ -93,6 +93,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     put("is_admin", scope::is_admin().to_string());
     let c = hooks::counters();
     put("backend_planned_in_scope", c.planned_in_scope.to_string());
+    put("backend_decided_lean", c.lean.to_string());
     put("backend_arms_applied", c.applied.to_string());
     put("backend_planned_alone", c.planned_alone.to_string());
     put("backend_planned_alone_missed", c.alone_missed.to_string());

@@ -22,6 +22,8 @@ pub(super) unsafe extern "C-unwind" fn explain_hook(
     BACKEND.with(|b| b.borrow_mut().last_explained = None);
     #[cfg(feature = "pg18")]
     explain18::forget_weights();
+    // The statements planned inside are decided with the model's view, which EXPLAIN shows.
+    let _explaining = Explaining::enter();
     if let Some(prev) = PREV_EXPLAIN {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             prev(
@@ -58,6 +60,33 @@ pub(super) unsafe extern "C-unwind" fn explain_hook(
     for line in Shown::of(&d, arm_ran).text() {
         append(es, &line);
     }
+}
+
+thread_local! {
+    /// EXPLAINs under way in this backend (nested: EXPLAIN in a function EXPLAINed).
+    static EXPLAINING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// An EXPLAIN is under way while it lives (dropped on return and on an ERROR unwinding).
+struct Explaining;
+
+impl Explaining {
+    fn enter() -> Explaining {
+        EXPLAINING.set(EXPLAINING.get() + 1);
+        Explaining
+    }
+}
+
+impl Drop for Explaining {
+    fn drop(&mut self) {
+        EXPLAINING.set(EXPLAINING.get().saturating_sub(1));
+    }
+}
+
+/// Whether this backend is inside an EXPLAIN (its statement is decided with the model's
+/// view, which EXPLAIN prints).
+pub(super) fn explaining() -> bool {
+    EXPLAINING.get() > 0
 }
 
 /// A decision as EXPLAIN shows it.

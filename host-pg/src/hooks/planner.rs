@@ -368,7 +368,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         return default;
     }
     let dag = match dag_from_plan(default) {
-        Ok(d) => d,
+        Ok(d) => std::sync::Arc::new(d),
         Err(e) => {
             note_error("reading the plan", &e);
             pass_in_scope(default, format!("reading the plan failed: {e}"));
@@ -457,7 +457,7 @@ struct Where {
 /// background explorer when it can run the statement, otherwise in the user's statement only if
 /// the DBA allows it). A failure says what failed.
 unsafe fn decide_on(
-    dag: &ruvector_dag_core::PlanDag,
+    dag: &std::sync::Arc<ruvector_dag_core::PlanDag>,
     mode: Mode,
     pristine: *mut pg_sys::Query,
     query_string: *const std::ffi::c_char,
@@ -466,14 +466,28 @@ unsafe fn decide_on(
     let plugin = planner_plugin();
     let (exploration, explorer_text, not_background) =
         where_to_explore(mode, pristine, query_string, params);
+    // Under EXPLAIN the model's view is shown: the full decision. Otherwise the decision
+    // computes what its outcome depends on, and the learner the rest of what the run teaches
+    // (its trajectory is completed from the default plan kept here).
+    let full = explain::explaining();
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     let decided = learning_path("decide", || {
         with_optimizer_for(dag.shape_hash(), |o| {
             o.set_plugin(plugin);
-            o.decide_with(dag, exploration)
+            if full {
+                o.decide_with(dag, exploration)
+            } else {
+                o.decide_lean(dag, exploration)
+            }
         })
         .map_err(|e| ("loading the learned state", e))?
         .map_err(|e| ("decide", e.to_string()))
+    })
+    .map(|mut d| {
+        if !d.model_view {
+            d.default_plan = Some(std::sync::Arc::clone(dag));
+        }
+        d
     });
     let at = Where {
         exploration,
@@ -492,7 +506,11 @@ unsafe fn decided_in_scope(
     params: pg_sys::ParamListInfo,
     relids: &[u32],
 ) -> bool {
-    BACKEND.with(|b| b.borrow_mut().counters.planned_in_scope += 1);
+    BACKEND.with(|b| {
+        let c = &mut b.borrow_mut().counters;
+        c.planned_in_scope += 1;
+        c.lean += u64::from(!decision.model_view);
+    });
     // A plugin failure (on this plan, a reference plan, or an executed plan before) is
     // reported once; the plugin is not used again in this session.
     let unreported = crate::plugins::unreported_failure();
@@ -522,7 +540,7 @@ unsafe fn decided_in_scope(
 #[allow(clippy::too_many_arguments)]
 unsafe fn plan_settled(
     key: u64,
-    dag: &ruvector_dag_core::PlanDag,
+    dag: &std::sync::Arc<ruvector_dag_core::PlanDag>,
     cost: f64,
     mode: Mode,
     parse: *mut pg_sys::Query,

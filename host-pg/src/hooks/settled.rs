@@ -34,6 +34,7 @@ use ruvector_dag_core::dag::PlanNode;
 use ruvector_dag_core::PlanDag;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Plannings in a row with the same default shape and a verified plan applied before a
 /// statement is planned under its arm alone.
@@ -90,7 +91,7 @@ static mut MEMO: *mut Memo = std::ptr::null_mut();
 
 thread_local! {
     /// Default plans this backend decoded: (generation, plan) per slot.
-    static DECODED: RefCell<Vec<(u64, Option<Rc<PlanDag>>)>> = const { RefCell::new(Vec::new()) };
+    static DECODED: RefCell<Vec<(u64, Option<Arc<PlanDag>>)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn size() -> usize {
@@ -175,7 +176,7 @@ fn decode(bytes: &[u8]) -> Option<PlanDag> {
 /// After a usual planning of `key`'s statement: its default plan `dag` (of shape hash
 /// `fingerprint`), and the cost of the verified plan applied for it (None: no verified plan was
 /// applied, or the arm's plan was another one).
-pub(super) fn note(key: u64, dag: PlanDag, fingerprint: u64, verified_cost: Option<f64>) {
+pub(super) fn note(key: u64, dag: Arc<PlanDag>, fingerprint: u64, verified_cost: Option<f64>) {
     let Some(m) = memo() else { return };
     let (db, i) = (database(), slot(key));
     let s = slot_of(m, i);
@@ -216,10 +217,10 @@ pub(super) fn note(key: u64, dag: PlanDag, fingerprint: u64, verified_cost: Opti
             (&mut (*s.dag.get()))[..bytes.len()].copy_from_slice(&bytes);
         }
     }
-    keep_decoded(i, generation, Rc::new(dag));
+    keep_decoded(i, generation, dag);
 }
 
-fn keep_decoded(i: usize, generation: u64, dag: Rc<PlanDag>) {
+fn keep_decoded(i: usize, generation: u64, dag: Arc<PlanDag>) {
     DECODED.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_empty() {
@@ -229,9 +230,9 @@ fn keep_decoded(i: usize, generation: u64, dag: Rc<PlanDag>) {
     });
 }
 
-fn decoded(i: usize, generation: u64) -> Option<Rc<PlanDag>> {
+fn decoded(i: usize, generation: u64) -> Option<Arc<PlanDag>> {
     DECODED.with(|d| match d.borrow().get(i) {
-        Some((g, Some(dag))) if *g == generation => Some(Rc::clone(dag)),
+        Some((g, Some(dag))) if *g == generation => Some(Arc::clone(dag)),
         _ => None,
     })
 }
@@ -243,7 +244,7 @@ pub(super) fn same_cost(a: f64, b: f64) -> bool {
 
 /// The remembered default plan of `key`'s statement and its verified plan's cost, when it is to
 /// be planned under its arm alone this time (counted as such).
-pub(super) fn take(key: u64) -> Option<(Rc<PlanDag>, f64)> {
+pub(super) fn take(key: u64) -> Option<(Arc<PlanDag>, f64)> {
     let m = memo()?;
     let (db, i) = (database(), slot(key));
     let s = slot_of(m, i);
@@ -277,8 +278,8 @@ pub(super) fn take(key: u64) -> Option<(Rc<PlanDag>, f64)> {
         None => decoded(i, generation)?,
         Some(bytes) => match decode(&bytes) {
             Some(dag) => {
-                let dag = Rc::new(dag);
-                keep_decoded(i, generation, Rc::clone(&dag));
+                let dag = Arc::new(dag);
+                keep_decoded(i, generation, Arc::clone(&dag));
                 dag
             }
             None => {

@@ -8,6 +8,9 @@ use super::*;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
     pub planned_in_scope: u64,
+    /// Decisions made without the model's view (`Optimizer::decide_lean`): the learner
+    /// completes their runs' trajectories.
+    pub lean: u64,
     pub applied: u64,
     pub observed: u64,
     pub timed_nodes: u64,
@@ -78,7 +81,7 @@ thread_local! {
         adopted: VecDeque::new(),
         last_explained: None,
         last_decided: None,
-        counters: Counters { planned_in_scope: 0, applied: 0, observed: 0, timed_nodes: 0,
+        counters: Counters { planned_in_scope: 0, lean: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
             candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0, cut_short: 0,
             planned_alone: 0, alone_missed: 0 },
@@ -273,6 +276,13 @@ pub(crate) fn observe_shared(
     kind: ruvector_dag_core::learning::RunKind,
 ) -> Option<Result<(Vec<u8>, usize, ruvector_dag_core::learning::Observed), String>> {
     let (done, booked) = with_shape(decision.fingerprint, |o| {
+        // The planner hook keeps a lean decision's default plan: the learner completes the
+        // trajectory from it.
+        if !decision.model_view && decision.default_plan.is_none() {
+            return Err(ruvector_dag_core::NeuralDagError::InvalidTrajectory(
+                "a decision without the model's view or its default plan".into(),
+            ));
+        }
         let t = o.trajectory(decision, arm, executed, ms)?;
         // The learner queues it for its cycles; this copy only learns from it at once.
         let observed = o.observe_run(t.clone(), kind, false)?;
@@ -283,7 +293,14 @@ pub(crate) fn observe_shared(
             regression: observed.regression,
             baseline_ms: observed.baseline_ms,
         });
-        let bytes = crate::learner::Record::run(&t, relids, kind, booked)?;
+        // Decided without the model's view: the learner completes the trajectory from the
+        // plans (here only when the default plan was not kept: then this copy does it).
+        let bytes = match (&decision.default_plan, decision.model_view) {
+            (Some(default), false) => {
+                crate::learner::Record::run_lean(&t, default, executed, relids, kind, booked)?
+            }
+            _ => crate::learner::Record::run(&t, relids, kind, booked)?,
+        };
         Ok((bytes, t.op_shares.len(), observed))
     }))
 }

@@ -156,6 +156,49 @@ fn executed_statements_become_trajectories_and_learn_makes_patterns() {
 }
 
 #[pg_test]
+fn learn_mode_decides_without_the_model_view_and_the_learner_completes_what_ran() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_foreground_exploration = off;
+         SET ruvector.dag_node_timing_rate = 1;",
+    )
+    .unwrap();
+    for _ in 0..12 {
+        let _: i64 = one(&format!("SELECT count(*) FROM ({JOIN}) q"));
+    }
+    // Nothing is explored in these statements (the shipped default: no exploration in a user's
+    // statement; the tests' server allows it): decided on the key and the evidence alone.
+    let lean: u64 = status("backend_decided_lean").parse().unwrap();
+    assert!(lean >= 12, "{lean}");
+    // EXPLAIN shows the model's view: a full decision, with a prediction.
+    let lines = explain_lines(JOIN);
+    let d = lines
+        .iter()
+        .find(|l| l.starts_with("ruvector_dag: arm"))
+        .expect("the decision line");
+    assert!(d.contains("predicted") && !d.contains("NaN"), "{d}");
+    let after: u64 = status("backend_decided_lean").parse().unwrap();
+    assert_eq!(after, lean, "EXPLAIN decides with the model's view");
+    // The learner completed every run: none refused, patterns made, predictions and per-node
+    // shares kept.
+    let (trajectories, rejected, patterns): (i64, i64, i64) = Spi::get_three(
+        "SELECT trajectories, rejected, patterns FROM ruvector_dag.ruvector_dag_learn()",
+    )
+    .map(|(a, b, c)| (a.unwrap_or(0), b.unwrap_or(-1), c.unwrap_or(0)))
+    .unwrap();
+    assert!(trajectories >= 12, "{trajectories}");
+    assert_eq!(rejected, 0);
+    assert!(patterns >= 1, "{patterns}");
+    let completed: i64 = one(
+        "SELECT count(*) FROM ruvector_dag.trajectory_history
+         WHERE predicted_ms > 0 AND timed_nodes >= 5 AND timed_nodes = cardinality(node_shares)",
+    );
+    assert!(completed >= 12, "{completed}");
+}
+
+#[pg_test]
 fn off_mode_ignores_and_frozen_mode_records_nothing() {
     setup();
     Spi::run(

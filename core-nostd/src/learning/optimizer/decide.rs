@@ -161,6 +161,7 @@ impl Optimizer {
             key,
             input: Vec::new(),
             model_view: false,
+            default_plan: None,
         })
     }
 
@@ -248,6 +249,7 @@ impl Optimizer {
             key,
             input,
             model_view: true,
+            default_plan: None,
         };
         Ok((decision, preds))
     }

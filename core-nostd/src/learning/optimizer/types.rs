@@ -148,6 +148,9 @@ pub struct Decision {
     /// trajectories are completed where the model lives
     /// ([`complete_trajectory`](super::Optimizer::complete_trajectory)).
     pub model_view: bool,
+    /// The default plan the decision was made on, kept by the host for a lean decision: what
+    /// its runs' trajectories are completed from. None otherwise.
+    pub default_plan: Option<alloc::sync::Arc<crate::dag::PlanDag>>,
 }
 
 /// What one [`super::Optimizer::observe`] did.
