@@ -138,6 +138,7 @@ impl Optimizer {
         let fp = dag.shape_hash();
         let key_kind = self.state.cfg.default_attention;
         let key = self.embed_as(dag, key_kind, fp)?;
+        // One recall per arm serves both the blocked list and choose's endorsements.
         let (blocked, promising) = self.recall(&key);
         Ok(Decision {
             arm: 0,
@@ -185,10 +186,10 @@ impl Optimizer {
     /// Everything the rules read of one plan, as a decision for the default plan with no
     /// reason yet, and the cost model's prediction per arm.
     pub(super) fn prepare(&self, dag: &PlanDag) -> Result<(Decision, Vec<f32>)> {
-        let fp = dag.shape_hash();
-        let hdc = self.fingerprint_of(dag, fp);
-        let key_kind = self.state.cfg.default_attention;
-        let key = self.embed_as(dag, key_kind, fp)?;
+        // What the rules read, then the model's view on top.
+        let mut d = self.prepare_lean(dag)?;
+        let fp = d.fingerprint;
+        let key_kind = d.attention;
         let mincut = self.state.cfg.mincut_enabled;
         let plugin = self.plugin.as_ref().map(|p| p.id);
         let mut attention = self
@@ -200,58 +201,30 @@ impl Optimizer {
             )
             .or(plugin.map(AttentionKind::Plugin))
             .unwrap_or(key_kind);
-        let mut plugin_error = None;
         let input = if attention == key_kind {
-            key.clone()
+            d.key.clone()
         } else {
             match self.embed_as(dag, attention, fp) {
                 Ok(e) => e,
                 // A failing plugin costs the decision nothing but the key's built-in kind.
                 Err(e) if !attention.is_builtin() => {
-                    plugin_error = Some(alloc::string::ToString::to_string(&e));
+                    d.plugin_error = Some(alloc::string::ToString::to_string(&e));
                     attention = key_kind;
-                    key.clone()
+                    d.key.clone()
                 }
                 Err(e) => return Err(e),
             }
         };
         let preds = self.state.estimator.predict_all_ms(&input);
-        // One recall per arm serves both the blocked list and choose's endorsements.
-        let (blocked, promising) = self.recall(&key);
-        let matched = self
-            .state
-            .bank
-            .search(&key, Some(&hdc), 1)
-            .first()
-            .map(|&(s, p)| (s, p.id, p.confidence()));
-        let (pattern, similarity, confidence) =
-            matched.map_or((None, 0.0, 0.0), |(s, id, c)| (Some(id), s, c));
-        let default_cost = default_cost(dag);
-        let decision = Decision {
-            arm: 0,
-            rule: Rule::Default,
-            pattern,
-            similarity,
-            confidence,
-            attention,
-            plugin_error,
-            predicted_ms: f32::NAN,
-            default_predicted_ms: f32::NAN,
-            blocked,
-            promising,
-            reason: String::new(),
-            fingerprint: fp,
-            plan: fp,
-            wants_candidates: false,
-            background: false,
-            default_cost,
-            hdc,
-            key,
-            input,
-            model_view: true,
-            default_plan: None,
-        };
-        Ok((decision, preds))
+        let hdc = self.fingerprint_of(dag, fp);
+        if let Some(&(s, p)) = self.state.bank.search(&d.key, Some(&hdc), 1).first() {
+            (d.pattern, d.similarity, d.confidence) = (Some(p.id), s, p.confidence());
+        }
+        d.attention = attention;
+        d.hdc = hdc;
+        d.input = input;
+        d.model_view = true;
+        Ok((d, preds))
     }
 
     fn margin(&self) -> f64 {
