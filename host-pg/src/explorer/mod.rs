@@ -88,9 +88,25 @@ pub struct Backoff {
     quiet_ms: u32,
     /// When a run was last given up.
     last_yield: Option<Instant>,
+    /// The users' statement count last seen ([`shared::user_starts`]) and since when it has
+    /// not moved: the quiet so far, carried from one wait to the next (planning a statement's
+    /// candidates between two waits does not start the quiet over).
+    seen: Option<(u64, Instant)>,
 }
 
 impl Backoff {
+    /// The users had started `starts` statements in all at `now`: how long no user's statement
+    /// has started (since this count was first seen).
+    pub fn quiet_for(&mut self, starts: u64, now: Instant) -> Duration {
+        match self.seen {
+            Some((n, since)) if n == starts => now.saturating_duration_since(since),
+            _ => {
+                self.seen = Some((starts, now));
+                Duration::ZERO
+            }
+        }
+    }
+
     /// A run was given up for a user's statement (at `now`).
     pub fn yielded(&mut self, now: Instant) {
         self.quiet_ms = self
@@ -654,24 +670,18 @@ fn while_paused() -> bool {
 /// window. A run started beside them is given up as soon as a user's statement leaves the cores
 /// fewer than the processes executing ([`yield_run`]). At most [`BUSY_WAIT_S`], not counting a
 /// pause. False when the server stayed busy, or the explorer must stop.
-fn wait_until_quiet(db: u32, backoff: &Backoff) -> bool {
+fn wait_until_quiet(db: u32, backoff: &mut Backoff) -> bool {
     let cores = hooks::cores() as i32;
     let step = Duration::from_millis(20);
     let window = Duration::from_millis(u64::from(backoff.window_ms(Instant::now())));
     shared::set_explorer_quiet_ms(db, window.as_millis() as u32);
-    let mut starts = shared::user_starts();
-    let mut quiet_since = Instant::now();
     let mut busy = Duration::ZERO;
     loop {
         if !while_paused() {
             return false;
         }
-        let now_starts = shared::user_starts();
-        if now_starts != starts {
-            starts = now_starts;
-            quiet_since = Instant::now();
-        }
-        if shared::executing().0 < cores && quiet_since.elapsed() >= window {
+        let quiet = backoff.quiet_for(shared::user_starts(), Instant::now());
+        if shared::executing().0 < cores && quiet >= window {
             return true;
         }
         busy += step;

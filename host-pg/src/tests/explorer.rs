@@ -146,6 +146,15 @@ fn the_explorer_waits_longer_after_runs_given_up_and_less_after_runs_completed()
     // A run given up after the decay starts from the decayed window.
     b.yielded(later);
     assert_eq!(b.window_ms(later), w);
+    // The quiet so far: it grows while no user's statement starts, from one wait to the next,
+    // and starts over when one does.
+    let mut b = Backoff::default();
+    let s = Duration::from_millis(1);
+    assert_eq!(b.quiet_for(7, t), Duration::ZERO);
+    assert_eq!(b.quiet_for(7, t + 300 * s), 300 * s);
+    assert_eq!(b.quiet_for(7, t + 900 * s), 900 * s);
+    assert_eq!(b.quiet_for(8, t + 950 * s), Duration::ZERO);
+    assert_eq!(b.quiet_for(8, t + 1000 * s), 50 * s);
 }
 
 #[pg_test]
