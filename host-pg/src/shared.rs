@@ -1057,11 +1057,21 @@ pub(crate) fn find_or_claim<T>(
         })
 }
 
-/// Record that the explorer of database `db` runs as `pid` (0: it ended).
+/// Record that the explorer of database `db` runs as `pid` (0: it ended); a new one has not
+/// backed off yet.
 pub fn set_explorer(db: u32, pid: i32) {
     if let Some(e) = explorer_slot(db) {
+        e.quiet_ms.store(0, Ordering::Release);
         e.pid.store(pid, Ordering::Release);
     }
+}
+
+/// The slot of database `db`'s explorer while one runs.
+fn live_explorer(db: u32) -> Option<&'static ExplorerSlot> {
+    shared()?
+        .explorers
+        .iter()
+        .find(|e| e.db.load(Ordering::Acquire) == db && e.pid.load(Ordering::Acquire) != 0)
 }
 
 /// The pid of database `db`'s explorer, 0 when none runs.
@@ -1104,13 +1114,7 @@ pub fn explorer_running(db: u32, running: bool) {
 
 /// Whether database `db`'s explorer is in a run.
 pub fn explorer_in_run(db: u32) -> bool {
-    shared().is_some_and(|s| {
-        s.explorers.iter().any(|e| {
-            e.db.load(Ordering::Acquire) == db
-                && e.pid.load(Ordering::Acquire) != 0
-                && e.running.load(Ordering::Acquire)
-        })
-    })
+    live_explorer(db).is_some_and(|e| e.running.load(Ordering::Acquire))
 }
 
 /// Whether some explorer is in a run.
@@ -1160,13 +1164,7 @@ pub fn set_explorer_quiet_ms(db: u32, ms: u32) {
 
 /// Database `db`'s explorer's quiet window, ms (0 when none runs, or it does not back off).
 pub fn explorer_quiet_ms(db: u32) -> u32 {
-    shared()
-        .and_then(|s| {
-            s.explorers
-                .iter()
-                .find(|e| e.db.load(Ordering::Acquire) == db && e.pid.load(Ordering::Acquire) != 0)
-        })
-        .map_or(0, |e| e.quiet_ms.load(Ordering::Acquire))
+    live_explorer(db).map_or(0, |e| e.quiet_ms.load(Ordering::Acquire))
 }
 
 /// Processes executing a statement now: (the users', the explorers').

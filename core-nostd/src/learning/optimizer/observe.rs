@@ -34,12 +34,7 @@ impl Optimizer {
         // view, to `complete_trajectory`.
         let (exec_embedding, op_shares) = match executed {
             Some(dag) if decision.model_view => (
-                match self.embed_as(dag, decision.attention, decision.fingerprint) {
-                    Ok(e) => e,
-                    // A plugin that fails on the executed plan leaves its embedding unknown.
-                    Err(_) if !decision.attention.is_builtin() => Vec::new(),
-                    Err(e) => return Err(e),
-                },
+                self.executed_embedding(dag, decision.attention, decision.fingerprint)?,
                 dag.measured_shares().unwrap_or_default(),
             ),
             Some(dag) => (Vec::new(), dag.measured_shares().unwrap_or_default()),
@@ -105,11 +100,7 @@ impl Optimizer {
         }
         let (d, preds) = self.prepare(default)?;
         if let Some(dag) = executed {
-            t.executed = match self.embed_as(dag, d.attention, d.fingerprint) {
-                Ok(e) => e,
-                Err(_) if !d.attention.is_builtin() => Vec::new(),
-                Err(e) => return Err(e),
-            };
+            t.executed = self.executed_embedding(dag, d.attention, d.fingerprint)?;
         }
         t.predicted_ms = preds.get(usize::from(t.arm)).copied().unwrap_or(f32::NAN);
         t.pattern = d.pattern.filter(|_| d.similarity >= MERGE_COSINE);
@@ -118,6 +109,21 @@ impl Optimizer {
         t.key = d.key;
         t.input = d.input;
         Ok(())
+    }
+
+    /// The executed plan's embedding under `attention` (empty when a plugin fails on it).
+    fn executed_embedding(
+        &self,
+        dag: &PlanDag,
+        attention: AttentionKind,
+        fingerprint: u64,
+    ) -> Result<Vec<f32>> {
+        match self.embed_as(dag, attention, fingerprint) {
+            Ok(e) => Ok(e),
+            // A plugin that fails on the executed plan leaves its embedding unknown.
+            Err(_) if !attention.is_builtin() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`check`](Self::check) for a trajectory to queue (or queued): it must be complete.
@@ -235,20 +241,19 @@ impl Optimizer {
         queue: bool,
         evidence: Option<bool>,
     ) -> Result<Observed> {
-        if let Err(e) = self.check(&t) {
-            self.state.stats.rejected += 1;
-            return Err(e);
-        }
         // A run decided without the model's view: this copy learns what needs no model (the
         // evidence, BTSP memory, the operator history); the learner completes it
         // (`complete_trajectory`) and learns the rest. It is never queued incomplete.
-        let complete = !t.input.is_empty();
-        if queue {
-            if let Err(e) = self.check_queued(&t) {
-                self.state.stats.rejected += 1;
-                return Err(e);
-            }
+        let checked = if queue {
+            self.check_queued(&t)
+        } else {
+            self.check(&t)
+        };
+        if let Err(e) = checked {
+            self.state.stats.rejected += 1;
+            return Err(e);
         }
+        let complete = !t.input.is_empty();
         if !self.state.cfg.learning_enabled {
             return Ok(Observed {
                 learned: false,
