@@ -1076,13 +1076,7 @@ fn live_explorer(db: u32) -> Option<&'static ExplorerSlot> {
 
 /// The pid of database `db`'s explorer, 0 when none runs.
 pub fn explorer_pid(db: u32) -> i32 {
-    shared()
-        .and_then(|s| {
-            s.explorers
-                .iter()
-                .find(|e| e.db.load(Ordering::Acquire) == db)
-        })
-        .map_or(0, |e| e.pid.load(Ordering::Acquire))
+    live_explorer(db).map_or(0, |e| e.pid.load(Ordering::Acquire))
 }
 
 /// Add `n` to one of database `db`'s explorer counters (its slot is claimed on first use).
