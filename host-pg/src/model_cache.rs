@@ -3,8 +3,8 @@
 //! commits, and a backend that had to read the table (after a restart, or when a slot was found
 //! stale, nothing written since: a frozen server writes nothing) copies what it read, from a
 //! transaction that has written nothing. So a backend loading the state (a session's first
-//! in-scope statement, a reload after training) copies it from memory instead of reading the
-//! table: no query, no cold catalog caches for the table, its index and TOAST (on TPC-H plans
+//! in-scope statement, a reload after training) decodes it in place ([`read`]) instead of
+//! reading the table: no query, no cold catalog caches for the table, its index and TOAST (on TPC-H plans
 //! about 0.6 ms of a new session's first statement).
 //!
 //! [`SLOTS`] databases at once, each with a slot of a fixed share of the setting; a model
