@@ -203,10 +203,19 @@ unsafe fn die_on_sigterm() {
     set_handler(SIGTERM, postgres_die);
 }
 
-/// SIGTERM was seen (pgrx's flag is cleared by the first look at it; this one stays).
+/// The explorer must end: SIGTERM was seen (pgrx's flag is cleared by the first look at it;
+/// this one stays), or a setting it applies only as it starts changed ([`reload`]).
 static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Wait on the latch for at most `timeout`; false once SIGTERM came (now or before).
+/// The `ruvector.dag_explorer_nice` this explorer lowered itself to as it started.
+static STARTED_NICE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Wait on the latch for at most `timeout`, and take a reloaded configuration in; false once
+/// the explorer must end (now or before).
+///
+/// Every wait of the explorer's goes through here (its main loop, the pause after a run, the
+/// wait for a quiet window, which lasts up to [`BUSY_WAIT_S`] while users keep the server
+/// busy), so a `pg_reload_conf()` takes effect within one step of any of them.
 fn wait(timeout: Option<Duration>) -> bool {
     if stopping() {
         return false;
@@ -216,11 +225,29 @@ fn wait(timeout: Option<Duration>) -> bool {
     pgrx::check_for_interrupts!();
     if !go_on {
         STOPPING.store(true, std::sync::atomic::Ordering::Release);
+        return false;
     }
-    go_on
+    if BackgroundWorker::sighup_received() {
+        reload();
+    }
+    !stopping()
 }
 
-/// Whether SIGTERM came: the explorer must end.
+/// Read the configuration files again (SIGHUP). A process cannot raise its own scheduling
+/// priority again: when `ruvector.dag_explorer_nice` changed, this explorer ends and the
+/// launcher starts a new one, which applies the value.
+fn reload() {
+    // SAFETY: between the explorer's transactions, as PostgreSQL's own workers do.
+    unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    let was = STARTED_NICE.load(std::sync::atomic::Ordering::Relaxed);
+    let now = guc::EXPLORER_NICE.get();
+    if now != was {
+        log!("ruvector_dag explorer: ruvector.dag_explorer_nice changed from {was} to {now}; the explorer stops, the launcher starts it again within {} s", crate::worker::LAUNCHER_PERIOD);
+        STOPPING.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Whether the explorer must end (SIGTERM came, or its nice value changed).
 fn stopping() -> bool {
     if BackgroundWorker::sigterm_received() {
         STOPPING.store(true, std::sync::atomic::Ordering::Release);
@@ -254,6 +281,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     // ruvector.dag_explorer_nice above 0: this process and its parallel workers run at that
     // priority (the workers lower their own, see `priority::worker_start`).
     let nice = guc::EXPLORER_NICE.get();
+    STARTED_NICE.store(nice, std::sync::atomic::Ordering::Relaxed);
     if let Err(e) = priority::lower(nice, priority::EXPLORER_ATTEMPTS) {
         log!(
             "ruvector_dag explorer: could not lower its scheduling priority to nice {nice} ({e}); its runs compete with users' statements for the CPU"
@@ -263,15 +291,6 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     let mut backoff = Backoff::default();
     let mut last_error: Option<String> = None;
     while wait(Some(Duration::from_millis(500))) {
-        if BackgroundWorker::sighup_received() {
-            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-            // A process cannot raise its own priority again: a new explorer applies the value.
-            let now = guc::EXPLORER_NICE.get();
-            if now != nice {
-                log!("ruvector_dag explorer: ruvector.dag_explorer_nice changed from {nice} to {now}; the explorer stops, the launcher starts it again within {} s", crate::worker::LAUNCHER_PERIOD);
-                return;
-            }
-        }
         if shared::explorers_paused() || guc::EXPLORE_SHARE.get() <= 0.0 {
             continue;
         }
@@ -445,7 +464,9 @@ fn explore(
     }
     // Planning it under every arm is work beside the users' too.
     if !wait_until_quiet(db, backoff) {
-        shared::count_explorer(db, ExplorerCounter::Busy, 1);
+        if !stopping() {
+            shared::count_explorer(db, ExplorerCounter::Busy, 1);
+        }
         return Ok(Turn::Over);
     }
     shared::count_explorer(db, ExplorerCounter::Explored, 1);
@@ -481,7 +502,9 @@ fn explore(
         };
         if !wait_until_quiet(db, backoff) {
             // Given back: offered again by a later run of the statement.
-            shared::count_explorer(db, ExplorerCounter::Busy, 1);
+            if !stopping() {
+                shared::count_explorer(db, ExplorerCounter::Busy, 1);
+            }
             return Ok(Turn::Over);
         }
         let default_ms = hooks::with_shape(d.fingerprint, |o| {
