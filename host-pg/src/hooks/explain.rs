@@ -22,8 +22,6 @@ pub(super) unsafe extern "C-unwind" fn explain_hook(
     BACKEND.with(|b| b.borrow_mut().last_explained = None);
     #[cfg(feature = "pg18")]
     explain18::forget_weights();
-    // The statements planned inside are decided with the model's view, which EXPLAIN shows.
-    let _explaining = Explaining::enter();
     if let Some(prev) = PREV_EXPLAIN {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
             prev(
@@ -62,33 +60,6 @@ pub(super) unsafe extern "C-unwind" fn explain_hook(
     }
 }
 
-thread_local! {
-    /// EXPLAINs under way in this backend (nested: EXPLAIN in a function EXPLAINed).
-    static EXPLAINING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// An EXPLAIN is under way while it lives (dropped on return and on an ERROR unwinding).
-struct Explaining;
-
-impl Explaining {
-    fn enter() -> Explaining {
-        EXPLAINING.set(EXPLAINING.get() + 1);
-        Explaining
-    }
-}
-
-impl Drop for Explaining {
-    fn drop(&mut self) {
-        EXPLAINING.set(EXPLAINING.get().saturating_sub(1));
-    }
-}
-
-/// Whether this backend is inside an EXPLAIN (its statement is decided with the model's
-/// view, which EXPLAIN prints).
-pub(super) fn explaining() -> bool {
-    EXPLAINING.get() > 0
-}
-
 /// A decision as EXPLAIN shows it.
 pub(super) struct Shown {
     pub(super) arm: String,
@@ -104,6 +75,27 @@ pub(super) struct Shown {
 
 impl Shown {
     pub(super) fn of(d: &Decision, arm_ran: u8) -> Shown {
+        // A lean decision (what every statement gets, EXPLAINed or not) with its model's view
+        // computed now, outside the statement's planning time. Without it (the learned state
+        // failed to load, or the view failed: counted in status) the view is shown as none.
+        let viewed;
+        let d = match &d.default_plan {
+            Some(dag) if !d.model_view => {
+                let mut v = d.clone();
+                let filled = learning_path("the model's view", || {
+                    with_optimizer(|o| o.fill_model_view(&mut v, dag))
+                        .map_err(|e| ("loading the learned state", e))?
+                        .map_err(|e| ("the model's view", e.to_string()))
+                });
+                viewed = v;
+                if filled.is_ok() {
+                    &viewed
+                } else {
+                    d
+                }
+            }
+            _ => d,
+        };
         // The parsed arm list is shared (parsed once per setting text), not copied.
         let arm = guc::arms_shared()
             .ok()

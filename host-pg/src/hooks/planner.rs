@@ -466,11 +466,12 @@ unsafe fn decide_on(
     let plugin = planner_plugin();
     let (exploration, explorer_text, not_background) =
         where_to_explore(mode, pristine, query_string, params);
-    // Under EXPLAIN the model's view is shown, and an attention plugin runs here (the
-    // learner has none attached): the full decision. Otherwise the decision computes what its
-    // outcome depends on, and the learner the rest of what the run teaches (its trajectory is
-    // completed from the default plan kept here).
-    let full = explain::explaining() || plugin.is_some();
+    // An attention plugin runs here (the learner has none attached): the full decision.
+    // Otherwise the decision computes what its outcome depends on, and the learner the rest of
+    // what the run teaches (its trajectory is completed from the default plan kept here). An
+    // EXPLAINed statement is decided the same way (its Planning Time is what the statement
+    // pays); EXPLAIN fills in the model's view it shows as it prints (`Shown::of`).
+    let full = plugin.is_some();
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     let decided = learning_path("decide", || {
         with_optimizer_for(dag.shape_hash(), |o| {

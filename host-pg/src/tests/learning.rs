@@ -172,15 +172,17 @@ fn learn_mode_decides_without_the_model_view_and_the_learner_completes_what_ran(
     // statement; the tests' server allows it): decided on the key and the evidence alone.
     let lean: u64 = status("backend_decided_lean").parse().unwrap();
     assert!(lean >= 12, "{lean}");
-    // EXPLAIN shows the model's view: a full decision, with a prediction.
+    // An EXPLAINed statement is decided the same way (its Planning Time is the statement's),
+    // and EXPLAIN shows the model's view, filled in as it prints: a prediction, an attention.
     let lines = explain_lines(JOIN);
     let d = lines
         .iter()
         .find(|l| l.starts_with("ruvector_dag: arm"))
         .expect("the decision line");
     assert!(d.contains("predicted") && !d.contains("NaN"), "{d}");
+    assert!(!d.contains("attention ,"), "{d}");
     let after: u64 = status("backend_decided_lean").parse().unwrap();
-    assert_eq!(after, lean, "EXPLAIN decides with the model's view");
+    assert_eq!(after, lean + 1, "EXPLAIN decides as the statement does");
     // The learner completed every run: none refused, patterns made, predictions and per-node
     // shares kept.
     let (trajectories, rejected, patterns): (i64, i64, i64) = Spi::get_three(

@@ -255,6 +255,30 @@ mod tests {
                 );
                 assert_eq!(lean.key, full.key);
                 assert!(lean.input.is_empty() && lean.predicted_ms.is_nan());
+                // Its view filled in afterwards (what EXPLAIN prints): the full decision's.
+                let mut shown = lean.clone();
+                opt.fill_model_view(&mut shown, p).unwrap();
+                assert!(shown.model_view);
+                assert_eq!(
+                    (
+                        shown.pattern,
+                        shown.similarity,
+                        shown.confidence,
+                        shown.attention
+                    ),
+                    (
+                        full.pattern,
+                        full.similarity,
+                        full.confidence,
+                        full.attention
+                    )
+                );
+                assert_eq!(
+                    (shown.predicted_ms, shown.default_predicted_ms),
+                    (full.predicted_ms, full.default_predicted_ms)
+                );
+                assert_eq!((&shown.hdc, &shown.input), (&full.hdc, &full.input));
+                assert_eq!((shown.arm, &shown.reason), (full.arm, &full.reason));
                 verified += usize::from(full.rule == Rule::Verified);
                 blocked += usize::from(!full.blocked.is_empty());
                 // Its runs, completed where the model is, are the full decision's trajectories:
@@ -299,6 +323,10 @@ mod tests {
             twin.evidence().get(p.shape_hash()),
             opt.evidence().get(p.shape_hash())
         );
+        // Its view asked for on another shape's plan: refused, left without it.
+        let mut shown = lean.clone();
+        assert!(twin.fill_model_view(&mut shown, &plans[2]).is_err());
+        assert!(!shown.model_view && shown.input.is_empty());
         // Completed with another shape's plan: refused.
         let mut c = b;
         assert!(twin.complete_trajectory(&mut c, &plans[2], None).is_err());

@@ -63,6 +63,40 @@ impl Optimizer {
         self.decide_from(d, &[], exploration)
     }
 
+    /// The model's view of a lean decision ([`decide_lean`](Self::decide_lean)) on `dag`, its
+    /// default plan, filled in after the fact: the attention kind the selector picks, the HDC
+    /// fingerprint, the cost model's input and its predictions for the decision's arm and the
+    /// default, the matching pattern. The arm, rule, plan and reason stay as decided (the same
+    /// as [`decide_with`](Self::decide_with) gives). EXPLAIN shows the view; computed when it
+    /// prints, it is not part of the statement's planning time, as it is not part of a
+    /// statement that is not EXPLAINed. A decision with its view is left as it is; another
+    /// shape's plan is an error.
+    pub fn fill_model_view(&self, d: &mut Decision, dag: &PlanDag) -> Result<()> {
+        if d.model_view {
+            return Ok(());
+        }
+        if dag.shape_hash() != d.fingerprint {
+            return Err(crate::error::NeuralDagError::InvalidDagStructure(
+                alloc::format!(
+                "the model's view of a decision on shape {:016x} asked for a plan of shape {:016x}",
+                d.fingerprint,
+                dag.shape_hash()
+            ),
+            ));
+        }
+        let (full, preds) = self.prepare(dag)?;
+        let at = |a: ArmId| preds.get(usize::from(a)).copied().unwrap_or(f32::NAN);
+        d.predicted_ms = at(d.arm);
+        d.default_predicted_ms = at(0);
+        (d.pattern, d.similarity, d.confidence) = (full.pattern, full.similarity, full.confidence);
+        d.attention = full.attention;
+        d.plugin_error = full.plugin_error;
+        d.hdc = full.hdc;
+        d.input = full.input;
+        d.model_view = true;
+        Ok(())
+    }
+
     /// The rules, on a prepared decision and the cost model's predictions per arm (empty for
     /// a lean decision: NaN).
     fn decide_from(
