@@ -1,7 +1,8 @@
 //! What a backend pays to load the learned model on a session's first in-scope statement: a
 //! model snapshot (`Optimizer::snapshot_model`) restored with the process's shared attention
 //! machinery (`Optimizer::restore_sharing`, what the extension does from its shared-memory
-//! cache), split into the envelope check (magic, length, checksum) and the whole restore.
+//! cache), split into the envelope check (magic, length, checksum) and the whole restore; and
+//! the lean restore a backend that decides without the model's view does (`restore_lean`).
 //!
 //! `cargo bench -p ruvector-dag-core --bench model_load`
 
@@ -46,6 +47,16 @@ fn model_load(c: &mut Criterion) {
             )
         })
     });
+    g.bench_function(
+        "restore_lean (the head alone: no cost model, no patterns)",
+        |b| {
+            b.iter(|| {
+                black_box(
+                    Optimizer::restore_lean(black_box(&bytes), &machinery).map(|o| o.pending()),
+                )
+            })
+        },
+    );
     g.finish();
 }
 

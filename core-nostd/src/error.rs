@@ -38,6 +38,10 @@ pub enum NeuralDagError {
     InvalidTrajectory(String),
     /// Persisted learned state is corrupt, truncated or foreign; the string says which.
     CorruptState(String),
+    /// The optimizer was restored without its model (cost model and patterns:
+    /// `Optimizer::restore_lean`) and the call needs it; the string names the call.
+    /// `Optimizer::load_model` loads it.
+    ModelNotLoaded(&'static str),
 }
 
 impl fmt::Display for NeuralDagError {
@@ -59,6 +63,10 @@ impl fmt::Display for NeuralDagError {
             Self::GraphDisconnected => f.write_str("graph is disconnected"),
             Self::InvalidTrajectory(m) => write!(f, "invalid trajectory: {m}"),
             Self::CorruptState(m) => write!(f, "learned state cannot be read: {m}"),
+            Self::ModelNotLoaded(what) => write!(
+                f,
+                "{what} needs the learned model, which this copy was restored without"
+            ),
         }
     }
 }

@@ -135,6 +135,40 @@ pub struct CostEstimator {
 }
 
 impl CostEstimator {
+    /// No estimator: the place of the cost model in an optimizer restored without it
+    /// ([`Optimizer::restore_lean`](crate::learning::Optimizer::restore_lean)), which refuses
+    /// every call that would read it. No weights, no arms.
+    pub(crate) fn unloaded() -> Self {
+        let none = || LoraAdapter {
+            rank: 0,
+            a: Vec::new(),
+            b: Vec::new(),
+        };
+        CostEstimator {
+            w0: Vec::new(),
+            b0: Vec::new(),
+            base: none(),
+            micro: none(),
+            heads: Vec::new(),
+            head_bias: Vec::new(),
+            arms: 0,
+            micro_lr: 0.0,
+            base_lr: 0.0,
+            fisher: Vec::new(),
+            anchor: Vec::new(),
+            lambda: 0.0,
+            max_lambda: 0.0,
+            fisher_decay: 0.0,
+            loss_mean: 0.0,
+            batches: 0,
+            acc_heads: Vec::new(),
+            acc_bias: Vec::new(),
+            acc_count: 0,
+            consolidated: Vec::new(),
+            boundaries: 0,
+        }
+    }
+
     /// Set the learning rates and the EWC++ penalty strength (run-time tunables; the learned
     /// weights are kept). The caller validates the values.
     pub fn retune(&mut self, micro_lr: f32, base_lr: f32, lambda: f32) {

@@ -8,6 +8,13 @@
 //! visited them; the postcard value holds those vectors empty. A backend restores the model on
 //! its first statement of every session, and decoding tens of thousands of numbers one serde
 //! call at a time was most of that ([`Bulk`]).
+//!
+//! From format 7 the optimizer's postcard value opens with its head: what deciding without the
+//! model reads (configuration, arms, selector, BTSP memory, evidence, history, counters,
+//! attention centres), behind a checksum of its own, then the model (cost model and patterns,
+//! whose vectors are the bulk). A backend that decides lean restores the head alone
+//! ([`Optimizer::restore_lean`](crate::learning::Optimizer::restore_lean)): it reads a few
+//! kilobytes of the snapshot, not all of it.
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -95,10 +102,11 @@ pub const MAGIC: &[u8; 6] = b"RVDAG\0";
 /// took a quarter of restoring one); 4: the optimizer's payload also carries the attention selector's
 /// statistics of plugins; 3: it carries the attention kinds' reference centres beside the state
 /// (a backend that restores it does not recompute them); 2: the state alone. 2 to 5 are still
-/// read.
-pub const FORMAT_VERSION: u16 = 6;
+/// read. 7: the payload as 6; the optimizer's value is its head under a checksum of its own,
+/// then its model (see the module's notes). 2 to 6 are still read.
+pub const FORMAT_VERSION: u16 = 7;
 /// Versions [`open`] accepts.
-pub const READABLE_VERSIONS: [u16; 5] = [2, 3, 4, 5, 6];
+pub const READABLE_VERSIONS: [u16; 6] = [2, 3, 4, 5, 6, 7];
 const HEADER: usize = 6 + 2 + 4 + 8;
 
 /// Serialise `state` into a snapshot (with no bulk).
@@ -108,24 +116,39 @@ pub fn encode<T: Serialize>(state: &T) -> Result<Vec<u8>> {
 
 /// Serialise `state` and the vectors `bulk` took from it into a snapshot.
 pub(crate) fn encode_with_bulk<T: Serialize>(state: &T, bulk: &Bulk) -> Result<Vec<u8>> {
-    let value = postcard::to_allocvec(state)
-        .map_err(|e| NeuralDagError::CorruptState(format!("cannot encode: {e}")))?;
+    encode_value(&to_vec(state)?, bulk)
+}
+
+/// `value`'s postcard encoding.
+pub(crate) fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value)
+        .map_err(|e| NeuralDagError::CorruptState(format!("cannot encode: {e}")))
+}
+
+/// A snapshot of an encoded postcard value and its bulk.
+pub(crate) fn encode_value(value: &[u8], bulk: &Bulk) -> Result<Vec<u8>> {
+    encode_value_as(value, bulk, FORMAT_VERSION)
+}
+
+/// [`encode_value`] as format `version` (6 or later: a value and its bulk).
+fn encode_value_as(value: &[u8], bulk: &Bulk, version: u16) -> Result<Vec<u8>> {
     let n = u32::try_from(value.len()).map_err(|_| {
         NeuralDagError::CorruptState(format!("state of {} bytes is too large", value.len()))
     })?;
     let mut payload = Vec::with_capacity(4 + value.len() + bulk.bytes.len());
     payload.extend_from_slice(&n.to_le_bytes());
-    payload.extend_from_slice(&value);
+    payload.extend_from_slice(value);
     payload.extend_from_slice(&bulk.bytes);
-    seal(payload, FORMAT_VERSION)
+    seal(payload, version)
 }
 
-/// Serialise `state` into a snapshot of format `version` up to 5 (one postcard value; tests
-/// write older versions with it).
+/// Serialise `state` into a snapshot of format `version`: up to 5 one postcard value, from 6
+/// the value and an empty bulk (tests write older versions with it; an optimizer's own layout
+/// of format 7 is `Optimizer::snapshot`'s).
 #[cfg(test)]
 pub(crate) fn encode_as<T: Serialize>(state: &T, version: u16) -> Result<Vec<u8>> {
     if version >= 6 {
-        return encode(state);
+        return encode_value_as(&to_vec(state)?, &Bulk::new(), version);
     }
     let payload = postcard::to_allocvec(state)
         .map_err(|e| NeuralDagError::CorruptState(format!("cannot encode: {e}")))?;
@@ -146,13 +169,13 @@ fn seal(payload: Vec<u8>, version: u16) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Read a snapshot written by [`encode`] (format 5, whose payload is the same value, or the
-/// current one; a bulk is refused: this value has no vectors stored apart).
+/// Read a snapshot written by [`encode`] (format 5, whose payload is the same value, or 6 and
+/// later, a value and its bulk; a bulk is refused: this value has no vectors stored apart).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let (version, payload) = open(bytes)?;
-    if version != 5 && version != FORMAT_VERSION {
+    if version < 5 {
         return Err(NeuralDagError::CorruptState(format!(
-            "format version {version} is not supported here (this reads 5 and {FORMAT_VERSION})"
+            "format version {version} is not supported here (this reads 5 to {FORMAT_VERSION})"
         )));
     }
     let (value, bulk) = parts(version, payload)?;
@@ -273,6 +296,20 @@ impl BulkReader<'_> {
 /// Check a snapshot's envelope (magic, a readable version, length, checksum) and return its
 /// version and payload.
 pub fn open(bytes: &[u8]) -> Result<(u16, &[u8])> {
+    let (version, payload) = open_unchecked(bytes)?;
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&bytes[12..20]);
+    if u64::from_le_bytes(sum) != checksum(version, payload) {
+        return Err(NeuralDagError::CorruptState(
+            "checksum mismatch: the snapshot is corrupt".into(),
+        ));
+    }
+    Ok((version, payload))
+}
+
+/// [`open`] without the payload's checksum (its caller checks what it reads of the payload
+/// with a checksum of that part: a lean restore reads the head alone).
+pub(crate) fn open_unchecked(bytes: &[u8]) -> Result<(u16, &[u8])> {
     let bad = |m: alloc::string::String| Err(NeuralDagError::CorruptState(m));
     if bytes.len() < HEADER {
         return bad(format!(
@@ -296,11 +333,6 @@ pub fn open(bytes: &[u8]) -> Result<(u16, &[u8])> {
             "payload is {} bytes, the header says {len} (truncated?)",
             payload.len()
         ));
-    }
-    let mut sum = [0u8; 8];
-    sum.copy_from_slice(&bytes[12..20]);
-    if u64::from_le_bytes(sum) != checksum(version, payload) {
-        return bad("checksum mismatch: the snapshot is corrupt".into());
     }
     Ok((version, payload))
 }

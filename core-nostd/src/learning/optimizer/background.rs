@@ -304,6 +304,122 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_restored_lean_decides_as_the_full_one_and_loads_its_model_when_asked() {
+        use crate::error::NeuralDagError;
+        let (opt, plans) = trained();
+        let bytes = opt.snapshot_model().unwrap();
+        let m = opt.machinery();
+        let mut full = Optimizer::restore_sharing(&bytes, m).unwrap();
+        let mut lean = Optimizer::restore_lean(&bytes, m).unwrap();
+        assert!(full.has_model() && !lean.has_model());
+        for p in &plans {
+            for ex in [Exploration::Explorer, Exploration::Nowhere] {
+                let a = full.decide_lean(p, ex).unwrap();
+                let b = lean.decide_lean(p, ex).unwrap();
+                assert_eq!(
+                    (
+                        a.arm,
+                        a.rule,
+                        a.plan,
+                        &a.key,
+                        &a.blocked,
+                        &a.promising,
+                        &a.reason
+                    ),
+                    (
+                        b.arm,
+                        b.rule,
+                        b.plan,
+                        &b.key,
+                        &b.blocked,
+                        &b.promising,
+                        &b.reason
+                    )
+                );
+                assert_eq!(
+                    (a.background, a.default_cost),
+                    (b.background, b.default_cost)
+                );
+            }
+        }
+        // It learns a lean run's evidence as the full copy does.
+        let p = &plans[3];
+        let d = lean.decide_lean(p, Exploration::Explorer).unwrap();
+        full.decide_lean(p, Exploration::Explorer).unwrap();
+        let t = lean.trajectory(&d, 0, None, 71.0).unwrap();
+        full.observe_unqueued(t.clone()).unwrap();
+        lean.observe_unqueued(t).unwrap();
+        assert_eq!(
+            lean.evidence().get(p.shape_hash()),
+            full.evidence().get(p.shape_hash())
+        );
+        // Whatever needs the model is refused by name, and nothing is written without it.
+        let refused = |r: Result<(), NeuralDagError>| {
+            assert!(matches!(r, Err(NeuralDagError::ModelNotLoaded(_))), "{r:?}")
+        };
+        refused(lean.decide_with(p, Exploration::Explorer).map(|_| ()));
+        let mut shown = d.clone();
+        refused(lean.fill_model_view(&mut shown, p));
+        let mut t = lean.trajectory(&d, 0, None, 71.0).unwrap();
+        refused(lean.complete_trajectory(&mut t, p, None));
+        refused(lean.predict_ms(p, 1).map(|_| ()));
+        refused(lean.learn_cycle().map(|_| ()));
+        refused(lean.snapshot().map(|_| ()));
+        refused(lean.snapshot_model().map(|_| ()));
+        let mut wants = d.clone();
+        wants.wants_candidates = true;
+        refused(lean.choose(&mut wants, &[]));
+        // Another snapshot's model is refused and leaves it lean; a damaged model too (the
+        // lean restore never read it); its own loads, keeping what it learned since.
+        let mut other = Optimizer::restore_sharing(&bytes, m).unwrap();
+        other
+            .observe_unqueued(lean.trajectory(&d, 0, None, 5.0).unwrap())
+            .unwrap();
+        let other_bytes = other.snapshot_model().unwrap();
+        assert!(matches!(
+            lean.load_model(&other_bytes),
+            Err(NeuralDagError::CorruptState(_))
+        ));
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x10;
+        assert!(Optimizer::restore_lean(&damaged, m).is_ok());
+        match lean.load_model(&damaged) {
+            Err(NeuralDagError::CorruptState(e)) => assert!(e.contains("checksum"), "{e}"),
+            r => panic!("{r:?}"),
+        }
+        assert!(!lean.has_model());
+        lean.load_model(&bytes).unwrap();
+        assert!(lean.has_model());
+        assert!(lean.snapshot_model().unwrap() == full.snapshot_model().unwrap());
+        let (a, b) = (
+            full.decide_with(p, Exploration::Explorer).unwrap(),
+            lean.decide_with(p, Exploration::Explorer).unwrap(),
+        );
+        assert_eq!(
+            (a.pattern, a.predicted_ms, &a.input),
+            (b.pattern, b.predicted_ms, &b.input)
+        );
+        // Learning rates retuned before the model is loaded apply to it, as to a full copy.
+        let mut cfg = full.config().clone();
+        cfg.micro_lora_lr *= 0.5;
+        cfg.ewc_lambda *= 2.0;
+        let mut full = Optimizer::restore_sharing(&bytes, m).unwrap();
+        let mut lean = Optimizer::restore_lean(&bytes, m).unwrap();
+        full.retune(&cfg).unwrap();
+        lean.retune(&cfg).unwrap();
+        lean.load_model(&bytes).unwrap();
+        assert!(lean.snapshot_model().unwrap() == full.snapshot_model().unwrap());
+        // A damaged head is refused by the lean restore itself.
+        let mut bad_head = bytes.clone();
+        bad_head[20 + 4 + 12 + 3] ^= 0x01;
+        match Optimizer::restore_lean(&bad_head, m) {
+            Err(NeuralDagError::CorruptState(e)) => assert!(e.contains("head"), "{e}"),
+            r => panic!("{:?}", r.map(|_| ())),
+        }
+    }
+
+    #[test]
     fn a_run_without_the_model_view_teaches_a_copy_its_evidence_and_is_never_queued() {
         let (mut opt, plans) = trained();
         let p = &plans[1];

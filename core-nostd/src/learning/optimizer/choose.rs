@@ -236,6 +236,7 @@ impl Optimizer {
         if !decision.wants_candidates {
             return Ok(());
         }
+        self.model_loaded("choosing among candidate plans")?;
         decision.wants_candidates = false;
         self.note_candidates(decision.fingerprint, decision.default_cost, candidates)?;
         let fp = decision.fingerprint;

@@ -220,6 +220,7 @@ impl Optimizer {
     /// Everything the rules read of one plan, as a decision for the default plan with no
     /// reason yet, and the cost model's prediction per arm.
     pub(super) fn prepare(&self, dag: &PlanDag) -> Result<(Decision, Vec<f32>)> {
+        self.model_loaded("the model's view of a plan")?;
         // What the rules read, then the model's view on top.
         let mut d = self.prepare_lean(dag)?;
         let fp = d.fingerprint;

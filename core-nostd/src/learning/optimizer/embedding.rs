@@ -285,6 +285,7 @@ impl Optimizer {
     /// The estimator's latency prediction (ms) for running `dag` under `arm`, seen through the
     /// attention kind with the best prediction record so far.
     pub fn predict_ms(&self, dag: &PlanDag, arm: ArmId) -> Result<f32> {
+        self.model_loaded("a prediction")?;
         let kind = self
             .state
             .selector
@@ -423,7 +424,7 @@ mod tests {
             .iter()
             .map(|&k| learner.center(k))
             .collect();
-        let bad = snapshot::encode(&(&learner.state, centers, &forged)).unwrap();
+        let bad = snapshot::encode_as(&(&learner.state, centers, &forged), 6).unwrap();
         match Optimizer::restore(&bad) {
             Err(NeuralDagError::CorruptState(m)) => assert!(m.contains("plugin arm"), "{m}"),
             other => panic!("expected CorruptState, got {:?}", other.map(|_| ())),

@@ -156,6 +156,10 @@ pub struct Optimizer {
     plugin_arms: PluginArms,
     /// Embeddings and HDC fingerprints of recently seen plans (not learned state).
     cache: RefCell<EmbedCache>,
+    /// Restored without its model ([`Optimizer::restore_lean`]): the checksum of the head of
+    /// the snapshot it came from, which [`Optimizer::load_model`] loads the model from. None:
+    /// the model is here.
+    lean: Option<u64>,
 }
 
 impl core::fmt::Debug for Optimizer {
@@ -194,6 +198,16 @@ impl Optimizer {
 
     /// `state` checked, with `shared` machinery when it fits the state's configuration.
     fn from_state(state: LearnedState, shared: Option<&Arc<Machinery>>) -> Result<Self> {
+        Self::assemble(state, shared, None)
+    }
+
+    /// [`from_state`](Self::from_state); with `lean` (a lean restore's head checksum) the
+    /// state's model is a placeholder and is not checked.
+    fn assemble(
+        state: LearnedState,
+        shared: Option<&Arc<Machinery>>,
+        lean: Option<u64>,
+    ) -> Result<Self> {
         state.cfg.validate()?;
         let n = state.arms.len();
         if n == 0 || n > MAX_ARMS {
@@ -207,14 +221,9 @@ impl Optimizer {
                 state.arms[i]
             )));
         }
-        if state.estimator.arms() != n {
-            return Err(NeuralDagError::CorruptState(format!(
-                "the cost model has {} arm heads for {n} arms",
-                state.estimator.arms()
-            )));
+        if lean.is_none() {
+            check_model(&state.estimator, &state.bank, n)?;
         }
-        state.estimator.check()?;
-        state.bank.check()?;
         state
             .evidence
             .check()
@@ -246,6 +255,7 @@ impl Optimizer {
             plugin_arms: PluginArms::default(),
             cache: RefCell::new(EmbedCache::default()),
             state,
+            lean,
         };
         if let Some(e) = opt
             .state
@@ -425,42 +435,58 @@ impl Optimizer {
     }
 
     /// The state with `buffer` for its trajectory ring, the attention centres and the plugins'
-    /// statistics as one snapshot; the cost model's weights and the patterns' centroids go into
-    /// its bulk (see [`snapshot`]).
+    /// statistics as one snapshot: its head (what a lean decision reads) under a checksum of
+    /// its own, then its model, whose weights and centroids go into the bulk (see
+    /// [`snapshot`]). Refused for an optimizer restored without its model: its snapshot would
+    /// lose it.
     fn encode_with<B: Serialize>(&self, buffer: B) -> Result<Vec<u8>> {
-        /// [`LearnedState`]'s fields in its order (it decodes as one).
-        #[derive(Serialize)]
-        struct View<'a, B: Serialize> {
-            cfg: &'a NeuralDagConfig,
-            arms: &'a Vec<String>,
-            estimator: &'a CostEstimator,
-            bank: &'a ReasoningBank,
-            selector: &'a AttentionSelector,
-            btsp: &'a BtspMemory,
-            buffer: B,
-            evidence: &'a EvidenceBook,
-            history: &'a BTreeMap<u64, Vec<Vec<f32>>>,
-            stats: &'a OptimizerStats,
-        }
+        self.model_loaded("a snapshot")?;
         let st = &self.state;
-        let mut bulk = snapshot::Bulk::new();
-        let (mut estimator, mut bank) = (st.estimator.clone(), st.bank.clone());
-        estimator.for_each_vector(&mut |_, v| bulk.put(&core::mem::take(v)));
-        bank.for_each_vector(&mut |_, v| bulk.put(&core::mem::take(v)));
-        let view = View {
+        let head = HeadRef {
             cfg: &st.cfg,
             arms: &st.arms,
-            estimator: &estimator,
-            bank: &bank,
             selector: &st.selector,
             btsp: &st.btsp,
             buffer,
             evidence: &st.evidence,
             history: &st.history,
             stats: &st.stats,
+            centers: AttentionKind::ALL.iter().map(|&k| self.center(k)).collect(),
+            plugin_arms: &self.plugin_arms,
         };
-        let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| self.center(k)).collect();
-        snapshot::encode_with_bulk(&(view, centers, &self.plugin_arms), &bulk)
+        let mut bulk = snapshot::Bulk::new();
+        let (mut estimator, mut bank) = (st.estimator.clone(), st.bank.clone());
+        estimator.for_each_vector(&mut |_, v| bulk.put(&core::mem::take(v)));
+        bank.for_each_vector(&mut |_, v| bulk.put(&core::mem::take(v)));
+        let model = ModelRef {
+            estimator: &estimator,
+            bank: &bank,
+        };
+        let head = snapshot::to_vec(&head)?;
+        let head_len = u32::try_from(head.len()).map_err(|_| {
+            NeuralDagError::CorruptState(format!("a head of {} bytes is too large", head.len()))
+        })?;
+        let mut value = Vec::with_capacity(HEAD_PREFIX + head.len());
+        value.extend_from_slice(&snapshot::checksum(snapshot::FORMAT_VERSION, &head).to_le_bytes());
+        value.extend_from_slice(&head_len.to_le_bytes());
+        value.extend_from_slice(&head);
+        value.extend_from_slice(&snapshot::to_vec(&model)?);
+        snapshot::encode_value(&value, &bulk)
+    }
+
+    /// Err when this optimizer was restored without its model ([`Optimizer::restore_lean`]):
+    /// `what` needs it.
+    pub(super) fn model_loaded(&self, what: &'static str) -> Result<()> {
+        match self.lean {
+            Some(_) => Err(NeuralDagError::ModelNotLoaded(what)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the model is loaded (false after [`Optimizer::restore_lean`], until
+    /// [`Optimizer::load_model`]).
+    pub fn has_model(&self) -> bool {
+        self.lean.is_none()
     }
 
     /// The trajectories waiting for the next [`Optimizer::learn_cycle`], as a snapshot of their
@@ -515,6 +541,11 @@ impl Optimizer {
         let (payload, mut bulk) = snapshot::parts(version, payload)?;
         let (mut state, centers, plugin_arms): (LearnedState, Vec<Vec<f32>>, PluginArms) =
             match version {
+                7.. => {
+                    let (_, head, rest) = split_head(version, payload)?;
+                    let model: Model = postcard::from_bytes(rest).map_err(bad)?;
+                    head.with_model(model)
+                }
                 2 => (
                     postcard::from_bytes(payload).map_err(bad)?,
                     Vec::new(),
@@ -544,6 +575,12 @@ impl Optimizer {
         plugin_arms.check()?;
         let mut opt = Self::from_state(state, shared)?;
         opt.plugin_arms = plugin_arms;
+        opt.set_centers(centers)?;
+        Ok(opt)
+    }
+
+    /// The attention centres a snapshot carried (none before format 3: computed on first use).
+    fn set_centers(&mut self, centers: Vec<Vec<f32>>) -> Result<()> {
         if !centers.is_empty() && centers.len() != AttentionKind::ALL.len() {
             return Err(NeuralDagError::CorruptState(format!(
                 "{} attention centres for {} kinds",
@@ -559,10 +596,214 @@ impl Optimizer {
                     c.len()
                 )));
             }
-            let _ = opt.centers[kind.index()].set(c);
+            let _ = self.centers[kind.index()].set(c);
         }
+        Ok(())
+    }
+
+    /// An optimizer from a [`Optimizer::snapshot`] (as [`restore_sharing`](Self::restore_sharing))
+    /// without its model: the snapshot's head alone (configuration, arms, selector, BTSP
+    /// memory, evidence, history, counters, attention centres), checked against the head's
+    /// own checksum, a few kilobytes of a snapshot of hundreds. That is all
+    /// [`decide_lean`](Self::decide_lean) reads (where the statement itself explores nothing)
+    /// and all an incomplete trajectory teaches ([`observe_unqueued`](Self::observe_unqueued)).
+    /// Every call that needs the model (the cost model, the patterns: a full decision, its
+    /// view, choosing among candidates, completing or queueing a trajectory, a cycle, a
+    /// snapshot, forgetting) is refused with [`NeuralDagError::ModelNotLoaded`] until
+    /// [`load_model`](Self::load_model) loads it from the same snapshot. A snapshot of a format
+    /// before 7 has no head of its own: it is restored in full.
+    pub fn restore_lean(bytes: &[u8], machinery: &Arc<Machinery>) -> Result<Self> {
+        let (version, payload) = snapshot::open_unchecked(bytes)?;
+        if version < 7 {
+            return Self::restore_inner(bytes, Some(machinery));
+        }
+        let (value, _) = snapshot::parts(version, payload)?;
+        let (sum, head, _) = split_head(version, value)?;
+        let (centers, plugin_arms) = (head.centers, head.plugin_arms);
+        let state = LearnedState {
+            estimator: CostEstimator::unloaded(),
+            bank: ReasoningBank::new(head.cfg.pattern_capacity),
+            cfg: head.cfg,
+            arms: head.arms,
+            selector: head.selector,
+            btsp: head.btsp,
+            buffer: head.buffer,
+            evidence: head.evidence,
+            history: head.history,
+            stats: head.stats,
+            rehearsal: VecDeque::new(),
+        };
+        plugin_arms.check()?;
+        let mut opt = Self::assemble(state, Some(machinery), Some(sum))?;
+        opt.plugin_arms = plugin_arms;
+        opt.set_centers(centers)?;
         Ok(opt)
     }
+
+    /// Load the model of an optimizer restored lean ([`restore_lean`](Self::restore_lean))
+    /// from `bytes`, the snapshot it was restored from (the whole snapshot is checked now).
+    /// What this copy learned since (evidence, BTSP memory, history, counters, settings
+    /// retuned) is kept; the model is the snapshot's. Another snapshot (its head differs) is a
+    /// [`NeuralDagError::CorruptState`] and leaves the copy as it was; an optimizer with its
+    /// model is left as it is.
+    pub fn load_model(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(want) = self.lean else {
+            return Ok(());
+        };
+        let bad = |e: postcard::Error| {
+            NeuralDagError::CorruptState(format!("payload does not decode: {e}"))
+        };
+        let (version, payload) = snapshot::open(bytes)?;
+        if version < 7 {
+            return Err(NeuralDagError::CorruptState(format!(
+                "a snapshot of format {version} has no model apart from its head"
+            )));
+        }
+        let (value, mut bulk) = snapshot::parts(version, payload)?;
+        let (sum, stored, rest) = split_head(version, value)?;
+        if sum != want {
+            return Err(NeuralDagError::CorruptState(
+                "the model asked for is not of the snapshot this copy was restored from".into(),
+            ));
+        }
+        let mut model: Model = postcard::from_bytes(rest).map_err(bad)?;
+        let mut failed = None;
+        let mut fill = |what: &'static str, v: &mut Vec<f32>| {
+            if failed.is_none() {
+                failed = bulk.fill(what, v).err();
+            }
+        };
+        model.estimator.for_each_vector(&mut fill);
+        model.bank.for_each_vector(&mut fill);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        bulk.finish()?;
+        check_model(&model.estimator, &model.bank, self.state.arms.len())?;
+        // Learning rates and the EWC++ strength retuned here since the restore.
+        let (now, then) = (&self.state.cfg, &stored.cfg);
+        if now.micro_lora_lr != then.micro_lora_lr
+            || now.base_lora_lr != then.base_lora_lr
+            || now.ewc_lambda != then.ewc_lambda
+        {
+            model
+                .estimator
+                .retune(now.micro_lora_lr, now.base_lora_lr, now.ewc_lambda);
+        }
+        self.state.estimator = model.estimator;
+        self.state.bank = model.bank;
+        self.lean = None;
+        Ok(())
+    }
+}
+
+/// Bytes before a format-7 value's head: its checksum (u64 LE) and its length (u32 LE).
+const HEAD_PREFIX: usize = 8 + 4;
+
+/// A format-7 snapshot's head as written: what a lean decision reads ([`Head`] reads it).
+#[derive(Serialize)]
+struct HeadRef<'a, B: Serialize> {
+    cfg: &'a NeuralDagConfig,
+    arms: &'a Vec<String>,
+    selector: &'a AttentionSelector,
+    btsp: &'a BtspMemory,
+    buffer: B,
+    evidence: &'a EvidenceBook,
+    history: &'a BTreeMap<u64, Vec<Vec<f32>>>,
+    stats: &'a OptimizerStats,
+    centers: Vec<&'a Vec<f32>>,
+    plugin_arms: &'a PluginArms,
+}
+
+/// A format-7 snapshot's head as read.
+#[derive(Deserialize)]
+struct Head {
+    cfg: NeuralDagConfig,
+    arms: Vec<String>,
+    selector: AttentionSelector,
+    btsp: BtspMemory,
+    buffer: TrajectoryBuffer,
+    evidence: EvidenceBook,
+    history: BTreeMap<u64, Vec<Vec<f32>>>,
+    stats: OptimizerStats,
+    centers: Vec<Vec<f32>>,
+    plugin_arms: PluginArms,
+}
+
+impl Head {
+    /// The whole state, with `model`; the centres and the plugins' statistics beside it.
+    fn with_model(self, model: Model) -> (LearnedState, Vec<Vec<f32>>, PluginArms) {
+        let state = LearnedState {
+            cfg: self.cfg,
+            arms: self.arms,
+            estimator: model.estimator,
+            bank: model.bank,
+            selector: self.selector,
+            btsp: self.btsp,
+            buffer: self.buffer,
+            evidence: self.evidence,
+            history: self.history,
+            stats: self.stats,
+            rehearsal: VecDeque::new(),
+        };
+        (state, self.centers, self.plugin_arms)
+    }
+}
+
+/// A format-7 snapshot's model as written (its vectors in the bulk).
+#[derive(Serialize)]
+struct ModelRef<'a> {
+    estimator: &'a CostEstimator,
+    bank: &'a ReasoningBank,
+}
+
+/// A format-7 snapshot's model as read.
+#[derive(Deserialize)]
+struct Model {
+    estimator: CostEstimator,
+    bank: ReasoningBank,
+}
+
+/// A format-7 value split into its head's checksum, its head (checked against that checksum
+/// before it is decoded) and the bytes after it (the model).
+fn split_head(version: u16, value: &[u8]) -> Result<(u64, Head, &[u8])> {
+    let bad = |m: String| Err(NeuralDagError::CorruptState(m));
+    if value.len() < HEAD_PREFIX {
+        return bad(format!(
+            "a value of {} bytes has no room for its head's checksum and length",
+            value.len()
+        ));
+    }
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&value[..8]);
+    let sum = u64::from_le_bytes(sum);
+    let len = u32::from_le_bytes([value[8], value[9], value[10], value[11]]) as usize;
+    let rest = &value[HEAD_PREFIX..];
+    if len > rest.len() {
+        return bad(format!(
+            "the head is said to take {len} bytes, the value has {} after its prefix",
+            rest.len()
+        ));
+    }
+    let (head, model) = rest.split_at(len);
+    if snapshot::checksum(version, head) != sum {
+        return bad("checksum mismatch in the head: the snapshot is corrupt".into());
+    }
+    let head: Head = postcard::from_bytes(head)
+        .map_err(|e| NeuralDagError::CorruptState(format!("the head does not decode: {e}")))?;
+    Ok((sum, head, model))
+}
+
+/// The model's own checks, for `arms` arms.
+fn check_model(estimator: &CostEstimator, bank: &ReasoningBank, arms: usize) -> Result<()> {
+    if estimator.arms() != arms {
+        return Err(NeuralDagError::CorruptState(format!(
+            "the cost model has {} arm heads for {arms} arms",
+            estimator.arms()
+        )));
+    }
+    estimator.check()?;
+    bank.check()
 }
 
 #[cfg(test)]
@@ -787,7 +1028,7 @@ mod tests {
     }
 
     #[test]
-    fn format_6_keeps_the_weights_apart_and_format_5_is_still_read() {
+    fn the_weights_are_kept_apart_and_formats_5_and_6_are_still_read() {
         let p = plan(11);
         let (opt, before) = trained_on(&p, 24, 15.0);
         let bytes = opt.snapshot_model().unwrap();
@@ -805,15 +1046,23 @@ mod tests {
         assert_eq!(back.snapshot_model().unwrap(), bytes);
         let after = back.decide(&p).unwrap();
         assert_eq!((before.arm, &before.key), (after.arm, &after.key));
-        // A format-5 snapshot (the weights in the postcard value) restores to the same model,
-        // and is written back as format 6.
-        let centers: Vec<&Vec<f32>> = AttentionKind::ALL.iter().map(|&k| opt.center(k)).collect();
-        let v5 = snapshot::encode_as(&(&opt.state, centers, &opt.plugin_arms), 5).unwrap();
-        assert_eq!(snapshot::open(&v5).unwrap().0, 5);
-        let mut old = Optimizer::restore(&v5).unwrap();
-        assert_eq!(old.snapshot().unwrap(), opt.snapshot().unwrap());
-        let again = old.decide(&p).unwrap();
-        assert_eq!((before.arm, &before.key), (again.arm, &again.key));
+        // Format-5 and format-6 snapshots (the state as one value, its weights in it) restore
+        // to the same model, written back in the current format; restored lean, they have no
+        // head of their own and are restored in full.
+        for version in [5, 6] {
+            let centers: Vec<&Vec<f32>> =
+                AttentionKind::ALL.iter().map(|&k| opt.center(k)).collect();
+            let old_bytes =
+                snapshot::encode_as(&(&opt.state, centers, &opt.plugin_arms), version).unwrap();
+            assert_eq!(snapshot::open(&old_bytes).unwrap().0, version);
+            let mut old = Optimizer::restore(&old_bytes).unwrap();
+            assert_eq!(old.snapshot().unwrap(), opt.snapshot().unwrap());
+            let again = old.decide(&p).unwrap();
+            assert_eq!((before.arm, &before.key), (again.arm, &again.key));
+            let lean = Optimizer::restore_lean(&old_bytes, opt.machinery()).unwrap();
+            assert!(lean.has_model());
+            assert_eq!(lean.snapshot().unwrap(), opt.snapshot().unwrap());
+        }
         // A weight vector cut short in the bulk (behind a recomputed checksum) is named.
         let mut payload = payload.to_vec();
         let value_len = value.len();

@@ -253,7 +253,9 @@ impl Optimizer {
             self.state.stats.rejected += 1;
             return Err(e);
         }
-        let complete = !t.input.is_empty();
+        // The model learns from a complete trajectory, where it is loaded (a copy restored
+        // lean learns the rest, as from an incomplete one).
+        let complete = !t.input.is_empty() && self.lean.is_none();
         if !self.state.cfg.learning_enabled {
             return Ok(Observed {
                 learned: false,
@@ -304,7 +306,7 @@ impl Optimizer {
                 st.stats.btsp_writes += u64::from(surprising);
             }
         }
-        if let Some(id) = t.pattern {
+        if let Some(id) = t.pattern.filter(|_| complete) {
             st.bank.observe(id, t.plan_arm(), f64::from(t.actual_ms));
         }
         if !t.op_shares.is_empty() {
@@ -340,6 +342,7 @@ impl Optimizer {
     /// The background cycle: drain the trajectories, train BaseLoRA under EWC++, merge
     /// MicroLoRA, and fold the trajectories not yet counted in a pattern into the ReasoningBank.
     pub fn learn_cycle(&mut self) -> Result<CycleReport> {
+        self.model_loaded("a learning cycle")?;
         let st = &mut self.state;
         st.estimator.flush();
         let ts = st.buffer.drain();
