@@ -232,6 +232,15 @@ pub fn prepare_machinery() {
     }
 }
 
+/// [`Optimizer::restore_lean`] with this process's machinery (the head alone: what a lean
+/// decision reads); [`restore`] where there is none yet.
+pub fn restore_lean(bytes: &[u8]) -> Result<Optimizer, ruvector_dag_core::NeuralDagError> {
+    match MACHINERY.lock().ok().and_then(|m| m.clone()) {
+        Some(m) => Optimizer::restore_lean(bytes, &m),
+        None => restore(bytes),
+    }
+}
+
 /// [`Optimizer::restore`], sharing this process's machinery when it fits (and keeping the
 /// restored optimizer's for the next restore).
 pub fn restore(bytes: &[u8]) -> Result<Optimizer, ruvector_dag_core::NeuralDagError> {
@@ -251,14 +260,22 @@ pub fn restore(bytes: &[u8]) -> Result<Optimizer, ruvector_dag_core::NeuralDagEr
 /// An optimizer from the stored snapshot, or a fresh one from the settings when there is none;
 /// refused when the stored arms are not the configured ones.
 pub fn load(snapshot: Option<&[u8]>) -> Result<Optimizer, String> {
-    load_with(snapshot, &guc::arms()?)
+    load_with(snapshot, &guc::arms()?, false)
 }
 
-/// [`load`] for the arms `arms` (`ruvector.dag_arms` as read).
-fn load_with(snapshot: Option<&[u8]>, arms: &[guc::Arm]) -> Result<Optimizer, String> {
+/// [`load`] for the arms `arms` (`ruvector.dag_arms` as read); `lean`: the snapshot's head
+/// alone ([`restore_lean`]).
+fn load_with(snapshot: Option<&[u8]>, arms: &[guc::Arm], lean: bool) -> Result<Optimizer, String> {
     let names: Vec<String> = arms.iter().map(|a| a.0.clone()).collect();
+    let restored = |bytes| {
+        if lean {
+            restore_lean(bytes)
+        } else {
+            restore(bytes)
+        }
+    };
     let opt = match snapshot {
-        Some(bytes) => restore(bytes).map_err(|e| {
+        Some(bytes) => restored(bytes).map_err(|e| {
             format!(
                 "the stored learned state cannot be read ({e}); ruvector_dag_reset() starts over"
             )
@@ -364,9 +381,11 @@ pub fn load_unless(
 }
 
 /// [`load_unless`] (without the pending trajectories) from the model cache in shared memory,
-/// when it holds this database's model: no query. None: not cached (read the table).
+/// when it holds this database's model: no query. `lean`: the snapshot's head alone
+/// ([`restore_lean`]). None: not cached (read the table).
 pub fn load_cached(
     held: Option<i64>,
+    lean: bool,
 ) -> Option<Result<(i64, Option<(Optimizer, book::Holding)>), String>> {
     // A standby's table changes by WAL replay, which publishes nothing: it reads the table.
     let table = crate::extension_relid(c"learned_state");
@@ -380,7 +399,7 @@ pub fn load_cached(
         Err(e) => return Some(Err(e)),
     };
     let (version, loaded) =
-        crate::model_cache::read(db, table, held, |bytes| load_with(Some(bytes), &arms))?;
+        crate::model_cache::read(db, table, held, |bytes| load_with(Some(bytes), &arms, lean))?;
     let Some(loaded) = loaded else {
         return Some(Ok((version, None)));
     };
@@ -390,6 +409,21 @@ pub fn load_cached(
             Some((opt, book::Holding::loaded(db, table, version))),
         )
     }))
+}
+
+/// The model of `opt`, restored lean from version `version` of the model cache
+/// ([`load_cached`]), loaded from the cache while it still holds that version: Some(true).
+/// Some(false): it does not any more (or the model does not load: the caller loads the state
+/// again); None: no cache for this database.
+pub fn load_model_cached(opt: &mut Optimizer, version: i64) -> Option<bool> {
+    let table = crate::extension_relid(c"learned_state");
+    if table == 0 || guc::standby() {
+        return None;
+    }
+    let loaded = crate::model_cache::read_exact(crate::database(), table, version, |bytes| {
+        opt.load_model(bytes)
+    })?;
+    Some(matches!(loaded, Some(Ok(()))))
 }
 
 /// Trajectories a light cycle may leave pending (stored beside the snapshot, in the `pending`

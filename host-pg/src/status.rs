@@ -103,6 +103,16 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     put("backend_reverted", c.reverted.to_string());
     put("backend_cut_short", c.cut_short.to_string());
     put("backend_reloads", c.reloads.to_string());
+    // Before the rows below, which load a lean copy's model to count its patterns.
+    put(
+        "backend_model",
+        match hooks::lean_copy() {
+            None => "not loaded",
+            Some(true) => "lean: the snapshot's head alone (no cost model, no patterns)",
+            Some(false) => "full",
+        }
+        .to_string(),
+    );
     put("backend_candidate_sets", c.candidate_sets.to_string());
     put("backend_candidate_plans", c.candidate_plans.to_string());
     put(

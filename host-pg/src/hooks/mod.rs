@@ -69,8 +69,9 @@ pub(crate) use scope::query_relations;
 pub use scope::scope_changed;
 pub(crate) use state::Busy;
 pub use state::{
-    adopt, counters, evidence_summary, full_evidence, last_decision, last_error, learn_now,
-    loaded_info, plugin_error, plugin_selector_stats, with_optimizer, with_optimizer_for, Counters,
+    adopt, counters, evidence_summary, full_evidence, last_decision, last_error, lean_copy,
+    learn_now, loaded_info, plugin_error, plugin_selector_stats, with_optimizer,
+    with_optimizer_for, Counters,
 };
 pub(crate) use state::{observe_shared, with_shape};
 

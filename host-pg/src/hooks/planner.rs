@@ -472,9 +472,16 @@ unsafe fn decide_on(
     // EXPLAINed statement is decided the same way (its Planning Time is what the statement
     // pays); EXPLAIN fills in the model's view it shows as it prints (`Shown::of`).
     let full = plugin.is_some();
+    // A lean decision needs the learned state's head alone (a new session loads that much);
+    // one that may explore in the statement itself is a full one.
+    let need = if full || (mode == Mode::Learn && exploration == Exploration::Here) {
+        Need::Model
+    } else {
+        Need::Head
+    };
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     let decided = learning_path("decide", || {
-        with_optimizer_for(dag.shape_hash(), |o| {
+        with_state_for(need, dag.shape_hash(), |o| {
             o.set_plugin(plugin);
             if full {
                 o.decide_with(dag, exploration)

@@ -114,9 +114,25 @@ pub fn last_error() -> Option<String> {
     BACKEND.with(|b| b.borrow().last_error.clone())
 }
 
-/// Make sure this backend holds the current learned optimizer, tuned to the session's
-/// settings. `Err` says why it cannot (the statement then keeps the default plan).
+/// What a caller needs of this backend's learned state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Need {
+    /// What a lean decision reads (`Optimizer::decide_lean` where the statement explores
+    /// nothing itself): a copy restored from the model cache has the snapshot's head alone
+    /// (`Optimizer::restore_lean`), a few kilobytes of it.
+    Head,
+    /// Everything, the model too (a full decision, EXPLAIN's view of it, status).
+    Model,
+}
+
+/// Make sure this backend holds the current learned optimizer with its model, tuned to the
+/// session's settings. `Err` says why it cannot (the statement then keeps the default plan).
 pub(super) fn ready() -> Result<(), String> {
+    ready_for(Need::Model)
+}
+
+/// [`ready`] for what the caller needs.
+pub(super) fn ready_for(need: Need) -> Result<(), String> {
     let seen = shared::learned_version();
     let arms = guc::arms_shared()?.1;
     let state = BACKEND.with(|b| {
@@ -129,12 +145,13 @@ pub(super) fn ready() -> Result<(), String> {
         b.loaded
             .as_ref()
             .filter(|l| l.seen == seen && *l.arms == *arms)
+            .filter(|l| need == Need::Head || l.opt.has_model())
             .map(|_| Ok(()))
     });
     let result = match state {
         Some(Err(e)) => return Err(e),
         Some(Ok(())) => Ok(()),
-        None => reload(seen, &arms),
+        None => reload(seen, &arms, need),
     };
     if let Err(e) = &result {
         BACKEND.with(|b| b.borrow_mut().failed = Some((seen, arms.to_string(), e.clone())));
@@ -152,8 +169,8 @@ pub(super) fn ready() -> Result<(), String> {
     })
 }
 
-pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
-    let held = BACKEND.with(|b| {
+pub(super) fn reload(seen: u64, arms: &str, need: Need) -> Result<(), String> {
+    let mut held = BACKEND.with(|b| {
         b.borrow()
             .loaded
             .as_ref()
@@ -162,7 +179,12 @@ pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
             .filter(|l| *l.arms == *arms && l.holding.table != 0)
             .map(|l| l.version)
     });
-    let (version, loaded) = match learner::load_cached(held) {
+    // A copy restored lean gets its model from the cache while the cache holds its version;
+    // otherwise the state is loaded again, in full.
+    if need == Need::Model && held.is_some() && !load_model_in_place() {
+        held = None;
+    }
+    let (version, loaded) = match learner::load_cached(held, need == Need::Head) {
         Some(r) => r?,
         None => {
             // SAFETY: reads a backend-local flag.
@@ -184,6 +206,28 @@ pub(super) fn reload(seen: u64, arms: &str) -> Result<(), String> {
         }
     });
     Ok(())
+}
+
+/// Load the model of this backend's copy when it was restored lean, from the model cache while
+/// the cache holds the version it came from. Whether the copy has its model now.
+fn load_model_in_place() -> bool {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let Some(l) = b.loaded.as_mut() else {
+            return false;
+        };
+        if l.opt.has_model() {
+            return true;
+        }
+        let version = l.version;
+        learner::load_model_cached(&mut l.opt, version) == Some(true)
+    })
+}
+
+/// Whether this backend's copy of the learned state was restored without its model (None:
+/// none loaded).
+pub fn lean_copy() -> Option<bool> {
+    BACKEND.with(|b| b.borrow().loaded.as_ref().map(|l| !l.opt.has_model()))
 }
 
 /// Use `opt` (learned state of table version `version`) in this backend from now on (it keeps
@@ -232,7 +276,16 @@ pub fn with_optimizer_for<R>(
     fingerprint: u64,
     f: impl FnOnce(&mut Optimizer) -> R,
 ) -> Result<R, String> {
-    ready()?;
+    with_state_for(Need::Model, fingerprint, f)
+}
+
+/// [`with_optimizer_for`] where `f` needs only what `need` says of the learned state.
+pub(super) fn with_state_for<R>(
+    need: Need,
+    fingerprint: u64,
+    f: impl FnOnce(&mut Optimizer) -> R,
+) -> Result<R, String> {
+    ready_for(need)?;
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         let l = b.loaded.as_mut().expect("ready");
@@ -324,6 +377,10 @@ pub fn full_evidence() -> Option<(ruvector_dag_core::learning::EvidenceBook, f64
 /// What this backend's learned state holds (patterns, BTSP engrams, query shapes with
 /// evidence) and the exploration budget, as status rows; None before it is loaded.
 pub fn evidence_summary() -> Option<Vec<(&'static str, String)>> {
+    // A copy restored lean has no patterns to count: its model first.
+    if lean_copy() == Some(true) {
+        let _ = ready();
+    }
     let (e, margin) = full_evidence()?;
     let e = &e;
     with_loaded(|o| {
