@@ -72,6 +72,13 @@ pub const QUIET_SHRINK: f64 = 0.9;
 /// The window halves for every this many seconds without a run given up (the users' pattern
 /// changed; an explorer that had no offers for a while starts afresh).
 pub const QUIET_HALF_LIFE_S: u64 = 60;
+/// A run expected to take `t` waits for a quiet window of at most this many times `t` (not
+/// less than [`QUIET_MIN_MS`]): a quiet as long as that is a gap the run fits in, whatever the
+/// window grew to ([`Backoff::needed`]).
+pub const QUIET_RUN_FACTOR: f64 = 2.0;
+/// What the explorer expects planning an offered statement under every arm to take, ms (the
+/// quiet it waits for before that, at most: [`Backoff::needed`]).
+pub const PLANNING_EXPECTED_MS: f64 = 50.0;
 
 /// How long no user's statement must have started before the explorer starts a run.
 ///
@@ -82,7 +89,10 @@ pub const QUIET_HALF_LIFE_S: u64 = 60;
 /// before its next run: the window doubles with each run given up (from [`QUIET_MIN_MS`] up to
 /// [`QUIET_MAX_MS`]), shrinks with each run that completed ([`QUIET_SHRINK`]) and decays while
 /// no run is given up ([`QUIET_HALF_LIFE_S`]). Without runs given up it is zero: the explorer
-/// runs as soon as the users leave a core free, as before.
+/// runs as soon as the users leave a core free, as before. The quiet a run waits for is at most
+/// [`QUIET_RUN_FACTOR`] times what the run is expected to take ([`Backoff::needed`]): users
+/// who start a statement every 2 s leave gaps a 300 ms run fits in, and a window grown past 2 s
+/// would never see one.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Backoff {
     quiet_ms: u32,
@@ -121,6 +131,20 @@ impl Backoff {
         let shrunk = (self.window_ms(now) as f64 * QUIET_SHRINK) as u32;
         self.quiet_ms = if shrunk < QUIET_MIN_MS { 0 } else { shrunk };
         self.last_yield = self.last_yield.filter(|_| self.quiet_ms > 0);
+    }
+
+    /// The quiet to wait for at `now` before a run expected to take `expected_ms` (None: not
+    /// known): the window, but at most [`QUIET_RUN_FACTOR`] times the run (and not less than
+    /// [`QUIET_MIN_MS`]).
+    pub fn needed(&self, now: Instant, expected_ms: Option<f64>) -> Duration {
+        let window = f64::from(self.window_ms(now));
+        let ms = match expected_ms {
+            Some(t) if t.is_finite() && t >= 0.0 => {
+                window.min((QUIET_RUN_FACTOR * t).max(f64::from(QUIET_MIN_MS)))
+            }
+            _ => window,
+        };
+        Duration::from_secs_f64(ms / 1000.0)
     }
 
     /// The quiet window in force at `now`, ms.
@@ -463,7 +487,7 @@ fn explore(
         return Ok(Turn::Over);
     }
     // Planning it under every arm is work beside the users' too.
-    if !wait_until_quiet(db, backoff) {
+    if !wait_until_quiet(db, backoff, Some(PLANNING_EXPECTED_MS)) {
         if !stopping() {
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
         }
@@ -500,17 +524,17 @@ fn explore(
             Step::Default => (0, d.fingerprint),
             Step::Plan { arm, plan } => (arm, plan),
         };
-        if !wait_until_quiet(db, backoff) {
+        let default_ms = hooks::with_shape(d.fingerprint, |o| {
+            o.evidence().get(d.fingerprint).and_then(|e| e.default_ms())
+        })
+        .and_then(|(ms, _)| ms);
+        if !wait_until_quiet(db, backoff, default_ms) {
             // Given back: offered again by a later run of the statement.
             if !stopping() {
                 shared::count_explorer(db, ExplorerCounter::Busy, 1);
             }
             return Ok(Turn::Over);
         }
-        let default_ms = hooks::with_shape(d.fingerprint, |o| {
-            o.evidence().get(d.fingerprint).and_then(|e| e.default_ms())
-        })
-        .and_then(|(ms, _)| ms);
         let timeout_ms = match (arm, default_ms) {
             (0, Some(ms)) => DEFAULT_TIMEOUT_RATIO * ms + 1000.0,
             (_, Some(ms)) => explore_timeout_ms(ms),
@@ -690,13 +714,15 @@ fn while_paused() -> bool {
 /// executing in client backends and in the parallel workers of their queries
 /// ([`shared::executing`]; this explorer is between runs here, so neither it nor its workers
 /// count), and, after runs given up, until no user's statement started for the [`Backoff`]
-/// window. A run started beside them is given up as soon as a user's statement leaves the cores
-/// fewer than the processes executing ([`yield_run`]). At most [`BUSY_WAIT_S`], not counting a
-/// pause. False when the server stayed busy, or the explorer must stop.
-fn wait_until_quiet(db: u32, backoff: &mut Backoff) -> bool {
+/// window, at most [`QUIET_RUN_FACTOR`] times `expected_ms`, what the run is expected to take
+/// ([`Backoff::needed`]). A run started beside them is given up as soon as a user's statement
+/// leaves the cores fewer than the processes executing ([`yield_run`]). At most
+/// [`BUSY_WAIT_S`], not counting a pause. False when the server stayed busy, or the explorer
+/// must stop.
+fn wait_until_quiet(db: u32, backoff: &mut Backoff, expected_ms: Option<f64>) -> bool {
     let cores = hooks::cores() as i32;
     let step = Duration::from_millis(20);
-    let window = Duration::from_millis(u64::from(backoff.window_ms(Instant::now())));
+    let window = backoff.needed(Instant::now(), expected_ms);
     shared::set_explorer_quiet_ms(db, window.as_millis() as u32);
     let mut busy = Duration::ZERO;
     loop {

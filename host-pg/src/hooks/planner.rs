@@ -456,6 +456,12 @@ struct Where {
 /// `pristine` (null: none kept), and where its untried plans may run (learn mode: in the
 /// background explorer when it can run the statement, otherwise in the user's statement only if
 /// the DBA allows it). A failure says what failed.
+///
+/// Whether the explorer can run the statement (its kind, its functions' volatility, its text and
+/// parameters, captured) is asked only when the decision asks for the explorer: most decisions
+/// do not (a verified plan settled, nothing left to run), and a decision for the explorer
+/// differs from one for nowhere only in asking for it. Where the explorer cannot run it, the
+/// statement is decided again for where its plans may run instead.
 unsafe fn decide_on(
     dag: &std::sync::Arc<ruvector_dag_core::PlanDag>,
     mode: Mode,
@@ -463,9 +469,44 @@ unsafe fn decide_on(
     query_string: *const std::ffi::c_char,
     params: pg_sys::ParamListInfo,
 ) -> (Result<Decision, (&'static str, String)>, Where) {
-    let plugin = planner_plugin();
+    let assumed =
+        mode == Mode::Learn && !pristine.is_null() && explorer::offer::explorer_available();
+    let (exploration, explorer_text, not_background) = if assumed {
+        (Exploration::Explorer, None, None)
+    } else {
+        where_to_explore(mode, pristine, query_string, params)
+    };
+    let decided = decide_for(dag, mode, exploration);
+    if !assumed || !decided.as_ref().is_ok_and(|d| d.background) {
+        let at = Where {
+            exploration,
+            explorer_text,
+            not_background,
+        };
+        return (decided, at);
+    }
     let (exploration, explorer_text, not_background) =
         where_to_explore(mode, pristine, query_string, params);
+    let decided = if exploration == Exploration::Explorer {
+        decided
+    } else {
+        decide_for(dag, mode, exploration)
+    };
+    let at = Where {
+        exploration,
+        explorer_text,
+        not_background,
+    };
+    (decided, at)
+}
+
+/// [`decide_on`] with the statement's untried plans run where `exploration` says.
+fn decide_for(
+    dag: &std::sync::Arc<ruvector_dag_core::PlanDag>,
+    mode: Mode,
+    exploration: Exploration,
+) -> Result<Decision, (&'static str, String)> {
+    let plugin = planner_plugin();
     // An attention plugin runs here (the learner has none attached): the full decision.
     // Otherwise the decision computes what its outcome depends on, and the learner the rest of
     // what the run teaches (its trajectory is completed from the default plan kept here). An
@@ -480,7 +521,7 @@ unsafe fn decide_on(
         Need::Head
     };
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
-    let decided = learning_path("decide", || {
+    learning_path("decide", || {
         with_state_for(need, dag.shape_hash(), |o| {
             o.set_plugin(plugin);
             if full {
@@ -497,13 +538,7 @@ unsafe fn decide_on(
             d.default_plan = Some(std::sync::Arc::clone(dag));
         }
         d
-    });
-    let at = Where {
-        exploration,
-        explorer_text,
-        not_background,
-    };
-    (decided, at)
+    })
 }
 
 /// What follows every decision on an in-scope statement: it is counted, a plugin failure is

@@ -107,7 +107,9 @@ fn a_run_is_contended_past_its_share_of_waiting() {
 
 #[pg_test]
 fn the_explorer_waits_longer_after_runs_given_up_and_less_after_runs_completed() {
-    use crate::explorer::{Backoff, QUIET_HALF_LIFE_S, QUIET_MAX_MS, QUIET_MIN_MS};
+    use crate::explorer::{
+        Backoff, QUIET_HALF_LIFE_S, QUIET_MAX_MS, QUIET_MIN_MS, QUIET_RUN_FACTOR,
+    };
     use std::time::{Duration, Instant};
     let t = Instant::now();
     let mut b = Backoff::default();
@@ -124,6 +126,18 @@ fn the_explorer_waits_longer_after_runs_given_up_and_less_after_runs_completed()
         b.yielded(t);
     }
     assert_eq!(b.window_ms(t), QUIET_MAX_MS);
+    // A run waits for the window, but at most a multiple of what it is expected to take (users
+    // starting a statement every 2 s leave gaps a 300 ms run fits in), and at least the minimum.
+    let ms = |d: Duration| d.as_millis() as u32;
+    assert_eq!(ms(b.needed(t, None)), QUIET_MAX_MS);
+    assert_eq!(
+        ms(b.needed(t, Some(300.0))),
+        (QUIET_RUN_FACTOR * 300.0) as u32
+    );
+    assert_eq!(ms(b.needed(t, Some(1.0))), QUIET_MIN_MS);
+    assert_eq!(ms(b.needed(t, Some(60_000.0))), QUIET_MAX_MS);
+    assert_eq!(ms(b.needed(t, Some(f64::NAN))), QUIET_MAX_MS);
+    assert_eq!(ms(Backoff::default().needed(t, Some(300.0))), 0);
     // A completed run shortens it, but one does not undo a run given up.
     let before = b.window_ms(t);
     b.completed(t);
