@@ -157,6 +157,18 @@ done
 [[ $decision == "rule verified"* || $decision == *"every candidate plan was tried"* ]] ||
   fail "the EXECUTEd statement was not settled in 20 executions"
 echo "  ok: offered, explored with its bound parameter and settled (${decision%%:*})"
+# Settled on the default plan (every candidate tried): after two such plannings in any session,
+# planned without a copy of its Query, decided the same.
+if [[ $decision == *"every candidate plan was tried"* ]]; then
+  uncopied=$(status plain_uncopied)
+  for n in 1 2 3; do
+    d=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c "$P" -c "EXECUTE q(8)" \
+      -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'backend_last_decision'" | tail -n 1)
+    [[ $d == *"every candidate plan was tried"* ]] || fail "the settled statement was decided otherwise: $d"
+  done
+  (($(status plain_uncopied) > uncopied)) || fail "the statement settled on the default plan was still copied (plain_uncopied $uncopied)"
+  echo "  ok: settled on the default plan, then planned without a copy of its Query (plain_uncopied $uncopied -> $(status plain_uncopied))"
+fi
 
 echo "==> 1c. one long session sees what the explorer verified without reloading the learned state"
 # The evidence is in the shared book: no learner cycle and no reload stand between the

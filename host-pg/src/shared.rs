@@ -264,6 +264,7 @@ unsafe extern "C-unwind" fn on_request() {
     crate::book::on_request();
     crate::model_cache::on_request();
     crate::hooks::settled::on_request();
+    crate::hooks::plain::on_request();
 }
 
 #[pgrx::pg_guard]
@@ -341,6 +342,7 @@ unsafe extern "C-unwind" fn on_startup() {
     crate::book::on_startup();
     crate::model_cache::on_startup();
     crate::hooks::settled::on_startup();
+    crate::hooks::plain::on_startup();
     pg_sys::LWLockRelease(init_lock);
 }
 

@@ -97,6 +97,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     put("backend_arms_applied", c.applied.to_string());
     put("backend_planned_alone", c.planned_alone.to_string());
     put("backend_planned_alone_missed", c.alone_missed.to_string());
+    put("backend_uncopied", c.uncopied.to_string());
     put("backend_observed", c.observed.to_string());
     put("backend_timed_nodes", c.timed_nodes.to_string());
     put("backend_pushed", c.pushed.to_string());
@@ -206,6 +207,12 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
             put("settled_planned_alone_missed", missed.to_string());
             put("settled_too_large", too_large.to_string());
             put("settled_unreadable", unreadable.to_string());
+        }
+        if let Some([held, uncopied, missed]) = crate::hooks::plain::stats() {
+            // Statements settled on the default plan, planned without a copy of their Query.
+            put("plain_statements", held.to_string());
+            put("plain_uncopied", uncopied.to_string());
+            put("plain_uncopied_missed", missed.to_string());
         }
         put("worker_cycles", r.worker_cycles.to_string());
         // Trajectories still in the ring when the server stopped or crashed were lost then.

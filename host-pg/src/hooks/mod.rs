@@ -45,6 +45,7 @@ mod explain;
 #[cfg(feature = "pg18")]
 pub mod explain18;
 mod identity;
+pub(crate) mod plain;
 mod planner;
 mod scope;
 pub(crate) mod settled;

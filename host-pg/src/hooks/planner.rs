@@ -341,7 +341,15 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             }
         }
     }
-    let pristine = if may_apply && !uncopied {
+    // Settled on the default plan (in any session): planned without the copy (see `plain`),
+    // unless the statement itself may explore (ruvector.dag_foreground_exploration in learn
+    // mode), which needs the copy whenever its budget allows.
+    let plain = key != 0
+        && !uncopied
+        && planned_alone.is_none()
+        && !(mode == Mode::Learn && guc::FOREGROUND_EXPLORATION.get())
+        && plain::settled(key);
+    let pristine = if may_apply && !uncopied && !plain {
         pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query
     } else {
         std::ptr::null_mut()
@@ -384,6 +392,25 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             return default;
         }
     };
+    // A statement the explorer cannot run keeps its copy: without one, its decision could not
+    // tell that it is not to be offered.
+    if key != 0 {
+        plain::saw(key, settles_plain(&decision) && at.not_background.is_none());
+    }
+    if plain {
+        plain::uncopied();
+        BACKEND.with(|b| b.borrow_mut().counters.uncopied += 1);
+        if !settles_plain(&decision) {
+            // Nothing but the default plan can run without the copy: this once.
+            plain::missed();
+            decision.background = false;
+            decision.wants_candidates = false;
+            let _ = write!(
+                decision.reason,
+                "; planned without a copy of its Query (it had settled on the default plan), so the default plan this once, the decision from its next planning on"
+            );
+        }
+    }
     let timed = decided_in_scope(&mut decision, at, params, &relids);
     // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
     // pick among the distinct plans; the chosen arm's plan is used as it is.
@@ -469,15 +496,15 @@ unsafe fn decide_on(
     query_string: *const std::ffi::c_char,
     params: pg_sys::ParamListInfo,
 ) -> (Result<Decision, (&'static str, String)>, Where) {
-    let assumed =
-        mode == Mode::Learn && !pristine.is_null() && explorer::offer::explorer_available();
+    let assumed = mode == Mode::Learn && explorer::offer::explorer_available();
     let (exploration, explorer_text, not_background) = if assumed {
         (Exploration::Explorer, None, None)
     } else {
         where_to_explore(mode, pristine, query_string, params)
     };
     let decided = decide_for(dag, mode, exploration);
-    if !assumed || !decided.as_ref().is_ok_and(|d| d.background) {
+    // Planned without a copy (`plain`): the caller keeps the default plan this once.
+    if !assumed || pristine.is_null() || !decided.as_ref().is_ok_and(|d| d.background) {
         let at = Where {
             exploration,
             explorer_text,
@@ -498,6 +525,13 @@ unsafe fn decide_on(
         not_background,
     };
     (decided, at)
+}
+
+/// Whether `d` keeps the default plan with nothing for the statement to run, here or in the
+/// background: a statement decided so [`plain::STREAK`] times in a row is planned without a
+/// copy of its Query.
+fn settles_plain(d: &Decision) -> bool {
+    d.arm == 0 && d.rule == Rule::Default && !d.background && !d.wants_candidates
 }
 
 /// [`decide_on`] with the statement's untried plans run where `exploration` says.
@@ -643,7 +677,7 @@ unsafe fn where_to_explore(
     query_string: *const std::ffi::c_char,
     params: pg_sys::ParamListInfo,
 ) -> (Exploration, Option<String>, Option<String>) {
-    if mode != Mode::Learn || pristine.is_null() {
+    if mode != Mode::Learn {
         return (Exploration::Here, None, None);
     }
     let fallback = if guc::FOREGROUND_EXPLORATION.get() {
@@ -657,6 +691,12 @@ unsafe fn where_to_explore(
             None,
             Some("no background explorer runs for this database (ruvector.dag_explore_share, max_worker_processes) and ruvector.dag_foreground_exploration is off".into()),
         );
+    }
+    // Planned without a copy of its Query (it settled on the default plan): decided as if
+    // the explorer could run it, so that a decision wanting the explorer shows; the caller
+    // keeps the default plan this once and offers it from its next planning on.
+    if pristine.is_null() {
+        return (Exploration::Explorer, None, None);
     }
     match explorer::offer::check(pristine, query_string, params) {
         Ok(text) => (Exploration::Explorer, Some(text), None),

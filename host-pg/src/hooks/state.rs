@@ -34,6 +34,9 @@ pub struct Counters {
     /// (then planned the usual way).
     pub planned_alone: u64,
     pub alone_missed: u64,
+    /// Statements settled on the default plan planned without a copy of their Query
+    /// (`plain`).
+    pub uncopied: u64,
 }
 
 /// This backend's copy of the learned optimizer.
@@ -84,7 +87,7 @@ thread_local! {
         counters: Counters { planned_in_scope: 0, lean: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
             candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0, cut_short: 0,
-            planned_alone: 0, alone_missed: 0 },
+            planned_alone: 0, alone_missed: 0, uncopied: 0 },
         last_error: None,
         logged_error: false,
         plugin_error: None,

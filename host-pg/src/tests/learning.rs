@@ -272,6 +272,17 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
         ms
     };
     assert!(default_ms >= 5.0 * fast_ms, "dataset: default {default_ms:.1} ms, nestloop off {fast_ms:.1} ms");
+    // The same statement written another way (its own text: remembered apart, the same plan
+    // shape: the same evidence) settles on the default plan in frozen mode, nothing verified
+    // yet: planned without a copy of its Query from its third planning on.
+    let twin = CORRELATED.replace("JOIN", "JOIN  ");
+    Spi::run("SET ruvector.dag_mode = 'frozen'").unwrap();
+    let uncopied = counter("backend_uncopied");
+    for _ in 0..3 {
+        let lines = explain_lines(&twin);
+        assert!(lines.iter().any(|l| l.contains("(the default plan; rule default)")), "{lines:?}");
+    }
+    assert_eq!(counter("backend_uncopied") - uncopied, 1);
     // The shipped defaults (exploration budget, explore_min_ms, arms): a faster plan is
     // verified and applied within 5 runs, and learning goes on to the fastest candidate.
     Spi::run("SET ruvector.dag_mode = 'learn'").unwrap();
@@ -377,6 +388,16 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
     assert!(usual.iter().all(|l| plan_of(l) != plan_of(&explains[0])), "{usual:#?}");
     assert!(counter("backend_planned_alone_missed") - missed_before <= 1);
     Spi::run("RESET enable_hashjoin").unwrap();
+    // The twin settled on the default plan before its shape had a verified plan: planned without
+    // a copy, it cannot apply it this once (said, counted), and has its copy again from then on.
+    let missed = counter("plain_uncopied_missed");
+    let lines = explain_lines(&twin);
+    assert!(lines.iter().any(|l| l.contains("planned without a copy of its Query")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("rule verified")), "{lines:?}");
+    assert_eq!(counter("plain_uncopied_missed") - missed, 1);
+    let lines = explain_lines(&twin);
+    assert!(lines.iter().any(|l| l.contains("(applied; rule verified)")), "{lines:?}");
+    assert_eq!(plan_of(&lines), plan_of(&explains[0]));
 }
 
 /// Orders whose country and city always agree (the planner expects 1 row where 200 match),
