@@ -411,19 +411,22 @@ pub fn load_cached(
     }))
 }
 
-/// The model of `opt`, restored lean from version `version` of the model cache
-/// ([`load_cached`]), loaded from the cache while it still holds that version: Some(true).
-/// Some(false): it does not any more (or the model does not load: the caller loads the state
-/// again); None: no cache for this database.
-pub fn load_model_cached(opt: &mut Optimizer, version: i64) -> Option<bool> {
+/// The OID of the learned-state table whose model the cache may hold for this database (None:
+/// not installed here, or a standby, which reads the table). A catalog lookup the first time.
+pub fn cached_table() -> Option<u32> {
     let table = crate::extension_relid(c"learned_state");
-    if table == 0 || guc::standby() {
-        return None;
-    }
+    (table != 0 && !guc::standby()).then_some(table)
+}
+
+/// Load the model of `opt`, restored lean from version `version` of `table` in the model cache
+/// ([`load_cached`]), from the cache while it still holds that version. False when it does not
+/// any more, or the model does not load (the caller loads the state again). Pure Rust under
+/// the cache slot's lock: no query, no PostgreSQL error.
+pub fn load_model_cached(opt: &mut Optimizer, table: u32, version: i64) -> bool {
     let loaded = crate::model_cache::read_exact(crate::database(), table, version, |bytes| {
         opt.load_model(bytes)
-    })?;
-    Some(matches!(loaded, Some(Ok(()))))
+    });
+    matches!(loaded, Some(Some(Ok(()))))
 }
 
 /// Trajectories a light cycle may leave pending (stored beside the snapshot, in the `pending`

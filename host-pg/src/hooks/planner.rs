@@ -486,9 +486,11 @@ struct Where {
 ///
 /// Whether the explorer can run the statement (its kind, its functions' volatility, its text and
 /// parameters, captured) is asked only when the decision asks for the explorer: most decisions
-/// do not (a verified plan settled, nothing left to run), and a decision for the explorer
-/// differs from one for nowhere only in asking for it. Where the explorer cannot run it, the
-/// statement is decided again for where its plans may run instead.
+/// do not (a verified plan settled, nothing left to run). A decision made for the explorer that
+/// does not ask for it has nothing left to run for its shape, which is the same decision
+/// wherever its plans would run. Where the explorer cannot run it, the statement is decided
+/// again for where its plans may run instead (nowhere, or in the statement itself with
+/// `ruvector.dag_foreground_exploration`).
 unsafe fn decide_on(
     dag: &std::sync::Arc<ruvector_dag_core::PlanDag>,
     mode: Mode,

@@ -214,16 +214,25 @@ pub(super) fn reload(seen: u64, arms: &str, need: Need) -> Result<(), String> {
 /// Load the model of this backend's copy when it was restored lean, from the model cache while
 /// the cache holds the version it came from. Whether the copy has its model now.
 fn load_model_in_place() -> bool {
+    let version = match BACKEND.with(|b| {
+        b.borrow()
+            .loaded
+            .as_ref()
+            .map(|l| (l.opt.has_model(), l.version))
+    }) {
+        None => return false,
+        Some((true, _)) => return true,
+        Some((false, version)) => version,
+    };
+    // The catalog lookup (it may raise an error) before the copy is borrowed.
+    let Some(table) = learner::cached_table() else {
+        return false;
+    };
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
-        let Some(l) = b.loaded.as_mut() else {
-            return false;
-        };
-        if l.opt.has_model() {
-            return true;
-        }
-        let version = l.version;
-        learner::load_model_cached(&mut l.opt, version) == Some(true)
+        b.loaded.as_mut().is_some_and(|l| {
+            l.version == version && learner::load_model_cached(&mut l.opt, table, version)
+        })
     })
 }
 
