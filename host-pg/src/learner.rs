@@ -426,7 +426,7 @@ pub fn load_model_cached(opt: &mut Optimizer, table: u32, version: i64) -> bool 
     let loaded = crate::model_cache::read_exact(crate::database(), table, version, |bytes| {
         opt.load_model(bytes)
     });
-    matches!(loaded, Some(Some(Ok(()))))
+    matches!(loaded, Some(Ok(())))
 }
 
 /// Trajectories a light cycle may leave pending (stored beside the snapshot, in the `pending`

@@ -164,6 +164,24 @@ pub fn read<R>(
     held: Option<i64>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Option<(i64, Option<R>)> {
+    read_if(db, table, |v| held != Some(v), f)
+}
+
+/// `f` on the bytes of exactly version `version` of `table` in database `db`'s slot, read where
+/// they lie under the slot's shared lock ([`read`]); None when the slot holds another version,
+/// nothing usable, or there is no slot for the database.
+pub fn read_exact<R>(db: u32, table: u32, version: i64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    read_if(db, table, |v| v == version, f).and_then(|(_, out)| out)
+}
+
+/// The version database `db`'s slot holds of `table` (None: no slot, nothing usable), and `f`
+/// on its bytes when `wanted` says so of that version.
+fn read_if<R>(
+    db: u32,
+    table: u32,
+    wanted: impl FnOnce(i64) -> bool,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<(i64, Option<R>)> {
     let c = cache()?;
     let i = c
         .slots
@@ -175,7 +193,7 @@ pub fn read<R>(
     if version == 0 || slot.table.load(Ordering::Acquire) != table {
         return None;
     }
-    if held == Some(version) {
+    if !wanted(version) {
         return Some((version, None));
     }
     let len = (slot.len.load(Ordering::Acquire) as usize).min(c.capacity);
@@ -185,37 +203,6 @@ pub fn read<R>(
     let out = f(bytes);
     slot.hits.fetch_add(1, Ordering::AcqRel);
     Some((version, Some(out)))
-}
-
-/// `f` on the bytes of version `version` of `table` in database `db`'s slot, read where they
-/// lie under the slot's shared lock ([`read`]): Some(Some(_)) when the slot holds exactly that
-/// version, Some(None) when it holds another (or nothing usable), None without a slot for
-/// the database.
-pub fn read_exact<R>(
-    db: u32,
-    table: u32,
-    version: i64,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Option<Option<R>> {
-    let c = cache()?;
-    let i = c
-        .slots
-        .iter()
-        .position(|s| s.db.load(Ordering::Acquire) == db)?;
-    let slot = &c.slots[i];
-    let _held = lock_slot(c, i, pg_sys::LWLockMode::LW_SHARED);
-    if slot.version.load(Ordering::Acquire) != version
-        || version == 0
-        || slot.table.load(Ordering::Acquire) != table
-    {
-        return Some(None);
-    }
-    let len = (slot.len.load(Ordering::Acquire) as usize).min(c.capacity);
-    // SAFETY: as in `read`: written under the exclusive lock, read under the shared one.
-    let bytes = unsafe { std::slice::from_raw_parts(data(c, i), len) };
-    let out = f(bytes);
-    slot.hits.fetch_add(1, Ordering::AcqRel);
-    Some(Some(out))
 }
 
 /// The learner read version `version` from database `db`'s learned-state table of OID `table`,

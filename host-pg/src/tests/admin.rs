@@ -139,8 +139,8 @@ fn the_model_cache_holds_the_newest_version_of_its_table_only() {
     // Read at exactly one version (a copy restored lean loading its model): another version
     // is not read, a database without a slot has none.
     let exact = |db, version| crate::model_cache::read_exact(db, table, version, |b: &[u8]| b.to_vec());
-    assert_eq!(exact(db, 6), Some(Some(b"model six".to_vec())));
-    assert_eq!(exact(db, 5), Some(None));
+    assert_eq!(exact(db, 6), Some(b"model six".to_vec()));
+    assert_eq!(exact(db, 5), None);
     assert_eq!(exact(db.wrapping_add(1_000_000), 6), None);
     // The learner read another version from the table: the slot is emptied.
     check(db, table, 6);

@@ -202,7 +202,8 @@ impl Optimizer {
     }
 
     /// [`from_state`](Self::from_state); with `lean` (a lean restore's head checksum) the
-    /// state's model is a placeholder and is not checked.
+    /// state holds no model (an empty cost model and bank stand in for it, never read: see
+    /// [`model_loaded`](Self::model_loaded)), so there is none to check.
     fn assemble(
         state: LearnedState,
         shared: Option<&Arc<Machinery>>,
@@ -559,17 +560,7 @@ impl Optimizer {
             };
         // The vectors stored apart (format 6; a snapshot without a bulk holds them in place).
         if !bulk.is_empty() {
-            let mut failed = None;
-            let mut fill = |what: &'static str, v: &mut Vec<f32>| {
-                if failed.is_none() {
-                    failed = bulk.fill(what, v).err();
-                }
-            };
-            state.estimator.for_each_vector(&mut fill);
-            state.bank.for_each_vector(&mut fill);
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            fill_model(&mut state.estimator, &mut state.bank, &mut bulk)?;
         }
         bulk.finish()?;
         plugin_arms.check()?;
@@ -667,17 +658,7 @@ impl Optimizer {
             ));
         }
         let mut model: Model = postcard::from_bytes(rest).map_err(bad)?;
-        let mut failed = None;
-        let mut fill = |what: &'static str, v: &mut Vec<f32>| {
-            if failed.is_none() {
-                failed = bulk.fill(what, v).err();
-            }
-        };
-        model.estimator.for_each_vector(&mut fill);
-        model.bank.for_each_vector(&mut fill);
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        fill_model(&mut model.estimator, &mut model.bank, &mut bulk)?;
         bulk.finish()?;
         check_model(&model.estimator, &model.bank, self.state.arms.len())?;
         // Learning rates and the EWC++ strength retuned here since the restore.
@@ -792,6 +773,24 @@ fn split_head(version: u16, value: &[u8]) -> Result<(u64, Head, &[u8])> {
     let head: Head = postcard::from_bytes(head)
         .map_err(|e| NeuralDagError::CorruptState(format!("the head does not decode: {e}")))?;
     Ok((sum, head, model))
+}
+
+/// The cost model's weights and the patterns' centroids from the snapshot's bulk, in the order
+/// the writer put them (the two visitors are the format's definition).
+fn fill_model(
+    estimator: &mut CostEstimator,
+    bank: &mut ReasoningBank,
+    bulk: &mut snapshot::BulkReader<'_>,
+) -> Result<()> {
+    let mut failed = None;
+    let mut fill = |what: &'static str, v: &mut Vec<f32>| {
+        if failed.is_none() {
+            failed = bulk.fill(what, v).err();
+        }
+    };
+    estimator.for_each_vector(&mut fill);
+    bank.for_each_vector(&mut fill);
+    failed.map_or(Ok(()), Err)
 }
 
 /// The model's own checks, for `arms` arms.
