@@ -563,11 +563,7 @@ impl Optimizer {
             fill_model(&mut state.estimator, &mut state.bank, &mut bulk)?;
         }
         bulk.finish()?;
-        plugin_arms.check()?;
-        let mut opt = Self::from_state(state, shared)?;
-        opt.plugin_arms = plugin_arms;
-        opt.set_centers(centers)?;
-        Ok(opt)
+        Self::finish_restore(state, centers, plugin_arms, shared, None)
     }
 
     /// The attention centres a snapshot carried (none before format 3: computed on first use).
@@ -610,22 +606,25 @@ impl Optimizer {
         }
         let (value, _) = snapshot::parts(version, payload)?;
         let (sum, head, _) = split_head(version, value)?;
-        let (centers, plugin_arms) = (head.centers, head.plugin_arms);
-        let state = LearnedState {
+        // No model: an empty cost model and bank stand in for it, never read.
+        let absent = Model {
             estimator: CostEstimator::unloaded(),
             bank: ReasoningBank::new(head.cfg.pattern_capacity),
-            cfg: head.cfg,
-            arms: head.arms,
-            selector: head.selector,
-            btsp: head.btsp,
-            buffer: head.buffer,
-            evidence: head.evidence,
-            history: head.history,
-            stats: head.stats,
-            rehearsal: VecDeque::new(),
         };
+        let (state, centers, plugin_arms) = head.with_model(absent);
+        Self::finish_restore(state, centers, plugin_arms, Some(machinery), Some(sum))
+    }
+
+    /// The restored parts checked and put together (`lean`: see [`assemble`](Self::assemble)).
+    fn finish_restore(
+        state: LearnedState,
+        centers: Vec<Vec<f32>>,
+        plugin_arms: PluginArms,
+        shared: Option<&Arc<Machinery>>,
+        lean: Option<u64>,
+    ) -> Result<Self> {
         plugin_arms.check()?;
-        let mut opt = Self::assemble(state, Some(machinery), Some(sum))?;
+        let mut opt = Self::assemble(state, shared, lean)?;
         opt.plugin_arms = plugin_arms;
         opt.set_centers(centers)?;
         Ok(opt)
