@@ -5,7 +5,7 @@
 //! mode. For them the copy (17-22 us of a TPC-H statement's overhead) is made for nothing.
 //!
 //! The server remembers in shared memory, by the statement's text without its constants
-//! ([`super::cheap::key`]) and its database, how many plannings in a row (in any session)
+//! ([`super::cheap::key`]), the mode deciding it and its database, how many plannings in a row (in any session)
 //! decided the default plan with nothing for it to run, here or in the background. After
 //! [`STREAK`] of them the statement is planned without the copy, and decided as before. A
 //! decision that then wants anything else (a verified plan to apply, candidates for the

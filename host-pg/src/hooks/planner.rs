@@ -348,7 +348,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         && !uncopied
         && planned_alone.is_none()
         && !(mode == Mode::Learn && guc::FOREGROUND_EXPLORATION.get())
-        && plain::settled(key);
+        && plain::settled(plain_key(key, mode));
     let pristine = if may_apply && !uncopied && !plain {
         pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query
     } else {
@@ -395,7 +395,10 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     // A statement the explorer cannot run keeps its copy: without one, its decision could not
     // tell that it is not to be offered.
     if key != 0 {
-        plain::saw(key, settles_plain(&decision) && at.not_background.is_none());
+        plain::saw(
+            plain_key(key, mode),
+            settles_plain(&decision) && at.not_background.is_none(),
+        );
     }
     if plain {
         plain::uncopied();
@@ -527,6 +530,13 @@ unsafe fn decide_on(
         not_background,
     };
     (decided, at)
+}
+
+/// The key a statement settles on the default plan under: its key in `mode` (learn and frozen
+/// decide the same statement differently: a statement settled in frozen sessions is not
+/// settled for learn ones, whose decision may ask for the explorer).
+fn plain_key(key: u64, mode: Mode) -> u64 {
+    key ^ (mode as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Whether `d` keeps the default plan with nothing for the statement to run, here or in the
