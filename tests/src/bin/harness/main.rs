@@ -35,10 +35,14 @@ const USAGE: &str = "usage: harness [options]
                        (default 0.3, about 10 minutes here; 1 is the benchmark)
   --rounds N           rounds (default 10); the first half are warm-up unless --warmup
   --warmup N           warm-up rounds (default rounds / 2)
-  --workloads LIST     tpch,correlated (default both)
+  --workloads LIST     tpch,correlated (default both; a lone comma runs none: pgbench alone)
   --pgbench-seconds N  seconds per pgbench run (default 10; 0 skips pgbench)
   --pgbench-rounds N   pgbench rounds, each mode once per round in a rotating order
                        (default 6); ratios to off are per round, their spread printed
+  --pgbench-paired-seconds N
+                       seconds of the paired pgbench run in each pgbench database: every
+                       client picks off or a mode for each transaction at random, so the modes'
+                       difference is measured free of the machine's drift (default 40; 0 skips)
   --timeout-s N        statement cap for stock / learn / frozen runs (default 300)
   --seed N             constants' seed (default 1)
   --sessions per-round|per-query
@@ -60,6 +64,7 @@ struct Args {
     workloads: Vec<String>,
     pgbench_seconds: u32,
     pgbench_rounds: u32,
+    pgbench_paired_seconds: u32,
     timeout_s: u64,
     seed: u64,
     out: PathBuf,
@@ -80,6 +85,7 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
         workloads: vec!["tpch".into(), "correlated".into()],
         pgbench_seconds: 10,
         pgbench_rounds: 6,
+        pgbench_paired_seconds: 40,
         timeout_s: 300,
         seed: 1,
         out: repo.join("target").join("harness"),
@@ -134,6 +140,11 @@ fn parse_args(repo: &Path) -> Result<Args, String> {
             "--pgbench-seconds" => {
                 let v = value("a number")?;
                 a.pgbench_seconds = v.parse().map_err(|_| num_err(&v, "a number of seconds"))?;
+            }
+            "--pgbench-paired-seconds" => {
+                let v = value("a number")?;
+                a.pgbench_paired_seconds =
+                    v.parse().map_err(|_| num_err(&v, "a number of seconds"))?;
             }
             "--pgbench-rounds" => {
                 let v = value("a number")?;
@@ -430,7 +441,12 @@ fn harness(repo: &Path, a: &Args) -> Result<(), String> {
         workloads.push(wl);
     }
     let warmup = a.warmup.unwrap_or(a.rounds / 2);
-    let (execs, explorer_ms_by_round) = run_rounds(&cluster, &workloads, a, warmup, t0)?;
+    // `--workloads ,` measures pgbench alone.
+    let (execs, explorer_ms_by_round) = if workloads.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        run_rounds(&cluster, &workloads, a, warmup, t0)?
+    };
     let pgbench = if a.pgbench_seconds > 0 {
         Some(pgbench(&cluster, a)?)
     } else {
@@ -877,7 +893,146 @@ fn pgbench(cluster: &Cluster, a: &Args) -> Result<report::Pgbench, String> {
         }
     }
     bar.finish_and_clear();
-    let r = report::Pgbench::from_runs(scale, a.pgbench_seconds, clients, tps)?;
+    let mut r = report::Pgbench::from_runs(scale, a.pgbench_seconds, clients, tps)?;
+    if a.pgbench_paired_seconds > 0 {
+        let off_latency = r.off_latency_us();
+        // (database, the modes beside off and their labels)
+        let runs: [(&str, &[(&str, &str)]); 2] = [
+            (
+                PGBENCH_DBS[0],
+                &[("observe", "observe"), ("learn", "learn")],
+            ),
+            (PGBENCH_DBS[1], &[("learn", report::LEARN_NOT_ENABLED)]),
+        ];
+        for (db, modes) in runs {
+            let s = spinner(&format!(
+                "==> pgbench paired in {db}: off and {} transaction by transaction, {} s",
+                modes.iter().map(|m| m.0).collect::<Vec<_>>().join(", "),
+                a.pgbench_paired_seconds
+            ));
+            let seconds = paired_run(cluster, a, db, scale, clients, modes)?;
+            s.finish_and_clear();
+            for (k, (_, label)) in modes.iter().enumerate() {
+                let pairs: Vec<(report::Tally, report::Tally)> = seconds
+                    .values()
+                    .map(|per_script| (per_script[0], per_script[k + 1]))
+                    .collect();
+                r.paired.push(report::Paired::from_seconds(
+                    db,
+                    label,
+                    &pairs,
+                    off_latency,
+                )?);
+            }
+        }
+    }
     println!("{}", r.summary_line());
     Ok(r)
+}
+
+/// One pgbench run on `db` whose clients pick, for each transaction, one of off's script and
+/// `modes`' at random (`SET ruvector.dag_mode`, then `pgbench -S`'s statement), logging every
+/// transaction; per second of the run, per script (off first, then `modes` in order): the sum
+/// of the latencies (us) and the number of transactions.
+fn paired_run(
+    cluster: &Cluster,
+    a: &Args,
+    db: &str,
+    scale: u32,
+    clients: u32,
+    modes: &[(&str, &str)],
+) -> Result<BTreeMap<u64, Vec<report::Tally>>, String> {
+    let dir = cluster.dir.join(format!("pgbench-paired-{db}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cmd = Command::new(cluster::pg_bin().join("pgbench"));
+    cmd.args([
+        "-h",
+        &cluster.dir.display().to_string(),
+        "-p",
+        &cluster.port.to_string(),
+        "-U",
+        "postgres",
+        "-n",
+        "-c",
+        &clients.to_string(),
+        "-j",
+        &clients.to_string(),
+        "-s",
+        &scale.to_string(),
+        "-T",
+        &a.pgbench_paired_seconds.to_string(),
+        "-l",
+    ]);
+    cmd.arg(format!("--log-prefix={}", dir.join("log").display()));
+    let names: Vec<&str> = std::iter::once("off")
+        .chain(modes.iter().map(|m| m.0))
+        .collect();
+    for mode in &names {
+        let script = dir.join(format!("{mode}.sql"));
+        // pgbench -S's own script, after the mode's SET.
+        std::fs::write(
+            &script,
+            format!(
+                "\\set aid random(1, 100000 * :scale)\nSET ruvector.dag_mode = {mode};\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+        cmd.arg("-f").arg(format!("{}@1", script.display()));
+    }
+    cmd.arg(db).current_dir(&dir);
+    let out = cmd.output().map_err(|e| format!("pgbench: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench paired in {db} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut seconds: BTreeMap<u64, Vec<report::Tally>> = BTreeMap::new();
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut logs = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("log.") {
+            continue;
+        }
+        logs += 1;
+        let text = std::fs::read_to_string(entry.path())
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        for line in text.lines() {
+            // client_id transaction_no time script_no time_epoch time_us [...]
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let parsed = (f.len() >= 6)
+                .then(|| {
+                    Some((
+                        f[2].parse::<f64>().ok()?,
+                        f[3].parse::<usize>().ok()?,
+                        f[4].parse::<u64>().ok()?,
+                    ))
+                })
+                .flatten();
+            let Some((us, script, epoch)) = parsed else {
+                return Err(format!(
+                    "pgbench paired in {db}: an unreadable log line in {}: {line}",
+                    entry.path().display()
+                ));
+            };
+            if script >= names.len() {
+                return Err(format!(
+                    "pgbench paired in {db}: script {script} in the log, {} were given",
+                    names.len()
+                ));
+            }
+            let per = seconds
+                .entry(epoch)
+                .or_insert_with(|| vec![(0.0, 0); names.len()]);
+            per[script].0 += us;
+            per[script].1 += 1;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if logs == 0 {
+        return Err(format!("pgbench paired in {db} wrote no transaction log"));
+    }
+    Ok(seconds)
 }

@@ -268,6 +268,107 @@ pub struct Pgbench {
     pub tps: BTreeMap<String, Vec<f64>>,
     /// Each mode but off against off, from the per-round ratios.
     pub ratios: Vec<Ratio>,
+    /// Each mode but off against off within one run, transaction by transaction.
+    pub paired: Vec<Paired>,
+}
+
+/// One mode's cost per statement against off's, from one pgbench run in which every client
+/// picks off's script or the mode's at random for each transaction (`SET ruvector.dag_mode`,
+/// then the select-only statement), so both meet the machine at the same moments: its drift
+/// and bursts, which make separate runs of one mode differ by 10 % here, cancel. The mean
+/// latency of each script is taken per second of the run; the mode's extra time is the mean of
+/// those per-second differences, with a 95 % interval (Student's t over the seconds).
+#[derive(Clone, Debug, Serialize)]
+pub struct Paired {
+    pub database: String,
+    pub mode: String,
+    /// Seconds in which both scripts ran at least [`Paired::MIN_PER_SECOND`] transactions.
+    pub seconds: usize,
+    /// The mode's transactions in those seconds.
+    pub transactions: u64,
+    /// Extra latency per transaction over off, microseconds.
+    pub extra_us: f64,
+    pub extra_low_us: f64,
+    pub extra_high_us: f64,
+    /// What that makes of `pgbench -S` against off: off's time per transaction (from the
+    /// interleaved runs: clients over TPS) over itself plus the extra time.
+    pub off_latency_us: f64,
+    pub ratio: f64,
+    pub ratio_low: f64,
+    pub ratio_high: f64,
+}
+
+/// One script's transactions in one second of a run: (latency sum in us, transactions).
+pub type Tally = (f64, u64);
+
+impl Paired {
+    /// Seconds with fewer transactions of either script are left out (the run's first and
+    /// last, cut short).
+    pub const MIN_PER_SECOND: u64 = 20;
+
+    /// From the run's per-second sums `(off's (latency sum us, transactions), the mode's)`
+    /// and off's time per `pgbench -S` transaction.
+    pub fn from_seconds(
+        database: &str,
+        mode: &str,
+        per_second: &[(Tally, Tally)],
+        off_latency_us: f64,
+    ) -> Result<Paired, String> {
+        let kept: Vec<_> = per_second
+            .iter()
+            .filter(|((_, a), (_, b))| *a >= Self::MIN_PER_SECOND && *b >= Self::MIN_PER_SECOND)
+            .collect();
+        if kept.len() < 3 {
+            return Err(format!(
+                "pgbench {mode} in {database}: {} seconds with both scripts run (want >= 3)",
+                kept.len()
+            ));
+        }
+        if !(off_latency_us.is_finite() && off_latency_us > 0.0) {
+            return Err(format!(
+                "pgbench: off's time per transaction is {off_latency_us}"
+            ));
+        }
+        let diffs: Vec<f64> = kept
+            .iter()
+            .map(|((so, no), (sm, nm))| sm / *nm as f64 - so / *no as f64)
+            .collect();
+        let n = diffs.len() as f64;
+        let mean = diffs.iter().sum::<f64>() / n;
+        let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let half = t95(diffs.len() - 1) * (var / n).sqrt();
+        let ratio = |extra: f64| off_latency_us / (off_latency_us + extra);
+        Ok(Paired {
+            database: database.to_string(),
+            mode: mode.to_string(),
+            seconds: diffs.len(),
+            transactions: kept.iter().map(|(_, (_, nm))| nm).sum(),
+            extra_us: mean,
+            extra_low_us: mean - half,
+            extra_high_us: mean + half,
+            off_latency_us,
+            ratio: ratio(mean),
+            ratio_low: ratio(mean + half),
+            ratio_high: ratio(mean - half),
+        })
+    }
+
+    /// "learn +1.2 us per transaction (95 % 0.8-1.6): learn/off 0.970 (95 % 0.960-0.980)".
+    pub fn text(&self) -> String {
+        format!(
+            "{} {:+.2} us per transaction (95 % {:.2} to {:.2}; {} s, {} transactions): {}/off {:.3} (95 % {:.3}-{:.3})",
+            self.mode,
+            self.extra_us,
+            self.extra_low_us,
+            self.extra_high_us,
+            self.seconds,
+            self.transactions,
+            self.mode,
+            self.ratio,
+            self.ratio_low,
+            self.ratio_high
+        )
+    }
 }
 
 /// One mode's TPS against off's: the geometric mean of the per-round ratios and its 95 %
@@ -355,7 +456,16 @@ impl Pgbench {
             clients,
             tps,
             ratios,
+            paired: Vec::new(),
         })
+    }
+
+    /// Off's time per `pgbench -S` transaction over the interleaved runs (clients over the
+    /// mean TPS), microseconds.
+    pub fn off_latency_us(&self) -> f64 {
+        let off = self.tps.get("off").map_or(&[][..], Vec::as_slice);
+        let mean = off.iter().sum::<f64>() / off.len().max(1) as f64;
+        f64::from(self.clients) * 1e6 / mean
     }
 
     /// One line of every ratio.
@@ -368,7 +478,11 @@ impl Pgbench {
             self.clients,
             self.seconds,
             parts.join(", ")
-        )
+        ) + &self
+            .paired
+            .iter()
+            .map(|p| format!("\n    paired in one run ({}): {}", p.database, p.text()))
+            .collect::<String>()
     }
 }
 
@@ -747,6 +861,18 @@ ratios to off per round, their geometric mean and 95 % interval: <b>{}</b></p><t
             let _ = write!(h, "<tr><td>{m}</td><td>{}</td></tr>", runs.join(", "));
         }
         h.push_str("</table>");
+        if !p.paired.is_empty() {
+            h.push_str("<p>Paired in one run (every client picks off's script or the mode's at random for each transaction, so both meet the machine at the same moments; the per-second difference of their mean latencies, and what it makes of off's time per <code>pgbench -S</code> transaction):</p><ul>");
+            for x in &p.paired {
+                let _ = write!(
+                    h,
+                    "<li>{}: <b>{}</b></li>",
+                    esc(&x.database),
+                    esc(&x.text())
+                );
+            }
+            h.push_str("</ul>");
+        }
     }
     for w in &r.workloads {
         let _ = write!(h, "<h2>{}</h2>", w.workload);
@@ -845,6 +971,38 @@ mod tests {
         let noisier = [90.0, 220.0, 360.0, 880.0];
         let m = Ratio::per_round("observe", &noisier, &off).unwrap();
         assert!(m.high - m.low > n.high - n.low, "{m:?} vs {n:?}");
+    }
+
+    #[test]
+    fn paired_pgbench_takes_the_difference_second_by_second() {
+        // The machine slows down threefold over the run; the mode costs 2 us more in every
+        // second: the drift cancels, the 2 us stays.
+        let seconds: Vec<(Tally, Tally)> = (0..10)
+            .map(|i| {
+                let base = 40.0 * (1.0 + 0.2 * f64::from(i));
+                let jitter = if i % 2 == 0 { 0.1 } else { -0.1 };
+                ((base * 1000.0, 1000), ((base + 2.0 + jitter) * 500.0, 500))
+            })
+            .collect();
+        let p = Paired::from_seconds("pgbench", "learn", &seconds, 40.0).unwrap();
+        assert!((p.extra_us - 2.0).abs() < 1e-9, "{p:?}");
+        assert!(p.extra_low_us < 2.0 && 2.0 < p.extra_high_us, "{p:?}");
+        assert!(p.extra_high_us - p.extra_low_us < 0.5, "{p:?}");
+        assert!((p.ratio - 40.0 / 42.0).abs() < 1e-9, "{p:?}");
+        assert!(p.ratio_low < p.ratio && p.ratio < p.ratio_high, "{p:?}");
+        assert_eq!(p.seconds, 10);
+        assert_eq!(p.transactions, 5000);
+        // Seconds cut short are left out; too few seconds is an error.
+        let mut short = seconds.clone();
+        short.push(((100.0, 1), (50_000.0, 1)));
+        assert_eq!(
+            Paired::from_seconds("pgbench", "learn", &short, 40.0)
+                .unwrap()
+                .seconds,
+            10
+        );
+        assert!(Paired::from_seconds("pgbench", "learn", &seconds[..2], 40.0).is_err());
+        assert!(Paired::from_seconds("pgbench", "learn", &seconds, 0.0).is_err());
     }
 
     #[test]
