@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use ruvector_dag_core::learning::{CostEstimator, NeuralDagConfig, Optimizer, TrajectoryBuffer};
+use ruvector_dag_core::learning::{
+    CostEstimator, Exploration, NeuralDagConfig, Optimizer, TrajectoryBuffer,
+};
 use ruvector_dag_core::synth::{random_plan, SynthOptions};
 use ruvector_dag_core::PlanDag;
 
@@ -114,6 +116,39 @@ fn learning(c: &mut Criterion) {
         b.iter(|| {
             next = (next + 1) % small_distinct.len();
             black_box(opt.decide(black_box(&small_distinct[next])).map(|d| d.arm))
+        })
+    });
+    // What a later statement of a session costs in the extension's planner hook (learn and
+    // frozen decide lean: the key embedding, BTSP recall per arm, the evidence rules; no cost
+    // model, no pattern search), on plans of the TPC-H templates' size (10-30 nodes) and on the
+    // 5-node join, each distinct (no embedding cached).
+    let mid_distinct: Vec<PlanDag> = (0..1024)
+        .map(|i| {
+            random_plan(
+                800_000 + i,
+                10 + (i as usize * 7) % 21,
+                SynthOptions::default(),
+            )
+        })
+        .collect();
+    let mut next = 0;
+    g.bench_function("decide_lean, 10-30-node plan (not cached)", |b| {
+        b.iter(|| {
+            next = (next + 1) % mid_distinct.len();
+            black_box(
+                opt.decide_lean(black_box(&mid_distinct[next]), Exploration::Explorer)
+                    .map(|d| d.arm),
+            )
+        })
+    });
+    let mut next = 0;
+    g.bench_function("decide_lean, 5-node plan (not cached)", |b| {
+        b.iter(|| {
+            next = (next + 1) % small_distinct.len();
+            black_box(
+                opt.decide_lean(black_box(&small_distinct[next]), Exploration::Explorer)
+                    .map(|d| d.arm),
+            )
         })
     });
     let ds = opt.decide(&small).expect("decide");

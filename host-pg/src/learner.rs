@@ -388,7 +388,7 @@ pub fn load_cached(
     lean: bool,
 ) -> Option<Result<(i64, Option<(Optimizer, book::Holding)>), String>> {
     // A standby's table changes by WAL replay, which publishes nothing: it reads the table.
-    let table = crate::extension_relid(c"learned_state");
+    let table = crate::extension_relid(crate::LEARNED_STATE);
     if table == 0 || guc::standby() {
         return None;
     }
@@ -414,7 +414,7 @@ pub fn load_cached(
 /// The OID of the learned-state table whose model the cache may hold for this database (None:
 /// not installed here, or a standby, which reads the table). A catalog lookup the first time.
 pub fn cached_table() -> Option<u32> {
-    let table = crate::extension_relid(c"learned_state");
+    let table = crate::extension_relid(crate::LEARNED_STATE);
     (table != 0 && !guc::standby()).then_some(table)
 }
 

@@ -69,7 +69,13 @@ pub extern "C-unwind" fn _PG_init() {
     }
 }
 
-/// The OID of the extension's table `name` (in schema `ruvector_dag`), 0 when it is not there
+/// `ruvector_dag.enabled_tables`, by name for [`extension_relid`].
+pub(crate) static ENABLED_TABLES: &std::ffi::CStr = c"enabled_tables";
+/// `ruvector_dag.learned_state`, by name for [`extension_relid`].
+pub(crate) static LEARNED_STATE: &std::ffi::CStr = c"learned_state";
+
+/// The OID of the extension's table `name` (one of the statics above: it is known by the
+/// address of its name) in schema `ruvector_dag`, 0 when it is not there
 /// (the extension is not installed in this database). Two syscache lookups the first time, then
 /// remembered in this process until `pg_class` or `pg_namespace` changes (a catalog cache
 /// invalidation: the extension created, dropped or re-created here or in another session, a
@@ -85,7 +91,9 @@ pub(crate) fn extension_relid(name: &'static std::ffi::CStr) -> u32 {
     let known = KNOWN.with(|k| {
         k.borrow()
             .iter()
-            .find(|(n, _, g)| *g == generation && *n == name)
+            // The same static is the same name (no string comparison on every statement's
+            // scope check; another pointer to an equal name is only looked up once more).
+            .find(|(n, _, g)| *g == generation && std::ptr::eq(*n, name))
             .map(|&(_, oid, _)| oid)
     });
     if let Some(oid) = known {
@@ -105,7 +113,7 @@ pub(crate) fn extension_relid(name: &'static std::ffi::CStr) -> u32 {
     if CATALOG_GENERATION.with(|g| g.get()) == generation {
         KNOWN.with(|k| {
             let mut k = k.borrow_mut();
-            k.retain(|(n, _, g)| *g == generation && *n != name);
+            k.retain(|(n, _, g)| *g == generation && !std::ptr::eq(*n, name));
             k.push((name, oid, generation));
         });
     }

@@ -59,9 +59,16 @@ pub(super) unsafe fn key(
     h.max(1)
 }
 
-/// A hash of `text` without its digits and the contents of its quoted literals.
+/// A hash of `text` without its digits and the contents of its quoted literals. Every
+/// statement in scope in `learn` and `frozen` mode hashes its text: the bytes kept are packed
+/// eight to a word and the words mixed, not one multiplication per byte.
 pub(crate) fn key_of_text(text: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |w: u64| {
+        h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    };
+    let (mut word, mut filled) = (0u64, 0u32);
     let mut quoted = false;
     for &c in text {
         if c == b'\'' {
@@ -71,8 +78,16 @@ pub(crate) fn key_of_text(text: &[u8]) -> u64 {
         if quoted || c.is_ascii_digit() {
             continue;
         }
-        h = (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3);
+        word = (word << 8) | u64::from(c);
+        filled += 1;
+        if filled == 8 {
+            mix(word);
+            (word, filled) = (0, 0);
+        }
     }
+    // The bytes left over and how many there were (so "ab" and "\0ab" differ).
+    mix(word);
+    mix(u64::from(filled));
     h
 }
 

@@ -361,7 +361,11 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         cheap::saw(key, cost < min);
     }
     if cost < min {
-        settled::forget(key);
+        // A statement known cheap was forgotten at the planning that made it known (a
+        // statement is settled only at a planning above the threshold).
+        if !uncopied {
+            settled::forget(key);
+        }
         pass_in_scope(default, Why::BelowMinCost { cost, min });
         return default;
     }

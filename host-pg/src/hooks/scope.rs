@@ -138,11 +138,16 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
 /// The OID of `ruvector_dag.enabled_tables`, 0 when the extension is not installed in this
 /// database.
 pub(super) fn enabled_tables_oid() -> u32 {
-    crate::extension_relid(c"enabled_tables")
+    crate::extension_relid(crate::ENABLED_TABLES)
 }
 
 /// Relations a query reads, including subqueries and CTEs in its range table.
 pub(crate) unsafe fn query_relations(q: *mut pg_sys::Query, out: &mut Vec<u32>, depth: usize) {
+    visit_relations(q, &mut |r| out.push(r), depth);
+}
+
+/// [`query_relations`], each relation handed to `f` as it is found (nothing allocated).
+unsafe fn visit_relations(q: *mut pg_sys::Query, f: &mut impl FnMut(u32), depth: usize) {
     if q.is_null() || depth > 64 {
         return;
     }
@@ -151,14 +156,14 @@ pub(crate) unsafe fn query_relations(q: *mut pg_sys::Query, out: &mut Vec<u32>, 
             continue;
         }
         match (*rte).rtekind {
-            pg_sys::RTEKind::RTE_RELATION => out.push((*rte).relid.to_u32()),
-            pg_sys::RTEKind::RTE_SUBQUERY => query_relations((*rte).subquery, out, depth + 1),
+            pg_sys::RTEKind::RTE_RELATION => f((*rte).relid.to_u32()),
+            pg_sys::RTEKind::RTE_SUBQUERY => visit_relations((*rte).subquery, f, depth + 1),
             _ => {}
         }
     }
     for cte in list_ptrs::<pg_sys::CommonTableExpr>((*q).cteList) {
         if !cte.is_null() {
-            query_relations((*cte).ctequery as *mut pg_sys::Query, out, depth + 1);
+            visit_relations((*cte).ctequery as *mut pg_sys::Query, f, depth + 1);
         }
     }
 }
@@ -177,7 +182,9 @@ pub(super) unsafe fn list_ptrs<T>(list: *mut pg_sys::List) -> impl Iterator<Item
     (0..n).map(move |i| unsafe { (*(*list).elements.add(i)).ptr_value as *mut T })
 }
 
-/// The enabled tables `parse` reads (none: the statement is out of scope).
+/// The enabled tables `parse` reads (none: the statement is out of scope). Every statement
+/// of a session in `learn`, `frozen` or `observe` mode asks: with this backend's set current,
+/// a statement that reads no enabled table allocates nothing.
 pub(super) unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
     if (*parse).commandType == pg_sys::CmdType::CMD_UTILITY {
         return Vec::new();
@@ -187,20 +194,28 @@ pub(super) unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
         return Vec::new();
     }
     let mut rels = Vec::new();
-    query_relations(parse, &mut rels, 0);
-    if rels.is_empty() {
-        return rels;
-    }
-    // The common case, a current cache, without copying the set.
+    // The common case, a current cache: only the enabled relations are collected.
     let version = shared::scope_version();
     let cached = ENABLED.with(|e| match e.borrow().as_ref() {
         Some(c) if c.version == version && c.table == table => {
-            rels.retain(|r| c.set.contains(r));
+            visit_relations(
+                parse,
+                &mut |r| {
+                    if c.set.contains(&r) {
+                        rels.push(r);
+                    }
+                },
+                0,
+            );
             true
         }
         _ => false,
     });
     if !cached {
+        query_relations(parse, &mut rels, 0);
+        if rels.is_empty() {
+            return rels;
+        }
         let enabled = enabled_tables(table);
         rels.retain(|r| enabled.contains(r));
     }

@@ -283,6 +283,10 @@ fn a_statement_cheap_every_time_is_planned_without_a_copy_and_decided_again_once
     assert_eq!(k(b"SELECT a FROM t WHERE b = 1"), k(b"SELECT a FROM t WHERE b = 22"));
     assert_eq!(k(b"WHERE c = 'x'"), k(b"WHERE c = 'yz'"));
     assert_ne!(k(b"SELECT a FROM t WHERE b = 1"), k(b"SELECT a FROM t WHERE c = 1"));
+    // Texts that differ in their length or in one byte past a word boundary.
+    assert_ne!(k(b"SELECT a FROM t"), k(b"SELECT a FROM tt"));
+    assert_ne!(k(b"SELECT a FROM t WHERE x = 1"), k(b"SELECT a FROM t WHERE y = 1"));
+    assert_ne!(k(b"ab"), k(b"\0ab"));
 }
 
 #[pg_test]
