@@ -115,8 +115,9 @@ pub(super) unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys
         let run = r.swap_remove(i);
         run.timed.then_some((run.started, run.node_timed))
     });
-    if let (Some((t0, node_timed)), Some(((decision, relids, arm_ran, _, _), _))) =
-        (started, planned_for(query_desc))
+    // The decision is looked up only for a timed run (most statements are not in scope).
+    if let Some(((t0, node_timed), ((decision, relids, arm_ran, _, _), _))) =
+        started.and_then(|s| Some((s, planned_for(query_desc)?)))
     {
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         // Without per-node timing the executed plan is the planned one: nothing to read.
