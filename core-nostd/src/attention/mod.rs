@@ -114,6 +114,16 @@ impl AttentionKind {
         AttentionKind::TemporalBtsp,
     ];
 
+    /// Whether the kind reads the shape's recorded history of operator time shares (temporal
+    /// attention, alone or in the ensemble; a plugin is handed it too): its map of a plan
+    /// depends on what ran before, not on the plan alone.
+    pub fn reads_history(self) -> bool {
+        matches!(
+            self,
+            AttentionKind::TemporalBtsp | AttentionKind::Ensemble | AttentionKind::Plugin(_)
+        )
+    }
+
     /// Snake-case name, as SQL functions and GUCs spell it.
     pub fn name(self) -> &'static str {
         match self {

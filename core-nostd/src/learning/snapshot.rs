@@ -10,9 +10,11 @@
 //! call at a time was most of that ([`Bulk`]).
 //!
 //! From format 7 the optimizer's postcard value opens with its head: what deciding without the
-//! model reads (configuration, arms, selector, BTSP memory, evidence, history, counters,
-//! attention centres), behind a checksum of its own, then the model (cost model and patterns,
-//! whose vectors are the bulk). A backend that decides lean restores the head alone
+//! model reads (configuration, arms, selector, BTSP memory, evidence, counters, attention
+//! centres; format 7 also the shapes' history), behind a checksum of its own, then the model
+//! (cost model and patterns, whose vectors are the bulk; from format 8 also the shapes'
+//! history, which temporal attention reads and a lean decision does not). A backend that
+//! decides lean restores the head alone
 //! ([`Optimizer::restore_lean`](crate::learning::Optimizer::restore_lean)): it reads a few
 //! kilobytes of the snapshot, not all of it.
 
@@ -103,10 +105,13 @@ pub const MAGIC: &[u8; 6] = b"RVDAG\0";
 /// statistics of plugins; 3: it carries the attention kinds' reference centres beside the state
 /// (a backend that restores it does not recompute them); 2: the state alone. 2 to 5 are still
 /// read. 7: the payload as 6; the optimizer's value is its head under a checksum of its own,
-/// then its model (see the module's notes). 2 to 6 are still read.
-pub const FORMAT_VERSION: u16 = 7;
+/// then its model (see the module's notes). 8: as 7, with the shapes' history of operator
+/// time shares (what temporal attention reads, most of a head) moved from the head to the
+/// model, so a lean restore decodes a few KiB whatever the number of shapes. 2 to 7 are still
+/// read.
+pub const FORMAT_VERSION: u16 = 8;
 /// Versions [`open`] accepts.
-pub const READABLE_VERSIONS: [u16; 6] = [2, 3, 4, 5, 6, 7];
+pub const READABLE_VERSIONS: [u16; 7] = [2, 3, 4, 5, 6, 7, 8];
 const HEADER: usize = 6 + 2 + 4 + 8;
 
 /// Serialise `state` into a snapshot (with no bulk).
@@ -131,7 +136,7 @@ pub(crate) fn encode_value(value: &[u8], bulk: &Bulk) -> Result<Vec<u8>> {
 }
 
 /// [`encode_value`] as format `version` (6 or later: a value and its bulk).
-fn encode_value_as(value: &[u8], bulk: &Bulk, version: u16) -> Result<Vec<u8>> {
+pub(crate) fn encode_value_as(value: &[u8], bulk: &Bulk, version: u16) -> Result<Vec<u8>> {
     let n = u32::try_from(value.len()).map_err(|_| {
         NeuralDagError::CorruptState(format!("state of {} bytes is too large", value.len()))
     })?;

@@ -570,8 +570,10 @@ fn decide_for(
     } else {
         Need::Head
     };
-    // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
-    learning_path("decide", || {
+    // A retry below is lean, so without a plugin: the plugin goes to the first call.
+    let mut plugin = Some(plugin);
+    let mut decide = |need: Need| {
+        let plugin = plugin.take().flatten();
         with_state_for(need, dag.shape_hash(), |o| {
             o.set_plugin(plugin);
             if full {
@@ -580,8 +582,24 @@ fn decide_for(
                 o.decide_lean(dag, exploration)
             }
         })
-        .map_err(|e| ("loading the learned state", e))?
-        .map_err(|e| ("decide", e.to_string()))
+    };
+    // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
+    learning_path("decide", || {
+        let mut decided = decide(need);
+        // A learned state whose key attention reads the shapes' history (temporal, the
+        // ensemble: fixed when the state was created) decides lean with its model, where the
+        // history is stored.
+        if need == Need::Head
+            && matches!(
+                decided,
+                Ok(Err(ruvector_dag_core::NeuralDagError::ModelNotLoaded(_)))
+            )
+        {
+            decided = decide(Need::Model);
+        }
+        decided
+            .map_err(|e| ("loading the learned state", e))?
+            .map_err(|e| ("decide", e.to_string()))
     })
     .map(|mut d| {
         if !d.model_view {

@@ -171,6 +171,11 @@ impl Optimizer {
     fn prepare_lean(&self, dag: &PlanDag) -> Result<Decision> {
         let fp = dag.shape_hash();
         let key_kind = self.state.cfg.default_attention;
+        // A copy restored lean has no history of the shapes (format 8 keeps it in the model):
+        // a key that reads it is the model's to compute.
+        if key_kind.reads_history() {
+            self.model_loaded("the shapes' history, which the key's attention kind reads")?;
+        }
         let key = self.embed_as(dag, key_kind, fp)?;
         // One recall per arm serves both the blocked list and choose's endorsements.
         let (blocked, promising) = self.recall(&key);

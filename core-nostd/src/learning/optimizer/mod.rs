@@ -441,19 +441,33 @@ impl Optimizer {
     /// [`snapshot`]). Refused for an optimizer restored without its model: its snapshot would
     /// lose it.
     fn encode_with<B: Serialize>(&self, buffer: B) -> Result<Vec<u8>> {
+        self.encode_with_version(buffer, snapshot::FORMAT_VERSION)
+    }
+
+    /// [`encode_with`](Self::encode_with) as format `version` (7: the shapes' history in the
+    /// head; 8, the current one: in the model).
+    fn encode_with_version<B: Serialize>(&self, buffer: B, version: u16) -> Result<Vec<u8>> {
         self.model_loaded("a snapshot")?;
         let st = &self.state;
-        let head = HeadRef {
+        let start = HeadStartRef {
             cfg: &st.cfg,
             arms: &st.arms,
             selector: &st.selector,
             btsp: &st.btsp,
             buffer,
             evidence: &st.evidence,
-            history: &st.history,
+        };
+        let end = HeadEndRef {
             stats: &st.stats,
             centers: AttentionKind::ALL.iter().map(|&k| self.center(k)).collect(),
             plugin_arms: &self.plugin_arms,
+        };
+        // postcard writes a struct as its fields one after another, a tuple the same way: a
+        // format-7 head is (start, history, end), a format-8 one (start, end).
+        let head = if version == 7 {
+            snapshot::to_vec(&(&start, &st.history, &end))?
+        } else {
+            snapshot::to_vec(&(&start, &end))?
         };
         let mut bulk = snapshot::Bulk::new();
         let (mut estimator, mut bank) = (st.estimator.clone(), st.bank.clone());
@@ -463,16 +477,20 @@ impl Optimizer {
             estimator: &estimator,
             bank: &bank,
         };
-        let head = snapshot::to_vec(&head)?;
+        let model = if version == 7 {
+            snapshot::to_vec(&model)?
+        } else {
+            snapshot::to_vec(&(&model, &st.history))?
+        };
         let head_len = u32::try_from(head.len()).map_err(|_| {
             NeuralDagError::CorruptState(format!("a head of {} bytes is too large", head.len()))
         })?;
         let mut value = Vec::with_capacity(HEAD_PREFIX + head.len());
-        value.extend_from_slice(&snapshot::checksum(snapshot::FORMAT_VERSION, &head).to_le_bytes());
+        value.extend_from_slice(&snapshot::checksum(version, &head).to_le_bytes());
         value.extend_from_slice(&head_len.to_le_bytes());
         value.extend_from_slice(&head);
-        value.extend_from_slice(&snapshot::to_vec(&model)?);
-        snapshot::encode_value(&value, &bulk)
+        value.extend_from_slice(&model);
+        snapshot::encode_value_as(&value, &bulk, version)
     }
 
     /// Err when this optimizer was restored without its model ([`Optimizer::restore_lean`]):
@@ -544,8 +562,7 @@ impl Optimizer {
             match version {
                 7.. => {
                     let (_, head, rest) = split_head(version, payload)?;
-                    let model: Model = postcard::from_bytes(rest).map_err(bad)?;
-                    head.with_model(model)
+                    head.with_model(Model::decode(version, rest)?)
                 }
                 2 => (
                     postcard::from_bytes(payload).map_err(bad)?,
@@ -606,10 +623,12 @@ impl Optimizer {
         }
         let (value, _) = snapshot::parts(version, payload)?;
         let (sum, head, _) = split_head(version, value)?;
-        // No model: an empty cost model and bank stand in for it, never read.
+        // No model: an empty cost model and bank stand in for it, never read (nor the shapes'
+        // history, in the model from format 8 on: empty until the model is loaded).
         let absent = Model {
             estimator: CostEstimator::unloaded(),
-            bank: ReasoningBank::new(head.cfg.pattern_capacity),
+            bank: ReasoningBank::new(head.start.cfg.pattern_capacity),
+            history: None,
         };
         let (state, centers, plugin_arms) = head.with_model(absent);
         Self::finish_restore(state, centers, plugin_arms, Some(machinery), Some(sum))
@@ -640,9 +659,6 @@ impl Optimizer {
         let Some(want) = self.lean else {
             return Ok(());
         };
-        let bad = |e: postcard::Error| {
-            NeuralDagError::CorruptState(format!("payload does not decode: {e}"))
-        };
         let (version, payload) = snapshot::open(bytes)?;
         if version < 7 {
             return Err(NeuralDagError::CorruptState(format!(
@@ -656,12 +672,12 @@ impl Optimizer {
                 "the model asked for is not of the snapshot this copy was restored from".into(),
             ));
         }
-        let mut model: Model = postcard::from_bytes(rest).map_err(bad)?;
+        let mut model = Model::decode(version, rest)?;
         fill_model(&mut model.estimator, &mut model.bank, &mut bulk)?;
         bulk.finish()?;
         check_model(&model.estimator, &model.bank, self.state.arms.len())?;
         // Learning rates and the EWC++ strength retuned here since the restore.
-        let (now, then) = (&self.state.cfg, &stored.cfg);
+        let (now, then) = (&self.state.cfg, &stored.start.cfg);
         if now.micro_lora_lr != then.micro_lora_lr
             || now.base_lora_lr != then.base_lora_lr
             || now.ewc_lambda != then.ewc_lambda
@@ -672,79 +688,134 @@ impl Optimizer {
         }
         self.state.estimator = model.estimator;
         self.state.bank = model.bank;
+        // Format 8: the snapshot's history, with the runs this copy observed since on top.
+        if let Some(mut history) = model.history {
+            for (fp, runs) in core::mem::take(&mut self.state.history) {
+                let h = history.entry(fp).or_default();
+                h.extend(runs);
+                let over = h.len().saturating_sub(HISTORY_LEN);
+                h.drain(..over);
+            }
+            while history.len() > HISTORY_SHAPES {
+                history.pop_first();
+            }
+            self.state.history = history;
+        }
         self.lean = None;
         Ok(())
     }
 }
 
-/// Bytes before a format-7 value's head: its checksum (u64 LE) and its length (u32 LE).
+/// Bytes before a format-7 or -8 value's head: its checksum (u64 LE) and its length (u32 LE).
 const HEAD_PREFIX: usize = 8 + 4;
 
-/// A format-7 snapshot's head as written: what a lean decision reads ([`Head`] reads it).
+/// What a head opens with, as written: with [`HeadEndRef`], what a lean decision reads (format
+/// 7 has the shapes' history between the two, format 8 has it in the model).
 #[derive(Serialize)]
-struct HeadRef<'a, B: Serialize> {
+struct HeadStartRef<'a, B: Serialize> {
     cfg: &'a NeuralDagConfig,
     arms: &'a Vec<String>,
     selector: &'a AttentionSelector,
     btsp: &'a BtspMemory,
     buffer: B,
     evidence: &'a EvidenceBook,
-    history: &'a BTreeMap<u64, Vec<Vec<f32>>>,
+}
+
+/// What a head ends with, as written.
+#[derive(Serialize)]
+struct HeadEndRef<'a> {
     stats: &'a OptimizerStats,
     centers: Vec<&'a Vec<f32>>,
     plugin_arms: &'a PluginArms,
 }
 
-/// A format-7 snapshot's head as read.
+/// [`HeadStartRef`] as read.
 #[derive(Deserialize)]
-struct Head {
+struct HeadStart {
     cfg: NeuralDagConfig,
     arms: Vec<String>,
     selector: AttentionSelector,
     btsp: BtspMemory,
     buffer: TrajectoryBuffer,
     evidence: EvidenceBook,
-    history: BTreeMap<u64, Vec<Vec<f32>>>,
+}
+
+/// [`HeadEndRef`] as read.
+#[derive(Deserialize)]
+struct HeadEnd {
     stats: OptimizerStats,
     centers: Vec<Vec<f32>>,
     plugin_arms: PluginArms,
 }
 
+/// A format-7 or -8 snapshot's head as read (`history`: format 7's).
+struct Head {
+    start: HeadStart,
+    history: Option<BTreeMap<u64, Vec<Vec<f32>>>>,
+    end: HeadEnd,
+}
+
 impl Head {
     /// The whole state, with `model`; the centres and the plugins' statistics beside it.
     fn with_model(self, model: Model) -> (LearnedState, Vec<Vec<f32>>, PluginArms) {
+        let (start, end) = (self.start, self.end);
         let state = LearnedState {
-            cfg: self.cfg,
-            arms: self.arms,
+            cfg: start.cfg,
+            arms: start.arms,
             estimator: model.estimator,
             bank: model.bank,
-            selector: self.selector,
-            btsp: self.btsp,
-            buffer: self.buffer,
-            evidence: self.evidence,
-            history: self.history,
-            stats: self.stats,
+            selector: start.selector,
+            btsp: start.btsp,
+            buffer: start.buffer,
+            evidence: start.evidence,
+            history: self.history.or(model.history).unwrap_or_default(),
+            stats: end.stats,
             rehearsal: VecDeque::new(),
         };
-        (state, self.centers, self.plugin_arms)
+        (state, end.centers, end.plugin_arms)
     }
 }
 
-/// A format-7 snapshot's model as written (its vectors in the bulk).
+/// A format-7 or -8 snapshot's model as written (its vectors in the bulk; format 8 adds the
+/// shapes' history after it).
 #[derive(Serialize)]
 struct ModelRef<'a> {
     estimator: &'a CostEstimator,
     bank: &'a ReasoningBank,
 }
 
-/// A format-7 snapshot's model as read.
-#[derive(Deserialize)]
+/// A format-7 or -8 snapshot's model as read (`history`: format 8's).
 struct Model {
     estimator: CostEstimator,
     bank: ReasoningBank,
+    history: Option<BTreeMap<u64, Vec<Vec<f32>>>>,
 }
 
-/// A format-7 value split into its head's checksum, its head (checked against that checksum
+impl Model {
+    /// The model of a format-`version` value: the bytes after its head.
+    fn decode(version: u16, bytes: &[u8]) -> Result<Model> {
+        let bad = |e: postcard::Error| {
+            NeuralDagError::CorruptState(format!("the model does not decode: {e}"))
+        };
+        Ok(if version == 7 {
+            let (estimator, bank) = postcard::from_bytes(bytes).map_err(bad)?;
+            Model {
+                estimator,
+                bank,
+                history: None,
+            }
+        } else {
+            let ((estimator, bank), history) = postcard::from_bytes(bytes).map_err(bad)?;
+            Model {
+                estimator,
+                bank,
+                history: Some(history),
+            }
+        })
+    }
+}
+
+/// A format-7 or -8 value split into its head's checksum, its head (checked against that checksum
 /// before it is decoded) and the bytes after it (the model).
 fn split_head(version: u16, value: &[u8]) -> Result<(u64, Head, &[u8])> {
     let bad = |m: String| Err(NeuralDagError::CorruptState(m));
@@ -769,8 +840,23 @@ fn split_head(version: u16, value: &[u8]) -> Result<(u64, Head, &[u8])> {
     if snapshot::checksum(version, head) != sum {
         return bad("checksum mismatch in the head: the snapshot is corrupt".into());
     }
-    let head: Head = postcard::from_bytes(head)
-        .map_err(|e| NeuralDagError::CorruptState(format!("the head does not decode: {e}")))?;
+    let bad =
+        |e: postcard::Error| NeuralDagError::CorruptState(format!("the head does not decode: {e}"));
+    let head = if version == 7 {
+        let (start, history, end) = postcard::from_bytes(head).map_err(bad)?;
+        Head {
+            start,
+            history: Some(history),
+            end,
+        }
+    } else {
+        let (start, end) = postcard::from_bytes(head).map_err(bad)?;
+        Head {
+            start,
+            history: None,
+            end,
+        }
+    };
     Ok((sum, head, model))
 }
 
@@ -810,6 +896,7 @@ mod tests {
     use super::*;
     use crate::learning::snapshot::{FORMAT_VERSION, MAGIC};
     use crate::rng::SplitMix64;
+    use crate::synth::{random_plan, SynthOptions};
     use alloc::vec;
 
     /// A snapshot of the current format around `payload`, its checksum recomputed (what a
@@ -1070,6 +1157,96 @@ mod tests {
             Err(NeuralDagError::CorruptState(m)) => assert!(m.contains("hidden bias"), "{m}"),
             other => panic!("expected CorruptState, got {:?}", other.map(|_| ())),
         }
+    }
+
+    #[test]
+    fn the_shapes_history_is_in_the_model_from_format_8_and_format_7_is_still_read() {
+        // Runs with their executed plans measured: each fills the shape's history.
+        let p = plan(41);
+        let executed = random_plan(
+            41,
+            20,
+            SynthOptions {
+                with_actuals: true,
+                ..SynthOptions::default()
+            },
+        );
+        let mut opt = optimizer();
+        for i in 0..6 {
+            let d = opt.decide(&p).unwrap();
+            let t = opt
+                .trajectory(&d, (i % 4) as ArmId, Some(&executed), 20.0 + i as f32)
+                .unwrap();
+            opt.observe(t).unwrap();
+        }
+        opt.learn_cycle().unwrap();
+        let fp = p.shape_hash();
+        let runs = opt.history(fp).len();
+        assert!(runs > 0, "the runs recorded their operators' time shares");
+        let bytes = opt.snapshot_model().unwrap();
+        assert_eq!(snapshot::open(&bytes).unwrap().0, 8);
+        let m = opt.machinery();
+        // Restored in full, the history is there; restored lean, the head holds none of it.
+        let full = Optimizer::restore_sharing(&bytes, m).unwrap();
+        assert_eq!(full.history(fp), opt.history(fp));
+        let mut lean = Optimizer::restore_lean(&bytes, m).unwrap();
+        assert!(lean.history(fp).is_empty());
+        // What the lean copy observes meanwhile is kept beside the snapshot's when the model
+        // comes in, the latest last, HISTORY_LEN at most.
+        let d = lean.decide_lean(&p, Exploration::Nowhere).unwrap();
+        let t = lean.trajectory(&d, 0, Some(&executed), 33.0).unwrap();
+        let own = t.op_shares.clone();
+        assert!(!own.is_empty());
+        lean.observe_unqueued(t).unwrap();
+        assert_eq!(lean.history(fp).len(), 1);
+        lean.load_model(&bytes).unwrap();
+        assert_eq!(lean.history(fp).len(), (runs + 1).min(HISTORY_LEN));
+        assert_eq!(lean.history(fp).last(), Some(&own));
+        // A key that reads the history (temporal attention, the ensemble) is the model's to
+        // compute: a lean copy refuses it by name.
+        let mut temporal = Optimizer::new(
+            NeuralDagConfig {
+                attention_exploration: 0.0,
+                default_attention: AttentionKind::TemporalBtsp,
+                ..Default::default()
+            },
+            arms(),
+        )
+        .unwrap();
+        run(&mut temporal, &p, 1, 12.0);
+        let bytes = temporal.snapshot_model().unwrap();
+        let mut temporal = Optimizer::restore_lean(&bytes, temporal.machinery()).unwrap();
+        assert!(matches!(
+            temporal.decide_lean(&p, Exploration::Nowhere),
+            Err(NeuralDagError::ModelNotLoaded(_))
+        ));
+        temporal.load_model(&bytes).unwrap();
+        assert!(temporal.decide_lean(&p, Exploration::Nowhere).is_ok());
+        // A format-7 snapshot (the history in the head) still restores, in full and lean, to
+        // the same state.
+        let bytes = opt.snapshot_model().unwrap();
+        let v7 = opt
+            .encode_with_version(opt.state.buffer.without_ring(), 7)
+            .unwrap();
+        assert_eq!(snapshot::open(&v7).unwrap().0, 7);
+        let old = Optimizer::restore_sharing(&v7, m).unwrap();
+        assert_eq!(old.snapshot_model().unwrap(), bytes);
+        let mut old_lean = Optimizer::restore_lean(&v7, m).unwrap();
+        assert_eq!(old_lean.history(fp), opt.history(fp));
+        old_lean.load_model(&v7).unwrap();
+        assert_eq!(old_lean.snapshot_model().unwrap(), bytes);
+        // The head of a format-8 snapshot is smaller than format 7's by the history.
+        let head_len = |b: &[u8]| {
+            let (v, payload) = snapshot::open(b).unwrap();
+            let (value, _) = snapshot::parts(v, payload).unwrap();
+            u32::from_le_bytes([value[8], value[9], value[10], value[11]]) as usize
+        };
+        assert!(
+            head_len(&bytes) + 4 * 20 <= head_len(&v7),
+            "{} vs {}",
+            head_len(&bytes),
+            head_len(&v7)
+        );
     }
 
     #[test]
