@@ -95,7 +95,7 @@ step "the workload harness at a small scale: runs end to end and writes a well-f
 # The extension demo.sh --check installed above serves (a debug build: --no-install).
 rm -rf target/harness-test
 cargo run -q --locked -p ruvector-dag-tests --bin harness -- --no-install --scale 0.01 --rounds 2 \
-  --pgbench-seconds 1 --pgbench-rounds 2 --out target/harness-test
+  --pgbench-seconds 1 --pgbench-rounds 2 --pgbench-paired-seconds 6 --out target/harness-test
 python3 - target/harness-test <<'PY'
 import json, sys
 d = sys.argv[1]
@@ -113,6 +113,8 @@ p = r["pgbench"]
 assert p and len(p["tps"]) == 4 and all(len(v) == 2 for v in p["tps"].values()), p
 assert [x["mode"] for x in p["ratios"]] == ["observe", "learn", "learn, tables not enabled"], p["ratios"]
 assert all(x["low"] <= x["mean"] <= x["high"] and len(x["per_round"]) == 2 for x in p["ratios"]), p["ratios"]
+assert [(x["database"], x["mode"]) for x in p["paired"]] == [("pgbench", "observe"), ("pgbench", "learn"), ("pgbench_plain", "learn, tables not enabled")], p["paired"]
+assert all(x["extra_low_us"] <= x["extra_us"] <= x["extra_high_us"] and x["ratio_low"] <= x["ratio"] <= x["ratio_high"] and x["seconds"] >= 3 and x["transactions"] > 0 for x in p["paired"]), p["paired"]
 assert not r["crashes_in_server_log"], r["crashes_in_server_log"]
 html = open(f"{d}/report.html").read()
 assert html.count("<svg") == 4 and html.rstrip().endswith("</html>") and "http" not in html.replace("http://www.w3.org", ""), "report.html"
