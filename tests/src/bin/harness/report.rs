@@ -689,15 +689,9 @@ fn pct(v: f64) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// The terminal summary.
-pub fn terminal(r: &Report) -> String {
-    let mut s = String::new();
+/// The workloads' part of [`terminal`]: the summary table, overheads, templates and the
+/// explorers' time per round.
+fn workloads_summary(r: &Report, s: &mut String) {
     let _ = writeln!(
         s,
         "\n==> summary (after {} warm-up rounds of {}; times are planning + execution)",
@@ -792,6 +786,21 @@ pub fn terminal(r: &Report) -> String {
         explored.join(" "),
         r.explorer_ms_by_round.iter().sum::<f64>() / 1000.0
     );
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The terminal summary.
+pub fn terminal(r: &Report) -> String {
+    let mut s = String::new();
+    // `--workloads ,` measures pgbench alone: no workload summary.
+    if !r.workloads.is_empty() {
+        workloads_summary(r, &mut s);
+    }
     if let Some(p) = &r.pgbench {
         let _ = writeln!(s, "\n{}", p.summary_line().trim_start());
     }
