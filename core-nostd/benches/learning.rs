@@ -131,26 +131,21 @@ fn learning(c: &mut Criterion) {
             )
         })
         .collect();
-    let mut next = 0;
-    g.bench_function("decide_lean, 10-30-node plan (not cached)", |b| {
-        b.iter(|| {
-            next = (next + 1) % mid_distinct.len();
-            black_box(
-                opt.decide_lean(black_box(&mid_distinct[next]), Exploration::Explorer)
-                    .map(|d| d.arm),
-            )
-        })
-    });
-    let mut next = 0;
-    g.bench_function("decide_lean, 5-node plan (not cached)", |b| {
-        b.iter(|| {
-            next = (next + 1) % small_distinct.len();
-            black_box(
-                opt.decide_lean(black_box(&small_distinct[next]), Exploration::Explorer)
-                    .map(|d| d.arm),
-            )
-        })
-    });
+    for (name, distinct) in [
+        ("decide_lean, 10-30-node plan (not cached)", &mid_distinct),
+        ("decide_lean, 5-node plan (not cached)", &small_distinct),
+    ] {
+        let mut next = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                next = (next + 1) % distinct.len();
+                black_box(
+                    opt.decide_lean(black_box(&distinct[next]), Exploration::Explorer)
+                        .map(|d| d.arm),
+                )
+            })
+        });
+    }
     let ds = opt.decide(&small).expect("decide");
     // The executed plan as the extension reads it after a node-timed run: the same plan with
     // measured rows and times per node (embedded, and its time shares computed).
