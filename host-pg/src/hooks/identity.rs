@@ -12,6 +12,22 @@ pub(super) const REMEMBERED: usize = 64;
 /// others are planned meanwhile.
 pub(super) const ADOPTED: usize = 256;
 
+/// In-scope statements planned without a decision remembered (a ring: the oldest is
+/// forgotten). A statement is executed right after it is planned, or copied by the plan cache
+/// right after and its copy executed: its record is needed only that long.
+pub(super) const PASSED: usize = 16;
+
+/// An in-scope statement planned without a decision (too cheap, or the learning path failed):
+/// neither it nor a plan cache copy of it is observed. Kept apart from [`Planned`] (nothing to
+/// count or drop): most statements of an OLTP workload are these.
+#[derive(Clone, Copy)]
+pub(super) struct Passed {
+    /// 0: an empty slot, or a plan freed since.
+    pub(super) stmt: usize,
+    pub(super) tree: usize,
+    pub(super) copy_identity: u64,
+}
+
 /// A planned statement the executor hooks should recognise.
 #[derive(Clone)]
 pub(super) struct Planned {
@@ -81,10 +97,52 @@ pub(super) fn push_planned(stmt: *mut pg_sys::PlannedStmt, mut p: Planned) {
     (p.tree, p.copy_identity) = unsafe { ((*stmt).planTree as usize, copy_identity(stmt)) };
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
+        // This planning is newer than a passed one of the same identity: a plan cache copy of
+        // that identity is this statement's from now on ([`planned_for`] asks the passed first).
+        for x in b.passed.iter_mut() {
+            if x.copy_identity == p.copy_identity {
+                x.stmt = 0;
+                x.copy_identity = 0;
+            }
+        }
         if b.planned.len() == REMEMBERED {
             b.planned.pop_front();
         }
         b.planned.push_back(p);
+    });
+}
+
+/// Remember `stmt` as planned in scope without a decision (the oldest of [`PASSED`] is
+/// forgotten).
+pub(super) fn push_passed(stmt: *mut pg_sys::PlannedStmt) {
+    // SAFETY: stmt is the planner's result, valid here.
+    let (tree, copy_identity) = unsafe { ((*stmt).planTree as usize, copy_identity(stmt)) };
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        let at = b.passed_next % PASSED;
+        b.passed[at] = Passed {
+            stmt: stmt as usize,
+            tree,
+            copy_identity,
+        };
+        b.passed_next = (at + 1) % PASSED;
+    });
+}
+
+/// A new plan is at `stmt`: whatever was remembered at that address was freed.
+pub(super) fn forget_address(stmt: usize) {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        for x in b.passed.iter_mut().filter(|x| x.stmt == stmt) {
+            // Its identity stays: a plan cache copy of it is still known as passed.
+            x.stmt = 0;
+        }
+        if !b.planned.is_empty() {
+            b.planned.retain(|p| p.stmt != stmt);
+        }
+        if !b.adopted.is_empty() {
+            b.adopted.retain(|p| p.stmt != stmt);
+        }
     });
 }
 
@@ -108,6 +166,10 @@ pub(super) fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Remembe
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         let b = &mut *b;
+        if b.passed.iter().any(|p| p.stmt == stmt && p.tree == tree) {
+            // Planned in scope without a decision (too cheap, say): nothing to time or observe.
+            return None;
+        }
         let (found, copy) = if let Some(p) = b.planned.iter().rev().find(|p| same(p)) {
             // Planned in scope without a decision (too cheap, say): nothing to time or observe.
             p.decision.as_ref()?;
@@ -129,12 +191,26 @@ pub(super) fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Remembe
                 (p, true)
             } else {
                 b.adopted.retain(|p| !same(p));
-                let mut p = b
-                    .planned
-                    .iter()
-                    .rev()
-                    .find(|p| p.copy_identity == identity)?
-                    .clone();
+                // A passed planning of this identity is newer than any remembered one (see
+                // `push_planned`): the copy is adopted as passed (its next runs find it at once).
+                let mut p = if b.passed.iter().any(|p| p.copy_identity == identity) {
+                    Planned {
+                        stmt,
+                        tree,
+                        copy_identity: identity,
+                        decision: None,
+                        relids: Rc::new(Vec::new()),
+                        arm_ran: 0,
+                        timed: false,
+                        node_timed: false,
+                    }
+                } else {
+                    b.planned
+                        .iter()
+                        .rev()
+                        .find(|p| p.copy_identity == identity)?
+                        .clone()
+                };
                 (p.stmt, p.tree) = (stmt, tree);
                 if b.adopted.len() == ADOPTED {
                     b.adopted.pop_front();

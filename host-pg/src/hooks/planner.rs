@@ -119,11 +119,7 @@ pub(super) unsafe fn call_planner(
     };
     // A plan now at this address means any plan remembered there was freed: forget it, or the
     // executor hooks would take this statement for that one.
-    BACKEND.with(|b| {
-        let mut b = b.borrow_mut();
-        b.planned.retain(|p| p.stmt != planned as usize);
-        b.adopted.retain(|p| p.stmt != planned as usize);
-    });
+    forget_address(planned as usize);
     planned
 }
 
@@ -248,26 +244,12 @@ pub(super) fn remember(
     OUTCOME.with(|o| *o.borrow_mut() = Some(Outcome::Decided(decision, arm_ran)));
 }
 
-/// An in-scope statement planned without a decision: remembered as such, so that the
-/// executor does not take it (or the plan cache's copy of it) for an earlier statement of the
-/// same shape that had one. `why` is what `ruvector_dag_compare_json` reports.
+/// An in-scope statement planned without a decision: remembered as such (see [`Passed`]), so
+/// that the executor does not take it (or the plan cache's copy of it) for an earlier statement
+/// of the same shape that had one. `why` is what `ruvector_dag_compare_json` reports.
 pub(super) fn pass_in_scope(stmt: *mut pg_sys::PlannedStmt, why: impl Into<Why>) {
-    thread_local! {
-        /// One empty list for every statement passed (no allocation per statement).
-        static NO_TABLES: Rc<Vec<u32>> = Rc::new(Vec::new());
-    }
     passed(why);
-    let planned = Planned {
-        stmt: stmt as usize,
-        tree: 0,
-        copy_identity: 0,
-        decision: None,
-        relids: NO_TABLES.with(Rc::clone),
-        arm_ran: 0,
-        timed: false,
-        node_timed: false,
-    };
-    push_planned(stmt, planned);
+    push_passed(stmt);
 }
 
 #[pg_guard]

@@ -11,7 +11,29 @@ pub(super) struct Enabled {
     version: u64,
     /// The OID of the `ruvector_dag.enabled_tables` they were read from.
     table: u32,
-    set: HashSet<u32>,
+    /// Sorted: every statement in scope looks its relations up here (a binary search over a
+    /// few words, no hashing).
+    sorted: Vec<u32>,
+}
+
+impl Enabled {
+    fn new(version: u64, table: u32, set: &HashSet<u32>) -> Enabled {
+        let mut sorted: Vec<u32> = set.iter().copied().collect();
+        sorted.sort_unstable();
+        Enabled {
+            version,
+            table,
+            sorted,
+        }
+    }
+
+    fn contains(&self, relid: u32) -> bool {
+        self.sorted.binary_search(&relid).is_ok()
+    }
+
+    fn set(&self) -> HashSet<u32> {
+        self.sorted.iter().copied().collect()
+    }
 }
 
 thread_local! {
@@ -29,13 +51,7 @@ pub fn scope_changed(relid: u32, enabled: bool) {
     } else {
         set.remove(&relid);
     }
-    ENABLED.with(|e| {
-        *e.borrow_mut() = Some(Enabled {
-            version: shared::scope_version(),
-            table,
-            set,
-        })
-    });
+    ENABLED.with(|e| *e.borrow_mut() = Some(Enabled::new(shared::scope_version(), table, &set)));
     register_xact_callback(PgXactCallbackEvent::Commit, shared::bump_scope);
     register_xact_callback(PgXactCallbackEvent::Abort, forget_enabled);
 }
@@ -52,7 +68,7 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
         e.borrow()
             .as_ref()
             .filter(|c| c.version == version && c.table == table)
-            .map(|c| c.set.clone())
+            .map(Enabled::set)
     }) {
         return set;
     }
@@ -67,13 +83,7 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
     // (its own rows), never the set another backend read from committed rows.
     if let Some(shared_set) = (!writing).then(|| shared::scope_set(db, table)).flatten() {
         let set: HashSet<u32> = shared_set.into_iter().collect();
-        ENABLED.with(|e| {
-            *e.borrow_mut() = Some(Enabled {
-                version,
-                table,
-                set: set.clone(),
-            })
-        });
+        ENABLED.with(|e| *e.borrow_mut() = Some(Enabled::new(version, table, &set)));
         return set;
     }
     // SAFETY: reads a backend-local flag.
@@ -82,7 +92,7 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
         return ENABLED.with(|e| {
             e.borrow()
                 .as_ref()
-                .map(|c| c.set.clone())
+                .map(Enabled::set)
                 .unwrap_or_default()
         });
     }
@@ -119,13 +129,7 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
             if !writing {
                 shared::publish_scope(db, table, version, &set);
             }
-            ENABLED.with(|e| {
-                *e.borrow_mut() = Some(Enabled {
-                    version,
-                    table,
-                    set: set.clone(),
-                })
-            });
+            ENABLED.with(|e| *e.borrow_mut() = Some(Enabled::new(version, table, &set)));
             set
         }
         Err(e) => {
@@ -201,7 +205,7 @@ pub(super) unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
             visit_relations(
                 parse,
                 &mut |r| {
-                    if c.set.contains(&r) {
+                    if c.contains(r) {
                         rels.push(r);
                     }
                 },

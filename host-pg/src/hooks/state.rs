@@ -61,6 +61,10 @@ pub(super) struct Backend {
     /// Why loading failed, for the shared version and arm list it failed at.
     pub(super) failed: Option<(u64, String, String)>,
     pub(super) planned: VecDeque<Planned>,
+    /// In-scope statements planned without a decision ([`pass_in_scope`]), newest at
+    /// `passed_next - 1`.
+    pub(super) passed: [Passed; PASSED],
+    pub(super) passed_next: usize,
     /// Plan cache copies of remembered plans, by the copy's address; most recently executed
     /// last (see [`ADOPTED`]).
     pub(super) adopted: VecDeque<Planned>,
@@ -81,6 +85,8 @@ thread_local! {
         loaded: None,
         failed: None,
         planned: VecDeque::new(),
+        passed: [Passed { stmt: 0, tree: 0, copy_identity: 0 }; PASSED],
+        passed_next: 0,
         adopted: VecDeque::new(),
         last_explained: None,
         last_decided: None,

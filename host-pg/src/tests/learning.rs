@@ -633,14 +633,30 @@ fn statements_planned_through_the_plan_cache_are_observed() {
     Spi::run(JOIN).unwrap();
     let before = counter("backend_observed");
     assert!(before >= 1);
-    // PREPARE / EXECUTE: five custom plans, then the generic one, each a copy the plan cache
-    // made after the planner hook returned.
+    // PREPARE / EXECUTE: a statement without parameters gets its generic plan at its first
+    // EXECUTE, a copy the plan cache made after the planner hook returned, and runs it after.
     Spi::run(&format!("PREPARE rv_cached AS {JOIN}")).unwrap();
     for _ in 0..7 {
         Spi::run("EXECUTE rv_cached").unwrap();
     }
     let prepared = counter("backend_observed");
     assert_eq!(prepared - before, 7, "EXECUTE runs observed");
+    // The same plan, now below ruvector.dag_replan_min_cost: passed, and neither a statement
+    // planned so nor the plan cache's copy of one (a new prepared statement) is taken for the
+    // earlier decided plannings that had the same plan (a copy is found by its identity).
+    Spi::run(&format!(
+        "SET ruvector.dag_replan_min_cost = 1e9; PREPARE rv_cheap AS {JOIN}"
+    ))
+    .unwrap();
+    for _ in 0..3 {
+        Spi::run("EXECUTE rv_cheap").unwrap();
+        Spi::run(JOIN).unwrap();
+    }
+    assert_eq!(counter("backend_observed"), prepared, "runs below the threshold observed");
+    Spi::run("SET ruvector.dag_replan_min_cost = 0; DEALLOCATE rv_cheap").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_observed"), prepared + 1, "above it again");
+    let prepared = counter("backend_observed");
     // The generic plan stays recognised while it runs, however many statements are planned
     // meanwhile: 70 open cursors keep 70 plannings alive (more than the 64 remembered).
     Spi::run("SET plan_cache_mode = force_generic_plan").unwrap();
