@@ -89,12 +89,7 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
     // SAFETY: reads a backend-local flag.
     if !unsafe { pg_sys::ActiveSnapshotSet() } {
         // Reading needs a snapshot; keep what is known until the next statement that has one.
-        return ENABLED.with(|e| {
-            e.borrow()
-                .as_ref()
-                .map(Enabled::set)
-                .unwrap_or_default()
-        });
+        return ENABLED.with(|e| e.borrow().as_ref().map(Enabled::set).unwrap_or_default());
     }
     let _busy = Busy::enter();
     // Read with a snapshot taken now, after `version` was current: the statement's own
