@@ -33,6 +33,7 @@ pub mod guc;
 pub mod hooks;
 pub mod learner;
 pub mod model_cache;
+pub mod names;
 pub mod plan;
 pub mod plantree;
 pub mod plugins;
@@ -64,6 +65,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         shared::request();
         hooks::install();
+        names::install();
         worker::register();
         learner::prepare_machinery();
     }
@@ -75,11 +77,12 @@ pub(crate) static ENABLED_TABLES: &std::ffi::CStr = c"enabled_tables";
 pub(crate) static LEARNED_STATE: &std::ffi::CStr = c"learned_state";
 
 /// The OID of the extension's table `name` (one of the statics above: it is known by the
-/// address of its name) in schema `ruvector_dag`, 0 when it is not there
-/// (the extension is not installed in this database). Two syscache lookups the first time, then
-/// remembered in this process until `pg_class` or `pg_namespace` changes (a catalog cache
-/// invalidation: the extension created, dropped or re-created here or in another session, a
-/// table renamed), so the planner hook's scope check costs a comparison per statement.
+/// address of its name) in schema `ruvector_dag`, 0 when it is not there (the extension is not
+/// installed in this database). Remembered in this process until `pg_class` or `pg_namespace`
+/// changes (a catalog cache invalidation: the extension created, dropped or re-created here or
+/// in another session, a table renamed), so the planner hook's scope check costs a comparison
+/// per statement. Shared between processes ([`names`]): a new session takes what another
+/// found, and makes the two syscache lookups (cold in a new backend) only when none did.
 pub(crate) fn extension_relid(name: &'static std::ffi::CStr) -> u32 {
     thread_local! {
         /// (name, OID, the invalidation generation it was looked up at).
@@ -99,23 +102,49 @@ pub(crate) fn extension_relid(name: &'static std::ffi::CStr) -> u32 {
     if let Some(oid) = known {
         return oid;
     }
-    // SAFETY: catalog lookups by name, in a transaction (the callers plan or run SQL).
-    let oid = unsafe {
-        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
-        if ns == pg_sys::InvalidOid {
-            0
-        } else {
-            pg_sys::get_relname_relid(name.as_ptr(), ns).to_u32()
-        }
-    };
-    // A lookup can itself take in invalidations (a catalog cache miss opens the catalog): what
-    // it found is kept only when none arrived meanwhile.
-    if CATALOG_GENERATION.with(|g| g.get()) == generation {
+    let remember = |oid: u32, generation: u64| {
         KNOWN.with(|k| {
             let mut k = k.borrow_mut();
             k.retain(|(n, _, g)| *g == generation && !std::ptr::eq(*n, name));
             k.push((name, oid, generation));
         });
+    };
+    let db = database();
+    let which = names::index_of(name);
+    let shareable = which.is_some() && names::shareable();
+    if let Some(oid) = which
+        .filter(|_| shareable)
+        .and_then(|w| shared::shared_name(db, w))
+    {
+        remember(oid, generation);
+        return oid;
+    }
+    let epoch = shared::names_epoch();
+    names::counted_lookup();
+    // SAFETY: catalog lookups by name, in a transaction (the callers plan or run SQL); the
+    // invalidations taken in first make them see every commit before `epoch`.
+    let (ns, oid, before) = unsafe {
+        if shareable {
+            pg_sys::AcceptInvalidationMessages();
+        }
+        let before = CATALOG_GENERATION.with(|g| g.get());
+        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            (0, 0, before)
+        } else {
+            let oid = pg_sys::get_relname_relid(name.as_ptr(), ns).to_u32();
+            (ns.to_u32(), oid, before)
+        }
+    };
+    if shareable && oid != 0 {
+        if let Some(w) = which {
+            shared::publish_names(db, &[(w, oid), (shared::NAMESPACE_NAME, ns)], epoch);
+        }
+    }
+    // A lookup can itself take in invalidations (a catalog cache miss opens the catalog): what
+    // it found is kept only when none arrived meanwhile.
+    if CATALOG_GENERATION.with(|g| g.get()) == before {
+        remember(oid, before);
     }
     oid
 }
@@ -125,6 +154,13 @@ thread_local! {
     /// names (a `Cell`: the callback never fails to record one, whatever is borrowed).
     static CATALOG_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Forget the OIDs of the extension's relations this process remembered (tests: the next
+/// [`extension_relid`] finds them again, as a new session does).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn forget_extension_relids() {
+    CATALOG_GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
 }
 
 /// Register (once per process) the catalog cache callbacks that move [`CATALOG_GENERATION`].

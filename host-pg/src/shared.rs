@@ -91,6 +91,14 @@ struct Shared {
     refused_next: std::sync::atomic::AtomicU32,
     /// Each learning database's enabled tables as last read (see [`scope_set`]).
     scopes: [ScopeSlot; MAX_LEARNERS],
+    /// Moves after the commit of a transaction that dropped, renamed or moved one of the
+    /// extension's relations or its schema, or dropped a database: the OIDs shared before are
+    /// forgotten (see [`shared_name`]). 0 for good after a prepared transaction did so (its
+    /// commit may come from any process).
+    names_epoch: AtomicU64,
+    /// Each database's OIDs of the extension's relations and schema, as some process found
+    /// them (see [`shared_name`]).
+    names: [NamesSlot; MAX_LEARNERS],
     /// Guarded by `lock`.
     ring: std::cell::UnsafeCell<RingHeader>,
 }
@@ -114,6 +122,24 @@ struct ScopeSlot {
     table: std::sync::atomic::AtomicU32,
     len: std::sync::atomic::AtomicU32,
     oids: [std::sync::atomic::AtomicU32; SCOPE_TABLES],
+}
+
+/// The extension's relations whose OIDs are shared between processes
+/// (`crate::extension_relid`), its schema after them.
+pub const SHARED_NAMES: usize = 3;
+/// Where the schema's OID is in a [`NamesSlot`].
+pub const NAMESPACE_NAME: usize = SHARED_NAMES - 1;
+
+/// One database's OIDs of the extension's relations and schema, found by a process's catalog
+/// lookups and shared with every later session (a session's first statement then makes none).
+/// Written under `busy` as a sequence lock: `label` is 0 while written, otherwise the names
+/// epoch the OIDs were found at; 0 in `oids` is not known.
+#[repr(C)]
+struct NamesSlot {
+    db: std::sync::atomic::AtomicU32,
+    busy: std::sync::atomic::AtomicBool,
+    label: AtomicU64,
+    oids: [std::sync::atomic::AtomicU32; SHARED_NAMES],
 }
 
 /// Statements that can wait for a background explorer at once (all databases).
@@ -329,6 +355,13 @@ unsafe extern "C-unwind" fn on_startup() {
                 len: std::sync::atomic::AtomicU32::new(0),
                 oids: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
             }),
+            names_epoch: AtomicU64::new(1),
+            names: std::array::from_fn(|_| NamesSlot {
+                db: std::sync::atomic::AtomicU32::new(0),
+                busy: std::sync::atomic::AtomicBool::new(false),
+                label: AtomicU64::new(0),
+                oids: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
+            }),
             ring: std::cell::UnsafeCell::new(RingHeader {
                 head: 0,
                 tail: 0,
@@ -507,6 +540,101 @@ pub fn publish_scope(db: u32, table: u32, version: u64, set: &std::collections::
         slot.label.store(version, Ordering::Release);
     }
     slot.busy.store(false, Ordering::Release);
+}
+
+/// The names epoch now (0: names are not shared, or no shared memory).
+pub fn names_epoch() -> u64 {
+    shared().map_or(0, |s| s.names_epoch.load(Ordering::Acquire))
+}
+
+/// The OID of the extension's relation (or schema) number `which` ([`SHARED_NAMES`]) in
+/// database `db`, as a process found it since the names epoch last moved; None when none is
+/// shared.
+pub fn shared_name(db: u32, which: usize) -> Option<u32> {
+    let s = shared()?;
+    let epoch = s.names_epoch.load(Ordering::Acquire);
+    if epoch == 0 {
+        return None;
+    }
+    let slot = s
+        .names
+        .iter()
+        .find(|x| x.db.load(Ordering::Acquire) == db)?;
+    if slot.label.load(Ordering::Acquire) != epoch {
+        return None;
+    }
+    let oid = slot.oids.get(which)?.load(Ordering::Acquire);
+    // Written or forgotten meanwhile: not known.
+    (oid != 0
+        && slot.label.load(Ordering::Acquire) == epoch
+        && s.names_epoch.load(Ordering::Acquire) == epoch)
+        .then_some(oid)
+}
+
+/// Share `found` ((which, OID) pairs, see [`shared_name`]), database `db`'s OIDs found by
+/// catalog lookups that began at names epoch `epoch` (with this process's invalidations taken
+/// in). Skipped when the epoch moved since, another process is writing or every slot is taken.
+pub fn publish_names(db: u32, found: &[(usize, u32)], epoch: u64) {
+    let Some(s) = shared() else { return };
+    if epoch == 0 {
+        return;
+    }
+    let Some(slot) = find_or_claim(&s.names, db, |x| &x.db) else {
+        return;
+    };
+    if slot
+        .busy
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    if s.names_epoch.load(Ordering::Acquire) == epoch {
+        let before = slot.label.swap(0, Ordering::AcqRel);
+        if before != epoch {
+            // Found at an earlier epoch: forgotten.
+            for o in &slot.oids {
+                o.store(0, Ordering::Release);
+            }
+        }
+        for &(which, oid) in found {
+            if let Some(o) = slot.oids.get(which) {
+                o.store(oid, Ordering::Release);
+            }
+        }
+        slot.label.store(epoch, Ordering::Release);
+    }
+    slot.busy.store(false, Ordering::Release);
+}
+
+/// Whether `oid` is one of the OIDs shared for database `db` (at any epoch).
+pub fn is_shared_name(db: u32, oid: u32) -> bool {
+    shared().is_some_and(|s| {
+        s.names
+            .iter()
+            .filter(|x| x.db.load(Ordering::Acquire) == db)
+            .any(|x| x.oids.iter().any(|o| o.load(Ordering::Acquire) == oid))
+    })
+}
+
+/// A committed transaction may have changed the extension's names (after its invalidations
+/// were sent): every OID shared before is forgotten.
+pub fn names_changed() {
+    if let Some(s) = shared() {
+        let _ = s
+            .names_epoch
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
+                (e != 0).then(|| e.wrapping_add(1).max(1))
+            });
+    }
+}
+
+/// A prepared transaction may change the extension's names whenever it is committed, by any
+/// process: names are not shared again until the server restarts.
+pub fn stop_sharing_names() {
+    if let Some(s) = shared() {
+        s.names_epoch.store(0, Ordering::Release);
+    }
 }
 
 /// Record that the learner `pid` runs for database `db` (pid 0: it stopped).

@@ -656,7 +656,6 @@ fn statements_planned_through_the_plan_cache_are_observed() {
     Spi::run("SET ruvector.dag_replan_min_cost = 0; DEALLOCATE rv_cheap").unwrap();
     Spi::run(JOIN).unwrap();
     assert_eq!(counter("backend_observed"), prepared + 1, "above it again");
-    let prepared = counter("backend_observed");
     // The generic plan stays recognised while it runs, however many statements are planned
     // meanwhile: 70 open cursors keep 70 plannings alive (more than the 64 remembered).
     Spi::run("SET plan_cache_mode = force_generic_plan").unwrap();

@@ -43,6 +43,59 @@ fn the_enabled_set_is_shared_for_its_version_and_table_only_once_committed() {
     assert!(shared(table).is_none_or(|s| !s.contains(&orders)));
 }
 
+#[pg_test]
+fn the_extensions_table_oids_are_shared_until_a_committed_change_of_its_names() {
+    // Nothing written yet in this transaction: it may read and share the OIDs.
+    assert!(crate::names::shareable());
+    let db = crate::database();
+    crate::forget_extension_relids();
+    let enabled = crate::extension_relid(crate::ENABLED_TABLES);
+    let learned = crate::extension_relid(crate::LEARNED_STATE);
+    assert_eq!(crate::shared::shared_name(db, 0), Some(enabled));
+    assert_eq!(crate::shared::shared_name(db, 1), Some(learned));
+    // Forgotten in this process (as in a new session): found in shared memory, no lookup.
+    let lookups = crate::names::lookups();
+    crate::forget_extension_relids();
+    assert_eq!(crate::extension_relid(crate::ENABLED_TABLES), enabled);
+    assert_eq!(crate::extension_relid(crate::LEARNED_STATE), learned);
+    assert_eq!(crate::names::lookups(), lookups);
+    // They are the tables' OIDs.
+    let oid = |name: &str| {
+        one::<pg_sys::Oid>(&format!("SELECT 'ruvector_dag.{name}'::regclass::oid")).to_u32()
+    };
+    assert_eq!((enabled, learned), (oid("enabled_tables"), oid("learned_state")));
+    // Another table created, renamed and dropped: the extension's names are not touched.
+    Spi::run(
+        "CREATE TABLE rv_other (x int); ALTER TABLE rv_other RENAME TO rv_other2;
+         DROP TABLE rv_other2",
+    )
+    .unwrap();
+    assert!(!crate::names::pending());
+    // A transaction that wrote may see its own uncommitted names: it looks them up itself.
+    assert!(!crate::names::shareable());
+    crate::forget_extension_relids();
+    assert_eq!(crate::extension_relid(crate::ENABLED_TABLES), enabled);
+    assert_eq!(crate::names::lookups(), lookups + 1);
+    // A rename of one of the extension's tables marks the transaction, which sees its own
+    // rename.
+    Spi::run("ALTER TABLE ruvector_dag.enabled_tables RENAME TO enabled_tables_renamed").unwrap();
+    assert!(crate::names::pending());
+    assert_eq!(crate::extension_relid(crate::ENABLED_TABLES), 0);
+    assert_eq!(crate::shared::shared_name(db, 0), Some(enabled), "not before its commit");
+    // Its commit moves the names epoch (here by hand: a test's transaction rolls back): what
+    // was shared is forgotten, and a lookup that began before the move shares nothing.
+    let epoch = crate::shared::names_epoch();
+    crate::shared::names_changed();
+    assert_eq!(crate::shared::shared_name(db, 0), None);
+    assert_eq!(crate::shared::shared_name(db, 1), None);
+    crate::shared::publish_names(db, &[(1, learned)], epoch);
+    assert_eq!(crate::shared::shared_name(db, 1), None, "a stale lookup shares nothing");
+    crate::shared::publish_names(db, &[(1, learned)], crate::shared::names_epoch());
+    assert_eq!(crate::shared::shared_name(db, 1), Some(learned));
+    Spi::run("ALTER TABLE ruvector_dag.enabled_tables_renamed RENAME TO enabled_tables").unwrap();
+    assert_eq!(crate::extension_relid(crate::ENABLED_TABLES), enabled);
+}
+
 #[pg_test(error = "relation \"no_such_table\" does not exist")]
 fn enabling_an_unknown_table_is_an_error() {
     Spi::run("SELECT ruvector_dag.ruvector_enable_neural_dag('no_such_table')").unwrap();
