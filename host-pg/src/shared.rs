@@ -520,16 +520,9 @@ pub fn publish_scope(db: u32, table: u32, version: u64, set: &std::collections::
     if set.len() > SCOPE_TABLES || version == 0 {
         return;
     }
-    let Some(slot) = find_or_claim(&s.scopes, db, |x| &x.db) else {
+    let Some(slot) = slot_to_write(&s.scopes, db, |x| (&x.db, &x.busy)) else {
         return;
     };
-    if slot
-        .busy
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return;
-    }
     if scope_version() == version {
         slot.label.store(0, Ordering::Release);
         slot.table.store(table, Ordering::Release);
@@ -579,16 +572,9 @@ pub fn publish_names(db: u32, found: &[(usize, u32)], epoch: u64) {
     if epoch == 0 {
         return;
     }
-    let Some(slot) = find_or_claim(&s.names, db, |x| &x.db) else {
+    let Some(slot) = slot_to_write(&s.names, db, |x| (&x.db, &x.busy)) else {
         return;
     };
-    if slot
-        .busy
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return;
-    }
     if s.names_epoch.load(Ordering::Acquire) == epoch {
         let before = slot.label.swap(0, Ordering::AcqRel);
         if before != epoch {
@@ -1185,6 +1171,27 @@ pub(crate) fn find_or_claim<T>(
                     .is_ok()
             })
         })
+}
+
+/// Database `db`'s slot among `slots` (claimed when it has none) with its busy flag taken: a
+/// try-lock, None when another process is writing it or every slot is taken. The caller clears
+/// the flag when done.
+fn slot_to_write<T>(
+    slots: &[T],
+    db: u32,
+    fields: impl Fn(
+        &T,
+    ) -> (
+        &std::sync::atomic::AtomicU32,
+        &std::sync::atomic::AtomicBool,
+    ),
+) -> Option<&T> {
+    let slot = find_or_claim(slots, db, |x| fields(x).0)?;
+    fields(slot)
+        .1
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+        .then_some(slot)
 }
 
 /// Record that the explorer of database `db` runs as `pid` (0: it ended); a new one has not
