@@ -94,25 +94,36 @@ unsafe extern "C-unwind" fn object_access(
     {
         return;
     }
-    let db = pg_sys::MyDatabaseId.to_u32();
-    let ours = if class_id == pg_sys::DatabaseRelationId {
-        access == pg_sys::ObjectAccessType::OAT_DROP
-    } else if class_id == pg_sys::NamespaceRelationId {
-        shared::is_shared_name(db, object_id.to_u32())
-            || object_id == pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true)
-    } else if class_id == pg_sys::RelationRelationId {
-        // Shared, or in the extension's schema (a lookup may be sharing it right now).
-        shared::is_shared_name(db, object_id.to_u32()) || {
-            let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
-            ns != pg_sys::InvalidOid && pg_sys::get_rel_namespace(object_id) == ns
+    if class_id == pg_sys::DatabaseRelationId {
+        if access == pg_sys::ObjectAccessType::OAT_DROP {
+            mark();
         }
-    } else {
-        false
+        return;
+    }
+    let namespace = class_id == pg_sys::NamespaceRelationId;
+    if !namespace && class_id != pg_sys::RelationRelationId {
+        return;
+    }
+    // Shared, or (a lookup may be sharing it right now) the extension's schema or in it.
+    let ours = shared::is_shared_name(pg_sys::MyDatabaseId.to_u32(), object_id.to_u32()) || {
+        let ns = pg_sys::get_namespace_oid(c"ruvector_dag".as_ptr(), true);
+        ns != pg_sys::InvalidOid
+            && if namespace {
+                object_id == ns
+            } else {
+                pg_sys::get_rel_namespace(object_id) == ns
+            }
     };
     if ours {
-        PENDING.set(true);
-        register_xact_callback(PgXactCallbackEvent::Prepare, shared::stop_sharing_names);
+        mark();
     }
+}
+
+/// This transaction changes the extension's names: its commit moves the epoch; a PREPARE of it
+/// stops the sharing.
+fn mark() {
+    PENDING.set(true);
+    register_xact_callback(PgXactCallbackEvent::Prepare, shared::stop_sharing_names);
 }
 
 #[pg_guard]

@@ -35,8 +35,8 @@ pub(super) struct Planned {
     pub(super) tree: usize,
     /// [`copy_identity`]: finds the plan again after the plan cache copied it.
     pub(super) copy_identity: u64,
-    /// None: the hook planned this in-scope statement without a decision (too cheap, or the
-    /// learning path failed), so neither it nor a plan cache copy of it is observed.
+    /// None only in `adopted`: a plan cache copy of a planning without a decision ([`Passed`]),
+    /// not observed. Plannings with a decision are the only ones in `planned`.
     pub(super) decision: Option<Rc<Decision>>,
     /// The enabled tables the statement reads (learned with the trajectory, for
     /// `ruvector_dag_reset(regclass)`).
@@ -171,8 +171,6 @@ pub(super) fn planned_for(query_desc: *mut pg_sys::QueryDesc) -> Option<(Remembe
             return None;
         }
         let (found, copy) = if let Some(p) = b.planned.iter().rev().find(|p| same(p)) {
-            // Planned in scope without a decision (too cheap, say): nothing to time or observe.
-            p.decision.as_ref()?;
             (p.clone(), false)
         } else {
             if b.planned.is_empty() && b.adopted.is_empty() {
