@@ -195,11 +195,11 @@ for i in "${!decisions[@]}"; do
   [[ ${decisions[$i]} == "rule explore"* || ${decisions[$i]} == "rule trial"* ]] && fail "the session ran an untried plan"
   if [[ ${decisions[$i]} == "rule verified"* ]]; then applied=$((i + 1)); break; fi
 done
-((applied > 0)) || fail "the long session never applied the plan the explorer verified (10 executions)"
+((applied > 0)) || fail "the long session never applied the plan the explorer verified (10 executions; runs given up so far $(status explorer_yielded), quiet waited for $(status explorer_quiet_ms) ms)"
 [[ ${reloads[$((applied - 1))]} == "${reloads[0]}" ]] ||
   fail "the session reloaded the learned state between its first execution and the verified plan (${reloads[0]} -> ${reloads[$((applied - 1))]})"
 [[ $(status shared_book_shapes) -gt 0 ]] || fail "status shows no shape in the shared book"
-echo "  ok: applied at execution $applied, learned state loaded once (backend_reloads ${reloads[0]}); $(status shared_book)"
+echo "  ok: applied at execution $applied, learned state loaded once (backend_reloads ${reloads[0]}); $(status shared_book); runs given up so far $(status explorer_yielded), quiet waited for $(status explorer_quiet_ms) ms"
 
 echo "==> 2. ruvector.dag_explorer_nice = 19: the lowest CPU priority, autogroup too; back to 0; pause and resume"
 epid=$(status explorer_pid)

@@ -76,6 +76,15 @@ pub const QUIET_HALF_LIFE_S: u64 = 60;
 /// less than [`QUIET_MIN_MS`]): a quiet as long as that is a gap the run fits in, whatever the
 /// window grew to ([`Backoff::needed`]).
 pub const QUIET_RUN_FACTOR: f64 = 2.0;
+/// The users' gaps (how long after one user's statement started the next did) the explorer
+/// remembers, the latest: [`Backoff::needed`] starts a run where most gaps as long as the quiet
+/// so far went on long enough for it.
+pub const GAPS_KEPT: usize = 16;
+/// Gaps remembered before they decide anything (fewer: the window alone).
+pub const GAPS_MIN: usize = 4;
+/// A gap fits a run expected to take `t` when it lasts `GAP_MARGIN` x `t` past the quiet at
+/// which the run starts (a candidate plan can be slower than the default plan's typical time).
+pub const GAP_MARGIN: f64 = 1.5;
 /// What the explorer expects planning an offered statement under every arm to take, ms (the
 /// quiet it waits for before that, at most: [`Backoff::needed`]).
 pub const PLANNING_EXPECTED_MS: f64 = 50.0;
@@ -93,37 +102,118 @@ pub const PLANNING_EXPECTED_MS: f64 = 50.0;
 /// [`QUIET_RUN_FACTOR`] times what the run is expected to take ([`Backoff::needed`]): users
 /// who start a statement every 2 s leave gaps a 300 ms run fits in, and a window grown past 2 s
 /// would never see one.
+///
+/// Waiting for a quiet of twice the run is still too long where the users' gaps are regular:
+/// a session that runs a statement, then two short ones, then sleeps 2 s leaves a 2 s gap a
+/// 900 ms run fits in only when it starts at once, not after 1.8 s of it (the explorer gave up
+/// every run of such a statement, ten in a row, on a slow CI machine). So the explorer also
+/// remembers the users' latest gaps ([`GAPS_KEPT`], measured while it waits) and, once a run
+/// was given up, starts at the shortest quiet after which more than half of the gaps that lasted
+/// that long went on for the run too ([`GAP_MARGIN`]); a run given up is a gap as well (the one
+/// that ended it), a gap during which the users' statements took every core is none. It only
+/// ever shortens the wait: where no remembered gap fits the run, the window and its cap
+/// decide, as before.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Backoff {
     quiet_ms: u32,
     /// When a run was last given up.
     last_yield: Option<Instant>,
-    /// The users' statement count last seen ([`shared::user_starts`]) and since when it has
-    /// not moved: the quiet so far, carried from one wait to the next (planning a statement's
+    /// The users' statement count last seen ([`shared::user_starts`]), since when it has
+    /// not moved, and whether that moment was seen (the explorer was watching when the count
+    /// moved): the quiet so far, carried from one wait to the next (planning a statement's
     /// candidates between two waits does not start the quiet over).
-    seen: Option<(u64, Instant)>,
+    seen: Option<(u64, Instant, bool)>,
+    /// When the count was last read: a move seen within [`WATCHING`] of it ends a gap whose
+    /// length is known.
+    last_read: Option<Instant>,
+    /// The latest gaps, ms ([`GAPS_KEPT`], a ring: `gaps_len` of them, the next at `gaps_next`).
+    gaps: [u32; GAPS_KEPT],
+    gaps_len: u8,
+    gaps_next: u8,
 }
+
+/// Two reads of the users' statement count this close watched the gap between them (the
+/// explorer polls every 20 ms while it waits).
+const WATCHING: Duration = Duration::from_millis(60);
 
 impl Backoff {
     /// The users had started `starts` statements in all at `now`: how long no user's statement
     /// has started (since this count was first seen).
     pub fn quiet_for(&mut self, starts: u64, now: Instant) -> Duration {
+        let watching = self
+            .last_read
+            .is_some_and(|r| now.saturating_duration_since(r) <= WATCHING);
+        self.last_read = Some(now);
         match self.seen {
-            Some((n, since)) if n == starts => now.saturating_duration_since(since),
-            _ => {
-                self.seen = Some((starts, now));
+            Some((n, since, _)) if n == starts => now.saturating_duration_since(since),
+            seen => {
+                // A gap seen from its start to its end: remembered.
+                if let Some((_, since, true)) = seen.filter(|_| watching) {
+                    self.remember_gap(now.saturating_duration_since(since));
+                }
+                self.seen = Some((starts, now, watching));
                 Duration::ZERO
             }
         }
     }
 
-    /// A run was given up for a user's statement (at `now`).
-    pub fn yielded(&mut self, now: Instant) {
+    /// A run was given up at `now` for a user's statement, one of `starts` started in all:
+    /// the gap the run began in ended there.
+    pub fn yielded(&mut self, now: Instant, starts: u64) {
         self.quiet_ms = self
             .window_ms(now)
             .saturating_mul(2)
             .clamp(QUIET_MIN_MS, QUIET_MAX_MS);
         self.last_yield = Some(now);
+        // Known when the statement that ended the run was the only one started in it.
+        if let Some((n, since, true)) = self.seen {
+            if starts == n + 1 {
+                self.remember_gap(now.saturating_duration_since(since));
+            }
+        }
+        self.seen = Some((starts, now, true));
+        self.last_read = Some(now);
+    }
+
+    /// The users' statements executing take every core at this read: the gap under way is no
+    /// room for a run, and is not remembered as one.
+    pub fn cores_busy(&mut self) {
+        if let Some(seen) = &mut self.seen {
+            seen.2 = false;
+        }
+    }
+
+    fn remember_gap(&mut self, gap: Duration) {
+        self.gaps[usize::from(self.gaps_next)] = gap.as_millis().min(u128::from(u32::MAX)) as u32;
+        self.gaps_next = ((usize::from(self.gaps_next) + 1) % GAPS_KEPT) as u8;
+        self.gaps_len = (usize::from(self.gaps_len) + 1).min(GAPS_KEPT) as u8;
+    }
+
+    /// The users' latest gaps, ms (oldest first, or in any order once the ring is full).
+    pub fn gaps(&self) -> &[u32] {
+        &self.gaps[..usize::from(self.gaps_len)]
+    }
+
+    /// The shortest quiet, ms, after which more than half of the remembered gaps that lasted
+    /// that long went on for a run expected to take `expected_ms` ([`GAP_MARGIN`]); None with
+    /// fewer than [`GAPS_MIN`] gaps or where no quiet is such.
+    pub fn fitting_quiet_ms(&self, expected_ms: f64) -> Option<u32> {
+        let gaps = self.gaps();
+        if gaps.len() < GAPS_MIN {
+            return None;
+        }
+        let run = GAP_MARGIN * expected_ms;
+        // What the quiet so far knows changes only where it passes a gap's length.
+        let mut quiets = [0u32; GAPS_KEPT + 1];
+        quiets[1..=gaps.len()].copy_from_slice(gaps);
+        let quiets = &mut quiets[..=gaps.len()];
+        quiets.sort_unstable();
+        quiets.iter().copied().find(|&q| {
+            let (lasted, fit) = gaps.iter().filter(|&&g| g > q).fold((0, 0), |(n, f), &g| {
+                (n + 1, f + usize::from(f64::from(g) >= f64::from(q) + run))
+            });
+            2 * fit > lasted
+        })
     }
 
     /// A run completed (at `now`).
@@ -135,12 +225,18 @@ impl Backoff {
 
     /// The quiet to wait for at `now` before a run expected to take `expected_ms` (None: not
     /// known): the window, but at most [`QUIET_RUN_FACTOR`] times the run (and not less than
-    /// [`QUIET_MIN_MS`]).
+    /// [`QUIET_MIN_MS`]), and at most the quiet after which the users' gaps say the run fits
+    /// ([`Backoff::fitting_quiet_ms`]).
     pub fn needed(&self, now: Instant, expected_ms: Option<f64>) -> Duration {
         let window = f64::from(self.window_ms(now));
         let ms = match expected_ms {
             Some(t) if t.is_finite() && t >= 0.0 => {
-                window.min((QUIET_RUN_FACTOR * t).max(f64::from(QUIET_MIN_MS)))
+                let capped = window.min((QUIET_RUN_FACTOR * t).max(f64::from(QUIET_MIN_MS)));
+                // The users' gaps say where a run this long fits: sooner, perhaps.
+                match self.fitting_quiet_ms(t) {
+                    Some(q) if window > 0.0 => capped.min(f64::from(q)),
+                    _ => capped,
+                }
             }
             _ => window,
         };
@@ -556,7 +652,7 @@ fn explore(
         // Given up for a user's statement: not evidence; tried again when the cores are free.
         if matches!(ran, Ok(Ran::Yielded)) {
             shared::count_explorer(db, ExplorerCounter::Yielded, 1);
-            backoff.yielded(Instant::now());
+            backoff.yielded(Instant::now(), shared::user_starts());
             shared::set_explorer_quiet_ms(db, backoff.window_ms(Instant::now()));
             if !pace(wall_ms) {
                 return Ok(Turn::Over);
@@ -722,15 +818,21 @@ fn while_paused() -> bool {
 fn wait_until_quiet(db: u32, backoff: &mut Backoff, expected_ms: Option<f64>) -> bool {
     let cores = hooks::cores() as i32;
     let step = Duration::from_millis(20);
-    let window = backoff.needed(Instant::now(), expected_ms);
-    shared::set_explorer_quiet_ms(db, window.as_millis() as u32);
     let mut busy = Duration::ZERO;
     loop {
         if !while_paused() {
             return false;
         }
-        let quiet = backoff.quiet_for(shared::user_starts(), Instant::now());
-        if shared::executing().0 < cores && quiet >= window {
+        let now = Instant::now();
+        let quiet = backoff.quiet_for(shared::user_starts(), now);
+        // Again at every read: a gap that just ended may change it.
+        let free = shared::executing().0 < cores;
+        if !free {
+            backoff.cores_busy();
+        }
+        let window = backoff.needed(now, expected_ms);
+        shared::set_explorer_quiet_ms(db, window.as_millis() as u32);
+        if free && quiet >= window {
             return true;
         }
         busy += step;

@@ -118,12 +118,12 @@ fn the_explorer_waits_longer_after_runs_given_up_and_less_after_runs_completed()
     b.completed(t);
     assert_eq!(b.window_ms(t), 0);
     // Each run given up doubles it, from the minimum, up to the maximum.
-    b.yielded(t);
+    b.yielded(t, 0);
     assert_eq!(b.window_ms(t), QUIET_MIN_MS);
-    b.yielded(t);
+    b.yielded(t, 0);
     assert_eq!(b.window_ms(t), 2 * QUIET_MIN_MS);
     for _ in 0..20 {
-        b.yielded(t);
+        b.yielded(t, 0);
     }
     assert_eq!(b.window_ms(t), QUIET_MAX_MS);
     // A run waits for the window, but at most a multiple of what it is expected to take (users
@@ -151,14 +151,14 @@ fn the_explorer_waits_longer_after_runs_given_up_and_less_after_runs_completed()
     // Without runs given up it decays with time: halved after a half-life, gone after many.
     let mut b = Backoff::default();
     for _ in 0..5 {
-        b.yielded(t);
+        b.yielded(t, 0);
     }
     let w = b.window_ms(t);
     let later = t + Duration::from_secs(QUIET_HALF_LIFE_S);
     assert_eq!(b.window_ms(later), w / 2);
     assert_eq!(b.window_ms(t + Duration::from_secs(QUIET_HALF_LIFE_S * 40)), 0);
     // A run given up after the decay starts from the decayed window.
-    b.yielded(later);
+    b.yielded(later, 0);
     assert_eq!(b.window_ms(later), w);
     // The quiet so far: it grows while no user's statement starts, from one wait to the next,
     // and starts over when one does.
@@ -169,6 +169,92 @@ fn the_explorer_waits_longer_after_runs_given_up_and_less_after_runs_completed()
     assert_eq!(b.quiet_for(7, t + 900 * s), 900 * s);
     assert_eq!(b.quiet_for(8, t + 950 * s), Duration::ZERO);
     assert_eq!(b.quiet_for(8, t + 1000 * s), 50 * s);
+}
+
+/// Reads the users' statement count every 20 ms from `from` to `to` (ms after `t`), as
+/// `wait_until_quiet` does, with users' statements starting at `starts` and taking every core
+/// in the `busy` spans (ms after `t`).
+#[cfg(any(test, feature = "pg_test"))]
+fn watch(
+    b: &mut crate::explorer::Backoff,
+    t: std::time::Instant,
+    starts: &[u64],
+    busy: &[(u64, u64)],
+    span: (u64, u64),
+) {
+    let mut at = span.0;
+    while at <= span.1 {
+        let n = starts.iter().filter(|&&s| s <= at).count() as u64;
+        b.quiet_for(n, t + std::time::Duration::from_millis(at));
+        if busy.iter().any(|&(from, to)| (from..to).contains(&at)) {
+            b.cores_busy();
+        }
+        at += 20;
+    }
+}
+
+#[pg_test]
+fn the_explorer_starts_a_run_where_the_users_gaps_say_it_fits() {
+    use crate::explorer::{Backoff, GAPS_KEPT, GAPS_MIN, QUIET_RUN_FACTOR};
+    use std::time::{Duration, Instant};
+    let t = Instant::now();
+    let ms = |d: Duration| d.as_millis() as u32;
+    let at = |m: u64| t + Duration::from_millis(m);
+    // A session that runs a 1 s statement (parallel: every core), two short ones 40 ms apart,
+    // then sleeps 2 s, over and over: a 900 ms run fits the 2 s gaps only when it starts at
+    // once.
+    let (mut starts, mut busy) = (Vec::new(), Vec::new());
+    for c in 0..12u64 {
+        let s = c * 3100;
+        starts.extend([s, s + 1000, s + 1040]);
+        busy.push((s, s + 1000));
+    }
+    let mut b = Backoff::default();
+    // Gaps seen while no run was given up decide nothing: no wait.
+    watch(&mut b, t, &starts, &busy, (0, 3 * 3100));
+    assert!(b.gaps().len() >= GAPS_MIN, "gaps {:?}", b.gaps());
+    assert_eq!(ms(b.needed(at(3 * 3100), Some(900.0))), 0);
+    // Runs given up in the 40 ms gap between the short statements: the window grows past twice
+    // the run, and the gaps they ended are remembered too.
+    let mut from = 3 * 3100 + 20;
+    for c in 3..10 {
+        watch(&mut b, t, &starts, &busy, (from, c * 3100 + 1020));
+        b.yielded(at(c * 3100 + 1040), 3 * c + 3);
+        from = c * 3100 + 1060;
+    }
+    let now = at(9 * 3100 + 1040);
+    let capped = (QUIET_RUN_FACTOR * 900.0) as u32;
+    assert!(b.window_ms(now) > capped, "window {}", b.window_ms(now));
+    // Where the gaps say a 900 ms run fits: after the short statements, far sooner than twice
+    // the run; the window alone would have it wait 1.8 s of a 2.06 s gap.
+    let q = ms(b.needed(now, Some(900.0)));
+    assert!((40..200).contains(&q), "a 900 ms run waits {q} ms of quiet, gaps {:?}", b.gaps());
+    // A run longer than any gap is left to the window and its cap.
+    let long = (QUIET_RUN_FACTOR * 1500.0) as u32;
+    assert_eq!(ms(b.needed(now, Some(1500.0))), b.window_ms(now).min(long));
+    // The statement's own second while it took every core is no gap.
+    assert!(b.gaps().iter().all(|&g| g != 1000), "gaps {:?}", b.gaps());
+    // Users starting a statement every 100 ms: no gap fits a 300 ms run, the window decides.
+    let every: Vec<u64> = (0..40).map(|i| i * 100).collect();
+    let mut b = Backoff::default();
+    watch(&mut b, t, &every, &[], (0, 3990));
+    assert_eq!(b.gaps().len(), GAPS_KEPT);
+    for _ in 0..6 {
+        b.yielded(at(3990), 40);
+    }
+    let w = b.window_ms(at(3990));
+    assert!(w > 0);
+    assert_eq!(ms(b.needed(at(3990), Some(300.0))), w.min((QUIET_RUN_FACTOR * 300.0) as u32));
+    // A gap the explorer did not watch from start to end (it was away) is not remembered.
+    let mut b = Backoff::default();
+    b.quiet_for(1, t);
+    b.quiet_for(1, at(20));
+    b.quiet_for(2, at(900));
+    b.quiet_for(2, at(920));
+    b.quiet_for(3, at(940));
+    assert!(b.gaps().is_empty(), "{:?}", b.gaps());
+    b.quiet_for(4, at(960));
+    assert_eq!(b.gaps(), &[20]);
 }
 
 #[pg_test]
