@@ -4,7 +4,9 @@
 # two-table join over perfectly correlated columns (cost above ruvector.dag_replan_min_cost),
 # 12 runs and a training cycle to learn it, then for each mode SESSIONS new sessions (40 by
 # default) that each run EXPLAIN (SUMMARY) of the join three times. Prints the median Planning
-# Time of the first statement and of the later two. A measurement tool (README: "Where a
+# Time of the first statement and of the later two, and (frozen, learn) the median time of each
+# of the planner hook's phases in a first statement and in a later one, microseconds
+# (`ruvector.dag_phase_timing`, `ruvector_dag_phases()`). A measurement tool (README: "Where a
 # session's first statement goes"), not a test: it asserts nothing.
 # Options: --no-install (use the installed extension).
 set -euo pipefail
@@ -35,11 +37,26 @@ for mode in off frozen learn; do
   psql_ -c "ALTER SYSTEM SET ruvector.dag_mode = '$mode'" -c "SELECT pg_reload_conf()" >/dev/null
   sleep 1
   firsts=() laters=()
-  for _ in $(seq 1 "${SESSIONS:-40}"); do
-    out=$(psql_ -At -c "EXPLAIN (SUMMARY) $Q" -c "EXPLAIN (SUMMARY) $Q" -c "EXPLAIN (SUMMARY) $Q" |
-      awk '/Planning Time/ {print $3}')
-    firsts+=("$(sed -n 1p <<<"$out")")
-    mapfile -t -O "${#laters[@]}" laters < <(sed -n 2,3p <<<"$out")
+  : >"$dir/phases"
+  P="SELECT 'phase@ ' || phase || ' ' || total_us || ' ' || times FROM ruvector_dag.ruvector_dag_phases()"
+  for s in $(seq 1 "${SESSIONS:-40}"); do
+    out=$(psql_ -At -c "SET ruvector.dag_phase_timing = on" -c "EXPLAIN (SUMMARY) $Q" -c "${P/@/1}" \
+      -c "EXPLAIN (SUMMARY) $Q" -c "EXPLAIN (SUMMARY) $Q" -c "${P/@/2}")
+    times=$(awk '/Planning Time/ {print $3}' <<<"$out")
+    firsts+=("$(sed -n 1p <<<"$times")")
+    mapfile -t -O "${#laters[@]}" laters < <(sed -n 2,3p <<<"$times")
+    # Session, phase, microseconds after the first statement and after all three.
+    awk -v s="$s" '/^phase1 / { a[$2] = $3 } /^phase2 / { b[$2] = $3 }
+      END { for (p in b) print s, p, (p in a ? a[p] : 0), b[p] }' <<<"$out" >>"$dir/phases"
   done
   echo "$mode: a session's first statement $(med "${firsts[@]}") ms, later ones $(med "${laters[@]}") ms (median Planning Time, ${SESSIONS:-40} sessions)"
+  [[ $mode == off ]] && continue
+  for which in first later; do
+    line=""
+    for p in hook postgres scope key settled copy dag load book decide after; do
+      mapfile -t v < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $3 : ($4 - $3) / 2) }' "$dir/phases")
+      ((${#v[@]})) && line+="$p $(med "${v[@]}"), "
+    done
+    echo "  $which statement, median us per phase: ${line%, }"
+  done
 done

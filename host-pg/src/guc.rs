@@ -139,6 +139,8 @@ pub static EXPLORE_SHARE: GucSetting<f64> = GucSetting::<f64>::new(0.25);
 /// 0: the explorer competes for the CPU as a user's backend does (see `explorer::priority`).
 pub static EXPLORER_NICE: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static FOREGROUND_EXPLORATION: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Off: the planner hook's phases are not timed (see `hooks::phases`).
+pub static PHASE_TIMING: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static HEALING_REPAIR: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Empty: every database that uses the extension learns (see `worker`).
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c""));
@@ -274,6 +276,14 @@ fn register_scope() {
         c"Off (the default): such statements get verified plans and the default plan only, and no user's statement runs an untried plan. With ruvector.dag_explore_share = 0 (no explorer) this decides whether learn mode explores at all.",
         &FOREGROUND_EXPLORATION,
         suset(),
+        none(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ruvector.dag_phase_timing",
+        c"Whether the planner hook times its phases in this session (ruvector_dag_status(): backend_phase_us).",
+        c"Off (the default): nothing is timed. On: two clock reads per phase of every in-scope planning, for measuring where the hook's time goes.",
+        &PHASE_TIMING,
+        user(),
         none(),
     );
 }

@@ -38,6 +38,26 @@ fn ruvector_dag_arms() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// Where the planner hook's time went in this session, phase by phase, while
+/// `ruvector.dag_phase_timing` was on: each phase's total in microseconds and how many times
+/// it ran (`hook` is the whole hook for in-scope statements, `postgres` PostgreSQL's own
+/// planning within it). Reads nothing else: the learned state is not loaded for it.
+#[pg_extern(volatile, parallel_restricted)]
+fn ruvector_dag_phases() -> TableIterator<
+    'static,
+    (
+        name!(phase, String),
+        name!(total_us, f64),
+        name!(times, i64),
+    ),
+> {
+    TableIterator::new(
+        hooks::phases::totals()
+            .into_iter()
+            .map(|(name, us, n)| (name.to_string(), us, n as i64)),
+    )
+}
+
 #[pg_extern(volatile, parallel_unsafe)]
 fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(value, String))> {
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -119,6 +139,16 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     put(
         "backend_candidate_planning_ms",
         format!("{:.3}", c.candidate_us as f64 / 1000.0),
+    );
+    put(
+        "backend_phase_us",
+        hooks::phases::summary().unwrap_or_else(|| {
+            if guc::PHASE_TIMING.get() {
+                "nothing planned in scope yet".into()
+            } else {
+                "off (ruvector.dag_phase_timing)".into()
+            }
+        }),
     );
     put("backend_fallbacks", c.fallbacks.to_string());
     put("backend_plugin_fallbacks", c.plugin_fallbacks.to_string());

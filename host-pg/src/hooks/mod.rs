@@ -45,6 +45,7 @@ mod explain;
 #[cfg(feature = "pg18")]
 pub mod explain18;
 mod identity;
+pub(crate) mod phases;
 pub(crate) mod plain;
 mod planner;
 mod scope;
@@ -54,6 +55,7 @@ mod state;
 use executor::*;
 use explain::*;
 use identity::*;
+use phases::Phase;
 use planner::*;
 use scope::*;
 use state::*;

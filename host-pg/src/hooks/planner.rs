@@ -109,6 +109,7 @@ pub(super) unsafe fn call_planner(
     cursor_options: i32,
     params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
+    let timing = phases::timing(Phase::Postgres);
     let planned = match PREV_PLANNER {
         // Another extension's hook is C: an ERROR in it must unwind through our frames as a
         // Rust panic (pgrx's FFI guard), not longjmp over them.
@@ -117,6 +118,7 @@ pub(super) unsafe fn call_planner(
         }
         None => pg_sys::standard_planner(parse, query_string, cursor_options, params),
     };
+    drop(timing);
     // A plan now at this address means any plan remembered there was freed: forget it, or the
     // executor hooks would take this statement for that one.
     forget_address(planned as usize);
@@ -284,8 +286,14 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     {
         return call_planner(parse, query_string, cursor_options, params);
     }
-    let relids = in_scope(parse);
+    let hook = phases::timing(Phase::Hook);
+    let relids = {
+        let _t = phases::timing(Phase::Scope);
+        in_scope(parse)
+    };
     if relids.is_empty() {
+        // Not in scope: not the hook's time for a statement it decides on.
+        hook.discard();
         passed("no table the query reads is enabled (ruvector_enable_neural_dag)");
         return call_planner(parse, query_string, cursor_options, params);
     }
@@ -297,6 +305,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     let may_apply = matches!(mode, Mode::Learn | Mode::Frozen);
     let min = guc::REPLAN_MIN_COST.get();
     let key = if may_apply {
+        let _t = phases::timing(Phase::Key);
         cheap::key(parse, query_string, &relids, min)
     } else {
         0
@@ -306,7 +315,11 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     // at the cost it had (otherwise that plan is kept for the usual way, if it applies the arm).
     let mut planned_alone = None;
     if key != 0 && !uncopied {
-        if let Some((dag, cost)) = settled::take(key) {
+        let took = {
+            let _t = phases::timing(Phase::Settled);
+            settled::take(key)
+        };
+        if let Some((dag, cost)) = took {
             match plan_settled(
                 key,
                 &dag,
@@ -332,6 +345,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         && !(mode == Mode::Learn && guc::FOREGROUND_EXPLORATION.get())
         && plain::settled(plain_key(key, mode));
     let pristine = if may_apply && !uncopied && !plain {
+        let _t = phases::timing(Phase::Copy);
         pg_sys::copyObjectImpl(parse as *const std::ffi::c_void) as *mut pg_sys::Query
     } else {
         std::ptr::null_mut()
@@ -361,7 +375,11 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         );
         return default;
     }
-    let dag = match dag_from_plan(default) {
+    let read = {
+        let _t = phases::timing(Phase::Dag);
+        dag_from_plan(default)
+    };
+    let dag = match read {
         Ok(d) => std::sync::Arc::new(d),
         Err(e) => {
             note_error("reading the plan", &e);
@@ -400,7 +418,10 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             );
         }
     }
-    let timed = decided_in_scope(&mut decision, at, params, &relids);
+    let timed = {
+        let _t = phases::timing(Phase::After);
+        decided_in_scope(&mut decision, at, params, &relids)
+    };
     // Exploration due (learn mode only): plan under every unblocked arm and let the optimizer
     // pick among the distinct plans; the chosen arm's plan is used as it is.
     let mut candidates: Vec<(u8, *mut pg_sys::PlannedStmt)> = Vec::new();
@@ -415,6 +436,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     }
     let apply = may_apply && !pristine.is_null() && decision.arm != 0;
     if !apply {
+        let _t = phases::timing(Phase::After);
         settled::forget(key);
         remember(default, decision, relids, 0, timed);
         return default;
@@ -452,6 +474,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     }
     let verified_cost = (verified == Some(decision.plan)).then(|| (*(*chosen).planTree).total_cost);
     let fingerprint = decision.fingerprint;
+    let _t = phases::timing(Phase::After);
     remember(chosen, decision, relids, arm, timed);
     if key != 0 {
         settled::note(key, dag, fingerprint, verified_cost);
@@ -557,6 +580,7 @@ fn decide_for(
     let mut decide = |need: Need| {
         let plugin = plugin.take().flatten();
         with_state_for(need, dag.shape_hash(), |o| {
+            let _t = phases::timing(Phase::Decide);
             o.set_plugin(plugin);
             if full {
                 o.decide_with(dag, exploration)

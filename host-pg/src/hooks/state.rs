@@ -303,11 +303,17 @@ pub(super) fn with_state_for<R>(
     fingerprint: u64,
     f: impl FnOnce(&mut Optimizer) -> R,
 ) -> Result<R, String> {
-    ready_for(need)?;
+    {
+        let _t = phases::timing(Phase::Load);
+        ready_for(need)?;
+    }
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         let l = b.loaded.as_mut().expect("ready");
-        crate::book::bring_in(crate::database(), &mut l.holding, &mut l.opt, fingerprint);
+        {
+            let _t = phases::timing(Phase::Book);
+            crate::book::bring_in(crate::database(), &mut l.holding, &mut l.opt, fingerprint);
+        }
         Ok(f(&mut l.opt))
     })
 }

@@ -849,3 +849,56 @@ fn runs_are_recorded_in_the_shared_evidence_book_that_every_session_decides_on()
     assert!(status("shared_book").starts_with("not seeded"), "{}", status("shared_book"));
     assert_eq!(counter("shared_book_shapes"), 0);
 }
+
+#[pg_test]
+fn the_planner_hooks_phases_are_timed_only_while_asked_and_add_up() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'learn';
+         SET ruvector.dag_replan_min_cost = 0;",
+    )
+    .unwrap();
+    let phases = || -> Vec<(String, f64, i64)> {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT phase, total_us, times FROM ruvector_dag.ruvector_dag_phases()",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| {
+                (
+                    r.get::<String>(1).unwrap().unwrap(),
+                    r.get::<f64>(2).unwrap().unwrap(),
+                    r.get::<i64>(3).unwrap().unwrap(),
+                )
+            })
+            .collect()
+        })
+    };
+    // Off by default: nothing timed.
+    Spi::run(JOIN).unwrap();
+    assert!(phases().is_empty(), "{:?}", phases());
+    assert!(status("backend_phase_us").starts_with("off"));
+    Spi::run("SET ruvector.dag_phase_timing = on").unwrap();
+    Spi::run(JOIN).unwrap();
+    // Statements out of scope (this one reads no enabled table) are not the hook's decisions.
+    Spi::run("SELECT count(*) FROM pg_class").unwrap();
+    let p = phases();
+    let get = |name: &str| p.iter().find(|x| x.0 == name).cloned();
+    let (_, hook, n) = get("hook").unwrap_or_else(|| panic!("no hook row: {p:?}"));
+    assert_eq!(n, 1, "{p:?}");
+    for name in ["postgres", "scope", "key", "dag", "load", "book", "decide", "after"] {
+        let (_, us, n) = get(name).unwrap_or_else(|| panic!("no {name} row: {p:?}"));
+        assert!(n >= 1 && us > 0.0, "{p:?}");
+    }
+    // The phases run one after the other inside the hook.
+    let inner: f64 = p.iter().filter(|x| x.0 != "hook").map(|x| x.1).sum();
+    assert!(inner <= hook, "phases {inner} us in a hook of {hook} us: {p:?}");
+    assert!(status("backend_phase_us").starts_with("hook "));
+    // Off again: the totals stay as they were.
+    Spi::run("SET ruvector.dag_phase_timing = off").unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(phases(), p);
+}
