@@ -90,7 +90,7 @@ pub(crate) fn timing(phase: Phase) -> Timing {
 }
 
 impl Timing {
-    /// Not measured after all (the statement turned out not to be in scope).
+    /// Not counted after all (the statement turned out not to be in scope).
     pub(crate) fn discard(mut self) {
         if let Some((Phase::Hook, _)) = self.0.take() {
             IN_HOOK.set(false);

@@ -287,16 +287,16 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
         return call_planner(parse, query_string, cursor_options, params);
     }
     let hook = phases::timing(Phase::Hook);
-    let relids = {
-        let _t = phases::timing(Phase::Scope);
-        in_scope(parse)
-    };
+    let scope = phases::timing(Phase::Scope);
+    let relids = in_scope(parse);
     if relids.is_empty() {
         // Not in scope: not the hook's time for a statement it decides on.
+        scope.discard();
         hook.discard();
         passed("no table the query reads is enabled (ruvector_enable_neural_dag)");
         return call_planner(parse, query_string, cursor_options, params);
     }
+    drop(scope);
     // This database learns: the launcher starts its learner (a few atomic reads once known).
     shared::want_learner(pg_sys::MyDatabaseId.to_u32());
     // The planner scribbles on its Query: keep a pristine copy for planning again under an arm
