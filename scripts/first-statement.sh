@@ -5,8 +5,8 @@
 # 12 runs and a training cycle to learn it, then for each mode SESSIONS new sessions (40 by
 # default) that each run EXPLAIN (SUMMARY) of the join three times. Prints the median Planning
 # Time of the first statement and of the later two, and (frozen, learn) the median time of each
-# of the planner hook's phases in a first statement and in a later one, microseconds
-# (`ruvector.dag_phase_timing`, `ruvector_dag_phases()`). A measurement tool (README: "Where a
+# of the planner hook's phases in a first statement and in a later one, microseconds, with the
+# page faults taken in it (`ruvector.dag_phase_timing`, `ruvector_dag_phases()`). A measurement tool (README: "Where a
 # session's first statement goes"), not a test: it asserts nothing.
 # Options: --no-install (use the installed extension).
 set -euo pipefail
@@ -38,16 +38,18 @@ for mode in off frozen learn; do
   sleep 1
   firsts=() laters=()
   : >"$dir/phases"
-  P="SELECT 'phase@ ' || phase || ' ' || total_us || ' ' || times FROM ruvector_dag.ruvector_dag_phases()"
+  P="SELECT 'phase@ ' || phase || ' ' || total_us || ' ' || page_faults FROM ruvector_dag.ruvector_dag_phases()"
   for s in $(seq 1 "${SESSIONS:-40}"); do
     out=$(psql_ -At -c "SET ruvector.dag_phase_timing = on" -c "EXPLAIN (SUMMARY) $Q" -c "${P/@/1}" \
       -c "EXPLAIN (SUMMARY) $Q" -c "EXPLAIN (SUMMARY) $Q" -c "${P/@/2}")
     times=$(awk '/Planning Time/ {print $3}' <<<"$out")
     firsts+=("$(sed -n 1p <<<"$times")")
     mapfile -t -O "${#laters[@]}" laters < <(sed -n 2,3p <<<"$times")
-    # Session, phase, microseconds after the first statement and after all three.
-    awk -v s="$s" '/^phase1 / { a[$2] = $3 } /^phase2 / { b[$2] = $3 }
-      END { for (p in b) print s, p, (p in a ? a[p] : 0), b[p] }' <<<"$out" >>"$dir/phases"
+    # Session, phase, microseconds after the first statement and after all three, page faults
+    # after the first and after all three.
+    awk -v s="$s" '/^phase1 / { a[$2] = $3; fa[$2] = $4 } /^phase2 / { b[$2] = $3; fb[$2] = $4 }
+      END { for (p in b) print s, p, (p in a ? a[p] : 0), b[p], (p in a ? fa[p] : 0), fb[p] }' \
+      <<<"$out" >>"$dir/phases"
   done
   echo "$mode: a session's first statement $(med "${firsts[@]}") ms, later ones $(med "${laters[@]}") ms (median Planning Time, ${SESSIONS:-40} sessions)"
   [[ $mode == off ]] && continue
@@ -55,8 +57,9 @@ for mode in off frozen learn; do
     line=""
     for p in hook postgres scope key settled copy dag load book decide after; do
       mapfile -t v < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $3 : ($4 - $3) / 2) }' "$dir/phases")
-      ((${#v[@]})) && line+="$p $(med "${v[@]}"), "
+      mapfile -t f < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $5 : ($6 - $5) / 2) }' "$dir/phases")
+      ((${#v[@]})) && line+="$p $(med "${v[@]}")/$(med "${f[@]}"), "
     done
-    echo "  $which statement, median us per phase: ${line%, }"
+    echo "  $which statement, median us/page faults per phase: ${line%, }"
   done
 done

@@ -40,8 +40,9 @@ fn ruvector_dag_arms() -> TableIterator<
 
 /// Where the planner hook's time went in this session, phase by phase, while
 /// `ruvector.dag_phase_timing` was on: each phase's total in microseconds and how many times
-/// it ran (`hook` is the whole hook for in-scope statements, `postgres` PostgreSQL's own
-/// planning within it). Reads nothing else: the learned state is not loaded for it.
+/// it ran, and the page faults this process took meanwhile (`hook` is the whole hook for
+/// in-scope statements, `postgres` PostgreSQL's own planning within it). Reads nothing else:
+/// the learned state is not loaded for it.
 #[pg_extern(volatile, parallel_restricted)]
 fn ruvector_dag_phases() -> TableIterator<
     'static,
@@ -49,12 +50,13 @@ fn ruvector_dag_phases() -> TableIterator<
         name!(phase, String),
         name!(total_us, f64),
         name!(times, i64),
+        name!(page_faults, i64),
     ),
 > {
     TableIterator::new(
         hooks::phases::totals()
             .into_iter()
-            .map(|(name, us, n)| (name.to_string(), us, n as i64)),
+            .map(|(name, us, n, f)| (name.to_string(), us, n as i64, f as i64)),
     )
 }
 

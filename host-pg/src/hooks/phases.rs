@@ -1,5 +1,6 @@
-//! Where the planner hook's time goes in this session, phase by phase: measured only while
-//! `ruvector.dag_phase_timing` is on (two clock reads per phase; off, one setting read), shown
+//! Where the planner hook's time goes in this session, phase by phase, and the page faults
+//! taken meanwhile: measured only while `ruvector.dag_phase_timing` is on (two clock reads and
+//! two `getrusage` calls per phase; off, one setting read), shown
 //! by `ruvector_dag_status()` as `backend_phase_us`. `scripts/first-statement.sh` reads it for
 //! a session's first statement and for its later ones.
 
@@ -69,8 +70,10 @@ impl Phase {
 }
 
 thread_local! {
-    /// Per phase: nanoseconds and times, this session.
-    static TOTALS: RefCell<[(u64, u64); PHASES.len()]> = const { RefCell::new([(0, 0); PHASES.len()]) };
+    /// Per phase: nanoseconds, times, and the page faults this process took meanwhile (minor
+    /// and major), this session.
+    static TOTALS: RefCell<[(u64, u64, u64); PHASES.len()]> =
+        const { RefCell::new([(0, 0, 0); PHASES.len()]) };
     /// In the hook's decision on an in-scope statement: the other phases count only there
     /// (the same functions run for EXPLAIN's view, status, the explorer).
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
@@ -78,7 +81,19 @@ thread_local! {
 
 /// Times a phase until dropped (nothing while `ruvector.dag_phase_timing` is off, nor outside
 /// the hook's [`Phase::Hook`]).
-pub(crate) struct Timing(Option<(Phase, Instant)>);
+pub(crate) struct Timing(Option<(Phase, Instant, u64)>);
+
+/// The page faults this process took so far (a `getrusage` call; 0 where it fails).
+fn faults() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0;
+        }
+        (u.ru_minflt + u.ru_majflt).max(0) as u64
+    }
+}
 
 pub(crate) fn timing(phase: Phase) -> Timing {
     // A hook within the hook (planning a statement inside planning one) counts in the outer.
@@ -86,13 +101,13 @@ pub(crate) fn timing(phase: Phase) -> Timing {
     if on && phase == Phase::Hook {
         IN_HOOK.set(true);
     }
-    Timing(on.then(|| (phase, Instant::now())))
+    Timing(on.then(|| (phase, Instant::now(), faults())))
 }
 
 impl Timing {
     /// Not counted after all (the statement turned out not to be in scope).
     pub(crate) fn discard(mut self) {
-        if let Some((Phase::Hook, _)) = self.0.take() {
+        if let Some((Phase::Hook, _, _)) = self.0.take() {
             IN_HOOK.set(false);
         }
     }
@@ -100,8 +115,9 @@ impl Timing {
 
 impl Drop for Timing {
     fn drop(&mut self) {
-        if let Some((phase, t)) = self.0 {
+        if let Some((phase, t, f)) = self.0 {
             let ns = t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+            let f = faults().saturating_sub(f);
             if phase == Phase::Hook {
                 IN_HOOK.set(false);
             }
@@ -109,19 +125,21 @@ impl Drop for Timing {
                 let e = &mut p.borrow_mut()[phase as usize];
                 e.0 = e.0.saturating_add(ns);
                 e.1 += 1;
+                e.2 += f;
             });
         }
     }
 }
 
-/// This session's totals per phase measured, in hook order: name, microseconds, times.
-pub(crate) fn totals() -> Vec<(&'static str, f64, u64)> {
+/// This session's totals per phase measured, in hook order: name, microseconds, times, page
+/// faults.
+pub(crate) fn totals() -> Vec<(&'static str, f64, u64, u64)> {
     TOTALS.with(|p| {
         PHASES
             .iter()
             .zip(p.borrow().iter())
-            .filter(|(_, &(_, n))| n > 0)
-            .map(|(phase, &(ns, n))| (phase.name(), ns as f64 / 1000.0, n))
+            .filter(|(_, &(_, n, _))| n > 0)
+            .map(|(phase, &(ns, n, f))| (phase.name(), ns as f64 / 1000.0, n, f))
             .collect()
     })
 }
@@ -129,7 +147,7 @@ pub(crate) fn totals() -> Vec<(&'static str, f64, u64)> {
 /// [`totals`] as one line, `name total_us (times)` per phase; None when nothing was measured.
 pub(crate) fn summary() -> Option<String> {
     let mut s = String::new();
-    for (name, us, n) in totals() {
+    for (name, us, n, _) in totals() {
         if !s.is_empty() {
             s.push_str(", ");
         }
