@@ -55,7 +55,7 @@ for mode in off frozen learn; do
   [[ $mode == off ]] && continue
   for which in first later; do
     line=""
-    for p in hook postgres scope key settled copy dag load book decide after; do
+    for p in total other postgres scope key settled alone copy dag load restore book decide arm candidates after; do
       mapfile -t v < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $3 : ($4 - $3) / 2) }' "$dir/phases")
       mapfile -t f < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $5 : ($6 - $5) / 2) }' "$dir/phases")
       ((${#v[@]})) && line+="$p $(med "${v[@]}")/$(med "${f[@]}"), "

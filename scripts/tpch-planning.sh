@@ -63,16 +63,30 @@ explain_() {
   printf 'EXPLAIN (SUMMARY) '
   cat "$1"
   echo
+  # The planner hook's phases so far in this session (ruvector.dag_phase_timing).
+  echo "SELECT 'PHASE ' || phase || ' ' || total_us FROM ruvector_dag.ruvector_dag_phases();"
 }
 # The median Planning Time per query and mode in the output file $1, what frozen and learn add
-# to off, with frozen's reason, and the sums.
+# to off, with frozen's reason, and the sums; then, per mode, the median time of each of the
+# planner hook's phases in a statement (what the session's totals grew by; `total` the whole
+# hook, `other` what no phase names), microseconds.
 summarize() {
   python3 - "$1" <<'PY'
 import collections, statistics, sys
 times, reasons, mode = collections.defaultdict(list), {}, None
+# Phases: the session's totals as last seen, what each statement added, per mode and phase.
+seen, grew = {}, collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    if line.startswith("MODE "):
+    if line.startswith("SESSION"):
+        seen = {}
+    elif line.startswith("MODE "):
         _, mode, query = line.split()
+    elif line.startswith("PHASE "):
+        _, phase, us = line.split()
+        us = float(us)
+        if mode in ("frozen", "learn"):
+            grew[(mode, phase)].append(us - seen.get(phase, 0.0))
+        seen[phase] = us
     elif line.startswith("Planning Time:"):
         times[(mode, query)].append(float(line.split()[2]))
     elif line.startswith("ruvector_dag reason:") and mode == "frozen":
@@ -84,6 +98,12 @@ for q in sorted({q for _, q in times}):
     total.update(med)
     print(f"{q:6} {med['off']:7.0f} {med['frozen'] - med['off']:+10.0f} {med['learn'] - med['off']:+9.0f}  {reasons.get(q, '')[:90]}")
 print(f"sum of medians: off {total['off'] / 1000:.2f} ms, frozen {total['frozen'] / 1000:.2f} ms, learn {total['learn'] / 1000:.2f} ms")
+phases = ["total", "other", "postgres", "scope", "key", "settled", "alone", "copy", "dag", "load",
+          "restore", "book", "decide", "arm", "candidates", "after"]
+for m in ("frozen", "learn"):
+    per = [f"{p} {statistics.median(grew[(m, p)]):.1f}" for p in phases if grew[(m, p)]]
+    if per:
+        print(f"{m}: median us per statement and phase: " + ", ".join(per))
 PY
 }
 out=$(mktemp)
@@ -98,6 +118,7 @@ done_() {
 trap done_ EXIT
 echo "==> $passes passes, off / frozen / learn interleaved per statement, one session"
 for _ in $(seq 1 "$passes"); do
+  echo "SET ruvector.dag_phase_timing = on;"
   for q in "${queries[@]}"; do
     for m in off frozen learn; do explain_ "$q" "$m"; done
   done
@@ -109,10 +130,13 @@ echo "==> $passes passes, a new session per mode per pass, each query once in it
 : >"$out"
 for _ in $(seq 1 "$passes"); do
   for m in off frozen learn; do
-    for q in "${queries[@]}"; do
-      ((cold)) && echo "SELECT count(*) FROM lineitem WHERE l_comment <> 'x';"
-      explain_ "$q" "$m"
-    done | psql_ -d postgres -At >>"$out"
+    {
+      echo "\\echo SESSION"
+      for q in "${queries[@]}"; do
+        ((cold)) && echo "SELECT count(*) FROM lineitem WHERE l_comment <> 'x';"
+        explain_ "$q" "$m"
+      done
+    } | PGOPTIONS="-c ruvector.dag_phase_timing=on" psql_ -d postgres -At >>"$out"
   done
 done
 summarize "$out"

@@ -398,8 +398,10 @@ pub fn load_cached(
         Ok(a) => a,
         Err(e) => return Some(Err(e)),
     };
-    let (version, loaded) =
-        crate::model_cache::read(db, table, held, |bytes| load_with(Some(bytes), &arms, lean))?;
+    let (version, loaded) = crate::model_cache::read(db, table, held, |bytes| {
+        let _t = crate::hooks::phases::timing(crate::hooks::phases::Phase::Restore);
+        load_with(Some(bytes), &arms, lean)
+    })?;
     let Some(loaded) = loaded else {
         return Some(Ok((version, None)));
     };

@@ -1,8 +1,10 @@
 //! Where the planner hook's time goes in this session, phase by phase, and the page faults
 //! taken meanwhile: measured only while `ruvector.dag_phase_timing` is on (two clock reads and
-//! two `getrusage` calls per phase; off, one setting read), shown
-//! by `ruvector_dag_status()` as `backend_phase_us`. `scripts/first-statement.sh` reads it for
-//! a session's first statement and for its later ones.
+//! two `getrusage` calls per phase; off, one setting read), shown by `ruvector_dag_status()` as
+//! `backend_phase_us` and by `ruvector_dag_phases()`. Each phase counts its own time, not that
+//! of the phases within it (PostgreSQL's planning within planning under an arm is `postgres`,
+//! the rest `arm`): the phases add up to `total`, the whole hook, and `other` is what no phase
+//! names. `scripts/first-statement.sh` and `scripts/tpch-planning.sh` read them.
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write;
@@ -13,7 +15,8 @@ use crate::guc;
 /// A phase of the planner hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// The whole hook for an in-scope statement (PostgreSQL's planning included).
+    /// The whole hook for an in-scope statement: its own time is what no other phase names
+    /// (`other`); its whole time is `total`.
     Hook,
     /// PostgreSQL's own planning, every call (the default plan, an arm's, the candidates').
     Postgres,
@@ -23,57 +26,91 @@ pub(crate) enum Phase {
     Key,
     /// Looking the statement up among those settled on a verified plan.
     Settled,
+    /// Planning a settled statement under its arm alone, and checking the plan.
+    Alone,
     /// The copy of its Query kept to plan it again.
     Copy,
-    /// The default plan read into the core's plan DAG.
+    /// A plan read into the core's plan DAG.
     Dag,
-    /// Making sure the session holds the current learned state (loading it when not).
+    /// Making sure the session holds the current learned state.
     Load,
+    /// Restoring the learned state (its head alone for a lean decision) from the model cache.
+    Restore,
     /// The shape's evidence brought in from the shared book.
     Book,
     /// The decision itself.
     Decide,
+    /// Planning under the decided arm: the subtransaction and the settings around it.
+    Arm,
+    /// Planning the candidate plans (learn mode, exploring in the statement itself).
+    Candidates,
     /// What follows a decision: counted, offered to the explorer, remembered for the executor.
     After,
 }
 
-const PHASES: [Phase; 11] = [
+const PHASES: [Phase; 15] = [
     Phase::Hook,
     Phase::Postgres,
     Phase::Scope,
     Phase::Key,
     Phase::Settled,
+    Phase::Alone,
     Phase::Copy,
     Phase::Dag,
     Phase::Load,
+    Phase::Restore,
     Phase::Book,
     Phase::Decide,
+    Phase::Arm,
+    Phase::Candidates,
     Phase::After,
 ];
 
 impl Phase {
     fn name(self) -> &'static str {
         match self {
-            Phase::Hook => "hook",
+            Phase::Hook => "other",
             Phase::Postgres => "postgres",
             Phase::Scope => "scope",
             Phase::Key => "key",
             Phase::Settled => "settled",
+            Phase::Alone => "alone",
             Phase::Copy => "copy",
             Phase::Dag => "dag",
             Phase::Load => "load",
+            Phase::Restore => "restore",
             Phase::Book => "book",
             Phase::Decide => "decide",
+            Phase::Arm => "arm",
+            Phase::Candidates => "candidates",
             Phase::After => "after",
         }
     }
 }
 
+#[derive(Clone, Copy)]
+struct Total {
+    /// Own time, nanoseconds.
+    ns: u64,
+    times: u64,
+    /// Page faults this process took in it (minor and major), its own.
+    faults: u64,
+}
+
+const ZERO: Total = Total {
+    ns: 0,
+    times: 0,
+    faults: 0,
+};
+
 thread_local! {
-    /// Per phase: nanoseconds, times, and the page faults this process took meanwhile (minor
-    /// and major), this session.
-    static TOTALS: RefCell<[(u64, u64, u64); PHASES.len()]> =
-        const { RefCell::new([(0, 0, 0); PHASES.len()]) };
+    /// Per phase, this session.
+    static TOTALS: RefCell<[Total; PHASES.len()]> = const { RefCell::new([ZERO; PHASES.len()]) };
+    /// The hook's whole time and faults, this session.
+    static WHOLE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// Own time and faults of every phase ended so far: what a phase's inner phases took is
+    /// what this grew by while it ran.
+    static ENDED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     /// In the hook's decision on an in-scope statement: the other phases count only there
     /// (the same functions run for EXPLAIN's view, status, the explorer).
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
@@ -81,7 +118,15 @@ thread_local! {
 
 /// Times a phase until dropped (nothing while `ruvector.dag_phase_timing` is off, nor outside
 /// the hook's [`Phase::Hook`]).
-pub(crate) struct Timing(Option<(Phase, Instant, u64)>);
+pub(crate) struct Timing(Option<Started>);
+
+#[derive(Clone, Copy)]
+struct Started {
+    phase: Phase,
+    at: Instant,
+    faults: u64,
+    ended: (u64, u64),
+}
 
 /// The page faults this process took so far (a `getrusage` call; 0 where it fails).
 fn faults() -> u64 {
@@ -98,16 +143,27 @@ fn faults() -> u64 {
 pub(crate) fn timing(phase: Phase) -> Timing {
     // A hook within the hook (planning a statement inside planning one) counts in the outer.
     let on = guc::PHASE_TIMING.get() && (phase == Phase::Hook) != IN_HOOK.get();
-    if on && phase == Phase::Hook {
+    if !on {
+        return Timing(None);
+    }
+    if phase == Phase::Hook {
         IN_HOOK.set(true);
     }
-    Timing(on.then(|| (phase, Instant::now(), faults())))
+    Timing(Some(Started {
+        phase,
+        faults: faults(),
+        ended: ENDED.get(),
+        at: Instant::now(),
+    }))
 }
 
 impl Timing {
     /// Not counted after all (the statement turned out not to be in scope).
     pub(crate) fn discard(mut self) {
-        if let Some((Phase::Hook, _, _)) = self.0.take() {
+        if let Some(Started {
+            phase: Phase::Hook, ..
+        }) = self.0.take()
+        {
             IN_HOOK.set(false);
         }
     }
@@ -115,32 +171,51 @@ impl Timing {
 
 impl Drop for Timing {
     fn drop(&mut self) {
-        if let Some((phase, t, f)) = self.0 {
-            let ns = t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-            let f = faults().saturating_sub(f);
-            if phase == Phase::Hook {
-                IN_HOOK.set(false);
-            }
-            TOTALS.with(|p| {
-                let e = &mut p.borrow_mut()[phase as usize];
-                e.0 = e.0.saturating_add(ns);
-                e.1 += 1;
-                e.2 += f;
-            });
+        let Some(s) = self.0 else { return };
+        let ns = s.at.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        let faults = faults().saturating_sub(s.faults);
+        let (ended_ns, ended_faults) = ENDED.get();
+        let own = (
+            ns.saturating_sub(ended_ns.saturating_sub(s.ended.0)),
+            faults.saturating_sub(ended_faults.saturating_sub(s.ended.1)),
+        );
+        ENDED.set((
+            ended_ns.saturating_add(own.0),
+            ended_faults.saturating_add(own.1),
+        ));
+        if s.phase == Phase::Hook {
+            IN_HOOK.set(false);
+            let (w, f) = WHOLE.get();
+            WHOLE.set((w.saturating_add(ns), f.saturating_add(faults)));
         }
+        TOTALS.with(|p| {
+            let e = &mut p.borrow_mut()[s.phase as usize];
+            e.ns = e.ns.saturating_add(own.0);
+            e.times += 1;
+            e.faults = e.faults.saturating_add(own.1);
+        });
     }
 }
 
-/// This session's totals per phase measured, in hook order: name, microseconds, times, page
-/// faults.
+/// This session's totals, in hook order: `total` (the whole hook) first, then each phase
+/// measured: name, microseconds, times, page faults.
 pub(crate) fn totals() -> Vec<(&'static str, f64, u64, u64)> {
     TOTALS.with(|p| {
-        PHASES
-            .iter()
-            .zip(p.borrow().iter())
-            .filter(|(_, &(_, n, _))| n > 0)
-            .map(|(phase, &(ns, n, f))| (phase.name(), ns as f64 / 1000.0, n, f))
-            .collect()
+        let p = p.borrow();
+        let hooks = p[Phase::Hook as usize].times;
+        if hooks == 0 {
+            return Vec::new();
+        }
+        let (ns, faults) = WHOLE.get();
+        let mut out = vec![("total", ns as f64 / 1000.0, hooks, faults)];
+        out.extend(
+            PHASES
+                .iter()
+                .zip(p.iter())
+                .filter(|(_, t)| t.times > 0)
+                .map(|(phase, t)| (phase.name(), t.ns as f64 / 1000.0, t.times, t.faults)),
+        );
+        out
     })
 }
 

@@ -157,6 +157,7 @@ unsafe fn plan_under(
         .map(|x| x.1.clone())
         .ok_or_else(|| format!("arm {arm} is not in ruvector.dag_arms"))?;
     let _busy = Busy::enter();
+    let _t = phases::timing(Phase::Arm);
     crate::guarded(|| plan_with_arm(&settings, parse, query_string, cursor_options, params))
 }
 
@@ -320,7 +321,8 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
             settled::take(key)
         };
         if let Some((dag, cost)) = took {
-            match plan_settled(
+            let alone = phases::timing(Phase::Alone);
+            let settled = plan_settled(
                 key,
                 &dag,
                 cost,
@@ -330,7 +332,9 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
                 cursor_options,
                 params,
                 &relids,
-            ) {
+            );
+            drop(alone);
+            match settled {
                 Ok(planned) => return planned,
                 Err(kept) => planned_alone = kept,
             }
@@ -426,6 +430,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     // pick among the distinct plans; the chosen arm's plan is used as it is.
     let mut candidates: Vec<(u8, *mut pg_sys::PlannedStmt)> = Vec::new();
     if mode == Mode::Learn && decision.wants_candidates && !pristine.is_null() {
+        let _t = phases::timing(Phase::Candidates);
         candidates = plan_candidates(
             &mut decision,
             pristine,
@@ -468,6 +473,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     // Re-planned under the arm: the plan it really gave this time (its constants may differ
     // from the run that recorded the candidate) is what its runs are evidence for.
     if replanned {
+        let _t = phases::timing(Phase::Dag);
         if let Ok(dag) = dag_from_plan(chosen) {
             decision.plan = dag.shape_hash();
         }
