@@ -6,7 +6,7 @@
 # default) that each run EXPLAIN (SUMMARY) of the join three times. Prints the median Planning
 # Time of the first statement and of the later two, and (frozen, learn) the median time of each
 # of the planner hook's phases in a first statement and in a later one, microseconds, with the
-# page faults taken in it (`ruvector.dag_phase_timing`, `ruvector_dag_phases()`). A measurement tool (README: "Where a
+# page faults the hook took (`ruvector.dag_phase_timing`, `ruvector_dag_phases()`). A measurement tool (README: "Where a
 # session's first statement goes"), not a test: it asserts nothing.
 # Options: --no-install (use the installed extension).
 set -euo pipefail
@@ -38,7 +38,7 @@ for mode in off frozen learn; do
   sleep 1
   firsts=() laters=()
   : >"$dir/phases"
-  P="SELECT 'phase@ ' || phase || ' ' || total_us || ' ' || page_faults FROM ruvector_dag.ruvector_dag_phases()"
+  P="SELECT 'phase@ ' || phase || ' ' || total_us || ' ' || coalesce(page_faults, 0) FROM ruvector_dag.ruvector_dag_phases()"
   for s in $(seq 1 "${SESSIONS:-40}"); do
     out=$(psql_ -At -c "SET ruvector.dag_phase_timing = on" -c "EXPLAIN (SUMMARY) $Q" -c "${P/@/1}" \
       -c "EXPLAIN (SUMMARY) $Q" -c "EXPLAIN (SUMMARY) $Q" -c "${P/@/2}")
@@ -55,11 +55,16 @@ for mode in off frozen learn; do
   [[ $mode == off ]] && continue
   for which in first later; do
     line=""
-    for p in total other postgres scope key settled alone copy dag load restore book decide arm candidates after; do
+    for p in total postgres scope key settled alone copy dag load restore book decide arm candidates after other; do
       mapfile -t v < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $3 : ($4 - $3) / 2) }' "$dir/phases")
       mapfile -t f < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $5 : ($6 - $5) / 2) }' "$dir/phases")
-      ((${#v[@]})) && line+="$p $(med "${v[@]}")/$(med "${f[@]}"), "
+      ((${#v[@]})) || continue
+      if [[ $p == total ]]; then
+        line+="total $(med "${v[@]}") ($(med "${f[@]}") page faults), "
+      else
+        line+="$p $(med "${v[@]}"), "
+      fi
     done
-    echo "  $which statement, median us/page faults per phase: ${line%, }"
+    echo "  $which statement, median us per phase: ${line%, }"
   done
 done

@@ -281,7 +281,7 @@ fn register_scope() {
     GucRegistry::define_bool_guc(
         c"ruvector.dag_phase_timing",
         c"Whether the planner hook times its phases in this session (ruvector_dag_status(): backend_phase_us).",
-        c"Off (the default): nothing is timed. On: two clock reads and two getrusage calls per phase of every in-scope planning, for measuring where the hook's time goes.",
+        c"Off (the default): nothing is timed. On: two clock reads per phase and two getrusage calls per in-scope planning, for measuring where the hook's time goes.",
         &PHASE_TIMING,
         user(),
         none(),

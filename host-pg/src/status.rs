@@ -40,9 +40,9 @@ fn ruvector_dag_arms() -> TableIterator<
 
 /// Where the planner hook's time went in this session, phase by phase, while
 /// `ruvector.dag_phase_timing` was on: each phase's total in microseconds and how many times
-/// it ran, and the page faults this process took meanwhile (`hook` is the whole hook for
-/// in-scope statements, `postgres` PostgreSQL's own planning within it). Reads nothing else:
-/// the learned state is not loaded for it.
+/// it ran, each its own time (the phases within it apart): together they add up to `total`, the
+/// whole hook for in-scope statements, the only row with page faults (those the hook took).
+/// Reads nothing else: the learned state is not loaded for it.
 #[pg_extern(volatile, parallel_restricted)]
 fn ruvector_dag_phases() -> TableIterator<
     'static,
@@ -50,13 +50,13 @@ fn ruvector_dag_phases() -> TableIterator<
         name!(phase, String),
         name!(total_us, f64),
         name!(times, i64),
-        name!(page_faults, i64),
+        name!(page_faults, Option<i64>),
     ),
 > {
     TableIterator::new(
         hooks::phases::totals()
             .into_iter()
-            .map(|(name, us, n, f)| (name.to_string(), us, n as i64, f as i64)),
+            .map(|(name, us, n, f)| (name.to_string(), us, n as i64, f.map(|f| f as i64))),
     )
 }
 

@@ -1,7 +1,8 @@
 //! Where the planner hook's time goes in this session, phase by phase, and the page faults
-//! taken meanwhile: measured only while `ruvector.dag_phase_timing` is on (two clock reads and
-//! two `getrusage` calls per phase; off, one setting read), shown by `ruvector_dag_status()` as
-//! `backend_phase_us` and by `ruvector_dag_phases()`. Each phase counts its own time, not that
+//! the hook took: measured only while `ruvector.dag_phase_timing` is on (two clock reads per
+//! phase, ~25 ns each here, and two `getrusage` calls per statement, ~0.7 us each, outside the
+//! times; off, one setting read), shown by `ruvector_dag_status()` as `backend_phase_us` and
+//! by `ruvector_dag_phases()`. Each phase counts its own time, not that
 //! of the phases within it (PostgreSQL's planning within planning under an arm is `postgres`,
 //! the rest `arm`): the phases add up to `total`, the whole hook, and `other` is what no phase
 //! names. `scripts/first-statement.sh` and `scripts/tpch-planning.sh` read them.
@@ -93,24 +94,18 @@ struct Total {
     /// Own time, nanoseconds.
     ns: u64,
     times: u64,
-    /// Page faults this process took in it (minor and major), its own.
-    faults: u64,
 }
 
-const ZERO: Total = Total {
-    ns: 0,
-    times: 0,
-    faults: 0,
-};
+const ZERO: Total = Total { ns: 0, times: 0 };
 
 thread_local! {
     /// Per phase, this session.
     static TOTALS: RefCell<[Total; PHASES.len()]> = const { RefCell::new([ZERO; PHASES.len()]) };
-    /// The hook's whole time and faults, this session.
+    /// The hook's whole time and the page faults it took (minor and major), this session.
     static WHOLE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-    /// Own time and faults of every phase ended so far: what a phase's inner phases took is
-    /// what this grew by while it ran.
-    static ENDED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    /// Own time of every phase ended so far: what a phase's inner phases took is what this
+    /// grew by while it ran.
+    static ENDED: Cell<u64> = const { Cell::new(0) };
     /// In the hook's decision on an in-scope statement: the other phases count only there
     /// (the same functions run for EXPLAIN's view, status, the explorer).
     static IN_HOOK: Cell<bool> = const { Cell::new(false) };
@@ -124,8 +119,9 @@ pub(crate) struct Timing(Option<Started>);
 struct Started {
     phase: Phase,
     at: Instant,
+    /// The page faults so far (the hook's only).
     faults: u64,
-    ended: (u64, u64),
+    ended: u64,
 }
 
 /// The page faults this process took so far (a `getrusage` call; 0 where it fails).
@@ -151,7 +147,8 @@ pub(crate) fn timing(phase: Phase) -> Timing {
     }
     Timing(Some(Started {
         phase,
-        faults: faults(),
+        // Read before the clock: not part of the times.
+        faults: if phase == Phase::Hook { faults() } else { 0 },
         ended: ENDED.get(),
         at: Instant::now(),
     }))
@@ -173,33 +170,26 @@ impl Drop for Timing {
     fn drop(&mut self) {
         let Some(s) = self.0 else { return };
         let ns = s.at.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        let faults = faults().saturating_sub(s.faults);
-        let (ended_ns, ended_faults) = ENDED.get();
-        let own = (
-            ns.saturating_sub(ended_ns.saturating_sub(s.ended.0)),
-            faults.saturating_sub(ended_faults.saturating_sub(s.ended.1)),
-        );
-        ENDED.set((
-            ended_ns.saturating_add(own.0),
-            ended_faults.saturating_add(own.1),
-        ));
+        let ended = ENDED.get();
+        let own = ns.saturating_sub(ended.saturating_sub(s.ended));
+        ENDED.set(ended.saturating_add(own));
         if s.phase == Phase::Hook {
             IN_HOOK.set(false);
+            let faults = faults().saturating_sub(s.faults);
             let (w, f) = WHOLE.get();
             WHOLE.set((w.saturating_add(ns), f.saturating_add(faults)));
         }
         TOTALS.with(|p| {
             let e = &mut p.borrow_mut()[s.phase as usize];
-            e.ns = e.ns.saturating_add(own.0);
+            e.ns = e.ns.saturating_add(own);
             e.times += 1;
-            e.faults = e.faults.saturating_add(own.1);
         });
     }
 }
 
-/// This session's totals, in hook order: `total` (the whole hook) first, then each phase
-/// measured: name, microseconds, times, page faults.
-pub(crate) fn totals() -> Vec<(&'static str, f64, u64, u64)> {
+/// This session's totals, in hook order: `total` (the whole hook, with its page faults) first,
+/// then each phase measured: name, microseconds, times, page faults (the hook's only).
+pub(crate) fn totals() -> Vec<(&'static str, f64, u64, Option<u64>)> {
     TOTALS.with(|p| {
         let p = p.borrow();
         let hooks = p[Phase::Hook as usize].times;
@@ -207,13 +197,13 @@ pub(crate) fn totals() -> Vec<(&'static str, f64, u64, u64)> {
             return Vec::new();
         }
         let (ns, faults) = WHOLE.get();
-        let mut out = vec![("total", ns as f64 / 1000.0, hooks, faults)];
+        let mut out = vec![("total", ns as f64 / 1000.0, hooks, Some(faults))];
         out.extend(
             PHASES
                 .iter()
                 .zip(p.iter())
                 .filter(|(_, t)| t.times > 0)
-                .map(|(phase, t)| (phase.name(), t.ns as f64 / 1000.0, t.times, t.faults)),
+                .map(|(phase, t)| (phase.name(), t.ns as f64 / 1000.0, t.times, None)),
         );
         out
     })
