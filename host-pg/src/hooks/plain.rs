@@ -13,9 +13,16 @@
 //! reason, is counted ([`missed`]), and is planned with the copy from its next planning on (in
 //! every session), until it settles again.
 //!
+//! A plan verified faster for any shape (in a session or by the background explorer) is what
+//! most often makes a settled statement want more: it moves the verdict epoch
+//! ([`verdict_changed`]), and a streak counted in an earlier epoch settles nothing, so every
+//! statement is planned with its copy again once (and applies a new verified plan at once)
+//! before it settles again. (A missed planning is left for what the epoch does not follow:
+//! verdicts of 256 epochs ago, a reset or an import.)
+//!
 //! [`SLOTS`] statements for all databases, direct-mapped, one atomic word each (the
-//! statement's tag and its streak): no lock; two backends racing lose a count at worst, which
-//! costs a copy or delays one. Nothing of it outlives the server.
+//! statement's tag, the epoch of its streak and the streak): no lock; two backends racing lose
+//! a count at worst, which costs a copy or delays one. Nothing of it outlives the server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,8 +31,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) const STREAK: u64 = 2;
 /// Statements remembered, for all databases.
 pub(crate) const SLOTS: usize = 4096;
-/// The low bits of a slot's word: the streak (the rest is the statement's tag).
+/// The low bits of a slot's word: the streak; above them, the low bits of the verdict epoch it
+/// was counted in; the rest is the statement's tag.
 const STREAK_BITS: u64 = 0xFF;
+const EPOCH_SHIFT: u32 = 8;
+const EPOCH_BITS: u64 = 0xFF << EPOCH_SHIFT;
+const TAG_BITS: u64 = !(STREAK_BITS | EPOCH_BITS);
 
 const NAME: &std::ffi::CStr = c"ruvector_dag plain statements";
 
@@ -34,6 +45,8 @@ struct Memo {
     /// Plannings made without the copy, and those of them whose decision wanted more.
     uncopied: AtomicU64,
     missed: AtomicU64,
+    /// Plans verified faster so far (any shape, any database).
+    epoch: AtomicU64,
     slots: [AtomicU64; SLOTS],
 }
 
@@ -74,8 +87,18 @@ fn tag(key: u64) -> (u64, usize) {
     let db = unsafe { pgrx::pg_sys::MyDatabaseId.to_u32() };
     let mixed = (key ^ u64::from(db).wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-    let tag = (mixed & !STREAK_BITS).max(STREAK_BITS + 1);
+    let tag = (mixed & TAG_BITS).max(TAG_BITS & TAG_BITS.wrapping_neg());
     (tag, ((mixed >> 40) as usize) % SLOTS)
+}
+
+/// The current verdict epoch's bits in a slot's word.
+fn epoch(m: &Memo) -> u64 {
+    (m.epoch.load(Ordering::Acquire) << EPOCH_SHIFT) & EPOCH_BITS
+}
+
+/// Whether the word `v` of a slot counts a streak that settles its statement now.
+fn settles(m: &Memo, v: u64) -> bool {
+    v & EPOCH_BITS == epoch(m) && v & STREAK_BITS >= STREAK
 }
 
 /// Whether `key`'s statement settled on the default plan: plan it without a copy.
@@ -83,7 +106,15 @@ pub(super) fn settled(key: u64) -> bool {
     let Some(m) = memo() else { return false };
     let (tag, i) = tag(key);
     let v = m.slots[i].load(Ordering::Acquire);
-    v & !STREAK_BITS == tag && v & STREAK_BITS >= STREAK
+    v & TAG_BITS == tag && settles(m, v)
+}
+
+/// A plan was verified faster for a shape: every statement settled on the default plan is
+/// planned with its copy again (it may now apply that plan), until it settles again.
+pub(crate) fn verdict_changed() {
+    if let Some(m) = memo() {
+        m.epoch.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// A planning of `key`'s statement decided the default plan with nothing to run (`plain`), or
@@ -92,11 +123,15 @@ pub(super) fn saw(key: u64, plain: bool) {
     let Some(m) = memo() else { return };
     let (tag, i) = tag(key);
     let slot = &m.slots[i];
+    let now = tag | epoch(m);
     let mut v = slot.load(Ordering::Acquire);
     loop {
-        let next = match (plain, v & !STREAK_BITS == tag) {
-            (true, true) => tag | ((v & STREAK_BITS) + 1).min(STREAK_BITS),
-            (true, false) => tag | 1,
+        let next = match (plain, v & TAG_BITS == tag) {
+            // A streak of this epoch goes on; one of an earlier epoch starts over.
+            (true, true) if v & EPOCH_BITS == now & EPOCH_BITS => {
+                now | ((v & STREAK_BITS) + 1).min(STREAK_BITS)
+            }
+            (true, _) => now | 1,
             // Another statement's slot: left as it is.
             (false, false) => return,
             (false, true) => 0,
@@ -106,7 +141,7 @@ pub(super) fn saw(key: u64, plain: bool) {
         }
         match slot.compare_exchange_weak(v, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return,
-            Err(now) => v = now,
+            Err(seen) => v = seen,
         }
     }
 }
@@ -133,7 +168,7 @@ pub(crate) fn stats() -> Option<[u64; 3]> {
     let held = m
         .slots
         .iter()
-        .filter(|s| s.load(Ordering::Relaxed) & STREAK_BITS >= STREAK)
+        .filter(|s| settles(m, s.load(Ordering::Relaxed)))
         .count() as u64;
     Some([
         held,

@@ -366,6 +366,10 @@ pub(crate) fn observe_shared(
         Ok::<_, ruvector_dag_core::NeuralDagError>((t, observed))
     })?;
     Some(done.map_err(|e| e.to_string()).and_then(|(t, observed)| {
+        // A plan verified faster: statements settled on the default plan may want it now.
+        if observed.verified {
+            super::plain::verdict_changed();
+        }
         let booked = booked.then_some(crate::learner::Booked {
             regression: observed.regression,
             baseline_ms: observed.baseline_ms,

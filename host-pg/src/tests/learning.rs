@@ -388,16 +388,42 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
     assert!(usual.iter().all(|l| plan_of(l) != plan_of(&explains[0])), "{usual:#?}");
     assert!(counter("backend_planned_alone_missed") - missed_before <= 1);
     Spi::run("RESET enable_hashjoin").unwrap();
-    // The twin settled on the default plan before its shape had a verified plan: planned without
-    // a copy, it cannot apply it this once (said, counted), and has its copy again from then on.
-    let missed = counter("plain_uncopied_missed");
+    // The twin settled on the default plan before its shape had a verified plan; the plan
+    // verified since moved the verdict epoch: the twin is planned with its copy again and
+    // applies the verified plan at its next planning (not once the default plan first).
+    let (missed, uncopied) = (counter("plain_uncopied_missed"), counter("backend_uncopied"));
     let lines = explain_lines(&twin);
-    assert!(lines.iter().any(|l| l.contains("planned without a copy of its Query")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("rule verified")), "{lines:?}");
-    assert_eq!(counter("plain_uncopied_missed") - missed, 1);
-    let lines = explain_lines(&twin);
+    assert!(!lines.iter().any(|l| l.contains("planned without a copy of its Query")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("(applied; rule verified)")), "{lines:?}");
     assert_eq!(plan_of(&lines), plan_of(&explains[0]));
+    assert_eq!(counter("plain_uncopied_missed"), missed);
+    assert_eq!(counter("backend_uncopied"), uncopied);
+}
+
+#[pg_test]
+fn a_verified_plan_ends_every_streak_on_the_default_plan() {
+    setup();
+    Spi::run(
+        "SELECT ruvector_dag.ruvector_enable_neural_dag('t_orders');
+         SET ruvector.dag_mode = 'frozen';
+         SET ruvector.dag_replan_min_cost = 0;",
+    )
+    .unwrap();
+    // Settled on the default plan: its third planning is made without a copy.
+    let uncopied = counter("backend_uncopied");
+    for _ in 0..3 {
+        Spi::run(JOIN).unwrap();
+    }
+    assert_eq!(counter("backend_uncopied") - uncopied, 1);
+    // A plan verified faster for some shape: the streak is of an earlier epoch, the statement
+    // is copied again until two more plannings settle it.
+    crate::hooks::plain::verdict_changed();
+    let uncopied = counter("backend_uncopied");
+    Spi::run(JOIN).unwrap();
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_uncopied"), uncopied, "planned without a copy after the verdict");
+    Spi::run(JOIN).unwrap();
+    assert_eq!(counter("backend_uncopied") - uncopied, 1, "settled again");
 }
 
 /// Orders whose country and city always agree (the planner expects 1 row where 200 match),
