@@ -31,6 +31,7 @@ fn plain_calls() -> Vec<(String, String)> {
         ("ruvector_dag_compare_json", format!("SELECT ruvector_dag.ruvector_dag_compare_json($q${JOIN}$q$)")),
         ("ruvector_dag_status", "SELECT * FROM ruvector_dag.ruvector_dag_status()".to_string()),
         ("ruvector_dag_arms", "SELECT * FROM ruvector_dag.ruvector_dag_arms()".to_string()),
+        ("ruvector_dag_phases", "SELECT * FROM ruvector_dag.ruvector_dag_phases()".to_string()),
         ("ruvector_dag_patterns", "SELECT * FROM ruvector_dag.ruvector_dag_patterns()".to_string()),
         ("ruvector_dag_plugins", "SELECT * FROM ruvector_dag.ruvector_dag_plugins()".to_string()),
         ("ruvector_dag_health", "SELECT * FROM ruvector_dag.ruvector_dag_health()".to_string()),
