@@ -49,45 +49,26 @@ pub(crate) enum Phase {
     After,
 }
 
-const PHASES: [Phase; 15] = [
-    Phase::Hook,
-    Phase::Postgres,
-    Phase::Scope,
-    Phase::Key,
-    Phase::Settled,
-    Phase::Alone,
-    Phase::Copy,
-    Phase::Dag,
-    Phase::Load,
-    Phase::Restore,
-    Phase::Book,
-    Phase::Decide,
-    Phase::Arm,
-    Phase::Candidates,
-    Phase::After,
+/// Each phase's name, in the order of [`Phase`] (indexed by its discriminant).
+const NAMES: [&str; 15] = [
+    "other",
+    "postgres",
+    "scope",
+    "key",
+    "settled",
+    "alone",
+    "copy",
+    "dag",
+    "load",
+    "restore",
+    "book",
+    "decide",
+    "arm",
+    "candidates",
+    "after",
 ];
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Hook => "other",
-            Phase::Postgres => "postgres",
-            Phase::Scope => "scope",
-            Phase::Key => "key",
-            Phase::Settled => "settled",
-            Phase::Alone => "alone",
-            Phase::Copy => "copy",
-            Phase::Dag => "dag",
-            Phase::Load => "load",
-            Phase::Restore => "restore",
-            Phase::Book => "book",
-            Phase::Decide => "decide",
-            Phase::Arm => "arm",
-            Phase::Candidates => "candidates",
-            Phase::After => "after",
-        }
-    }
-}
+// One name per phase: After is the last.
+const _: () = assert!(NAMES.len() == Phase::After as usize + 1);
 
 #[derive(Clone, Copy)]
 struct Total {
@@ -100,7 +81,7 @@ const ZERO: Total = Total { ns: 0, times: 0 };
 
 thread_local! {
     /// Per phase, this session.
-    static TOTALS: RefCell<[Total; PHASES.len()]> = const { RefCell::new([ZERO; PHASES.len()]) };
+    static TOTALS: RefCell<[Total; NAMES.len()]> = const { RefCell::new([ZERO; NAMES.len()]) };
     /// The hook's whole time and the page faults it took (minor and major), this session.
     static WHOLE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     /// Own time of every phase ended so far: what a phase's inner phases took is what this
@@ -199,11 +180,11 @@ pub(crate) fn totals() -> Vec<(&'static str, f64, u64, Option<u64>)> {
         let (ns, faults) = WHOLE.get();
         let mut out = vec![("total", ns as f64 / 1000.0, hooks, Some(faults))];
         out.extend(
-            PHASES
+            NAMES
                 .iter()
                 .zip(p.iter())
                 .filter(|(_, t)| t.times > 0)
-                .map(|(phase, t)| (phase.name(), t.ns as f64 / 1000.0, t.times, None)),
+                .map(|(&name, t)| (name, t.ns as f64 / 1000.0, t.times, None)),
         );
         out
     })
