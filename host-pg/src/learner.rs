@@ -274,23 +274,51 @@ fn load_with(snapshot: Option<&[u8]>, arms: &[guc::Arm], lean: bool) -> Result<O
             restore(bytes)
         }
     };
-    let opt = match snapshot {
-        Some(bytes) => restored(bytes).map_err(|e| {
-            format!(
-                "the stored learned state cannot be read ({e}); ruvector_dag_reset() starts over"
-            )
-        })?,
+    let unreadable = |e| {
+        format!("the stored learned state cannot be read ({e}); ruvector_dag_reset() starts over")
+    };
+    let mut opt = match snapshot {
+        Some(bytes) => restored(bytes).map_err(unreadable)?,
         None => Optimizer::new(guc::core_config(), names.clone()).map_err(|e| e.to_string())?,
     };
-    if opt.arms() != names.as_slice() {
-        return Err(format!(
-            "the learned state was made for the arms '{}' but ruvector.dag_arms lists '{}'; \
-             restore the setting, or run ruvector_dag_reset() to learn the new arms from scratch",
-            opt.arms().join("|"),
-            names.join("|")
-        ));
+    // Arms appended to the list: the model's copy is needed to add them (a lean restore has
+    // none), the rest is `conform_arms`.
+    let stored = opt.arms().len();
+    if let (Some(bytes), true) = (
+        snapshot,
+        stored < names.len() && opt.arms() == &names[..stored] && !opt.has_model(),
+    ) {
+        opt = restore(bytes).map_err(unreadable)?;
     }
+    conform_arms(&mut opt, &names)?;
     Ok(opt)
+}
+
+/// Make `opt` (restored with its model) choose among `names` (`ruvector.dag_arms` as read).
+/// Arms appended at the end of the list (by the DBA, or by a release's longer default list)
+/// are added (true): what was learned for the arms before them stays, the new ones start
+/// unexplored, and the learner's next cycle stores the longer list. Any other difference is
+/// refused: what was learned would be attributed to the wrong arms.
+fn conform_arms(opt: &mut Optimizer, names: &[String]) -> Result<bool, String> {
+    if opt.arms() == names {
+        return Ok(false);
+    }
+    let stored = opt.arms().len();
+    if stored < names.len() && opt.arms() == &names[..stored] {
+        opt.append_arms(&names[stored..]).map_err(|e| {
+            format!(
+                "the arms appended to ruvector.dag_arms cannot be added to the learned state: {e}"
+            )
+        })?;
+        return Ok(true);
+    }
+    Err(format!(
+        "the learned state was made for the arms '{}' but ruvector.dag_arms lists '{}' \
+         (arms appended at the end keep what was learned, others do not); restore the \
+         setting, or run ruvector_dag_reset() to learn the new arms from scratch",
+        opt.arms().join("|"),
+        names.join("|")
+    ))
 }
 
 /// The OID of `ruvector_dag.learned_state` (another one after DROP and CREATE EXTENSION):
@@ -598,6 +626,21 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         LEARNER.with(|l| *l.borrow_mut() = None)
     });
     let db = crate::database();
+    // The arm list changed since this learner loaded the state: arms appended are added (and
+    // stored below, even when nothing else is new), any other change is refused.
+    let names: Vec<String> = guc::arms()?.into_iter().map(|a| a.0).collect();
+    let appended = LEARNER.with(|l| {
+        let mut l = l.borrow_mut();
+        let learner = l.as_mut().expect("loaded above");
+        let before = learner.opt.arms().len();
+        conform_arms(&mut learner.opt, &names).map(|added| added.then_some(before))
+    })?;
+    if let Some(before) = appended {
+        log!(
+            "ruvector_dag: {} arm(s) appended to ruvector.dag_arms added to the learned state (what was learned for the first {before} is kept)",
+            names.len() - before
+        );
+    }
     let records = shared::drain(db);
     let result = LEARNER.with(|l| {
         let mut l = l.borrow_mut();
@@ -643,7 +686,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         history,
         shapes,
     } = drained;
-    if records.is_empty() && report.trajectories == 0 && stored_version > 0 {
+    if records.is_empty() && report.trajectories == 0 && stored_version > 0 && appended.is_none() {
         // Nothing new: the stored state stands (no new version, no reload anywhere).
         return Ok(Outcome {
             report,

@@ -454,6 +454,41 @@ impl CostEstimator {
         self.arms
     }
 
+    /// Give `extra` more arms a head each, after the existing ones: a copy of the default arm's
+    /// head and bias, so that a new arm is predicted as fast as the default plan until its own
+    /// runs say otherwise. Nothing the existing heads learned changes; the new heads' EWC++
+    /// importance starts at zero (nothing consolidated them yet) and their anchor at the copy.
+    pub fn append_arms(&mut self, extra: usize) {
+        if extra == 0 || self.arms == 0 {
+            return;
+        }
+        let (old_heads, lora) = (self.heads.len(), self.base.a.len() + self.base.b.len());
+        let heads = self.heads[..HIDDEN].repeat(extra);
+        let biases = vec![self.head_bias[0]; extra];
+        let zeros = |n: usize| vec![0.0f32; n];
+        // The EWC++ vectors: [base.a, base.b, heads, head_bias]; `consolidated`: [heads,
+        // head_bias]. The new heads go after the old heads, the new biases after the old biases.
+        let grow = |v: &mut Vec<f32>, at: usize, h: &[f32], b: &[f32]| {
+            if !v.is_empty() {
+                v.splice(at..at, h.iter().copied());
+                v.extend_from_slice(b);
+            }
+        };
+        grow(
+            &mut self.fisher,
+            lora + old_heads,
+            &zeros(extra * HIDDEN),
+            &zeros(extra),
+        );
+        grow(&mut self.anchor, lora + old_heads, &heads, &biases);
+        grow(&mut self.consolidated, old_heads, &heads, &biases);
+        self.heads.extend_from_slice(&heads);
+        self.head_bias.extend_from_slice(&biases);
+        self.acc_heads.extend(zeros(extra * HIDDEN));
+        self.acc_bias.extend(zeros(extra));
+        self.arms += extra;
+    }
+
     fn ewc_params(&self) -> Vec<f32> {
         let mut p = Vec::with_capacity(
             self.base.a.len() + self.base.b.len() + self.heads.len() + self.head_bias.len(),
@@ -744,6 +779,58 @@ mod tests {
         }
         assert!(errors[errors.len() - 1] < 0.5 * before, "{errors:?}");
         assert!(errors[2] < errors[0], "{errors:?}");
+    }
+
+    #[test]
+    fn appended_arms_start_at_the_default_arms_prediction_and_leave_the_others_alone() {
+        let cfg = NeuralDagConfig::default();
+        let mut est = CostEstimator::new(&cfg, 3);
+        for chunk in task(2, 1000, 0.0).chunks(500) {
+            est.train_batch(&view(chunk), 3, true);
+        }
+        // A task boundary: the EWC++ anchor and the consolidated heads exist.
+        est.train_batch(&view(&task_b(4, 300)), 3, true);
+        assert!(est.boundaries > 0 && !est.anchor.is_empty());
+        est.observe(&task(5, 1, 0.0)[0].0, 1, 20.0).unwrap();
+        let probe = task(6, 20, 0.0);
+        let before: Vec<Vec<f32>> = probe.iter().map(|s| est.predict_all_ms(&s.0)).collect();
+        est.append_arms(2);
+        est.check().unwrap();
+        assert_eq!(est.arms(), 5);
+        for (s, was) in probe.iter().zip(&before) {
+            let now = est.predict_all_ms(&s.0);
+            assert_eq!(
+                &now[..3],
+                &was[..],
+                "the old arms' predictions are unchanged"
+            );
+            assert_eq!(now[3], was[0]);
+            assert_eq!(now[4], was[0]);
+        }
+        // The new arms learn from their own runs.
+        // Arm 4 runs what arm 0 runs, 8x faster.
+        let on_arm_4 = |seed, n| -> Vec<(Vec<f32>, usize, f32)> {
+            task(seed, n, 0.0)
+                .into_iter()
+                .filter(|s| s.1 == 0)
+                .map(|(e, _, ms)| (e, 4, ms / 8.0))
+                .collect()
+        };
+        let (fast, held) = (on_arm_4(7, 1200), on_arm_4(8, 300));
+        let error = est.log_error(&view(&held));
+        // (Without the EWC++ penalty: after the boundary these runs are a new task, whose
+        // pull towards the anchor is EWC++'s business, not the new heads'.)
+        for _ in 0..4 {
+            est.train_batch(&view(&fast), 6, false);
+        }
+        let after = est.log_error(&view(&held));
+        assert!(after < 0.6 * error, "{error} -> {after}");
+        est.train_batch(&view(&fast), 1, true);
+        est.check().unwrap();
+        // Nothing to append to, or nothing appended: unchanged.
+        let same = est.clone();
+        est.append_arms(0);
+        assert_eq!(est, same);
     }
 
     /// Task B: a different region of embedding space (dims 100..108 positive) with its own rule.

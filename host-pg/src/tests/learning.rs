@@ -450,6 +450,45 @@ const DRIFTING: &str = "SELECT count(*), sum(i.price) FROM drift_orders o JOIN d
      ON i.bucket = o.region AND i.sku = o.item WHERE o.country = 7 AND o.city = 7";
 
 #[pg_test]
+fn arms_appended_to_the_list_keep_what_was_learned_and_others_are_refused() {
+    drifting_setup();
+    let verified = (1..=12).any(|_| {
+        timed_run(DRIFTING);
+        decision_line(DRIFTING).contains("arm 'enable_nestloop=off' (applied; rule verified)")
+    });
+    assert!(verified, "the hash join was never verified");
+    // Stored with the two arms.
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    let stored: String = one("SELECT arms FROM ruvector_dag.learned_state WHERE id = 1");
+    assert_eq!(stored, "default|enable_nestloop=off");
+    let version: i64 = one("SELECT version FROM ruvector_dag.learned_state WHERE id = 1");
+    // Two arms appended: the state loads with them, the verified plan still applies.
+    Spi::run("SET ruvector.dag_arms = 'default|enable_nestloop=off|enable_hashjoin=off|join_collapse_limit=1'").unwrap();
+    let applied = decision_line(DRIFTING);
+    assert!(applied.contains("arm 'enable_nestloop=off' (applied; rule verified)"), "{applied}");
+    assert_eq!(status("backend_last_error"), "none");
+    let arms = crate::hooks::with_optimizer(|o| o.arms().len()).unwrap();
+    assert_eq!(arms, 4);
+    // The next cycle stores the longer list, with what was learned.
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    let (stored, now): (String, i64) =
+        Spi::get_two("SELECT arms, version FROM ruvector_dag.learned_state WHERE id = 1")
+            .map(|(a, v)| (a.unwrap_or_default(), v.unwrap_or_default()))
+            .unwrap();
+    assert_eq!(stored, "default|enable_nestloop=off|enable_hashjoin=off|join_collapse_limit=1");
+    assert!(now > version);
+    let snapshot: Vec<u8> = one("SELECT snapshot FROM ruvector_dag.learned_state WHERE id = 1");
+    let restored = ruvector_dag_core::learning::Optimizer::restore(&snapshot).unwrap();
+    assert_eq!(restored.arms().len(), 4);
+    // An arm taken out of the middle is not an append: refused, the default plan, and why.
+    Spi::run("SET ruvector.dag_arms = 'default|enable_hashjoin=off|join_collapse_limit=1'").unwrap();
+    let refused = explain_lines(DRIFTING);
+    assert!(!refused.iter().any(|l| l.contains("(applied")), "{refused:?}");
+    let last = status("backend_last_error");
+    assert!(last.contains("arms appended at the end keep what was learned"), "{last}");
+}
+
+#[pg_test]
 fn a_verified_plan_that_regresses_is_reverted_blocked_and_logged() {
     drifting_setup();
     let mut trace = Vec::new();

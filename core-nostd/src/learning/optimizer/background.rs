@@ -183,6 +183,54 @@ mod tests {
     }
 
     #[test]
+    fn arms_appended_keep_what_was_learned_and_their_plans_are_explored() {
+        use alloc::string::{String, ToString};
+        let mut opt = learner();
+        let p = plan(64);
+        let w = World::new(&p, 20.0, 115.0);
+        step_with(&mut opt, &p, &w, Exploration::Explorer);
+        explore(&mut opt, &p, &w, 40);
+        let d = opt.decide_with(&p, Exploration::Explorer).unwrap();
+        assert_eq!((d.rule, d.arm), (Rule::Verified, 1), "{}", d.reason);
+        let extra: alloc::vec::Vec<String> = ["enable_memoize=off", "join_collapse_limit=1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let bytes = opt.snapshot().unwrap();
+        // Without its model, with an arm listed twice, or over the limit: refused, unchanged.
+        let mut lean = Optimizer::restore_lean(&bytes, opt.machinery()).unwrap();
+        assert!(matches!(
+            lean.append_arms(&extra),
+            Err(crate::error::NeuralDagError::ModelNotLoaded(_))
+        ));
+        let mut full = Optimizer::restore(&bytes).unwrap();
+        let twice = [extra[0].clone(), arms()[2].clone()];
+        assert!(full.append_arms(&twice).is_err());
+        let many: alloc::vec::Vec<String> = (0..crate::learning::reasoning_bank::MAX_ARMS)
+            .map(|i| alloc::format!("a{i}=on"))
+            .collect();
+        assert!(full.append_arms(&many).is_err());
+        assert_eq!(full.arms(), opt.arms());
+        full.append_arms(&extra).unwrap();
+        assert_eq!(full.arms().len(), 6);
+        assert_eq!(&full.arms()[4..], &extra[..]);
+        // What was learned holds, through a snapshot too.
+        let mut full = Optimizer::restore(&full.snapshot().unwrap()).unwrap();
+        let d = full.decide_with(&p, Exploration::Explorer).unwrap();
+        assert_eq!((d.rule, d.arm), (Rule::Verified, 1), "{}", d.reason);
+        // A new shape whose best plan only a new arm makes: explored and verified.
+        let q = plan(65);
+        let mut w = World::new(&q, 90.0, 115.0);
+        w.plans.extend([44, 55]);
+        w.cost.extend([1200.0, 1400.0]);
+        w.ms.extend([95.0, 10.0]);
+        step_with(&mut full, &q, &w, Exploration::Explorer);
+        explore(&mut full, &q, &w, 60);
+        let d = full.decide_with(&q, Exploration::Explorer).unwrap();
+        assert_eq!((d.rule, d.arm), (Rule::Verified, 5), "{}", d.reason);
+    }
+
+    #[test]
     fn a_loser_cut_short_in_the_background_is_given_up_at_once() {
         let mut opt = learner();
         let p = plan(63);

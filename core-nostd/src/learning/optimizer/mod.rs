@@ -353,6 +353,33 @@ impl Optimizer {
         &self.state.arms
     }
 
+    /// Append arms `extra` to the arm list (a DBA added arms at the end of
+    /// `ruvector.dag_arms`, or a release did): everything learned stays, since an arm is known
+    /// by its place and the old places do not move. A new arm has no evidence yet and its cost
+    /// model head starts as the default arm's ([`CostEstimator::append_arms`]). Refused, with
+    /// nothing changed, for a state restored without its model, over [`MAX_ARMS`] arms, or an
+    /// arm listed twice.
+    pub fn append_arms(&mut self, extra: &[String]) -> Result<()> {
+        self.model_loaded("appending arms")?;
+        let n = self.state.arms.len() + extra.len();
+        if n > MAX_ARMS {
+            return Err(NeuralDagError::InvalidConfig(format!(
+                "arms: {n} arms, want 1 to {MAX_ARMS} (the first is the default)"
+            )));
+        }
+        if let Some(i) = (0..extra.len())
+            .find(|&i| self.state.arms.contains(&extra[i]) || extra[..i].contains(&extra[i]))
+        {
+            return Err(NeuralDagError::InvalidConfig(format!(
+                "arms: '{}' is listed twice",
+                extra[i]
+            )));
+        }
+        self.state.estimator.append_arms(extra.len());
+        self.state.arms.extend(extra.iter().cloned());
+        Ok(())
+    }
+
     /// The pattern store.
     pub fn bank(&self) -> &ReasoningBank {
         &self.state.bank

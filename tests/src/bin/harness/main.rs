@@ -709,6 +709,7 @@ fn run_instance(
         plans: 0,
         ran: 0,
         first_in_session: false,
+        first_arms_ms: None,
     };
     // Every mode in turn, the order rotating by round and template, so that no mode always
     // runs first (cold caches) or last.
@@ -732,6 +733,7 @@ fn run_instance(
                     e.arm = o.arm;
                     e.plans = o.plans;
                     e.ran = o.ran;
+                    e.first_arms_ms = o.first_arms_ms;
                 }
                 Err(msg) => {
                     bar.println(format!("    {} {name} oracle: {msg}", w.name));
