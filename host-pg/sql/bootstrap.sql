@@ -103,6 +103,26 @@ CREATE INDEX ON shape_tables (relid);
 GRANT SELECT ON shape_tables TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON shape_tables TO ruvector_dag_admin;
 
+-- Statistics advice (ruvector_dag_advice() lists it): a scan whose row estimate was off by 10x
+-- or more while it filtered on two or more columns of its table, the sign of columns that do
+-- not vary independently, which PostgreSQL assumes without extended statistics on them. Found
+-- on runs timed per node; table OIDs, column numbers, query shapes and row counts only, never a
+-- constant. The learner writes it; the 1,000 most recently seen column sets are kept.
+CREATE TABLE statistics_advice (
+    relid          regclass         NOT NULL,
+    columns        smallint[]       NOT NULL,
+    runs           bigint           NOT NULL,
+    shapes         bigint[]         NOT NULL,
+    worst_factor   double precision NOT NULL,
+    estimated_rows double precision NOT NULL,
+    actual_rows    double precision NOT NULL,
+    first_seen     timestamptz      NOT NULL DEFAULT now(),
+    last_seen      timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (relid, columns)
+);
+GRANT SELECT ON statistics_advice TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON statistics_advice TO ruvector_dag_admin;
+
 -- Attention plugins (wasm modules run in the sandbox), registered by administrators with
 -- ruvector_dag_register_attention(name, wasm). Readable by everyone (the bytes are code, like a
 -- function's source); ruvector_dag_plugins() adds each one's calls, failures and last error.

@@ -56,6 +56,9 @@ pub enum Record {
         RunKind,
         Option<Booked>,
     ),
+    /// A scan whose row estimate was far off while it filtered on two or more columns of its
+    /// table (statistics advice, [`crate::advice`]).
+    Misestimate(crate::advice::Misestimate),
 }
 
 /// A plan as the ring carries it: its operators (estimates, measurements, relation names:
@@ -91,6 +94,7 @@ enum RecordRef<'a> {
         RunKind,
         Option<Booked>,
     ),
+    Misestimate(&'a crate::advice::Misestimate),
 }
 
 impl Record {
@@ -123,6 +127,11 @@ impl Record {
             kind,
             booked,
         ))
+    }
+
+    /// The encoding of a misestimated scan.
+    pub fn misestimate(m: crate::advice::Misestimate) -> Result<Vec<u8>, String> {
+        encode(&RecordRef::Misestimate(&m))
     }
 
     /// The encoding of the candidates planned for a shape.
@@ -479,6 +488,7 @@ struct Drained {
     healed: Vec<Healing>,
     history: Vec<History>,
     shapes: Vec<Shape>,
+    misestimates: Vec<crate::advice::Misestimate>,
 }
 
 /// Observe every drained record ([`Record`]) with the learner's optimizer `opt` (its copy
@@ -495,6 +505,7 @@ fn observe_records(
     let mut healed = Vec::new();
     let mut history = Vec::new();
     let mut shapes: Vec<Shape> = Vec::new();
+    let mut misestimates = Vec::new();
     for bytes in records {
         let (t, relids, kind, booked) = match postcard::from_bytes::<Record>(bytes) {
             Ok(Record::Run(t, relids, kind, booked)) => (*t, relids, kind, booked),
@@ -513,6 +524,10 @@ fn observe_records(
                     o.note_candidates(fingerprint, default_cost, &candidates)
                 });
                 rejected += usize::from(noted.is_err());
+                continue;
+            }
+            Ok(Record::Misestimate(m)) => {
+                misestimates.push(m);
                 continue;
             }
             Err(_) => {
@@ -571,6 +586,7 @@ fn observe_records(
         healed,
         history,
         shapes,
+        misestimates,
     }
 }
 
@@ -685,6 +701,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         healed,
         history,
         shapes,
+        misestimates,
     } = drained;
     if records.is_empty() && report.trajectories == 0 && stored_version > 0 && appended.is_none() {
         // Nothing new: the stored state stands (no new version, no reload anywhere).
@@ -707,6 +724,7 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
         &history,
     )?;
     remember_shapes(&shapes)?;
+    remember_misestimates(&misestimates)?;
     LEARNER.with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
             l.version = version;
@@ -837,6 +855,63 @@ const SHAPES_KEPT: i64 = 20_000;
 
 /// Record which enabled tables each shape reads, with the shape's key, so that
 /// `ruvector_dag_reset(regclass)` can find what to forget.
+/// Keep the misestimated scans drained in `ruvector_dag.statistics_advice`: per table and
+/// column set, the runs, the query shapes (at most [`crate::advice::SHAPES_KEPT`]) and the worst
+/// misestimate; the [`crate::advice::KEPT`] most recently seen column sets of tables that exist.
+fn remember_misestimates(found: &[crate::advice::Misestimate]) -> Result<(), String> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    Spi::connect_mut(|c| {
+        for m in found {
+            c.update(
+                &format!(
+                    "INSERT INTO ruvector_dag.statistics_advice AS a \
+                       (relid, columns, runs, shapes, worst_factor, estimated_rows, actual_rows) \
+                     VALUES ($1::regclass, $2, 1, ARRAY[$3::bigint], $4, $5, $6) \
+                     ON CONFLICT (relid, columns) DO UPDATE SET runs = a.runs + 1, \
+                       shapes = CASE WHEN $3 = ANY (a.shapes) \
+                                       OR cardinality(a.shapes) >= {kept} \
+                                     THEN a.shapes ELSE a.shapes || $3 END, \
+                       estimated_rows = CASE WHEN $4 > a.worst_factor THEN $5 \
+                                             ELSE a.estimated_rows END, \
+                       actual_rows = CASE WHEN $4 > a.worst_factor THEN $6 \
+                                          ELSE a.actual_rows END, \
+                       worst_factor = greatest(a.worst_factor, $4), last_seen = now()",
+                    kept = crate::advice::SHAPES_KEPT
+                ),
+                None,
+                &[
+                    pg_sys::Oid::from(m.relid).into(),
+                    m.columns.clone().into(),
+                    (m.fingerprint as i64).into(),
+                    m.factor().into(),
+                    m.estimated.into(),
+                    m.actual.into(),
+                ],
+            )?;
+        }
+        c.update(
+            "DELETE FROM ruvector_dag.statistics_advice a WHERE NOT EXISTS \
+               (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = a.relid)",
+            None,
+            &[],
+        )?;
+        c.update(
+            &format!(
+                "DELETE FROM ruvector_dag.statistics_advice WHERE (relid, columns) IN \
+                   (SELECT relid, columns FROM ruvector_dag.statistics_advice \
+                    ORDER BY last_seen DESC OFFSET {})",
+                crate::advice::KEPT
+            ),
+            None,
+            &[],
+        )?;
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(|e| format!("recording statistics advice: {e}"))
+}
+
 fn remember_shapes(shapes: &[Shape]) -> Result<(), String> {
     if shapes.is_empty() {
         return Ok(());

@@ -25,6 +25,7 @@
 use pgrx::prelude::*;
 
 pub mod admin;
+pub mod advice;
 pub mod analyze;
 pub mod book;
 pub mod compat;
@@ -273,6 +274,7 @@ mod tests {
     include!("tests/analysis.rs");
     include!("tests/settings.rs");
     include!("tests/learning.rs");
+    include!("tests/advice.rs");
     include!("tests/admin.rs");
     include!("tests/plugins.rs");
     include!("tests/explain18.rs");

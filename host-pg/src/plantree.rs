@@ -242,6 +242,17 @@ pub unsafe fn dag_with_actuals(
     walk(stmt, Some(measured)).map(|(dag, _)| dag)
 }
 
+/// [`dag_with_actuals`] and, by node id, the address of the `Plan` each node came from.
+///
+/// # Safety
+/// `stmt` must be a valid `PlannedStmt`.
+pub unsafe fn dag_with_actuals_and_plans(
+    stmt: *mut pg_sys::PlannedStmt,
+    measured: &HashMap<usize, Measured>,
+) -> Result<(PlanDag, Vec<usize>), String> {
+    walk(stmt, Some(measured))
+}
+
 unsafe fn walk(
     stmt: *mut pg_sys::PlannedStmt,
     measured: Option<&HashMap<usize, Measured>>,

@@ -122,7 +122,14 @@ pub(super) unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         // Without per-node timing the executed plan is the planned one: nothing to read.
         let executed = if node_timed {
-            dag_with_actuals((*query_desc).plannedstmt, &measure(query_desc)).ok()
+            let stmt = (*query_desc).plannedstmt;
+            let measured = measure(query_desc);
+            dag_with_actuals_and_plans(stmt, &measured)
+                .ok()
+                .map(|(dag, plans)| {
+                    note_misestimates(stmt, &dag, &plans, &measured, decision.fingerprint);
+                    dag
+                })
         } else {
             None
         };
@@ -299,6 +306,26 @@ pub(super) fn observe(
     ms: f32,
 ) {
     record(decision, relids, arm_ran, executed, ms, false);
+}
+
+/// Push the misestimated scans of an executed plan to the shared ring for the learner's
+/// statistics advice ([`crate::advice`]; rare: most runs have none).
+///
+/// # Safety
+/// As [`crate::advice::find`].
+unsafe fn note_misestimates(
+    stmt: *mut pg_sys::PlannedStmt,
+    dag: &ruvector_dag_core::PlanDag,
+    plans: &[usize],
+    measured: &std::collections::HashMap<usize, crate::plantree::Measured>,
+    fingerprint: u64,
+) {
+    let db = crate::database();
+    for m in crate::advice::find(stmt, dag, plans, measured, fingerprint) {
+        if let Ok(bytes) = learner::Record::misestimate(m) {
+            let _ = shared::push(db, &bytes);
+        }
+    }
 }
 
 /// Learn from one run in this backend and push it to the shared ring for the learner:

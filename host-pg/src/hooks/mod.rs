@@ -36,7 +36,7 @@ use pgrx::{register_xact_callback, PgXactCallbackEvent};
 use ruvector_dag_core::learning::{Candidate, Decision, NeuralDagConfig, Optimizer, Rule};
 
 use crate::guc::{self, Mode};
-use crate::plantree::{dag_from_plan, dag_with_actuals, measure};
+use crate::plantree::{dag_from_plan, dag_with_actuals_and_plans, measure};
 use crate::{learner, shared};
 
 mod cheap;

@@ -35,6 +35,7 @@ fn plain_calls() -> Vec<(String, String)> {
         ("ruvector_dag_patterns", "SELECT * FROM ruvector_dag.ruvector_dag_patterns()".to_string()),
         ("ruvector_dag_plugins", "SELECT * FROM ruvector_dag.ruvector_dag_plugins()".to_string()),
         ("ruvector_dag_health", "SELECT * FROM ruvector_dag.ruvector_dag_health()".to_string()),
+        ("ruvector_dag_advice", "SELECT * FROM ruvector_dag.ruvector_dag_advice()".to_string()),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_string(), b))
