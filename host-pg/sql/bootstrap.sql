@@ -108,6 +108,9 @@ GRANT INSERT, UPDATE, DELETE ON shape_tables TO ruvector_dag_admin;
 -- not vary independently, which PostgreSQL assumes without extended statistics on them. Found
 -- on runs timed per node; table OIDs, column numbers, query shapes and row counts only, never a
 -- constant. The learner writes it; the 1,000 most recently seen column sets are kept.
+-- before_ms / after_ms: what the background explorer measured (a statement of the shape run
+-- with the statistics created and the table analyzed, in a transaction it rolled back, against
+-- the default plan's typical time without them); NULL until then.
 CREATE TABLE statistics_advice (
     relid          regclass         NOT NULL,
     columns        smallint[]       NOT NULL,
@@ -116,6 +119,14 @@ CREATE TABLE statistics_advice (
     worst_factor   double precision NOT NULL,
     estimated_rows double precision NOT NULL,
     actual_rows    double precision NOT NULL,
+    before_ms      double precision,
+    after_ms       double precision,
+    after_cut      boolean,
+    verified_at    timestamptz,
+    -- Created by the learner (ruvector.dag_healing_repair) under this name; never again once
+    -- dropped.
+    applied_name   name,
+    applied_at     timestamptz,
     first_seen     timestamptz      NOT NULL DEFAULT now(),
     last_seen      timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (relid, columns)

@@ -46,7 +46,25 @@ pub struct Misestimate {
     /// Rows per loop: estimated and measured.
     pub estimated: f64,
     pub actual: f64,
+    /// What the background explorer measured with the statistics (None: not verified).
+    pub verified: Option<Verified>,
 }
+
+/// The background explorer's measurement of one piece of advice: the statement of the shape it
+/// was found on, run with the statistics created and the table analyzed (in a transaction
+/// rolled back), against its default plan's typical time without them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    /// Without the statistics: the default plan's typical time, ms.
+    pub before_ms: f64,
+    /// With them, ms (when `cut`: cut short at this time, at least that slow).
+    pub after_ms: f64,
+    pub cut: bool,
+}
+
+/// With the statistics the statement must run at most this share of its time without them for
+/// the advice to count as verified.
+pub const VERIFIED_SHARE: f64 = 0.8;
 
 impl Misestimate {
     /// How far off the estimate was (>= 1).
@@ -105,6 +123,7 @@ pub unsafe fn find(
                     columns,
                     estimated: node.est_rows,
                     actual,
+                    verified: None,
                 });
             }
         }
@@ -172,12 +191,37 @@ unsafe fn scan_columns(
     (columns.len() <= MAX_COLUMNS).then_some(((*rte).relid.to_u32(), columns))
 }
 
+/// SQL: the statistics object's name for advice row `a` of table `c` (what the DBA is told to
+/// create, what the learner creates), with its columns' names `cols.names`.
+const NAME: &str =
+    "left('ruvector_dag_' || c.relname || '_' || array_to_string(cols.names, '_'), 63)";
+
+/// SQL: advice row `a`'s columns as they are now, a lateral join `cols`: their names
+/// (`names`), their quoted names comma-separated (`list`), and how many exist (`n`: fewer than
+/// the row's when one was dropped).
+pub(crate) const COLUMNS: &str = "CROSS JOIN LATERAL ( \
+       SELECT array_agg(att.attname::text ORDER BY att.attnum) AS names, \
+              string_agg(quote_ident(att.attname), ', ' ORDER BY att.attnum) AS list, \
+              count(*) AS n \
+         FROM pg_catalog.pg_attribute att \
+        WHERE att.attrelid = a.relid AND att.attnum = ANY (a.columns) \
+          AND NOT att.attisdropped) cols";
+
+/// SQL: the extended statistics (`s`) that cover advice row `a`'s columns (dependencies or an
+/// MCV list on a superset of them).
+pub(crate) const COVERING: &str = "SELECT s.stxname FROM pg_catalog.pg_statistic_ext s \
+     WHERE s.stxrelid = a.relid AND a.columns <@ s.stxkeys::int2[] \
+       AND s.stxkind && ARRAY['f', 'm']::\"char\"[]";
+
 /// The statistics advice: per table and column set the scans misestimated on
 /// (`ruvector_dag.statistics_advice`), the statement that would create the extended statistics
-/// (and ANALYZE the table so that they are filled in), and whether statistics covering those
-/// columns exist already (then it is listed as covered: the estimate was off without them, or
-/// before they were analyzed). Most promising first (the worst misestimate times its runs).
-/// Column names as they are now; a table dropped since is left out.
+/// (and ANALYZE the table so that they are filled in), and its status: covered (statistics on
+/// those columns exist already: the estimate was off without them, or before they were
+/// analyzed), verified or refuted (what the background explorer measured: a statement of the
+/// shape with the statistics, in a transaction it rolled back, against the default plan's
+/// typical time without them), or proposed (not measured yet). Most promising first (the
+/// worst misestimate times its runs). Column names as they are now; a table dropped since is
+/// left out.
 #[pg_extern(stable, parallel_safe)]
 fn ruvector_dag_advice() -> TableIterator<
     'static,
@@ -191,55 +235,53 @@ fn ruvector_dag_advice() -> TableIterator<
         name!(actual_rows, f64),
         name!(runs, i64),
         name!(shapes, i32),
+        name!(before_ms, Option<f64>),
+        name!(after_ms, Option<f64>),
         name!(last_seen, pgrx::datum::TimestampWithTimeZone),
     ),
 > {
     let rows = Spi::connect(|c| {
         let rows = c.select(
-            "SELECT a.relid::text, cols.names, cov.stxname::text, \
-                    format('CREATE STATISTICS %I (dependencies, ndistinct, mcv) ON %s FROM %s; ANALYZE %s;', \
-                           left('ruvector_dag_' || c.relname || '_' || array_to_string(cols.names, '_'), 63), \
-                           cols.list, a.relid, a.relid), \
-                    a.worst_factor, a.estimated_rows, a.actual_rows, a.runs, \
-                    cardinality(a.shapes), a.last_seen \
-               FROM ruvector_dag.statistics_advice a \
-               JOIN pg_catalog.pg_class c ON c.oid = a.relid \
-              CROSS JOIN LATERAL ( \
-                    SELECT array_agg(att.attname::text ORDER BY att.attnum) AS names, \
-                           string_agg(quote_ident(att.attname), ', ' ORDER BY att.attnum) AS list, \
-                           count(*) AS n \
-                      FROM pg_catalog.pg_attribute att \
-                     WHERE att.attrelid = a.relid AND att.attnum = ANY (a.columns) \
-                       AND NOT att.attisdropped) cols \
-               LEFT JOIN LATERAL ( \
-                    SELECT s.stxname FROM pg_catalog.pg_statistic_ext s \
-                     WHERE s.stxrelid = a.relid AND a.columns <@ s.stxkeys::int2[] \
-                       AND s.stxkind && ARRAY['f', 'm']::\"char\"[] \
-                     ORDER BY s.stxname LIMIT 1) cov ON true \
-              WHERE cols.n = cardinality(a.columns) \
-              ORDER BY a.worst_factor * a.runs DESC, a.relid, a.columns",
+            &format!(
+                "SELECT a.relid::text, cols.names, cov.stxname::text, \
+                        format('CREATE STATISTICS %I (dependencies, ndistinct, mcv) ON %s FROM %s; ANALYZE %s;', \
+                               {NAME}, cols.list, a.relid, a.relid), \
+                        a.worst_factor, a.estimated_rows, a.actual_rows, a.runs, \
+                        cardinality(a.shapes), a.before_ms, a.after_ms, coalesce(a.after_cut, false), \
+                        a.last_seen, a.applied_name::text \
+                   FROM ruvector_dag.statistics_advice a \
+                   JOIN pg_catalog.pg_class c ON c.oid = a.relid \
+                   {COLUMNS} \
+                   LEFT JOIN LATERAL ({COVERING} ORDER BY s.stxname LIMIT 1) cov ON true \
+                  WHERE cols.n = cardinality(a.columns) \
+                  ORDER BY a.worst_factor * a.runs DESC, a.relid, a.columns"
+            ),
             None,
             &[],
         )?;
         let mut out = Vec::new();
         for r in rows {
             let covered: Option<String> = r.get(3)?;
+            let before: Option<f64> = r.get(10)?;
+            let after: Option<f64> = r.get(11)?;
+            let cut = r.get::<bool>(12)?.unwrap_or(false);
+            let Some(last_seen) = r.get::<pgrx::datum::TimestampWithTimeZone>(13)? else {
+                continue;
+            };
+            let applied: Option<String> = r.get(14)?;
             out.push((
                 r.get::<String>(1)?.unwrap_or_default(),
                 r.get::<Vec<String>>(2)?.unwrap_or_default(),
-                match covered {
-                    Some(name) => format!("covered by the statistics {name}"),
-                    None => "proposed (not verified yet: measure the statement after running it)"
-                        .to_string(),
-                },
+                status(covered, applied, before, after, cut),
                 r.get::<String>(4)?.unwrap_or_default(),
                 r.get::<f64>(5)?.unwrap_or_default(),
                 r.get::<f64>(6)?.unwrap_or_default(),
                 r.get::<f64>(7)?.unwrap_or_default(),
                 r.get::<i64>(8)?.unwrap_or_default(),
                 r.get::<i32>(9)?.unwrap_or_default(),
-                r.get::<pgrx::datum::TimestampWithTimeZone>(10)?
-                    .expect("last_seen is NOT NULL"),
+                before,
+                after,
+                last_seen,
             ));
         }
         Ok::<_, pgrx::spi::Error>(out)
@@ -251,6 +293,133 @@ fn ruvector_dag_advice() -> TableIterator<
         )
     });
     TableIterator::new(rows)
+}
+
+/// Verified advice the learner creates per cycle at most.
+pub const APPLY_PER_CYCLE: i64 = 4;
+
+/// With `ruvector.dag_healing_repair = on`, in the learner's cycle (its transaction): create
+/// the extended statistics of verified advice (at most [`APPLY_PER_CYCLE`] a cycle) and
+/// ANALYZE their columns, each in a subtransaction (a lock not granted within 200 ms, or any
+/// other failure, leaves it for a later cycle), named as `ruvector_dag_advice()` shows them.
+/// Advice whose statistics were created once is never applied again: a DBA who drops them
+/// (`DROP STATISTICS name`, what healing_log says undoes it) has the last word.
+/// Returns how many were created.
+pub fn apply_verified() -> Result<usize, String> {
+    let due = Spi::connect(|c| {
+        let rows = c.select(
+            &format!(
+                "SELECT a.relid::oid, a.columns, {NAME}, cols.list, a.relid::text, \
+                        a.before_ms, a.after_ms, a.shapes[1], n.nspname::text \
+                   FROM ruvector_dag.statistics_advice a \
+                   JOIN pg_catalog.pg_class c ON c.oid = a.relid \
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                   {COLUMNS} \
+                  WHERE cols.n = cardinality(a.columns) AND a.applied_at IS NULL \
+                    AND a.verified_at IS NOT NULL AND NOT coalesce(a.after_cut, false) \
+                    AND a.after_ms <= {VERIFIED_SHARE} * a.before_ms \
+                    AND NOT EXISTS ({COVERING}) \
+                  ORDER BY a.before_ms - a.after_ms DESC \
+                  LIMIT {APPLY_PER_CYCLE}"
+            ),
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push((
+                r.get::<pg_sys::Oid>(1)?,
+                r.get::<Vec<i16>>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+                r.get::<String>(5)?.unwrap_or_default(),
+                r.get::<f64>(6)?.unwrap_or_default(),
+                r.get::<f64>(7)?.unwrap_or_default(),
+                r.get::<i64>(8)?.unwrap_or_default(),
+                r.get::<String>(9)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(|e| format!("reading verified statistics advice: {e}"))?;
+    let mut applied = 0;
+    for (relid, columns, name, list, table, before_ms, after_ms, shape, schema) in due {
+        let Some(relid) = relid else { continue };
+        let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let create = format!(
+            "SET LOCAL lock_timeout = 200; \
+             CREATE STATISTICS {}.{} (dependencies, ndistinct, mcv) ON {list} FROM {table}; \
+             ANALYZE {table} ({list})",
+            quoted(&schema),
+            quoted(&name)
+        );
+        if crate::guarded(|| Spi::run(&create).map_err(|e| e.to_string())).is_err() {
+            continue;
+        }
+        Spi::run_with_args(
+            "UPDATE ruvector_dag.statistics_advice SET applied_name = $3, applied_at = now() \
+              WHERE relid = $1::regclass AND columns = $2",
+            &[relid.into(), columns.into(), name.clone().into()],
+        )
+        .map_err(|e| format!("recording applied statistics advice: {e}"))?;
+        let action = format!(
+            "created the statistics {name} on {table} ({list}) and analyzed them: verified {after_ms:.1} ms against {before_ms:.1} ms (ruvector.dag_healing_repair); DROP STATISTICS {name} undoes it, and it is not created again"
+        );
+        Spi::run_with_args(
+            "INSERT INTO ruvector_dag.healing_log \
+               (fingerprint, pattern, arm, actual_ms, baseline_ms, action) \
+             VALUES ($1, NULL, 'statistics advice', $2, $3, $4)",
+            &[
+                shape.into(),
+                (after_ms as f32).into(),
+                (before_ms as f32).into(),
+                action.as_str().into(),
+            ],
+        )
+        .map_err(|e| format!("logging applied statistics advice: {e}"))?;
+        log!("ruvector_dag learner: {action}");
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// A piece of advice's status in words ([`ruvector_dag_advice`]): `covered`, the statistics on
+/// its columns that exist; `applied`, the name the learner created them under.
+fn status(
+    covered: Option<String>,
+    applied: Option<String>,
+    before: Option<f64>,
+    after: Option<f64>,
+    cut: bool,
+) -> String {
+    let measured = match (before, after) {
+        (Some(b), Some(a)) => format!(
+            "; the background explorer measured {}{a:.1} ms with them, {b:.1} ms without",
+            if cut { "at least " } else { "" }
+        ),
+        _ => String::new(),
+    };
+    match (covered, applied) {
+        (Some(name), Some(made)) if name == made => {
+            return format!("applied: the learner created the statistics {name} (ruvector.dag_healing_repair){measured}")
+        }
+        (Some(name), _) => return format!("covered by the statistics {name}{measured}"),
+        (None, Some(made)) => {
+            return format!("dropped: the statistics {made} the learner created are gone; not created again{measured}")
+        }
+        (None, None) => {}
+    }
+    match (before, after) {
+        (Some(b), Some(a)) if !cut && a <= VERIFIED_SHARE * b => format!(
+            "verified: a statement of the shape ran in {a:.1} ms with them, {b:.1} ms without ({:.1}x faster; measured by the background explorer in a transaction it rolled back)",
+            b / a.max(1e-3)
+        ),
+        (Some(b), Some(a)) => format!(
+            "refuted: a statement of the shape ran in {}{a:.1} ms with them, {b:.1} ms without (measured by the background explorer in a transaction it rolled back)",
+            if cut { "at least " } else { "" }
+        ),
+        _ => "proposed (not measured yet: the background explorer measures it when it next runs a statement of the shape)".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -268,5 +437,28 @@ mod tests {
         assert_eq!(factor(0.0, 0.0), 1.0);
         assert_eq!(factor(2.0, 500.0), 250.0);
         assert_eq!(factor(500.0, 2.0), 250.0);
+    }
+
+    #[test]
+    fn the_status_says_what_was_measured() {
+        let s = |covered: Option<&str>, applied: Option<&str>, b, a, cut| {
+            status(covered.map(Into::into), applied.map(Into::into), b, a, cut)
+        };
+        assert_eq!(
+            s(Some("s"), None, None, None, false),
+            "covered by the statistics s"
+        );
+        assert!(s(Some("s"), None, Some(10.0), Some(1.0), false)
+            .starts_with("covered by the statistics s; the background explorer measured 1.0 ms with them, 10.0 ms without"));
+        assert!(s(Some("s"), Some("s"), Some(10.0), Some(1.0), false)
+            .starts_with("applied: the learner created the statistics s"));
+        assert!(s(None, Some("s"), Some(10.0), Some(1.0), false)
+            .starts_with("dropped: the statistics s"));
+        assert!(s(None, None, Some(10.0), Some(2.0), false).starts_with("verified: a statement of the shape ran in 2.0 ms with them, 10.0 ms without (5.0x faster"));
+        assert!(s(None, None, Some(10.0), Some(9.0), false)
+            .starts_with("refuted: a statement of the shape ran in 9.0 ms"));
+        assert!(s(None, None, Some(10.0), Some(2.0), true)
+            .starts_with("refuted: a statement of the shape ran in at least 2.0 ms"));
+        assert!(s(None, None, None, None, false).starts_with("proposed"));
     }
 }

@@ -378,8 +378,8 @@ fn register_learning() {
 fn register_server() {
     GucRegistry::define_bool_guc(
         c"ruvector.dag_healing_repair",
-        c"Whether self-healing may REINDEX invalid indexes of enabled tables.",
-        c"Off: they are only reported by ruvector_dag_health().",
+        c"Whether self-healing may REINDEX invalid indexes of enabled tables and create the extended statistics the background explorer verified (ruvector_dag_advice()).",
+        c"Off: they are only reported by ruvector_dag_health() and ruvector_dag_advice().",
         &HEALING_REPAIR,
         suset(),
         none(),

@@ -657,6 +657,10 @@ pub fn cycle(train: bool) -> Result<Outcome, String> {
             names.len() - before
         );
     }
+    // Verified statistics advice, created when the DBA allows repairs (never on a standby).
+    if guc::HEALING_REPAIR.get() && !guc::standby() {
+        crate::advice::apply_verified()?;
+    }
     let records = shared::drain(db);
     let result = LEARNER.with(|l| {
         let mut l = l.borrow_mut();
@@ -867,9 +871,16 @@ fn remember_misestimates(found: &[crate::advice::Misestimate]) -> Result<(), Str
             c.update(
                 &format!(
                     "INSERT INTO ruvector_dag.statistics_advice AS a \
-                       (relid, columns, runs, shapes, worst_factor, estimated_rows, actual_rows) \
-                     VALUES ($1::regclass, $2, 1, ARRAY[$3::bigint], $4, $5, $6) \
-                     ON CONFLICT (relid, columns) DO UPDATE SET runs = a.runs + 1, \
+                       (relid, columns, runs, shapes, worst_factor, estimated_rows, actual_rows, \
+                        before_ms, after_ms, after_cut, verified_at) \
+                     VALUES ($1::regclass, $2, 1, ARRAY[$3::bigint], $4, $5, $6, $7, $8, $9, \
+                             CASE WHEN $7 IS NULL THEN NULL ELSE now() END) \
+                     ON CONFLICT (relid, columns) DO UPDATE SET \
+                       runs = a.runs + CASE WHEN $7 IS NULL THEN 1 ELSE 0 END, \
+                       before_ms = coalesce($7, a.before_ms), \
+                       after_ms = coalesce($8, a.after_ms), \
+                       after_cut = coalesce($9, a.after_cut), \
+                       verified_at = CASE WHEN $7 IS NULL THEN a.verified_at ELSE now() END, \
                        shapes = CASE WHEN $3 = ANY (a.shapes) \
                                        OR cardinality(a.shapes) >= {kept} \
                                      THEN a.shapes ELSE a.shapes || $3 END, \
@@ -888,6 +899,9 @@ fn remember_misestimates(found: &[crate::advice::Misestimate]) -> Result<(), Str
                     m.factor().into(),
                     m.estimated.into(),
                     m.actual.into(),
+                    m.verified.map(|v| v.before_ms).into(),
+                    m.verified.map(|v| v.after_ms).into(),
+                    m.verified.map(|v| v.cut).into(),
                 ],
             )?;
         }

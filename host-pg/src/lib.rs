@@ -228,6 +228,24 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Str
 pub(crate) fn guarded_coded<R>(
     f: impl FnOnce() -> Result<R, String>,
 ) -> Result<R, (PgSqlErrorCode, String)> {
+    in_subtransaction(f, true)
+}
+
+/// Run `f` in a subtransaction that is rolled back whatever happens (what it changed is gone
+/// afterwards, what it returns stays): `f`'s result, or the ERROR (with its SQLSTATE) or panic
+/// that ended it.
+pub(crate) fn rolled_back<R>(
+    f: impl FnOnce() -> Result<R, String>,
+) -> Result<R, (PgSqlErrorCode, String)> {
+    in_subtransaction(f, false)
+}
+
+/// Run `f` in a subtransaction, released when `f` returns and `keep` (rolled back otherwise,
+/// and on an ERROR or a panic).
+fn in_subtransaction<R>(
+    f: impl FnOnce() -> Result<R, String>,
+    keep: bool,
+) -> Result<R, (PgSqlErrorCode, String)> {
     // SAFETY: the subtransaction is begun here and released or rolled back on every path; the
     // memory context and resource owner are restored as PL/pgSQL does.
     unsafe {
@@ -237,7 +255,12 @@ pub(crate) fn guarded_coded<R>(
         pg_sys::MemoryContextSwitchTo(context);
         PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
             let r = f();
-            pg_sys::ReleaseCurrentSubTransaction();
+            if keep {
+                pg_sys::ReleaseCurrentSubTransaction();
+            } else {
+                pg_sys::MemoryContextSwitchTo(context);
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            }
             pg_sys::MemoryContextSwitchTo(context);
             pg_sys::CurrentResourceOwner = owner;
             r.map_err(|m| (PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, m))

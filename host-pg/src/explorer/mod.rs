@@ -612,11 +612,40 @@ fn explore(
         cut,
         background: true,
     };
+    // Misestimated scans of the default plan's runs (statistics advice, measured at the end of
+    // the turn: [`verify_statistics`]).
+    let mut advice: Vec<crate::advice::Misestimate> = Vec::new();
+    let measure_advice =
+        |mut advice: Vec<crate::advice::Misestimate>, fingerprint: u64, backoff: &mut Backoff| {
+            // The advice users' runs found for the shape, not measured yet.
+            for m in advised_for(fingerprint) {
+                if !advice
+                    .iter()
+                    .any(|a| a.relid == m.relid && a.columns == m.columns)
+                {
+                    advice.push(m);
+                }
+            }
+            if advice.is_empty() {
+                return;
+            }
+            let typical = hooks::with_shape(fingerprint, |o| {
+                o.evidence().get(fingerprint).and_then(|e| e.default_ms())
+            })
+            .and_then(|(ms, _)| ms);
+            if let Some(typical) = typical {
+                verify_statistics(db, &offer, fingerprint, advice, typical, backoff);
+            }
+        };
     for n in 1..=EXPLORE_MAX_RUNS {
         let step =
             hooks::with_shape(d.fingerprint, |o| o.explore_step(&d)).map_or(Step::Done, |(s, _)| s);
         let (arm, expected) = match step {
             Step::Done => break,
+            // The default plan once per shape in this explorer, whatever the evidence asks
+            // first: its instrumented run finds the scans it misestimates (statistics advice),
+            // and it is a background measure of the default plan like any other.
+            _ if !default_checked(d.fingerprint) => (0, d.fingerprint),
             Step::Default => (0, d.fingerprint),
             Step::Plan { arm, plan } => (arm, plan),
         };
@@ -668,8 +697,13 @@ fn explore(
             }
             continue;
         }
+        let mut misestimated = Vec::new();
         let (ms, plan, cut) = match ran {
-            Ok(Ran::Done(ms, probed)) => (ms, probed.dag.shape_hash(), false),
+            Ok(Ran::Done(ms, probed)) => {
+                let probed = *probed;
+                misestimated = probed.misestimates;
+                (ms, probed.dag.shape_hash(), false)
+            }
             // The default plan cut short: the server is slower than it was; try another time.
             Ok(Ran::Cut) if arm == 0 => return Ok(Turn::Over),
             Ok(Ran::Cut) => {
@@ -686,6 +720,23 @@ fn explore(
         d.arm = arm;
         d.plan = plan;
         record(db, &d, &offer.relids, ms as f32, kind(cut))?;
+        // The default plan misestimated a scan on columns statistics could fix: kept as advice
+        // at once, measured at the end of the turn (the plans come first: users gain most from
+        // a verified plan).
+        if arm == 0 {
+            DEFAULT_CHECKED.with(|c| c.borrow_mut().insert(d.fingerprint));
+            for mut m in misestimated {
+                m.fingerprint = d.fingerprint;
+                if let Ok(bytes) = learner::Record::misestimate(m.clone()) {
+                    let _ = shared::push(db, &bytes);
+                }
+                if !advice.iter().any(|a: &crate::advice::Misestimate| {
+                    a.relid == m.relid && a.columns == m.columns
+                }) {
+                    advice.push(m);
+                }
+            }
+        }
         // Refresh what BTSP memory blocks (a catastrophe just ran) for the next step.
         if let Some((Ok(fresh), _)) = hooks::with_shape(d.fingerprint, |o| {
             o.decide_with(&dag, Exploration::Explorer)
@@ -699,9 +750,11 @@ fn explore(
         let more = hooks::with_shape(d.fingerprint, |o| o.explore_step(&d) != Step::Done)
             .is_some_and(|(more, _)| more);
         if others_wait && more && (n >= RUNS_PER_TURN || d.rule == Rule::Verified) {
+            measure_advice(advice, d.fingerprint, backoff);
             return Ok(Turn::Again);
         }
     }
+    measure_advice(advice, d.fingerprint, backoff);
     // Settled (or as far as one offer goes): not explored again until the learner has
     // published what was measured here.
     recent.insert(offer.fingerprint, Instant::now());
@@ -846,6 +899,11 @@ fn wait_until_quiet(db: u32, backoff: &mut Backoff, expected_ms: Option<f64>) ->
 /// transaction of its own, as its role, with its session's settings, cut short after
 /// `timeout_ms`.
 fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Refused> {
+    BackgroundWorker::transaction(|| run_here(offer, arm, timeout_ms, analyze))
+}
+
+/// [`run`] in the transaction under way.
+fn run_here(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Refused> {
     let mut settings = offer.settings.clone();
     if arm != 0 {
         let arms = guc::arms_shared().map_err(|e| Refused::ours(format!("the arm list: {e}")))?;
@@ -859,7 +917,7 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
         }
     }
     let what = if analyze { "running it" } else { "planning it" };
-    BackgroundWorker::transaction(|| {
+    {
         // READ ONLY, as SET TRANSACTION READ ONLY makes it (the setting itself cannot be set at
         // a GUC nest level from PostgreSQL 16 on); a subtransaction keeps it.
         // SAFETY: this transaction's flag, reset when the next one starts.
@@ -926,7 +984,242 @@ fn run(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ran, Re
             Err((PgSqlErrorCode::ERRCODE_QUERY_CANCELED, _)) if yielded => Ok(Ran::Yielded),
             Err(e) => Err(Refused::of(e, what)),
         }
+    }
+}
+
+/// Whether this explorer ran shape `fingerprint`'s default plan with instrumentation since
+/// it started (a few thousand shapes remembered).
+fn default_checked(fingerprint: u64) -> bool {
+    DEFAULT_CHECKED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 4096 {
+            c.clear();
+        }
+        c.contains(&fingerprint)
     })
+}
+
+/// The statistics advice kept for shape `fingerprint` that was not measured yet (found on the
+/// users' runs timed per node); empty when it cannot be read.
+fn advised_for(fingerprint: u64) -> Vec<crate::advice::Misestimate> {
+    BackgroundWorker::transaction(|| {
+        crate::guarded(|| {
+            Spi::connect(|c| {
+                let rows = c.select(
+                    "SELECT relid::oid, columns, estimated_rows, actual_rows \
+                   FROM ruvector_dag.statistics_advice \
+                  WHERE $1 = ANY (shapes) AND verified_at IS NULL \
+                  ORDER BY worst_factor DESC LIMIT 4",
+                    None,
+                    &[(fingerprint as i64).into()],
+                )?;
+                let mut out = Vec::new();
+                for r in rows {
+                    if let (Some(relid), Some(columns)) =
+                        (r.get::<pg_sys::Oid>(1)?, r.get::<Vec<i16>>(2)?)
+                    {
+                        out.push(crate::advice::Misestimate {
+                            fingerprint,
+                            relid: relid.to_u32(),
+                            columns,
+                            estimated: r.get::<f64>(3)?.unwrap_or_default(),
+                            actual: r.get::<f64>(4)?.unwrap_or_default(),
+                            verified: None,
+                        });
+                    }
+                }
+                Ok::<_, pgrx::spi::Error>(out)
+            })
+            .map_err(|e| e.to_string())
+        })
+        .unwrap_or_default()
+    })
+}
+
+thread_local! {
+    /// Shapes whose default plan this explorer ran with instrumentation ([`default_checked`]).
+    static DEFAULT_CHECKED: std::cell::RefCell<std::collections::HashSet<u64>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+    /// Statistics advice (table, columns) this explorer measured, and when: not measured again
+    /// for [`VERIFY_AGAIN_S`].
+    static MEASURED_ADVICE: std::cell::RefCell<HashMap<(u32, Vec<i16>), Instant>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// A piece of statistics advice is measured again after this long, seconds.
+pub const VERIFY_AGAIN_S: u64 = 3600;
+
+/// Measure the statistics advice for the scans `found` misestimated in the default plan of the
+/// offered statement (shape `fingerprint`, typically `default_ms` without them): in a
+/// subtransaction rolled back afterwards, create the extended statistics on each scan's
+/// columns and ANALYZE those columns (as this worker, which owns nothing the users see: the
+/// objects and statistics are gone with the rollback, the only locks are those CREATE
+/// STATISTICS and ANALYZE take, which never block writers, waited for at most
+/// [`ADVICE_LOCK_TIMEOUT_MS`]), then run the statement as its role, read-only, twice, under the
+/// explorer's timeout; the faster run is what the statistics give. The result goes to the
+/// learner (`ruvector_dag.statistics_advice`). Advice already covered by statistics, measured
+/// within [`VERIFY_AGAIN_S`], or whose run was given up for a user's statement is left.
+fn verify_statistics(
+    db: u32,
+    offer: &Offer,
+    fingerprint: u64,
+    found: Vec<crate::advice::Misestimate>,
+    default_ms: f64,
+    backoff: &mut Backoff,
+) {
+    for mut m in found {
+        let key = (m.relid, m.columns.clone());
+        let recent = MEASURED_ADVICE.with(|a| {
+            a.borrow()
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(VERIFY_AGAIN_S))
+        });
+        if recent || stopping() {
+            continue;
+        }
+        let timeout_ms = explore_timeout_ms(default_ms);
+        let mut measured = None;
+        let mut wall_ms = 0.0;
+        // A run given up for users' statements is tried again, as the candidates' runs are.
+        for _ in 0..ADVICE_ATTEMPTS {
+            // The statement (faster with the statistics, if they help) and the ANALYZE of a
+            // few columns.
+            if !wait_until_quiet(db, backoff, Some(default_ms + ANALYZE_EXPECTED_MS)) {
+                return;
+            }
+            let t0 = Instant::now();
+            shared::explorer_running(db, true);
+            let ran = BackgroundWorker::transaction(|| statistics_run(offer, &m, timeout_ms));
+            shared::explorer_running(db, false);
+            wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            shared::count_explorer(db, ExplorerCounter::Runs, 1);
+            shared::count_explorer(db, ExplorerCounter::RunUs, (wall_ms * 1000.0) as u64);
+            match ran {
+                Ok(Some(x)) => {
+                    measured = Some(Ok(x));
+                    break;
+                }
+                Ok(None) => {
+                    shared::count_explorer(db, ExplorerCounter::Yielded, 1);
+                    backoff.yielded(Instant::now(), shared::user_starts());
+                    shared::set_explorer_quiet_ms(db, backoff.window_ms(Instant::now()));
+                    if !pace(wall_ms) {
+                        return;
+                    }
+                }
+                Err(why) => {
+                    measured = Some(Err(why));
+                    break;
+                }
+            }
+        }
+        let (after_ms, cut) = match measured {
+            Some(Ok(x)) => {
+                backoff.completed(Instant::now());
+                x
+            }
+            // Given up for users' statements every time: measured another time.
+            None => return,
+            Some(Err(why)) => {
+                // Covered already, a lock not granted in time, a statement that fails: not
+                // measured now, not tried again soon.
+                MEASURED_ADVICE.with(|a| a.borrow_mut().insert(key, Instant::now()));
+                log!("ruvector_dag explorer: statistics advice on table {} columns {:?} not measured: {why}", m.relid, m.columns);
+                continue;
+            }
+        };
+        MEASURED_ADVICE.with(|a| a.borrow_mut().insert(key, Instant::now()));
+        m.fingerprint = fingerprint;
+        m.verified = Some(crate::advice::Verified {
+            before_ms: default_ms,
+            after_ms,
+            cut,
+        });
+        if let Ok(bytes) = learner::Record::misestimate(m) {
+            let _ = shared::push(db, &bytes);
+        }
+        if !pace(wall_ms) {
+            return;
+        }
+    }
+}
+
+/// Attempts at measuring one piece of advice in a turn (a run given up for users' statements is
+/// tried again).
+pub const ADVICE_ATTEMPTS: usize = 4;
+
+/// What the explorer expects ANALYZE of a few columns to take (a sample of 30,000 rows), ms.
+pub const ANALYZE_EXPECTED_MS: f64 = 100.0;
+
+/// Waited for at most this long for the locks CREATE STATISTICS and ANALYZE take (a VACUUM or
+/// another ANALYZE of the table holds them: measured another time), ms.
+pub const ADVICE_LOCK_TIMEOUT_MS: u32 = 200;
+
+/// [`verify_statistics`]'s measurement, in the transaction under way: `Ok(Some((ms, cut)))`,
+/// the faster of two runs with the statistics (cut: at least the timeout); `Ok(None)`: given
+/// up for a user's statement; `Err`: why it could not be measured.
+fn statistics_run(
+    offer: &Offer,
+    m: &crate::advice::Misestimate,
+    timeout_ms: f64,
+) -> Result<Option<(f64, bool)>, String> {
+    let ran = crate::rolled_back(|| {
+        let columns: Vec<i16> = m.columns.clone();
+        let (covered, create, analyze) = Spi::connect(|c| {
+            let row = c
+                .select(
+                    &format!(
+                        "SELECT EXISTS ({covering}), \
+                                format('CREATE STATISTICS %I.%I (dependencies, ndistinct, mcv) ON %s FROM %s', \
+                                       n.nspname, 'ruvector_dag_measuring_' || pg_backend_pid(), \
+                                       cols.list, a.relid), \
+                                format('ANALYZE %s (%s)', a.relid, cols.list), \
+                                cols.n = cardinality(a.columns) \
+                           FROM (SELECT $1::regclass AS relid, $2::int2[] AS columns) a \
+                           JOIN pg_catalog.pg_class c ON c.oid = a.relid \
+                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                           {columns}",
+                        covering = crate::advice::COVERING,
+                        columns = crate::advice::COLUMNS,
+                    ),
+                    Some(1),
+                    &[pg_sys::Oid::from(m.relid).into(), columns.into()],
+                )?
+                .first();
+            let whole = row.get::<bool>(4)?.unwrap_or(false);
+            Ok::<_, pgrx::spi::Error>((
+                row.get::<bool>(1)?.unwrap_or(false),
+                row.get::<String>(2)?.filter(|_| whole),
+                row.get::<String>(3)?,
+            ))
+        })
+        .map_err(|e| format!("reading the table's columns: {e}"))?;
+        let (Some(create), Some(analyze)) = (create, analyze) else {
+            return Err("the table or one of its columns is gone".into());
+        };
+        if covered {
+            return Err("statistics on those columns exist already".into());
+        }
+        Spi::run(&format!(
+            "SET LOCAL lock_timeout = {ADVICE_LOCK_TIMEOUT_MS}; {create}; {analyze}"
+        ))
+        .map_err(|e| format!("creating and analyzing the statistics: {e}"))?;
+        let mut best: Option<(f64, bool)> = None;
+        for _ in 0..2 {
+            let run = match run_here(offer, 0, timeout_ms, true) {
+                Ok(Ran::Done(ms, _)) => (ms, false),
+                Ok(Ran::Cut) => (timeout_ms, true),
+                // Given up for users' statements: the run before it is the measure, if any.
+                Ok(Ran::Yielded) => return Ok(best),
+                Err(r) => return Err(r.why),
+            };
+            if best.is_none_or(|b| run.0 < b.0) {
+                best = Some(run);
+            }
+        }
+        Ok(best)
+    });
+    ran.map_err(|(_, why)| why)
 }
 
 /// EXPLAIN (with ANALYZE: run, rows discarded) the offered statement with its parameters; the

@@ -109,6 +109,9 @@ pub(super) unsafe extern "C-unwind" fn executor_end_hook(query_desc: *mut pg_sys
     if pg_sys::ParallelWorkerNumber >= 0 {
         crate::explorer::priority::worker_end();
     }
+    if explorer_process() {
+        note_probe_run(query_desc);
+    }
     let started = RUNNING.with(|r| {
         let mut r = r.borrow_mut();
         let i = r.iter().position(|x| x.query_desc == query_desc as usize)?;

@@ -27,6 +27,11 @@ pub(crate) struct Probed {
     pub dag: ruvector_dag_core::PlanDag,
     /// Its total cost without PostgreSQL's `disable_cost` penalties.
     pub cost: f64,
+    /// The `PlannedStmt` it was read from (valid until the statement's ExecutorEnd).
+    stmt: usize,
+    /// Run with instrumentation (EXPLAIN ANALYZE): its misestimated scans on two or more
+    /// columns of a table (statistics advice; their fingerprint is 0, the caller's to fill).
+    pub misestimates: Vec<crate::advice::Misestimate>,
 }
 
 /// This process is the background explorer (for good).
@@ -55,8 +60,43 @@ unsafe fn note_probe(planned: *mut pg_sys::PlannedStmt) {
     }
     if let Ok(dag) = dag_from_plan(planned) {
         let cost = without_disable_cost((*(*planned).planTree).total_cost);
-        PROBE.with(|p| *p.borrow_mut() = Some(Some(Probed { dag, cost })));
+        let probed = Probed {
+            dag,
+            cost,
+            stmt: planned as usize,
+            misestimates: Vec::new(),
+        };
+        PROBE.with(|p| *p.borrow_mut() = Some(Some(probed)));
     }
+}
+
+/// In the background explorer, at ExecutorEnd: the probed statement ran with instrumentation
+/// (EXPLAIN ANALYZE): keep its misestimated scans ([`crate::advice::find`]).
+///
+/// # Safety
+/// `query_desc` is a started, not yet ended `QueryDesc`.
+pub(super) unsafe fn note_probe_run(query_desc: *mut pg_sys::QueryDesc) {
+    if query_desc.is_null()
+        || (*query_desc).planstate.is_null()
+        || (*(*query_desc).planstate).instrument.is_null()
+    {
+        return;
+    }
+    let stmt = (*query_desc).plannedstmt;
+    let probed = PROBE.with(|p| matches!(&*p.borrow(), Some(Some(pr)) if pr.stmt == stmt as usize));
+    if !probed {
+        return;
+    }
+    let measured = measure(query_desc);
+    let Ok((dag, plans)) = dag_with_actuals_and_plans(stmt, &measured) else {
+        return;
+    };
+    let found = crate::advice::find(stmt, &dag, &plans, &measured, 0);
+    PROBE.with(|p| {
+        if let Some(Some(pr)) = p.borrow_mut().as_mut() {
+            pr.misestimates = found;
+        }
+    });
 }
 
 /// What the planner hook did with a statement.

@@ -80,3 +80,74 @@ fn correlated_columns_a_scan_misestimated_are_advised_and_covered_once_created()
     let kept: String = one("SELECT a::text FROM ruvector_dag.statistics_advice a");
     assert!(kept.starts_with("(adv_orders,\"{2,3,4}\",3,"), "{kept}");
 }
+
+#[pg_test]
+fn verified_advice_is_created_under_healing_repair_logged_and_never_again_once_dropped() {
+    setup();
+    orders_and_items("rep", 50);
+    // What the background explorer records: (region, country, city) measured 10x faster with
+    // the statistics, (region, country) no faster.
+    Spi::run(
+        "INSERT INTO ruvector_dag.statistics_advice (relid, columns, runs, shapes, worst_factor, \
+           estimated_rows, actual_rows, before_ms, after_ms, after_cut, verified_at) \
+         VALUES ('rep_orders', '{2,3,4}', 3, '{42}', 1000, 1, 1000, 100, 10, false, now()), \
+                ('rep_orders', '{2,3}', 2, '{43}', 50, 20, 1000, 100, 95, false, now())",
+    )
+    .unwrap();
+    let statistics = || -> i64 {
+        one("SELECT count(*) FROM pg_statistic_ext WHERE stxrelid = 'rep_orders'::regclass")
+    };
+    let status_of = |columns: &str| -> String {
+        one(&format!(
+            "SELECT status FROM ruvector_dag.ruvector_dag_advice() WHERE columns = '{columns}'"
+        ))
+    };
+    // Repairs off (the default): advice only.
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    assert_eq!(statistics(), 0);
+    assert!(status_of("{region,country,city}").starts_with("verified"));
+    assert!(status_of("{region,country}").starts_with("refuted"));
+    // Not a plain role's to turn on.
+    error_of("SELECT 1");
+    Spi::run(
+        "GRANT ALL ON rv_caught TO PUBLIC;
+         DROP ROLE IF EXISTS rv_plain_advice; CREATE ROLE rv_plain_advice;
+         SET ROLE rv_plain_advice;",
+    )
+    .unwrap();
+    let refused = error_of("SELECT set_config('ruvector.dag_healing_repair', 'on', false)");
+    Spi::run("RESET ROLE").unwrap();
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("permission denied")),
+        "{refused:?}"
+    );
+    // On: the verified advice is created and analyzed, logged, shown as applied; the refuted
+    // one is not.
+    Spi::run("SET ruvector.dag_healing_repair = on").unwrap();
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    assert_eq!(statistics(), 1);
+    let analyzed: i64 = one(
+        "SELECT count(*) FROM pg_statistic_ext s JOIN pg_statistic_ext_data d ON d.stxoid = s.oid \
+          WHERE s.stxname = 'ruvector_dag_rep_orders_region_country_city'",
+    );
+    assert_eq!(analyzed, 1, "created and analyzed");
+    let logged: String = one(
+        "SELECT action FROM ruvector_dag.healing_log WHERE arm = 'statistics advice'",
+    );
+    assert!(
+        logged.contains("DROP STATISTICS ruvector_dag_rep_orders_region_country_city undoes it"),
+        "{logged}"
+    );
+    assert!(status_of("{region,country,city}").starts_with("applied: the learner created the statistics ruvector_dag_rep_orders_region_country_city"));
+    // The refuted one was not created; the statistics created cover its columns too.
+    assert!(status_of("{region,country}")
+        .starts_with("covered by the statistics ruvector_dag_rep_orders_region_country_city"));
+    // The DBA drops them: never created again.
+    Spi::run("DROP STATISTICS ruvector_dag_rep_orders_region_country_city").unwrap();
+    Spi::run("SELECT * FROM ruvector_dag.ruvector_dag_learn()").unwrap();
+    assert_eq!(statistics(), 0);
+    assert!(status_of("{region,country,city}").starts_with("dropped"));
+    let created: i64 =
+        one("SELECT count(*) FROM ruvector_dag.healing_log WHERE arm = 'statistics advice'");
+    assert_eq!(created, 1);
+}

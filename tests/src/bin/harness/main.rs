@@ -348,6 +348,19 @@ fn status(cluster: &Cluster, db: &str) -> BTreeMap<String, String> {
             out.insert("error".into(), e);
         }
     }
+    // The statistics advice the run left (`advice NN` keys, most promising first).
+    if let Ok(rows) = cluster.connect(db, "off").and_then(|mut c| {
+        c.query(
+            "SELECT relation || ' (' || array_to_string(columns, ', ') || '): ' || status \
+               FROM ruvector_dag.ruvector_dag_advice()",
+            &[],
+        )
+        .map_err(|e| run::pg_error(&e))
+    }) {
+        for (i, r) in rows.iter().enumerate() {
+            out.insert(format!("advice {i:02}"), r.get(0));
+        }
+    }
     out
 }
 

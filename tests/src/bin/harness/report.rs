@@ -795,6 +795,9 @@ fn workloads_summary(r: &Report, s: &mut String) {
             w.timeouts,
             w.errors.len()
         );
+        for (_, advice) in w.status.range("advice ".to_string().."advice~".to_string()) {
+            let _ = writeln!(s, "  statistics advice: {advice}");
+        }
     }
     let explored: Vec<String> = r
         .explorer_ms_by_round
