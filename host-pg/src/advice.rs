@@ -83,6 +83,45 @@ pub fn factor(estimated: f64, actual: f64) -> f64 {
     }
 }
 
+/// A session reports the same misestimate (table, columns, query shape) at most once in this
+/// many seconds: the advice needs to know it happens, not every run of a statement that runs
+/// thousands of times a minute (each report is a record in the shared ring).
+pub const REPORT_EVERY_S: u64 = 60;
+
+thread_local! {
+    /// When this session last reported each misestimate, by (table, columns, shape).
+    static REPORTED: std::cell::RefCell<std::collections::HashMap<(u32, Vec<i16>, u64), std::time::Instant>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Whether this session reports misestimate `m` now ([`REPORT_EVERY_S`]); if so, it is noted as
+/// reported.
+pub fn report_now(m: &Misestimate) -> bool {
+    REPORTED.with(|r| {
+        let mut r = r.borrow_mut();
+        let now = std::time::Instant::now();
+        let every = std::time::Duration::from_secs(REPORT_EVERY_S);
+        if r.len() >= 256 {
+            r.retain(|_, t| now.duration_since(*t) < every);
+            if r.len() >= 1024 {
+                r.clear();
+            }
+        }
+        let key = (m.relid, m.columns.clone(), m.fingerprint);
+        if r.get(&key).is_some_and(|t| now.duration_since(*t) < every) {
+            return false;
+        }
+        r.insert(key, now);
+        true
+    })
+}
+
+/// Forget what this session reported (tests: the next misestimate is reported at once).
+#[cfg(any(test, feature = "pg_test"))]
+pub fn forget_reported() {
+    REPORTED.with(|r| r.borrow_mut().clear());
+}
+
 /// Whether a scan that expected `estimated` rows per loop and returned `actual` is a
 /// misestimate worth advice.
 pub fn misestimated(estimated: f64, actual: f64) -> bool {

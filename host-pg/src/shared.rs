@@ -62,6 +62,9 @@ struct Shared {
     wanted: [std::sync::atomic::AtomicU32; MAX_LEARNERS],
     /// Cycles the background worker ran.
     worker_cycles: AtomicU64,
+    /// Records of misestimated scans pushed to the ring (statistics advice; counted in the
+    /// ring's `pushed` too).
+    advice_pushed: AtomicU64,
     /// When this shared memory was set up (server start, or the restart after a crash): the
     /// ring holds trajectories recorded since then; those not learned from before were lost.
     started_at: pg_sys::TimestampTz,
@@ -315,6 +318,7 @@ unsafe extern "C-unwind" fn on_startup() {
             }),
             wanted: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
             worker_cycles: AtomicU64::new(0),
+            advice_pushed: AtomicU64::new(0),
             started_at: pg_sys::GetCurrentTimestamp(),
             plugins: std::array::from_fn(|_| PluginSlot {
                 key: AtomicU64::new(0),
@@ -789,6 +793,13 @@ pub fn forget_plugin(db: u32, name: &str) {
     }
 }
 
+/// Count one record of a misestimated scan pushed to the ring.
+pub fn count_advice_pushed() {
+    if let Some(s) = shared() {
+        s.advice_pushed.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Count one cycle of the background worker.
 pub fn count_worker_cycle() {
     if let Some(s) = shared() {
@@ -806,6 +817,8 @@ pub struct RingStats {
     pub bytes_used: u64,
 
     pub worker_cycles: u64,
+    /// Of `pushed`: records of misestimated scans (statistics advice).
+    pub advice_pushed: u64,
 }
 
 struct Locked(*mut pg_sys::LWLock);
@@ -990,6 +1003,7 @@ pub fn stats() -> Option<RingStats> {
         bytes_used: h.head - h.tail,
 
         worker_cycles: s.worker_cycles.load(Ordering::Acquire),
+        advice_pushed: s.advice_pushed.load(Ordering::Acquire),
     })
 }
 

@@ -183,6 +183,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     }
     if let Some(r) = shared::stats() {
         put("ring_pushed", r.pushed.to_string());
+        put("ring_advice_pushed", r.advice_pushed.to_string());
         put("ring_taken", r.taken.to_string());
         put("ring_dropped", r.dropped.to_string());
         put("ring_pending", r.pending.to_string());

@@ -728,7 +728,9 @@ fn explore(
             for mut m in misestimated {
                 m.fingerprint = d.fingerprint;
                 if let Ok(bytes) = learner::Record::misestimate(m.clone()) {
-                    let _ = shared::push(db, &bytes);
+                    if shared::push(db, &bytes).is_ok() {
+                        shared::count_advice_pushed();
+                    }
                 }
                 if !advice.iter().any(|a: &crate::advice::Misestimate| {
                     a.relid == m.relid && a.columns == m.columns
@@ -1136,7 +1138,9 @@ fn verify_statistics(
             cut,
         });
         if let Ok(bytes) = learner::Record::misestimate(m) {
-            let _ = shared::push(db, &bytes);
+            if shared::push(db, &bytes).is_ok() {
+                shared::count_advice_pushed();
+            }
         }
         if !pace(wall_ms) {
             return;

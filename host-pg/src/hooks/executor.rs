@@ -325,8 +325,13 @@ unsafe fn note_misestimates(
 ) {
     let db = crate::database();
     for m in crate::advice::find(stmt, dag, plans, measured, fingerprint) {
+        if !crate::advice::report_now(&m) {
+            continue;
+        }
         if let Ok(bytes) = learner::Record::misestimate(m) {
-            let _ = shared::push(db, &bytes);
+            if shared::push(db, &bytes).is_ok() {
+                shared::count_advice_pushed();
+            }
         }
     }
 }
