@@ -641,11 +641,13 @@ fn explore(
         let step =
             hooks::with_shape(d.fingerprint, |o| o.explore_step(&d)).map_or(Step::Done, |(s, _)| s);
         let (arm, expected) = match step {
+            // Nothing left to run for the plans: the default plan once per shape in this
+            // explorer, if none of its runs here was instrumented yet: it finds the scans the
+            // default plan misestimates (statistics advice), and it is a background measure of
+            // the default plan like any other. After the plans: a verified plan is what users
+            // gain most from first.
+            Step::Done if !default_checked(d.fingerprint) => (0, d.fingerprint),
             Step::Done => break,
-            // The default plan once per shape in this explorer, whatever the evidence asks
-            // first: its instrumented run finds the scans it misestimates (statistics advice),
-            // and it is a background measure of the default plan like any other.
-            _ if !default_checked(d.fingerprint) => (0, d.fingerprint),
             Step::Default => (0, d.fingerprint),
             Step::Plan { arm, plan } => (arm, plan),
         };
