@@ -199,15 +199,7 @@ unsafe fn scan_columns(
         _ => return None,
     };
     let scanrelid = (*(plan as *mut pg_sys::Scan)).scanrelid;
-    let rtable = (*stmt).rtable;
-    let i = (scanrelid as usize).checked_sub(1)?;
-    if rtable.is_null() || i >= (*rtable).length as usize {
-        return None;
-    }
-    let rte = (*(*rtable).elements.add(i)).ptr_value as *mut pg_sys::RangeTblEntry;
-    if rte.is_null() || (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
-        return None;
-    }
+    let relid = crate::plantree::scanned_table(stmt, scanrelid)?;
     let mut attnos: *mut pg_sys::Bitmapset = std::ptr::null_mut();
     for q in quals.into_iter().filter(|q| !q.is_null()) {
         pg_sys::pull_varattnos(q as *mut pg_sys::Node, scanrelid, &mut attnos);
@@ -227,7 +219,7 @@ unsafe fn scan_columns(
         }
     }
     pg_sys::bms_free(attnos);
-    (columns.len() <= MAX_COLUMNS).then_some(((*rte).relid.to_u32(), columns))
+    (columns.len() <= MAX_COLUMNS).then_some((relid.to_u32(), columns))
 }
 
 /// SQL: the statistics object's name for advice row `a` of table `c` (what the DBA is told to

@@ -101,18 +101,30 @@ unsafe fn ptrs<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
         .collect()
 }
 
+/// The OID of the table a scan's `scanrelid` names in `stmt`'s range table (None: not a
+/// table, or out of range).
+///
+/// # Safety
+/// `stmt` is a valid `PlannedStmt`.
+pub unsafe fn scanned_table(
+    stmt: *mut pg_sys::PlannedStmt,
+    scanrelid: pg_sys::Index,
+) -> Option<pg_sys::Oid> {
+    let rtable = (*stmt).rtable;
+    let i = (scanrelid as usize).checked_sub(1)?;
+    if rtable.is_null() || i >= (*rtable).length as usize {
+        return None;
+    }
+    let rte = (*(*rtable).elements.add(i)).ptr_value as *mut pg_sys::RangeTblEntry;
+    if rte.is_null() || (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
+        return None;
+    }
+    Some((*rte).relid)
+}
+
 impl Walker<'_> {
     unsafe fn relation_name(&self, scanrelid: pg_sys::Index) -> Option<String> {
-        let rtable = (*self.stmt).rtable;
-        let i = (scanrelid as usize).checked_sub(1)?;
-        if rtable.is_null() || i >= (*rtable).length as usize {
-            return None;
-        }
-        let rte = (*(*rtable).elements.add(i)).ptr_value as *mut pg_sys::RangeTblEntry;
-        if rte.is_null() || (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
-            return None;
-        }
-        let name = pg_sys::get_rel_name((*rte).relid);
+        let name = pg_sys::get_rel_name(scanned_table(self.stmt, scanrelid)?);
         (!name.is_null()).then(|| {
             std::ffi::CStr::from_ptr(name)
                 .to_string_lossy()
