@@ -905,25 +905,41 @@ fn remember_misestimates(found: &[crate::advice::Misestimate]) -> Result<(), Str
                 ],
             )?;
         }
-        c.update(
-            "DELETE FROM ruvector_dag.statistics_advice a WHERE NOT EXISTS \
-               (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = a.relid)",
-            None,
-            &[],
-        )?;
-        c.update(
-            &format!(
-                "DELETE FROM ruvector_dag.statistics_advice WHERE (relid, columns) IN \
-                   (SELECT relid, columns FROM ruvector_dag.statistics_advice \
-                    ORDER BY last_seen DESC OFFSET {})",
-                crate::advice::KEPT
-            ),
-            None,
-            &[],
-        )?;
-        Ok::<_, pgrx::spi::Error>(())
+        keep_recent(
+            c,
+            "statistics_advice",
+            "relid, columns",
+            crate::advice::KEPT,
+        )
     })
     .map_err(|e| format!("recording statistics advice: {e}"))
+}
+
+/// Of the rows of `table` (one of the extension's, with `relid` and `last_seen` columns, keyed
+/// by `key`), drop those of tables dropped since and all but the `kept` most recently seen.
+fn keep_recent(
+    c: &mut pgrx::spi::SpiClient<'_>,
+    table: &str,
+    key: &str,
+    kept: i64,
+) -> Result<(), pgrx::spi::Error> {
+    c.update(
+        &format!(
+            "DELETE FROM ruvector_dag.{table} t WHERE NOT EXISTS \
+               (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t.relid)"
+        ),
+        None,
+        &[],
+    )?;
+    c.update(
+        &format!(
+            "DELETE FROM ruvector_dag.{table} WHERE ({key}) IN \
+               (SELECT {key} FROM ruvector_dag.{table} ORDER BY last_seen DESC OFFSET {kept})"
+        ),
+        None,
+        &[],
+    )?;
+    Ok(())
 }
 
 fn remember_shapes(shapes: &[Shape]) -> Result<(), String> {
@@ -947,22 +963,7 @@ fn remember_shapes(shapes: &[Shape]) -> Result<(), String> {
             }
         }
         // Tables dropped since: nothing left to reset for them.
-        c.update(
-            "DELETE FROM ruvector_dag.shape_tables s WHERE NOT EXISTS \
-               (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.relid)",
-            None,
-            &[],
-        )?;
-        c.update(
-            &format!(
-                "DELETE FROM ruvector_dag.shape_tables WHERE (fingerprint, relid) IN \
-                   (SELECT fingerprint, relid FROM ruvector_dag.shape_tables \
-                    ORDER BY last_seen DESC OFFSET {SHAPES_KEPT})"
-            ),
-            None,
-            &[],
-        )?;
-        Ok::<_, pgrx::spi::Error>(())
+        keep_recent(c, "shape_tables", "fingerprint, relid", SHAPES_KEPT)
     })
     .map_err(|e| format!("recording query shapes: {e}"))
 }
