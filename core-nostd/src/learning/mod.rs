@@ -18,7 +18,7 @@ pub use estimator::CostEstimator;
 pub use evidence::{Budget, BudgetDelta, EvidenceBook, PlanEvidence, ShapeEvidence, Verdict};
 pub use optimizer::{
     explore_timeout_ms, Candidate, CycleReport, Decision, Exploration, Forgotten, Machinery,
-    Observed, Optimizer, OptimizerStats, Rule, RunKind, Step, EXPLORE_MAX_RUNS,
+    Observed, Optimizer, OptimizerStats, Recalled, Rule, RunKind, Step, EXPLORE_MAX_RUNS,
 };
 pub use reasoning_bank::{Pattern, ReasoningBank};
 pub use selector::{AttentionSelector, PluginArms};

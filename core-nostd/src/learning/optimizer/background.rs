@@ -87,6 +87,7 @@ mod tests {
     use super::super::{Candidate, Exploration, Rule, RunKind};
     use super::*;
     use crate::dag::PlanDag;
+    use crate::learning::NeuralDagConfig;
 
     /// One background run of `step` for `p` in world `w`: what the explorer does.
     fn background_run(opt: &mut Optimizer, p: &PlanDag, w: &World, step: Step) {
@@ -349,6 +350,126 @@ mod tests {
         let mut here = learner();
         let d = here.decide_lean(&plans[0], Exploration::Here).unwrap();
         assert!(d.model_view);
+    }
+
+    #[test]
+    fn a_decision_on_what_another_recalled_is_the_lean_one_and_its_runs_teach_the_same_evidence() {
+        use crate::error::NeuralDagError;
+        let (mut opt, plans) = trained();
+        let cfg = opt.config().clone();
+        let mut rules =
+            Optimizer::rules_only(cfg.clone(), opt.arms().to_vec(), opt.machinery()).unwrap();
+        assert!(rules.is_rules_only() && !rules.has_model() && !opt.is_rules_only());
+        let (mut verified, mut blocked, mut background) = (0, 0, 0);
+        // And a shape whose default plan alone was measured: its candidates wait for the
+        // explorer.
+        let fresh = plan(999);
+        for _ in 0..3 {
+            run(&mut opt, &fresh, 0, 100.0);
+        }
+        for p in plans.iter().chain([&fresh]) {
+            let fp = p.shape_hash();
+            for ex in [Exploration::Explorer, Exploration::Nowhere] {
+                let lean = opt.decide_lean(p, ex).unwrap();
+                let recalled = lean.recalled().unwrap();
+                // The rules copy holds nothing of its own: the host brings the shape's evidence in.
+                rules
+                    .evidence_mut()
+                    .put(fp, opt.evidence().get(fp).cloned());
+                rules.evidence_mut().set_budget(&opt.evidence().budget());
+                let got = rules.decide_recalled(p, &recalled, ex).unwrap();
+                assert!(got.recalled && !got.model_view && got.recalled().is_none());
+                assert_eq!(
+                    (got.arm, got.rule, got.plan, got.fingerprint, &got.reason),
+                    (
+                        lean.arm,
+                        lean.rule,
+                        lean.plan,
+                        lean.fingerprint,
+                        &lean.reason
+                    )
+                );
+                assert_eq!(
+                    (got.wants_candidates, got.background, got.default_cost),
+                    (lean.wants_candidates, lean.background, lean.default_cost)
+                );
+                assert_eq!((&got.blocked, &got.key), (&lean.blocked, &lean.key));
+                verified += usize::from(lean.rule == Rule::Verified);
+                blocked += usize::from(!lean.blocked.is_empty());
+                background += usize::from(lean.background);
+            }
+            // A run of what it decided teaches the rules copy the evidence the learned copy
+            // learns from the lean decision's run.
+            let lean = opt.decide_lean(p, Exploration::Explorer).unwrap();
+            let got = rules
+                .decide_recalled(p, &lean.recalled().unwrap(), Exploration::Explorer)
+                .unwrap();
+            let mut twin =
+                Optimizer::restore_sharing(&opt.snapshot().unwrap(), opt.machinery()).unwrap();
+            let a = twin.trajectory(&lean, lean.arm, None, 42.0).unwrap();
+            let b = rules.trajectory(&got, got.arm, None, 42.0).unwrap();
+            twin.observe_unqueued(a).unwrap();
+            rules.observe_unqueued(b).unwrap();
+            // (`seen` is each copy's own clock of use.)
+            let unclocked = |o: &Optimizer| {
+                o.evidence().get(fp).cloned().map(|mut e| {
+                    e.seen = 0;
+                    e
+                })
+            };
+            assert_eq!(unclocked(&rules), unclocked(&twin));
+            assert!(unclocked(&rules).is_some());
+        }
+        assert!(
+            verified > 0 && blocked > 0 && background > 0,
+            "verified {verified}, blocked {blocked}, background {background}"
+        );
+        // Refused: the statement itself exploring, another shape, a key or an arm that does not
+        // fit; and the rules copy never loads a model.
+        let p = &plans[0];
+        let recalled = opt
+            .decide_lean(p, Exploration::Explorer)
+            .unwrap()
+            .recalled()
+            .unwrap();
+        let mut exploring = Optimizer::rules_only(
+            NeuralDagConfig {
+                learning_enabled: true,
+                attention_exploration: 0.1,
+                ..cfg.clone()
+            },
+            opt.arms().to_vec(),
+            opt.machinery(),
+        )
+        .unwrap();
+        assert!(matches!(
+            exploring.decide_recalled(p, &recalled, Exploration::Here),
+            Err(NeuralDagError::ModelNotLoaded(_))
+        ));
+        let shape = |r: Result<Decision, NeuralDagError>, what: &str| match r {
+            Err(NeuralDagError::InvalidDagStructure(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("{other:?}"),
+        };
+        shape(
+            rules.decide_recalled(&plans[1], &recalled, Exploration::Explorer),
+            "given for a plan of shape",
+        );
+        let mut short = recalled.clone();
+        short.key.pop();
+        shape(
+            rules.decide_recalled(p, &short, Exploration::Explorer),
+            "recalled key",
+        );
+        let mut foreign = recalled.clone();
+        foreign.blocked.push(9);
+        shape(
+            rules.decide_recalled(p, &foreign, Exploration::Explorer),
+            "does not have",
+        );
+        assert!(matches!(
+            rules.load_model(&opt.snapshot_model().unwrap()),
+            Err(NeuralDagError::ModelNotLoaded(_))
+        ));
     }
 
     #[test]

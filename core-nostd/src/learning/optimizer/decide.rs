@@ -8,9 +8,11 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use super::choose::usable_arm;
-use super::{Decision, Exploration, Optimizer, Rule};
+use super::{Decision, Exploration, Optimizer, Recalled, Rule};
 use crate::attention::AttentionKind;
 use crate::dag::PlanDag;
+use crate::embed::EMBED_DIM;
+use crate::error::NeuralDagError;
 use crate::error::Result;
 use crate::learning::btsp::BtspVerdict;
 use crate::learning::evidence::{ShapeEvidence, RECHECK_EVERY};
@@ -60,6 +62,81 @@ impl Optimizer {
             return self.decide_with(dag, exploration);
         }
         let d = self.prepare_lean(dag)?;
+        self.decide_from(d, &[], exploration)
+    }
+
+    /// [`decide_lean`](Self::decide_lean) on `dag` with what another lean decision on a plan
+    /// of its shape recalled (`recalled`: its key and BTSP memory's verdicts) instead of
+    /// computing them: the rules on the shape's evidence as this optimizer holds it, which
+    /// may hold nothing learned ([`rules_only`](Self::rules_only)). The arm, rule, plan and
+    /// reason are those `decide_lean` gives on a plan with that key. An error where the
+    /// statement itself may explore (a full decision needs the model), for a plan of another
+    /// shape, or for a recalled key or arm this optimizer cannot have made.
+    pub fn decide_recalled(
+        &mut self,
+        dag: &PlanDag,
+        recalled: &Recalled,
+        exploration: Exploration,
+    ) -> Result<Decision> {
+        let cfg = &self.state.cfg;
+        if cfg.learning_enabled
+            && cfg.attention_exploration > 0.0
+            && exploration == Exploration::Here
+        {
+            return Err(NeuralDagError::ModelNotLoaded(
+                "a decision that may explore in the statement itself".into(),
+            ));
+        }
+        let fp = dag.shape_hash();
+        let arms = self.state.arms.len();
+        let bad = |m: String| Err(NeuralDagError::InvalidDagStructure(m));
+        if recalled.fingerprint != fp {
+            return bad(alloc::format!(
+                "what was recalled for shape {:016x} given for a plan of shape {fp:016x}",
+                recalled.fingerprint
+            ));
+        }
+        if recalled.attention != cfg.default_attention || recalled.key.len() != EMBED_DIM {
+            return bad(alloc::format!(
+                "a recalled key of {} values under {} attention, want {EMBED_DIM} under {}",
+                recalled.key.len(),
+                recalled.attention.name(),
+                cfg.default_attention.name()
+            ));
+        }
+        let arm_ok = |a: ArmId| a != 0 && usize::from(a) < arms;
+        if !recalled.blocked.iter().all(|&a| arm_ok(a))
+            || !recalled.promising.iter().all(|&(a, _, _)| arm_ok(a))
+        {
+            return bad(alloc::format!(
+                "recalled verdicts name an arm this optimizer of {arms} arms does not have"
+            ));
+        }
+        let d = Decision {
+            arm: 0,
+            rule: Rule::Default,
+            pattern: None,
+            similarity: 0.0,
+            confidence: 0.0,
+            attention: recalled.attention,
+            plugin_error: None,
+            predicted_ms: f32::NAN,
+            default_predicted_ms: f32::NAN,
+            blocked: recalled.blocked.clone(),
+            promising: recalled.promising.clone(),
+            reason: String::new(),
+            fingerprint: fp,
+            plan: fp,
+            wants_candidates: false,
+            background: false,
+            default_cost: default_cost(dag),
+            hdc: crate::hdc::Hypervector::zero(),
+            key: recalled.key.clone(),
+            input: Vec::new(),
+            model_view: false,
+            default_plan: None,
+            recalled: true,
+        };
         self.decide_from(d, &[], exploration)
     }
 
@@ -202,6 +279,7 @@ impl Optimizer {
             input: Vec::new(),
             model_view: false,
             default_plan: None,
+            recalled: false,
         })
     }
 

@@ -72,9 +72,13 @@ pub use choose::PATTERN_RULE;
 use embedding::{EmbedCache, HostPlugin};
 pub use embedding::{CENTERING, EMBED_CACHE_ENTRIES, REFERENCE_PLANS};
 pub use types::{
-    Candidate, CycleReport, Decision, Exploration, Forgotten, Observed, OptimizerStats, Rule,
-    RunKind, Step,
+    Candidate, CycleReport, Decision, Exploration, Forgotten, Observed, OptimizerStats, Recalled,
+    Rule, RunKind, Step,
 };
+
+/// The head checksum of an optimizer that holds the rules alone ([`Optimizer::rules_only`]):
+/// never a snapshot's (a checksum of 0 is refused when a snapshot is opened).
+const RULES_ONLY: u64 = 0;
 
 /// Executions of one query shape remembered for temporal attention.
 pub const HISTORY_LEN: usize = 8;
@@ -194,6 +198,44 @@ impl Optimizer {
             cfg,
         };
         Self::from_state(state, None)
+    }
+
+    /// An optimizer that holds the rules and nothing learned: configured as `cfg` (a learned
+    /// state's configuration, as tuned), over `arms`, with no model, no BTSP memory, no
+    /// patterns and no evidence of its own. What it decides comes from another decision's
+    /// [`Recalled`] and the evidence the host brings in
+    /// ([`decide_recalled`](Self::decide_recalled)); what it observes it learns as a copy
+    /// restored lean does (the evidence, for a host that writes it back where it is shared).
+    /// It never loads a model. A few allocations: no snapshot is read.
+    pub fn rules_only(
+        cfg: NeuralDagConfig,
+        arms: Vec<String>,
+        machinery: &Arc<Machinery>,
+    ) -> Result<Self> {
+        let state = LearnedState {
+            bank: ReasoningBank::new(cfg.pattern_capacity),
+            selector: AttentionSelector::new(cfg.ucb_exploration_c),
+            btsp: BtspMemory::new(
+                cfg.btsp_capacity,
+                cfg.btsp_surprise_factor,
+                cfg.btsp_recall_similarity,
+            ),
+            buffer: TrajectoryBuffer::new(cfg.max_trajectories),
+            evidence: EvidenceBook::new(cfg.max_trajectories),
+            history: BTreeMap::new(),
+            stats: OptimizerStats::default(),
+            rehearsal: VecDeque::new(),
+            estimator: CostEstimator::unloaded(),
+            arms,
+            cfg,
+        };
+        // No snapshot's head: a checksum no snapshot has (the model never loads).
+        Self::assemble(state, Some(machinery), Some(RULES_ONLY))
+    }
+
+    /// Whether this optimizer holds the rules alone ([`rules_only`](Self::rules_only)).
+    pub fn is_rules_only(&self) -> bool {
+        self.lean == Some(RULES_ONLY)
     }
 
     /// `state` checked, with `shared` machinery when it fits the state's configuration.
@@ -686,6 +728,11 @@ impl Optimizer {
         let Some(want) = self.lean else {
             return Ok(());
         };
+        if want == RULES_ONLY {
+            return Err(NeuralDagError::ModelNotLoaded(
+                "an optimizer that holds the rules alone, which loads no model".into(),
+            ));
+        }
         let (version, payload) = snapshot::open(bytes)?;
         if version < 7 {
             return Err(NeuralDagError::CorruptState(format!(

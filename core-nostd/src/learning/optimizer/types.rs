@@ -151,6 +151,43 @@ pub struct Decision {
     /// The default plan the decision was made on, kept by the host for a lean decision: what
     /// its runs' trajectories are completed from. None otherwise.
     pub default_plan: Option<alloc::sync::Arc<crate::dag::PlanDag>>,
+    /// Made by [`decide_recalled`](super::Optimizer::decide_recalled): on what another lean
+    /// decision on a plan of this shape recalled ([`Recalled`]), by an optimizer that holds
+    /// the rules and no learned memory of its own.
+    pub recalled: bool,
+}
+
+/// What a lean decision read of its plan through the learned model's memory: the plan's key
+/// embedding and what BTSP memory recalled for it. With the shape's evidence and the
+/// configuration it is everything the rules decide on ([`super::Optimizer::decide_recalled`]),
+/// so a host may keep it where every process reads it and decide the next plan of the shape
+/// without the learned state (the key of a plan of one shape moves with its estimates only).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recalled {
+    /// The shape ([`Decision::fingerprint`]).
+    pub fingerprint: u64,
+    /// The key's attention kind.
+    pub attention: AttentionKind,
+    /// The key embedding.
+    pub key: Vec<f32>,
+    /// Arms BTSP memory blocked for it.
+    pub blocked: Vec<ArmId>,
+    /// Arms BTSP memory recalled as much faster: `(arm, ratio, similarity)`.
+    pub promising: Vec<(ArmId, f32, f32)>,
+}
+
+impl Decision {
+    /// What this decision recalled of its plan ([`Recalled`]); None for a decision with the
+    /// model's view (its attention kind may not be the key's) or one itself recalled.
+    pub fn recalled(&self) -> Option<Recalled> {
+        (!self.model_view && !self.recalled).then(|| Recalled {
+            fingerprint: self.fingerprint,
+            attention: self.attention,
+            key: self.key.clone(),
+            blocked: self.blocked.clone(),
+            promising: self.promising.clone(),
+        })
+    }
 }
 
 /// What one [`super::Optimizer::observe`] did.
