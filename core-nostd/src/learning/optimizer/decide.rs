@@ -84,7 +84,7 @@ impl Optimizer {
             && exploration == Exploration::Here
         {
             return Err(NeuralDagError::ModelNotLoaded(
-                "a decision that may explore in the statement itself".into(),
+                "a decision that may explore in the statement itself",
             ));
         }
         let fp = dag.shape_hash();

@@ -730,7 +730,7 @@ impl Optimizer {
         };
         if want == RULES_ONLY {
             return Err(NeuralDagError::ModelNotLoaded(
-                "an optimizer that holds the rules alone, which loads no model".into(),
+                "an optimizer that holds the rules alone, which loads no model",
             ));
         }
         let (version, payload) = snapshot::open(bytes)?;
