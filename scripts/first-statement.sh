@@ -55,7 +55,7 @@ for mode in off frozen learn; do
   [[ $mode == off ]] && continue
   for which in first later; do
     line=""
-    for p in total postgres scope key settled alone copy dag load restore book decide arm candidates after other; do
+    for p in total postgres scope key settled alone copy dag recall load restore book decide arm candidates after other; do
       mapfile -t v < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $3 : ($4 - $3) / 2) }' "$dir/phases")
       mapfile -t f < <(awk -v p="$p" -v w="$which" '$2 == p { print (w == "first" ? $5 : ($6 - $5) / 2) }' "$dir/phases")
       ((${#v[@]})) || continue

@@ -252,6 +252,16 @@ impl Holding {
         }
     }
 
+    /// A copy that holds nothing of the learned state's evidence (an optimizer that holds the
+    /// rules alone): it uses the book of `table` (at `version`) once seeded, and never seeds
+    /// it.
+    pub fn borrowed(db: u32, table: u32, version: i64) -> Holding {
+        Holding {
+            whole: false,
+            ..Holding::loaded(db, table, version)
+        }
+    }
+
     /// A copy that must not use the book until it is loaded again (an import or a reset
     /// adopted before it commits).
     pub fn detached() -> Holding {

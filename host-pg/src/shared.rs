@@ -294,6 +294,7 @@ unsafe extern "C-unwind" fn on_request() {
     crate::model_cache::on_request();
     crate::hooks::settled::on_request();
     crate::hooks::plain::on_request();
+    crate::hooks::recalled::on_request();
 }
 
 #[pgrx::pg_guard]
@@ -380,6 +381,7 @@ unsafe extern "C-unwind" fn on_startup() {
     crate::model_cache::on_startup();
     crate::hooks::settled::on_startup();
     crate::hooks::plain::on_startup();
+    crate::hooks::recalled::on_startup();
     pg_sys::LWLockRelease(init_lock);
 }
 

@@ -120,6 +120,7 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     put("backend_planned_alone", c.planned_alone.to_string());
     put("backend_planned_alone_missed", c.alone_missed.to_string());
     put("backend_uncopied", c.uncopied.to_string());
+    put("backend_recalled", c.recalled.to_string());
     put("backend_observed", c.observed.to_string());
     put("backend_timed_nodes", c.timed_nodes.to_string());
     put("backend_pushed", c.pushed.to_string());
@@ -240,6 +241,17 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
             put("settled_planned_alone_missed", missed.to_string());
             put("settled_too_large", too_large.to_string());
             put("settled_unreadable", unreadable.to_string());
+        }
+        if let Some([held, decided, kept, too_large, unreadable]) =
+            crate::hooks::recalled::stats(db)
+        {
+            // Shapes whose last lean decision's recall is kept: decided without a copy of the
+            // learned state in sessions that have none current.
+            put("recalled_shapes", held.to_string());
+            put("recalled_decisions", decided.to_string());
+            put("recalled_kept", kept.to_string());
+            put("recalled_too_large", too_large.to_string());
+            put("recalled_unreadable", unreadable.to_string());
         }
         if let Some([held, uncopied, missed]) = crate::hooks::plain::stats() {
             // Statements settled on the default plan, planned without a copy of their Query.

@@ -48,6 +48,7 @@ mod identity;
 pub(crate) mod phases;
 pub(crate) mod plain;
 mod planner;
+pub(crate) mod recalled;
 mod scope;
 pub(crate) mod settled;
 mod state;
@@ -77,6 +78,8 @@ pub use state::{
     with_optimizer_for, Counters,
 };
 pub(crate) use state::{observe_shared, with_shape};
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) use state::forget_copy;
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;

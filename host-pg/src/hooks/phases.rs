@@ -47,10 +47,13 @@ pub(crate) enum Phase {
     Candidates,
     /// What follows a decision: counted, offered to the explorer, remembered for the executor.
     After,
+    /// Without a current copy of the learned state: the shape looked up among the decisions
+    /// kept in shared memory, and the optimizer that holds the rules alone made (`recalled`).
+    Recall,
 }
 
 /// Each phase's name, in the order of [`Phase`] (indexed by its discriminant).
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 16] = [
     "other",
     "postgres",
     "scope",
@@ -66,9 +69,10 @@ const NAMES: [&str; 15] = [
     "arm",
     "candidates",
     "after",
+    "recall",
 ];
-// One name per phase: After is the last.
-const _: () = assert!(NAMES.len() == Phase::After as usize + 1);
+// One name per phase: Recall is the last.
+const _: () = assert!(NAMES.len() == Phase::Recall as usize + 1);
 
 #[derive(Clone, Copy)]
 struct Total {

@@ -637,6 +637,18 @@ fn decide_for(
     };
     // The learning path is pure Rust: a panic there is a bug, and it must not fail the query.
     learning_path("decide", || {
+        // Without a current copy of the learned state, a lean decision is made on what another
+        // decision on the shape recalled, when one is kept (see `recalled`): no copy loaded.
+        if need == Need::Head {
+            let (current, seen) = copy_current(need);
+            if !current {
+                let recalled = super::recalled::validity(seen, &guc::core_config())
+                    .and_then(|v| super::recalled::decide(dag, exploration, v));
+                if let Some(d) = recalled {
+                    return Ok(d);
+                }
+            }
+        }
         let mut decided = decide(need);
         // A learned state whose key attention reads the shapes' history (temporal, the
         // ensemble: fixed when the state was created) decides lean with its model, where the
@@ -649,9 +661,11 @@ fn decide_for(
         {
             decided = decide(Need::Model);
         }
-        decided
+        let d = decided
             .map_err(|e| ("loading the learned state", e))?
-            .map_err(|e| ("decide", e.to_string()))
+            .map_err(|e| ("decide", e.to_string()))?;
+        keep_recalled(&d);
+        Ok(d)
     })
     .map(|mut d| {
         if !d.model_view {

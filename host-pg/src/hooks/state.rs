@@ -37,6 +37,9 @@ pub struct Counters {
     /// Statements settled on the default plan planned without a copy of their Query
     /// (`plain`).
     pub uncopied: u64,
+    /// Statements decided on what another decision on their shape recalled, without this
+    /// backend's copy of the learned state (`recalled`).
+    pub recalled: u64,
 }
 
 /// This backend's copy of the learned optimizer.
@@ -58,6 +61,8 @@ pub(super) struct Loaded {
 
 pub(super) struct Backend {
     pub(super) loaded: Option<Loaded>,
+    /// The optimizer that holds the rules alone, for decisions on what another recalled.
+    pub(super) rules: Option<super::recalled::Rules>,
     /// Why loading failed, for the shared version and arm list it failed at.
     pub(super) failed: Option<(u64, String, String)>,
     pub(super) planned: VecDeque<Planned>,
@@ -83,6 +88,7 @@ pub(super) struct Backend {
 thread_local! {
     pub(super) static BACKEND: RefCell<Backend> = const { RefCell::new(Backend {
         loaded: None,
+        rules: None,
         failed: None,
         planned: VecDeque::new(),
         passed: [Passed { stmt: 0, tree: 0, copy_identity: 0 }; PASSED],
@@ -93,7 +99,7 @@ thread_local! {
         counters: Counters { planned_in_scope: 0, lean: 0, applied: 0, observed: 0, timed_nodes: 0,
             pushed: 0, fallbacks: 0, reloads: 0, reverted: 0, candidate_sets: 0,
             candidate_plans: 0, candidate_us: 0, plugin_fallbacks: 0, cut_short: 0,
-            planned_alone: 0, alone_missed: 0, uncopied: 0 },
+            planned_alone: 0, alone_missed: 0, uncopied: 0, recalled: 0 },
         last_error: None,
         logged_error: false,
         plugin_error: None,
@@ -138,6 +144,41 @@ pub(super) enum Need {
 /// session's settings. `Err` says why it cannot (the statement then keeps the default plan).
 pub(super) fn ready() -> Result<(), String> {
     ready_for(Need::Model)
+}
+
+/// Whether this backend holds a copy of the learned state current for `need` ([`ready_for`]
+/// has nothing to load), and the shared version it was checked at.
+pub(super) fn copy_current(need: Need) -> (bool, u64) {
+    let seen = shared::learned_version();
+    let Ok((_, arms)) = guc::arms_shared() else {
+        return (false, seen);
+    };
+    let current = BACKEND.with(|b| {
+        b.borrow().loaded.as_ref().is_some_and(|l| {
+            l.seen == seen
+                && *l.arms == *arms
+                && (need == Need::Head || l.opt.has_model())
+                && l.holding.table != 0
+        })
+    });
+    (current, seen)
+}
+
+/// Keep what `decision`, a lean decision of this backend's current copy, recalled of its plan,
+/// for backends without a current copy ([`super::recalled`]).
+pub(super) fn keep_recalled(decision: &Decision) {
+    if decision.model_view || decision.recalled {
+        return;
+    }
+    BACKEND.with(|b| {
+        let b = b.borrow();
+        let Some(l) = b.loaded.as_ref().filter(|l| l.holding.table != 0) else {
+            return;
+        };
+        if let Some(v) = super::recalled::validity(l.seen, &l.config) {
+            super::recalled::keep(decision, v, (l.opt.config(), l.holding.table, l.version));
+        }
+    });
 }
 
 /// [`ready`] for what the caller needs.
@@ -242,6 +283,17 @@ fn load_model_in_place() -> bool {
     })
 }
 
+/// Forget this backend's copy of the learned state and its rules copy, as a new session has
+/// none (tests: a session's first statement in a test's own backend).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn forget_copy() {
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        b.loaded = None;
+        b.rules = None;
+    });
+}
+
 /// Whether this backend's copy of the learned state was restored without its model (None:
 /// none loaded).
 pub fn lean_copy() -> Option<bool> {
@@ -327,13 +379,29 @@ pub(crate) fn with_shape<R>(
     fingerprint: u64,
     f: impl FnOnce(&mut Optimizer) -> R,
 ) -> Option<(R, bool)> {
+    with_shape_of(false, fingerprint, f)
+}
+
+/// [`with_shape`] with the optimizer that holds the rules alone when `recalled` (a decision
+/// made on what another recalled: [`super::recalled`]).
+fn with_shape_of<R>(
+    recalled: bool,
+    fingerprint: u64,
+    f: impl FnOnce(&mut Optimizer) -> R,
+) -> Option<(R, bool)> {
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
-        let l = b.loaded.as_mut()?;
+        let (holding, opt) = if recalled {
+            let r = b.rules.as_mut()?;
+            (&mut r.holding, &mut r.opt)
+        } else {
+            let l = b.loaded.as_mut()?;
+            (&mut l.holding, &mut l.opt)
+        };
         Some(crate::book::update(
             crate::database(),
-            &mut l.holding,
-            &mut l.opt,
+            holding,
+            opt,
             fingerprint,
             f,
         ))
@@ -352,7 +420,7 @@ pub(crate) fn observe_shared(
     relids: &[u32],
     kind: ruvector_dag_core::learning::RunKind,
 ) -> Option<Result<(Vec<u8>, usize, ruvector_dag_core::learning::Observed), String>> {
-    let (done, booked) = with_shape(decision.fingerprint, |o| {
+    let (done, booked) = with_shape_of(decision.recalled, decision.fingerprint, |o| {
         // The planner hook keeps a lean decision's default plan: the learner completes the
         // trajectory from it.
         if !decision.model_view && decision.default_plan.is_none() {

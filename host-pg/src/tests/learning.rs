@@ -398,6 +398,67 @@ fn learn_mode_finds_the_faster_arm_for_correlated_columns() {
     assert_eq!(plan_of(&lines), plan_of(&explains[0]));
     assert_eq!(counter("plain_uncopied_missed"), missed);
     assert_eq!(counter("backend_uncopied"), uncopied);
+    decided_on_what_another_recalled(&plan_of(&explains[0]));
+}
+
+/// A session without a copy of the learned state (its first statements) decides a shape that
+/// another decision kept in shared memory without loading one: the same verified plan in
+/// frozen and learn mode, its run recorded in the shared book; kept from another learned-state
+/// version, the shape is decided the usual way (the copy loaded). `verified_plan`: EXPLAIN's
+/// plan lines of CORRELATED under its verified plan.
+fn decided_on_what_another_recalled(verified_plan: &[String]) {
+    let plan_of = |lines: &[String]| -> Vec<String> {
+        lines.iter().take_while(|l| !l.starts_with("ruvector_dag")).cloned().collect()
+    };
+    let runs = || -> u32 {
+        crate::hooks::with_optimizer(|_| ()).expect("the copy loads");
+        let (e, _) = crate::hooks::full_evidence().expect("a copy loaded");
+        let fp = e.iter().max_by_key(|(_, s)| s.plans.len()).map(|(f, _)| *f).expect("a shape");
+        let s = e.get(fp).expect("its evidence");
+        s.default.count + s.plans.iter().map(|p| p.stats.count).sum::<u32>()
+    };
+    // Learn mode with the shipped setting: nothing explored in the user's statement (the test
+    // server explores there), so its decisions are lean.
+    Spi::run("SET ruvector.dag_foreground_exploration = off").unwrap();
+    for mode in ["frozen", "learn"] {
+        Spi::run(&format!("SET ruvector.dag_mode = '{mode}'")).unwrap();
+        // Decided the usual way by this backend's copy: what it recalled is kept.
+        Spi::run(CORRELATED).unwrap();
+        assert!(counter("recalled_shapes") >= 1, "{mode}");
+        let before = runs();
+        let (recalled, observed) = (counter("backend_recalled"), counter("backend_observed"));
+        crate::hooks::forget_copy();
+        Spi::run(CORRELATED).unwrap();
+        assert_eq!(crate::hooks::lean_copy(), None, "{mode}: no copy loaded to decide");
+        let last = crate::hooks::last_decision().unwrap();
+        assert!(last.contains("rule verified") && !last.contains("arm 0"), "{mode}: {last}");
+        assert!(last.contains("verified: the plan of"), "{mode}: {last}");
+        assert_eq!(counter("backend_recalled") - recalled, 1, "{mode}");
+        if mode == "learn" {
+            // Its run is in the shared book, which the copy loaded now reads.
+            assert_eq!(counter("backend_observed") - observed, 1);
+            assert_eq!(runs(), before + 1);
+        } else {
+            assert_eq!(counter("backend_observed"), observed);
+            assert_eq!(runs(), before);
+        }
+        // EXPLAIN shows the verified plan (its view of the model loads the copy to print).
+        crate::hooks::forget_copy();
+        let lines = explain_lines(CORRELATED);
+        assert!(lines.iter().any(|l| l.contains("(applied; rule verified)")), "{lines:?}");
+        assert_eq!(plan_of(&lines), verified_plan, "{mode}");
+    }
+    // Another learned-state version: what was kept is not used, the copy is loaded.
+    crate::shared::bump_learned();
+    crate::hooks::forget_copy();
+    let recalled = counter("backend_recalled");
+    Spi::run(CORRELATED).unwrap();
+    assert_eq!(counter("backend_recalled"), recalled);
+    assert!(crate::hooks::lean_copy().is_some());
+    // And kept again at that version for the next session.
+    crate::hooks::forget_copy();
+    Spi::run(CORRELATED).unwrap();
+    assert_eq!(counter("backend_recalled") - recalled, 1);
 }
 
 #[pg_test]

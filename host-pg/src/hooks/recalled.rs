@@ -1,0 +1,346 @@
+//! Decisions on what another backend recalled. A session's first in-scope statement used to
+//! load its own copy of the learned state (the snapshot's head, from the model cache) only to
+//! compute what a lean decision reads through the model: the plan's key embedding and what BTSP
+//! memory recalls for it ([`Recalled`]). Everything else a lean decision reads is the shape's
+//! evidence, in the shared book, and the configuration. Those page faults of a new process and
+//! the restore were most of the extension's time on a first statement (README: "Where a
+//! session's first statement goes").
+//!
+//! So the server keeps, in shared memory, per query shape and database, what the last lean
+//! decision on a plan of that shape recalled, with the learned-state version (the model and BTSP
+//! memory it was recalled with), the arm list and the settings it was decided under, and the
+//! learned state's configuration as tuned by them. A backend without a current copy of the
+//! learned state decides a plan of a shape kept here with an optimizer that holds the rules
+//! and nothing learned ([`Optimizer::rules_only`], one per backend, built from the kept
+//! configuration) on the book's evidence of the shape: the same rules, evidence and recalled
+//! verdicts give the decision its own copy would give (`Optimizer::decide_recalled`), except that
+//! the key is the one of the plan the verdicts were recalled for (plans of one shape differ in
+//! their estimates only; BTSP memory recalls by cosine similarity of keys). Its runs are
+//! observed with that optimizer into the shared book, and reach the learner as any lean
+//! decision's do (it completes their trajectories from the default plan). Nothing else needs
+//! the learned state: a statement whose decision needs the model (an attention plugin, a key
+//! that reads the shapes' history, exploration in the statement itself) or whose shape is not
+//! kept, or kept from another version, arm list or settings, is decided the usual way, and its
+//! decision kept for the next.
+//!
+//! [`SLOTS`] shapes for all databases, direct-mapped by database and shape (a collision
+//! forgets the older), in [`PARTITIONS`] partitions with an LWLock each; an entry is postcard
+//! bytes (a 256-value key, arm numbers, the configuration: never a constant or a name of the
+//! user's) of at most [`ENTRY_BYTES`]. Nothing of it outlives the server or reaches a table.
+
+use super::*;
+use ruvector_dag_core::learning::{Exploration, NeuralDagConfig, Recalled};
+use ruvector_dag_core::PlanDag;
+use std::cell::UnsafeCell;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Shapes kept, for all databases.
+pub(crate) const SLOTS: usize = 512;
+/// Partitions of the slots (one LWLock each).
+const PARTITIONS: usize = 16;
+/// Bytes of one entry at most (the key is 1 KiB of it).
+pub(crate) const ENTRY_BYTES: usize = 2048 - 48;
+
+const NAME: &std::ffi::CStr = c"ruvector_dag recalled";
+
+/// What is kept of one decision.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    recalled: Recalled,
+    /// The learned state's configuration as the settings tuned it (what the rules read).
+    cfg: NeuralDagConfig,
+    /// The learned-state table and its version the deciding copy was loaded from (the book's
+    /// identity for the rules copy).
+    table: u32,
+    version: i64,
+}
+
+#[repr(C)]
+struct Slot {
+    /// Database OID (0: free) and shape: written under the exclusive lock, read without it to
+    /// see at once that a shape is not here (or is, under the same validity).
+    db: AtomicU32,
+    fingerprint: AtomicU64,
+    /// The shared learned-state version, the arm list's and the settings' hashes it holds for.
+    seen: AtomicU64,
+    arms: AtomicU64,
+    config: AtomicU64,
+    len: UnsafeCell<u32>,
+    bytes: UnsafeCell<[u8; ENTRY_BYTES]>,
+}
+
+#[repr(C)]
+struct Header {
+    locks: *mut pg_sys::LWLockPadded,
+    decided: AtomicU64,
+    kept: AtomicU64,
+    too_large: AtomicU64,
+    unreadable: AtomicU64,
+}
+
+static mut HEADER: *mut Header = std::ptr::null_mut();
+
+fn size() -> usize {
+    std::mem::size_of::<Header>().next_multiple_of(64) + SLOTS * std::mem::size_of::<Slot>()
+}
+
+/// Ask for the shared memory and locks (from the shmem request hook).
+///
+/// # Safety
+/// Called from the postmaster's shmem request hook.
+pub(crate) unsafe fn on_request() {
+    pg_sys::RequestAddinShmemSpace(size());
+    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), PARTITIONS as i32);
+}
+
+/// Set the slots up, all free (from the shmem startup hook, holding AddinShmemInitLock).
+///
+/// # Safety
+/// Called from the shmem startup hook, with AddinShmemInitLock held.
+pub(crate) unsafe fn on_startup() {
+    let mut found = false;
+    let p = pg_sys::ShmemInitStruct(NAME.as_ptr(), size(), &mut found).cast::<Header>();
+    if !found {
+        // All zero is every slot free.
+        std::ptr::write_bytes(p.cast::<u8>(), 0, size());
+        (&raw mut (*p).locks).write(pg_sys::GetNamedLWLockTranche(NAME.as_ptr()));
+    }
+    HEADER = p;
+}
+
+fn header() -> Option<&'static Header> {
+    // SAFETY: set once at shared memory startup (inherited by every backend), never freed.
+    unsafe { HEADER.as_ref() }
+}
+
+fn slot_of(h: &Header, i: usize) -> &Slot {
+    let base = h as *const Header as *const u8;
+    // SAFETY: SLOTS slots follow the header in the same allocation; i < SLOTS.
+    unsafe {
+        &*base
+            .add(std::mem::size_of::<Header>().next_multiple_of(64))
+            .cast::<Slot>()
+            .add(i)
+    }
+}
+
+fn held(h: &Header, slot: usize, mode: pg_sys::LWLockMode::Type) -> crate::shared::LockHeld {
+    // SAFETY: the tranche has PARTITIONS locks, in shared memory for the server's life.
+    unsafe {
+        crate::shared::LockHeld::acquire(&raw mut (*h.locks.add(slot % PARTITIONS)).lock, mode)
+    }
+}
+
+fn slot(db: u32, fingerprint: u64) -> usize {
+    ((fingerprint ^ u64::from(db).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % SLOTS as u64) as usize
+}
+
+/// What an entry is valid for: the shared learned-state version and the hashes of the arm
+/// list and of the settings the configuration is tuned from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Validity {
+    seen: u64,
+    arms: u64,
+    config: u64,
+}
+
+fn hash_of(x: impl Hash) -> u64 {
+    // Fixed keys: the same in every process.
+    let mut h = std::hash::DefaultHasher::new();
+    x.hash(&mut h);
+    h.finish()
+}
+
+thread_local! {
+    /// The settings last hashed and their hash (the settings rarely change in a session).
+    static CONFIG: RefCell<Option<(NeuralDagConfig, u64)>> = const { RefCell::new(None) };
+}
+
+/// The validity a decision made now has: `seen` the shared learned-state version its copy was
+/// checked at, `config` the settings ([`guc::core_config`]). None when the arm list does not
+/// parse (nothing is decided then).
+pub(super) fn validity(seen: u64, config: &NeuralDagConfig) -> Option<Validity> {
+    let arms = guc::arms_shared().ok()?.1;
+    let config = CONFIG.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.as_ref() {
+            Some((cfg, h)) if cfg == config => Some(*h),
+            _ => {
+                let h = hash_of(postcard::to_allocvec(config).ok()?);
+                *c = Some((config.clone(), h));
+                Some(h)
+            }
+        }
+    })?;
+    Some(Validity {
+        seen,
+        arms: hash_of(&*arms),
+        config,
+    })
+}
+
+fn holds(s: &Slot, db: u32, fingerprint: u64, v: Validity) -> bool {
+    s.db.load(Ordering::Acquire) == db
+        && s.fingerprint.load(Ordering::Acquire) == fingerprint
+        && s.seen.load(Ordering::Acquire) == v.seen
+        && s.arms.load(Ordering::Acquire) == v.arms
+        && s.config.load(Ordering::Acquire) == v.config
+}
+
+/// Keep what `decision` (a lean decision of this backend's copy, current at `v`) recalled,
+/// unless the slot holds this shape at this validity already (an atomic look: most
+/// decisions). `copy`: the copy's configuration as tuned, its table and version.
+pub(super) fn keep(decision: &Decision, v: Validity, copy: (&NeuralDagConfig, u32, i64)) {
+    let Some(h) = header() else { return };
+    let db = crate::database();
+    let fp = decision.fingerprint;
+    let i = slot(db, fp);
+    let s = slot_of(h, i);
+    if holds(s, db, fp, v) {
+        return;
+    }
+    let Some(recalled) = decision.recalled() else {
+        return;
+    };
+    let (cfg, table, version) = copy;
+    let entry = Entry {
+        recalled,
+        cfg: cfg.clone(),
+        table,
+        version,
+    };
+    let bytes = match postcard::to_allocvec(&entry) {
+        Ok(b) if b.len() <= ENTRY_BYTES => b,
+        _ => {
+            h.too_large.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+    };
+    let _held = held(h, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // Readers check the identity under the shared lock: what they see is whole.
+    s.db.store(db, Ordering::Release);
+    s.fingerprint.store(fp, Ordering::Release);
+    s.seen.store(v.seen, Ordering::Release);
+    s.arms.store(v.arms, Ordering::Release);
+    s.config.store(v.config, Ordering::Release);
+    // SAFETY: written under the exclusive lock only.
+    unsafe {
+        *s.len.get() = bytes.len() as u32;
+        (&mut (*s.bytes.get()))[..bytes.len()].copy_from_slice(&bytes);
+    }
+    h.kept.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The entry kept for shape `fingerprint` of this database at validity `v`.
+fn recall(fingerprint: u64, v: Validity) -> Option<Entry> {
+    let h = header()?;
+    let db = crate::database();
+    let i = slot(db, fingerprint);
+    let s = slot_of(h, i);
+    if !holds(s, db, fingerprint, v) {
+        return None;
+    }
+    let bytes = {
+        let _held = held(h, i, pg_sys::LWLockMode::LW_SHARED);
+        if !holds(s, db, fingerprint, v) {
+            return None;
+        }
+        // SAFETY: read under the shared lock; writers hold the exclusive one.
+        unsafe {
+            let len = (*s.len.get() as usize).min(ENTRY_BYTES);
+            (&(*s.bytes.get()))[..len].to_vec()
+        }
+    };
+    match postcard::from_bytes::<Entry>(&bytes) {
+        Ok(e) if e.recalled.fingerprint == fingerprint => Some(e),
+        _ => {
+            h.unreadable.fetch_add(1, Ordering::AcqRel);
+            forget(fingerprint);
+            None
+        }
+    }
+}
+
+fn forget(fingerprint: u64) {
+    let Some(h) = header() else { return };
+    let db = crate::database();
+    let i = slot(db, fingerprint);
+    let s = slot_of(h, i);
+    let _held = held(h, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    if s.db.load(Ordering::Acquire) == db && s.fingerprint.load(Ordering::Acquire) == fingerprint {
+        s.db.store(0, Ordering::Release);
+    }
+}
+
+/// This backend's optimizer that holds the rules alone, and what it was built for.
+pub(super) struct Rules {
+    pub(super) opt: Optimizer,
+    validity: Validity,
+    pub(super) holding: crate::book::Holding,
+}
+
+/// Decide `dag` (its shape kept here at validity `v`) for `exploration` with this backend's
+/// rules copy on the book's evidence of the shape. None (decided the usual way) when the shape
+/// is not kept at `v`, the book is not in use for the kept table, or the decision fails.
+pub(super) fn decide(dag: &PlanDag, exploration: Exploration, v: Validity) -> Option<Decision> {
+    let fp = dag.shape_hash();
+    let recall_timing = phases::timing(Phase::Recall);
+    let entry = recall(fp, v)?;
+    let db = crate::database();
+    BACKEND.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.rules.as_ref().is_none_or(|r| r.validity != v) {
+            b.rules = None;
+            let arms = guc::arms().ok()?;
+            let names = arms.iter().map(|a| a.0.clone()).collect();
+            // Only with the machinery this process inherited (building it is a restore's cost).
+            let machinery = learner::machinery(&entry.cfg)?;
+            let opt = Optimizer::rules_only(entry.cfg, names, &machinery).ok()?;
+            b.rules = Some(Rules {
+                opt,
+                validity: v,
+                holding: crate::book::Holding::borrowed(db, entry.table, entry.version),
+            });
+        }
+        drop(recall_timing);
+        let r = b.rules.as_mut().expect("just set");
+        // Its evidence is the book's alone: without the book it has nothing to decide on.
+        let brought = {
+            let _t = phases::timing(Phase::Book);
+            crate::book::bring_in(db, &mut r.holding, &mut r.opt, fp)
+        };
+        if !brought {
+            return None;
+        }
+        let _t = phases::timing(Phase::Decide);
+        let mut d = r.opt.decide_recalled(dag, &entry.recalled, exploration).ok()?;
+        d.reason.push_str(
+            "; decided without this session's copy of the learned state, on what the last decision on this query shape recalled",
+        );
+        b.counters.recalled += 1;
+        Some(d)
+    })
+    .inspect(|_| {
+        if let Some(h) = header() {
+            h.decided.fetch_add(1, Ordering::AcqRel);
+        }
+    })
+}
+
+/// What the memory holds and did, for `ruvector_dag_status()`: shapes of database `db` kept,
+/// and over the server's life, decisions made on them, entries kept (written), entries too
+/// large to keep, unreadable.
+pub(crate) fn stats(db: u32) -> Option<[u64; 5]> {
+    let h = header()?;
+    let held = (0..SLOTS)
+        .filter(|&i| slot_of(h, i).db.load(Ordering::Acquire) == db)
+        .count() as u64;
+    Some([
+        held,
+        h.decided.load(Ordering::Acquire),
+        h.kept.load(Ordering::Acquire),
+        h.too_large.load(Ordering::Acquire),
+        h.unreadable.load(Ordering::Acquire),
+    ])
+}
