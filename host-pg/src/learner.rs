@@ -243,9 +243,13 @@ pub fn prepare_machinery() {
 
 /// This process's machinery when an optimizer configured as `cfg` can use it (None: none,
 /// or it does not fit).
-pub fn machinery(cfg: &ruvector_dag_core::learning::NeuralDagConfig) -> Option<std::sync::Arc<Machinery>> {
+pub fn machinery(
+    cfg: &ruvector_dag_core::learning::NeuralDagConfig,
+) -> Option<std::sync::Arc<Machinery>> {
     let slot = MACHINERY.lock().ok()?;
-    slot.as_ref().filter(|m| m.fits(cfg)).map(std::sync::Arc::clone)
+    slot.as_ref()
+        .filter(|m| m.fits(cfg))
+        .map(std::sync::Arc::clone)
 }
 
 /// [`Optimizer::restore_lean`] with this process's machinery (the head alone: what a lean

@@ -71,6 +71,8 @@ pub(crate) use planner::{
 };
 pub(crate) use scope::query_relations;
 pub use scope::scope_changed;
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) use state::forget_copy;
 pub(crate) use state::Busy;
 pub use state::{
     adopt, counters, evidence_summary, full_evidence, last_decision, last_error, lean_copy,
@@ -78,8 +80,6 @@ pub use state::{
     with_optimizer_for, Counters,
 };
 pub(crate) use state::{observe_shared, with_shape};
-#[cfg(any(test, feature = "pg_test"))]
-pub(crate) use state::forget_copy;
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;

@@ -134,6 +134,35 @@ pub(super) fn enabled_tables(table: u32) -> HashSet<u32> {
     }
 }
 
+/// Make the enabled set another backend shared for `table` at scope version `version` this
+/// backend's cache; false when there is none to take (or this transaction wrote: it reads the
+/// table itself, see [`enabled_tables`]).
+fn take_shared(table: u32, version: u64) -> bool {
+    // SAFETY: reads backend-local state.
+    let (db, writing) = unsafe {
+        (
+            pg_sys::MyDatabaseId.to_u32(),
+            pg_sys::GetTopTransactionIdIfAny() != pg_sys::InvalidTransactionId,
+        )
+    };
+    if writing {
+        return false;
+    }
+    let Some(mut sorted) = shared::scope_set(db, table) else {
+        return false;
+    };
+    sorted.sort_unstable();
+    sorted.dedup();
+    ENABLED.with(|e| {
+        *e.borrow_mut() = Some(Enabled {
+            version,
+            table,
+            sorted,
+        })
+    });
+    true
+}
+
 /// The OID of `ruvector_dag.enabled_tables`, 0 when the extension is not installed in this
 /// database.
 pub(super) fn enabled_tables_oid() -> u32 {
@@ -195,28 +224,37 @@ pub(super) unsafe fn in_scope(parse: *mut pg_sys::Query) -> Vec<u32> {
     let mut rels = Vec::new();
     // The common case, a current cache: only the enabled relations are collected.
     let version = shared::scope_version();
-    let cached = ENABLED.with(|e| match e.borrow().as_ref() {
-        Some(c) if c.version == version && c.table == table => {
-            visit_relations(
-                parse,
-                &mut |r| {
-                    if c.contains(r) {
-                        rels.push(r);
-                    }
-                },
-                0,
-            );
-            true
-        }
-        _ => false,
-    });
-    if !cached {
+    let cached = |rels: &mut Vec<u32>| {
+        ENABLED.with(|e| match e.borrow().as_ref() {
+            Some(c) if c.version == version && c.table == table => {
+                visit_relations(
+                    parse,
+                    &mut |r| {
+                        if c.contains(r) {
+                            rels.push(r);
+                        }
+                    },
+                    0,
+                );
+                true
+            }
+            _ => false,
+        })
+    };
+    if !cached(&mut rels) {
         query_relations(parse, &mut rels, 0);
         if rels.is_empty() {
             return rels;
         }
-        let enabled = enabled_tables(table);
-        rels.retain(|r| enabled.contains(r));
+        // A session's first statement: the set another backend shared, as this backend's
+        // cache (no hash set built on the way).
+        let taken = take_shared(table, version);
+        rels.clear();
+        if !(taken && cached(&mut rels)) {
+            query_relations(parse, &mut rels, 0);
+            let enabled = enabled_tables(table);
+            rels.retain(|r| enabled.contains(r));
+        }
     }
     rels.sort_unstable();
     rels.dedup();
