@@ -51,7 +51,8 @@ for mode in off frozen learn; do
       END { for (p in b) print s, p, (p in a ? a[p] : 0), b[p], (p in a ? fa[p] : 0), fb[p] }' \
       <<<"$out" >>"$dir/phases"
   done
-  echo "$mode: a session's first statement $(med "${firsts[@]}") ms, later ones $(med "${laters[@]}") ms (median Planning Time, ${SESSIONS:-40} sessions)"
+  recalled=$(psql_ -At -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'recalled_decisions'")
+  echo "$mode: a session's first statement $(med "${firsts[@]}") ms, later ones $(med "${laters[@]}") ms (median Planning Time, ${SESSIONS:-40} sessions; decisions on what another recalled, the server's count so far: $recalled)"
   [[ $mode == off ]] && continue
   for which in first later; do
     line=""

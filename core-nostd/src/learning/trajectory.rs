@@ -72,7 +72,9 @@ impl TrajectoryBuffer {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         TrajectoryBuffer {
-            ring: VecDeque::with_capacity(capacity),
+            // Grown as it fills: most copies never queue one (a backend's, an optimizer that
+            // holds the rules alone), and a full ring of 10,000 is megabytes.
+            ring: VecDeque::new(),
             capacity,
             dropped: 0,
             recorded: 0,
