@@ -69,6 +69,7 @@ pub extern "C-unwind" fn _PG_init() {
         names::install();
         worker::register();
         learner::prepare_machinery();
+        hooks::prepare_process();
     }
 }
 

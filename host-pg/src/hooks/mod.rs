@@ -79,7 +79,7 @@ pub use state::{
     learn_now, loaded_info, plugin_error, plugin_selector_stats, with_optimizer,
     with_optimizer_for, Counters,
 };
-pub(crate) use state::{observe_shared, with_shape};
+pub(crate) use state::{observe_shared, prepare_process, with_shape};
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXPLAIN: pg_sys::ExplainOneQuery_hook_type = None;

@@ -642,8 +642,11 @@ fn decide_for(
         if need == Need::Head {
             let (current, seen) = copy_current(need);
             if !current {
-                let recalled = super::recalled::validity(seen, &guc::core_config())
-                    .and_then(|v| super::recalled::decide(dag, exploration, v));
+                let valid = {
+                    let _t = phases::timing(Phase::Recall);
+                    super::recalled::validity(seen, &guc::core_config())
+                };
+                let recalled = valid.and_then(|v| super::recalled::decide(dag, exploration, v));
                 if let Some(d) = recalled {
                     return Ok(d);
                 }

@@ -109,6 +109,16 @@ thread_local! {
     pub(super) static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
+/// In the postmaster, at preload: register a thread-local destructor (this backend state's) as
+/// every backend's first in-scope statement would. glibc resolves what registering one calls
+/// lazily, by a search through every loaded library's symbol tables: about 20 page faults and
+/// 80-120 us in a new backend here (`perf`: `do_lookup_x` under `__cxa_thread_atexit_impl`),
+/// paid by its first statement's planning. Resolved once before the fork, every backend
+/// inherits it resolved (and this state registered).
+pub(crate) fn prepare_process() {
+    BACKEND.with(|_| ());
+}
+
 /// This backend's counters.
 pub fn counters() -> Counters {
     BACKEND.with(|b| b.borrow().counters)
