@@ -152,6 +152,24 @@ impl BtspMemory {
         matches!(self.recall(key, arm), Some(BtspVerdict::Blocked { .. }))
     }
 
+    /// A digest of what the memory recalls: it changes whenever an engram is written,
+    /// rewritten or forgotten (each write has its own `written_at`), and when its parameters
+    /// do. Equal digests recall alike (the keys of engrams are never rewritten).
+    pub fn digest(&self) -> u64 {
+        let mut h = crate::learning::Fnv::new();
+        h.u64(self.capacity as u64);
+        h.u64(u64::from(self.surprise_factor.to_bits()));
+        h.u64(u64::from(self.recall_similarity.to_bits()));
+        h.u64(self.engrams.len() as u64);
+        for e in &self.engrams {
+            h.u64(u64::from(e.arm));
+            h.u64(u64::from(e.ratio.to_bits()));
+            h.u64(e.written_at);
+            h.u64(e.key.len() as u64);
+        }
+        h.finish()
+    }
+
     /// Most engrams held.
     pub fn capacity(&self) -> usize {
         self.capacity

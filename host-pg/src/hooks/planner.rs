@@ -644,7 +644,8 @@ fn decide_for(
             if !current {
                 let valid = {
                     let _t = phases::timing(Phase::Recall);
-                    super::recalled::validity(seen, &guc::core_config())
+                    super::recalled::stamp(seen)
+                        .and_then(|d| super::recalled::validity(d, &guc::core_config()))
                 };
                 let recalled = valid.and_then(|v| super::recalled::decide(dag, exploration, v));
                 if let Some(d) = recalled {

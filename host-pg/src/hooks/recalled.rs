@@ -7,9 +7,14 @@
 //! session's first statement goes").
 //!
 //! So the server keeps, in shared memory, per query shape and database, what the last lean
-//! decision on a plan of that shape recalled, with the learned-state version (the model and BTSP
-//! memory it was recalled with), the arm list and the settings it was decided under, and the
-//! learned state's configuration as tuned by them. A backend without a current copy of the
+//! decision on a plan of that shape recalled, with the recall digest of the learned state it
+//! was recalled with (`Optimizer::recall_digest`: the configuration, the arms and BTSP memory;
+//! training the cost model or the patterns leaves it as it is), the arm list and the settings it
+//! was decided under, and the learned state's configuration as tuned by them. A backend holding
+//! a copy of the current learned-state version publishes that version's digest (a stamp per
+//! database); an entry serves while its digest is the stamp's, so after the model is trained
+//! again the first session that loads the new version makes every entry whose BTSP memory did
+//! not change valid again. A backend without a current copy of the
 //! learned state decides a plan of a shape kept here with an optimizer that holds the rules
 //! and nothing learned ([`Optimizer::rules_only`], one per backend, built from the kept
 //! configuration) on the book's evidence of the shape: the same rules, evidence and recalled
@@ -20,8 +25,8 @@
 //! decision's do (it completes their trajectories from the default plan). Nothing else needs
 //! the learned state: a statement whose decision needs the model (an attention plugin, a key
 //! that reads the shapes' history, exploration in the statement itself) or whose shape is not
-//! kept, or kept from another version, arm list or settings, is decided the usual way, and its
-//! decision kept for the next.
+//! kept, or kept under another digest, arm list or settings, or before any copy of the current
+//! version stamped the digest, is decided the usual way, and its decision kept for the next.
 //!
 //! [`SLOTS`] shapes for all databases, direct-mapped by database and shape (a collision
 //! forgets the older), in [`PARTITIONS`] partitions with an LWLock each; an entry is postcard
@@ -62,17 +67,29 @@ struct Slot {
     /// see at once that a shape is not here (or is, under the same validity).
     db: AtomicU32,
     fingerprint: AtomicU64,
-    /// The shared learned-state version, the arm list's and the settings' hashes it holds for.
-    seen: AtomicU64,
+    /// The recall digest of the learned state, the arm list's and the settings' hashes it
+    /// holds for.
+    digest: AtomicU64,
     arms: AtomicU64,
     config: AtomicU64,
     len: UnsafeCell<u32>,
     bytes: UnsafeCell<[u8; ENTRY_BYTES]>,
 }
 
+/// Per database: the recall digest (`Optimizer::recall_digest`) of the learned state at shared
+/// learned-state version `seen`, published by a backend that holds a copy of that version.
+#[repr(C)]
+struct Stamp {
+    db: AtomicU32,
+    /// 0 while written.
+    seen: AtomicU64,
+    digest: AtomicU64,
+}
+
 #[repr(C)]
 struct Header {
     locks: *mut pg_sys::LWLockPadded,
+    stamps: [Stamp; crate::shared::MAX_LEARNERS],
     decided: AtomicU64,
     kept: AtomicU64,
     too_large: AtomicU64,
@@ -136,13 +153,55 @@ fn slot(db: u32, fingerprint: u64) -> usize {
     ((fingerprint ^ u64::from(db).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % SLOTS as u64) as usize
 }
 
-/// What an entry is valid for: the shared learned-state version and the hashes of the arm
-/// list and of the settings the configuration is tuned from.
+/// What an entry is valid for: the recall digest of the learned state it was recalled with
+/// (the configuration, the arms, BTSP memory: training the model leaves it), and the hashes of
+/// the arm list and of the settings the configuration is tuned from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Validity {
-    seen: u64,
+    digest: u64,
     arms: u64,
     config: u64,
+}
+
+/// Publish `digest`, the recall digest of the learned state at shared version `seen`, for this
+/// database (from a backend holding a copy of that version).
+pub(super) fn publish_stamp(seen: u64, digest: u64) {
+    let Some(h) = header() else { return };
+    let db = crate::database();
+    let Some(s) = h
+        .stamps
+        .iter()
+        .find(|s| s.db.load(Ordering::Acquire) == db)
+        .or_else(|| {
+            h.stamps.iter().find(|s| {
+                s.db.compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
+        })
+    else {
+        return;
+    };
+    if s.seen.load(Ordering::Acquire) == seen && s.digest.load(Ordering::Acquire) == digest {
+        return;
+    }
+    // Readers see 0 while it is written (and take nothing).
+    s.seen.store(0, Ordering::Release);
+    s.digest.store(digest, Ordering::Release);
+    s.seen.store(seen, Ordering::Release);
+}
+
+/// The recall digest of this database's learned state at shared version `seen`, when a
+/// backend holding a copy of that version published it.
+pub(super) fn stamp(seen: u64) -> Option<u64> {
+    let h = header()?;
+    let db = crate::database();
+    let s = h
+        .stamps
+        .iter()
+        .find(|s| s.db.load(Ordering::Acquire) == db)?;
+    let before = s.seen.load(Ordering::Acquire);
+    let digest = s.digest.load(Ordering::Acquire);
+    (before == seen && seen != 0 && s.seen.load(Ordering::Acquire) == before).then_some(digest)
 }
 
 fn hash_of(x: impl Hash) -> u64 {
@@ -157,10 +216,10 @@ thread_local! {
     static CONFIG: RefCell<Option<(NeuralDagConfig, u64)>> = const { RefCell::new(None) };
 }
 
-/// The validity a decision made now has: `seen` the shared learned-state version its copy was
-/// checked at, `config` the settings ([`guc::core_config`]). None when the arm list does not
-/// parse (nothing is decided then).
-pub(super) fn validity(seen: u64, config: &NeuralDagConfig) -> Option<Validity> {
+/// The validity a decision made now has: `digest` the recall digest of its copy of the learned
+/// state, `config` the settings ([`guc::core_config`]). None when the arm list does not parse
+/// (nothing is decided then).
+pub(super) fn validity(digest: u64, config: &NeuralDagConfig) -> Option<Validity> {
     let arms = guc::arms_shared().ok()?.1;
     let config = CONFIG.with(|c| {
         let mut c = c.borrow_mut();
@@ -174,7 +233,7 @@ pub(super) fn validity(seen: u64, config: &NeuralDagConfig) -> Option<Validity> 
         }
     })?;
     Some(Validity {
-        seen,
+        digest,
         arms: hash_of(&*arms),
         config,
     })
@@ -183,7 +242,7 @@ pub(super) fn validity(seen: u64, config: &NeuralDagConfig) -> Option<Validity> 
 fn holds(s: &Slot, db: u32, fingerprint: u64, v: Validity) -> bool {
     s.db.load(Ordering::Acquire) == db
         && s.fingerprint.load(Ordering::Acquire) == fingerprint
-        && s.seen.load(Ordering::Acquire) == v.seen
+        && s.digest.load(Ordering::Acquire) == v.digest
         && s.arms.load(Ordering::Acquire) == v.arms
         && s.config.load(Ordering::Acquire) == v.config
 }
@@ -221,7 +280,7 @@ pub(super) fn keep(decision: &Decision, v: Validity, copy: (&NeuralDagConfig, u3
     // Readers check the identity under the shared lock: what they see is whole.
     s.db.store(db, Ordering::Release);
     s.fingerprint.store(fp, Ordering::Release);
-    s.seen.store(v.seen, Ordering::Release);
+    s.digest.store(v.digest, Ordering::Release);
     s.arms.store(v.arms, Ordering::Release);
     s.config.store(v.config, Ordering::Release);
     // SAFETY: written under the exclusive lock only.

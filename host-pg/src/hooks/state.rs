@@ -57,6 +57,8 @@ pub(super) struct Loaded {
     pub(super) kept: Vec<&'static str>,
     /// What the copy is for the shared evidence book.
     pub(super) holding: crate::book::Holding,
+    /// Its recall digest as loaded (`Optimizer::recall_digest`; None: it failed).
+    pub(super) digest: Option<u64>,
 }
 
 pub(super) struct Backend {
@@ -165,10 +167,9 @@ pub(super) fn copy_current(need: Need) -> (bool, u64) {
     };
     let current = BACKEND.with(|b| {
         b.borrow().loaded.as_ref().is_some_and(|l| {
-            l.seen == seen
-                && *l.arms == *arms
-                && (need == Need::Head || l.opt.has_model())
-                && l.holding.table != 0
+            // (A copy adopted before its commit, a reset's or an import's, is current here:
+            // what other sessions decided is of the state it replaces.)
+            l.seen == seen && *l.arms == *arms && (need == Need::Head || l.opt.has_model())
         })
     });
     (current, seen)
@@ -182,10 +183,18 @@ pub(super) fn keep_recalled(decision: &Decision) {
     }
     BACKEND.with(|b| {
         let b = b.borrow();
-        let Some(l) = b.loaded.as_ref().filter(|l| l.holding.table != 0) else {
+        // A copy of the current version, loaded from its table (not one adopted before its
+        // commit, a reset's or an import's).
+        let Some((l, digest)) = b
+            .loaded
+            .as_ref()
+            .filter(|l| l.holding.table != 0 && l.seen == shared::learned_version())
+            .and_then(|l| Some((l, l.digest?)))
+        else {
             return;
         };
-        if let Some(v) = super::recalled::validity(l.seen, &l.config) {
+        super::recalled::publish_stamp(l.seen, digest);
+        if let Some(v) = super::recalled::validity(digest, &l.config) {
             super::recalled::keep(decision, v, (l.opt.config(), l.holding.table, l.version));
         }
     });
@@ -316,6 +325,7 @@ pub fn lean_copy() -> Option<bool> {
 pub fn adopt(mut opt: Optimizer, version: i64, seen: u64, holding: crate::book::Holding) {
     let arms = opt.arms().join("|");
     let config = opt.config().clone();
+    let digest = opt.recall_digest().ok();
     BACKEND.with(|b| {
         let mut b = b.borrow_mut();
         if let Some(old) = b.loaded.as_mut() {
@@ -331,6 +341,7 @@ pub fn adopt(mut opt: Optimizer, version: i64, seen: u64, holding: crate::book::
             config,
             kept: Vec::new(),
             holding,
+            digest,
         });
     });
 }

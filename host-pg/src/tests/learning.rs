@@ -448,17 +448,26 @@ fn decided_on_what_another_recalled(verified_plan: &[String]) {
         assert!(lines.iter().any(|l| l.contains("(applied; rule verified)")), "{lines:?}");
         assert_eq!(plan_of(&lines), verified_plan, "{mode}");
     }
-    // Another learned-state version: what was kept is not used, the copy is loaded.
+    // A new learned-state version (the model trained again): nothing kept is used until a
+    // session holding a copy of it says what it recalls with (its configuration, arms and BTSP
+    // memory); then what was kept serves again.
     crate::shared::bump_learned();
     crate::hooks::forget_copy();
     let recalled = counter("backend_recalled");
     Spi::run(CORRELATED).unwrap();
     assert_eq!(counter("backend_recalled"), recalled);
     assert!(crate::hooks::lean_copy().is_some());
-    // And kept again at that version for the next session.
     crate::hooks::forget_copy();
     Spi::run(CORRELATED).unwrap();
     assert_eq!(counter("backend_recalled") - recalled, 1);
+    // Another arm list (one appended): not served (its own entry is kept by the next usual
+    // decision).
+    let arms = crate::guc::DEFAULT_ARMS.to_str().unwrap();
+    Spi::run(&format!("SET ruvector.dag_arms = '{arms}|enable_material=off'")).unwrap();
+    crate::hooks::forget_copy();
+    Spi::run(CORRELATED).unwrap();
+    assert_eq!(counter("backend_recalled") - recalled, 1);
+    Spi::run("RESET ruvector.dag_arms").unwrap();
 }
 
 #[pg_test]

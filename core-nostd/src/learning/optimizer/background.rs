@@ -473,6 +473,34 @@ mod tests {
     }
 
     #[test]
+    fn the_recall_digest_moves_with_btsp_memory_the_arms_and_the_configuration_only() {
+        let (mut opt, plans) = trained();
+        let d = opt.recall_digest().unwrap();
+        // A copy restored, lean or not, has it; training the model does not move it.
+        let bytes = opt.snapshot_model().unwrap();
+        let lean = Optimizer::restore_lean(&bytes, opt.machinery()).unwrap();
+        assert_eq!(lean.recall_digest().unwrap(), d);
+        opt.learn_cycle().unwrap();
+        assert_eq!(opt.recall_digest().unwrap(), d);
+        // A surprising run writes BTSP memory: it moves.
+        let p = &plans[0];
+        let dec = opt.decide_lean(p, Exploration::Nowhere).unwrap();
+        let t = opt.trajectory(&dec, 3, None, 100_000.0).unwrap();
+        let o = opt.observe_unqueued(t).unwrap();
+        assert!(o.surprising);
+        let written = opt.recall_digest().unwrap();
+        assert_ne!(written, d);
+        // So do a tunable and another arm list.
+        let mut tuned = opt.config().clone();
+        tuned.min_gain += 0.01;
+        opt.retune(&tuned).unwrap();
+        assert_ne!(opt.recall_digest().unwrap(), written);
+        let mut more = Optimizer::restore_sharing(&bytes, opt.machinery()).unwrap();
+        more.append_arms(&["enable_material=off".into()]).unwrap();
+        assert_ne!(more.recall_digest().unwrap(), d);
+    }
+
+    #[test]
     fn a_copy_restored_lean_decides_as_the_full_one_and_loads_its_model_when_asked() {
         use crate::error::NeuralDagError;
         let (opt, plans) = trained();

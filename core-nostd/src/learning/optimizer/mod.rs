@@ -233,6 +233,28 @@ impl Optimizer {
         Self::assemble(state, Some(machinery), Some(RULES_ONLY))
     }
 
+    /// A digest of what a lean decision reads of this optimizer besides a shape's evidence
+    /// and the session's settings: the configuration, the arms and BTSP memory. Two copies of
+    /// the learned state with equal digests make the same lean decision on the same plan and
+    /// evidence (training the cost model or the patterns does not change it), so a host may
+    /// keep what one copy's decision recalled ([`Recalled`]) for as long as the stored state's
+    /// digest stays the same.
+    pub fn recall_digest(&self) -> Result<u64> {
+        let mut h = crate::learning::Fnv::new();
+        let cfg = postcard::to_allocvec(&self.state.cfg)
+            .map_err(|e| NeuralDagError::CorruptState(format!("cannot encode: {e}")))?;
+        h.u64(cfg.len() as u64);
+        h.bytes(&cfg);
+        h.u64(self.state.arms.len() as u64);
+        for a in &self.state.arms {
+            h.u64(a.len() as u64);
+            h.bytes(a.as_bytes());
+        }
+        h.u64(self.state.btsp.digest());
+        // 0 stands for "unknown" where hosts keep it.
+        Ok(h.finish().max(1))
+    }
+
     /// Whether this optimizer holds the rules alone ([`rules_only`](Self::rules_only)).
     pub fn is_rules_only(&self) -> bool {
         self.lean == Some(RULES_ONLY)
