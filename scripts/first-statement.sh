@@ -48,7 +48,9 @@ for mode in off frozen learn; do
     # Session, phase, microseconds after the first statement and after all three, page faults
     # after the first and after all three.
     awk -v s="$s" '/^phase1 / { a[$2] = $3; fa[$2] = $4 } /^phase2 / { b[$2] = $3; fb[$2] = $4 }
-      END { for (p in b) print s, p, (p in a ? a[p] : 0), b[p], (p in a ? fa[p] : 0), fb[p] }' \
+      END { n = split("total postgres scope key settled alone copy dag recall load restore book decide arm candidates after other", all, " ")
+            # Every phase, 0 where a session had none of it (medians over all sessions).
+            for (i = 1; i <= n; i++) { p = all[i]; print s, p, (p in a ? a[p] : 0), (p in b ? b[p] : 0), (p in a ? fa[p] : 0), (p in b ? fb[p] : 0) } }' \
       <<<"$out" >>"$dir/phases"
   done
   recalled=$(psql_ -At -c "SELECT value FROM ruvector_dag.ruvector_dag_status() WHERE key = 'recalled_decisions'")
