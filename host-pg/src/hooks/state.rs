@@ -117,8 +117,26 @@ thread_local! {
 /// 80-120 us in a new backend here (`perf`: `do_lookup_x` under `__cxa_thread_atexit_impl`),
 /// paid by its first statement's planning. Resolved once before the fork, every backend
 /// inherits it resolved (and this state registered).
+///
+/// What else a backend's first statement would compute the same way is computed here too, and
+/// inherited: the parsed `ruvector.dag_arms` (a session that has not set its own finds it
+/// parsed), and the hash seed of the tables an optimizer keeps (drawn at the first one made in
+/// a process; made here by an optimizer that holds the rules alone, as a session's first
+/// decision on what another recalled makes one).
 pub(crate) fn prepare_process() {
     BACKEND.with(|_| ());
+    // Nothing here may stop the server from starting: a failure (a malformed setting, which
+    // the sessions report) only leaves it for them to compute.
+    let _ = catch_unwind(|| {
+        let _ = guc::arms_shared();
+        let cfg = ruvector_dag_core::learning::NeuralDagConfig {
+            attention: guc::attention_config(),
+            ..Default::default()
+        };
+        if let Some(m) = learner::machinery(&cfg) {
+            let _ = Optimizer::rules_only(cfg, vec!["default".into()], &m);
+        }
+    });
 }
 
 /// This backend's counters.
