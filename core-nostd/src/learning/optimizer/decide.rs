@@ -29,6 +29,44 @@ fn default_cost(dag: &PlanDag) -> f64 {
         .sum()
 }
 
+/// A decision for `dag`'s default plan with no rule applied yet and no model's view: what a
+/// lean decision reads (the key of kind `attention`, BTSP memory's `(blocked, promising)`
+/// arms), `recalled` when those were recalled for another plan of the shape.
+fn lean_decision(
+    dag: &PlanDag,
+    attention: AttentionKind,
+    key: Vec<f32>,
+    (blocked, promising): (Vec<ArmId>, Vec<(ArmId, f32, f32)>),
+    recalled: bool,
+) -> Decision {
+    let fp = dag.shape_hash();
+    Decision {
+        arm: 0,
+        rule: Rule::Default,
+        pattern: None,
+        similarity: 0.0,
+        confidence: 0.0,
+        attention,
+        plugin_error: None,
+        predicted_ms: f32::NAN,
+        default_predicted_ms: f32::NAN,
+        blocked,
+        promising,
+        reason: String::new(),
+        fingerprint: fp,
+        plan: fp,
+        wants_candidates: false,
+        background: false,
+        default_cost: default_cost(dag),
+        hdc: crate::hdc::Hypervector::zero(),
+        key,
+        input: Vec::new(),
+        model_view: false,
+        default_plan: None,
+        recalled,
+    }
+}
+
 impl Optimizer {
     /// Choose a plan for a query, given its default plan (what the planner made with no arm
     /// applied). When the decision `wants_candidates`, the host plans the statement under the
@@ -112,31 +150,13 @@ impl Optimizer {
                 "recalled verdicts name an arm this optimizer of {arms} arms does not have"
             ));
         }
-        let d = Decision {
-            arm: 0,
-            rule: Rule::Default,
-            pattern: None,
-            similarity: 0.0,
-            confidence: 0.0,
-            attention: recalled.attention,
-            plugin_error: None,
-            predicted_ms: f32::NAN,
-            default_predicted_ms: f32::NAN,
-            blocked: recalled.blocked.clone(),
-            promising: recalled.promising.clone(),
-            reason: String::new(),
-            fingerprint: fp,
-            plan: fp,
-            wants_candidates: false,
-            background: false,
-            default_cost: default_cost(dag),
-            hdc: crate::hdc::Hypervector::zero(),
-            key: recalled.key.clone(),
-            input: Vec::new(),
-            model_view: false,
-            default_plan: None,
-            recalled: true,
-        };
+        let d = lean_decision(
+            dag,
+            recalled.attention,
+            recalled.key.clone(),
+            (recalled.blocked.clone(), recalled.promising.clone()),
+            true,
+        );
         self.decide_from(d, &[], exploration)
     }
 
@@ -255,32 +275,8 @@ impl Optimizer {
         }
         let key = self.embed_as(dag, key_kind, fp)?;
         // One recall per arm serves both the blocked list and choose's endorsements.
-        let (blocked, promising) = self.recall(&key);
-        Ok(Decision {
-            arm: 0,
-            rule: Rule::Default,
-            pattern: None,
-            similarity: 0.0,
-            confidence: 0.0,
-            attention: key_kind,
-            plugin_error: None,
-            predicted_ms: f32::NAN,
-            default_predicted_ms: f32::NAN,
-            blocked,
-            promising,
-            reason: String::new(),
-            fingerprint: fp,
-            plan: fp,
-            wants_candidates: false,
-            background: false,
-            default_cost: default_cost(dag),
-            hdc: crate::hdc::Hypervector::zero(),
-            key,
-            input: Vec::new(),
-            model_view: false,
-            default_plan: None,
-            recalled: false,
-        })
+        let recalled = self.recall(&key);
+        Ok(lean_decision(dag, key_kind, key, recalled, false))
     }
 
     /// What BTSP memory recalls for a plan's key, per arm but the default: (blocked arms,

@@ -109,6 +109,29 @@ struct LearnedState {
     rehearsal: VecDeque<(Vec<f32>, ArmId, f32)>,
 }
 
+impl LearnedState {
+    /// Nothing learned yet: configured as `cfg`, over `arms`, with `estimator` as its cost model.
+    fn empty(cfg: NeuralDagConfig, arms: Vec<String>, estimator: CostEstimator) -> Self {
+        LearnedState {
+            bank: ReasoningBank::new(cfg.pattern_capacity),
+            selector: AttentionSelector::new(cfg.ucb_exploration_c),
+            btsp: BtspMemory::new(
+                cfg.btsp_capacity,
+                cfg.btsp_surprise_factor,
+                cfg.btsp_recall_similarity,
+            ),
+            buffer: TrajectoryBuffer::new(cfg.max_trajectories),
+            evidence: EvidenceBook::new(cfg.max_trajectories),
+            history: BTreeMap::new(),
+            stats: OptimizerStats::default(),
+            rehearsal: VecDeque::new(),
+            estimator,
+            arms,
+            cfg,
+        }
+    }
+}
+
 /// What an optimizer derives from its attention parameters alone and never learns: the
 /// attention mechanisms (their random projections, drawn from the seed) and the HDC item
 /// memory. Building it is most of the cost of restoring a small snapshot, so optimizers of the
@@ -180,24 +203,7 @@ impl Optimizer {
     /// A fresh optimizer over `arms` (names shown in reasons; the first is the default arm).
     pub fn new(cfg: NeuralDagConfig, arms: Vec<String>) -> Result<Self> {
         let estimator = CostEstimator::new(&cfg, arms.len());
-        let state = LearnedState {
-            bank: ReasoningBank::new(cfg.pattern_capacity),
-            selector: AttentionSelector::new(cfg.ucb_exploration_c),
-            btsp: BtspMemory::new(
-                cfg.btsp_capacity,
-                cfg.btsp_surprise_factor,
-                cfg.btsp_recall_similarity,
-            ),
-            buffer: TrajectoryBuffer::new(cfg.max_trajectories),
-            evidence: EvidenceBook::new(cfg.max_trajectories),
-            history: BTreeMap::new(),
-            stats: OptimizerStats::default(),
-            rehearsal: VecDeque::new(),
-            estimator,
-            arms,
-            cfg,
-        };
-        Self::from_state(state, None)
+        Self::from_state(LearnedState::empty(cfg, arms, estimator), None)
     }
 
     /// An optimizer that holds the rules and nothing learned: configured as `cfg` (a learned
@@ -212,23 +218,7 @@ impl Optimizer {
         arms: Vec<String>,
         machinery: &Arc<Machinery>,
     ) -> Result<Self> {
-        let state = LearnedState {
-            bank: ReasoningBank::new(cfg.pattern_capacity),
-            selector: AttentionSelector::new(cfg.ucb_exploration_c),
-            btsp: BtspMemory::new(
-                cfg.btsp_capacity,
-                cfg.btsp_surprise_factor,
-                cfg.btsp_recall_similarity,
-            ),
-            buffer: TrajectoryBuffer::new(cfg.max_trajectories),
-            evidence: EvidenceBook::new(cfg.max_trajectories),
-            history: BTreeMap::new(),
-            stats: OptimizerStats::default(),
-            rehearsal: VecDeque::new(),
-            estimator: CostEstimator::unloaded(),
-            arms,
-            cfg,
-        };
+        let state = LearnedState::empty(cfg, arms, CostEstimator::unloaded());
         // No snapshot's head: a checksum no snapshot has (the model never loads).
         Self::assemble(state, Some(machinery), Some(RULES_ONLY))
     }
