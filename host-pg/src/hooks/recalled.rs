@@ -214,6 +214,9 @@ fn hash_of(x: impl Hash) -> u64 {
 thread_local! {
     /// The settings last hashed and their hash (the settings rarely change in a session).
     static CONFIG: RefCell<Option<(NeuralDagConfig, u64)>> = const { RefCell::new(None) };
+    /// The arm list last hashed (as `guc::arms_shared` shares it: the same text is the same
+    /// pointer) and its hash: every usual decision asks.
+    static ARMS: RefCell<Option<(std::rc::Rc<str>, u64)>> = const { RefCell::new(None) };
 }
 
 /// The validity a decision made now has: `digest` the recall digest of its copy of the learned
@@ -221,6 +224,17 @@ thread_local! {
 /// (nothing is decided then).
 pub(super) fn validity(digest: u64, config: &NeuralDagConfig) -> Option<Validity> {
     let arms = guc::arms_shared().ok()?.1;
+    let arms = ARMS.with(|a| {
+        let mut a = a.borrow_mut();
+        match a.as_ref() {
+            Some((text, h)) if std::rc::Rc::ptr_eq(text, &arms) => *h,
+            _ => {
+                let h = hash_of(&*arms);
+                *a = Some((arms, h));
+                h
+            }
+        }
+    });
     let config = CONFIG.with(|c| {
         let mut c = c.borrow_mut();
         match c.as_ref() {
@@ -234,7 +248,7 @@ pub(super) fn validity(digest: u64, config: &NeuralDagConfig) -> Option<Validity
     })?;
     Some(Validity {
         digest,
-        arms: hash_of(&*arms),
+        arms,
         config,
     })
 }
