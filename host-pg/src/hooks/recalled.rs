@@ -314,18 +314,19 @@ fn recall(fingerprint: u64, v: Validity) -> Option<Entry> {
     if !holds(s, db, fingerprint, v) {
         return None;
     }
-    let bytes = {
+    let decoded = {
         let _held = held(h, i, pg_sys::LWLockMode::LW_SHARED);
         if !holds(s, db, fingerprint, v) {
             return None;
         }
+        // Decoded where the bytes lie (pure Rust: no PostgreSQL error under the lock).
         // SAFETY: read under the shared lock; writers hold the exclusive one.
         unsafe {
             let len = (*s.len.get() as usize).min(ENTRY_BYTES);
-            (&(*s.bytes.get()))[..len].to_vec()
+            postcard::from_bytes::<Entry>(&(&(*s.bytes.get()))[..len])
         }
     };
-    match postcard::from_bytes::<Entry>(&bytes) {
+    match decoded {
         Ok(e) if e.recalled.fingerprint == fingerprint => Some(e),
         _ => {
             h.unreadable.fetch_add(1, Ordering::AcqRel);
@@ -365,8 +366,8 @@ pub(super) fn decide(dag: &PlanDag, exploration: Exploration, v: Validity) -> Op
         let mut b = b.borrow_mut();
         if b.rules.as_ref().is_none_or(|r| r.validity != v) {
             b.rules = None;
-            let arms = guc::arms().ok()?;
-            let names = arms.iter().map(|a| a.0.clone()).collect();
+            // The names alone (the parsed list is shared, not copied).
+            let names = guc::arms_shared().ok()?.0.iter().map(|a| a.0.clone()).collect();
             // Only with the machinery this process inherited (building it is a restore's cost).
             let machinery = learner::machinery(&entry.cfg)?;
             let opt = Optimizer::rules_only(entry.cfg, names, &machinery).ok()?;
