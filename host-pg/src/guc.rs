@@ -148,6 +148,9 @@ pub static BACKGROUND_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(60_0
 pub static RING_SIZE_MB: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static MODEL_CACHE_MB: GucSetting<i32> = GucSetting::<i32>::new(8);
 pub static SHARED_SHAPES: GucSetting<i32> = GucSetting::<i32>::new(10_240);
+/// `ruvector.dag_work_mem_max`, kB: memory that arms raising `work_mem` may add at once, over
+/// the whole server ([`crate::hooks::memory`]).
+pub static WORK_MEM_MAX: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 // The plugin sandbox's limits (defaults: ruvector_dag_wasm::Limits::default()).
 pub static PLUGIN_FUEL: GucSetting<f64> = GucSetting::<f64>::new(50_000_000.0);
 pub static PLUGIN_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
@@ -401,6 +404,16 @@ fn register_server() {
         1024,
         GucContext::Postmaster,
         GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.dag_work_mem_max",
+        c"Memory that plans under an arm raising work_mem or hash_mem_multiplier may add at once, over the whole server (0: such arms never raise it when they run).",
+        c"A statement under such an arm takes its share when it starts (the raise times its sorts and hashes, times its parallel processes) and gives it back when it ends; when the rest is not enough it runs with the session's work_mem and its time is not taken as evidence (ruvector_dag_status: work_mem_*).",
+        &WORK_MEM_MAX,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
         c"ruvector.dag_model_cache",

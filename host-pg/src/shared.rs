@@ -65,6 +65,9 @@ struct Shared {
     /// Records of misestimated scans pushed to the ring (statistics advice; counted in the
     /// ring's `pushed` too).
     advice_pushed: AtomicU64,
+    /// Memory granted to statements running under an arm that raises `work_mem`, kB now, the
+    /// most at once, and the runs granted and refused (`hooks::memory`).
+    work_mem: [AtomicU64; 4],
     /// When this shared memory was set up (server start, or the restart after a crash): the
     /// ring holds trajectories recorded since then; those not learned from before were lost.
     started_at: pg_sys::TimestampTz,
@@ -320,6 +323,7 @@ unsafe extern "C-unwind" fn on_startup() {
             wanted: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
             worker_cycles: AtomicU64::new(0),
             advice_pushed: AtomicU64::new(0),
+            work_mem: std::array::from_fn(|_| AtomicU64::new(0)),
             started_at: pg_sys::GetCurrentTimestamp(),
             plugins: std::array::from_fn(|_| PluginSlot {
                 key: AtomicU64::new(0),
@@ -800,6 +804,45 @@ pub fn count_advice_pushed() {
     if let Some(s) = shared() {
         s.advice_pushed.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// Take `kb` of the memory arms raising `work_mem` may add at once (at most `cap_kb` in all):
+/// whether it was granted (counted either way).
+pub fn grant_work_mem(kb: u64, cap_kb: u64) -> bool {
+    let Some(s) = shared() else { return false };
+    let [now, peak, granted, refused] = &s.work_mem;
+    let took = now
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            n.checked_add(kb).filter(|&t| t <= cap_kb)
+        })
+        .ok();
+    match took {
+        Some(before) => {
+            peak.fetch_max(before + kb, Ordering::AcqRel);
+            granted.fetch_add(1, Ordering::AcqRel);
+            true
+        }
+        None => {
+            refused.fetch_add(1, Ordering::AcqRel);
+            false
+        }
+    }
+}
+
+/// Give back `kb` granted by [`grant_work_mem`].
+pub fn release_work_mem(kb: u64) {
+    if let Some(s) = shared() {
+        let _ = s.work_mem[0].fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            Some(n.saturating_sub(kb))
+        });
+    }
+}
+
+/// (kB granted now, the most at once, runs granted, runs refused) of [`grant_work_mem`].
+pub fn work_mem_grants() -> [u64; 4] {
+    shared().map_or([0; 4], |s| {
+        s.work_mem.each_ref().map(|a| a.load(Ordering::Acquire))
+    })
 }
 
 /// Count one cycle of the background worker.

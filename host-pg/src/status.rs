@@ -185,6 +185,12 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
     if let Some(r) = shared::stats() {
         put("ring_pushed", r.pushed.to_string());
         put("ring_advice_pushed", r.advice_pushed.to_string());
+        // Arms raising work_mem where their plans run (ruvector.dag_work_mem_max).
+        let [now, peak, granted, refused] = shared::work_mem_grants();
+        put("work_mem_raised_kb", now.to_string());
+        put("work_mem_raised_peak_kb", peak.to_string());
+        put("work_mem_raised_runs", granted.to_string());
+        put("work_mem_raise_refused", refused.to_string());
         put("ring_taken", r.taken.to_string());
         put("ring_dropped", r.dropped.to_string());
         put("ring_pending", r.pending.to_string());

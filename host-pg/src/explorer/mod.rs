@@ -637,6 +637,7 @@ fn explore(
                 verify_statistics(db, &offer, fingerprint, advice, typical, backoff);
             }
         };
+    let mut spilled_here = false;
     for n in 1..=EXPLORE_MAX_RUNS {
         let step =
             hooks::with_shape(d.fingerprint, |o| o.explore_step(&d)).map_or(Step::Done, |(s, _)| s);
@@ -703,8 +704,12 @@ fn explore(
         let (ms, plan, cut) = match ran {
             Ok(Ran::Done(ms, probed)) => {
                 let probed = *probed;
+                if arm == 0 && probed.spilled {
+                    spilled_here = true;
+                }
+                let plan = probed.plan();
                 misestimated = probed.misestimates;
-                (ms, probed.dag.shape_hash(), false)
+                (ms, plan, false)
             }
             // The default plan cut short: the server is slower than it was; try another time.
             Ok(Ran::Cut) if arm == 0 => return Ok(Turn::Over),
@@ -738,6 +743,24 @@ fn explore(
                     a.relid == m.relid && a.columns == m.columns
                 }) {
                     advice.push(m);
+                }
+            }
+        }
+        // The default plan spilled to disk: the arms that raise memory where the plan runs
+        // are candidates for this shape from now on (planned here once).
+        if std::mem::take(&mut spilled_here)
+            && SPILLED.with(|s| s.borrow_mut().insert(d.fingerprint))
+        {
+            let memory_arms: Vec<u8> = (1..arm_count())
+                .filter(|&a| hooks::memory::sets_memory(a) && !d.blocked.contains(&a))
+                .collect();
+            if !memory_arms.is_empty() {
+                let candidates = match plan_arms(&offer, &memory_arms) {
+                    Ok(c) => c,
+                    Err(r) => return refuse(r),
+                };
+                if let Err(r) = note_candidates(db, &d, &candidates) {
+                    return refuse(r);
                 }
             }
         }
@@ -793,22 +816,41 @@ fn plan_candidates(
         Ok(Err(e)) => return Err(Refused::ours(format!("deciding: {e}"))),
         Err(e) => return Err(Refused::ours(format!("loading the learned state: {e}"))),
     };
-    let arms = guc::arms_shared().map(|(a, _)| a.len()).unwrap_or(0);
+    // Arms that raise memory where the plan runs only for a shape whose default plan spilled
+    // to disk here (after that run, see `explore`).
+    let spilled = SPILLED.with(|s| s.borrow().contains(&d.fingerprint));
+    let arms: Vec<u8> = (1..arm_count())
+        .filter(|&a| !d.blocked.contains(&a) && (spilled || !hooks::memory::sets_memory(a)))
+        .collect();
+    let candidates = plan_arms(offer, &arms)?;
+    note_candidates(db, &d, &candidates)?;
+    Ok((dag, d))
+}
+
+/// The arms of `ruvector.dag_arms` (the default one included).
+fn arm_count() -> u8 {
+    guc::arms_shared().map_or(0, |(a, _)| a.len().min(usize::from(u8::MAX)) as u8)
+}
+
+/// The offered statement planned under each of `arms`: its candidate plans.
+fn plan_arms(offer: &Offer, arms: &[u8]) -> Result<Vec<Candidate>, Refused> {
     let mut candidates = Vec::new();
-    for arm in 1..arms as u8 {
-        if d.blocked.contains(&arm) {
-            continue;
-        }
+    for &arm in arms {
         if let Ran::Done(_, p) = run(offer, arm, 60_000.0, false)? {
             candidates.push(Candidate {
                 arm,
-                plan: p.dag.shape_hash(),
+                plan: p.plan(),
                 cost: p.cost,
             });
         }
     }
+    Ok(candidates)
+}
+
+/// Record `candidates` of `d`'s shape (here and, for the learner, in the ring).
+fn note_candidates(db: u32, d: &Decision, candidates: &[Candidate]) -> Result<(), Refused> {
     let noted = hooks::with_shape(d.fingerprint, |o| {
-        o.note_candidates(d.fingerprint, d.default_cost, &candidates)
+        o.note_candidates(d.fingerprint, d.default_cost, candidates)
     });
     let booked = match noted {
         Some((Err(e), _)) => return Err(Refused::ours(format!("recording its candidates: {e}"))),
@@ -817,11 +859,11 @@ fn plan_candidates(
     };
     // Without the shared book the learner records them (with it, they are recorded already).
     if !booked {
-        if let Ok(bytes) = learner::Record::candidates(d.fingerprint, d.default_cost, &candidates) {
+        if let Ok(bytes) = learner::Record::candidates(d.fingerprint, d.default_cost, candidates) {
             let _ = shared::push(db, &bytes);
         }
     }
-    Ok((dag, d))
+    Ok(())
 }
 
 /// Observe one background run here and push it to the ring for the learner.
@@ -921,6 +963,13 @@ fn run_here(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ra
         }
     }
     let what = if analyze { "running it" } else { "planning it" };
+    // The arm's raise of memory over the statement's own settings, if any: its plan is known
+    // by a salted identity (`memory::plan_id`).
+    let salt = if hooks::memory::sets_memory(arm) {
+        hooks::under_arm(&offer.settings, || hooks::memory::salt_of(arm)).unwrap_or(0)
+    } else {
+        0
+    };
     {
         // READ ONLY, as SET TRANSACTION READ ONLY makes it (the setting itself cannot be set at
         // a GUC nest level from PostgreSQL 16 on); a subtransaction keeps it.
@@ -974,8 +1023,11 @@ fn run_here(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ra
         }
         let probed = hooks::take_probe();
         match result {
-            Ok(ms) => match probed {
-                Some(p) => Ok(Ran::Done(ms, Box::new(p))),
+            Ok((ms, spilled)) => match probed {
+                Some(mut p) => {
+                    (p.spilled, p.salt) = (spilled, salt);
+                    Ok(Ran::Done(ms, Box::new(p)))
+                }
                 None => Err(Refused {
                     counter: ExplorerCounter::Failed,
                     why: format!("{what}: no plan was made"),
@@ -1041,6 +1093,10 @@ fn advised_for(fingerprint: u64) -> Vec<crate::advice::Misestimate> {
 }
 
 thread_local! {
+    /// Shapes whose default plan spilled to disk in this explorer's instrumented run: the arms
+    /// that raise memory where the plan runs are their candidates ([`hooks::memory`]).
+    static SPILLED: std::cell::RefCell<std::collections::HashSet<u64>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
     /// Shapes whose default plan this explorer ran with instrumentation ([`default_checked`]).
     static DEFAULT_CHECKED: std::cell::RefCell<std::collections::HashSet<u64>> =
         std::cell::RefCell::new(std::collections::HashSet::new());
@@ -1230,7 +1286,7 @@ fn statistics_run(
 
 /// EXPLAIN (with ANALYZE: run, rows discarded) the offered statement with its parameters; the
 /// execution time, ms (0 without ANALYZE).
-fn explain(offer: &Offer, analyze: bool) -> Result<f64, String> {
+fn explain(offer: &Offer, analyze: bool) -> Result<(f64, bool), String> {
     let sql = if analyze {
         format!(
             "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY, FORMAT JSON) {}",
@@ -1291,9 +1347,33 @@ fn explain(offer: &Offer, analyze: bool) -> Result<f64, String> {
         pg_sys::SPI_finish();
         let text = text.ok_or_else(|| format!("EXPLAIN returned nothing (SPI code {rc})"))?;
         if !analyze {
-            return Ok(0.0);
+            return Ok((0.0, false));
         }
-        execution_ms(&text)
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("EXPLAIN's output is not JSON: {e}"))?;
+        Ok((execution_ms_of(&v)?, spilled(&v, 0)))
+    }
+}
+
+/// Whether EXPLAIN (ANALYZE, FORMAT JSON)'s output `v` shows a sort, hash or aggregate that
+/// spilled to disk (the leader's or a worker's): a sort on disk, a hash join in more than one
+/// batch, a hash aggregate that wrote to disk.
+pub(crate) fn spilled(v: &serde_json::Value, depth: usize) -> bool {
+    use serde_json::Value;
+    if depth > 200 {
+        return false;
+    }
+    match v {
+        Value::Array(a) => a.iter().any(|x| spilled(x, depth + 1)),
+        Value::Object(o) => {
+            let num = |k: &str| o.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            o.get("Sort Space Type").and_then(Value::as_str) == Some("Disk")
+                || num("Hash Batches") > 1.0
+                || num("HashAgg Batches") > 1.0
+                || num("Disk Usage") > 0.0
+                || o.values().any(|x| spilled(x, depth + 1))
+        }
+        _ => false,
     }
 }
 
@@ -1301,6 +1381,11 @@ fn explain(offer: &Offer, analyze: bool) -> Result<f64, String> {
 pub(crate) fn execution_ms(json: &str) -> Result<f64, String> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("EXPLAIN's output is not JSON: {e}"))?;
+    execution_ms_of(&v)
+}
+
+/// [`execution_ms`] of the parsed output.
+fn execution_ms_of(v: &serde_json::Value) -> Result<f64, String> {
     v.get(0)
         .and_then(|x| x.get("Execution Time"))
         .and_then(|x| x.as_f64())

@@ -61,34 +61,84 @@ pub(super) unsafe fn key(
 
 /// A hash of `text` without its digits and the contents of its quoted literals. Every
 /// statement in scope in `learn` and `frozen` mode hashes its text: the bytes kept are packed
-/// eight to a word and the words mixed, not one multiplication per byte.
+/// eight to a word and the words mixed, not one multiplication per byte, and eight bytes with
+/// no digit and no quote among them (most of a statement's text) are packed at once.
 pub(crate) fn key_of_text(text: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut mix = |w: u64| {
         h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         h ^= h >> 29;
     };
+    // The kept bytes not mixed yet (the last `filled` of them in the low bytes of `word`).
     let (mut word, mut filled) = (0u64, 0u32);
     let mut quoted = false;
-    for &c in text {
-        if c == b'\'' {
-            quoted = !quoted;
+    let mut chunks = text.chunks_exact(8);
+    for chunk in &mut chunks {
+        let c = u64::from_be_bytes(chunk.try_into().unwrap_or([0; 8]));
+        if !quoted && !has_digit_or_quote(c) {
+            // The eight bytes kept as they are: what the byte at a time below would pack.
+            if filled == 0 {
+                mix(c);
+            } else {
+                let f = 8 * filled;
+                mix((word << (64 - f)) | (c >> f));
+                word = c & ((1u64 << f) - 1);
+            }
             continue;
         }
-        if quoted || c.is_ascii_digit() {
-            continue;
+        for &b in chunk {
+            keep_byte(b, &mut quoted, &mut word, &mut filled, &mut mix);
         }
-        word = (word << 8) | u64::from(c);
-        filled += 1;
-        if filled == 8 {
-            mix(word);
-            (word, filled) = (0, 0);
-        }
+    }
+    for &b in chunks.remainder() {
+        keep_byte(b, &mut quoted, &mut word, &mut filled, &mut mix);
     }
     // The bytes left over and how many there were (so "ab" and "\0ab" differ).
     mix(word);
     mix(u64::from(filled));
     h
+}
+
+/// One byte of [`key_of_text`]: a quote opens or closes a literal, a digit or a byte inside a
+/// literal is left out, any other byte is packed (a full word mixed).
+#[inline(always)]
+fn keep_byte(
+    b: u8,
+    quoted: &mut bool,
+    word: &mut u64,
+    filled: &mut u32,
+    mix: &mut impl FnMut(u64),
+) {
+    if b == b'\'' {
+        *quoted = !*quoted;
+        return;
+    }
+    if *quoted || b.is_ascii_digit() {
+        return;
+    }
+    *word = (*word << 8) | u64::from(b);
+    *filled += 1;
+    if *filled == 8 {
+        mix(*word);
+        (*word, *filled) = (0, 0);
+    }
+}
+
+/// Whether any of the eight bytes of `x` is an ASCII digit or a quote (exact: bytes of 128 and
+/// above are neither; "Bit Twiddling Hacks", `hasbetween` and `haszero`).
+#[inline(always)]
+pub(crate) fn has_digit_or_quote(x: u64) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const LOW7: u64 = ONES * 127;
+    const HIGH: u64 = ONES * 128;
+    // A byte b < 128 with 0x2f < b < 0x3a ('0'..='9').
+    let (m, n) = (0x2f_u64, 0x3a_u64);
+    let low = x & LOW7;
+    let digit = (ONES * (127 + n)).wrapping_sub(low) & !x & (low + ONES * (127 - m)) & HIGH;
+    // A zero byte in x ^ '\''.
+    let q = x ^ (ONES * u64::from(b'\''));
+    let quote = q.wrapping_sub(ONES) & !q & HIGH;
+    digit | quote != 0
 }
 
 /// Whether the statement of `key` came out below the threshold on its last [`STREAK`]

@@ -20,6 +20,10 @@ pub(super) struct Running {
     /// A run under a non-default plan: its decision, tables and arm, recorded if it is cut
     /// short (whether timed or not).
     under_arm: Option<(Rc<Decision>, Rc<Vec<u32>>, u8)>,
+    /// A run under an arm that raises memory where it runs: the arm's runtime settings, applied
+    /// around each ExecutorRun, and the share of `ruvector.dag_work_mem_max` it holds (given
+    /// back when the entry goes: [`memory`]).
+    raised: Option<(Rc<Vec<(String, String)>>, memory::Grant)>,
 }
 
 thread_local! {
@@ -57,7 +61,7 @@ pub(super) unsafe extern "C-unwind" fn executor_start_hook(
         crate::explorer::priority::worker_start();
     }
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
-    let (timed, node_timed, under_arm) = match planned_for(query_desc) {
+    let (mut timed, mut node_timed, mut under_arm) = match planned_for(query_desc) {
         // node_timed implies timed (see `remember`). A plan cache copy runs many times: its
         // per-node timing is sampled again on each run.
         Some(((d, relids, arm_ran, timed, node_timed), copy))
@@ -73,17 +77,45 @@ pub(super) unsafe extern "C-unwind" fn executor_start_hook(
         }
         _ => (false, false, None),
     };
+    // An arm that raises memory where its plan runs: its share of the server's raise, and its
+    // settings around the run. Without the share it runs as the session is set, and that run
+    // is not its evidence.
+    let mut raised = None;
+    if let Some(raise) = under_arm
+        .as_ref()
+        .and_then(|(_, _, arm)| memory::raise(*arm))
+    {
+        match memory::grant((*query_desc).plannedstmt, &raise) {
+            Some(g) => {
+                // Its plan is known by its salted identity, not by its nodes' shapes.
+                node_timed = false;
+                raised = Some((Rc::new(raise.settings), g));
+            }
+            None => {
+                (timed, node_timed, under_arm) = (false, false, None);
+            }
+        }
+    }
     if node_timed {
         // Per-node timing, only for this statement.
         (*query_desc).instrument_options |= (pg_sys::InstrumentOption::INSTRUMENT_TIMER
             | pg_sys::InstrumentOption::INSTRUMENT_ROWS)
             as i32;
     }
-    match PREV_EXECUTOR_START {
+    let start = || match PREV_EXECUTOR_START {
         Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, eflags)),
         None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+    };
+    match &raised {
+        // A hash aggregate sizes its table at its start.
+        Some((settings, _)) => {
+            if super::planner::under_arm(settings, start).is_err() {
+                start();
+            }
+        }
+        None => start(),
     }
-    if timed || under_arm.is_some() {
+    if timed || under_arm.is_some() || raised.is_some() {
         let run = Running {
             query_desc: query_desc as usize,
             started: Instant::now(),
@@ -91,6 +123,7 @@ pub(super) unsafe extern "C-unwind" fn executor_start_hook(
             node_timed,
             subxact: pg_sys::GetCurrentSubTransactionId(),
             under_arm,
+            raised,
         };
         RUNNING.with(|r| {
             let mut r = r.borrow_mut();
@@ -279,11 +312,19 @@ pub(super) unsafe extern "C-unwind" fn executor_run_hook(
     execute_once: bool,
 ) {
     let _executing = Executing::enter();
-    match PREV_EXECUTOR_RUN {
+    let run = || match PREV_EXECUTOR_RUN {
         Some(prev) => {
             pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, direction, count, execute_once))
         }
         None => pg_sys::standard_ExecutorRun(query_desc, direction, count, execute_once),
+    };
+    match raised_settings(query_desc) {
+        Some(settings) => {
+            if under_arm(&settings, run).is_err() {
+                run();
+            }
+        }
+        None => run(),
     }
 }
 
@@ -295,10 +336,29 @@ pub(super) unsafe extern "C-unwind" fn executor_run_hook(
     count: u64,
 ) {
     let _executing = Executing::enter();
-    match PREV_EXECUTOR_RUN {
+    let run = || match PREV_EXECUTOR_RUN {
         Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| prev(query_desc, direction, count)),
         None => pg_sys::standard_ExecutorRun(query_desc, direction, count),
+    };
+    match raised_settings(query_desc) {
+        Some(settings) => {
+            if under_arm(&settings, run).is_err() {
+                run();
+            }
+        }
+        None => run(),
     }
+}
+
+/// The runtime settings of the run of `query_desc`, when it runs under an arm that raises
+/// memory ([`memory`]).
+fn raised_settings(query_desc: *mut pg_sys::QueryDesc) -> Option<Rc<Vec<(String, String)>>> {
+    RUNNING.with(|r| {
+        let r = r.try_borrow().ok()?;
+        r.iter()
+            .find(|x| x.query_desc == query_desc as usize)
+            .and_then(|x| x.raised.as_ref().map(|(s, _)| Rc::clone(s)))
+    })
 }
 
 pub(super) fn observe(

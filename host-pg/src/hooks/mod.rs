@@ -17,7 +17,9 @@
 //! statements need no copy to plan again: too cheap every time), [`planner`] (the
 //! planner hook, candidate plans, arms applied at a GUC nest level), [`identity`] (which
 //! remembered decision a statement the executor runs belongs to), [`executor`] (timing and
-//! observing), [`explain`] (EXPLAIN's lines; `explain18` for PostgreSQL 18's extension points).
+//! observing), [`memory`] (arms that raise `work_mem` where their plans run, within
+//! `ruvector.dag_work_mem_max`), [`explain`] (EXPLAIN's lines; `explain18` for PostgreSQL 18's
+//! extension points).
 //!
 //! The backend's optimizer is loaded from `ruvector_dag.learned_state` and reloaded when the
 //! shared version moves. Anything that goes wrong in the learning path is counted, logged once
@@ -45,6 +47,7 @@ mod explain;
 #[cfg(feature = "pg18")]
 pub mod explain18;
 mod identity;
+pub(crate) mod memory;
 pub(crate) mod phases;
 pub(crate) mod plain;
 mod planner;
@@ -62,7 +65,7 @@ use scope::*;
 use state::*;
 
 #[cfg(any(test, feature = "pg_test"))]
-pub(crate) use cheap::{key_of_text as text_key, STREAK as CHEAP_STREAK};
+pub(crate) use cheap::{has_digit_or_quote, key_of_text as text_key, STREAK as CHEAP_STREAK};
 pub(crate) use executor::cores;
 #[cfg(any(test, feature = "pg_test"))]
 pub(crate) use executor::run_depth;

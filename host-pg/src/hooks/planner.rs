@@ -32,6 +32,19 @@ pub(crate) struct Probed {
     /// Run with instrumentation (EXPLAIN ANALYZE): its misestimated scans on two or more
     /// columns of a table (statistics advice; their fingerprint is 0, the caller's to fill).
     pub misestimates: Vec<crate::advice::Misestimate>,
+    /// Run with instrumentation: a sort, hash or aggregate of it spilled to disk (EXPLAIN's
+    /// output says; the caller's to fill).
+    pub spilled: bool,
+    /// What the arm it was planned under salts its plan's identity with (`memory::plan_id`;
+    /// the caller's to fill).
+    pub salt: u64,
+}
+
+impl Probed {
+    /// The identity of its plan for the evidence (`memory::plan_id`).
+    pub fn plan(&self) -> u64 {
+        self.dag.shape_hash() ^ self.salt
+    }
 }
 
 /// This process is the background explorer (for good).
@@ -65,6 +78,8 @@ unsafe fn note_probe(planned: *mut pg_sys::PlannedStmt) {
             cost,
             stmt: planned as usize,
             misestimates: Vec::new(),
+            spilled: false,
+            salt: 0,
         };
         PROBE.with(|p| *p.borrow_mut() = Some(Some(probed)));
     }
@@ -515,7 +530,7 @@ pub(super) unsafe extern "C-unwind" fn planner_hook(
     if replanned {
         let _t = phases::timing(Phase::Dag);
         if let Ok(dag) = dag_from_plan(chosen) {
-            decision.plan = dag.shape_hash();
+            decision.plan = memory::plan_id(dag.shape_hash(), arm);
         }
     }
     let verified_cost = (verified == Some(decision.plan)).then(|| (*(*chosen).planTree).total_cost);
@@ -749,7 +764,8 @@ unsafe fn plan_settled(
             return Err(None);
         }
     };
-    let same_plan = dag_from_plan(chosen).is_ok_and(|d| d.shape_hash() == decision.plan);
+    let same_plan =
+        dag_from_plan(chosen).is_ok_and(|d| memory::plan_id(d.shape_hash(), arm) == decision.plan);
     let now = (*(*chosen).planTree).total_cost;
     if !same_plan || !settled::same_cost(cost, now) {
         BACKEND.with(|b| b.borrow_mut().counters.alone_missed += 1);
@@ -874,7 +890,9 @@ pub(super) unsafe fn plan_candidates(
     let mut cands = Vec::new();
     for (i, (_, settings)) in arms.iter().enumerate().skip(1) {
         let arm = i as u8;
-        if decision.blocked.contains(&arm) {
+        // An arm that raises memory where its plan runs is planned and run by the background
+        // explorer only, for shapes whose default plan spilled there (`memory`).
+        if decision.blocked.contains(&arm) || memory::raise(arm).is_some() {
             continue;
         }
         let copy =

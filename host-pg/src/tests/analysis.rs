@@ -287,6 +287,59 @@ fn a_statement_cheap_every_time_is_planned_without_a_copy_and_decided_again_once
     assert_ne!(k(b"SELECT a FROM t"), k(b"SELECT a FROM tt"));
     assert_ne!(k(b"SELECT a FROM t WHERE x = 1"), k(b"SELECT a FROM t WHERE y = 1"));
     assert_ne!(k(b"ab"), k(b"\0ab"));
+    // Eight bytes at a time where no digit or quote is among them: the same key as a byte at a
+    // time, at every alignment, with digits, quotes and bytes above 127 anywhere.
+    let by_byte = |text: &[u8]| -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |w: u64| {
+            h = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            h ^= h >> 29;
+        };
+        let (mut word, mut filled, mut quoted) = (0u64, 0u32, false);
+        for &c in text {
+            if c == b'\'' {
+                quoted = !quoted;
+            } else if !quoted && !c.is_ascii_digit() {
+                word = (word << 8) | u64::from(c);
+                filled += 1;
+                if filled == 8 {
+                    mix(word);
+                    (word, filled) = (0, 0);
+                }
+            }
+        }
+        mix(word);
+        mix(u64::from(filled));
+        h
+    };
+    let alphabet: &[u8] = b"SELECT abc FROM t WHERE x = 0123456789'\x00\x7f\x80\xff/:&";
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for len in 0..200 {
+        for _ in 0..20 {
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Runs of plain text as well as the alphabet's odd bytes.
+                    if seed % 3 == 0 {
+                        alphabet[(seed >> 8) as usize % alphabet.len()]
+                    } else {
+                        b'a' + (seed >> 8) as u8 % 26
+                    }
+                })
+                .collect();
+            assert_eq!(k(&text), by_byte(&text), "{text:?}");
+        }
+    }
+    for b in 0..=255u8 {
+        let word = u64::from_ne_bytes([b'a', b'b', b, b'c', b'd', b'e', b'f', b'g']);
+        assert_eq!(
+            crate::hooks::has_digit_or_quote(word),
+            b == b'\'' || b.is_ascii_digit(),
+            "byte {b}"
+        );
+    }
 }
 
 #[pg_test]

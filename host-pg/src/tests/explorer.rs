@@ -336,3 +336,60 @@ fn a_users_statement_counts_as_executing_until_it_ends_or_fails() {
     .unwrap();
     assert_eq!(crate::hooks::run_depth(), (1, Some(Executor::User)));
 }
+
+#[pg_test]
+fn an_arm_raising_work_mem_is_a_plan_of_its_own_and_the_server_bounds_what_raises_take() {
+    setup();
+    Spi::run(
+        "CREATE TABLE t_spill AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 20000) g;
+         ANALYZE t_spill;
+         SET ruvector.dag_arms = 'default|work_mem=32MB|enable_seqscan=off|hash_mem_multiplier=8';",
+    )
+    .unwrap();
+    // EXPLAIN ANALYZE's output says whether a sort spilled to disk.
+    let spilled_under = |work_mem: &str| -> bool {
+        Spi::run(&format!("SET work_mem = '{work_mem}'")).unwrap();
+        let json = Spi::get_one::<pgrx::Json>(
+            "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) SELECT id, pad FROM t_spill ORDER BY pad",
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        crate::explorer::spilled(&json, 0)
+    };
+    assert!(spilled_under("64kB"));
+    assert!(!spilled_under("32MB"));
+    use crate::hooks::memory::{plan_id, raise, sets_memory};
+    // Under 64 kB of work_mem, arm 1 raises it: its plans are told from the same shape's
+    // default plan; arm 2 raises nothing; arm 3 raises a hash's memory (work_mem times 8).
+    Spi::run("SET work_mem = '64kB'").unwrap();
+    let shape = 0x1234_5678_9abc_def0_u64;
+    assert!(sets_memory(1) && !sets_memory(2) && sets_memory(3) && !sets_memory(0));
+    let r = raise(1).expect("a raise");
+    assert_eq!(r.settings, vec![("work_mem".to_string(), "32MB".to_string())]);
+    assert!(raise(2).is_none() && raise(0).is_none() && raise(3).is_some());
+    assert_ne!(plan_id(shape, 1), shape);
+    assert_ne!(plan_id(shape, 1), plan_id(shape, 3));
+    assert_eq!(plan_id(shape, 2), shape);
+    assert_eq!(plan_id(shape, 0), shape);
+    // A session that has as much already: the arm raises nothing, its plan is the shape's.
+    Spi::run("SET work_mem = '64MB'; SET hash_mem_multiplier = 8").unwrap();
+    assert!(raise(1).is_none() && raise(3).is_none());
+    assert_eq!(plan_id(shape, 1), shape);
+    // A value PostgreSQL would not take is no raise (the arm fails where it is planned).
+    Spi::run("SET work_mem = '64kB'; SET ruvector.dag_arms = 'default|work_mem=lots'").unwrap();
+    assert!(raise(1).is_none() && sets_memory(1));
+    // The server's bound: a share is granted while the rest allows it, refused beyond, and
+    // given back.
+    let [now, _, granted, refused] = crate::shared::work_mem_grants();
+    let cap = now + 1000;
+    assert!(crate::shared::grant_work_mem(600, cap));
+    assert!(!crate::shared::grant_work_mem(600, cap));
+    crate::shared::release_work_mem(600);
+    assert!(crate::shared::grant_work_mem(600, cap));
+    crate::shared::release_work_mem(600);
+    let [after, peak, granted_after, refused_after] = crate::shared::work_mem_grants();
+    assert_eq!((after, granted_after - granted, refused_after - refused), (now, 2, 1));
+    assert!(peak >= now + 600);
+    assert!(counter("work_mem_raised_runs") >= granted_after);
+}
