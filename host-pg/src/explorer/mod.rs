@@ -1378,6 +1378,7 @@ pub(crate) fn spilled(v: &serde_json::Value, depth: usize) -> bool {
 }
 
 /// "Execution Time" of EXPLAIN (ANALYZE, FORMAT JSON)'s output, ms.
+#[cfg(any(test, feature = "pg_test"))]
 pub(crate) fn execution_ms(json: &str) -> Result<f64, String> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("EXPLAIN's output is not JSON: {e}"))?;
