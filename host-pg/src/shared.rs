@@ -295,9 +295,9 @@ unsafe extern "C-unwind" fn on_request() {
     pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
     crate::book::on_request();
     crate::model_cache::on_request();
-    crate::hooks::settled::on_request();
+    crate::hooks::settled::AREA.request();
     crate::hooks::plain::on_request();
-    crate::hooks::recalled::on_request();
+    crate::hooks::recalled::AREA.request();
 }
 
 #[pgrx::pg_guard]
@@ -383,10 +383,105 @@ unsafe extern "C-unwind" fn on_startup() {
     SHARED = p;
     crate::book::on_startup();
     crate::model_cache::on_startup();
-    crate::hooks::settled::on_startup();
+    crate::hooks::settled::AREA.startup();
     crate::hooks::plain::on_startup();
-    crate::hooks::recalled::on_startup();
+    crate::hooks::recalled::AREA.startup();
     pg_sys::LWLockRelease(init_lock);
+}
+
+/// A shared-memory area of its own: a header `H`, then `slots` slots of `S`, every byte zero
+/// when the server starts (so `H` and `S` must be valid all zero: atomics, numbers, arrays of
+/// them), and a tranche of `partitions` LWLocks, slot `i` under lock `i % partitions`. Asked
+/// for and set up by the shmem hooks ([`SlotArea::request`], [`SlotArea::startup`]); every
+/// process reads it in place.
+pub(crate) struct SlotArea<H, S> {
+    name: &'static std::ffi::CStr,
+    slots: usize,
+    partitions: usize,
+    /// The area, once set up (inherited by every backend).
+    base: std::sync::atomic::AtomicPtr<u8>,
+    /// The tranche's locks.
+    locks: std::sync::atomic::AtomicPtr<pg_sys::LWLockPadded>,
+    _types: std::marker::PhantomData<(H, S)>,
+}
+
+// SAFETY: the pointers are set once at startup; what they point to is shared memory that `H`
+// and `S` give access to through atomics and locks only.
+unsafe impl<H, S> Sync for SlotArea<H, S> {}
+
+impl<H, S> SlotArea<H, S> {
+    pub(crate) const fn new(
+        name: &'static std::ffi::CStr,
+        slots: usize,
+        partitions: usize,
+    ) -> Self {
+        SlotArea {
+            name,
+            slots,
+            partitions,
+            base: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            locks: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            _types: std::marker::PhantomData,
+        }
+    }
+
+    fn slots_offset() -> usize {
+        std::mem::size_of::<H>().next_multiple_of(64)
+    }
+
+    fn size(&self) -> usize {
+        Self::slots_offset() + self.slots * std::mem::size_of::<S>()
+    }
+
+    /// Ask for the memory and the locks (from the shmem request hook).
+    ///
+    /// # Safety
+    /// Called from the postmaster's shmem request hook.
+    pub(crate) unsafe fn request(&self) {
+        pg_sys::RequestAddinShmemSpace(self.size());
+        pg_sys::RequestNamedLWLockTranche(self.name.as_ptr(), self.partitions as i32);
+    }
+
+    /// Set the area up, all zero (from the shmem startup hook, holding AddinShmemInitLock).
+    ///
+    /// # Safety
+    /// Called from the shmem startup hook, with AddinShmemInitLock held; `H` and `S` are valid
+    /// all zero.
+    pub(crate) unsafe fn startup(&self) {
+        let mut found = false;
+        let p = pg_sys::ShmemInitStruct(self.name.as_ptr(), self.size(), &mut found).cast::<u8>();
+        if !found {
+            std::ptr::write_bytes(p, 0, self.size());
+        }
+        self.locks.store(
+            pg_sys::GetNamedLWLockTranche(self.name.as_ptr()),
+            Ordering::Release,
+        );
+        self.base.store(p, Ordering::Release);
+    }
+
+    /// The header, once the area is set up (None: the library was not preloaded).
+    pub(crate) fn header(&self) -> Option<&H> {
+        // SAFETY: set at startup to an area that starts with an H, for the server's life.
+        unsafe { self.base.load(Ordering::Acquire).cast::<H>().as_ref() }
+    }
+
+    /// Slot `i` (`i < slots`), of an area set up ([`SlotArea::header`] was Some).
+    pub(crate) fn slot(&self, i: usize) -> &S {
+        assert!(i < self.slots, "slot {i} of {}", self.slots);
+        let base = self.base.load(Ordering::Acquire);
+        assert!(!base.is_null(), "{:?} is not set up", self.name);
+        // SAFETY: `slots` slots of S follow the header in the same allocation; i < slots.
+        unsafe { &*base.add(Self::slots_offset()).cast::<S>().add(i) }
+    }
+
+    /// The lock of slot `i`'s partition, held while the result lives.
+    pub(crate) fn lock(&self, i: usize, mode: pg_sys::LWLockMode::Type) -> LockHeld {
+        let locks = self.locks.load(Ordering::Acquire);
+        assert!(!locks.is_null(), "{:?} is not set up", self.name);
+        // SAFETY: the tranche has `partitions` locks, in shared memory for the server's life.
+        unsafe { LockHeld::acquire(&raw mut (*locks.add(i % self.partitions)).lock, mode) }
+    }
 }
 
 /// An LWLock in shared memory, held while this lives (released on unwind too; PostgreSQL

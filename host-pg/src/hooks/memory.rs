@@ -44,10 +44,7 @@ pub(crate) fn raise(arm: u8) -> Option<Raise> {
     }
     let arms = guc::arms_shared().ok()?;
     let (_, settings) = arms.0.get(usize::from(arm))?;
-    if !settings
-        .iter()
-        .any(|(k, _)| RUNTIME_SETTINGS.contains(&k.as_str()))
-    {
+    if !sets_memory_in(settings) {
         return None;
     }
     // SAFETY: the backend's current settings.
@@ -111,12 +108,15 @@ pub(crate) fn salt_of(arm: u8) -> u64 {
 pub(crate) fn sets_memory(arm: u8) -> bool {
     arm != 0
         && guc::arms_shared().is_ok_and(|(arms, _)| {
-            arms.get(usize::from(arm)).is_some_and(|(_, settings)| {
-                settings
-                    .iter()
-                    .any(|(k, _)| RUNTIME_SETTINGS.contains(&k.as_str()))
-            })
+            arms.get(usize::from(arm))
+                .is_some_and(|(_, settings)| sets_memory_in(settings))
         })
+}
+
+fn sets_memory_in(settings: &[(String, String)]) -> bool {
+    settings
+        .iter()
+        .any(|(k, _)| RUNTIME_SETTINGS.contains(&k.as_str()))
 }
 
 /// A nonzero hash of runtime settings.

@@ -62,7 +62,7 @@ struct Entry {
 }
 
 #[repr(C)]
-struct Slot {
+pub(crate) struct Slot {
     /// Database OID (0: free) and shape: written under the exclusive lock, read without it to
     /// see at once that a shape is not here (or is, under the same validity).
     db: AtomicU32,
@@ -87,8 +87,7 @@ struct Stamp {
 }
 
 #[repr(C)]
-struct Header {
-    locks: *mut pg_sys::LWLockPadded,
+pub(crate) struct Header {
     stamps: [Stamp; crate::shared::MAX_LEARNERS],
     decided: AtomicU64,
     kept: AtomicU64,
@@ -96,57 +95,12 @@ struct Header {
     unreadable: AtomicU64,
 }
 
-static mut HEADER: *mut Header = std::ptr::null_mut();
-
-fn size() -> usize {
-    std::mem::size_of::<Header>().next_multiple_of(64) + SLOTS * std::mem::size_of::<Slot>()
-}
-
-/// Ask for the shared memory and locks (from the shmem request hook).
-///
-/// # Safety
-/// Called from the postmaster's shmem request hook.
-pub(crate) unsafe fn on_request() {
-    pg_sys::RequestAddinShmemSpace(size());
-    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), PARTITIONS as i32);
-}
-
-/// Set the slots up, all free (from the shmem startup hook, holding AddinShmemInitLock).
-///
-/// # Safety
-/// Called from the shmem startup hook, with AddinShmemInitLock held.
-pub(crate) unsafe fn on_startup() {
-    let mut found = false;
-    let p = pg_sys::ShmemInitStruct(NAME.as_ptr(), size(), &mut found).cast::<Header>();
-    if !found {
-        // All zero is every slot free.
-        std::ptr::write_bytes(p.cast::<u8>(), 0, size());
-        (&raw mut (*p).locks).write(pg_sys::GetNamedLWLockTranche(NAME.as_ptr()));
-    }
-    HEADER = p;
-}
+/// The shared memory: the header, then the slots.
+pub(crate) static AREA: crate::shared::SlotArea<Header, Slot> =
+    crate::shared::SlotArea::new(NAME, SLOTS, PARTITIONS);
 
 fn header() -> Option<&'static Header> {
-    // SAFETY: set once at shared memory startup (inherited by every backend), never freed.
-    unsafe { HEADER.as_ref() }
-}
-
-fn slot_of(h: &Header, i: usize) -> &Slot {
-    let base = h as *const Header as *const u8;
-    // SAFETY: SLOTS slots follow the header in the same allocation; i < SLOTS.
-    unsafe {
-        &*base
-            .add(std::mem::size_of::<Header>().next_multiple_of(64))
-            .cast::<Slot>()
-            .add(i)
-    }
-}
-
-fn held(h: &Header, slot: usize, mode: pg_sys::LWLockMode::Type) -> crate::shared::LockHeld {
-    // SAFETY: the tranche has PARTITIONS locks, in shared memory for the server's life.
-    unsafe {
-        crate::shared::LockHeld::acquire(&raw mut (*h.locks.add(slot % PARTITIONS)).lock, mode)
-    }
+    AREA.header()
 }
 
 fn slot(db: u32, fingerprint: u64) -> usize {
@@ -269,7 +223,7 @@ pub(super) fn keep(decision: &Decision, v: Validity, copy: (&NeuralDagConfig, u3
     let db = crate::database();
     let fp = decision.fingerprint;
     let i = slot(db, fp);
-    let s = slot_of(h, i);
+    let s = AREA.slot(i);
     if holds(s, db, fp, v) {
         return;
     }
@@ -290,7 +244,7 @@ pub(super) fn keep(decision: &Decision, v: Validity, copy: (&NeuralDagConfig, u3
             return;
         }
     };
-    let _held = held(h, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let _held = AREA.lock(i, pg_sys::LWLockMode::LW_EXCLUSIVE);
     // Readers check the identity under the shared lock: what they see is whole.
     s.db.store(db, Ordering::Release);
     s.fingerprint.store(fp, Ordering::Release);
@@ -310,12 +264,12 @@ fn recall(fingerprint: u64, v: Validity) -> Option<Entry> {
     let h = header()?;
     let db = crate::database();
     let i = slot(db, fingerprint);
-    let s = slot_of(h, i);
+    let s = AREA.slot(i);
     if !holds(s, db, fingerprint, v) {
         return None;
     }
     let decoded = {
-        let _held = held(h, i, pg_sys::LWLockMode::LW_SHARED);
+        let _held = AREA.lock(i, pg_sys::LWLockMode::LW_SHARED);
         if !holds(s, db, fingerprint, v) {
             return None;
         }
@@ -337,11 +291,13 @@ fn recall(fingerprint: u64, v: Validity) -> Option<Entry> {
 }
 
 fn forget(fingerprint: u64) {
-    let Some(h) = header() else { return };
+    if header().is_none() {
+        return;
+    }
     let db = crate::database();
     let i = slot(db, fingerprint);
-    let s = slot_of(h, i);
-    let _held = held(h, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let s = AREA.slot(i);
+    let _held = AREA.lock(i, pg_sys::LWLockMode::LW_EXCLUSIVE);
     if s.db.load(Ordering::Acquire) == db && s.fingerprint.load(Ordering::Acquire) == fingerprint {
         s.db.store(0, Ordering::Release);
     }
@@ -408,7 +364,7 @@ pub(super) fn decide(dag: &PlanDag, exploration: Exploration, v: Validity) -> Op
 pub(crate) fn stats(db: u32) -> Option<[u64; 5]> {
     let h = header()?;
     let held = (0..SLOTS)
-        .filter(|&i| slot_of(h, i).db.load(Ordering::Acquire) == db)
+        .filter(|&i| AREA.slot(i).db.load(Ordering::Acquire) == db)
         .count() as u64;
     Some([
         held,

@@ -55,7 +55,7 @@ pub(crate) const DAG_BYTES: usize = 8 * 1024 - 64;
 const NAME: &std::ffi::CStr = c"ruvector_dag settled";
 
 #[repr(C)]
-struct Slot {
+pub(crate) struct Slot {
     /// Database OID (0: free) and statement key: written under the exclusive lock, read
     /// without it to see at once that a statement is not here.
     db: AtomicU32,
@@ -78,8 +78,7 @@ struct Slot {
 }
 
 #[repr(C)]
-struct Memo {
-    locks: *mut pg_sys::LWLockPadded,
+pub(crate) struct Memo {
     generation: AtomicU64,
     planned_alone: AtomicU64,
     missed: AtomicU64,
@@ -87,63 +86,17 @@ struct Memo {
     unreadable: AtomicU64,
 }
 
-static mut MEMO: *mut Memo = std::ptr::null_mut();
+/// The shared memory: the header, then the slots.
+pub(crate) static AREA: crate::shared::SlotArea<Memo, Slot> =
+    crate::shared::SlotArea::new(NAME, SLOTS, PARTITIONS);
 
 thread_local! {
     /// Default plans this backend decoded: (generation, plan) per slot.
     static DECODED: RefCell<Vec<(u64, Option<Arc<PlanDag>>)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn size() -> usize {
-    std::mem::size_of::<Memo>().next_multiple_of(64) + SLOTS * std::mem::size_of::<Slot>()
-}
-
-/// Ask for the shared memory and locks (from the shmem request hook).
-///
-/// # Safety
-/// Called from the postmaster's shmem request hook.
-pub(crate) unsafe fn on_request() {
-    pg_sys::RequestAddinShmemSpace(size());
-    pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), PARTITIONS as i32);
-}
-
-/// Set the slots up, all free (from the shmem startup hook, holding AddinShmemInitLock).
-///
-/// # Safety
-/// Called from the shmem startup hook, with AddinShmemInitLock held.
-pub(crate) unsafe fn on_startup() {
-    let mut found = false;
-    let p = pg_sys::ShmemInitStruct(NAME.as_ptr(), size(), &mut found).cast::<Memo>();
-    if !found {
-        // All zero is every slot free (atomics and plain numbers alike).
-        std::ptr::write_bytes(p.cast::<u8>(), 0, size());
-        (&raw mut (*p).locks).write(pg_sys::GetNamedLWLockTranche(NAME.as_ptr()));
-    }
-    MEMO = p;
-}
-
 fn memo() -> Option<&'static Memo> {
-    // SAFETY: set once at shared memory startup (inherited by every backend), never freed.
-    unsafe { MEMO.as_ref() }
-}
-
-fn slot_of(m: &Memo, i: usize) -> &Slot {
-    let base = m as *const Memo as *const u8;
-    // SAFETY: SLOTS slots follow the header in the same allocation; i < SLOTS.
-    unsafe {
-        &*base
-            .add(std::mem::size_of::<Memo>().next_multiple_of(64))
-            .cast::<Slot>()
-            .add(i)
-    }
-}
-
-/// The lock of `slot`'s partition, held while the result lives.
-fn held(m: &Memo, slot: usize, mode: pg_sys::LWLockMode::Type) -> crate::shared::LockHeld {
-    // SAFETY: the tranche has PARTITIONS locks, in shared memory for the server's life.
-    unsafe {
-        crate::shared::LockHeld::acquire(&raw mut (*m.locks.add(slot % PARTITIONS)).lock, mode)
-    }
+    AREA.header()
 }
 
 fn slot(key: u64) -> usize {
@@ -179,7 +132,7 @@ fn decode(bytes: &[u8]) -> Option<PlanDag> {
 pub(super) fn note(key: u64, dag: Arc<PlanDag>, fingerprint: u64, verified_cost: Option<f64>) {
     let Some(m) = memo() else { return };
     let (db, i) = (database(), slot(key));
-    let s = slot_of(m, i);
+    let s = AREA.slot(i);
     let Some(cost) = verified_cost else {
         forget(key);
         return;
@@ -191,7 +144,7 @@ pub(super) fn note(key: u64, dag: Arc<PlanDag>, fingerprint: u64, verified_cost:
     };
     let generation = m.generation.fetch_add(1, Ordering::AcqRel) + 1;
     {
-        let _held = held(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _held = AREA.lock(i, pg_sys::LWLockMode::LW_EXCLUSIVE);
         // SAFETY: the fields behind UnsafeCell are written under the exclusive lock only.
         unsafe {
             let (streak, misses) = if holds(s, db, key) {
@@ -247,12 +200,12 @@ pub(super) fn same_cost(a: f64, b: f64) -> bool {
 pub(super) fn take(key: u64) -> Option<(Arc<PlanDag>, f64)> {
     let m = memo()?;
     let (db, i) = (database(), slot(key));
-    let s = slot_of(m, i);
+    let s = AREA.slot(i);
     if !holds(s, db, key) {
         return None;
     }
     let (generation, cost, bytes) = {
-        let _held = held(m, i, pg_sys::LWLockMode::LW_SHARED);
+        let _held = AREA.lock(i, pg_sys::LWLockMode::LW_SHARED);
         // SAFETY: read under the shared lock; writers hold the exclusive one.
         unsafe {
             let needed = u32::from(STREAK) << (*s.misses.get()).min(5);
@@ -327,13 +280,15 @@ pub(super) fn forget(key: u64) {
 /// `f` on the slot of `key`'s statement of this database under the exclusive lock, when the
 /// slot holds it (looked at without the lock first: most statements are not remembered).
 fn with_held(key: u64, f: impl FnOnce(&Slot)) {
-    let Some(m) = memo() else { return };
+    if memo().is_none() {
+        return;
+    }
     let (db, i) = (database(), slot(key));
-    let s = slot_of(m, i);
+    let s = AREA.slot(i);
     if !holds(s, db, key) {
         return;
     }
-    let _held = held(m, i, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let _held = AREA.lock(i, pg_sys::LWLockMode::LW_EXCLUSIVE);
     if holds(s, db, key) {
         f(s);
     }
@@ -345,7 +300,7 @@ fn with_held(key: u64, f: impl FnOnce(&Slot)) {
 pub(crate) fn stats(db: u32) -> Option<[u64; 5]> {
     let m = memo()?;
     let held = (0..SLOTS)
-        .filter(|&i| slot_of(m, i).db.load(Ordering::Acquire) == db)
+        .filter(|&i| AREA.slot(i).db.load(Ordering::Acquire) == db)
         .count() as u64;
     Some([
         held,
