@@ -353,6 +353,9 @@ pub(super) unsafe extern "C-unwind" fn executor_run_hook(
 /// The runtime settings of the run of `query_desc`, when it runs under an arm that raises
 /// memory ([`memory`]).
 fn raised_settings(query_desc: *mut pg_sys::QueryDesc) -> Option<Rc<Vec<(String, String)>>> {
+    if memory::none_held() {
+        return None;
+    }
     RUNNING.with(|r| {
         let r = r.try_borrow().ok()?;
         r.iter()

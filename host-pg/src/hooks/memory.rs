@@ -191,8 +191,18 @@ pub(super) struct Grant {
     kb: u64,
 }
 
+/// Grants this process holds: ExecutorRun looks for a run's raise only while there is one.
+/// A process-wide static, not a thread-local: a plain load on every statement's run.
+static GRANTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Whether this process holds no grant (no run under a raise is under way).
+pub(super) fn none_held() -> bool {
+    GRANTS.load(std::sync::atomic::Ordering::Relaxed) == 0
+}
+
 impl Drop for Grant {
     fn drop(&mut self) {
+        GRANTS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if GONE.get() {
             return;
         }
@@ -220,6 +230,7 @@ pub(super) unsafe fn grant(stmt: *mut pg_sys::PlannedStmt, r: &Raise) -> Option<
         pg_sys::before_shmem_exit(Some(give_back_at_exit), pg_sys::Datum::from(0));
     }
     HELD.set(HELD.get() + kb);
+    GRANTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Some(Grant { kb })
 }
 
