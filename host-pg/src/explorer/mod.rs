@@ -638,10 +638,16 @@ fn explore(
             }
         };
     let mut spilled_here = false;
+    // With arms that raise memory, whether the default plan spills decides whether they are
+    // candidates: its instrumented run comes first (a turn may end, and the users' statements
+    // stop offering the shape, before the other plans are done).
+    let spill_first =
+        (1..arm_count()).any(|a| hooks::memory::sets_memory(a) && !d.blocked.contains(&a));
     for n in 1..=EXPLORE_MAX_RUNS {
         let step =
             hooks::with_shape(d.fingerprint, |o| o.explore_step(&d)).map_or(Step::Done, |(s, _)| s);
         let (arm, expected) = match step {
+            _ if spill_first && !default_checked(d.fingerprint) => (0, d.fingerprint),
             // Nothing left to run for the plans: the default plan once per shape in this
             // explorer, if none of its runs here was instrumented yet: it finds the scans the
             // default plan misestimates (statistics advice), and it is a background measure of
