@@ -788,6 +788,12 @@ fn explore(
         }
     }
     measure_advice(advice, d.fingerprint, backoff);
+    // The runs given up for the users' statements took the turn before the default plan's
+    // instrumented run (what statistics advice and the arms raising memory need): the offer
+    // goes back to the queue, a few times, rather than wait for a user to run it again.
+    if !default_checked(d.fingerprint) && requeued_again(d.fingerprint) {
+        return Ok(Turn::Again);
+    }
     // Settled (or as far as one offer goes): not explored again until the learner has
     // published what was measured here.
     recent.insert(offer.fingerprint, Instant::now());
@@ -1061,6 +1067,23 @@ fn default_checked(fingerprint: u64) -> bool {
     })
 }
 
+/// Whether shape `fingerprint`'s offer may go back to the queue once more for its default
+/// plan's instrumented run ([`REQUEUES`] times per shape in this explorer).
+fn requeued_again(fingerprint: u64) -> bool {
+    REQUEUED.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() > 4096 {
+            r.clear();
+        }
+        let n = r.entry(fingerprint).or_insert(0);
+        *n += 1;
+        *n <= REQUEUES
+    })
+}
+
+/// Times a shape's offer goes back to the queue for its default plan's instrumented run.
+const REQUEUES: u32 = 3;
+
 /// The statistics advice kept for shape `fingerprint` that was not measured yet (found on the
 /// users' runs timed per node); empty when it cannot be read.
 fn advised_for(fingerprint: u64) -> Vec<crate::advice::Misestimate> {
@@ -1103,6 +1126,10 @@ thread_local! {
     /// that raise memory where the plan runs are their candidates ([`hooks::memory`]).
     static SPILLED: std::cell::RefCell<std::collections::HashSet<u64>> =
         std::cell::RefCell::new(std::collections::HashSet::new());
+    /// Times each shape's offer went back to the queue for its default plan's instrumented run
+    /// ([`requeued_again`]).
+    static REQUEUED: std::cell::RefCell<std::collections::HashMap<u64, u32>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
     /// Shapes whose default plan this explorer ran with instrumentation ([`default_checked`]).
     static DEFAULT_CHECKED: std::cell::RefCell<std::collections::HashSet<u64>> =
         std::cell::RefCell::new(std::collections::HashSet::new());
