@@ -788,10 +788,14 @@ fn explore(
         }
     }
     measure_advice(advice, d.fingerprint, backoff);
-    // The runs given up for the users' statements took the turn before the default plan's
-    // instrumented run (what statistics advice and the arms raising memory need): the offer
-    // goes back to the queue, a few times, rather than wait for a user to run it again.
-    if !default_checked(d.fingerprint) && requeued_again(d.fingerprint) {
+    // Every plan is settled, but runs given up for the users' statements took the turn before
+    // the default plan's instrumented run (what statistics advice and the arms raising memory
+    // need): the offer goes back to the queue, a few times, rather than wait for a user to run
+    // it again. (A turn that ran out with plans left to run waits, as always, for the learner
+    // to publish and a user to offer it again: exploring on at once cost the users' rounds.)
+    let plans_done = hooks::with_shape(d.fingerprint, |o| o.explore_step(&d) == Step::Done)
+        .is_some_and(|(done, _)| done);
+    if plans_done && !default_checked(d.fingerprint) && requeued_again(d.fingerprint) {
         return Ok(Turn::Again);
     }
     // Settled (or as far as one offer goes): not explored again until the learner has
