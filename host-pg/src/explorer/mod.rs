@@ -583,7 +583,7 @@ fn explore(
         return Ok(Turn::Over);
     }
     // Planning it under every arm is work beside the users' too.
-    if !wait_until_quiet(db, backoff, Some(PLANNING_EXPECTED_MS)) {
+    if !wait_until_quiet(db, backoff, Some(PLANNING_EXPECTED_MS), 1) {
         if !stopping() {
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
         }
@@ -662,7 +662,8 @@ fn explore(
             o.evidence().get(d.fingerprint).and_then(|e| e.default_ms())
         })
         .and_then(|(ms, _)| ms);
-        if !wait_until_quiet(db, backoff, default_ms) {
+        let processes = expected_processes(&offer, d.fingerprint, arm);
+        if !wait_until_quiet(db, backoff, default_ms, processes) {
             // Given back: offered again by a later run of the statement.
             if !stopping() {
                 shared::count_explorer(db, ExplorerCounter::Busy, 1);
@@ -687,7 +688,9 @@ fn explore(
         }
         shared::count_explorer(db, ExplorerCounter::Runs, 1);
         shared::count_explorer(db, ExplorerCounter::RunUs, (wall_ms * 1000.0) as u64);
-        // Given up for a user's statement: not evidence; tried again when the cores are free.
+        // Given up for a user's statement: not evidence; tried again when the cores are free,
+        // or, after RUNS_PER_TURN runs in this turn, when its turn comes again (a statement
+        // whose runs do not fit between the users' does not hold up those offered after it).
         if matches!(ran, Ok(Ran::Yielded)) {
             shared::count_explorer(db, ExplorerCounter::Yielded, 1);
             backoff.yielded(Instant::now(), shared::user_starts());
@@ -695,14 +698,43 @@ fn explore(
             if !pace(wall_ms) {
                 return Ok(Turn::Over);
             }
+            if n >= RUNS_PER_TURN && shared::queued(db) > 1 {
+                return Ok(Turn::Again);
+            }
             continue;
         }
-        // Held up by the users' work (waiting for a CPU beside them): the time says how busy
-        // the server was, not how fast the plan is. Not evidence; tried again after the pause.
-        if ran.is_ok() && priority::contended(waited(db).saturating_sub(waited_before), wall_ms) {
+        // The processes it kept busy: what it launched when it completed.
+        let processes = match &ran {
+            Ok(Ran::Done(_, p)) => {
+                let ran_with = 1 + p.workers;
+                PROCESSES.with(|m| {
+                    let mut m = m.borrow_mut();
+                    if m.len() > 4096 {
+                        m.clear();
+                    }
+                    m.insert((d.fingerprint, arm), ran_with)
+                });
+                ran_with
+            }
+            _ => processes,
+        };
+        // Held up by the users' work (waiting for a CPU beside them, beyond what its own
+        // processes wait for one another): the time says how busy the server was, not how fast
+        // the plan is. Not evidence; tried again after the pause (or in its next turn).
+        if ran.is_ok()
+            && priority::contended(
+                waited(db).saturating_sub(waited_before),
+                wall_ms,
+                processes,
+                hooks::cores(),
+            )
+        {
             shared::count_explorer(db, ExplorerCounter::Contended, 1);
             if !pace(wall_ms) {
                 return Ok(Turn::Over);
+            }
+            if n >= RUNS_PER_TURN && shared::queued(db) > 1 {
+                return Ok(Turn::Again);
             }
             continue;
         }
@@ -921,16 +953,24 @@ fn while_paused() -> bool {
     true
 }
 
-/// Wait while the users' work takes as many processes as the machine has cores: statements
-/// executing in client backends and in the parallel workers of their queries
-/// ([`shared::executing`]; this explorer is between runs here, so neither it nor its workers
-/// count), and, after runs given up, until no user's statement started for the [`Backoff`]
+/// Wait while the users' work leaves fewer cores free than the run's `processes` (its leader and
+/// the parallel workers it is expected to launch, [`expected_processes`]): statements executing
+/// in client backends and in the parallel workers of their queries ([`shared::executing`]; this
+/// explorer is between runs here, so neither it nor its workers count). A run with as many
+/// processes as cores or more starts only while no user's statement executes: beside one it
+/// would take a share of the user's core, and wait itself (not evidence, [`priority::contended`]).
+/// And, after runs given up, until no user's statement started for the [`Backoff`]
 /// window, at most [`QUIET_RUN_FACTOR`] times `expected_ms`, what the run is expected to take
 /// ([`Backoff::needed`]). A run started beside them is given up as soon as a user's statement
 /// leaves the cores fewer than the processes executing ([`yield_run`]). At most
 /// [`BUSY_WAIT_S`], not counting a pause. False when the server stayed busy, or the explorer
 /// must stop.
-fn wait_until_quiet(db: u32, backoff: &mut Backoff, expected_ms: Option<f64>) -> bool {
+fn wait_until_quiet(
+    db: u32,
+    backoff: &mut Backoff,
+    expected_ms: Option<f64>,
+    processes: u32,
+) -> bool {
     let cores = hooks::cores() as i32;
     let step = Duration::from_millis(20);
     let mut busy = Duration::ZERO;
@@ -941,7 +981,7 @@ fn wait_until_quiet(db: u32, backoff: &mut Backoff, expected_ms: Option<f64>) ->
         let now = Instant::now();
         let quiet = backoff.quiet_for(shared::user_starts(), now);
         // Again at every read: a gap that just ended may change it.
-        let free = shared::executing().0 < cores;
+        let free = room_for(shared::executing().0, processes, cores);
         if !free {
             backoff.cores_busy();
         }
@@ -1039,9 +1079,9 @@ fn run_here(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ra
         }
         let probed = hooks::take_probe();
         match result {
-            Ok((ms, spilled)) => match probed {
+            Ok((ms, spilled, workers)) => match probed {
                 Some(mut p) => {
-                    (p.spilled, p.salt) = (spilled, salt);
+                    (p.spilled, p.salt, p.workers) = (spilled, salt, workers);
                     Ok(Ran::Done(ms, Box::new(p)))
                 }
                 None => Err(Refused {
@@ -1057,6 +1097,66 @@ fn run_here(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ra
             Err(e) => Err(Refused::of(e, what)),
         }
     }
+}
+
+/// Whether a run of `processes` may start beside users' statements executing in `users`
+/// processes on `cores`: when the cores left are enough for it, or (a run as wide as the
+/// machine or wider) when no user's statement executes.
+pub(crate) fn room_for(users: i32, processes: u32, cores: i32) -> bool {
+    let processes = i32::try_from(processes).unwrap_or(i32::MAX).max(1);
+    users <= 0 || users.saturating_add(processes) <= cores
+}
+
+/// The processes a run of `offer`'s statement (shape `fingerprint`) under `arm` is expected to
+/// keep busy at once: what the last completed run of it here did, or, never run, its leader and
+/// the most workers its settings let one Gather launch ([`processes_bound`]).
+fn expected_processes(offer: &Offer, fingerprint: u64, arm: u8) -> u32 {
+    if let Some(p) = PROCESSES.with(|m| m.borrow().get(&(fingerprint, arm)).copied()) {
+        return p;
+    }
+    let arm_settings = if arm == 0 {
+        Vec::new()
+    } else {
+        guc::arms_shared()
+            .ok()
+            .and_then(|a| a.0.get(usize::from(arm)).map(|(_, s)| s.clone()))
+            .unwrap_or_default()
+    };
+    // SAFETY: this process's settings, read in it.
+    let (per_gather, in_all) = unsafe {
+        (
+            pg_sys::max_parallel_workers_per_gather,
+            pg_sys::max_parallel_workers,
+        )
+    };
+    processes_bound(
+        offer
+            .settings
+            .iter()
+            .chain(arm_settings.iter())
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+        per_gather,
+        in_all,
+    )
+}
+
+/// 1 + the parallel workers one Gather may launch under `settings` (later ones win; the
+/// server's `per_gather` when none sets `max_parallel_workers_per_gather`), at most `in_all`
+/// (`max_parallel_workers`).
+pub(crate) fn processes_bound<'a>(
+    settings: impl Iterator<Item = (&'a str, &'a str)>,
+    per_gather: i32,
+    in_all: i32,
+) -> u32 {
+    let mut workers = per_gather;
+    for (name, value) in settings {
+        if name.eq_ignore_ascii_case("max_parallel_workers_per_gather") {
+            if let Ok(w) = value.trim().parse::<i32>() {
+                workers = w;
+            }
+        }
+    }
+    1 + workers.min(in_all).max(0) as u32
 }
 
 /// Whether this explorer ran shape `fingerprint`'s default plan with instrumentation since
@@ -1134,6 +1234,11 @@ thread_local! {
     /// ([`requeued_again`]).
     static REQUEUED: std::cell::RefCell<std::collections::HashMap<u64, u32>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
+    /// The processes the last completed run of a shape's plan under an arm kept busy (its
+    /// leader and the most workers one Gather launched), by (shape, arm): what the next run of
+    /// it is expected to take ([`expected_processes`]).
+    static PROCESSES: std::cell::RefCell<std::collections::HashMap<(u64, u8), u32>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
     /// Shapes whose default plan this explorer ran with instrumentation ([`default_checked`]).
     static DEFAULT_CHECKED: std::cell::RefCell<std::collections::HashSet<u64>> =
         std::cell::RefCell::new(std::collections::HashSet::new());
@@ -1181,7 +1286,13 @@ fn verify_statistics(
         for _ in 0..ADVICE_ATTEMPTS {
             // The statement (faster with the statistics, if they help) and the ANALYZE of a
             // few columns.
-            if !wait_until_quiet(db, backoff, Some(default_ms + ANALYZE_EXPECTED_MS)) {
+            let processes = expected_processes(offer, fingerprint, 0);
+            if !wait_until_quiet(
+                db,
+                backoff,
+                Some(default_ms + ANALYZE_EXPECTED_MS),
+                processes,
+            ) {
                 return;
             }
             let t0 = Instant::now();
@@ -1322,8 +1433,9 @@ fn statistics_run(
 }
 
 /// EXPLAIN (with ANALYZE: run, rows discarded) the offered statement with its parameters; the
-/// execution time, ms (0 without ANALYZE).
-fn explain(offer: &Offer, analyze: bool) -> Result<(f64, bool), String> {
+/// execution time, ms (0 without ANALYZE), whether it spilled ([`spilled`]) and the most
+/// parallel workers one of its Gathers launched ([`workers_launched`]).
+fn explain(offer: &Offer, analyze: bool) -> Result<(f64, bool, u32), String> {
     let sql = if analyze {
         format!(
             "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY, FORMAT JSON) {}",
@@ -1384,11 +1496,15 @@ fn explain(offer: &Offer, analyze: bool) -> Result<(f64, bool), String> {
         pg_sys::SPI_finish();
         let text = text.ok_or_else(|| format!("EXPLAIN returned nothing (SPI code {rc})"))?;
         if !analyze {
-            return Ok((0.0, false));
+            return Ok((0.0, false, 0));
         }
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| format!("EXPLAIN's output is not JSON: {e}"))?;
-        Ok((execution_ms_of(&v)?, spilled(&v, 0)))
+        Ok((
+            execution_ms_of(&v)?,
+            spilled(&v, 0),
+            workers_launched(&v, 0),
+        ))
     }
 }
 
@@ -1411,6 +1527,33 @@ pub(crate) fn spilled(v: &serde_json::Value, depth: usize) -> bool {
                 || o.values().any(|x| spilled(x, depth + 1))
         }
         _ => false,
+    }
+}
+
+/// The most parallel workers one Gather (or Gather Merge) launched in EXPLAIN (ANALYZE, FORMAT
+/// JSON)'s output `v` ("Workers Launched"; 0 for a plan without one): with its leader, the
+/// processes the run kept busy at once (a plan's Gathers rarely run together).
+pub(crate) fn workers_launched(v: &serde_json::Value, depth: usize) -> u32 {
+    use serde_json::Value;
+    if depth > 200 {
+        return 0;
+    }
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|x| workers_launched(x, depth + 1))
+            .max()
+            .unwrap_or(0),
+        Value::Object(o) => {
+            let here = o
+                .get("Workers Launched")
+                .and_then(Value::as_u64)
+                .map_or(0, |n| n.min(u64::from(u32::MAX)) as u32);
+            o.values()
+                .map(|x| workers_launched(x, depth + 1))
+                .fold(here, u32::max)
+        }
+        _ => 0,
     }
 }
 

@@ -125,9 +125,14 @@ pub(crate) fn parse_schedstat(line: &str) -> Option<u64> {
 }
 
 /// Whether a run of `wall_ms` whose processes waited `waited_us` for a CPU in all was
-/// contended (see [`CONTENDED_SHARE`]).
-pub fn contended(waited_us: u64, wall_ms: f64) -> bool {
-    waited_us as f64 / 1000.0 > CONTENDED_SHARE * wall_ms
+/// contended (see [`CONTENDED_SHARE`]), `processes` of them (its leader and the parallel
+/// workers one Gather launched) on a machine of `cores`: a run with more processes than cores
+/// waits by itself, on a server with nothing else to do (a parallel plan of 3 on 2 cores: one
+/// of them waits at any time, measured), and that wait, up to (processes - cores) x its wall
+/// time, is the plan's own, as it is when a user runs it; only what is over it was the users'.
+pub fn contended(waited_us: u64, wall_ms: f64, processes: u32, cores: usize) -> bool {
+    let own_ms = (f64::from(processes) - cores as f64).max(0.0) * wall_ms;
+    waited_us as f64 / 1000.0 - own_ms > CONTENDED_SHARE * wall_ms
 }
 
 /// At ExecutorStart in a parallel worker: when its leader is this database's explorer, lower

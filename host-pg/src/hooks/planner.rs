@@ -38,6 +38,9 @@ pub(crate) struct Probed {
     /// What the arm it was planned under salts its plan's identity with (`memory::plan_id`;
     /// the caller's to fill).
     pub salt: u64,
+    /// Run with instrumentation: the most parallel workers one Gather of it launched (EXPLAIN's
+    /// output says; the caller's to fill).
+    pub workers: u32,
 }
 
 impl Probed {
@@ -80,6 +83,7 @@ unsafe fn note_probe(planned: *mut pg_sys::PlannedStmt) {
             misestimates: Vec::new(),
             spilled: false,
             salt: 0,
+            workers: 0,
         };
         PROBE.with(|p| *p.borrow_mut() = Some(Some(probed)));
     }

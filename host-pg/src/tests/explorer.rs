@@ -100,9 +100,105 @@ fn a_run_is_contended_past_its_share_of_waiting() {
     use crate::explorer::priority::{contended, CONTENDED_SHARE};
     // A 100 ms run: waiting exactly its share is not over it, a microsecond more is.
     let limit_us = (CONTENDED_SHARE * 100.0 * 1000.0) as u64;
-    assert!(!contended(limit_us, 100.0));
-    assert!(contended(limit_us + 1, 100.0));
-    assert!(!contended(0, 0.5));
+    assert!(!contended(limit_us, 100.0, 1, 2));
+    assert!(contended(limit_us + 1, 100.0, 1, 2));
+    assert!(!contended(0, 0.5, 1, 2));
+    // As many processes as cores: none of the wait is the run's own.
+    assert!(contended(limit_us + 1, 100.0, 2, 2));
+    // A leader and two workers on 2 cores: one of them waits at any time by itself (100 ms
+    // of a 100 ms run); the share counts only what is over it.
+    assert!(!contended(100_000 + limit_us, 100.0, 3, 2));
+    assert!(contended(100_000 + limit_us + 1, 100.0, 3, 2));
+    // Its own processes on a larger machine never excuse a wait.
+    assert!(contended(limit_us + 1, 100.0, 3, 4));
+}
+
+#[pg_test]
+fn a_run_as_wide_as_the_machine_starts_only_while_no_user_executes() {
+    use crate::explorer::{processes_bound, room_for};
+    // 2 cores: a serial run beside one user's serial statement, not beside two processes.
+    assert!(room_for(1, 1, 2));
+    assert!(!room_for(2, 1, 2));
+    // A leader and two workers: only on an idle server.
+    assert!(room_for(0, 3, 2));
+    assert!(!room_for(1, 3, 2));
+    // 8 cores: beside users while the cores left hold it.
+    assert!(room_for(5, 3, 8));
+    assert!(!room_for(6, 3, 8));
+    // What a run may launch: the server's per-Gather limit, the statement's or the arm's
+    // setting after it (the last one wins), never over max_parallel_workers, never below 0.
+    let none: [(&str, &str); 0] = [];
+    assert_eq!(processes_bound(none.into_iter(), 2, 8), 3);
+    assert_eq!(
+        processes_bound([("max_parallel_workers_per_gather", "4")].into_iter(), 2, 8),
+        5
+    );
+    assert_eq!(
+        processes_bound(
+            [
+                ("max_parallel_workers_per_gather", "4"),
+                ("work_mem", "64MB"),
+                ("MAX_PARALLEL_WORKERS_PER_GATHER", "0"),
+            ]
+            .into_iter(),
+            2,
+            8
+        ),
+        1
+    );
+    assert_eq!(processes_bound(none.into_iter(), 6, 3), 4);
+    assert_eq!(
+        processes_bound([("max_parallel_workers_per_gather", "x")].into_iter(), 2, 8),
+        3
+    );
+    assert_eq!(processes_bound(none.into_iter(), -1, 8), 1);
+}
+
+#[pg_test]
+fn the_workers_a_run_launched_are_read_from_its_explain_analyze() {
+    use crate::explorer::workers_launched;
+    Spi::run(
+        "CREATE TABLE wide_scan AS SELECT g AS x FROM generate_series(1, 20000) g; ANALYZE wide_scan",
+    )
+    .unwrap();
+    let explain = |sets: &str| -> serde_json::Value {
+        Spi::run(sets).unwrap();
+        let mut out = None;
+        Spi::connect(|c| {
+            let rows = c
+                .select(
+                    "EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF, FORMAT JSON) SELECT count(*) FROM wide_scan",
+                    None,
+                    &[],
+                )
+                .unwrap();
+            for r in rows {
+                out = r.get::<pgrx::Json>(1).unwrap();
+            }
+        });
+        out.expect("EXPLAIN returned a row").0
+    };
+    // Parallel plans made cheap: a Gather launches what the server lets it.
+    let parallel = explain(
+        "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; \
+         SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2",
+    );
+    let launched = workers_launched(&parallel, 0);
+    let text = parallel.to_string();
+    assert!(text.contains("\"Workers Launched\""), "{text}");
+    assert!(launched <= 2, "{text}");
+    // The number read is the one EXPLAIN printed (how many started depends on free slots).
+    assert!(
+        text.contains(&format!("\"Workers Launched\":{launched}")),
+        "read {launched} from {text}"
+    );
+    let serial = explain("SET max_parallel_workers_per_gather = 0");
+    assert_eq!(workers_launched(&serial, 0), 0, "{serial}");
+    // Malformed or foreign values count as none.
+    let odd: serde_json::Value =
+        serde_json::from_str(r#"[{"Plan": {"Workers Launched": "two", "Plans": [{"Workers Launched": 3}]}}]"#)
+            .unwrap();
+    assert_eq!(workers_launched(&odd, 0), 3);
 }
 
 #[pg_test]
