@@ -583,7 +583,7 @@ fn explore(
         return Ok(Turn::Over);
     }
     // Planning it under every arm is work beside the users' too.
-    if !wait_until_quiet(db, backoff, Some(PLANNING_EXPECTED_MS), 1) {
+    if !wait_until_quiet(db, backoff, Some(PLANNING_EXPECTED_MS)) {
         if !stopping() {
             shared::count_explorer(db, ExplorerCounter::Busy, 1);
         }
@@ -662,8 +662,7 @@ fn explore(
             o.evidence().get(d.fingerprint).and_then(|e| e.default_ms())
         })
         .and_then(|(ms, _)| ms);
-        let processes = expected_processes(&offer, d.fingerprint, arm);
-        if !wait_until_quiet(db, backoff, default_ms, processes) {
+        if !wait_until_quiet(db, backoff, default_ms) {
             // Given back: offered again by a later run of the statement.
             if !stopping() {
                 shared::count_explorer(db, ExplorerCounter::Busy, 1);
@@ -703,7 +702,8 @@ fn explore(
             }
             continue;
         }
-        // The processes it kept busy: what it launched when it completed.
+        // The processes it kept busy: what it launched when it completed, or what the last
+        // run of the plan did.
         let processes = match &ran {
             Ok(Ran::Done(_, p)) => {
                 let ran_with = 1 + p.workers;
@@ -716,7 +716,7 @@ fn explore(
                 });
                 ran_with
             }
-            _ => processes,
+            _ => expected_processes(&offer, d.fingerprint, arm),
         };
         // Held up by the users' work (waiting for a CPU beside them, beyond what its own
         // processes wait for one another): the time says how busy the server was, not how fast
@@ -953,24 +953,16 @@ fn while_paused() -> bool {
     true
 }
 
-/// Wait while the users' work leaves fewer cores free than the run's `processes` (its leader and
-/// the parallel workers it is expected to launch, [`expected_processes`]): statements executing
-/// in client backends and in the parallel workers of their queries ([`shared::executing`]; this
-/// explorer is between runs here, so neither it nor its workers count). A run with as many
-/// processes as cores or more starts only while no user's statement executes: beside one it
-/// would take a share of the user's core, and wait itself (not evidence, [`priority::contended`]).
-/// And, after runs given up, until no user's statement started for the [`Backoff`]
+/// Wait while the users' work takes as many processes as the machine has cores: statements
+/// executing in client backends and in the parallel workers of their queries
+/// ([`shared::executing`]; this explorer is between runs here, so neither it nor its workers
+/// count), and, after runs given up, until no user's statement started for the [`Backoff`]
 /// window, at most [`QUIET_RUN_FACTOR`] times `expected_ms`, what the run is expected to take
 /// ([`Backoff::needed`]). A run started beside them is given up as soon as a user's statement
 /// leaves the cores fewer than the processes executing ([`yield_run`]). At most
 /// [`BUSY_WAIT_S`], not counting a pause. False when the server stayed busy, or the explorer
 /// must stop.
-fn wait_until_quiet(
-    db: u32,
-    backoff: &mut Backoff,
-    expected_ms: Option<f64>,
-    processes: u32,
-) -> bool {
+fn wait_until_quiet(db: u32, backoff: &mut Backoff, expected_ms: Option<f64>) -> bool {
     let cores = hooks::cores() as i32;
     let step = Duration::from_millis(20);
     let mut busy = Duration::ZERO;
@@ -981,7 +973,7 @@ fn wait_until_quiet(
         let now = Instant::now();
         let quiet = backoff.quiet_for(shared::user_starts(), now);
         // Again at every read: a gap that just ended may change it.
-        let free = room_for(shared::executing().0, processes, cores);
+        let free = shared::executing().0 < cores;
         if !free {
             backoff.cores_busy();
         }
@@ -1099,17 +1091,10 @@ fn run_here(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ra
     }
 }
 
-/// Whether a run of `processes` may start beside users' statements executing in `users`
-/// processes on `cores`: when the cores left are enough for it, or (a run as wide as the
-/// machine or wider) when no user's statement executes.
-pub(crate) fn room_for(users: i32, processes: u32, cores: i32) -> bool {
-    let processes = i32::try_from(processes).unwrap_or(i32::MAX).max(1);
-    users <= 0 || users.saturating_add(processes) <= cores
-}
-
 /// The processes a run of `offer`'s statement (shape `fingerprint`) under `arm` is expected to
-/// keep busy at once: what the last completed run of it here did, or, never run, its leader and
-/// the most workers its settings let one Gather launch ([`processes_bound`]).
+/// keep busy at once (a run cut short does not say): what the last completed run of it here
+/// did, or, never run, its leader and the most workers its settings let one Gather launch
+/// ([`processes_bound`]).
 fn expected_processes(offer: &Offer, fingerprint: u64, arm: u8) -> u32 {
     if let Some(p) = PROCESSES.with(|m| m.borrow().get(&(fingerprint, arm)).copied()) {
         return p;
@@ -1286,13 +1271,7 @@ fn verify_statistics(
         for _ in 0..ADVICE_ATTEMPTS {
             // The statement (faster with the statistics, if they help) and the ANALYZE of a
             // few columns.
-            let processes = expected_processes(offer, fingerprint, 0);
-            if !wait_until_quiet(
-                db,
-                backoff,
-                Some(default_ms + ANALYZE_EXPECTED_MS),
-                processes,
-            ) {
+            if !wait_until_quiet(db, backoff, Some(default_ms + ANALYZE_EXPECTED_MS)) {
                 return;
             }
             let t0 = Instant::now();
