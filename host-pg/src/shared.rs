@@ -215,9 +215,12 @@ pub enum ExplorerCounter {
     Contended,
     /// Runs given up for a user's statement that needed the cores (not evidence).
     Yielded,
+    /// Runs of a candidate plan that waited for a CPU too long yet took less than the default
+    /// plan's typical time: evidence that the plan is at most that slow.
+    ContendedKept,
 }
 
-const EXPLORER_COUNTERS: usize = 12;
+const EXPLORER_COUNTERS: usize = 13;
 
 impl ExplorerCounter {
     pub const ALL: [ExplorerCounter; EXPLORER_COUNTERS] = [
@@ -233,6 +236,7 @@ impl ExplorerCounter {
         ExplorerCounter::WaitUs,
         ExplorerCounter::Contended,
         ExplorerCounter::Yielded,
+        ExplorerCounter::ContendedKept,
     ];
 
     /// Its name in `ruvector_dag_status()`.
@@ -250,6 +254,7 @@ impl ExplorerCounter {
             ExplorerCounter::WaitUs => "explorer_wait_ms",
             ExplorerCounter::Contended => "explorer_contended",
             ExplorerCounter::Yielded => "explorer_yielded",
+            ExplorerCounter::ContendedKept => "explorer_contended_kept",
         }
     }
 }

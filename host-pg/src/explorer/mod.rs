@@ -720,15 +720,25 @@ fn explore(
         };
         // Held up by the users' work (waiting for a CPU beside them, beyond what its own
         // processes wait for one another): the time says how busy the server was, not how fast
-        // the plan is. Not evidence; tried again after the pause (or in its next turn).
-        if ran.is_ok()
+        // the plan is. Not evidence; tried again after the pause (or in its next turn). Except
+        // a candidate's run that took less than the default plan's typical time even so:
+        // waiting only makes a run slower, so the plan is at most that slow, evidence that
+        // leans towards the default plan (on a server whose users keep every core busy, the
+        // only evidence for a plan that wins). The default plan's own runs held up are never
+        // kept: a default measured slower than it is would lean towards the candidates.
+        let contended = ran.is_ok()
             && priority::contended(
                 waited(db).saturating_sub(waited_before),
                 wall_ms,
                 processes,
                 hooks::cores(),
-            )
-        {
+            );
+        let kept = contended
+            && matches!(&ran, Ok(Ran::Done(ms, _)) if kept_though_contended(arm, *ms, default_ms));
+        if kept {
+            shared::count_explorer(db, ExplorerCounter::ContendedKept, 1);
+        }
+        if contended && !kept {
             shared::count_explorer(db, ExplorerCounter::Contended, 1);
             if !pace(wall_ms) {
                 return Ok(Turn::Over);
@@ -1089,6 +1099,14 @@ fn run_here(offer: &Offer, arm: u8, timeout_ms: f64, analyze: bool) -> Result<Ra
             Err(e) => Err(Refused::of(e, what)),
         }
     }
+}
+
+/// Whether a run of `arm`'s plan that took `ms` while it waited for a CPU beside the users'
+/// work is evidence all the same: a candidate's (not the default plan's) that took less than
+/// the default plan's typical time `default_ms` (waiting only makes a run slower: the plan is
+/// at most that slow).
+pub(crate) fn kept_though_contended(arm: u8, ms: f64, default_ms: Option<f64>) -> bool {
+    arm != 0 && default_ms.is_some_and(|typical| ms < typical)
 }
 
 /// The processes a run of `offer`'s statement (shape `fingerprint`) under `arm` is expected to

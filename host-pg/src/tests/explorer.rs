@@ -114,6 +114,20 @@ fn a_run_is_contended_past_its_share_of_waiting() {
 }
 
 #[pg_test]
+fn a_contended_run_is_kept_only_for_a_candidate_faster_than_the_default_plan() {
+    use crate::explorer::kept_though_contended;
+    // A candidate faster than the default's typical time even while it waited: kept.
+    assert!(kept_though_contended(3, 40.0, Some(100.0)));
+    // As slow or slower: it says nothing about the plan.
+    assert!(!kept_though_contended(3, 100.0, Some(100.0)));
+    assert!(!kept_though_contended(3, 250.0, Some(100.0)));
+    // The default plan's own runs never: a default measured slow would favour the candidates.
+    assert!(!kept_though_contended(0, 40.0, Some(100.0)));
+    // Without the default's time there is nothing to compare with.
+    assert!(!kept_though_contended(3, 40.0, None));
+}
+
+#[pg_test]
 fn a_run_is_expected_to_take_its_leader_and_the_workers_its_settings_allow() {
     use crate::explorer::processes_bound;
     // What a run may launch: the server's per-Gather limit, the statement's or the arm's

@@ -635,9 +635,10 @@ fn run_rounds(
         explorer_ms.push(total("explorer_run_ms") - explorer_ms.iter().sum::<f64>());
         let (waited, contended) = (total("explorer_wait_ms"), total("explorer_contended"));
         let yielded = total("explorer_yielded");
+        let kept = total("explorer_contended_kept");
         bar.finish_and_clear();
         println!(
-            "    round {round:>2}: {}; the explorers' runs {:.1} s (at {:.0} s; so far they waited {:.1} s for a CPU, {contended:.0} runs were contended and {yielded:.0} given up for users' statements, not evidence)",
+            "    round {round:>2}: {}; the explorers' runs {:.1} s (at {:.0} s; so far they waited {:.1} s for a CPU, {contended:.0} runs were contended and {yielded:.0} given up for users' statements, not evidence; {kept:.0} contended yet faster than the default plan, kept)",
             parts.join(", "),
             explorer_ms.last().copied().unwrap_or(0.0) / 1000.0,
             t0.elapsed().as_secs_f64(),
