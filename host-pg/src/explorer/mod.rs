@@ -615,28 +615,30 @@ fn explore(
     // Misestimated scans of the default plan's runs (statistics advice, measured at the end of
     // the turn: [`verify_statistics`]).
     let mut advice: Vec<crate::advice::Misestimate> = Vec::new();
-    let measure_advice =
-        |mut advice: Vec<crate::advice::Misestimate>, fingerprint: u64, backoff: &mut Backoff| {
-            // The advice users' runs found for the shape, not measured yet.
-            for m in advised_for(fingerprint) {
-                if !advice
-                    .iter()
-                    .any(|a| a.relid == m.relid && a.columns == m.columns)
-                {
-                    advice.push(m);
-                }
+    let measure_advice = |mut advice: Vec<crate::advice::Misestimate>,
+                          fingerprint: u64,
+                          backoff: &mut Backoff| {
+        // The advice users' runs found for the shape, not measured yet.
+        for m in advised_for(fingerprint) {
+            if !advice
+                .iter()
+                .any(|a| a.relid == m.relid && a.columns == m.columns)
+            {
+                advice.push(m);
             }
-            if advice.is_empty() {
-                return;
-            }
-            let typical = hooks::with_shape(fingerprint, |o| {
-                o.evidence().get(fingerprint).and_then(|e| e.default_ms())
-            })
-            .and_then(|(ms, _)| ms);
-            if let Some(typical) = typical {
-                verify_statistics(db, &offer, fingerprint, advice, typical, backoff);
-            }
-        };
+        }
+        if advice.is_empty() {
+            return false;
+        }
+        let typical = hooks::with_shape(fingerprint, |o| {
+            o.evidence().get(fingerprint).and_then(|e| e.default_ms())
+        })
+        .and_then(|(ms, _)| ms);
+        match typical {
+            Some(typical) => verify_statistics(db, &offer, fingerprint, advice, typical, backoff),
+            None => false,
+        }
+    };
     let mut spilled_here = false;
     // With arms that raise memory, whether the default plan spills decides whether they are
     // candidates: its instrumented run comes first (a turn may end, and the users' statements
@@ -706,7 +708,7 @@ fn explore(
         // run of the plan did.
         let processes = match &ran {
             Ok(Ran::Done(_, p)) => {
-                let ran_with = 1 + p.workers;
+                let ran_with = p.workers.saturating_add(1);
                 PROCESSES.with(|m| {
                     let mut m = m.borrow_mut();
                     if m.len() > 4096 {
@@ -829,15 +831,19 @@ fn explore(
             return Ok(Turn::Again);
         }
     }
-    measure_advice(advice, d.fingerprint, backoff);
+    let advice_waits = measure_advice(advice, d.fingerprint, backoff);
     // Every plan is settled, but runs given up for the users' statements took the turn before
     // the default plan's instrumented run (what statistics advice and the arms raising memory
-    // need): the offer goes back to the queue, a few times, rather than wait for a user to run
-    // it again. (A turn that ran out with plans left to run waits, as always, for the learner
+    // need), or before the advice was measured: the offer goes back to the queue, a few times,
+    // rather than wait for a user to run it again (once its plans are settled, users' runs of
+    // it offer it no more). (A turn that ran out with plans left to run waits, as always, for the learner
     // to publish and a user to offer it again: exploring on at once cost the users' rounds.)
     let plans_done = hooks::with_shape(d.fingerprint, |o| o.explore_step(&d) == Step::Done)
         .is_some_and(|(done, _)| done);
-    if plans_done && !default_checked(d.fingerprint) && requeued_again(d.fingerprint) {
+    if plans_done
+        && (!default_checked(d.fingerprint) || advice_waits)
+        && requeued_again(d.fingerprint)
+    {
         return Ok(Turn::Again);
     }
     // Settled (or as far as one offer goes): not explored again until the learner has
@@ -1263,7 +1269,9 @@ pub const VERIFY_AGAIN_S: u64 = 3600;
 /// [`ADVICE_LOCK_TIMEOUT_MS`]), then run the statement as its role, read-only, twice, under the
 /// explorer's timeout; the faster run is what the statistics give. The result goes to the
 /// learner (`ruvector_dag.statistics_advice`). Advice already covered by statistics, measured
-/// within [`VERIFY_AGAIN_S`], or whose run was given up for a user's statement is left.
+/// within [`VERIFY_AGAIN_S`], or whose run was given up for a user's statement is left. True
+/// when advice is left because the users' statements kept the cores (its runs given up every
+/// time, or no quiet came).
 fn verify_statistics(
     db: u32,
     offer: &Offer,
@@ -1271,7 +1279,7 @@ fn verify_statistics(
     found: Vec<crate::advice::Misestimate>,
     default_ms: f64,
     backoff: &mut Backoff,
-) {
+) -> bool {
     for mut m in found {
         let key = (m.relid, m.columns.clone());
         let recent = MEASURED_ADVICE.with(|a| {
@@ -1279,7 +1287,10 @@ fn verify_statistics(
                 .get(&key)
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(VERIFY_AGAIN_S))
         });
-        if recent || stopping() {
+        if stopping() {
+            return false;
+        }
+        if recent {
             continue;
         }
         let timeout_ms = explore_timeout_ms(default_ms);
@@ -1290,7 +1301,7 @@ fn verify_statistics(
             // The statement (faster with the statistics, if they help) and the ANALYZE of a
             // few columns.
             if !wait_until_quiet(db, backoff, Some(default_ms + ANALYZE_EXPECTED_MS)) {
-                return;
+                return !stopping();
             }
             let t0 = Instant::now();
             shared::explorer_running(db, true);
@@ -1309,7 +1320,7 @@ fn verify_statistics(
                     backoff.yielded(Instant::now(), shared::user_starts());
                     shared::set_explorer_quiet_ms(db, backoff.window_ms(Instant::now()));
                     if !pace(wall_ms) {
-                        return;
+                        return false;
                     }
                 }
                 Err(why) => {
@@ -1324,7 +1335,7 @@ fn verify_statistics(
                 x
             }
             // Given up for users' statements every time: measured another time.
-            None => return,
+            None => return true,
             Some(Err(why)) => {
                 // Covered already, a lock not granted in time, a statement that fails: not
                 // measured now, not tried again soon.
@@ -1346,9 +1357,10 @@ fn verify_statistics(
             }
         }
         if !pace(wall_ms) {
-            return;
+            return false;
         }
     }
+    false
 }
 
 /// Attempts at measuring one piece of advice in a turn (a run given up for users' statements is

@@ -7,8 +7,9 @@
 //! oracle's gain against 63 %, plans adopted at the 5th-6th execution against the 3rd-4th). A
 //! run that waited for a CPU for more than [`CONTENDED_SHARE`] of its time (the run-queue delay
 //! the kernel reports in `/proc/thread-self/schedstat`, of the explorer and of its parallel
-//! workers together) measured the users' load, not its plan: it is not evidence, and it is
-//! counted (`explorer_contended`).
+//! workers together), beyond what its own processes wait for one another when they outnumber
+//! the cores ([`contended`]), measured the users' load, not its plan: it is not evidence, and
+//! it is counted (`explorer_contended`).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
