@@ -639,6 +639,9 @@ fn explore(
             None => false,
         }
     };
+    // After RUNS_PER_TURN runs in this turn, whatever became of them, a statement that others
+    // wait behind goes back to the end of the queue.
+    let turn_is_up = |n: usize| n >= RUNS_PER_TURN && shared::queued(db) > 1;
     let mut spilled_here = false;
     // With arms that raise memory, whether the default plan spills decides whether they are
     // candidates: its instrumented run comes first (a turn may end, and the users' statements
@@ -699,7 +702,7 @@ fn explore(
             if !pace(wall_ms) {
                 return Ok(Turn::Over);
             }
-            if n >= RUNS_PER_TURN && shared::queued(db) > 1 {
+            if turn_is_up(n) {
                 return Ok(Turn::Again);
             }
             continue;
@@ -745,7 +748,7 @@ fn explore(
             if !pace(wall_ms) {
                 return Ok(Turn::Over);
             }
-            if n >= RUNS_PER_TURN && shared::queued(db) > 1 {
+            if turn_is_up(n) {
                 return Ok(Turn::Again);
             }
             continue;
