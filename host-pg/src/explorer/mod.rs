@@ -707,21 +707,11 @@ fn explore(
             }
             continue;
         }
-        // The processes it kept busy: what it launched when it completed, or what the last
-        // run of the plan did.
+        // The processes it kept busy: what it launched when it completed, or (cut short) what
+        // its settings let it launch.
         let processes = match &ran {
-            Ok(Ran::Done(_, p)) => {
-                let ran_with = p.workers.saturating_add(1);
-                PROCESSES.with(|m| {
-                    let mut m = m.borrow_mut();
-                    if m.len() > 4096 {
-                        m.clear();
-                    }
-                    m.insert((d.fingerprint, arm), ran_with)
-                });
-                ran_with
-            }
-            _ => expected_processes(&offer, d.fingerprint, arm),
+            Ok(Ran::Done(_, p)) => p.workers.saturating_add(1),
+            _ => processes_allowed(&offer, arm),
         };
         // Held up by the users' work (waiting for a CPU beside them, beyond what its own
         // processes wait for one another): the time says how busy the server was, not how fast
@@ -1118,14 +1108,10 @@ pub(crate) fn kept_though_contended(arm: u8, ms: f64, default_ms: Option<f64>) -
     arm != 0 && default_ms.is_some_and(|typical| ms < typical)
 }
 
-/// The processes a run of `offer`'s statement (shape `fingerprint`) under `arm` is expected to
-/// keep busy at once (a run cut short does not say): what the last completed run of it here
-/// did, or, never run, its leader and the most workers its settings let one Gather launch
-/// ([`processes_bound`]).
-fn expected_processes(offer: &Offer, fingerprint: u64, arm: u8) -> u32 {
-    if let Some(p) = PROCESSES.with(|m| m.borrow().get(&(fingerprint, arm)).copied()) {
-        return p;
-    }
+/// The processes a run of `offer`'s statement under `arm` may keep busy at once (a run cut short
+/// does not say what it launched): its leader and the most workers its settings let one Gather
+/// launch ([`processes_bound`]).
+fn processes_allowed(offer: &Offer, arm: u8) -> u32 {
     let arm_settings = if arm == 0 {
         Vec::new()
     } else {
@@ -1245,11 +1231,6 @@ thread_local! {
     /// Times each shape's offer went back to the queue for its default plan's instrumented run
     /// ([`requeued_again`]).
     static REQUEUED: std::cell::RefCell<std::collections::HashMap<u64, u32>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-    /// The processes the last completed run of a shape's plan under an arm kept busy (its
-    /// leader and the most workers one Gather launched), by (shape, arm): what the next run of
-    /// it is expected to take ([`expected_processes`]).
-    static PROCESSES: std::cell::RefCell<std::collections::HashMap<(u64, u8), u32>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
     /// Shapes whose default plan this explorer ran with instrumentation ([`default_checked`]).
     static DEFAULT_CHECKED: std::cell::RefCell<std::collections::HashSet<u64>> =
