@@ -728,6 +728,7 @@ fn run_instance(
         ran: 0,
         first_in_session: false,
         first_arms_ms: None,
+        oracle_arms: Vec::new(),
     };
     // Every mode in turn, the order rotating by round and template, so that no mode always
     // runs first (cold caches) or last.
@@ -752,6 +753,7 @@ fn run_instance(
                     e.plans = o.plans;
                     e.ran = o.ran;
                     e.first_arms_ms = o.first_arms_ms;
+                    e.oracle_arms = o.arms;
                 }
                 Err(msg) => {
                     bar.println(format!("    {} {name} oracle: {msg}", w.name));

@@ -35,7 +35,11 @@ impl Totals {
     }
     /// Share of the oracle's gain over stock that `ms` captures (NaN when the oracle gains nothing).
     fn captured(&self, ms: f64) -> f64 {
-        let gain = self.stock_ms - self.oracle_ms;
+        self.captured_of(self.oracle_ms, ms)
+    }
+    /// Share of the gain of an oracle that took `oracle_ms` that `ms` captures.
+    fn captured_of(&self, oracle_ms: f64, ms: f64) -> f64 {
+        let gain = self.stock_ms - oracle_ms;
         if gain > 1e-9 {
             (self.stock_ms - ms) / gain
         } else {
@@ -54,6 +58,10 @@ pub struct TemplateSummary {
     pub oracle_vs_stock: f64,
     /// The arm the oracle found best most often after warm-up.
     pub oracle_arm: String,
+    /// The held-out oracle after warm-up against stock ([`held_out`]; NaN when it cannot be
+    /// taken), and the arm it chose most often.
+    pub held_out_vs_stock: f64,
+    pub held_out_arm: String,
     /// Learn-mode executions of this template up to and including the first one that applied a
     /// verified non-default arm (None: never).
     pub adopted_at: Option<u32>,
@@ -92,9 +100,20 @@ pub struct WorkloadSummary {
     /// The oracle over the first `run::FIRST_ARMS` arms alone, after warm-up (None: the list
     /// has no more arms than that).
     pub oracle_first_arms_vs_stock: Option<f64>,
+    /// The held-out oracle after warm-up ([`held_out`]) against stock: NaN when it cannot be
+    /// taken (one round, or a report without every arm's time).
+    pub held_out_vs_stock: f64,
+    /// Instances after warm-up whose held-out arm's own run there was cut short (counted at
+    /// the time it was cut at, a lower bound).
+    pub held_out_censored: usize,
     pub warmup_learn_vs_stock: f64,
+    /// Shares of the oracle's gain over stock that learn and frozen capture: of the held-out
+    /// oracle's where it can be taken, else of the fastest arm's.
     pub learn_gain_captured: f64,
     pub frozen_gain_captured: f64,
+    /// The same shares of the fastest arm's gain (the oracle column: biased low, see
+    /// [`held_out`]).
+    pub learn_fastest_captured: f64,
     pub templates: Vec<TemplateSummary>,
     /// Templates whose learn-mode time after warm-up exceeds 1.1x stock.
     pub regressions: Vec<(String, f64)>,
@@ -104,6 +123,20 @@ pub struct WorkloadSummary {
     pub timeouts: usize,
     pub errors: Vec<String>,
     pub status: BTreeMap<String, String>,
+}
+
+/// The median (of an even count, the mean of the middle two); NaN when empty.
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
@@ -146,6 +179,7 @@ pub fn summarize(
             names.push(e.template.clone());
         }
     }
+    let held = held_out(&ex, warmup);
     let mut templates = Vec::new();
     let mut slow = Vec::new();
     for name in &names {
@@ -179,6 +213,15 @@ pub fn summarize(
             .iter()
             .max_by_key(|(_, n)| **n)
             .map_or_else(|| "-".to_string(), |(a, _)| a.clone());
+        let (held_ratio, held_arm) = match held.as_ref().and_then(|h| h.templates.get(name)) {
+            Some((ms, arms)) => (
+                t.ratio(*ms),
+                arms.iter()
+                    .max_by_key(|(_, n)| **n)
+                    .map_or_else(|| "-".to_string(), |(a, _)| a.clone()),
+            ),
+            None => (f64::NAN, "-".to_string()),
+        };
         templates.push(TemplateSummary {
             template: name.clone(),
             learn_vs_stock: t.ratio(t.learn_ms),
@@ -186,6 +229,8 @@ pub fn summarize(
             oracle_vs_stock: t.ratio(t.oracle_ms),
             after_warmup: t,
             oracle_arm,
+            held_out_vs_stock: held_ratio,
+            held_out_arm: held_arm,
             adopted_at: adopted.as_ref().map(|a| a.0),
             adopted_arm: adopted.map(|a| a.1),
             worst_learn_vs_stock: worst,
@@ -243,8 +288,17 @@ pub fn summarize(
             .sum::<Option<f64>>()
             .map(|ms| after.ratio(ms)),
         warmup_learn_vs_stock: early.ratio(early.learn_ms),
-        learn_gain_captured: after.captured(after.learn_ms),
-        frozen_gain_captured: after.captured(after.frozen_ms),
+        held_out_vs_stock: held.as_ref().map_or(f64::NAN, |h| after.ratio(h.ms)),
+        held_out_censored: held.as_ref().map_or(0, |h| h.censored),
+        learn_gain_captured: match &held {
+            Some(h) => after.captured_of(h.ms, after.learn_ms),
+            None => after.captured(after.learn_ms),
+        },
+        frozen_gain_captured: match &held {
+            Some(h) => after.captured_of(h.ms, after.frozen_ms),
+            None => after.captured(after.frozen_ms),
+        },
+        learn_fastest_captured: after.captured(after.learn_ms),
         all_rounds: all,
         after_warmup: after,
         warmup: early,
@@ -263,6 +317,80 @@ pub fn summarize(
             .collect(),
         status,
     }
+}
+
+/// The held-out oracle of a workload's instances after warm-up (`HeldOut::ms`, summed).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeldOut {
+    pub ms: f64,
+    /// Per template: its instances' sum, ms, and how often each arm was chosen.
+    pub templates: BTreeMap<String, (f64, BTreeMap<String, u32>)>,
+    /// Instances whose chosen arm was cut short there (counted at the time it was cut at).
+    pub censored: usize,
+}
+
+/// The oracle without the winner's curse. The oracle column is, per instance, the fastest of
+/// the arms' plans, each the median of three runs: where several plans are about as fast (or
+/// the arms give one plan), the noise picks the fastest, and that minimum of noisy times is
+/// below what any of them takes typically (on 2 cores a run of one plan varies by 30 % and
+/// more). The held-out oracle chooses each instance's arm on the template's other rounds
+/// (warm-up ones too: the oracle does not learn) by the median of that arm's times there, and
+/// takes the chosen arm's time in the instance itself: a measurement the choice was not made
+/// on, so what the best fixed arm per template gives, unbiased. A time cut short (the arm's
+/// plan slower than the best so far) counts at the time it was cut at: a lower bound, which
+/// only flatters the held-out oracle. None when an instance after warm-up has no other round
+/// with every arm's time (one round, or a report from before every arm was kept).
+pub fn held_out(ex: &[&Exec], warmup: u32) -> Option<HeldOut> {
+    let oracle: Vec<&Exec> = ex
+        .iter()
+        .copied()
+        .filter(|e| e.mode == Mode::Oracle)
+        .collect();
+    let mut out = HeldOut::default();
+    for e in oracle.iter().filter(|e| e.round > warmup) {
+        let (ms, arm, censored) = if e.oracle_arms.is_empty() {
+            // It failed: its time is the cap, whichever arm (without an error, a report from
+            // before every arm's time was kept: none).
+            e.error.as_ref()?;
+            (e.ms, e.arm.clone(), false)
+        } else {
+            let others: Vec<&Exec> = oracle
+                .iter()
+                .copied()
+                .filter(|o| {
+                    o.template == e.template && o.round != e.round && !o.oracle_arms.is_empty()
+                })
+                .collect();
+            if others.is_empty() {
+                return None;
+            }
+            // (median elsewhere, times cut short elsewhere, position) of each arm timed here.
+            let chosen = e
+                .oracle_arms
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| {
+                    let mut times: Vec<f64> = Vec::new();
+                    let mut cut = 0usize;
+                    for o in &others {
+                        if let Some(t) = o.oracle_arms.iter().find(|t| t.arm == a.arm) {
+                            times.push(t.ms);
+                            cut += usize::from(t.censored);
+                        }
+                    }
+                    (!times.is_empty()).then(|| (median(&mut times), cut, i))
+                })
+                .min_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)))?;
+            let a = &e.oracle_arms[chosen.2];
+            (a.ms, a.arm.clone(), a.censored)
+        };
+        out.ms += ms;
+        out.censored += usize::from(censored);
+        let t = out.templates.entry(e.template.clone()).or_default();
+        t.0 += ms;
+        *t.1.entry(arm).or_default() += 1;
+    }
+    Some(out)
 }
 
 /// pgbench's label for learn mode on tables not enabled for learning.
@@ -708,12 +836,13 @@ fn workloads_summary(r: &Report, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "{:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>12}",
+        "{:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>12}",
         "workload",
         "stock s",
         "learn",
         "frozen",
         "oracle",
+        "held-out",
         "captured",
         "warm-up",
         "plan +us p50",
@@ -722,17 +851,33 @@ fn workloads_summary(r: &Report, s: &mut String) {
     for w in &r.workloads {
         let _ = writeln!(
             s,
-            "{:<11} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12.0} {:>12.0}",
+            "{:<11} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12.0} {:>12.0}",
             w.workload,
             w.after_warmup.stock_ms / 1000.0,
             x(w.learn_vs_stock),
             x(w.frozen_vs_stock),
             x(w.oracle_vs_stock),
+            x(w.held_out_vs_stock),
             pct(w.learn_gain_captured).split(' ').next().unwrap_or("-"),
             x(w.warmup_learn_vs_stock),
             w.overhead.median_us,
             w.overhead.p99_us
         );
+    }
+    let _ = writeln!(
+        s,
+        "oracle: per instance the fastest arm's plan (median of 3 runs each): biased low, the noise picks the fastest of plans about as fast; held-out: each instance's arm chosen on the template's other rounds, its time taken in the instance itself (unbiased); captured: of the held-out oracle's gain"
+    );
+    for w in &r.workloads {
+        if w.held_out_vs_stock.is_finite() {
+            let _ = writeln!(
+                s,
+                "{}: learn captured {} of the fastest arm's gain; the held-out arm's run was cut short (counted at the cut) in {} instance(s)",
+                w.workload,
+                pct(w.learn_fastest_captured).split(' ').next().unwrap_or("-"),
+                w.held_out_censored
+            );
+        }
     }
     for w in &r.workloads {
         if let Some(first) = w.oracle_first_arms_vs_stock {
@@ -758,18 +903,20 @@ fn workloads_summary(r: &Report, s: &mut String) {
         );
     }
     for w in &r.workloads {
-        let _ = writeln!(s, "\n{}: per template after warm-up (learn / frozen / oracle vs stock; adopted at learn execution)", w.workload);
+        let _ = writeln!(s, "\n{}: per template after warm-up (learn / frozen / oracle / held-out oracle vs stock; adopted at learn execution)", w.workload);
         for t in &w.templates {
             let _ = writeln!(
                 s,
-                "  {:<5} {:>8} {:>8} {:>8}  adopted {:<10} oracle arm {}",
+                "  {:<5} {:>8} {:>8} {:>8} {:>8}  adopted {:<10} oracle arm {}; held-out {}",
                 t.template,
                 x(t.learn_vs_stock),
                 x(t.frozen_vs_stock),
                 x(t.oracle_vs_stock),
+                x(t.held_out_vs_stock),
                 t.adopted_at
                     .map_or_else(|| "never".into(), |n| format!("at {n}")),
-                t.oracle_arm
+                t.oracle_arm,
+                t.held_out_arm
             );
         }
         let reg: Vec<String> = w
@@ -848,7 +995,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f
 <h1>ruvector_dag: workload report</h1><p>{} &middot; {} &middot; scale {} &middot; {} rounds ({} warm-up) &middot; seed {} &middot; {:.0} s</p>\
 <p><code>{}</code></p><p>Every query instance ran in four modes, interleaved per instance: <b>stock</b> (extension off), \
 <b>learn</b> (from a cold start, the extension's shipped settings), <b>frozen</b> (the state learned so far, applied without \
-exploring) and <b>oracle</b> (every arm of <code>ruvector.dag_arms</code>, each distinct plan timed as the median of three runs, the fastest plan kept). Times are \
+exploring) and <b>oracle</b> (every arm of <code>ruvector.dag_arms</code>, each distinct plan timed as the median of three runs, the fastest plan kept; and the <b>held-out oracle</b>: each instance's arm chosen on the template's other rounds, its time taken in the instance itself, without the winner's curse of the fastest of several noisy times; the gain captured is of the held-out oracle's). Times are \
 planning + execution from EXPLAIN (ANALYZE, TIMING OFF).</p>",
         esc(&r.server_version),
         esc(&r.started),
@@ -859,11 +1006,11 @@ planning + execution from EXPLAIN (ANALYZE, TIMING OFF).</p>",
         r.duration_s,
         esc(&r.command)
     );
-    h.push_str("<h2>Summary (after warm-up)</h2><table><tr><th>workload</th><th>stock (s)</th><th>learn</th><th>frozen</th><th>oracle</th><th>oracle's gain captured (learn / frozen)</th><th>learn in warm-up</th><th>regressions</th><th>planning overhead p50 / p99 (&micro;s)</th><th>learned state</th></tr>");
+    h.push_str("<h2>Summary (after warm-up)</h2><table><tr><th>workload</th><th>stock (s)</th><th>learn</th><th>frozen</th><th>oracle (fastest arm per instance)</th><th>held-out oracle</th><th>held-out oracle's gain captured (learn / frozen)</th><th>learn in warm-up</th><th>regressions</th><th>planning overhead p50 / p99 (&micro;s)</th><th>learned state</th></tr>");
     for w in &r.workloads {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{:.0} / {:.0}</td><td>{} bytes</td></tr>",
+            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{}</td><td>{:.0} / {:.0}</td><td>{} bytes</td></tr>",
             w.workload,
             w.after_warmup.stock_ms / 1000.0,
             x(w.learn_vs_stock),
@@ -877,6 +1024,7 @@ planning + execution from EXPLAIN (ANALYZE, TIMING OFF).</p>",
                 ),
                 None => x(w.oracle_vs_stock),
             },
+            x(w.held_out_vs_stock),
             pct(w.learn_gain_captured),
             pct(w.frozen_gain_captured),
             x(w.warmup_learn_vs_stock),
@@ -919,7 +1067,7 @@ ratios to off per round, their geometric mean and 95 % interval: <b>{}</b></p><t
         let _ = write!(h, "<h2>{}</h2>", w.workload);
         h.push_str(&curve_svg(w, &r.executions)?);
         h.push_str(&bars_svg(w)?);
-        h.push_str("<table><tr><th>template</th><th>stock (ms, after warm-up)</th><th>learn</th><th>frozen</th><th>oracle</th><th>oracle's arm</th><th>adopted at learn execution</th><th>worst learn run vs stock</th></tr>");
+        h.push_str("<table><tr><th>template</th><th>stock (ms, after warm-up)</th><th>learn</th><th>frozen</th><th>oracle</th><th>oracle's arm</th><th>held-out oracle</th><th>its arm</th><th>adopted at learn execution</th><th>worst learn run vs stock</th></tr>");
         for t in &w.templates {
             let cls = if t.learn_vs_stock > 1.1 {
                 " class=\"bad\""
@@ -930,13 +1078,15 @@ ratios to off per round, their geometric mean and 95 % interval: <b>{}</b></p><t
             };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{:.1}</td><td{cls}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}x</td></tr>",
+                "<tr><td>{}</td><td>{:.1}</td><td{cls}>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}x</td></tr>",
                 t.template,
                 t.after_warmup.stock_ms,
                 x(t.learn_vs_stock),
                 x(t.frozen_vs_stock),
                 x(t.oracle_vs_stock),
                 esc(&t.oracle_arm),
+                x(t.held_out_vs_stock),
+                esc(&t.held_out_arm),
                 t.adopted_at.map_or_else(|| "never".to_string(), |n| format!("{n} ({})", esc(t.adopted_arm.as_deref().unwrap_or("")))),
                 t.worst_learn_vs_stock
             );
@@ -1044,6 +1194,93 @@ mod tests {
         );
         assert!(Paired::from_seconds("pgbench", "learn", &seconds[..2], 40.0).is_err());
         assert!(Paired::from_seconds("pgbench", "learn", &seconds, 0.0).is_err());
+    }
+
+    /// An oracle instance of template `t` in `round` whose arms took `times` (ms, cut short).
+    fn oracle_exec(t: &str, round: u32, times: &[(&str, f64, bool)]) -> Exec {
+        let best = times
+            .iter()
+            .filter(|a| !a.2)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        Exec {
+            workload: "w".into(),
+            round,
+            seq: round,
+            template: t.into(),
+            mode: Mode::Oracle,
+            ms: best.1,
+            planning_ms: 0.0,
+            arm: best.0.into(),
+            rule: "-".into(),
+            applied: false,
+            timed_out: false,
+            error: None,
+            plans: times.len() as u32,
+            ran: times.len() as u32,
+            first_in_session: false,
+            first_arms_ms: None,
+            oracle_arms: times
+                .iter()
+                .map(|&(arm, ms, censored)| crate::run::ArmTime {
+                    arm: arm.into(),
+                    ms,
+                    censored,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_held_out_oracle_chooses_on_other_rounds_and_is_not_flattered_by_noise() {
+        // Arm a takes 100 ms every time; arm b is a plan as fast on average, whose noise makes
+        // it the fastest in rounds 2 and 4 (and slow in 1 and 3). Arm c is cut short (slower
+        // than the best so far) everywhere.
+        let ex = [
+            oracle_exec(
+                "q",
+                1,
+                &[("a", 100.0, false), ("b", 130.0, false), ("c", 100.0, true)],
+            ),
+            oracle_exec(
+                "q",
+                2,
+                &[("a", 100.0, false), ("b", 70.0, false), ("c", 70.0, true)],
+            ),
+            oracle_exec(
+                "q",
+                3,
+                &[("a", 100.0, false), ("b", 130.0, false), ("c", 100.0, true)],
+            ),
+            oracle_exec(
+                "q",
+                4,
+                &[("a", 100.0, false), ("b", 70.0, false), ("c", 70.0, true)],
+            ),
+        ];
+        let refs: Vec<&Exec> = ex.iter().collect();
+        // The fastest arm per instance after warm-up (rounds 3 and 4): 100 + 70.
+        let fastest: f64 = ex[2..].iter().map(|e| e.ms).sum();
+        assert_eq!(fastest, 170.0);
+        let h = held_out(&refs, 2).unwrap();
+        // Round 3: on rounds 1, 2, 4 a's median is 100, b's 70: b, which took 130 in round 3.
+        // Round 4: on rounds 1-3 a's median is 100, b's 130: a, 100 in round 4.
+        assert_eq!(h.ms, 230.0, "{h:?}");
+        assert_eq!(h.templates["q"].1.get("a"), Some(&1));
+        assert_eq!(h.templates["q"].1.get("b"), Some(&1));
+        assert_eq!(h.censored, 0);
+        // Every round warm-up: nothing after it, zero.
+        assert_eq!(held_out(&refs, 4).unwrap().ms, 0.0);
+        // One round alone: nothing to choose on.
+        assert!(held_out(&refs[..1], 0).is_none());
+        // A tie between two arms goes to the one cut short less often, then to the earlier.
+        let tie = [
+            oracle_exec("q", 1, &[("a", 100.0, false), ("b", 100.0, true)]),
+            oracle_exec("q", 2, &[("a", 100.0, false), ("b", 90.0, false)]),
+        ];
+        let refs: Vec<&Exec> = tie.iter().collect();
+        let h = held_out(&refs, 1).unwrap();
+        assert_eq!((h.ms, h.censored), (100.0, 0), "{h:?}");
     }
 
     #[test]

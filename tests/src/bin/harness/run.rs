@@ -57,6 +57,20 @@ pub struct Exec {
     /// Oracle only, with more than [`FIRST_ARMS`] arms: the oracle over the first
     /// [`FIRST_ARMS`] (the list before the larger choice), from the same runs.
     pub first_arms_ms: Option<f64>,
+    /// Oracle only: every arm's time in this instance (the held-out oracle chooses among them
+    /// on the other rounds, see `report::held_out`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oracle_arms: Vec<ArmTime>,
+}
+
+/// One arm's time in an oracle instance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArmTime {
+    pub arm: String,
+    /// The median of its plan's runs, ms; when `censored`, the time its first run was cut
+    /// short at (the best plan's so far: the arm's plan is at least that slow).
+    pub ms: f64,
+    pub censored: bool,
 }
 
 /// What one EXPLAIN ANALYZE (text) said.
@@ -223,6 +237,9 @@ pub struct OracleResult {
     pub ran: u32,
     /// The best among the first [`FIRST_ARMS`] arms' plans, when there are more arms.
     pub first_arms_ms: Option<f64>,
+    /// Every arm's time, in the arms' order (an arm whose plan an earlier arm has: that
+    /// plan's time).
+    pub arms: Vec<ArmTime>,
 }
 
 /// The arms the extension chose among before the larger choice (issue 23): the oracle over
@@ -242,20 +259,37 @@ pub fn oracle(
     query: &str,
 ) -> Result<OracleResult, String> {
     let mut best: Option<OracleResult> = None;
-    let mut seen: Vec<u64> = Vec::new();
+    // Each distinct plan's time, by its shape.
+    let mut seen: Vec<(u64, f64, bool)> = Vec::new();
+    let mut times: Vec<ArmTime> = Vec::with_capacity(arms.len());
     let mut first_arms_ms = None;
     for (i, (name, sets)) in arms.iter().enumerate() {
         if i == FIRST_ARMS {
             first_arms_ms = best.as_ref().map(|b| b.ms);
         }
         let shape = plan_shape(client, sets, query)?;
-        if seen.contains(&shape) {
+        if let Some(&(_, ms, censored)) = seen.iter().find(|s| s.0 == shape) {
+            times.push(ArmTime {
+                arm: name.clone(),
+                ms,
+                censored,
+            });
             continue;
         }
-        seen.push(shape);
         let cap = best.as_ref().map(|b| b.ms);
         let typical = median_run(client, sets, query, cap)
             .map_err(|e| format!("oracle arm '{name}': {e}"))?;
+        let (ms, censored) = match typical {
+            Some((ms, _)) => (ms, false),
+            // Cut short at the best so far: at least that slow.
+            None => (cap.unwrap_or(f64::INFINITY), true),
+        };
+        seen.push((shape, ms, censored));
+        times.push(ArmTime {
+            arm: name.clone(),
+            ms,
+            censored,
+        });
         let (plans, ran) = best.as_ref().map_or((0, 0), |b| (b.plans, b.ran));
         match typical {
             Some((ms, planning_ms)) if cap.is_none_or(|c| ms < c) => {
@@ -266,6 +300,7 @@ pub fn oracle(
                     plans: plans + 1,
                     ran: ran + 1,
                     first_arms_ms: None,
+                    arms: Vec::new(),
                 });
             }
             _ => {
@@ -278,6 +313,7 @@ pub fn oracle(
     }
     let mut best = best.ok_or_else(|| "no arm to time".to_string())?;
     best.first_arms_ms = first_arms_ms;
+    best.arms = times;
     Ok(best)
 }
 
