@@ -15,6 +15,8 @@
 #      (verified: faster; nothing left behind);
 #      The same kind of join PREPAREd and EXECUTEd with a bound parameter: explored the same way;
 #   2. the explorer's runs are counted in ruvector_dag_status (runs, machine time, CPU waits);
+#      it starts on demand (a statement offered) and stops when nothing was offered for 60 s,
+#      giving its max_worker_processes slot back;
 #      with ruvector.dag_explorer_nice = 19 it runs at nice 19 (its autogroup too), set back to 0
 #      a new explorer runs at nice 0; ruvector_dag_explorer_pause() stops it, resume lets it go on;
 #      the launcher warns that its workers leave parallel queries too few max_worker_processes;
@@ -62,6 +64,21 @@ new_explorer() {
     p=$(status explorer_pid 2>/dev/null || true)
     [[ -n $p && $p != 0 && $p != "$1" ]] && { echo "$p"; return; }
     sleep 0.5
+  done
+}
+# Explorers start on demand: statement $1, of a plan shape of its own (the callers' four differ
+# in their plans, not only in their columns: a shape settled is offered no more), run by the
+# reader once a second, is offered from its second execution (once the launcher, which may be
+# starting itself after a restart, says an explorer can start), and the launcher starts an
+# explorer for it. Prints the explorer's pid once one runs (up to 30 s); empty when none came.
+offer_fresh() {
+  local q=$1
+  local p
+  for _ in $(seq 1 30); do
+    psql -X -q -h "$dir" -p "$port" -U reader postgres -c "$q" >/dev/null
+    p=$(status explorer_pid 2>/dev/null || true)
+    [[ -n $p && $p != 0 ]] && { echo "$p"; return; }
+    sleep 1
   done
 }
 
@@ -236,6 +253,9 @@ echo "  ok: applied at execution $applied, learned state loaded once (backend_re
 
 echo "==> 2. ruvector.dag_explorer_nice = 19: the lowest CPU priority, autogroup too; back to 0; pause and resume"
 epid=$(status explorer_pid)
+# It stops after 60 s without an offer: one is made if none runs now.
+if [[ $epid == 0 ]]; then epid=$(offer_fresh "SELECT o.city, count(*) FROM orders o JOIN items i ON i.bucket = o.region AND i.sku = o.item WHERE o.amount > 1 GROUP BY o.city"); fi
+[[ -n $epid && $epid != 0 ]] || fail "no explorer started for a statement offered"
 nice=$(ps -o ni= -p "$epid" | tr -d ' ')
 [[ $nice == 19 ]] || fail "the explorer (pid $epid) runs at nice '$nice', not 19"
 # With autogroups the CPU is shared between sessions first: the explorer's own session's nice.
@@ -251,10 +271,14 @@ echo "  explorer pid $epid at nice $nice; waited $(status explorer_wait_ms) ms f
 [[ $(status explorer_paused) == true ]] || fail "status does not say paused"
 [[ $(psql_ -At -c "SELECT ruvector_dag.ruvector_dag_explorer_resume()") == t ]] || fail "resume did not report a paused explorer"
 [[ $(status explorer_paused) == false ]] || fail "status still says paused"
-# Back to a user's priority (the shipped default): a new explorer, at nice 0.
+# Back to a user's priority (the shipped default): the explorer stops; the next one, started
+# for the next statement offered, at nice 0.
 psql_ -q -c "ALTER SYSTEM SET ruvector.dag_explorer_nice = 0" -c "SELECT pg_reload_conf()" >/dev/null
-npid=$(new_explorer "$epid")
-[[ -n $npid ]] || fail "no new explorer within 30 s of ruvector.dag_explorer_nice = 0 (still pid $epid)"
+for _ in $(seq 1 40); do [[ $(status explorer_pid) != "$epid" ]] && break; sleep 0.5; done
+[[ $(status explorer_pid) != "$epid" ]] || fail "explorer $epid did not stop within 20 s of ruvector.dag_explorer_nice = 0"
+npid=$(status explorer_pid)
+if [[ $npid == 0 ]]; then npid=$(offer_fresh "SELECT count(*) FROM orders a JOIN orders b ON b.id = a.item WHERE a.amount > 100"); fi
+[[ -n $npid && $npid != 0 ]] || fail "no new explorer for a statement offered after ruvector.dag_explorer_nice = 0"
 nnice=$(ps -o ni= -p "$npid" | tr -d ' ')
 [[ $nnice == 0 ]] || fail "the new explorer (pid $npid) runs at nice '$nnice', not 0"
 echo "  ruvector.dag_explorer_nice = 0: explorer pid $epid stopped, pid $npid at nice $nnice"
@@ -270,12 +294,15 @@ echo "==> 2b. a run given up for the users' statements that need the cores"
 # the executor counts it): users and explorer together want more cores than there are, and the
 # run is given up at once (not evidence), the explorer going on.
 QY="SELECT count(*) FROM orders a JOIN orders b ON a.item % 2000 = b.item % 2000 AND a.region <> b.region WHERE a.amount > 1"
-yielded=$(status explorer_yielded) epid=$(status explorer_pid) cores=$(nproc)
+# The statements offered so far are settled first: the run caught below is this one's.
+for _ in $(seq 1 120); do [[ $(status explorer_queued) == 0 ]] && break; sleep 0.5; done
+yielded=$(status explorer_yielded) cores=$(nproc)
 # Offered from its second execution (no plan is explored before the default plan's time is known).
 ms=$(psql -X -q -At -h "$dir" -p "$port" -U reader postgres -c '\timing on' -c "$QY" -c "$QY" | grep -o '^Time: [0-9.]*' | tail -1 | cut -d' ' -f2)
 caught=0
 for _ in $(seq 1 600); do
   if [[ $(status explorer_in_run) == true ]]; then
+    epid=$(status explorer_pid)
     for _ in $(seq 1 "$cores"); do psql_ -c "SELECT pg_sleep(1.5)" >/dev/null & done
     sleep 0.5
     seen=$(status executing_users)
@@ -302,7 +329,8 @@ psql_ -c "SELECT ruvector_dag.ruvector_dag_explorer_pause()" >/dev/null
 before=$(status explorer_denied)
 for n in 1 2 3; do psql -X -q -h "$dir" -p "$port" -U reader postgres -c "$Q3" >/dev/null || fail "the user's query failed"; sleep 1.2; done
 psql_ -c "REVOKE SELECT ON orders FROM reader" -c "SELECT ruvector_dag.ruvector_dag_explorer_resume()" >/dev/null
-sleep 3
+# (An explorer that stopped meanwhile is started again for the queued statement.)
+for _ in $(seq 1 30); do (($(status explorer_denied) > before)) && break; sleep 0.5; done
 after=$(status explorer_denied)
 ((after > before)) || fail "explorer_denied did not count the revoked statement ($before -> $after)"
 psql_ -c "GRANT SELECT ON orders TO reader" >/dev/null
@@ -346,9 +374,10 @@ for n in $(seq 1 60); do
   sleep 1
   psql_ -At -c "SELECT 1" >/dev/null 2>&1 && break
 done
-# After a restart a database asks for its learner and explorer at its first in-scope statement.
+# After a restart a database asks for its learner at its first in-scope statement, and for an
+# explorer when a statement is offered.
 psql -X -q -h "$dir" -p "$port" -U reader postgres -c "$Q" >/dev/null
-[[ -n $(new_explorer "$pid") ]] || fail "no explorer after the restart"
+[[ -n $(offer_fresh "SELECT i.bucket, avg(o.amount) FROM items i JOIN orders o ON o.item = i.sku JOIN orders p ON p.id = i.id WHERE i.price > 3 GROUP BY i.bucket ORDER BY 2 DESC") ]] || fail "no explorer after the restart for a statement offered"
 v2=$(status learned_version)
 ((v2 >= version)) || fail "learned_version went back ($version -> $v2)"
 # The verified plan is applied (or the default plan measured again beside it, as every 50 runs).
@@ -402,6 +431,17 @@ off=$(PGOPTIONS="$small -c ruvector.dag_mode=off" psql -X -q -At -h "$dir" -p "$
 grep -q "external merge" <<<"$off" || fail "the default plan did not spill: $(tr '\n' ' ' <<<"$off")"
 [[ $(status work_mem_raised_kb) == 0 ]] || fail "the EXPLAIN ANALYZE left a raise held"
 echo "  ok: applied at execution $raised_at; $first_ms ms -> $last_ms ms; granted runs $runs, peak $peak kB, none held after; $(grep -Eo 'HashAggregate|Batches: [0-9]+' <<<"$plan" | tr '\n' ' ')against $(grep -Eo 'Sort Method: external merge' <<<"$off" | head -1)"
+
+echo "==> 5c. an explorer with nothing offered stops, giving its worker slot back; the next offer starts one"
+gone=0
+for n in $(seq 1 90); do
+  if [[ $(status explorer_pid) == 0 ]]; then gone=$n; break; fi
+  sleep 1
+done
+((gone > 0)) || fail "the explorer still runs after 90 s without a statement offered (pid $(status explorer_pid), queued $(status explorer_queued))"
+[[ $(status explorer_available) == true ]] || fail "status says no explorer is available for this database after it stopped for want of work"
+[[ -n $(offer_fresh "SELECT count(*) FROM (SELECT o.amount FROM orders o WHERE o.amount > 1 ORDER BY o.amount, o.id) s") ]] || fail "no explorer started for a statement offered after the last one stopped"
+echo "  ok: stopped within $gone s of waiting here (explorer_available true); started again for a statement offered"
 
 echo "==> 6. a fast shutdown does not wait for the explorer"
 as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -t 30 -w stop >/dev/null || fail "the server did not stop within 30 s"

@@ -183,6 +183,10 @@ struct ExplorerSlot {
     /// How long no user's statement must have started before it starts a run, ms (its
     /// back-off after runs given up; see `explorer::Backoff`).
     quiet_ms: std::sync::atomic::AtomicU32,
+    /// The launcher starts an explorer for this database when statements are offered (it is
+    /// one of the databases it learns in, and its last start did not fail): the foreground
+    /// offers while none runs.
+    startable: std::sync::atomic::AtomicBool,
     counters: [AtomicU64; EXPLORER_COUNTERS],
 }
 
@@ -353,6 +357,7 @@ unsafe extern "C-unwind" fn on_startup() {
                 pid: AtomicI32::new(0),
                 running: std::sync::atomic::AtomicBool::new(false),
                 quiet_ms: std::sync::atomic::AtomicU32::new(0),
+                startable: std::sync::atomic::AtomicBool::new(false),
                 counters: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
             launcher_latch: std::sync::atomic::AtomicUsize::new(0),
@@ -757,13 +762,30 @@ pub fn want_learner(db: u32) -> bool {
             .is_ok()
             || w.load(Ordering::Acquire) == db
     });
-    // Wake the launcher: the learner (and explorer) start now, not at its next check.
+    // Wake the launcher: the learner starts now, not at its next check.
+    if claimed {
+        wake_launcher(s);
+    }
+    claimed
+}
+
+/// Set the launcher's latch (when it runs): it looks at once at what to start.
+fn wake_launcher(s: &Shared) {
     let latch = s.launcher_latch.load(Ordering::Acquire);
-    if claimed && latch != 0 {
+    if latch != 0 {
         // SAFETY: the launcher's PGPROC latch, in shared memory (cleared when it exits).
         unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
     }
-    claimed
+}
+
+/// Wake the launcher when statements wait for database `db`'s explorer and none runs (it
+/// starts explorers on demand: an explorer that ran out of offers stops, see
+/// `explorer::IDLE_EXIT_S`).
+pub fn explorer_wanted(db: u32) {
+    let Some(s) = shared() else { return };
+    if explorer_pid(db) == 0 && queued(db) > 0 {
+        wake_launcher(s);
+    }
 }
 
 /// Record the launcher's latch (its process's `MyLatch`, in shared memory), or clear it.
@@ -1197,6 +1219,11 @@ pub fn offer(db: u32, fingerprint: u64, bytes: &[u8]) -> Result<(), OfferError> 
         unsafe { (&mut *o.bytes.get())[..bytes.len()].copy_from_slice(bytes) };
         o.state.store(OFFER_READY, Ordering::Release);
         count_explorer(db, ExplorerCounter::Offered, 1);
+        // No explorer runs for this database (none was needed for a while): the launcher
+        // starts one now.
+        if explorer_pid(db) == 0 {
+            wake_launcher(s);
+        }
         return Ok(());
     }
     count_explorer(db, ExplorerCounter::QueueFull, 1);
@@ -1375,6 +1402,34 @@ pub fn explorer_pid(db: u32) -> i32 {
     live_explorer(db).map_or(0, |e| e.pid.load(Ordering::Acquire))
 }
 
+/// The launcher says whether it starts an explorer for database `db` on demand.
+pub fn set_explorer_startable(db: u32, startable: bool) {
+    // A database the launcher does not explore in claims no slot.
+    let slot = if startable {
+        explorer_slot(db)
+    } else {
+        shared().and_then(|s| {
+            s.explorers
+                .iter()
+                .find(|e| e.db.load(Ordering::Acquire) == db)
+        })
+    };
+    if let Some(e) = slot {
+        e.startable.store(startable, Ordering::Release);
+    }
+}
+
+/// Whether database `db` has an explorer, running or started when a statement is offered.
+pub fn explorer_available(db: u32) -> bool {
+    explorer_pid(db) != 0
+        || shared().is_some_and(|s| {
+            s.launcher_latch.load(Ordering::Acquire) != 0
+                && s.explorers.iter().any(|e| {
+                    e.db.load(Ordering::Acquire) == db && e.startable.load(Ordering::Acquire)
+                })
+        })
+}
+
 /// Add `n` to one of database `db`'s explorer counters (its slot is claimed on first use).
 pub fn count_explorer(db: u32, c: ExplorerCounter, n: u64) {
     if let Some(e) = explorer_slot(db) {
@@ -1486,7 +1541,14 @@ pub fn ask_explorers_to_yield() {
 
 /// Pause (true) or resume (false) every explorer; the previous state.
 pub fn pause_explorers(paused: bool) -> bool {
-    shared().is_some_and(|s| s.explore_paused.swap(paused, Ordering::AcqRel))
+    shared().is_some_and(|s| {
+        let was = s.explore_paused.swap(paused, Ordering::AcqRel);
+        // Explorers start on demand and not while paused: the launcher looks again now.
+        if was && !paused {
+            wake_launcher(s);
+        }
+        was
+    })
 }
 
 /// Whether the explorers are paused.

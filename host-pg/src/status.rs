@@ -199,6 +199,12 @@ fn ruvector_dag_status() -> TableIterator<'static, (name!(key, String), name!(va
         let db = crate::database();
         put("learner_pid", shared::learner_pid(db).to_string());
         put("explorer_pid", shared::explorer_pid(db).to_string());
+        // Explorers start on demand: 0 above with true here is an explorer that stopped for
+        // want of offers and starts again at the next.
+        put(
+            "explorer_available",
+            shared::explorer_available(db).to_string(),
+        );
         put("explorer_paused", shared::explorers_paused().to_string());
         put("explorer_in_run", shared::explorer_in_run(db).to_string());
         put(

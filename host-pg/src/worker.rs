@@ -6,9 +6,11 @@
 //!   started, except those `ruvector.dag_database` excludes (`!name`); or, when that list
 //!   names databases, exactly those (one that does not exist yet is reported once). A learner
 //!   that cannot start (max_worker_processes) is reported once and tried again every period.
-//! - "ruvector_dag explorer" (started by the launcher with each learner while
-//!   `ruvector.dag_explore_share` is above 0): verifies candidate plans off the users' path
-//!   (see [`crate::explorer`]).
+//! - "ruvector_dag explorer" (started by the launcher on demand, while
+//!   `ruvector.dag_explore_share` is above 0 and the explorers are not paused: when statements
+//!   wait in its database's queue; it stops after [`crate::explorer::IDLE_EXIT_S`] without
+//!   one, giving its `max_worker_processes` slot back to parallel queries): verifies candidate
+//!   plans off the users' path (see [`crate::explorer`]).
 //! - "ruvector_dag learner" (started by the launcher, one per database): runs the
 //!   persisted learning cycle every `ruvector.dag_background_interval_ms`, or sooner when a
 //!   quarter of the shared ring is waiting; in between, every second that trajectories wait, a
@@ -196,19 +198,31 @@ pub unsafe extern "C-unwind" fn ruvector_dag_launcher_main(_arg: pg_sys::Datum) 
                 });
             }
         }
-        // The explorer only where it may run (ruvector.dag_explore_share above 0); one that
-        // runs when it is set to 0 idles.
-        let explore = guc::EXPLORE_SHARE.get() > 0.0;
+        // The explorer only where it may run (ruvector.dag_explore_share above 0, not paused)
+        // and has statements to run: it stops once nothing was offered for a while
+        // (explorer::IDLE_EXIT_S), and an offer, or the end of a pause, wakes this launcher.
+        let share = guc::EXPLORE_SHARE.get() > 0.0;
+        let explore = share && !shared::explorers_paused();
         for w in &mut watched {
+            let db = w.oid.to_u32();
             if !now.iter().any(|(oid, _)| *oid == w.oid) {
+                // Its backends stop offering, and what they offered is dropped once no
+                // explorer of it runs (one that runs stops when idle).
+                shared::set_explorer_startable(db, false);
+                if shared::explorer_pid(db) == 0 {
+                    shared::release_all(db, true);
+                }
                 continue;
             }
             if !w.learner.running() {
                 w.learner = start(w.oid, &w.name, Kind::Learner, w.learner.failed);
             }
-            if explore && !w.explorer.running() {
+            // A start that failed (max_worker_processes) is tried again every period, offers
+            // or not; meanwhile the backends do not offer.
+            if explore && !w.explorer.running() && (shared::queued(db) > 0 || w.explorer.failed) {
                 w.explorer = start(w.oid, &w.name, Kind::Explorer, w.explorer.failed);
             }
+            shared::set_explorer_startable(db, share && !w.explorer.failed);
         }
         let ours = 1 + watched
             .iter()

@@ -1,5 +1,7 @@
 //! The background explorer ("ruvector_dag explorer", one per learning database, started by the
-//! launcher with the learner): exploration off the users' path.
+//! launcher on demand: when a statement is offered; it stops after [`IDLE_EXIT_S`] without one,
+//! so an idle database holds no `max_worker_processes` slot for it): exploration off the users'
+//! path.
 //!
 //! In `learn` mode a statement whose shape has untried candidate plans (or a plan under trial)
 //! is offered to a bounded shared-memory queue ([`offer`]: its text, parameters, role and the
@@ -50,6 +52,11 @@ use offer::Offer;
 /// The default plan's own runs are cut at this many times its typical time (candidates at the
 /// core's [`explore_timeout_ms`]).
 pub const DEFAULT_TIMEOUT_RATIO: f64 = 5.0;
+/// An explorer that took no offered statement for this long stops, seconds; the launcher starts
+/// one again when a statement is offered (`shared::offer` wakes it). A background worker takes
+/// one of `max_worker_processes`, which users' parallel queries share: an explorer waiting for
+/// work would keep a parallel worker from them.
+pub const IDLE_EXIT_S: u64 = 60;
 /// A shape explored this recently is not explored again (the learner has not published what
 /// the explorer measured yet, or nothing was left), seconds.
 pub const REVISIT_AFTER_S: u64 = 30;
@@ -410,7 +417,15 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     let mut recent: HashMap<u64, Instant> = HashMap::new();
     let mut backoff = Backoff::default();
     let mut last_error: Option<String> = None;
+    // When it last took an offered statement (or started).
+    let mut last_work = Instant::now();
     while wait(Some(Duration::from_millis(500))) {
+        // Nothing to do for a while (nothing offered, paused, or ruvector.dag_explore_share = 0):
+        // give the worker slot back; the launcher starts an explorer again on demand.
+        if last_work.elapsed().as_secs() >= IDLE_EXIT_S {
+            debug1!("ruvector_dag explorer: nothing offered for {IDLE_EXIT_S} s; stopping (started again when a statement is offered)");
+            break;
+        }
         if shared::explorers_paused() || guc::EXPLORE_SHARE.get() <= 0.0 {
             continue;
         }
@@ -420,6 +435,7 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
         }
         recent.retain(|_, t| t.elapsed().as_secs() < REVISIT_AFTER_S);
         while let Some((slot, bytes)) = shared::take(db) {
+            last_work = Instant::now();
             let outcome = explore(db, &bytes, &mut recent, &mut backoff);
             if matches!(outcome, Ok(Turn::Again)) {
                 shared::requeue(slot);
@@ -447,6 +463,8 @@ unsafe extern "C-unwind" fn explorer_exit(_code: i32, arg: pg_sys::Datum) {
     shared::explorer_running(db, false);
     shared::set_explorer(db, 0);
     shared::release_all(db, false);
+    // A statement offered as it stopped (it saw an explorer running and woke no one).
+    shared::explorer_wanted(db);
 }
 
 /// The explorer's statements carry users' constants: none of them may reach the server log.

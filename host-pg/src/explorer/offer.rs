@@ -349,12 +349,14 @@ pub unsafe fn capture(
 }
 
 /// Whether this database's statements can be explored in the background now: an explorer
-/// runs for it, `ruvector.dag_explore_share` is above 0, and this is not a standby.
+/// runs for it or the launcher starts one when a statement is offered
+/// ([`crate::shared::explorer_available`]), `ruvector.dag_explore_share` is above 0, and this
+/// is not a standby.
 pub fn explorer_available() -> bool {
     if guc::EXPLORE_SHARE.get() <= 0.0 {
         return false;
     }
     // SAFETY: reading backend globals.
     let (db, standby) = unsafe { (pg_sys::MyDatabaseId.to_u32(), pg_sys::RecoveryInProgress()) };
-    !standby && crate::shared::explorer_pid(db) != 0
+    !standby && crate::shared::explorer_available(db)
 }
