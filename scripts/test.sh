@@ -88,7 +88,7 @@ step "reliability on a real server (scripts/reliability.sh: pgbench -c 8 simple 
 # (README: --release --seconds 60 --shapes 100000).
 scripts/reliability.sh --no-install --seconds 10 --shapes 3000
 
-step "the background explorer on a real server (scripts/explorer.sh: a misestimated join verified off the users' path and applied within 5 executions, one session each, no user execution exploring; pause and resume; a revoked permission dropped and counted, never retried; FOR UPDATE and volatile functions never queued; a run given up for users' statements that need the cores; kill -9 of the explorer; statistics advice on the misestimated scan measured in a transaction rolled back; an arm raising work_mem run by the explorer for a spilling DISTINCT, applied within ruvector.dag_work_mem_max, no spill where it runs)"
+step "the background explorer on a real server (scripts/explorer.sh: a misestimated join verified off the users' path and applied within 5 executions, one session each, no user execution exploring; pause and resume; an explorer started on demand, stopped after 60 s without an offer; a revoked permission dropped and counted, never retried; FOR UPDATE and volatile functions never queued; a run given up for users' statements that need the cores; kill -9 of the explorer; statistics advice on the misestimated scan measured in a transaction rolled back; an arm raising work_mem run by the explorer for a spilling DISTINCT, applied within ruvector.dag_work_mem_max, no spill where it runs)"
 scripts/explorer.sh --no-install
 
 step "the workload harness at a small scale: runs end to end and writes a well-formed report"
