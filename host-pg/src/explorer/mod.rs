@@ -52,7 +52,7 @@ use offer::Offer;
 /// The default plan's own runs are cut at this many times its typical time (candidates at the
 /// core's [`explore_timeout_ms`]).
 pub const DEFAULT_TIMEOUT_RATIO: f64 = 5.0;
-/// An explorer that took no offered statement for this long stops, seconds; the launcher starts
+/// An explorer whose queue stayed empty this long stops, seconds; the launcher starts
 /// one again when a statement is offered (`shared::offer` wakes it). A background worker takes
 /// one of `max_worker_processes`, which users' parallel queries share: an explorer waiting for
 /// work would keep a parallel worker from them.
@@ -417,12 +417,16 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
     let mut recent: HashMap<u64, Instant> = HashMap::new();
     let mut backoff = Backoff::default();
     let mut last_error: Option<String> = None;
-    // When it last took an offered statement (or started).
+    // When it last had a statement in hand (or started).
     let mut last_work = Instant::now();
     while wait(Some(Duration::from_millis(500))) {
-        // Nothing to do for a while (nothing offered, paused, or ruvector.dag_explore_share = 0):
-        // give the worker slot back; the launcher starts an explorer again on demand.
-        if last_work.elapsed().as_secs() >= IDLE_EXIT_S {
+        // Nothing offered for a while (nor waiting: a pause with statements queued keeps it,
+        // and what it knows of the users' gaps and the shapes it measured, which a new explorer
+        // would learn again): give the worker slot back; the launcher starts an explorer again
+        // on demand.
+        if shared::queued(db) > 0 {
+            last_work = Instant::now();
+        } else if last_work.elapsed().as_secs() >= IDLE_EXIT_S {
             debug1!("ruvector_dag explorer: nothing offered for {IDLE_EXIT_S} s; stopping (started again when a statement is offered)");
             break;
         }
@@ -435,7 +439,6 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
         }
         recent.retain(|_, t| t.elapsed().as_secs() < REVISIT_AFTER_S);
         while let Some((slot, bytes)) = shared::take(db) {
-            last_work = Instant::now();
             let outcome = explore(db, &bytes, &mut recent, &mut backoff);
             if matches!(outcome, Ok(Turn::Again)) {
                 shared::requeue(slot);
