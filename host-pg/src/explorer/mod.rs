@@ -430,7 +430,13 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
             debug1!("ruvector_dag explorer: nothing offered for {IDLE_EXIT_S} s; stopping (started again when a statement is offered)");
             break;
         }
-        if shared::explorers_paused() || guc::EXPLORE_SHARE.get() <= 0.0 {
+        if guc::EXPLORE_SHARE.get() <= 0.0 {
+            // No exploring: what waits is dropped (the backends offer no more), and the
+            // explorer stops once idle.
+            shared::release_all(db, true);
+            continue;
+        }
+        if shared::explorers_paused() {
             continue;
         }
         // A standby never explores (its foreground does not offer either).
@@ -440,6 +446,9 @@ pub unsafe extern "C-unwind" fn ruvector_dag_explorer_main(arg: pg_sys::Datum) {
         recent.retain(|_, t| t.elapsed().as_secs() < REVISIT_AFTER_S);
         while let Some((slot, bytes)) = shared::take(db) {
             let outcome = explore(db, &bytes, &mut recent, &mut backoff);
+            // The idle minute counts from the end of the last turn (users offer a shape again
+            // after it, when its turn ended with plans left).
+            last_work = Instant::now();
             if matches!(outcome, Ok(Turn::Again)) {
                 shared::requeue(slot);
             } else {
