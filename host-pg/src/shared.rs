@@ -1402,17 +1402,21 @@ pub fn explorer_pid(db: u32) -> i32 {
     live_explorer(db).map_or(0, |e| e.pid.load(Ordering::Acquire))
 }
 
+/// Database `db`'s explorer slot if it has one (none is claimed).
+fn claimed_explorer_slot(db: u32) -> Option<&'static ExplorerSlot> {
+    shared()?
+        .explorers
+        .iter()
+        .find(|e| e.db.load(Ordering::Acquire) == db)
+}
+
 /// The launcher says whether it starts an explorer for database `db` on demand.
 pub fn set_explorer_startable(db: u32, startable: bool) {
     // A database the launcher does not explore in claims no slot.
     let slot = if startable {
         explorer_slot(db)
     } else {
-        shared().and_then(|s| {
-            s.explorers
-                .iter()
-                .find(|e| e.db.load(Ordering::Acquire) == db)
-        })
+        claimed_explorer_slot(db)
     };
     if let Some(e) = slot {
         e.startable.store(startable, Ordering::Release);
@@ -1422,12 +1426,8 @@ pub fn set_explorer_startable(db: u32, startable: bool) {
 /// Whether database `db` has an explorer, running or started when a statement is offered.
 pub fn explorer_available(db: u32) -> bool {
     explorer_pid(db) != 0
-        || shared().is_some_and(|s| {
-            s.launcher_latch.load(Ordering::Acquire) != 0
-                && s.explorers.iter().any(|e| {
-                    e.db.load(Ordering::Acquire) == db && e.startable.load(Ordering::Acquire)
-                })
-        })
+        || shared().is_some_and(|s| s.launcher_latch.load(Ordering::Acquire) != 0)
+            && claimed_explorer_slot(db).is_some_and(|e| e.startable.load(Ordering::Acquire))
 }
 
 /// Add `n` to one of database `db`'s explorer counters (its slot is claimed on first use).
@@ -1439,15 +1439,9 @@ pub fn count_explorer(db: u32, c: ExplorerCounter, n: u64) {
 
 /// Database `db`'s explorer counters, in [`ExplorerCounter::ALL`] order.
 pub fn explorer_counters(db: u32) -> [u64; EXPLORER_COUNTERS] {
-    shared()
-        .and_then(|s| {
-            s.explorers
-                .iter()
-                .find(|e| e.db.load(Ordering::Acquire) == db)
-        })
-        .map_or([0; EXPLORER_COUNTERS], |e| {
-            std::array::from_fn(|i| e.counters[i].load(Ordering::Acquire))
-        })
+    claimed_explorer_slot(db).map_or([0; EXPLORER_COUNTERS], |e| {
+        std::array::from_fn(|i| e.counters[i].load(Ordering::Acquire))
+    })
 }
 
 /// Mark database `db`'s explorer as in a run (true) or between runs.
